@@ -1,0 +1,392 @@
+//! Evaluation: does live state satisfy each requirement? Pure; produces [`Finding`]s.
+//!
+//! Effective permissions come from the project's policy and its ancestors' policies through role
+//! definitions. Conditional bindings are never counted as granted. A principal reached only through a
+//! group is `unknown`, never `missing`. A finding says exactly which permissions or binding are absent.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::iam::{Member, MemberKind, Policy, ResourceRef, Role, ServiceAccountEmail};
+use super::requirements::{
+    self as req, CONTAINER_API, NODE_SA_PERMISSIONS, RequirementId,
+};
+use super::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
+
+/// The verdict on one requirement for one principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Satisfied.
+    Ok,
+    /// Not satisfied: something is absent.
+    Missing,
+    /// Only satisfied through a conditional binding.
+    Conditional,
+    /// Cannot be decided from IAM alone (group membership, unreadable role or account).
+    Unknown,
+    /// The data read was partial (for example `missingZones`).
+    Incomplete,
+}
+
+impl Status {
+    /// The status as written in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Missing => "missing",
+            Self::Conditional => "conditional",
+            Self::Unknown => "unknown",
+            Self::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// The result of checking one requirement for one principal of one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Which requirement.
+    pub requirement: RequirementId,
+    /// The principal in member form (`serviceAccount:EMAIL`), if the requirement is about one.
+    pub principal: Option<Member>,
+    /// The verdict.
+    pub status: Status,
+    /// Required permissions the principal lacks (node-sa-permissions).
+    pub missing_permissions: Vec<String>,
+    /// Required permissions granted only under a condition.
+    pub conditional_permissions: Vec<String>,
+    /// Required permissions that may come through a group or an unreadable role.
+    pub unknown_permissions: Vec<String>,
+    /// The role whose binding restores the requirement, if any.
+    pub role: Option<Role>,
+    /// Clusters that use this principal (`location/name`).
+    pub clusters: Vec<String>,
+    /// Node pools that use this principal (`location/cluster/pool`).
+    pub node_pools: Vec<String>,
+    /// Where the grant comes from when satisfied (`roles/x on folders/1`).
+    pub granted_via: Vec<String>,
+    /// A sentence for people.
+    pub detail: String,
+}
+
+impl Finding {
+    fn new(requirement: RequirementId, principal: Option<Member>, status: Status, detail: String) -> Self {
+        Self {
+            requirement,
+            principal,
+            status,
+            missing_permissions: Vec::new(),
+            conditional_permissions: Vec::new(),
+            unknown_permissions: Vec::new(),
+            role: requirement.restore_role(),
+            clusters: Vec::new(),
+            node_pools: Vec::new(),
+            granted_via: Vec::new(),
+            detail,
+        }
+    }
+}
+
+/// A node service account and where it is used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeServiceAccount {
+    /// The account (with `"default"` resolved to the Compute Engine default account).
+    pub email: ServiceAccountEmail,
+    /// Clusters using it (`location/name`).
+    pub clusters: BTreeSet<String>,
+    /// Node pools using it (`location/cluster/pool`).
+    pub node_pools: BTreeSet<String>,
+}
+
+/// Every node service account of the project's clusters, resolving `"default"`.
+pub fn node_service_accounts(state: &ProjectState) -> Vec<NodeServiceAccount> {
+    let mut by_email: BTreeMap<ServiceAccountEmail, NodeServiceAccount> = BTreeMap::new();
+    let resolve = |raw: &str| -> Option<ServiceAccountEmail> {
+        if raw.is_empty() || raw == "default" {
+            Some(ServiceAccountEmail::compute_default(&state.project_number))
+        } else {
+            ServiceAccountEmail::parse(raw).ok()
+        }
+    };
+    for cluster in &state.clusters {
+        let cluster_key = format!("{}/{}", cluster.location, cluster.name);
+        let mut add = |raw: &str, pool: Option<&str>| {
+            if let Some(email) = resolve(raw) {
+                let entry = by_email.entry(email.clone()).or_insert_with(|| NodeServiceAccount {
+                    email,
+                    clusters: BTreeSet::new(),
+                    node_pools: BTreeSet::new(),
+                });
+                entry.clusters.insert(cluster_key.clone());
+                if let Some(pool) = pool {
+                    entry.node_pools.insert(format!("{cluster_key}/{pool}"));
+                }
+            }
+        };
+        for pool in &cluster.node_pools {
+            add(&pool.service_account, Some(&pool.name));
+        }
+        if let Some(sa) = &cluster.autoprovisioning_service_account {
+            add(sa, None);
+        } else if cluster.autopilot {
+            add("default", None);
+        }
+    }
+    by_email.into_values().collect()
+}
+
+/// Roles whose definitions evaluation needs: roles of bindings that name a node service account or a
+/// group, on the project and its ancestors.
+pub fn roles_needed(state: &ProjectState) -> BTreeSet<Role> {
+    let accounts: Vec<ServiceAccountEmail> = node_service_accounts(state).into_iter().map(|n| n.email).collect();
+    all_policies(state)
+        .flat_map(|(_, p)| p.bindings.iter())
+        .filter(|b| {
+            b.members.iter().any(|m| m.kind() == MemberKind::Group || accounts.iter().any(|a| m.is_service_account(a)))
+        })
+        .map(|b| b.role.clone())
+        .collect()
+}
+
+fn all_policies(state: &ProjectState) -> impl Iterator<Item = (String, &Policy)> {
+    std::iter::once((format!("projects/{}", state.project_id), &state.policy))
+        .chain(state.ancestors.iter().map(|(r, p)| (r.to_string(), p)))
+}
+
+/// Whether the project is a GKE project (in scope of the checks).
+pub fn is_gke_project(state: &ProjectState) -> bool {
+    state.container_api == ApiState::Enabled || !state.clusters.is_empty()
+}
+
+/// Evaluates every requirement in `checks` for the project.
+pub fn evaluate(state: &ProjectState, roles: &RoleCatalog, checks: &BTreeSet<RequirementId>) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let robot = req::gke_service_agent(&state.project_number);
+    match state.container_api {
+        ApiState::Enabled => {
+            if checks.contains(&RequirementId::ContainerApiEnabled) {
+                findings.push(Finding::new(
+                    RequirementId::ContainerApiEnabled,
+                    None,
+                    Status::Ok,
+                    format!("{CONTAINER_API} is enabled"),
+                ));
+            }
+        }
+        ApiState::Disabled => {
+            // The GKE service agent's binding outlives the API: its presence shows the project used GKE.
+            let used_gke = all_policies(state)
+                .flat_map(|(_, p)| p.bindings.iter())
+                .any(|b| b.members.iter().any(|m| m.is_service_account(&robot)));
+            if used_gke && checks.contains(&RequirementId::ContainerApiEnabled) {
+                findings.push(Finding::new(
+                    RequirementId::ContainerApiEnabled,
+                    None,
+                    Status::Missing,
+                    format!("{CONTAINER_API} is disabled but the project has the GKE service agent: GKE cannot manage its clusters"),
+                ));
+            }
+            if !is_gke_project(state) {
+                return findings;
+            }
+        }
+        ApiState::Unknown => {
+            findings.push(Finding::new(
+                RequirementId::ContainerApiEnabled,
+                None,
+                Status::Unknown,
+                format!("could not determine whether {CONTAINER_API} is enabled"),
+            ));
+            return findings;
+        }
+    }
+    if !is_gke_project(state) {
+        return findings;
+    }
+
+    for (id, email) in [
+        (RequirementId::GkeServiceAgent, robot),
+        (RequirementId::GkeNodeServiceAgent, req::gke_node_service_agent(&state.project_number)),
+        (RequirementId::GoogleApisServiceAgent, req::google_apis_service_agent(&state.project_number)),
+    ] {
+        if checks.contains(&id) {
+            findings.push(evaluate_role_binding(state, id, &email));
+        }
+    }
+
+    if !state.missing_zones.is_empty() && checks.contains(&RequirementId::NodeSaPermissions) {
+        findings.push(Finding::new(
+            RequirementId::NodeSaPermissions,
+            None,
+            Status::Incomplete,
+            format!(
+                "clusters in zones {} could not be listed; their node service accounts were not checked",
+                state.missing_zones.join(", ")
+            ),
+        ));
+    }
+
+    for node_sa in node_service_accounts(state) {
+        let member = Member::service_account(&node_sa.email);
+        let account = state.accounts.get(&node_sa.email);
+        if checks.contains(&RequirementId::NodeSaExists) {
+            let mut f = evaluate_existence(&node_sa, account, &member);
+            f.clusters = node_sa.clusters.iter().cloned().collect();
+            f.node_pools = node_sa.node_pools.iter().cloned().collect();
+            findings.push(f);
+        }
+        if checks.contains(&RequirementId::NodeSaPermissions) {
+            let mut f = evaluate_permissions(state, roles, &node_sa.email, account);
+            f.clusters = node_sa.clusters.iter().cloned().collect();
+            f.node_pools = node_sa.node_pools.iter().cloned().collect();
+            findings.push(f);
+        }
+    }
+    findings
+}
+
+fn evaluate_existence(node_sa: &NodeServiceAccount, account: Option<&AccountState>, member: &Member) -> Finding {
+    let email = &node_sa.email;
+    let (status, detail) = match account {
+        Some(AccountState::Active { .. }) => (Status::Ok, format!("{email} exists and is enabled")),
+        Some(AccountState::Disabled { .. }) => (Status::Missing, format!("{email} is disabled: nodes cannot authenticate")),
+        Some(AccountState::Deleted { unique_id }) => (
+            Status::Missing,
+            match unique_id {
+                Some(uid) => format!("{email} was deleted (unique id {uid}); it can be undeleted within 30 days"),
+                None => format!("{email} does not exist"),
+            },
+        ),
+        Some(AccountState::Unknown { reason }) => (Status::Unknown, format!("could not read {email}: {reason}")),
+        None => (Status::Unknown, format!("existence of {email} was not checked")),
+    };
+    Finding::new(RequirementId::NodeSaExists, Some(member.clone()), status, detail)
+}
+
+#[derive(Default)]
+struct PermissionTally {
+    granted: BTreeMap<String, Vec<String>>,
+    conditional: BTreeSet<String>,
+    unknown: BTreeSet<String>,
+}
+
+fn evaluate_permissions(
+    state: &ProjectState,
+    roles: &RoleCatalog,
+    email: &ServiceAccountEmail,
+    account: Option<&AccountState>,
+) -> Finding {
+    let member = Member::service_account(email);
+    let mut tally = PermissionTally::default();
+    for (resource, policy) in all_policies(state) {
+        for binding in &policy.bindings {
+            let direct = binding.members.iter().any(|m| m.is_service_account(email));
+            let via_group = binding.members.iter().any(|m| m.kind() == MemberKind::Group);
+            if !direct && !via_group {
+                continue;
+            }
+            let relevant: Vec<String> = match roles.get(&binding.role) {
+                RoleLookup::Found(perms) => {
+                    NODE_SA_PERMISSIONS.iter().filter(|p| perms.contains(**p)).map(|p| p.to_string()).collect()
+                }
+                RoleLookup::NotFound => Vec::new(),
+                RoleLookup::Unreadable(_) => {
+                    tally.unknown.extend(NODE_SA_PERMISSIONS.iter().map(|p| p.to_string()));
+                    Vec::new()
+                }
+            };
+            for perm in relevant {
+                if direct && binding.condition.is_none() {
+                    tally.granted.entry(perm).or_default().push(format!("{} on {resource}", binding.role));
+                } else if direct {
+                    tally.conditional.insert(perm);
+                } else {
+                    tally.unknown.insert(perm);
+                }
+            }
+        }
+    }
+    let mut missing = Vec::new();
+    let mut conditional = Vec::new();
+    let mut unknown = Vec::new();
+    let mut via = BTreeSet::new();
+    for perm in NODE_SA_PERMISSIONS {
+        let answer = state.troubleshooter.get(&(email.clone(), perm.to_owned()));
+        if let Some(sources) = tally.granted.get(perm) {
+            via.extend(sources.iter().cloned());
+        } else if answer == Some(&Troubleshot::Granted) {
+            via.insert("Policy Troubleshooter: CAN_ACCESS".to_owned());
+        } else if tally.conditional.contains(perm) {
+            conditional.push(perm.to_owned());
+        } else if tally.unknown.contains(perm) && answer != Some(&Troubleshot::NotGranted) {
+            unknown.push(perm.to_owned());
+        } else {
+            missing.push(perm.to_owned());
+        }
+    }
+    let gone = matches!(account, Some(AccountState::Deleted { .. }));
+    let (status, detail) = if !missing.is_empty() {
+        let mut d = format!("{email} lacks {}", missing.join(", "));
+        if gone {
+            d.push_str(" (the account is deleted)");
+        }
+        (Status::Missing, d)
+    } else if !conditional.is_empty() {
+        (Status::Conditional, format!("{email} holds {} only under an IAM condition", conditional.join(", ")))
+    } else if !unknown.is_empty() {
+        (
+            Status::Unknown,
+            format!("{email} may hold {} only through a group or an unreadable role", unknown.join(", ")),
+        )
+    } else {
+        (Status::Ok, format!("{email} holds every node permission"))
+    };
+    let mut f = Finding::new(RequirementId::NodeSaPermissions, Some(member), status, detail);
+    f.missing_permissions = missing;
+    f.conditional_permissions = conditional;
+    f.unknown_permissions = unknown;
+    f.granted_via = via.into_iter().collect();
+    f
+}
+
+fn evaluate_role_binding(state: &ProjectState, id: RequirementId, email: &ServiceAccountEmail) -> Finding {
+    let role = id.restore_role().expect("agent requirements are restored by a role");
+    let member = Member::service_account(email);
+    let mut via = Vec::new();
+    let mut conditional = false;
+    for (resource, policy) in all_policies(state) {
+        for b in policy.bindings.iter().filter(|b| b.role == role && b.members.contains(&member)) {
+            if b.condition.is_none() {
+                via.push(format!("{role} on {resource}"));
+            } else {
+                conditional = true;
+            }
+        }
+    }
+    let (status, detail) = if !via.is_empty() {
+        (Status::Ok, format!("{email} holds {role}"))
+    } else if conditional {
+        (Status::Conditional, format!("{email} holds {role} only under an IAM condition"))
+    } else {
+        (Status::Missing, format!("{email} lacks the binding {role}"))
+    };
+    let mut f = Finding::new(id, Some(member), status, detail);
+    f.granted_via = via;
+    f
+}
+
+/// Unique ids of deleted service accounts, from `deleted:serviceAccount:EMAIL?uid=N` members.
+pub fn deleted_accounts(policies: &[&Policy]) -> BTreeMap<ServiceAccountEmail, String> {
+    policies
+        .iter()
+        .flat_map(|p| p.bindings.iter().flat_map(|b| b.members.iter()))
+        .filter_map(|m| {
+            let (email, uid) = m.deleted_service_account()?;
+            Some((ServiceAccountEmail::parse(email).ok()?, uid.to_owned()))
+        })
+        .collect()
+}
+
+/// A resource and its policy, for callers building [`ProjectState::ancestors`].
+pub type AncestorPolicy = (ResourceRef, Policy);

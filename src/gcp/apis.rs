@@ -1,0 +1,500 @@
+//! Typed adapters for the Google REST methods the remediator calls, over [`Client`].
+//!
+//! Wire models follow the discovery documents (field names exactly as Google's); each method names
+//! the permission it needs so a 403 can say which one the caller lacks.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::client::{Call, Client};
+use super::error::{Api, ApiError};
+use crate::domain::iam::{Policy, ProjectId, ProjectNumber, ResourceRef, Role};
+use crate::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
+
+/// A project as listed or fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectInfo {
+    /// Project id.
+    pub project_id: ProjectId,
+    /// Project number.
+    pub project_number: ProjectNumber,
+    /// Direct parent (folder or organization).
+    pub parent: Option<ResourceRef>,
+}
+
+/// A service account as IAM returns it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccount {
+    /// Email.
+    pub email: String,
+    /// Numeric unique id.
+    #[serde(default)]
+    pub unique_id: Option<String>,
+    /// Absent (false) for enabled accounts.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// The result of listing clusters in all locations.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterList {
+    /// Clusters.
+    pub clusters: Vec<Cluster>,
+    /// Zones that could not be listed.
+    pub missing_zones: Vec<String>,
+}
+
+/// The Google APIs the remediator uses.
+#[derive(Clone, Debug)]
+pub struct Gcp {
+    client: Arc<Client>,
+}
+
+fn get(api: Api, method: &'static str, permission: &'static str, path: String) -> Call<'static, ()> {
+    Call { api, method, permission, http_method: Method::GET, path, query: Vec::new(), body: None }
+}
+
+fn post<'a, B: serde::Serialize>(
+    api: Api,
+    method: &'static str,
+    permission: &'static str,
+    path: String,
+    body: &'a B,
+) -> Call<'a, B> {
+    Call { api, method, permission, http_method: Method::POST, path, query: Vec::new(), body: Some(body) }
+}
+
+fn parse_parent(kind: &str, id: &str) -> Option<ResourceRef> {
+    match kind {
+        "folder" | "folders" => ResourceRef::parse(&format!("folders/{id}")).ok(),
+        "organization" | "organizations" => ResourceRef::parse(&format!("organizations/{id}")).ok(),
+        _ => None,
+    }
+}
+
+fn parse_parent_name(name: &str) -> Option<ResourceRef> {
+    let (kind, id) = name.split_once('/')?;
+    parse_parent(kind, id)
+}
+
+fn bad(api: Api, method: &'static str, message: String) -> ApiError {
+    ApiError::Decode { api, method, message }
+}
+
+impl Gcp {
+    /// Wraps a client.
+    pub fn new(client: Arc<Client>) -> Self {
+        Self { client }
+    }
+
+    /// The underlying client (for counters).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// `GET v1/projects/{id}`: number and parent.
+    pub async fn get_project(&self, id: &str) -> Result<ProjectInfo, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Parent {
+            r#type: String,
+            id: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Project {
+            project_id: String,
+            project_number: String,
+            #[serde(default)]
+            parent: Option<Parent>,
+        }
+        const M: &str = "projects.get";
+        let p: Project = self
+            .client
+            .send(get(Api::ResourceManager, M, "resourcemanager.projects.get", format!("v1/projects/{id}")))
+            .await?;
+        Ok(ProjectInfo {
+            project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            project_number: ProjectNumber::parse(&p.project_number)
+                .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            parent: p.parent.and_then(|p| parse_parent(&p.r#type, &p.id)),
+        })
+    }
+
+    /// `GET v3/folders/{id}`: the folder's parent.
+    pub async fn get_folder_parent(&self, folder_id: &str) -> Result<Option<ResourceRef>, ApiError> {
+        #[derive(Deserialize)]
+        struct Folder {
+            #[serde(default)]
+            parent: String,
+        }
+        let f: Folder = self
+            .client
+            .send(get(Api::ResourceManager, "folders.get", "resourcemanager.folders.get", format!("v3/folders/{folder_id}")))
+            .await?;
+        Ok(parse_parent_name(&f.parent))
+    }
+
+    /// Every project under a folder or organization, recursively (v3 `projects.list` and
+    /// `folders.list` with `parent=`).
+    pub async fn list_projects_under(&self, root: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
+        let mut out = Vec::new();
+        let mut queue = vec![root.clone()];
+        while let Some(parent) = queue.pop() {
+            out.extend(self.list_direct_projects(&parent).await?);
+            queue.extend(self.list_direct_folders(&parent).await?);
+        }
+        Ok(out)
+    }
+
+    async fn list_direct_projects(&self, parent: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Project {
+            name: String,
+            project_id: String,
+            #[serde(default)]
+            parent: String,
+            #[serde(default)]
+            state: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            projects: Vec<Project>,
+            #[serde(default)]
+            next_page_token: String,
+        }
+        const M: &str = "projects.list";
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut call = get(Api::ResourceManager, M, "resourcemanager.projects.list", "v3/projects".to_owned());
+            call.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+            if !token.is_empty() {
+                call.query.push(("pageToken", token.clone()));
+            }
+            let page: Page = self.client.send(call).await?;
+            for p in page.projects {
+                if !p.state.is_empty() && p.state != "ACTIVE" {
+                    continue;
+                }
+                let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
+                out.push(ProjectInfo {
+                    project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                    project_number: ProjectNumber::parse(number).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                    parent: parse_parent_name(&p.parent),
+                });
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    async fn list_direct_folders(&self, parent: &ResourceRef) -> Result<Vec<ResourceRef>, ApiError> {
+        #[derive(Deserialize)]
+        struct Folder {
+            name: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            folders: Vec<Folder>,
+            #[serde(default)]
+            next_page_token: String,
+        }
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut call = get(Api::ResourceManager, "folders.list", "resourcemanager.folders.list", "v3/folders".to_owned());
+            call.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+            if !token.is_empty() {
+                call.query.push(("pageToken", token.clone()));
+            }
+            let page: Page = self.client.send(call).await?;
+            out.extend(page.folders.iter().filter_map(|f| ResourceRef::parse(&f.name).ok()));
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// `getIamPolicy` at version 3 on a project (v1), folder (v3) or organization (v1).
+    pub async fn get_iam_policy(&self, resource: &ResourceRef) -> Result<Policy, ApiError> {
+        let body = json!({"options": {"requestedPolicyVersion": 3}});
+        let (path, permission) = match resource {
+            ResourceRef::Project(p) => (format!("v1/projects/{p}:getIamPolicy"), "resourcemanager.projects.getIamPolicy"),
+            ResourceRef::Folder(f) => (format!("v3/folders/{f}:getIamPolicy"), "resourcemanager.folders.getIamPolicy"),
+            ResourceRef::Organization(o) => {
+                (format!("v1/organizations/{o}:getIamPolicy"), "resourcemanager.organizations.getIamPolicy")
+            }
+        };
+        self.client.send(post(Api::ResourceManager, "getIamPolicy", permission, path, &body)).await
+    }
+
+    /// `setIamPolicy` on a project with the policy's etag and version 3.
+    pub async fn set_project_iam_policy(&self, project: &ProjectId, policy: &Policy) -> Result<Policy, ApiError> {
+        let mut policy = policy.clone();
+        policy.version = 3;
+        let body = json!({"policy": policy});
+        self.client
+            .send(post(
+                Api::ResourceManager,
+                "projects.setIamPolicy",
+                "resourcemanager.projects.setIamPolicy",
+                format!("v1/projects/{project}:setIamPolicy"),
+                &body,
+            ))
+            .await
+    }
+
+    /// `roles.get` for a predefined or custom role. 404 means the role does not exist.
+    pub async fn get_role(&self, role: &Role) -> RoleLookup {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RoleDef {
+            #[serde(default)]
+            included_permissions: Vec<String>,
+            #[serde(default)]
+            deleted: bool,
+        }
+        let result: Result<RoleDef, ApiError> =
+            self.client.send(get(Api::Iam, "roles.get", "iam.roles.get", format!("v1/{role}"))).await;
+        match result {
+            Ok(def) if def.deleted => RoleLookup::NotFound,
+            Ok(def) => RoleLookup::Found(def.included_permissions.into_iter().collect()),
+            Err(e) if e.is_not_found() => RoleLookup::NotFound,
+            Err(e) => RoleLookup::Unreadable(e.to_string()),
+        }
+    }
+
+    /// Every service account of a project (deleted accounts are not listed).
+    pub async fn list_service_accounts(&self, project: &ProjectId) -> Result<Vec<ServiceAccount>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            accounts: Vec<ServiceAccount>,
+            #[serde(default)]
+            next_page_token: String,
+        }
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut call = get(
+                Api::Iam,
+                "serviceAccounts.list",
+                "iam.serviceAccounts.list",
+                format!("v1/projects/{project}/serviceAccounts"),
+            );
+            call.query = vec![("pageSize", "100".to_owned())];
+            if !token.is_empty() {
+                call.query.push(("pageToken", token.clone()));
+            }
+            let page: Page = self.client.send(call).await?;
+            out.extend(page.accounts);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// `serviceAccounts.get` under `projects/-`; `None` when it does not exist (404, or 403 which IAM
+    /// answers for a missing account under `projects/-`).
+    pub async fn get_service_account(&self, email: &str) -> Result<Option<ServiceAccount>, ApiError> {
+        let call = get(Api::Iam, "serviceAccounts.get", "iam.serviceAccounts.get", format!("v1/projects/-/serviceAccounts/{email}"));
+        match self.client.send(call).await {
+            Ok(sa) => Ok(Some(sa)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `serviceAccounts.enable`.
+    pub async fn enable_service_account(&self, email: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .client
+            .send(post(
+                Api::Iam,
+                "serviceAccounts.enable",
+                "iam.serviceAccounts.enable",
+                format!("v1/projects/-/serviceAccounts/{email}:enable"),
+                &json!({}),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// `serviceAccounts.undelete` by unique id.
+    pub async fn undelete_service_account(&self, unique_id: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .client
+            .send(post(
+                Api::Iam,
+                "serviceAccounts.undelete",
+                "iam.serviceAccounts.undelete",
+                format!("v1/projects/-/serviceAccounts/{unique_id}:undelete"),
+                &json!({}),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Clusters in all locations (`locations/-`). A 403 `SERVICE_DISABLED` is returned as an error the
+    /// caller can recognise with [`ApiError::is_service_disabled`].
+    pub async fn list_clusters(&self, project: &ProjectId) -> Result<ClusterList, ApiError> {
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Config {
+            #[serde(default)]
+            service_account: String,
+        }
+        #[derive(Deserialize)]
+        struct Pool {
+            name: String,
+            #[serde(default)]
+            config: Config,
+        }
+        #[derive(Deserialize, Default)]
+        struct Autopilot {
+            #[serde(default)]
+            enabled: bool,
+        }
+        #[derive(Deserialize, Default)]
+        #[serde(rename_all = "camelCase")]
+        struct Autoscaling {
+            #[serde(default)]
+            enable_node_autoprovisioning: bool,
+            #[serde(default)]
+            autoprovisioning_node_pool_defaults: Option<Config>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RawCluster {
+            name: String,
+            #[serde(default)]
+            location: String,
+            #[serde(default)]
+            autopilot: Autopilot,
+            #[serde(default)]
+            autoscaling: Autoscaling,
+            #[serde(default)]
+            node_pools: Vec<Pool>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct List {
+            #[serde(default)]
+            clusters: Vec<RawCluster>,
+            #[serde(default)]
+            missing_zones: Vec<String>,
+        }
+        let list: List = self
+            .client
+            .send(get(
+                Api::Container,
+                "clusters.list",
+                "container.clusters.list",
+                format!("v1/projects/{project}/locations/-/clusters"),
+            ))
+            .await?;
+        let clusters = list
+            .clusters
+            .into_iter()
+            .map(|c| {
+                let autopilot = c.autopilot.enabled;
+                let nap = c.autoscaling.enable_node_autoprovisioning || autopilot;
+                Cluster {
+                    name: c.name,
+                    location: c.location,
+                    autopilot,
+                    node_pools: c
+                        .node_pools
+                        .into_iter()
+                        .map(|p| NodePool { name: p.name, service_account: p.config.service_account })
+                        .collect(),
+                    autoprovisioning_service_account: if nap {
+                        Some(c.autoscaling.autoprovisioning_node_pool_defaults.unwrap_or_default().service_account)
+                    } else {
+                        None
+                    },
+                }
+            })
+            .collect();
+        Ok(ClusterList { clusters, missing_zones: list.missing_zones })
+    }
+
+    /// Whether a service is enabled (`services.get`).
+    pub async fn service_enabled(&self, project: &ProjectId, service: &str) -> Result<bool, ApiError> {
+        #[derive(Deserialize)]
+        struct Service {
+            #[serde(default)]
+            state: String,
+        }
+        let s: Service = self
+            .client
+            .send(get(
+                Api::ServiceUsage,
+                "services.get",
+                "serviceusage.services.get",
+                format!("v1/projects/{project}/services/{service}"),
+            ))
+            .await?;
+        Ok(s.state == "ENABLED")
+    }
+
+    /// `services.enable`; the operation is expected to be done (Service Usage answers quickly).
+    pub async fn enable_service(&self, project: &ProjectId, service: &str) -> Result<(), ApiError> {
+        let _: serde_json::Value = self
+            .client
+            .send(post(
+                Api::ServiceUsage,
+                "services.enable",
+                "serviceusage.services.enable",
+                format!("v1/projects/{project}/services/{service}:enable"),
+                &json!({}),
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Policy Troubleshooter v3: can `email` use `permission` on the project?
+    pub async fn troubleshoot(&self, email: &str, project: &ProjectId, permission: &str) -> Result<Troubleshot, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            #[serde(default)]
+            overall_access_state: String,
+        }
+        let body = json!({"accessTuple": {
+            "principal": email,
+            "fullResourceName": format!("//cloudresourcemanager.googleapis.com/projects/{project}"),
+            "permission": permission,
+        }});
+        let a: Answer = self
+            .client
+            .send(post(
+                Api::PolicyTroubleshooter,
+                "iam.troubleshoot",
+                "iam.roles.get",
+                "v3/iam:troubleshoot".to_owned(),
+                &body,
+            ))
+            .await?;
+        Ok(match a.overall_access_state.as_str() {
+            "CAN_ACCESS" => Troubleshot::Granted,
+            "CANNOT_ACCESS" => Troubleshot::NotGranted,
+            _ => Troubleshot::Unknown,
+        })
+    }
+}

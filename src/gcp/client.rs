@@ -1,0 +1,351 @@
+//! The HTTP client shared by every Google REST adapter: endpoints, credentials, client-side rate
+//! limits, retries of transient failures with jittered exponential backoff, and call counters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::Method;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::error::{Api, ApiError};
+
+/// How requests are authenticated.
+pub enum Credentials {
+    /// No `Authorization` header (the simulator, emulators).
+    Anonymous,
+    /// A fixed bearer token (e.g. `sim:remediator@p.iam.gserviceaccount.com` for the simulator).
+    Static(String),
+    /// Application Default Credentials through `google-cloud-auth`.
+    Adc(google_cloud_auth::credentials::AccessTokenCredentials),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print a token.
+        f.write_str(match self {
+            Self::Anonymous => "Credentials::Anonymous",
+            Self::Static(_) => "Credentials::Static(<redacted>)",
+            Self::Adc(_) => "Credentials::Adc",
+        })
+    }
+}
+
+impl Credentials {
+    /// Application Default Credentials (metadata server, key file, gcloud user credentials).
+    pub fn application_default() -> Result<Self, ApiError> {
+        google_cloud_auth::credentials::Builder::default()
+            .with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
+            .build_access_token_credentials()
+            .map(Self::Adc)
+            .map_err(|e| ApiError::Auth(e.to_string()))
+    }
+
+    async fn header(&self) -> Result<Option<String>, ApiError> {
+        match self {
+            Self::Anonymous => Ok(None),
+            Self::Static(token) => Ok(Some(format!("Bearer {token}"))),
+            Self::Adc(creds) => {
+                let token = creds.access_token().await.map_err(|e| ApiError::Auth(e.to_string()))?;
+                Ok(Some(format!("Bearer {}", token.token)))
+            }
+        }
+    }
+}
+
+/// Retry behaviour for transient failures.
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    /// Attempts per call, including the first.
+    pub max_attempts: u32,
+    /// First backoff.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 6, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5) }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter exponential backoff before attempt `attempt` (1-based count of failures so far).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.initial_backoff.saturating_mul(1u32 << attempt.min(16));
+        let cap = exp.min(self.max_backoff);
+        let millis = cap.as_millis().max(1) as u64;
+        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+    }
+}
+
+/// Client-side pacing for one API (GCRA: a steady rate with a burst of one second's worth).
+#[derive(Debug)]
+struct RateLimiter {
+    interval: Duration,
+    tolerance: Duration,
+    tat: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn new(per_second: f64) -> Self {
+        let interval = Duration::from_secs_f64(1.0 / per_second.max(0.001));
+        Self { interval, tolerance: Duration::from_secs(1), tat: Mutex::new(Instant::now()) }
+    }
+
+    async fn acquire(&self) {
+        let allow_at = {
+            let mut tat = self.tat.lock().await;
+            let now = Instant::now();
+            let current = (*tat).max(now);
+            *tat = current + self.interval;
+            current.checked_sub(self.tolerance).unwrap_or(now)
+        };
+        tokio::time::sleep_until(allow_at).await;
+    }
+}
+
+/// Default client-side rate limits (requests per second), under Google's default quotas.
+pub fn default_rate_limits() -> BTreeMap<Api, f64> {
+    BTreeMap::from([
+        (Api::ResourceManager, 10.0),
+        (Api::Iam, 20.0),
+        (Api::Container, 10.0),
+        (Api::Recommender, 5.0),
+        (Api::ServiceUsage, 5.0),
+        (Api::PolicyTroubleshooter, 5.0),
+    ])
+}
+
+/// Settings for [`Client`].
+#[derive(Debug)]
+pub struct ClientConfig {
+    /// One base URL for every API (the simulator), or `None` for Google's endpoints.
+    pub api_endpoint: Option<String>,
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Retry policy for transient errors.
+    pub retry: RetryPolicy,
+    /// Requests per second per API.
+    pub rate_limits: BTreeMap<Api, f64>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            api_endpoint: None,
+            credentials: Credentials::Anonymous,
+            retry: RetryPolicy::default(),
+            rate_limits: default_rate_limits(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Calls made and retries, per API.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct CallCounts {
+    /// Calls per API name (each HTTP request counts, including retries).
+    pub by_api: BTreeMap<String, u64>,
+    /// Total HTTP requests.
+    pub total: u64,
+    /// Requests that were retries of a transient failure.
+    pub retries: u64,
+}
+
+/// The shared Google REST client.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    endpoint: Option<String>,
+    credentials: Credentials,
+    retry: RetryPolicy,
+    limiters: BTreeMap<Api, RateLimiter>,
+    calls: BTreeMap<Api, AtomicU64>,
+    retries: AtomicU64,
+}
+
+/// A request description: everything but the transport.
+pub struct Call<'a, B: Serialize> {
+    /// API.
+    pub api: Api,
+    /// Method name for messages (`projects.getIamPolicy`).
+    pub method: &'static str,
+    /// The permission this method needs (named in 403 errors when Google does not say).
+    pub permission: &'static str,
+    /// HTTP method.
+    pub http_method: Method,
+    /// Path after the host, starting with `v1/...` (no leading slash).
+    pub path: String,
+    /// Query pairs.
+    pub query: Vec<(&'a str, String)>,
+    /// JSON body.
+    pub body: Option<&'a B>,
+}
+
+impl Client {
+    /// Builds a client. Fails only if the TLS stack cannot be initialised.
+    pub fn new(config: ClientConfig) -> Result<Arc<Self>, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .user_agent(concat!("gke-iam-remediator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Auth(format!("cannot build the HTTP client: {e}")))?;
+        let limiters = Api::ALL
+            .into_iter()
+            .map(|api| (api, RateLimiter::new(config.rate_limits.get(&api).copied().unwrap_or(10.0))))
+            .collect();
+        let calls = Api::ALL.into_iter().map(|api| (api, AtomicU64::new(0))).collect();
+        let endpoint = config.api_endpoint.map(|e| if e.ends_with('/') { e } else { format!("{e}/") });
+        Ok(Arc::new(Self {
+            http,
+            endpoint,
+            credentials: config.credentials,
+            retry: config.retry,
+            limiters,
+            calls,
+            retries: AtomicU64::new(0),
+        }))
+    }
+
+    /// Counters of the calls made so far.
+    pub fn counts(&self) -> CallCounts {
+        let by_api: BTreeMap<String, u64> = self
+            .calls
+            .iter()
+            .map(|(api, n)| (api.name().to_owned(), n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        CallCounts { total: by_api.values().sum(), by_api, retries: self.retries.load(Ordering::Relaxed) }
+    }
+
+    fn url(&self, api: Api, path: &str) -> String {
+        match &self.endpoint {
+            Some(base) => format!("{base}{path}"),
+            None => format!("https://{}.googleapis.com/{path}", api.name()),
+        }
+    }
+
+    /// Sends a call, retrying transient failures, and decodes the JSON answer.
+    pub async fn send<B: Serialize, T: DeserializeOwned>(&self, call: Call<'_, B>) -> Result<T, ApiError> {
+        let url = self.url(call.api, &call.path);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            if attempt > 1 {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let result = self.send_once(&call, &url).await;
+            match result {
+                Err(e) if e.is_transient() && attempt < self.retry.max_attempts => {
+                    tracing::debug!(api = %call.api, method = call.method, attempt, error = %e, "retrying");
+                    tokio::time::sleep(self.retry.backoff(attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once<B: Serialize, T: DeserializeOwned>(&self, call: &Call<'_, B>, url: &str) -> Result<T, ApiError> {
+        if let Some(limiter) = self.limiters.get(&call.api) {
+            limiter.acquire().await;
+        }
+        if let Some(counter) = self.calls.get(&call.api) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut request = self.http.request(call.http_method.clone(), url);
+        if !call.query.is_empty() {
+            let pairs: Vec<(&str, &str)> = call.query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            request = request.query(&pairs);
+        }
+        if let Some(header) = self.credentials.header().await? {
+            request = request.header(reqwest::header::AUTHORIZATION, header);
+        }
+        if let Some(body) = call.body {
+            request = request.json(body);
+        }
+        let transport = |e: reqwest::Error| ApiError::Transport {
+            api: call.api,
+            method: call.method,
+            message: e.without_url().to_string(),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let code = response.status().as_u16();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if !(200..300).contains(&code) {
+            return Err(decode_error(call, code, &bytes));
+        }
+        let text: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let de = &mut serde_json::Deserializer::from_slice(text);
+        serde_path_to_error::deserialize(de).map_err(|e| ApiError::Decode {
+            api: call.api,
+            method: call.method,
+            message: format!("at `{}`: {}", e.path(), e.inner()),
+        })
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+struct GoogleErrorBody {
+    #[serde(default)]
+    error: GoogleError,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct GoogleError {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    details: Vec<serde_json::Value>,
+}
+
+fn decode_error<B: Serialize>(call: &Call<'_, B>, code: u16, body: &[u8]) -> ApiError {
+    let parsed: GoogleErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let info = parsed
+        .error
+        .details
+        .iter()
+        .find(|d| d.get("@type").and_then(|t| t.as_str()) == Some("type.googleapis.com/google.rpc.ErrorInfo"));
+    let reason = info.and_then(|i| i.get("reason")).and_then(|r| r.as_str()).map(str::to_owned);
+    let named = info
+        .and_then(|i| i.pointer("/metadata/permission"))
+        .and_then(|p| p.as_str())
+        .map(str::to_owned);
+    let permission = match code {
+        403 if reason.as_deref() != Some("SERVICE_DISABLED") => named.or_else(|| Some(call.permission.to_owned())),
+        _ => named,
+    };
+    let message = if parsed.error.message.is_empty() {
+        String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+    } else {
+        parsed.error.message
+    };
+    let status = if parsed.error.status.is_empty() { http_status_name(code).to_owned() } else { parsed.error.status };
+    ApiError::Status { api: call.api, method: call.method, code, status, message, permission, reason }
+}
+
+fn http_status_name(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        500..=599 => "INTERNAL",
+        _ => "UNKNOWN",
+    }
+}

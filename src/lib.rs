@@ -1,0 +1,22 @@
+//! gke-iam-remediator: keeps the IAM bindings a GKE cluster needs in place.
+//!
+//! Module map:
+//! - [`domain`]: pure IAM model, requirement list, evaluation and planning (no I/O).
+//! - [`config`]: the remediation policy file and its validation.
+//! - [`gcp`]: adapters for the Google REST APIs behind small traits; auth, retries, rate limits.
+//! - [`remediate`]: verify -> decide -> apply -> outcome, per project.
+//! - [`scan`]: the `scan` command (table / JSON output, exit codes).
+//! - [`demo`]: the self-contained demo on an embedded broken world.
+//! - [`intake`]: Pub/Sub messages -> hints (never trusted, only re-verified).
+//! - [`server`]: the `serve` HTTP service.
+//! - [`sim`]: the local Google Cloud simulator (`sim` subcommand, tests, demo).
+
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod gcp;
+pub mod intake;
+pub mod remediate;
+pub mod scan;
+pub mod server;
+pub mod sim;

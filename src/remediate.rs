@@ -1,0 +1,659 @@
+//! Verify -> decide -> apply -> outcome, per project. The orchestration between the Google adapters
+//! and the pure core.
+//!
+//! Owns the per-run caches (role definitions, ancestor policies, folder parents: each fetched once per
+//! run, even under concurrency), the run's write budget, and the etag-guarded read-modify-write with
+//! re-read, re-evaluate and re-plan on `409 ABORTED`. It never writes anything a plan did not decide.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::{Mutex, OnceCell};
+
+use crate::config::{Mode, RemediationPolicy};
+use crate::domain::evaluate::{self, Finding, Status};
+use crate::domain::iam::{Member, MemberKind, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
+use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
+use crate::domain::requirements::{NODE_SA_PERMISSIONS, RequirementId};
+use crate::domain::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
+use crate::gcp::{ApiError, Gcp, ProjectInfo, RetryPolicy};
+
+/// What a finding came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The requirement holds.
+    Healthy,
+    /// The remediator restored it (write confirmed by reading back).
+    Restored,
+    /// Dry-run: it would have been restored.
+    WouldRestore,
+    /// The remediation policy does not allow restoring it (or a limit blocked it).
+    NotAllowed,
+    /// Needs a person: conditional, unknown or incomplete.
+    Unknown,
+    /// Restoring was attempted and failed.
+    Failed,
+    /// Restored too often within the window: not restored again.
+    Escalated,
+}
+
+impl Outcome {
+    /// The outcome as written in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Restored => "restored",
+            Self::WouldRestore => "would-restore",
+            Self::NotAllowed => "not-allowed",
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+            Self::Escalated => "escalated",
+        }
+    }
+}
+
+/// The result of one action of a plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionReport {
+    /// What was (or would be) done.
+    pub action: Action,
+    /// `restored`, `would-restore` or `failed`.
+    pub outcome: Outcome,
+    /// Policy etag read before the write (grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag_before: Option<String>,
+    /// Policy etag after the write (grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag_after: Option<String>,
+    /// Read-modify-write attempts (grants).
+    pub attempts: u32,
+    /// The error, when failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One finding with the decision and outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingReport {
+    /// The finding.
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// What the plan decided.
+    pub decision: Decision,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// Everything about one project.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectReport {
+    /// Project id.
+    pub project_id: String,
+    /// Project number (empty if it could not be read).
+    pub project_number: String,
+    /// True if the project uses GKE (Container API enabled or clusters present).
+    pub gke: bool,
+    /// Folder ids above the project, nearest first.
+    pub folders: Vec<String>,
+    /// Findings in requirement order.
+    pub findings: Vec<FindingReport>,
+    /// Actions taken or planned.
+    pub actions: Vec<ActionReport>,
+    /// A project-level error (nothing could be decided).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// True if the error is transient (worth redelivering an event).
+    #[serde(skip)]
+    pub retryable: bool,
+}
+
+impl ProjectReport {
+    fn failed(info: &ProjectInfo, error: &ApiError) -> Self {
+        Self {
+            project_id: info.project_id.to_string(),
+            project_number: info.project_number.to_string(),
+            gke: false,
+            folders: Vec::new(),
+            findings: Vec::new(),
+            actions: Vec::new(),
+            error: Some(error.to_string()),
+            retryable: error.is_transient() || error.is_conflict(),
+        }
+    }
+}
+
+/// Options of one remediator.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The remediation policy.
+    pub policy: RemediationPolicy,
+    /// Requirements to check.
+    pub checks: BTreeSet<RequirementId>,
+    /// Whether writes are wanted at all (`scan --apply`); the policy's mode must also be `enforce`.
+    pub apply: bool,
+    /// Ask the Policy Troubleshooter to settle `unknown` permissions.
+    pub troubleshooter: bool,
+    /// Projects verified concurrently.
+    pub concurrency: usize,
+    /// Backoff for write conflicts and write confirmation.
+    pub write_backoff: RetryPolicy,
+}
+
+impl Options {
+    /// Defaults for a policy: every requirement checked except the opt-in Google APIs service agent
+    /// (removing `roles/editor` from it is a common hardening) unless the policy restores it.
+    pub fn new(policy: RemediationPolicy) -> Self {
+        let mut checks: BTreeSet<RequirementId> =
+            RequirementId::ALL.into_iter().filter(|r| *r != RequirementId::GoogleApisServiceAgent).collect();
+        checks.extend(policy.restore.iter().copied());
+        Self {
+            policy,
+            checks,
+            apply: false,
+            troubleshooter: false,
+            concurrency: 16,
+            write_backoff: RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_secs(2),
+            },
+        }
+    }
+
+    /// True if this run writes.
+    pub fn writes(&self) -> bool {
+        self.apply && self.policy.mode == Mode::Enforce
+    }
+}
+
+type Shared<T> = Arc<OnceCell<T>>;
+
+/// The remediator: caches and budget for one run.
+pub struct Remediator {
+    gcp: Gcp,
+    options: Options,
+    roles: Mutex<HashMap<Role, Shared<RoleLookup>>>,
+    policies: Mutex<HashMap<ResourceRef, Shared<Result<Policy, String>>>>,
+    parents: Mutex<HashMap<String, Shared<Result<Option<ResourceRef>, String>>>>,
+    writes_done: AtomicU32,
+}
+
+async fn cell<K: std::hash::Hash + Eq + Clone, T>(map: &Mutex<HashMap<K, Shared<T>>>, key: &K) -> Shared<T> {
+    map.lock().await.entry(key.clone()).or_default().clone()
+}
+
+impl Remediator {
+    /// A remediator over the Google adapters.
+    pub fn new(gcp: Gcp, options: Options) -> Self {
+        Self {
+            gcp,
+            options,
+            roles: Mutex::default(),
+            policies: Mutex::default(),
+            parents: Mutex::default(),
+            writes_done: AtomicU32::new(0),
+        }
+    }
+
+    /// The adapters (for call counters).
+    pub fn gcp(&self) -> &Gcp {
+        &self.gcp
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Resolves `--project`, `--folder` and `--organization` into projects (deduplicated, sorted by id).
+    pub async fn resolve(&self, projects: &[String], roots: &[ResourceRef]) -> Result<Vec<ProjectInfo>, ApiError> {
+        let mut out: BTreeMap<String, ProjectInfo> = BTreeMap::new();
+        for root in roots {
+            for p in self.gcp.list_projects_under(root).await? {
+                out.insert(p.project_id.to_string(), p);
+            }
+        }
+        let fetched = futures::stream::iter(projects.iter().filter(|p| !out.contains_key(*p)))
+            .map(|p| self.gcp.get_project(p))
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        for p in fetched {
+            let p = p?;
+            out.insert(p.project_id.to_string(), p);
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order.
+    pub async fn run(&self, projects: &[ProjectInfo]) -> Vec<ProjectReport> {
+        futures::stream::iter(projects)
+            .map(|p| self.remediate(p))
+            .buffered(self.options.concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    async fn role(&self, role: &Role) -> RoleLookup {
+        let c = cell(&self.roles, role).await;
+        c.get_or_init(|| self.gcp.get_role(role)).await.clone()
+    }
+
+    async fn ancestor_policy(&self, resource: &ResourceRef) -> Result<Policy, String> {
+        let c = cell(&self.policies, resource).await;
+        c.get_or_init(|| async { self.gcp.get_iam_policy(resource).await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+    }
+
+    async fn folder_parent(&self, folder: &str) -> Result<Option<ResourceRef>, String> {
+        let c = cell(&self.parents, &folder.to_owned()).await;
+        c.get_or_init(|| async { self.gcp.get_folder_parent(folder).await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+    }
+
+    async fn ancestors(&self, parent: Option<ResourceRef>) -> Result<Vec<ResourceRef>, ApiError> {
+        let mut chain = Vec::new();
+        let mut next = parent;
+        while let Some(resource) = next {
+            if chain.contains(&resource) || chain.len() > 12 {
+                break;
+            }
+            next = match &resource {
+                ResourceRef::Folder(f) => self.folder_parent(f).await.map_err(ancestor_error)?,
+                _ => None,
+            };
+            chain.push(resource);
+        }
+        Ok(chain)
+    }
+
+    /// Reads live state for a project (the policy read is the one the write will be guarded by).
+    pub async fn read_state(&self, info: &ProjectInfo) -> Result<ProjectState, ApiError> {
+        let project = ResourceRef::Project(info.project_id.clone());
+        let (policy, clusters, chain) = tokio::join!(
+            self.gcp.get_iam_policy(&project),
+            self.gcp.list_clusters(&info.project_id),
+            self.ancestors(info.parent.clone()),
+        );
+        let policy = policy?;
+        let chain = chain?;
+        let (container_api, clusters) = match clusters {
+            Ok(list) => (ApiState::Enabled, list),
+            Err(e) if e.is_service_disabled() => (ApiState::Disabled, Default::default()),
+            Err(e) => return Err(e),
+        };
+        let mut ancestors = Vec::new();
+        for resource in &chain {
+            let p = self.ancestor_policy(resource).await.map_err(ancestor_error)?;
+            ancestors.push((resource.clone(), p));
+        }
+        let folders = chain
+            .iter()
+            .filter_map(|r| match r {
+                ResourceRef::Folder(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut state = ProjectState {
+            project_id: info.project_id.clone(),
+            project_number: info.project_number.clone(),
+            folders,
+            container_api,
+            clusters: clusters.clusters,
+            missing_zones: clusters.missing_zones,
+            policy,
+            ancestors,
+            accounts: BTreeMap::new(),
+            troubleshooter: BTreeMap::new(),
+        };
+        state.accounts = self.read_accounts(&state).await?;
+        Ok(state)
+    }
+
+    async fn read_accounts(&self, state: &ProjectState) -> Result<BTreeMap<ServiceAccountEmail, AccountState>, ApiError> {
+        let node_sas = evaluate::node_service_accounts(state);
+        let mut out = BTreeMap::new();
+        if node_sas.is_empty() || !self.options.checks.contains(&RequirementId::NodeSaExists) {
+            for sa in node_sas {
+                out.insert(sa.email, AccountState::Active { unique_id: None });
+            }
+            return Ok(out);
+        }
+        let policies: Vec<&Policy> =
+            std::iter::once(&state.policy).chain(state.ancestors.iter().map(|(_, p)| p)).collect();
+        let deleted = evaluate::deleted_accounts(&policies);
+        let own_domain = format!("@{}.iam.gserviceaccount.com", state.project_id);
+        let compute_default = ServiceAccountEmail::compute_default(&state.project_number);
+        let local = |e: &ServiceAccountEmail| e.as_str().ends_with(&own_domain) || e == &compute_default;
+        let listed = if node_sas.iter().any(|s| local(&s.email)) {
+            self.gcp.list_service_accounts(&state.project_id).await?
+        } else {
+            Vec::new()
+        };
+        for sa in node_sas {
+            let found = if local(&sa.email) {
+                Ok(listed.iter().find(|a| a.email.eq_ignore_ascii_case(sa.email.as_str())).cloned())
+            } else {
+                self.gcp.get_service_account(sa.email.as_str()).await
+            };
+            let account = match found {
+                Ok(Some(a)) if a.disabled => AccountState::Disabled { unique_id: a.unique_id },
+                Ok(Some(a)) => AccountState::Active { unique_id: a.unique_id },
+                Ok(None) => AccountState::Deleted { unique_id: deleted.get(&sa.email).cloned() },
+                Err(e) if deleted.contains_key(&sa.email) => {
+                    tracing::debug!(error = %e, "account unreadable, deleted per policy");
+                    AccountState::Deleted { unique_id: deleted.get(&sa.email).cloned() }
+                }
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => AccountState::Unknown { reason: e.to_string() },
+            };
+            out.insert(sa.email, account);
+        }
+        Ok(out)
+    }
+
+    /// Evaluates state, fetching any role definitions it needs (cached per run) and asking the
+    /// troubleshooter when enabled.
+    pub async fn evaluate(&self, state: &mut ProjectState) -> Vec<Finding> {
+        let needed = evaluate::roles_needed(state);
+        let lookups = futures::future::join_all(needed.iter().map(|r| self.role(r))).await;
+        let mut catalog = RoleCatalog::default();
+        for (role, lookup) in needed.into_iter().zip(lookups) {
+            catalog.insert(role, lookup);
+        }
+        let mut findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        if self.options.troubleshooter {
+            let mut asked = false;
+            for f in findings.iter().filter(|f| f.status == Status::Unknown && !f.unknown_permissions.is_empty()) {
+                let Some(email) = f.principal.as_ref().and_then(|m| m.as_str().strip_prefix("serviceAccount:")) else {
+                    continue;
+                };
+                let Ok(email) = ServiceAccountEmail::parse(email) else { continue };
+                for perm in &f.unknown_permissions {
+                    let answer = self
+                        .gcp
+                        .troubleshoot(email.as_str(), &state.project_id, perm)
+                        .await
+                        .unwrap_or(Troubleshot::Unknown);
+                    state.troubleshooter.insert((email.clone(), perm.clone()), answer);
+                    asked = true;
+                }
+            }
+            if asked {
+                findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+            }
+        }
+        findings
+    }
+
+    fn decide(&self, findings: &[Finding], state: &ProjectState) -> Plan {
+        let done = self.writes_done.load(Ordering::SeqCst);
+        let ctx = DecideContext {
+            policy: &self.options.policy,
+            state,
+            writes_remaining: self.options.policy.limits.max_writes_per_run.saturating_sub(done),
+        };
+        plan::decide(findings, &ctx)
+    }
+
+    /// Verify, decide and (when enabled) restore one project.
+    pub async fn remediate(&self, info: &ProjectInfo) -> ProjectReport {
+        let mut state = match self.read_state(info).await {
+            Ok(s) => s,
+            Err(e) => return ProjectReport::failed(info, &e),
+        };
+        let mut findings = self.evaluate(&mut state).await;
+        let mut plan = self.decide(&findings, &state);
+        let mut actions = Vec::new();
+        if !plan.is_empty() {
+            if self.options.writes() {
+                actions = self.apply(info, &mut state, &mut findings, &mut plan).await;
+            } else {
+                actions = plan
+                    .actions
+                    .iter()
+                    .map(|a| ActionReport {
+                        action: a.clone(),
+                        outcome: Outcome::WouldRestore,
+                        etag_before: state.policy.etag.clone(),
+                        etag_after: None,
+                        attempts: 0,
+                        error: None,
+                    })
+                    .collect();
+            }
+        }
+        let outcomes: BTreeMap<&Action, Outcome> = actions.iter().map(|a| (&a.action, a.outcome)).collect();
+        let reports = findings
+            .iter()
+            .zip(&plan.decisions)
+            .map(|(finding, decision)| FindingReport {
+                finding: finding.clone(),
+                decision: decision.clone(),
+                outcome: match decision {
+                    Decision::Healthy => Outcome::Healthy,
+                    Decision::Restore { action } => outcomes.get(action).copied().unwrap_or(Outcome::Failed),
+                    Decision::NotAllowed { .. } | Decision::Blocked { .. } => Outcome::NotAllowed,
+                    Decision::NeedsReview { .. } => Outcome::Unknown,
+                },
+            })
+            .collect();
+        ProjectReport {
+            project_id: info.project_id.to_string(),
+            project_number: info.project_number.to_string(),
+            gke: evaluate::is_gke_project(&state),
+            folders: state.folders.clone(),
+            findings: reports,
+            actions,
+            error: None,
+            retryable: false,
+        }
+    }
+
+    fn decide_with_reservation(&self, findings: &[Finding], state: &ProjectState) -> Plan {
+        let done = self.writes_done.load(Ordering::SeqCst).saturating_sub(1);
+        let ctx = DecideContext {
+            policy: &self.options.policy,
+            state,
+            writes_remaining: self.options.policy.limits.max_writes_per_run.saturating_sub(done),
+        };
+        plan::decide(findings, &ctx)
+    }
+
+    fn reserve_write(&self) -> bool {
+        let max = self.options.policy.limits.max_writes_per_run;
+        self.writes_done
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    async fn apply(
+        &self,
+        info: &ProjectInfo,
+        state: &mut ProjectState,
+        findings: &mut Vec<Finding>,
+        plan: &mut Plan,
+    ) -> Vec<ActionReport> {
+        let mut reports = Vec::new();
+        if plan.grants().next().is_some() {
+            reports.extend(self.apply_grants(&info.project_id, state, findings, plan).await);
+        }
+        for action in plan.actions.iter().filter(|a| !matches!(a, Action::Grant { .. })) {
+            let result = match action {
+                Action::EnableService { service } => self.gcp.enable_service(&info.project_id, service).await,
+                Action::EnableServiceAccount { email } => self.gcp.enable_service_account(email).await,
+                Action::UndeleteServiceAccount { unique_id, .. } => self.gcp.undelete_service_account(unique_id).await,
+                Action::Grant { .. } => continue,
+            };
+            reports.push(ActionReport {
+                action: action.clone(),
+                outcome: if result.is_ok() { Outcome::Restored } else { Outcome::Failed },
+                etag_before: None,
+                etag_after: None,
+                attempts: 1,
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+        reports
+    }
+
+    /// One etag-guarded read-modify-write of the project policy for every grant of the plan; on 409
+    /// ABORTED: re-read, re-evaluate, re-plan and retry with jittered backoff.
+    async fn apply_grants(
+        &self,
+        project: &ProjectId,
+        state: &mut ProjectState,
+        findings: &mut Vec<Finding>,
+        plan: &mut Plan,
+    ) -> Vec<ActionReport> {
+        let first_grants: Vec<Action> = plan.actions.iter().filter(|a| matches!(a, Action::Grant { .. })).cloned().collect();
+        let etag_before = state.policy.etag.clone();
+        let max_attempts = self.options.policy.limits.max_write_attempts.max(1);
+        let mut attempt = 0;
+        let mut reserved = false;
+        let report = |outcome, etag_after: Option<String>, attempts, error: Option<String>| {
+            first_grants
+                .iter()
+                .map(|a| ActionReport {
+                    action: a.clone(),
+                    outcome,
+                    etag_before: etag_before.clone(),
+                    etag_after: etag_after.clone(),
+                    attempts,
+                    error: error.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        loop {
+            attempt += 1;
+            let mut desired = state.policy.clone();
+            let added = plan::apply_grants(&mut desired, plan);
+            if added == 0 {
+                // Someone else restored it meanwhile: nothing to write.
+                if reserved {
+                    self.writes_done.fetch_sub(1, Ordering::SeqCst);
+                }
+                return report(Outcome::Restored, state.policy.etag.clone(), attempt, None);
+            }
+            if !reserved && !self.reserve_write() {
+                return report(
+                    Outcome::NotAllowed,
+                    None,
+                    attempt,
+                    Some("the run's write limit (limits.max_writes_per_run) is reached".to_owned()),
+                );
+            }
+            reserved = true;
+            match self.gcp.set_project_iam_policy(project, &desired).await {
+                Ok(written) => {
+                    let grants: Vec<(Role, Member)> = plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
+                    return match self.confirm(project, &grants).await {
+                        Ok(()) => report(Outcome::Restored, written.etag, attempt, None),
+                        Err(e) => report(Outcome::Failed, written.etag, attempt, Some(e)),
+                    };
+                }
+                Err(e) if e.is_conflict() && attempt < max_attempts => {
+                    tracing::info!(%project, attempt, "policy changed concurrently; re-reading and re-planning");
+                    tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
+                    match self.gcp.get_iam_policy(&ResourceRef::Project(project.clone())).await {
+                        Ok(p) => state.policy = p,
+                        Err(e) => return report(Outcome::Failed, None, attempt, Some(e.to_string())),
+                    }
+                    *findings = self.evaluate(state).await;
+                    // The write reserved for this project is kept for the retry.
+                    *plan = self.decide_with_reservation(findings, state);
+                }
+                Err(e) if e.is_conflict() => {
+                    self.writes_done.fetch_sub(1, Ordering::SeqCst);
+                    return report(
+                        Outcome::Failed,
+                        None,
+                        attempt,
+                        Some(format!("gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})")),
+                    );
+                }
+                Err(e) => {
+                    self.writes_done.fetch_sub(1, Ordering::SeqCst);
+                    return report(Outcome::Failed, None, attempt, Some(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Reads the policy back until every grant is visible (IAM is eventually consistent), bounded.
+    async fn confirm(&self, project: &ProjectId, grants: &[(Role, Member)]) -> Result<(), String> {
+        let resource = ResourceRef::Project(project.clone());
+        let mut last = String::new();
+        for attempt in 0..self.options.write_backoff.max_attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
+            }
+            match self.gcp.get_iam_policy(&resource).await {
+                Ok(p) if grants.iter().all(|(r, m)| p.grants_unconditionally(r, m)) => return Ok(()),
+                Ok(_) => last = "the new binding is not visible yet".to_owned(),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!("write not confirmed by reading the policy back: {last}"))
+    }
+}
+
+fn ancestor_error(message: String) -> ApiError {
+    ApiError::Transport { api: crate::gcp::Api::ResourceManager, method: "ancestors", message }
+}
+
+/// Counts used by the scan summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Projects examined.
+    pub projects: usize,
+    /// Projects using GKE.
+    pub gke_projects: usize,
+    /// Projects that could not be checked.
+    pub errors: usize,
+    /// Findings by status.
+    pub by_status: BTreeMap<String, usize>,
+    /// Findings by outcome.
+    pub by_outcome: BTreeMap<String, usize>,
+    /// Node service accounts missing permissions (member form), across projects.
+    pub missing_node_service_accounts: Vec<String>,
+}
+
+/// Summarises reports.
+pub fn summarize(reports: &[ProjectReport]) -> Summary {
+    let mut s = Summary { projects: reports.len(), ..Default::default() };
+    for r in reports {
+        s.gke_projects += usize::from(r.gke);
+        s.errors += usize::from(r.error.is_some());
+        for f in &r.findings {
+            *s.by_status.entry(f.finding.status.as_str().to_owned()).or_default() += 1;
+            *s.by_outcome.entry(f.outcome.as_str().to_owned()).or_default() += 1;
+            if f.finding.requirement == RequirementId::NodeSaPermissions
+                && f.finding.status == Status::Missing
+                && let Some(p) = &f.finding.principal
+            {
+                s.missing_node_service_accounts.push(p.to_string());
+            }
+        }
+    }
+    s.missing_node_service_accounts.sort();
+    s.missing_node_service_accounts.dedup();
+    s
+}
+
+/// True if `m` could carry node permissions we have not accounted for (used in tests).
+pub fn is_group(m: &Member) -> bool {
+    m.kind() == MemberKind::Group
+}
+
+/// The node permissions, for callers that print them.
+pub fn node_permissions() -> &'static [&'static str] {
+    &NODE_SA_PERMISSIONS
+}
