@@ -9,14 +9,24 @@
 //! - [`demo`]: the self-contained demo on an embedded broken world.
 //! - [`intake`]: Pub/Sub messages -> hints (never trusted, only re-verified).
 //! - [`server`]: the `serve` HTTP service.
+//! - [`service`]: the event engine shared by `serve` and `job` (coalescing, de-duplication).
+//! - [`job`]: pull and sweep for the Cloud Run job.
+//! - [`notify`]: Notification v1 and its publisher.
+//! - [`telemetry`]: Cloud Logging JSON with trace correlation.
+//! - [`app`]: configuration and wiring of `serve` and `job`.
 //! - [`sim`]: the local Google Cloud simulator (`sim` subcommand, tests, demo).
 
+pub mod app;
 pub mod config;
 pub mod demo;
 pub mod domain;
 pub mod gcp;
+pub mod notify;
 pub mod intake;
+pub mod job;
 pub mod remediate;
 pub mod scan;
 pub mod server;
+pub mod service;
 pub mod sim;
+pub mod telemetry;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use gke_iam_remediator::{demo, scan, sim};
+use gke_iam_remediator::{app, demo, scan, sim};
 
 /// Keeps the IAM bindings GKE needs in place: detect, restore safely, notify.
 #[derive(Parser)]
@@ -20,6 +20,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the local Google Cloud simulator.
     Sim(sim::SimArgs),
+    /// Serve Pub/Sub push deliveries (Cloud Run service).
+    Serve(app::ServeArgs),
+    /// Pull from a subscription and/or sweep a scope (Cloud Run job).
+    Job(app::JobArgs),
 }
 
 fn init_logging() {
@@ -30,8 +34,10 @@ fn init_logging() {
 
 #[tokio::main]
 async fn main() {
-    init_logging();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Job(_)) {
+        init_logging();
+    }
     let code = match cli.command {
         Command::Scan(args) => scan::run(args).await,
         Command::Demo(args) => demo::run(args).await,
@@ -42,6 +48,17 @@ async fn main() {
                 2
             }
         },
+        Command::Serve(args) => match app::serve(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        },
+        Command::Job(args) => app::job(args).await.unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            2
+        }),
     };
     std::process::exit(code);
 }

@@ -75,6 +75,9 @@ pub struct ActionReport {
     /// The error, when failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// True if the failure is transient (an event should be redelivered).
+    #[serde(skip)]
+    pub retryable: bool,
 }
 
 /// One finding with the decision and outcome.
@@ -426,6 +429,7 @@ impl Remediator {
                         etag_after: None,
                         attempts: 0,
                         error: None,
+                        retryable: false,
                     })
                     .collect();
             }
@@ -498,6 +502,7 @@ impl Remediator {
                 etag_before: None,
                 etag_after: None,
                 attempts: 1,
+                retryable: result.as_ref().err().is_some_and(|e| e.is_transient()),
                 error: result.err().map(|e| e.to_string()),
             });
         }
@@ -518,7 +523,7 @@ impl Remediator {
         let max_attempts = self.options.policy.limits.max_write_attempts.max(1);
         let mut attempt = 0;
         let mut reserved = false;
-        let report = |outcome, etag_after: Option<String>, attempts, error: Option<String>| {
+        let report = |outcome, etag_after: Option<String>, attempts, error: Option<(String, bool)>| {
             first_grants
                 .iter()
                 .map(|a| ActionReport {
@@ -527,7 +532,8 @@ impl Remediator {
                     etag_before: etag_before.clone(),
                     etag_after: etag_after.clone(),
                     attempts,
-                    error: error.clone(),
+                    error: error.as_ref().map(|(e, _)| e.clone()),
+                    retryable: error.as_ref().is_some_and(|(_, r)| *r),
                 })
                 .collect::<Vec<_>>()
         };
@@ -547,7 +553,7 @@ impl Remediator {
                     Outcome::NotAllowed,
                     None,
                     attempt,
-                    Some("the run's write limit (limits.max_writes_per_run) is reached".to_owned()),
+                    Some(("the run's write limit (limits.max_writes_per_run) is reached".to_owned(), false)),
                 );
             }
             reserved = true;
@@ -556,7 +562,7 @@ impl Remediator {
                     let grants: Vec<(Role, Member)> = plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
                     return match self.confirm(project, &grants).await {
                         Ok(()) => report(Outcome::Restored, written.etag, attempt, None),
-                        Err(e) => report(Outcome::Failed, written.etag, attempt, Some(e)),
+                        Err(e) => report(Outcome::Failed, written.etag, attempt, Some((e, true))),
                     };
                 }
                 Err(e) if e.is_conflict() && attempt < max_attempts => {
@@ -564,7 +570,9 @@ impl Remediator {
                     tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
                     match self.gcp.get_iam_policy(&ResourceRef::Project(project.clone())).await {
                         Ok(p) => state.policy = p,
-                        Err(e) => return report(Outcome::Failed, None, attempt, Some(e.to_string())),
+                        Err(e) => {
+                            return report(Outcome::Failed, None, attempt, Some((e.to_string(), e.is_transient())));
+                        }
                     }
                     *findings = self.evaluate(state).await;
                     // The write reserved for this project is kept for the retry.
@@ -576,12 +584,12 @@ impl Remediator {
                         Outcome::Failed,
                         None,
                         attempt,
-                        Some(format!("gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})")),
+                        Some((format!("gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})"), true)),
                     );
                 }
                 Err(e) => {
                     self.writes_done.fetch_sub(1, Ordering::SeqCst);
-                    return report(Outcome::Failed, None, attempt, Some(e.to_string()));
+                    return report(Outcome::Failed, None, attempt, Some((e.to_string(), e.is_transient())));
                 }
             }
         }

@@ -6,3 +6,6 @@ pub mod iam;
 pub mod plan;
 pub mod requirements;
 pub mod state;
+
+#[cfg(test)]
+mod proptests;

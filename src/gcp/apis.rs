@@ -48,6 +48,68 @@ pub struct ClusterList {
     pub missing_zones: Vec<String>,
 }
 
+/// The recommender that reports node service accounts missing permissions.
+pub const DIAGNOSIS_RECOMMENDER: &str = "google.container.DiagnosisRecommender";
+/// Its subtype for missing node service account permissions.
+pub const NODE_SA_SUBTYPE: &str = "NODE_SA_MISSING_PERMISSIONS";
+
+/// A Recommender recommendation (the fields we use).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    /// Full resource name.
+    pub name: String,
+    /// Etag, with literal double quotes.
+    #[serde(default)]
+    pub etag: String,
+    /// Subtype.
+    #[serde(default)]
+    pub recommender_subtype: String,
+    /// State (`ACTIVE`, `CLAIMED`, ...).
+    #[serde(default)]
+    pub state_info: RecommendationState,
+    /// Target resources (clusters).
+    #[serde(default)]
+    pub target_resources: Vec<String>,
+}
+
+/// `stateInfo`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct RecommendationState {
+    /// State name.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// The state-changing verbs on a recommendation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecommendationMark {
+    /// `markClaimed`.
+    Claimed,
+    /// `markSucceeded`.
+    Succeeded,
+    /// `markFailed`.
+    Failed,
+}
+
+impl RecommendationMark {
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Claimed => "markClaimed",
+            Self::Succeeded => "markSucceeded",
+            Self::Failed => "markFailed",
+        }
+    }
+
+    fn method(self) -> &'static str {
+        match self {
+            Self::Claimed => "recommendations.markClaimed",
+            Self::Succeeded => "recommendations.markSucceeded",
+            Self::Failed => "recommendations.markFailed",
+        }
+    }
+}
+
 /// The Google APIs the remediator uses.
 #[derive(Clone, Debug)]
 pub struct Gcp {
@@ -122,6 +184,33 @@ impl Gcp {
             project_number: ProjectNumber::parse(&p.project_number)
                 .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
             parent: p.parent.and_then(|p| parse_parent(&p.r#type, &p.id)),
+        })
+    }
+
+    /// A project by id (v1 `projects.get`) or by number (v3 `projects.get`, which names it
+    /// `projects/NUMBER`).
+    pub async fn get_project_by_id_or_number(&self, key: &str) -> Result<ProjectInfo, ApiError> {
+        if !key.bytes().all(|b| b.is_ascii_digit()) {
+            return self.get_project(key).await;
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Project {
+            name: String,
+            project_id: String,
+            #[serde(default)]
+            parent: String,
+        }
+        const M: &str = "projects.get";
+        let p: Project = self
+            .client
+            .send(get(Api::ResourceManager, M, "resourcemanager.projects.get", format!("v3/projects/{key}")))
+            .await?;
+        let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
+        Ok(ProjectInfo {
+            project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            project_number: ProjectNumber::parse(number).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            parent: parse_parent_name(&p.parent),
         })
     }
 
@@ -496,5 +585,75 @@ impl Gcp {
             "CANNOT_ACCESS" => Troubleshot::NotGranted,
             _ => Troubleshot::Unknown,
         })
+    }
+
+    /// `recommendations.list` of `google.container.DiagnosisRecommender` in one location.
+    pub async fn list_node_sa_recommendations(
+        &self,
+        project: &ProjectId,
+        location: &str,
+    ) -> Result<Vec<Recommendation>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            recommendations: Vec<Recommendation>,
+            #[serde(default)]
+            next_page_token: String,
+        }
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut call = get(
+                Api::Recommender,
+                "recommendations.list",
+                "recommender.containerDiagnosisRecommendations.list",
+                format!("v1/projects/{project}/locations/{location}/recommenders/{DIAGNOSIS_RECOMMENDER}/recommendations"),
+            );
+            call.query = vec![("filter", format!("recommenderSubtype = {NODE_SA_SUBTYPE}"))];
+            if !token.is_empty() {
+                call.query.push(("pageToken", token.clone()));
+            }
+            let page: Page = self.client.send(call).await?;
+            out.extend(page.recommendations.into_iter().filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE));
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
+    }
+
+    /// `recommendations.get`.
+    pub async fn get_recommendation(&self, name: &str) -> Result<Recommendation, ApiError> {
+        self.client
+            .send(get(
+                Api::Recommender,
+                "recommendations.get",
+                "recommender.containerDiagnosisRecommendations.get",
+                format!("v1/{name}"),
+            ))
+            .await
+    }
+
+    /// `recommendations.markClaimed` / `markSucceeded` / `markFailed` with the etag read.
+    pub async fn mark_recommendation(
+        &self,
+        name: &str,
+        verb: RecommendationMark,
+        etag: &str,
+        metadata: &[(&str, &str)],
+    ) -> Result<Recommendation, ApiError> {
+        let state_metadata: serde_json::Map<String, serde_json::Value> =
+            metadata.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+        let body = json!({"etag": etag, "stateMetadata": state_metadata});
+        self.client
+            .send(post(
+                Api::Recommender,
+                verb.method(),
+                "recommender.containerDiagnosisRecommendations.update",
+                format!("v1/{name}:{}", verb.verb()),
+                &body,
+            ))
+            .await
     }
 }

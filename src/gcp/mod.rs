@@ -9,6 +9,6 @@ pub mod apis;
 pub mod client;
 pub mod error;
 
-pub use apis::{ClusterList, Gcp, ProjectInfo, ServiceAccount};
+pub use apis::{ClusterList, Gcp, ProjectInfo, Recommendation, RecommendationMark, ServiceAccount};
 pub use client::{CallCounts, Client, ClientConfig, Credentials, RetryPolicy};
 pub use error::{Api, ApiError};

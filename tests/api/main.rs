@@ -3,4 +3,5 @@
 
 mod support;
 mod sim_gcloud;
+mod scan;
 mod sim_semantics;

@@ -1,0 +1,234 @@
+//! Wiring for the long-running modes: `serve` and `job` read their configuration (environment first,
+//! as on Cloud Run), validate it at start-up, build each client once, and run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::RemediationPolicy;
+use crate::domain::iam::ResourceRef;
+use crate::job::{self, JobSummary};
+use crate::notify::NotificationPublisher;
+use crate::remediate::Options;
+use crate::scan::GcpArgs;
+use crate::server::oidc::{OidcConfig, OidcVerifier};
+use crate::server::{self, AppState, ServerConfig};
+use crate::service::{Engine, EngineConfig};
+use crate::telemetry::{self, LogFormat};
+
+/// Settings shared by `serve` and `job`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Remediation policy file (YAML). Without it: dry-run with the built-in defaults.
+    #[arg(long, env = "REMEDIATOR_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Topic for notifications (`projects/P/topics/T`). Without it, outcomes are only logged.
+    #[arg(long, env = "REMEDIATOR_NOTIFY_TOPIC")]
+    pub notify_topic: Option<String>,
+    /// The remediator's own service-account email: audit-log entries it caused are ignored.
+    #[arg(long, env = "REMEDIATOR_SELF_EMAIL")]
+    pub self_email: Option<String>,
+    /// What a sweep request without a scope covers: comma-separated `projects/ID`, `folders/N`,
+    /// `organizations/N`.
+    #[arg(long, env = "REMEDIATOR_SWEEP_SCOPE", value_delimiter = ',')]
+    pub sweep_scope: Vec<String>,
+    /// Milliseconds the first event for a project waits for others before the project is checked.
+    #[arg(long, env = "REMEDIATOR_COALESCE_MS", default_value_t = 200)]
+    pub coalesce_ms: u64,
+    /// Also publish `healthy` outcomes.
+    #[arg(long, env = "REMEDIATOR_NOTIFY_HEALTHY")]
+    pub notify_healthy: bool,
+    /// Ask the Policy Troubleshooter to settle group-granted permissions.
+    #[arg(long, env = "REMEDIATOR_TROUBLESHOOTER")]
+    pub troubleshooter: bool,
+    /// Log format.
+    #[arg(long, env = "REMEDIATOR_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// Project for trace correlation in logs (Cloud Run sets `GOOGLE_CLOUD_PROJECT`).
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT")]
+    pub trace_project: Option<String>,
+    /// Google connection settings.
+    #[command(flatten)]
+    pub gcp: GcpArgs,
+}
+
+/// `serve` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Listen address; default `0.0.0.0:$PORT` (8080 without `PORT`).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Require a Google-signed OIDC token with this audience on every push.
+    #[arg(long, env = "REMEDIATOR_PUSH_AUDIENCE")]
+    pub push_audience: Option<String>,
+    /// Service-account emails allowed to push (comma-separated).
+    #[arg(long, env = "REMEDIATOR_PUSH_ALLOWED_EMAILS", value_delimiter = ',')]
+    pub push_allowed_emails: Vec<String>,
+    /// Where Google's token signing keys are fetched (JWKS).
+    #[arg(long, env = "REMEDIATOR_OIDC_KEYS_URL", default_value = "https://www.googleapis.com/oauth2/v3/certs")]
+    pub oidc_keys_url: String,
+    /// Seconds in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "REMEDIATOR_SHUTDOWN_GRACE_SECS", default_value_t = 8)]
+    pub shutdown_grace_secs: u64,
+    /// Largest accepted push body in bytes.
+    #[arg(long, env = "REMEDIATOR_MAX_BODY_BYTES", default_value_t = crate::intake::MAX_PUSH_BODY_BYTES)]
+    pub max_body_bytes: usize,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `job` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JobArgs {
+    /// Pull from this subscription (`projects/P/subscriptions/S`).
+    #[arg(long, env = "REMEDIATOR_SUBSCRIPTION")]
+    pub subscription: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long, default_value_t = 1000)]
+    pub max_messages: u64,
+    /// Stop after this many seconds without a message.
+    #[arg(long, default_value_t = 10)]
+    pub idle_timeout: u64,
+    /// Run a full sweep of the scope (`--project`, `--folder`, `--organization`, else the sweep scope).
+    #[arg(long)]
+    pub sweep: bool,
+    /// Sweep this project. Repeatable.
+    #[arg(long = "project")]
+    pub projects: Vec<String>,
+    /// Sweep every project under this folder. Repeatable.
+    #[arg(long = "folder")]
+    pub folders: Vec<String>,
+    /// Sweep every project of this organization. Repeatable.
+    #[arg(long = "organization")]
+    pub organizations: Vec<String>,
+    /// Engine settings.
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+fn load_policy(path: &Option<PathBuf>) -> anyhow::Result<RemediationPolicy> {
+    Ok(match path {
+        Some(p) => RemediationPolicy::load(p)?,
+        None => RemediationPolicy::default(),
+    })
+}
+
+fn parse_scope(items: &[String]) -> anyhow::Result<Vec<ResourceRef>> {
+    items
+        .iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| ResourceRef::parse(s.trim()).map_err(|e| anyhow::anyhow!("REMEDIATOR_SWEEP_SCOPE: {e}")))
+        .collect()
+}
+
+async fn build_engine(args: &EngineArgs) -> anyhow::Result<Arc<Engine>> {
+    let policy = load_policy(&args.policy)?;
+    let gcp = args.gcp.connect()?;
+    let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok().filter(|h| !h.is_empty());
+    let publisher = match &args.notify_topic {
+        Some(topic) => Some(Arc::new(NotificationPublisher::connect(topic, emulator.as_deref()).await?)),
+        None => None,
+    };
+    let mut config = EngineConfig::new(policy);
+    config.self_email = args.self_email.clone();
+    config.sweep_scope = parse_scope(&args.sweep_scope)?;
+    config.coalesce_window = Duration::from_millis(args.coalesce_ms);
+    config.notify_healthy = args.notify_healthy;
+    config.troubleshooter = args.troubleshooter;
+    Ok(Engine::new(gcp, config, publisher))
+}
+
+/// Runs `serve` until SIGTERM/SIGINT.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.engine.log_format, args.engine.trace_project.clone());
+    let engine = build_engine(&args.engine).await?;
+    let oidc = match &args.push_audience {
+        Some(audience) => {
+            if args.push_allowed_emails.is_empty() {
+                anyhow::bail!("REMEDIATOR_PUSH_AUDIENCE is set but REMEDIATOR_PUSH_ALLOWED_EMAILS is empty");
+            }
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+            Some(OidcVerifier::new(
+                OidcConfig {
+                    audience: audience.clone(),
+                    allowed_emails: args.push_allowed_emails.clone(),
+                    keys_url: args.oidc_keys_url.clone(),
+                    leeway_secs: 60,
+                },
+                http,
+            ))
+        }
+        None => None,
+    };
+    let listen = args.listen.unwrap_or_else(server::listen_addr_from_env);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = oidc.is_some(), "serving");
+    println!("listening on http://{addr}");
+    let state = Arc::new(AppState {
+        engine,
+        oidc,
+        config: ServerConfig {
+            max_body_bytes: args.max_body_bytes,
+            shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+            trace_project: args.engine.trace_project.clone(),
+        },
+    });
+    server::run(listener, state, server::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs `job`; returns the exit code (0 ok, 1 failures, 2 error).
+pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
+    telemetry::init(args.engine.log_format, args.engine.trace_project.clone());
+    if args.subscription.is_none() && !args.sweep {
+        anyhow::bail!("nothing to do: give --subscription and/or --sweep");
+    }
+    let mut summary = JobSummary::default();
+    let engine = build_engine(&args.engine).await?;
+    if let Some(subscription) = &args.subscription {
+        let emulator = std::env::var("PUBSUB_EMULATOR_HOST").ok().filter(|h| !h.is_empty());
+        job::pull(
+            &engine,
+            subscription,
+            emulator.as_deref(),
+            args.max_messages,
+            Duration::from_secs(args.idle_timeout),
+            &mut summary,
+        )
+        .await?;
+    }
+    if args.sweep {
+        let mut roots: Vec<ResourceRef> = Vec::new();
+        for f in &args.folders {
+            roots.push(ResourceRef::parse(&format!("folders/{}", f.trim_start_matches("folders/")))?);
+        }
+        for o in &args.organizations {
+            roots.push(ResourceRef::parse(&format!("organizations/{}", o.trim_start_matches("organizations/")))?);
+        }
+        let mut projects = args.projects.clone();
+        if roots.is_empty() && projects.is_empty() {
+            for r in parse_scope(&args.engine.sweep_scope)? {
+                match r {
+                    ResourceRef::Project(p) => projects.push(p.to_string()),
+                    other => roots.push(other),
+                }
+            }
+        }
+        if roots.is_empty() && projects.is_empty() {
+            anyhow::bail!("--sweep needs --project, --folder, --organization or REMEDIATOR_SWEEP_SCOPE");
+        }
+        let mut options = Options::new(load_policy(&args.engine.policy)?);
+        options.apply = true;
+        options.troubleshooter = args.engine.troubleshooter;
+        job::sweep(engine.gcp(), options, &projects, &roots, &mut summary).await?;
+    }
+    if let Some(p) = engine.publisher() {
+        p.flush().await;
+    }
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(if summary.failures > 0 { 1 } else { 0 })
+}

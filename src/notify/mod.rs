@@ -1,0 +1,314 @@
+//! Notifications: the `Notification v1` document (one per finding outcome), its Pub/Sub attributes,
+//! and the publisher to the notifications topic (the official `google-cloud-pubsub` client).
+//!
+//! The document is a contract: fields may be added, never renamed. `schema/notification-v1.json`
+//! describes it and a test validates every notification the code emits against it.
+
+pub mod publisher;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::plan::Action;
+use crate::remediate::{ActionReport, FindingReport, Outcome, ProjectReport};
+
+pub use publisher::{NotificationPublisher, NotifyError};
+
+/// The schema id of version 1.
+pub const SCHEMA_V1: &str = "gke-iam-remediator.notification/v1";
+
+/// How urgent an outcome is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Nothing to do.
+    Info,
+    /// Someone should look.
+    Warning,
+    /// Remediation failed.
+    Error,
+    /// A binding keeps being removed: a person must act.
+    Critical,
+}
+
+impl Severity {
+    /// The severity of an outcome.
+    pub fn of(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Healthy | Outcome::Restored => Self::Info,
+            Outcome::WouldRestore | Outcome::NotAllowed | Outcome::Unknown => Self::Warning,
+            Outcome::Failed => Self::Error,
+            Outcome::Escalated => Self::Critical,
+        }
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// Where the finding came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// `audit-log`, `recommendation`, `asset-feed`, `sweep` or `scan`.
+    pub source: String,
+    /// Who caused the change (audit log principal), if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// Audit-log method name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Audit-log `insertId`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insert_id: Option<String>,
+    /// Audit-log timestamp.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_timestamp: Option<String>,
+    /// Recommendation name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<String>,
+    /// Pub/Sub message id of the trigger.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+/// One action in a notification.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifiedAction {
+    /// `grant`, `enable-service`, `enable-service-account`, `undelete-service-account`.
+    pub kind: String,
+    /// Role granted (grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Member granted or account restored.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// `restored`, `would-restore`, `failed`, `not-allowed`.
+    pub outcome: String,
+    /// Policy etag before the write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag_before: Option<String>,
+    /// Policy etag after the write.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag_after: Option<String>,
+    /// Error, if failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Google Cloud console links.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Links {
+    /// The project's IAM page.
+    pub iam: String,
+    /// Cluster pages of the clusters involved.
+    pub clusters: Vec<String>,
+}
+
+/// Notification v1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Always [`SCHEMA_V1`].
+    pub schema: String,
+    /// Stable for the same finding and outcome (and the same policy state), for de-duplication.
+    pub id: String,
+    /// RFC 3339 time of the outcome.
+    pub time: String,
+    /// Project id.
+    pub project_id: String,
+    /// Project number.
+    pub project_number: String,
+    /// Requirement id.
+    pub requirement: String,
+    /// Principal in member form, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Role that restores the requirement, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// `restored`, `would-restore`, `healthy`, `not-allowed`, `unknown`, `failed`, `escalated`.
+    pub outcome: String,
+    /// `dry-run` or `enforce`.
+    pub mode: String,
+    /// `info`, `warning`, `error`, `critical`.
+    pub severity: String,
+    /// Finding status (`ok`, `missing`, `conditional`, `unknown`, `incomplete`).
+    pub status: String,
+    /// A sentence for people.
+    pub detail: String,
+    /// Permissions the principal lacks.
+    pub missing_permissions: Vec<String>,
+    /// Clusters that use the principal.
+    pub clusters: Vec<String>,
+    /// What triggered the check.
+    pub evidence: Evidence,
+    /// What was done.
+    pub actions: Vec<NotifiedAction>,
+    /// Console links.
+    pub links: Links,
+    /// Trace id of the request that produced it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+impl Notification {
+    /// Pub/Sub attributes for subscription filters.
+    pub fn attributes(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("outcome".to_owned(), self.outcome.clone()),
+            ("severity".to_owned(), self.severity.clone()),
+            ("project_id".to_owned(), self.project_id.clone()),
+            ("requirement".to_owned(), self.requirement.clone()),
+            ("schema".to_owned(), self.schema.clone()),
+        ])
+    }
+}
+
+fn action_kind(action: &Action) -> (&'static str, Option<String>, Option<String>) {
+    match action {
+        Action::Grant { role, member } => ("grant", Some(role.to_string()), Some(member.to_string())),
+        Action::EnableService { service } => ("enable-service", None, Some(service.clone())),
+        Action::EnableServiceAccount { email } => ("enable-service-account", None, Some(format!("serviceAccount:{email}"))),
+        Action::UndeleteServiceAccount { email, .. } => {
+            ("undelete-service-account", None, Some(format!("serviceAccount:{email}")))
+        }
+    }
+}
+
+fn notified(a: &ActionReport) -> NotifiedAction {
+    let (kind, role, member) = action_kind(&a.action);
+    NotifiedAction {
+        kind: kind.to_owned(),
+        role,
+        member,
+        outcome: a.outcome.as_str().to_owned(),
+        etag_before: a.etag_before.clone(),
+        etag_after: a.etag_after.clone(),
+        error: a.error.clone(),
+    }
+}
+
+/// Builds the notification for one finding of a project report.
+pub fn build(
+    project: &ProjectReport,
+    finding: &FindingReport,
+    mode: &str,
+    evidence: &Evidence,
+    trace_id: Option<&str>,
+    now: SystemTime,
+) -> Notification {
+    let f = &finding.finding;
+    let actions: Vec<NotifiedAction> = match &finding.decision {
+        crate::domain::plan::Decision::Restore { action } => {
+            project.actions.iter().filter(|a| &a.action == action).map(notified).collect()
+        }
+        _ => Vec::new(),
+    };
+    // Same finding + outcome + policy state => same id; a new restoration (new etag) => new id.
+    let state_marker = actions
+        .iter()
+        .find_map(|a| a.etag_after.clone().or_else(|| a.etag_before.clone()))
+        .unwrap_or_else(|| f.detail.clone());
+    let principal = f.principal.as_ref().map(|p| p.to_string());
+    let key = [
+        project.project_id.as_str(),
+        f.requirement.as_str(),
+        principal.as_deref().unwrap_or("-"),
+        finding.outcome.as_str(),
+        mode,
+        &state_marker,
+    ]
+    .join("\u{1f}");
+    let clusters = f
+        .clusters
+        .iter()
+        .map(|c| {
+            let (location, name) = c.split_once('/').unwrap_or(("-", c));
+            format!(
+                "https://console.cloud.google.com/kubernetes/clusters/details/{location}/{name}/details?project={}",
+                project.project_id
+            )
+        })
+        .collect();
+    Notification {
+        schema: SCHEMA_V1.to_owned(),
+        id: format!("n-{:016x}", fnv1a(key.as_bytes())),
+        time: rfc3339(now),
+        project_id: project.project_id.clone(),
+        project_number: project.project_number.clone(),
+        requirement: f.requirement.as_str().to_owned(),
+        principal,
+        role: f.role.as_ref().map(|r| r.to_string()),
+        outcome: finding.outcome.as_str().to_owned(),
+        mode: mode.to_owned(),
+        severity: Severity::of(finding.outcome).as_str().to_owned(),
+        status: f.status.as_str().to_owned(),
+        detail: f.detail.clone(),
+        missing_permissions: f.missing_permissions.clone(),
+        clusters: f.clusters.clone(),
+        evidence: evidence.clone(),
+        actions,
+        links: Links {
+            iam: format!("https://console.cloud.google.com/iam-admin/iam?project={}", project.project_id),
+            clusters,
+        },
+        trace_id: trace_id.map(str::to_owned),
+    }
+}
+
+/// 64-bit FNV-1a: a stable, dependency-free hash for notification ids.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_918_800_123)), "2026-11-29T02:20:00.123Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn severities_rise_with_the_outcome() {
+        assert_eq!(Severity::of(Outcome::Restored), Severity::Info);
+        assert_eq!(Severity::of(Outcome::Failed), Severity::Error);
+        assert_eq!(Severity::of(Outcome::Escalated), Severity::Critical);
+    }
+}

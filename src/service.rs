@@ -1,0 +1,455 @@
+//! The event engine shared by `serve` and `job`: message -> hints -> coalesced per-project
+//! verify/decide/apply -> notifications -> an ack or a retry verdict.
+//!
+//! Owns de-duplication (message ids already handled, notification ids already published),
+//! per-project coalescing (one run reads the policy for every hint that arrived before it started;
+//! hints arriving during a run join the next one, so every hint is handled by a run that read state
+//! after the hint arrived), the grace delay after removals, ignoring the remediator's own changes, and
+//! marking recommendations. A message body never decides what is granted: hints only choose which
+//! projects to re-verify.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::config::{Mode, RemediationPolicy};
+use crate::domain::iam::ResourceRef;
+use crate::domain::requirements::RequirementId;
+use crate::gcp::{ApiError, Gcp, ProjectInfo, RecommendationMark};
+use crate::intake::{self, Classification, Hint, Scope};
+use crate::notify::{self, Evidence, NotificationPublisher};
+use crate::remediate::{Options, Outcome, ProjectReport, Remediator};
+
+/// What to answer Pub/Sub.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Acknowledge (2xx / ack): done, healthy, not allowed, malformed or unknown.
+    Ack,
+    /// Redeliver (503 / nack): a transient fault.
+    Retry(String),
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The remediation policy.
+    pub policy: RemediationPolicy,
+    /// The remediator's own identity (email); audit-log entries by it are ignored.
+    pub self_email: Option<String>,
+    /// How long the first hint for a project waits for others before the run starts.
+    pub coalesce_window: Duration,
+    /// Projects, folders and organizations a sweep request without a scope covers.
+    pub sweep_scope: Vec<ResourceRef>,
+    /// Publish `healthy` outcomes too.
+    pub notify_healthy: bool,
+    /// Ask the Policy Troubleshooter for group-granted permissions.
+    pub troubleshooter: bool,
+}
+
+impl EngineConfig {
+    /// Defaults for a policy.
+    pub fn new(policy: RemediationPolicy) -> Self {
+        Self {
+            policy,
+            self_email: None,
+            coalesce_window: Duration::from_millis(200),
+            sweep_scope: Vec::new(),
+            notify_healthy: false,
+            troubleshooter: false,
+        }
+    }
+}
+
+/// Counters for logs, `/healthz` and benchmarks.
+#[derive(Debug, Default, Serialize)]
+pub struct EngineStats {
+    /// Messages received.
+    pub messages: AtomicU64,
+    /// Messages skipped as already handled (same message id).
+    pub duplicates: AtomicU64,
+    /// Messages that were malformed (acked).
+    pub malformed: AtomicU64,
+    /// Messages understood but irrelevant (acked).
+    pub ignored: AtomicU64,
+    /// Hints dropped because our own identity made the change.
+    pub own_changes: AtomicU64,
+    /// Project runs (policy reads).
+    pub project_runs: AtomicU64,
+    /// Notifications published.
+    pub notifications: AtomicU64,
+    /// Messages answered with a retry.
+    pub retries: AtomicU64,
+}
+
+/// A bounded set of recent keys (FIFO eviction).
+#[derive(Debug)]
+struct Recent {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl Recent {
+    fn new(cap: usize) -> Self {
+        Self { set: HashSet::new(), order: VecDeque::new(), cap }
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.set.contains(key)
+    }
+
+    /// Inserts; false if it was already there.
+    fn insert(&mut self, key: &str) -> bool {
+        if !self.set.insert(key.to_owned()) {
+            return false;
+        }
+        self.order.push_back(key.to_owned());
+        while self.order.len() > self.cap {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.set.remove(key);
+    }
+}
+
+type RunResult = Arc<ProjectReport>;
+
+struct Batch {
+    info: ProjectInfo,
+    not_before: Instant,
+    done: watch::Sender<Option<RunResult>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    next: Option<Arc<std::sync::Mutex<Batch>>>,
+    running: bool,
+}
+
+/// The engine.
+pub struct Engine {
+    gcp: Gcp,
+    config: EngineConfig,
+    publisher: Option<Arc<NotificationPublisher>>,
+    slots: Mutex<HashMap<String, Slot>>,
+    handled: Mutex<Recent>,
+    published: Mutex<Recent>,
+    /// Counters.
+    pub stats: EngineStats,
+}
+
+impl Engine {
+    /// A new engine. `publisher` is `None` when no notifications topic is configured (notifications are
+    /// then only logged).
+    pub fn new(gcp: Gcp, config: EngineConfig, publisher: Option<Arc<NotificationPublisher>>) -> Arc<Self> {
+        Arc::new(Self {
+            gcp,
+            config,
+            publisher,
+            slots: Mutex::default(),
+            handled: Mutex::new(Recent::new(100_000)),
+            published: Mutex::new(Recent::new(100_000)),
+            stats: EngineStats::default(),
+        })
+    }
+
+    /// The Google adapters.
+    pub fn gcp(&self) -> &Gcp {
+        &self.gcp
+    }
+
+    /// The publisher, if any.
+    pub fn publisher(&self) -> Option<&Arc<NotificationPublisher>> {
+        self.publisher.as_ref()
+    }
+
+    /// The mode actually in force.
+    pub fn mode(&self) -> Mode {
+        self.config.policy.mode
+    }
+
+    /// Handles one Pub/Sub message end to end.
+    pub async fn handle(self: &Arc<Self>, message: &intake::Message, trace_id: Option<&str>) -> Verdict {
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        let id = message.message_id.clone();
+        if !id.is_empty() && self.handled.lock().await.contains(&id) {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(message_id = %id, "duplicate delivery of a handled message");
+            return Verdict::Ack;
+        }
+        let verdict = self.handle_inner(message, trace_id).await;
+        match &verdict {
+            Verdict::Ack if !id.is_empty() => {
+                self.handled.lock().await.insert(&id);
+            }
+            Verdict::Retry(reason) => {
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message_id = %id, %reason, "asking Pub/Sub to redeliver");
+            }
+            _ => {}
+        }
+        verdict
+    }
+
+    async fn handle_inner(self: &Arc<Self>, message: &intake::Message, trace_id: Option<&str>) -> Verdict {
+        let hints = match intake::classify(message) {
+            Ok(Classification::Hints(h)) => h,
+            Ok(Classification::Ignored { reason }) => {
+                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(message_id = %message.message_id, %reason, "message ignored");
+                return Verdict::Ack;
+            }
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(message_id = %message.message_id, error = %e, "malformed message acknowledged");
+                return Verdict::Ack;
+            }
+        };
+        let mut work = Vec::new();
+        for hint in hints {
+            if self.is_own_change(&hint) {
+                self.stats.own_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(message_id = %message.message_id, "change made by our own identity: ignored");
+                continue;
+            }
+            work.push(hint);
+        }
+        let mut verdict = Verdict::Ack;
+        for hint in &work {
+            if let Verdict::Retry(r) = self.handle_hint(hint, trace_id).await {
+                verdict = Verdict::Retry(r);
+            }
+        }
+        verdict
+    }
+
+    fn is_own_change(&self, hint: &Hint) -> bool {
+        match (&self.config.self_email, &hint.evidence.actor) {
+            (Some(me), Some(actor)) => me.eq_ignore_ascii_case(actor),
+            _ => false,
+        }
+    }
+
+    async fn resolve(&self, scope: &Scope) -> Result<Vec<ProjectInfo>, ApiError> {
+        let roots: Vec<ResourceRef> = match scope {
+            Scope::Project(key) => return Ok(vec![self.gcp.get_project_by_id_or_number(key).await?]),
+            Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}")).into_iter().collect(),
+            Scope::Organization(id) => ResourceRef::parse(&format!("organizations/{id}")).into_iter().collect(),
+            Scope::Configured => self.config.sweep_scope.clone(),
+        };
+        let mut out = Vec::new();
+        for root in roots {
+            match &root {
+                ResourceRef::Project(p) => out.push(self.gcp.get_project(p.as_str()).await?),
+                _ => out.extend(self.gcp.list_projects_under(&root).await?),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn handle_hint(self: &Arc<Self>, hint: &Hint, trace_id: Option<&str>) -> Verdict {
+        let projects = match self.resolve(&hint.scope).await {
+            Ok(p) => p,
+            Err(e) if e.is_transient() => return Verdict::Retry(e.to_string()),
+            Err(e) => {
+                tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
+                return Verdict::Ack;
+            }
+        };
+        let delay = if hint.is_removal { Duration::from_secs(self.config.policy.grace_seconds) } else { Duration::ZERO };
+        let runs = futures::future::join_all(projects.iter().map(|p| self.run_coalesced(p.clone(), delay))).await;
+        let mut verdict = Verdict::Ack;
+        for report in runs {
+            if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id).await {
+                verdict = Verdict::Retry(r);
+            }
+        }
+        verdict
+    }
+
+    /// Joins (or starts) the next run for the project and waits for its report.
+    pub async fn run_coalesced(self: &Arc<Self>, info: ProjectInfo, delay: Duration) -> RunResult {
+        let key = info.project_id.to_string();
+        let not_before = Instant::now() + self.config.coalesce_window.max(delay);
+        let mut rx = {
+            let mut slots = self.slots.lock().await;
+            let slot = slots.entry(key.clone()).or_default();
+            let batch = match &slot.next {
+                Some(b) => {
+                    let mut guard = b.lock().unwrap_or_else(|e| e.into_inner());
+                    guard.not_before = guard.not_before.max(Instant::now() + delay);
+                    drop(guard);
+                    b.clone()
+                }
+                None => {
+                    let (tx, _) = watch::channel(None);
+                    let b = Arc::new(std::sync::Mutex::new(Batch { info, not_before, done: tx }));
+                    slot.next = Some(b.clone());
+                    b
+                }
+            };
+            let rx = batch.lock().unwrap_or_else(|e| e.into_inner()).done.subscribe();
+            if !slot.running {
+                slot.running = true;
+                let engine = self.clone();
+                tokio::spawn(async move { engine.drive(key).await });
+            }
+            rx
+        };
+        loop {
+            if let Some(result) = rx.borrow_and_update().clone() {
+                return result;
+            }
+            if rx.changed().await.is_err() {
+                // The driver vanished (panicked): report as a retryable failure.
+                return Arc::new(ProjectReport {
+                    project_id: String::new(),
+                    project_number: String::new(),
+                    gke: false,
+                    folders: Vec::new(),
+                    findings: Vec::new(),
+                    actions: Vec::new(),
+                    error: Some("internal: the project run was abandoned".to_owned()),
+                    retryable: true,
+                });
+            }
+        }
+    }
+
+    async fn drive(self: Arc<Self>, key: String) {
+        loop {
+            let batch = {
+                let mut slots = self.slots.lock().await;
+                let Some(slot) = slots.get_mut(&key) else { return };
+                match &slot.next {
+                    Some(b) => b.clone(),
+                    None => {
+                        slots.remove(&key);
+                        return;
+                    }
+                }
+            };
+            // Wait until the batch's start time (it may be pushed back by grace delays meanwhile).
+            loop {
+                let nb = batch.lock().unwrap_or_else(|e| e.into_inner()).not_before;
+                if Instant::now() >= nb {
+                    break;
+                }
+                tokio::time::sleep_until(nb).await;
+            }
+            {
+                let mut slots = self.slots.lock().await;
+                if let Some(slot) = slots.get_mut(&key) {
+                    slot.next = None;
+                }
+            }
+            let info = batch.lock().unwrap_or_else(|e| e.into_inner()).info.clone();
+            self.stats.project_runs.fetch_add(1, Ordering::Relaxed);
+            let mut options = Options::new(self.config.policy.clone());
+            options.apply = true;
+            options.troubleshooter = self.config.troubleshooter;
+            let remediator = Remediator::new(self.gcp.clone(), options);
+            let report = Arc::new(remediator.remediate(&info).await);
+            let _ = batch.lock().unwrap_or_else(|e| e.into_inner()).done.send(Some(report));
+        }
+    }
+
+    /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.
+    async fn conclude(&self, report: &ProjectReport, hint: &Hint, trace_id: Option<&str>) -> Verdict {
+        if let Some(e) = &report.error {
+            tracing::error!(project = %report.project_id, error = %e, "project check failed");
+            return if report.retryable { Verdict::Retry(e.clone()) } else { Verdict::Ack };
+        }
+        let mode = self.config.policy.mode.as_str();
+        let evidence = evidence_of(hint);
+        let now = SystemTime::now();
+        let mut verdict = Verdict::Ack;
+        for finding in &report.findings {
+            if finding.outcome == Outcome::Healthy && !self.config.notify_healthy {
+                continue;
+            }
+            let n = notify::build(report, finding, mode, &evidence, trace_id, now);
+            tracing::info!(
+                project = %n.project_id,
+                requirement = %n.requirement,
+                principal = n.principal.as_deref().unwrap_or("-"),
+                outcome = %n.outcome,
+                notification_id = %n.id,
+                "finding outcome"
+            );
+            if !self.published.lock().await.insert(&n.id) {
+                continue;
+            }
+            if let Some(publisher) = &self.publisher {
+                match publisher.publish(&n).await {
+                    Ok(_) => {
+                        self.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        self.published.lock().await.remove(&n.id);
+                        verdict = Verdict::Retry(e.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(a) = report.actions.iter().find(|a| a.outcome == Outcome::Failed && a.retryable) {
+            verdict = Verdict::Retry(a.error.clone().unwrap_or_else(|| "a restore failed".to_owned()));
+        }
+        if let Some(rec) = &hint.evidence.recommendation {
+            self.mark_recommendation(&rec.name, report).await;
+        }
+        verdict
+    }
+
+    /// Marks a recommendation claimed then succeeded (node-sa-permissions healthy or restored) or failed.
+    /// Never in dry-run: a dry run must not make a finding look fixed.
+    async fn mark_recommendation(&self, name: &str, report: &ProjectReport) {
+        if self.config.policy.mode != Mode::Enforce {
+            return;
+        }
+        let node: Vec<_> =
+            report.findings.iter().filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions).collect();
+        let fixed = node.iter().all(|f| matches!(f.outcome, Outcome::Healthy | Outcome::Restored));
+        let failed = node.iter().any(|f| f.outcome == Outcome::Failed);
+        if !fixed && !failed {
+            return; // Not allowed or needs review: leave it active for a person.
+        }
+        let result = async {
+            let rec = self.gcp.get_recommendation(name).await?;
+            if matches!(rec.state_info.state.as_str(), "SUCCEEDED" | "DISMISSED") {
+                return Ok(());
+            }
+            let meta = [("remediator", "gke-iam-remediator")];
+            let claimed = self.gcp.mark_recommendation(name, RecommendationMark::Claimed, &rec.etag, &meta).await?;
+            let verb = if fixed { RecommendationMark::Succeeded } else { RecommendationMark::Failed };
+            self.gcp.mark_recommendation(name, verb, &claimed.etag, &meta).await.map(|_| ())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(recommendation = name, error = %e, "could not mark the recommendation");
+        }
+    }
+}
+
+fn evidence_of(hint: &Hint) -> Evidence {
+    let e = &hint.evidence;
+    Evidence {
+        source: serde_json::to_value(e.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        actor: e.actor.clone(),
+        method: e.method.clone(),
+        insert_id: e.insert_id.clone(),
+        log_timestamp: e.log_timestamp.clone(),
+        recommendation: e.recommendation.as_ref().map(|r| r.name.clone()),
+        message_id: e.message_id.clone(),
+    }
+}

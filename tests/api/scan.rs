@@ -1,0 +1,286 @@
+//! `scan` end to end: the real binary against the simulator over HTTP.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use gke_iam_remediator::sim::{self, SimHandle, SimOptions, World};
+use serde_json::Value;
+
+const REMEDIATOR: &str = "sim:gke-iam-remediator@platform-ops.iam.gserviceaccount.com";
+
+/// A world with one project, a folder and an organization, exercising every classification.
+pub const WORLD: &str = r#"
+organization: {id: "123456789012"}
+folders:
+  - id: "111"
+    parent: organizations/123456789012
+    iam_policy:
+      bindings:
+        - role: roles/container.defaultNodeServiceAccount
+          members: [serviceAccount:inherited@acme-prod.iam.gserviceaccount.com]
+projects:
+  - id: acme-prod
+    number: "200000000001"
+    parent: folders/111
+    services: [container.googleapis.com]
+    iam_policy:
+      bindings:
+        - role: roles/owner
+          members: [user:owner@example.com]
+        - role: roles/container.serviceAgent
+          members: [serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com]
+        - role: roles/container.defaultNodeServiceAgent
+          members: [serviceAccount:service-200000000001@gcp-sa-gkenode.iam.gserviceaccount.com]
+        - role: roles/logging.logWriter
+          members: [serviceAccount:split@acme-prod.iam.gserviceaccount.com]
+        - role: roles/monitoring.metricWriter
+          members: [serviceAccount:split@acme-prod.iam.gserviceaccount.com]
+        - role: roles/container.defaultNodeServiceAccount
+          members: [serviceAccount:conditional@acme-prod.iam.gserviceaccount.com]
+          condition: {title: until-2030, expression: "request.time < timestamp('2030-01-01T00:00:00Z')"}
+        - role: roles/container.defaultNodeServiceAccount
+          members: [serviceAccount:healthy@acme-prod.iam.gserviceaccount.com]
+    service_accounts:
+      - {email: bare@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000001"}
+      - {email: split@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000002"}
+      - {email: conditional@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000003"}
+      - {email: healthy@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000004"}
+      - {email: inherited@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000005"}
+    clusters:
+      - name: std
+        location: us-central1
+        node_pools:
+          - {name: bare-pool, service_account: bare@acme-prod.iam.gserviceaccount.com}
+          - {name: split-pool, service_account: split@acme-prod.iam.gserviceaccount.com}
+          - {name: cond-pool, service_account: conditional@acme-prod.iam.gserviceaccount.com}
+          - {name: ok-pool, service_account: healthy@acme-prod.iam.gserviceaccount.com}
+          - {name: inh-pool, service_account: inherited@acme-prod.iam.gserviceaccount.com}
+      - {name: auto, location: europe-west1, autopilot: true, autoprovisioning_service_account: default}
+"#;
+
+pub async fn start_sim(world: &str) -> SimHandle {
+    let world = World::from_yaml(world, "test-world.yaml").expect("test world parses");
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sim::start(world, listen, SimOptions::default()).await.expect("simulator starts")
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub async fn remediator(args: &[&str], sim: &SimHandle) -> Run {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"))
+        .args(args)
+        .env("REMEDIATOR_API_ENDPOINT", sim.base_url())
+        .env("REMEDIATOR_ACCESS_TOKEN", REMEDIATOR)
+        .env_remove("REMEDIATOR_POLICY")
+        .output()
+        .await
+        .expect("binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+}
+
+fn findings<'a>(doc: &'a Value, requirement: &str) -> Vec<&'a Value> {
+    doc["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["findings"].as_array().unwrap())
+        .filter(|f| f["requirement"] == requirement)
+        .collect()
+}
+
+fn principals_with(doc: &Value, requirement: &str, status: &str) -> BTreeSet<String> {
+    findings(doc, requirement)
+        .into_iter()
+        .filter(|f| f["status"] == status)
+        .map(|f| f["principal"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn write_policy(text: &str) -> tempfile_path::TempPath {
+    tempfile_path::TempPath::new(text)
+}
+
+/// A tiny temp-file helper (no extra crate): removed on drop.
+mod tempfile_path {
+    pub struct TempPath(pub std::path::PathBuf);
+    impl TempPath {
+        pub fn new(text: &str) -> Self {
+            let n: u64 = rand::random();
+            let path = std::env::temp_dir().join(format!("remediator-policy-{n}.yaml"));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+        pub fn arg(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+const ENFORCE: &str = "mode: enforce\n";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_node_accounts() {
+    let sim = start_sim(WORLD).await;
+
+    let run = remediator(&["scan", "--project", "acme-prod", "--format", "json"], &sim).await;
+
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let doc = json(&run);
+    let missing = principals_with(&doc, "node-sa-permissions", "missing");
+    assert_eq!(
+        missing,
+        BTreeSet::from([
+            "serviceAccount:bare@acme-prod.iam.gserviceaccount.com".to_owned(),
+            "serviceAccount:split@acme-prod.iam.gserviceaccount.com".to_owned(),
+            "serviceAccount:200000000001-compute@developer.gserviceaccount.com".to_owned(),
+        ])
+    );
+    let ok = principals_with(&doc, "node-sa-permissions", "ok");
+    assert!(ok.contains("serviceAccount:inherited@acme-prod.iam.gserviceaccount.com"));
+    assert!(ok.contains("serviceAccount:healthy@acme-prod.iam.gserviceaccount.com"));
+    let conditional = principals_with(&doc, "node-sa-permissions", "conditional");
+    assert_eq!(conditional, BTreeSet::from(["serviceAccount:conditional@acme-prod.iam.gserviceaccount.com".to_owned()]));
+    let split = findings(&doc, "node-sa-permissions")
+        .into_iter()
+        .find(|f| f["principal"] == "serviceAccount:split@acme-prod.iam.gserviceaccount.com")
+        .unwrap();
+    assert_eq!(split["missing_permissions"], serde_json::json!(["autoscaling.sites.writeMetrics"]));
+    assert_eq!(split["role"], "roles/container.defaultNodeServiceAccount");
+    assert_eq!(split["node_pools"], serde_json::json!(["us-central1/std/split-pool"]));
+    assert_eq!(doc["projects"][0]["project_number"], "200000000001");
+    // Without --apply nothing is written.
+    assert!(sim.stats().by_endpoint.keys().all(|k| !k.contains("setIamPolicy")), "{:?}", sim.stats());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited_alone() {
+    let sim = start_sim(WORLD).await;
+    let before = sim.policy("projects/acme-prod").unwrap();
+    let policy = write_policy(ENFORCE);
+
+    let run = remediator(&["scan", "--project", "acme-prod", "--format", "json", "--apply", "--policy", policy.arg()], &sim).await;
+
+    let doc = json(&run);
+    assert_eq!(run.code, 1, "the conditional grant remains for a person: {}", run.stderr);
+    let after = sim.policy("projects/acme-prod").unwrap();
+    let role = gke_iam_remediator::domain::iam::Role::parse("roles/container.defaultNodeServiceAccount").unwrap();
+    for sa in ["bare@acme-prod.iam.gserviceaccount.com", "split@acme-prod.iam.gserviceaccount.com", "200000000001-compute@developer.gserviceaccount.com"] {
+        let m = gke_iam_remediator::domain::iam::Member::parse(&format!("serviceAccount:{sa}")).unwrap();
+        assert!(after.grants_unconditionally(&role, &m), "{sa} not granted");
+    }
+    for sa in ["conditional@acme-prod.iam.gserviceaccount.com", "inherited@acme-prod.iam.gserviceaccount.com"] {
+        let m = gke_iam_remediator::domain::iam::Member::parse(&format!("serviceAccount:{sa}")).unwrap();
+        assert!(!after.grants_unconditionally(&role, &m), "{sa} must not be granted");
+    }
+    // Everything that was there is still there, in order, conditions intact.
+    for (old, new) in before.bindings.iter().zip(&after.bindings) {
+        assert_eq!(old.role, new.role);
+        assert_eq!(old.condition, new.condition);
+        assert_eq!(new.members[..old.members.len()], old.members[..]);
+    }
+    let actions = doc["projects"][0]["actions"].as_array().unwrap();
+    assert!(actions.iter().all(|a| a["outcome"] == "restored" && a["etag_before"] != a["etag_after"]), "{actions:?}");
+    assert_eq!(sim.stats().by_endpoint.get("cloudresourcemanager.projects.setIamPolicy").copied(), Some(1), "one write for all grants");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scan_apply_survives_concurrent_writers_and_injected_errors_without_losing_a_change() {
+    let sim = start_sim(WORLD).await;
+    let client = reqwest::Client::new();
+    let put = |path: &str, body: Value| client.put(format!("{}{path}", sim.base_url())).json(&body).send();
+    put("_sim/faults", serde_json::json!({"errors": {"*": {"429": 0.1, "503": 0.1}}, "seed": 7})).await.unwrap();
+    put("_sim/concurrent-writer", serde_json::json!({"project": "acme-prod", "probability": 0.6, "max_writes": 4, "role": "roles/viewer"}))
+        .await
+        .unwrap();
+    let policy = write_policy("mode: enforce\nlimits:\n  max_write_attempts: 10\n");
+
+    let run = remediator(
+        &["scan", "--project", "acme-prod", "--format", "json", "--apply", "--policy", policy.arg(), "--max-attempts", "10"],
+        &sim,
+    )
+    .await;
+
+    assert!(run.code == 0 || run.code == 1, "{}\n{}", run.stdout, run.stderr);
+    put("_sim/faults", serde_json::json!({})).await.unwrap();
+    let after = sim.policy("projects/acme-prod").unwrap();
+    let added: Value = client.get(format!("{}_sim/concurrent-writer", sim.base_url())).send().await.unwrap().json().await.unwrap();
+    let viewer: Vec<String> = after
+        .bindings
+        .iter()
+        .filter(|b| b.role.as_str() == "roles/viewer")
+        .flat_map(|b| b.members.iter().map(|m| m.to_string()))
+        .collect();
+    for m in added["members"].as_array().into_iter().flatten() {
+        assert!(viewer.contains(&m.as_str().unwrap().to_owned()), "concurrent change {m} lost");
+    }
+    let role = gke_iam_remediator::domain::iam::Role::parse("roles/container.defaultNodeServiceAccount").unwrap();
+    let bare = gke_iam_remediator::domain::iam::Member::parse("serviceAccount:bare@acme-prod.iam.gserviceaccount.com").unwrap();
+    assert!(after.grants_unconditionally(&role, &bare), "restore lost: {}", run.stdout);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_denied_set_iam_policy_names_the_missing_permission() {
+    let sim = start_sim(WORLD).await;
+    reqwest::Client::new()
+        .put(format!("{}_sim/faults", sim.base_url()))
+        .json(&serde_json::json!({"deny": ["resourcemanager.projects.setIamPolicy"]}))
+        .send()
+        .await
+        .unwrap();
+    let policy = write_policy(ENFORCE);
+
+    let run = remediator(&["scan", "--project", "acme-prod", "--apply", "--policy", policy.arg()], &sim).await;
+
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("resourcemanager.projects.setIamPolicy"), "{}", run.stdout);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_policy_file_is_an_error_naming_file_line_and_field() {
+    let sim = start_sim(WORLD).await;
+    let policy = write_policy("mode: enforce\nlimits:\n  max_writes: 3\n");
+
+    let run = remediator(&["scan", "--project", "acme-prod", "--policy", policy.arg()], &sim).await;
+
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains(&format!("{}:3:", policy.arg())), "{}", run.stderr);
+    assert!(run.stderr.contains("max_writes"), "{}", run.stderr);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero() {
+    let healthy = WORLD.replace(
+        "        - role: roles/container.defaultNodeServiceAccount\n          members: [serviceAccount:healthy@acme-prod.iam.gserviceaccount.com]",
+        "        - role: roles/container.defaultNodeServiceAccount\n          members: [serviceAccount:healthy@acme-prod.iam.gserviceaccount.com, serviceAccount:bare@acme-prod.iam.gserviceaccount.com, serviceAccount:split@acme-prod.iam.gserviceaccount.com, serviceAccount:conditional@acme-prod.iam.gserviceaccount.com, serviceAccount:200000000001-compute@developer.gserviceaccount.com]",
+    );
+    let sim = start_sim(&healthy).await;
+
+    let run = remediator(&["scan", "--organization", "123456789012", "--format", "json"], &sim).await;
+
+    let doc = json(&run);
+    assert_eq!(doc["summary"]["projects"], 1);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    sim.shutdown().await;
+}
