@@ -44,7 +44,11 @@ fn project_ids(world_text: &str) -> anyhow::Result<Vec<String>> {
     let ids = value
         .get("projects")
         .and_then(|p| p.as_sequence())
-        .map(|seq| seq.iter().filter_map(|p| p.get("id")?.as_str().map(str::to_owned)).collect())
+        .map(|seq| {
+            seq.iter()
+                .filter_map(|p| p.get("id")?.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     Ok(ids)
 }
@@ -52,21 +56,33 @@ fn project_ids(world_text: &str) -> anyhow::Result<Vec<String>> {
 async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     let (text, origin) = match &args.world {
         Some(path) => (std::fs::read_to_string(path)?, path.display().to_string()),
-        None => (DEMO_WORLD.to_owned(), "infra/worlds/demo.yaml (bundled)".to_owned()),
+        None => (
+            DEMO_WORLD.to_owned(),
+            "infra/worlds/demo.yaml (bundled)".to_owned(),
+        ),
     };
     let world = sim::World::from_yaml(&text, &origin)?;
     let ids = project_ids(&text)?;
     let listen: SocketAddr = "127.0.0.1:0".parse()?;
-    let options = sim::SimOptions { default_principal: "user:platform-admin@example.com".to_owned(), ..Default::default() };
+    let options = sim::SimOptions {
+        default_principal: "user:platform-admin@example.com".to_owned(),
+        ..Default::default()
+    };
     let handle = sim::start(world, listen, options).await?;
     println!("== gke-iam-remediator demo ==");
-    println!("Started the Google Cloud simulator at {} with world {origin}", handle.base_url());
+    println!(
+        "Started the Google Cloud simulator at {} with world {origin}",
+        handle.base_url()
+    );
     println!("({} project(s): {})\n", ids.len(), ids.join(", "));
 
     let client = Client::new(ClientConfig {
         api_endpoint: Some(handle.base_url()),
         credentials: Credentials::Static(format!("sim:{DEMO_IDENTITY}")),
-        rate_limits: crate::gcp::Api::ALL.into_iter().map(|a| (a, 1000.0)).collect(),
+        rate_limits: crate::gcp::Api::ALL
+            .into_iter()
+            .map(|a| (a, 1000.0))
+            .collect(),
         ..Default::default()
     })?;
     let gcp = Gcp::new(client);
@@ -87,24 +103,51 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     println!("API calls: {calls_first}\n");
 
     // 2. Restore under an enforce policy.
-    let enforce = RemediationPolicy { mode: Mode::Enforce, ..RemediationPolicy::default() };
+    let enforce = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..RemediationPolicy::default()
+    };
     let fixer = scan(enforce, true);
     handle.reset_stats();
     let fixed = fixer.run(&projects).await;
     let calls_fix = handle.stats().total;
-    println!("-- 2. Restore (mode: enforce; restores {}) --\n", restore_list(&fixer));
+    println!(
+        "-- 2. Restore (mode: enforce; restores {}) --\n",
+        restore_list(&fixer)
+    );
     for r in &fixed {
         for a in &r.actions {
             let etags = match (&a.etag_before, &a.etag_after) {
                 (Some(b), Some(after)) => format!("etag {b} -> {after}"),
                 _ => String::new(),
             };
-            let err = a.error.as_deref().map(|e| format!(" error: {e}")).unwrap_or_default();
-            println!("  {:<10} {} {:?} {etags}{err}", a.outcome.as_str(), r.project_id, a.action);
+            let err = a
+                .error
+                .as_deref()
+                .map(|e| format!(" error: {e}"))
+                .unwrap_or_default();
+            let what = crate::scan::describe_action(&r.project_id, &a.action);
+            println!(
+                "  {:<10} {}: {what} ({etags}){err}",
+                a.outcome.as_str(),
+                r.project_id
+            );
         }
-        for f in r.findings.iter().filter(|f| matches!(f.outcome, Outcome::Unknown | Outcome::NotAllowed)) {
-            let who = f.finding.principal.as_ref().map(|p| p.to_string()).unwrap_or_default();
-            println!("  {:<10} {} {} {who}: {}", f.outcome.as_str(), r.project_id, f.finding.requirement, f.finding.detail);
+        for f in r
+            .findings
+            .iter()
+            .filter(|f| matches!(f.outcome, Outcome::Unknown | Outcome::NotAllowed))
+        {
+            let who = f
+                .finding
+                .principal
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default();
+            println!(
+                "  left alone  {}: {} {who}: {}",
+                r.project_id, f.finding.requirement, f.finding.detail
+            );
         }
     }
     println!("API calls: {calls_fix}\n");
@@ -120,10 +163,16 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
 
     let missing_before = count(&first, Status::Missing);
     let missing_after = count(&second, Status::Missing);
-    let restored: usize = fixed.iter().flat_map(|r| &r.actions).filter(|a| a.outcome == Outcome::Restored).count();
+    let restored: usize = fixed
+        .iter()
+        .flat_map(|r| &r.actions)
+        .filter(|a| a.outcome == Outcome::Restored)
+        .count();
     let review = count(&second, Status::Conditional) + count(&second, Status::Unknown);
     println!("-- Story --");
-    println!("  missing before: {missing_before}; restored: {restored}; missing after: {missing_after}");
+    println!(
+        "  missing before: {missing_before}; restored: {restored}; missing after: {missing_after}"
+    );
     println!("  left for a person (conditional/unknown grants are never rewritten): {review}");
     println!(
         "  API calls: {} scan + {} restore + {} re-scan; every write was etag-guarded and read back",
@@ -136,9 +185,19 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
 }
 
 fn restore_list(r: &Remediator) -> String {
-    r.options().policy.restore.iter().map(|id| id.as_str()).collect::<Vec<_>>().join(", ")
+    r.options()
+        .policy
+        .restore
+        .iter()
+        .map(|id| id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn count(reports: &[ProjectReport], status: Status) -> usize {
-    reports.iter().flat_map(|r| &r.findings).filter(|f| f.finding.status == status).count()
+    reports
+        .iter()
+        .flat_map(|r| &r.findings)
+        .filter(|f| f.finding.status == status)
+        .count()
 }

@@ -61,24 +61,34 @@ impl GcpArgs {
         };
         let mut rate_limits = crate::gcp::client::default_rate_limits();
         for spec in &self.rate_limits {
-            let (name, value) = spec
-                .split_once('=')
-                .ok_or_else(|| SetupError::Usage(format!("--rate-limit `{spec}`: expected API=N")))?;
+            let (name, value) = spec.split_once('=').ok_or_else(|| {
+                SetupError::Usage(format!("--rate-limit `{spec}`: expected API=N"))
+            })?;
             let api = Api::from_name(name).ok_or_else(|| {
                 let names: Vec<_> = Api::ALL.iter().map(|a| a.name()).collect();
-                SetupError::Usage(format!("--rate-limit: unknown API `{name}`, expected one of {}", names.join(", ")))
+                SetupError::Usage(format!(
+                    "--rate-limit: unknown API `{name}`, expected one of {}",
+                    names.join(", ")
+                ))
             })?;
             let n: f64 = value
                 .parse()
                 .ok()
                 .filter(|n: &f64| *n > 0.0)
-                .ok_or_else(|| SetupError::Usage(format!("--rate-limit `{spec}`: N must be a positive number")))?;
+                .ok_or_else(|| {
+                    SetupError::Usage(format!(
+                        "--rate-limit `{spec}`: N must be a positive number"
+                    ))
+                })?;
             rate_limits.insert(api, n);
         }
         let client = Client::new(ClientConfig {
             api_endpoint: self.api_endpoint.clone(),
             credentials,
-            retry: RetryPolicy { max_attempts: self.max_attempts.max(1), ..RetryPolicy::default() },
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts.max(1),
+                ..RetryPolicy::default()
+            },
             rate_limits,
             timeout: Duration::from_secs(30),
         })?;
@@ -163,16 +173,24 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     };
     let mut roots = Vec::new();
     for f in &args.folders {
-        roots.push(ResourceRef::parse(&format!("folders/{}", f.trim_start_matches("folders/"))).map_err(|e| SetupError::Usage(e.to_string()))?);
-    }
-    for o in &args.organizations {
         roots.push(
-            ResourceRef::parse(&format!("organizations/{}", o.trim_start_matches("organizations/")))
+            ResourceRef::parse(&format!("folders/{}", f.trim_start_matches("folders/")))
                 .map_err(|e| SetupError::Usage(e.to_string()))?,
         );
     }
+    for o in &args.organizations {
+        roots.push(
+            ResourceRef::parse(&format!(
+                "organizations/{}",
+                o.trim_start_matches("organizations/")
+            ))
+            .map_err(|e| SetupError::Usage(e.to_string()))?,
+        );
+    }
     if args.projects.is_empty() && roots.is_empty() {
-        return Err(SetupError::Usage("nothing to scan: give --project, --folder or --organization".to_owned()));
+        return Err(SetupError::Usage(
+            "nothing to scan: give --project, --folder or --organization".to_owned(),
+        ));
     }
     let gcp = args.gcp.connect()?;
     let mut options = Options::new(policy);
@@ -185,7 +203,11 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     let reports = run_with_progress(&remediator, &projects).await;
     let summary = remediate::summarize(&reports);
     let counts = remediator.gcp().client().counts();
-    let mode = if remediator.options().writes() { "enforce" } else { "dry-run" };
+    let mode = if remediator.options().writes() {
+        "enforce"
+    } else {
+        "dry-run"
+    };
     let mut out = std::io::stdout().lock();
     match args.format {
         Format::Json => {
@@ -215,7 +237,10 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     Ok(exit_code(&reports))
 }
 
-async fn run_with_progress(remediator: &Arc<Remediator>, projects: &[crate::gcp::ProjectInfo]) -> Vec<ProjectReport> {
+async fn run_with_progress(
+    remediator: &Arc<Remediator>,
+    projects: &[crate::gcp::ProjectInfo],
+) -> Vec<ProjectReport> {
     let tty = std::io::stderr().is_terminal() && projects.len() > 1;
     if !tty {
         return remediator.run(projects).await;
@@ -257,7 +282,11 @@ async fn run_with_progress(remediator: &Arc<Remediator>, projects: &[crate::gcp:
 pub fn exit_code(reports: &[ProjectReport]) -> i32 {
     if reports.iter().any(|r| r.error.is_some()) {
         2
-    } else if reports.iter().flat_map(|r| &r.findings).any(|f| !matches!(f.outcome, Outcome::Healthy | Outcome::Restored)) {
+    } else if reports
+        .iter()
+        .flat_map(|r| &r.findings)
+        .any(|f| !matches!(f.outcome, Outcome::Healthy | Outcome::Restored))
+    {
         1
     } else {
         0
@@ -268,54 +297,114 @@ pub fn exit_code(reports: &[ProjectReport]) -> i32 {
 pub fn gcloud_fix(project: &str, action: &Action) -> String {
     match action {
         Action::Grant { role, member } => {
-            format!("gcloud projects add-iam-policy-binding {project} --member={member} --role={role} --condition=None")
+            format!(
+                "gcloud projects add-iam-policy-binding {project} --member={member} --role={role} --condition=None"
+            )
         }
-        Action::EnableService { service } => format!("gcloud services enable {service} --project={project}"),
-        Action::EnableServiceAccount { email } => format!("gcloud iam service-accounts enable {email}"),
-        Action::UndeleteServiceAccount { unique_id, .. } => format!("gcloud beta iam service-accounts undelete {unique_id}"),
+        Action::EnableService { service } => {
+            format!("gcloud services enable {service} --project={project}")
+        }
+        Action::EnableServiceAccount { email } => {
+            format!("gcloud iam service-accounts enable {email}")
+        }
+        Action::UndeleteServiceAccount { unique_id, .. } => {
+            format!("gcloud beta iam service-accounts undelete {unique_id}")
+        }
     }
 }
 
-/// Renders the table for people.
+fn short(member: &str) -> &str {
+    member.strip_prefix("serviceAccount:").unwrap_or(member)
+}
+
+fn outcome_label(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Unknown => "needs review",
+        other => other.as_str(),
+    }
+}
+
+/// Describes an action for people.
+pub fn describe_action(project: &str, action: &Action) -> String {
+    match action {
+        Action::Grant { role, member } => format!("{role} to {member}"),
+        other => gcloud_fix(project, other),
+    }
+}
+
+/// Renders the table for people: one line per finding, details and the fix under anything not ok.
 pub fn render_table(reports: &[ProjectReport], mode: &str) -> String {
     let mut s = String::new();
     for r in reports {
-        let number = if r.project_number.is_empty() { String::new() } else { format!(" ({})", r.project_number) };
-        s.push_str(&format!("PROJECT {}{number}", r.project_id));
+        let number = if r.project_number.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.project_number)
+        };
+        s.push_str(&format!("PROJECT {}{number}\n", r.project_id));
         if let Some(e) = &r.error {
-            s.push_str(&format!("\n  ERROR {e}\n\n"));
+            s.push_str(&format!("  ERROR {e}\n\n"));
             continue;
         }
         if !r.gke && r.findings.is_empty() {
-            s.push_str("  not a GKE project (Container API disabled, no clusters): nothing to check\n\n");
+            s.push_str(
+                "  not a GKE project (Container API disabled, no clusters): nothing to check\n\n",
+            );
             continue;
         }
-        s.push('\n');
-        s.push_str(&format!("  {:<12} {:<26} {:<14} {:<64} {}\n", "STATUS", "REQUIREMENT", "OUTCOME", "PRINCIPAL", "DETAIL"));
+        s.push_str(&format!(
+            "  {:<12} {:<24} {:<14} {}\n",
+            "STATUS", "REQUIREMENT", "OUTCOME", "PRINCIPAL"
+        ));
         for f in &r.findings {
-            let principal = f.finding.principal.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "-".to_owned());
+            let principal = f
+                .finding
+                .principal
+                .as_ref()
+                .map(|p| short(p.as_str()).to_owned())
+                .unwrap_or_else(|| "-".to_owned());
             s.push_str(&format!(
-                "  {:<12} {:<26} {:<14} {:<64} {}\n",
+                "  {:<12} {:<24} {:<14} {}\n",
                 f.finding.status.as_str(),
                 f.finding.requirement.as_str(),
-                f.outcome.as_str(),
+                outcome_label(f.outcome),
                 principal,
-                f.finding.detail
             ));
+            if f.finding.status == Status::Ok {
+                continue;
+            }
+            s.push_str(&format!("  {:<12} {}\n", "", f.finding.detail));
             if !f.finding.clusters.is_empty() {
-                s.push_str(&format!("  {:<12} used by {}\n", "", f.finding.clusters.join(", ")));
+                s.push_str(&format!(
+                    "  {:<12} used by {}\n",
+                    "",
+                    f.finding.clusters.join(", ")
+                ));
             }
             match &f.decision {
                 Decision::Restore { action } if f.outcome != Outcome::Restored => {
-                    s.push_str(&format!("  {:<12} fix: {}\n", "", gcloud_fix(&r.project_id, action)));
+                    s.push_str(&format!(
+                        "  {:<12} fix: {}\n",
+                        "",
+                        gcloud_fix(&r.project_id, action)
+                    ));
                 }
-                Decision::NotAllowed { reason } | Decision::Blocked { reason } => {
+                Decision::NotAllowed { reason }
+                | Decision::Blocked { reason }
+                | Decision::NeedsReview { reason } => {
                     s.push_str(&format!("  {:<12} not restored: {reason}\n", ""));
                     if f.finding.status == Status::Missing
                         && let (Some(role), Some(member)) = (&f.finding.role, &f.finding.principal)
                     {
-                        let fix = Action::Grant { role: role.clone(), member: member.clone() };
-                        s.push_str(&format!("  {:<12} fix: {}\n", "", gcloud_fix(&r.project_id, &fix)));
+                        let fix = Action::Grant {
+                            role: role.clone(),
+                            member: member.clone(),
+                        };
+                        s.push_str(&format!(
+                            "  {:<12} fix: {}\n",
+                            "",
+                            gcloud_fix(&r.project_id, &fix)
+                        ));
                     }
                 }
                 _ => {}
@@ -325,26 +414,43 @@ pub fn render_table(reports: &[ProjectReport], mode: &str) -> String {
             let verb = match a.outcome {
                 Outcome::Restored => "restored",
                 Outcome::WouldRestore => "would restore",
+                Outcome::NotAllowed => "not restored",
                 _ => "FAILED",
             };
             let etags = match (&a.etag_before, &a.etag_after) {
-                (Some(b), Some(after)) => format!(" (policy etag {b} -> {after}, {} attempt(s))", a.attempts),
+                (Some(b), Some(after)) => {
+                    format!(" (policy etag {b} -> {after}, {} attempt(s))", a.attempts)
+                }
                 _ => String::new(),
             };
-            let what = match &a.action {
-                Action::Grant { role, member } => format!("{role} for {member}"),
-                other => gcloud_fix(&r.project_id, other),
-            };
-            let err = a.error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
-            s.push_str(&format!("  {verb}: {what}{etags}{err}\n"));
+            let err = a
+                .error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            s.push_str(&format!(
+                "  {verb}: {}{etags}{err}\n",
+                describe_action(&r.project_id, &a.action)
+            ));
         }
         s.push('\n');
     }
-    let by: BTreeMap<&str, usize> = reports.iter().flat_map(|r| &r.findings).fold(BTreeMap::new(), |mut m, f| {
-        *m.entry(f.outcome.as_str()).or_default() += 1;
-        m
-    });
+    let by: BTreeMap<&str, usize> =
+        reports
+            .iter()
+            .flat_map(|r| &r.findings)
+            .fold(BTreeMap::new(), |mut m, f| {
+                *m.entry(outcome_label(f.outcome)).or_default() += 1;
+                m
+            });
     let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    s.push_str(&format!("mode: {mode}; findings: {}\n", if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }));
+    s.push_str(&format!(
+        "mode: {mode}; findings: {}\n",
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    ));
     s
 }

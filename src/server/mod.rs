@@ -26,7 +26,6 @@ use tracing::Instrument;
 
 use crate::intake;
 use crate::service::{Engine, Verdict};
-use oidc::OidcVerifier;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -41,8 +40,30 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { max_body_bytes: intake::MAX_PUSH_BODY_BYTES, shutdown_grace: Duration::from_secs(8), trace_project: None }
+        Self {
+            max_body_bytes: intake::MAX_PUSH_BODY_BYTES,
+            shutdown_grace: Duration::from_secs(8),
+            trace_project: None,
+        }
     }
+}
+
+/// A rejected push: the HTTP status to answer and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 401, 403 or 503.
+    pub status: u16,
+    /// Why (logged and returned; never contains the token).
+    pub message: String,
+}
+
+/// Authenticates push requests from their `Authorization` header.
+pub trait PushAuth: Send + Sync {
+    /// Accepts (returning the pusher's identity) or rejects a request.
+    fn verify<'a>(
+        &'a self,
+        authorization: Option<&'a str>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, Rejection>> + Send + 'a>>;
 }
 
 /// Shared state of the service.
@@ -50,7 +71,7 @@ pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
     /// Push authentication, when configured.
-    pub oidc: Option<OidcVerifier>,
+    pub oidc: Option<Box<dyn PushAuth>>,
     /// Settings.
     pub config: ServerConfig,
 }
@@ -60,33 +81,53 @@ type Body = Full<Bytes>;
 fn respond(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Body> {
-    respond(status, &serde_json::json!({"error": {"code": status.as_u16(), "message": message}}).to_string())
+    respond(
+        status,
+        &serde_json::json!({"error": {"code": status.as_u16(), "message": message}}).to_string(),
+    )
 }
 
 /// The trace id from `traceparent` (W3C) or `X-Cloud-Trace-Context`.
 pub fn trace_id(headers: &http::HeaderMap) -> Option<String> {
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         let parts: Vec<&str> = tp.split('-').collect();
-        if parts.len() >= 3 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()) {
+        if parts.len() >= 3
+            && parts[1].len() == 32
+            && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Some(parts[1].to_ascii_lowercase());
         }
     }
-    let cloud = headers.get("x-cloud-trace-context").and_then(|v| v.to_str().ok())?;
+    let cloud = headers
+        .get("x-cloud-trace-context")
+        .and_then(|v| v.to_str().ok())?;
     let id = cloud.split('/').next()?;
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
 }
 
 fn acceptable_content_type(ct: Option<&str>) -> bool {
     let Some(ct) = ct else { return true };
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     matches!(
         essence.as_str(),
-        "application/json" | "application/x-www-form-urlencoded" | "application/octet-stream" | "text/plain" | ""
+        "application/json"
+            | "application/x-www-form-urlencoded"
+            | "application/octet-stream"
+            | "text/plain"
+            | ""
     )
 }
 
@@ -96,7 +137,9 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => healthz(&state),
         (&Method::POST, "/pubsub/push") => push(state, request).await,
-        (_, "/healthz" | "/pubsub/push") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, "/healthz" | "/pubsub/push") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
@@ -116,9 +159,15 @@ fn healthz(state: &AppState) -> Response<Body> {
 
 async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
     let headers = request.headers().clone();
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     if !acceptable_content_type(content_type.as_deref()) {
-        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected application/json");
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected application/json",
+        );
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -129,16 +178,26 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
     }
     // Authenticate before reading the body.
     if let Some(verifier) = &state.oidc {
-        let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if let Err(e) = verifier.verify(auth).await {
-            tracing::warn!(error = %e, "push rejected");
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            return error(status, &e.to_string());
+            tracing::warn!(error = %e.message, status = e.status, "push rejected");
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            return error(status, &e.message);
         }
     }
-    let body = match Limited::new(request.into_body(), state.config.max_body_bytes).collect().await {
+    let body = match Limited::new(request.into_body(), state.config.max_body_bytes)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable"),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or unreadable",
+            );
+        }
     };
     let message = match intake::parse_push(&body, content_type.as_deref(), &headers) {
         Ok(m) => m,
@@ -154,7 +213,11 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
         subscription = message.subscription.as_deref().unwrap_or(""),
         trace_id = trace.as_deref().unwrap_or(""),
     );
-    let verdict = state.engine.handle(&message, trace.as_deref()).instrument(span).await;
+    let verdict = state
+        .engine
+        .handle(&message, trace.as_deref())
+        .instrument(span)
+        .await;
     match verdict {
         Verdict::Ack => Response::builder()
             .status(StatusCode::NO_CONTENT)
@@ -166,7 +229,11 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
 
 /// Serves until `shutdown` resolves, then drains in-flight requests within the grace and flushes the
 /// publisher.
-pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let builder = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
@@ -199,8 +266,14 @@ pub async fn run(listener: TcpListener, state: Arc<AppState>, shutdown: impl Fut
     }
     drop(listener);
     let grace = state.config.shutdown_grace;
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight requests did not finish within the grace"
+        );
     }
     if let Some(p) = state.engine.publisher() {
         p.flush().await;
@@ -232,6 +305,9 @@ pub async fn shutdown_signal() {
 
 /// The listen address from `$PORT` (Cloud Run), default 8080, on all interfaces.
 pub fn listen_addr_from_env() -> SocketAddr {
-    let port = std::env::var("PORT").ok().and_then(|p| p.parse::<u16>().ok()).unwrap_or(8080);
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8080);
     SocketAddr::from(([0, 0, 0, 0], port))
 }

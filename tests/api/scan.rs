@@ -61,7 +61,9 @@ projects:
 pub async fn start_sim(world: &str) -> SimHandle {
     let world = World::from_yaml(world, "test-world.yaml").expect("test world parses");
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    sim::start(world, listen, SimOptions::default()).await.expect("simulator starts")
+    sim::start(world, listen, SimOptions::default())
+        .await
+        .expect("simulator starts")
 }
 
 pub struct Run {
@@ -87,7 +89,8 @@ pub async fn remediator(args: &[&str], sim: &SimHandle) -> Run {
 }
 
 fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
 }
 
 fn findings<'a>(doc: &'a Value, requirement: &str) -> Vec<&'a Value> {
@@ -139,7 +142,11 @@ const ENFORCE: &str = "mode: enforce\n";
 async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_node_accounts() {
     let sim = start_sim(WORLD).await;
 
-    let run = remediator(&["scan", "--project", "acme-prod", "--format", "json"], &sim).await;
+    let run = remediator(
+        &["scan", "--project", "acme-prod", "--format", "json"],
+        &sim,
+    )
+    .await;
 
     assert_eq!(run.code, 1, "{}", run.stderr);
     let doc = json(&run);
@@ -156,17 +163,33 @@ async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_no
     assert!(ok.contains("serviceAccount:inherited@acme-prod.iam.gserviceaccount.com"));
     assert!(ok.contains("serviceAccount:healthy@acme-prod.iam.gserviceaccount.com"));
     let conditional = principals_with(&doc, "node-sa-permissions", "conditional");
-    assert_eq!(conditional, BTreeSet::from(["serviceAccount:conditional@acme-prod.iam.gserviceaccount.com".to_owned()]));
+    assert_eq!(
+        conditional,
+        BTreeSet::from(["serviceAccount:conditional@acme-prod.iam.gserviceaccount.com".to_owned()])
+    );
     let split = findings(&doc, "node-sa-permissions")
         .into_iter()
         .find(|f| f["principal"] == "serviceAccount:split@acme-prod.iam.gserviceaccount.com")
         .unwrap();
-    assert_eq!(split["missing_permissions"], serde_json::json!(["autoscaling.sites.writeMetrics"]));
+    assert_eq!(
+        split["missing_permissions"],
+        serde_json::json!(["autoscaling.sites.writeMetrics"])
+    );
     assert_eq!(split["role"], "roles/container.defaultNodeServiceAccount");
-    assert_eq!(split["node_pools"], serde_json::json!(["us-central1/std/split-pool"]));
+    assert_eq!(
+        split["node_pools"],
+        serde_json::json!(["us-central1/std/split-pool"])
+    );
     assert_eq!(doc["projects"][0]["project_number"], "200000000001");
     // Without --apply nothing is written.
-    assert!(sim.stats().by_endpoint.keys().all(|k| !k.contains("setIamPolicy")), "{:?}", sim.stats());
+    assert!(
+        sim.stats()
+            .by_endpoint
+            .keys()
+            .all(|k| !k.contains("setIamPolicy")),
+        "{:?}",
+        sim.stats()
+    );
     sim.shutdown().await;
 }
 
@@ -176,19 +199,50 @@ async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited
     let before = sim.policy("projects/acme-prod").unwrap();
     let policy = write_policy(ENFORCE);
 
-    let run = remediator(&["scan", "--project", "acme-prod", "--format", "json", "--apply", "--policy", policy.arg()], &sim).await;
+    let run = remediator(
+        &[
+            "scan",
+            "--project",
+            "acme-prod",
+            "--format",
+            "json",
+            "--apply",
+            "--policy",
+            policy.arg(),
+        ],
+        &sim,
+    )
+    .await;
 
     let doc = json(&run);
-    assert_eq!(run.code, 1, "the conditional grant remains for a person: {}", run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "the conditional grant remains for a person: {}",
+        run.stderr
+    );
     let after = sim.policy("projects/acme-prod").unwrap();
-    let role = gke_iam_remediator::domain::iam::Role::parse("roles/container.defaultNodeServiceAccount").unwrap();
-    for sa in ["bare@acme-prod.iam.gserviceaccount.com", "split@acme-prod.iam.gserviceaccount.com", "200000000001-compute@developer.gserviceaccount.com"] {
-        let m = gke_iam_remediator::domain::iam::Member::parse(&format!("serviceAccount:{sa}")).unwrap();
+    let role =
+        gke_iam_remediator::domain::iam::Role::parse("roles/container.defaultNodeServiceAccount")
+            .unwrap();
+    for sa in [
+        "bare@acme-prod.iam.gserviceaccount.com",
+        "split@acme-prod.iam.gserviceaccount.com",
+        "200000000001-compute@developer.gserviceaccount.com",
+    ] {
+        let m = gke_iam_remediator::domain::iam::Member::parse(&format!("serviceAccount:{sa}"))
+            .unwrap();
         assert!(after.grants_unconditionally(&role, &m), "{sa} not granted");
     }
-    for sa in ["conditional@acme-prod.iam.gserviceaccount.com", "inherited@acme-prod.iam.gserviceaccount.com"] {
-        let m = gke_iam_remediator::domain::iam::Member::parse(&format!("serviceAccount:{sa}")).unwrap();
-        assert!(!after.grants_unconditionally(&role, &m), "{sa} must not be granted");
+    for sa in [
+        "conditional@acme-prod.iam.gserviceaccount.com",
+        "inherited@acme-prod.iam.gserviceaccount.com",
+    ] {
+        let m = gke_iam_remediator::domain::iam::Member::parse(&format!("serviceAccount:{sa}"))
+            .unwrap();
+        assert!(
+            !after.grants_unconditionally(&role, &m),
+            "{sa} must not be granted"
+        );
     }
     // Everything that was there is still there, in order, conditions intact.
     for (old, new) in before.bindings.iter().zip(&after.bindings) {
@@ -197,8 +251,20 @@ async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited
         assert_eq!(new.members[..old.members.len()], old.members[..]);
     }
     let actions = doc["projects"][0]["actions"].as_array().unwrap();
-    assert!(actions.iter().all(|a| a["outcome"] == "restored" && a["etag_before"] != a["etag_after"]), "{actions:?}");
-    assert_eq!(sim.stats().by_endpoint.get("cloudresourcemanager.projects.setIamPolicy").copied(), Some(1), "one write for all grants");
+    assert!(
+        actions
+            .iter()
+            .all(|a| a["outcome"] == "restored" && a["etag_before"] != a["etag_after"]),
+        "{actions:?}"
+    );
+    assert_eq!(
+        sim.stats()
+            .by_endpoint
+            .get("cloudresourcemanager.projects.setIamPolicy")
+            .copied(),
+        Some(1),
+        "one write for all grants"
+    );
     sim.shutdown().await;
 }
 
@@ -206,23 +272,56 @@ async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited
 async fn scan_apply_survives_concurrent_writers_and_injected_errors_without_losing_a_change() {
     let sim = start_sim(WORLD).await;
     let client = reqwest::Client::new();
-    let put = |path: &str, body: Value| client.put(format!("{}{path}", sim.base_url())).json(&body).send();
-    put("_sim/faults", serde_json::json!({"errors": {"*": {"429": 0.1, "503": 0.1}}, "seed": 7})).await.unwrap();
+    let put = |path: &str, body: Value| {
+        client
+            .put(format!("{}{path}", sim.base_url()))
+            .json(&body)
+            .send()
+    };
+    put(
+        "_sim/faults",
+        serde_json::json!({"errors": {"*": {"429": 0.1, "503": 0.1}}, "seed": 7}),
+    )
+    .await
+    .unwrap();
     put("_sim/concurrent-writer", serde_json::json!({"project": "acme-prod", "probability": 0.6, "max_writes": 4, "role": "roles/viewer"}))
         .await
         .unwrap();
     let policy = write_policy("mode: enforce\nlimits:\n  max_write_attempts: 10\n");
 
     let run = remediator(
-        &["scan", "--project", "acme-prod", "--format", "json", "--apply", "--policy", policy.arg(), "--max-attempts", "10"],
+        &[
+            "scan",
+            "--project",
+            "acme-prod",
+            "--format",
+            "json",
+            "--apply",
+            "--policy",
+            policy.arg(),
+            "--max-attempts",
+            "10",
+        ],
         &sim,
     )
     .await;
 
-    assert!(run.code == 0 || run.code == 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.code == 0 || run.code == 1,
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
     put("_sim/faults", serde_json::json!({})).await.unwrap();
     let after = sim.policy("projects/acme-prod").unwrap();
-    let added: Value = client.get(format!("{}_sim/concurrent-writer", sim.base_url())).send().await.unwrap().json().await.unwrap();
+    let added: Value = client
+        .get(format!("{}_sim/concurrent-writer", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let viewer: Vec<String> = after
         .bindings
         .iter()
@@ -230,11 +329,47 @@ async fn scan_apply_survives_concurrent_writers_and_injected_errors_without_losi
         .flat_map(|b| b.members.iter().map(|m| m.to_string()))
         .collect();
     for m in added["members"].as_array().into_iter().flatten() {
-        assert!(viewer.contains(&m.as_str().unwrap().to_owned()), "concurrent change {m} lost");
+        assert!(
+            viewer.contains(&m.as_str().unwrap().to_owned()),
+            "concurrent change {m} lost"
+        );
     }
-    let role = gke_iam_remediator::domain::iam::Role::parse("roles/container.defaultNodeServiceAccount").unwrap();
-    let bare = gke_iam_remediator::domain::iam::Member::parse("serviceAccount:bare@acme-prod.iam.gserviceaccount.com").unwrap();
-    assert!(after.grants_unconditionally(&role, &bare), "restore lost: {}", run.stdout);
+    let role =
+        gke_iam_remediator::domain::iam::Role::parse("roles/container.defaultNodeServiceAccount")
+            .unwrap();
+    let bare = gke_iam_remediator::domain::iam::Member::parse(
+        "serviceAccount:bare@acme-prod.iam.gserviceaccount.com",
+    )
+    .unwrap();
+    assert!(
+        after.grants_unconditionally(&role, &bare),
+        "restore lost: {}",
+        run.stdout
+    );
+    // The faults really happened: at least one stale-etag conflict and one injected error were answered.
+    let journal: Value = client
+        .get(format!("{}_sim/journal", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<u64> = journal
+        .as_array()
+        .or_else(|| journal["entries"].as_array())
+        .expect("journal entries")
+        .iter()
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert!(
+        statuses.contains(&409),
+        "no write conflict happened: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|s| [429, 503].contains(s)),
+        "no error was injected: {statuses:?}"
+    );
     sim.shutdown().await;
 }
 
@@ -249,10 +384,25 @@ async fn a_denied_set_iam_policy_names_the_missing_permission() {
         .unwrap();
     let policy = write_policy(ENFORCE);
 
-    let run = remediator(&["scan", "--project", "acme-prod", "--apply", "--policy", policy.arg()], &sim).await;
+    let run = remediator(
+        &[
+            "scan",
+            "--project",
+            "acme-prod",
+            "--apply",
+            "--policy",
+            policy.arg(),
+        ],
+        &sim,
+    )
+    .await;
 
     assert_eq!(run.code, 1);
-    assert!(run.stdout.contains("resourcemanager.projects.setIamPolicy"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("resourcemanager.projects.setIamPolicy"),
+        "{}",
+        run.stdout
+    );
     sim.shutdown().await;
 }
 
@@ -261,10 +411,18 @@ async fn a_bad_policy_file_is_an_error_naming_file_line_and_field() {
     let sim = start_sim(WORLD).await;
     let policy = write_policy("mode: enforce\nlimits:\n  max_writes: 3\n");
 
-    let run = remediator(&["scan", "--project", "acme-prod", "--policy", policy.arg()], &sim).await;
+    let run = remediator(
+        &["scan", "--project", "acme-prod", "--policy", policy.arg()],
+        &sim,
+    )
+    .await;
 
     assert_eq!(run.code, 2);
-    assert!(run.stderr.contains(&format!("{}:3:", policy.arg())), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("{}:3:", policy.arg())),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("max_writes"), "{}", run.stderr);
     sim.shutdown().await;
 }
@@ -277,7 +435,11 @@ async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero
     );
     let sim = start_sim(&healthy).await;
 
-    let run = remediator(&["scan", "--organization", "123456789012", "--format", "json"], &sim).await;
+    let run = remediator(
+        &["scan", "--organization", "123456789012", "--format", "json"],
+        &sim,
+    )
+    .await;
 
     let doc = json(&run);
     assert_eq!(doc["summary"]["projects"], 1);
