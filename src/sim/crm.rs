@@ -1,0 +1,459 @@
+//! Resource Manager v1 and v3: projects (get, list, search, ancestry), folders, organizations, and
+//! `getIamPolicy` / `setIamPolicy` on all three. Policy semantics are in `policy.rs`; this module maps
+//! paths to them, writes audit records and answers Google's shapes (v1 `projectNumber` string and
+//! `parent{type,id}`, v3 `name: projects/NUMBER`). Missing resources answer 403 as Google does.
+
+use http::Method;
+use serde_json::{Value, json};
+
+use super::audit::{AuditRecord, authz};
+use super::error::{ApiError, ApiResult};
+use super::policy::{self, RoleCheck, SetRequest};
+use super::server::{Ctx, Route, endpoint};
+use super::state::{PolicyRef, ProjectState, State};
+
+const API: &str = "cloudresourcemanager";
+const CREATE_TIME: &str = "2024-01-15T10:00:00.000Z";
+
+/// Routes Resource Manager paths.
+pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route> {
+    let m = method.as_str();
+    match (m, segs, verb) {
+        ("GET", ["v1", "projects"], None) => {
+            endpoint(API, "cloudresourcemanager.projects.list", |c, _| list_v1(c))
+        }
+        ("GET", ["v1", "projects", id], None) => {
+            let id = id.to_string();
+            endpoint(API, "cloudresourcemanager.projects.get", move |c, _| {
+                get_project(c, &id, 1)
+            })
+        }
+        ("GET", ["v3", "projects", id], None) => {
+            let id = id.to_string();
+            endpoint(API, "cloudresourcemanager.projects.get", move |c, _| {
+                get_project(c, &id, 3)
+            })
+        }
+        ("GET", ["v3", "projects"], None) => {
+            endpoint(API, "cloudresourcemanager.projects.list", |c, _| list_v3(c))
+        }
+        ("GET", ["v3", "projects"], Some("search")) => {
+            endpoint(API, "cloudresourcemanager.projects.search", |c, _| {
+                search_v3(c)
+            })
+        }
+        ("POST", ["v1", "projects", id], Some("getAncestry")) => {
+            let id = id.to_string();
+            endpoint(
+                API,
+                "cloudresourcemanager.projects.getAncestry",
+                move |c, _| ancestry(c, &id),
+            )
+        }
+        (
+            "POST",
+            [
+                v @ ("v1" | "v3"),
+                kind @ ("projects" | "folders" | "organizations"),
+                id,
+            ],
+            Some(verb @ ("getIamPolicy" | "setIamPolicy")),
+        ) => {
+            if *v == "v1" && *kind == "folders" {
+                return None;
+            }
+            let resource = format!("{kind}/{id}");
+            let v1 = *v == "v1";
+            let kind = *kind;
+            if verb == "getIamPolicy" {
+                let key = match kind {
+                    "projects" => "cloudresourcemanager.projects.getIamPolicy",
+                    "folders" => "cloudresourcemanager.folders.getIamPolicy",
+                    _ => "cloudresourcemanager.organizations.getIamPolicy",
+                };
+                endpoint(API, key, move |c, b| get_iam_policy(c, &resource, b))
+            } else {
+                let key = match kind {
+                    "projects" => "cloudresourcemanager.projects.setIamPolicy",
+                    "folders" => "cloudresourcemanager.folders.setIamPolicy",
+                    _ => "cloudresourcemanager.organizations.setIamPolicy",
+                };
+                endpoint(API, key, move |c, b| set_iam_policy(c, &resource, b, v1))
+            }
+        }
+        ("GET", ["v3", "folders", id], None) => {
+            let id = id.to_string();
+            endpoint(API, "cloudresourcemanager.folders.get", move |c, _| {
+                get_folder(c, &id)
+            })
+        }
+        ("GET", ["v3", "folders"], None) => {
+            endpoint(API, "cloudresourcemanager.folders.list", |c, _| {
+                list_folders(c)
+            })
+        }
+        ("GET", [v @ ("v1" | "v3"), "organizations", id], None) => {
+            let id = id.to_string();
+            let v3 = *v == "v3";
+            endpoint(
+                API,
+                "cloudresourcemanager.organizations.get",
+                move |c, _| get_org(c, &id, v3),
+            )
+        }
+        _ => None,
+    }
+}
+
+fn missing() -> ApiError {
+    ApiError::denied_or_missing("The caller does not have permission")
+}
+
+fn kind_of(resource: &str) -> &str {
+    resource.split('/').next().unwrap_or("projects")
+}
+
+fn perm(resource: &str, action: &str) -> String {
+    format!("resourcemanager.{}.{action}", kind_of(resource))
+}
+
+/// v1 `Project` JSON.
+pub fn project_v1(p: &ProjectState) -> Value {
+    let mut v = json!({
+        "projectNumber": p.number,
+        "projectId": p.id,
+        "lifecycleState": "ACTIVE",
+        "name": p.name.clone().unwrap_or_else(|| p.id.clone()),
+        "createTime": CREATE_TIME,
+    });
+    if let Some((kind, id)) = p.parent.as_deref().and_then(|x| x.split_once('/')) {
+        let t = if kind == "folders" {
+            "folder"
+        } else {
+            "organization"
+        };
+        v["parent"] = json!({"type": t, "id": id});
+    }
+    v
+}
+
+/// v3 `Project` JSON.
+pub fn project_v3(p: &ProjectState) -> Value {
+    let mut v = json!({
+        "name": format!("projects/{}", p.number),
+        "projectId": p.id,
+        "state": "ACTIVE",
+        "displayName": p.name.clone().unwrap_or_else(|| p.id.clone()),
+        "createTime": CREATE_TIME,
+        "updateTime": CREATE_TIME,
+        "etag": format!("W/\"{:016x}\"", super::state::stable_hash(&p.id)),
+    });
+    if let Some(parent) = &p.parent {
+        v["parent"] = json!(parent);
+    }
+    v
+}
+
+fn get_project(c: &mut Ctx<'_>, id: &str, version: u8) -> ApiResult<Value> {
+    c.require("resourcemanager.projects.get")?;
+    let p =
+        c.st.project_idx(id)
+            .filter(|i| version == 3 || c.st.projects[*i].id == id)
+            .ok_or_else(missing)?;
+    let p = &c.st.projects[p];
+    Ok(if version == 1 {
+        project_v1(p)
+    } else {
+        project_v3(p)
+    })
+}
+
+fn page(c: &Ctx<'_>, items: Vec<Value>, key: &str) -> ApiResult<Value> {
+    let size = match c.q("pageSize") {
+        Some(s) => s
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("Invalid value for pageSize"))?,
+        None => 0,
+    };
+    let size = if size == 0 { 500 } else { size.min(1000) };
+    let start = match c.q("pageToken") {
+        Some("") | None => 0,
+        Some(t) => t
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("Invalid page token."))?,
+    };
+    let total = items.len();
+    let slice: Vec<Value> = items.into_iter().skip(start).take(size).collect();
+    let mut v = json!({});
+    if !slice.is_empty() {
+        v[key] = Value::Array(slice);
+    }
+    if start + size < total {
+        v["nextPageToken"] = json!((start + size).to_string());
+    }
+    Ok(v)
+}
+
+/// Matches a project against one `key:value` / `key=value` filter term (v1 filter or v3 query).
+fn term_matches(p: &ProjectState, term: &str) -> ApiResult<bool> {
+    let (key, value) = term
+        .split_once(':')
+        .or_else(|| term.split_once('='))
+        .ok_or_else(|| ApiError::invalid(format!("Invalid filter term: {term}")))?;
+    let value = value.trim_matches('"');
+    let (ptype, pid) = match p.parent.as_deref().and_then(|x| x.split_once('/')) {
+        Some(("folders", id)) => ("folder", id),
+        Some((_, id)) => ("organization", id),
+        None => ("", ""),
+    };
+    Ok(match key.trim() {
+        "parent.id" => pid == value,
+        "parent.type" => ptype == value,
+        "parent" => p.parent.as_deref() == Some(value),
+        "id" | "projectId" => {
+            p.id == value || (value.ends_with('*') && p.id.starts_with(value.trim_end_matches('*')))
+        }
+        "name" | "displayName" => p.name.as_deref().unwrap_or(&p.id) == value,
+        "lifecycleState" | "state" => value == "ACTIVE",
+        "projectNumber" => p.number == value,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "Request contains an invalid argument: unknown filter field `{other}`."
+            )));
+        }
+    })
+}
+
+fn filtered(st: &State, filter: &str, v3: bool) -> ApiResult<Vec<Value>> {
+    let terms: Vec<&str> = filter
+        .split_whitespace()
+        .filter(|t| !t.eq_ignore_ascii_case("AND"))
+        .collect();
+    let mut out = Vec::new();
+    for p in &st.projects {
+        let mut ok = true;
+        for t in &terms {
+            ok &= term_matches(p, t)?;
+        }
+        if ok {
+            out.push(if v3 { project_v3(p) } else { project_v1(p) });
+        }
+    }
+    Ok(out)
+}
+
+fn list_v1(c: &mut Ctx<'_>) -> ApiResult<Value> {
+    c.require("resourcemanager.projects.list")?;
+    let items = filtered(c.st, c.q("filter").unwrap_or(""), false)?;
+    page(c, items, "projects")
+}
+
+fn list_v3(c: &mut Ctx<'_>) -> ApiResult<Value> {
+    c.require("resourcemanager.projects.list")?;
+    let parent = c.q("parent").ok_or_else(|| {
+        ApiError::invalid("Request contains an invalid argument: parent is required.")
+    })?;
+    let items = filtered(c.st, &format!("parent:{parent}"), true)?;
+    page(c, items, "projects")
+}
+
+fn search_v3(c: &mut Ctx<'_>) -> ApiResult<Value> {
+    c.require("resourcemanager.projects.get")?;
+    let items = filtered(c.st, c.q("query").unwrap_or(""), true)?;
+    page(c, items, "projects")
+}
+
+fn ancestry(c: &mut Ctx<'_>, id: &str) -> ApiResult<Value> {
+    c.require("resourcemanager.projects.get")?;
+    let idx =
+        c.st.project_idx(id)
+            .filter(|i| c.st.projects[*i].id == id)
+            .ok_or_else(missing)?;
+    let ancestors: Vec<Value> = c
+        .st
+        .ancestors(idx)
+        .into_iter()
+        .map(|r| match r {
+            PolicyRef::Project(i) => json!({"resourceId": {"type": "project", "id": c.st.projects[i].id}}),
+            PolicyRef::Folder(f) => json!({"resourceId": {"type": "folder", "id": f}}),
+            PolicyRef::Organization => {
+                json!({"resourceId": {"type": "organization", "id": c.st.org.as_ref().map(|o| o.id.clone())}})
+            }
+        })
+        .collect();
+    Ok(json!({ "ancestor": ancestors }))
+}
+
+fn get_folder(c: &mut Ctx<'_>, id: &str) -> ApiResult<Value> {
+    c.require("resourcemanager.folders.get")?;
+    let f = c.st.folders.get(id).ok_or_else(missing)?;
+    Ok(folder_json(f))
+}
+
+fn folder_json(f: &super::state::FolderState) -> Value {
+    json!({
+        "name": format!("folders/{}", f.id),
+        "parent": f.parent,
+        "displayName": f.display_name,
+        "state": "ACTIVE",
+        "createTime": CREATE_TIME,
+        "updateTime": CREATE_TIME,
+        "etag": format!("W/\"{:016x}\"", super::state::stable_hash(&f.id)),
+    })
+}
+
+fn list_folders(c: &mut Ctx<'_>) -> ApiResult<Value> {
+    c.require("resourcemanager.folders.list")?;
+    let parent = c.q("parent").ok_or_else(|| {
+        ApiError::invalid("Request contains an invalid argument: parent is required.")
+    })?;
+    let items: Vec<Value> =
+        c.st.folders
+            .values()
+            .filter(|f| f.parent == parent)
+            .map(folder_json)
+            .collect();
+    page(c, items, "folders")
+}
+
+fn get_org(c: &mut Ctx<'_>, id: &str, v3: bool) -> ApiResult<Value> {
+    c.require("resourcemanager.organizations.get")?;
+    let o =
+        c.st.org
+            .as_ref()
+            .filter(|o| o.id == id)
+            .ok_or_else(missing)?;
+    Ok(if v3 {
+        json!({"name": format!("organizations/{}", o.id), "displayName": o.display_name, "directoryCustomerId": "C0sim0001",
+               "state": "ACTIVE", "createTime": CREATE_TIME, "updateTime": CREATE_TIME, "etag": "BwW3sim0001="})
+    } else {
+        json!({"name": format!("organizations/{}", o.id), "displayName": o.display_name,
+               "owner": {"directoryCustomerId": "C0sim0001"}, "creationTime": CREATE_TIME, "lifecycleState": "ACTIVE"})
+    })
+}
+
+fn get_iam_policy(c: &mut Ctx<'_>, resource: &str, body: &Value) -> ApiResult<Value> {
+    c.require(&perm(resource, "getIamPolicy"))?;
+    let requested = policy::requested_version(body)?;
+    let r = c.st.policy_ref(resource).ok_or_else(missing)?;
+    let stored = c.st.policy(&r).ok_or_else(missing)?;
+    let out = policy::render(stored, requested);
+    if let PolicyRef::Project(i) = r {
+        c.policy_read = Some(i);
+    }
+    serde_json::to_value(out).map_err(|e| ApiError::new(500, "INTERNAL", e.to_string()))
+}
+
+fn role_check(st: &State, role: &str) -> RoleCheck {
+    match st.role(role) {
+        Some(_) => RoleCheck::Ok,
+        None if role.starts_with("roles/") => RoleCheck::UnknownPredefined,
+        None => RoleCheck::UnknownCustom,
+    }
+}
+
+fn set_iam_policy(c: &mut Ctx<'_>, resource: &str, body: &Value, v1: bool) -> ApiResult<Value> {
+    c.require(&perm(resource, "setIamPolicy"))?;
+    let req = policy::parse_set(body)?;
+    let r = c.st.policy_ref(resource).ok_or_else(missing)?;
+    let request_resource = if v1 && kind_of(resource) == "projects" {
+        resource.trim_start_matches("projects/").to_owned()
+    } else {
+        resource.to_owned()
+    };
+    let stored = write_policy(c, &r, &req, &request_resource)?;
+    serde_json::to_value(stored).map_err(|e| ApiError::new(500, "INTERNAL", e.to_string()))
+}
+
+/// The write path every policy change takes (API calls and the concurrent writer): validate, store
+/// with a new etag, record the audit entry. Returns the stored policy.
+pub fn write_policy(
+    c: &mut Ctx<'_>,
+    r: &PolicyRef,
+    req: &SetRequest,
+    request_resource: &str,
+) -> ApiResult<crate::domain::iam::Policy> {
+    let stored = c.st.policy(r).cloned().ok_or_else(missing)?;
+    let mut next = policy::apply_set(&stored, req, |role| role_check(c.st, role))?;
+    next.etag = Some(c.st.next_etag());
+    let slot = c.st.policy_mut(r).ok_or_else(missing)?;
+    *slot = next.clone();
+    let name = c.st.resource_name(r);
+    let deltas = policy::binding_deltas(&stored, &next);
+    let (kind, id) = name.split_once('/').unwrap_or(("projects", ""));
+    let (rtype, label, service_type) = match kind {
+        "projects" => (
+            "project",
+            "project_id",
+            "cloudresourcemanager.googleapis.com/Project",
+        ),
+        "folders" => (
+            "folder",
+            "folder_id",
+            "cloudresourcemanager.googleapis.com/Folder",
+        ),
+        _ => (
+            "organization",
+            "organization_id",
+            "cloudresourcemanager.googleapis.com/Organization",
+        ),
+    };
+    let mut request = json!({"@type": "type.googleapis.com/google.iam.v1.SetIamPolicyRequest", "resource": request_resource});
+    if let Some(p) = req.raw.get("policy") {
+        request["policy"] = p.clone();
+    }
+    if let Some(m) = req.raw.get("updateMask") {
+        request["updateMask"] = m.clone();
+    }
+    let mut response = serde_json::to_value(&next).unwrap_or_else(|_| json!({}));
+    response["@type"] = json!("type.googleapis.com/google.iam.v1.Policy");
+    let mut policy_delta = json!({});
+    if !deltas.is_empty() {
+        policy_delta["bindingDeltas"] = Value::Array(deltas);
+    }
+    c.audit.push(AuditRecord {
+        log_parent: name.clone(),
+        service_name: "cloudresourcemanager.googleapis.com".into(),
+        method_name: "SetIamPolicy".into(),
+        resource_name: name.clone(),
+        caller: c.caller.clone(),
+        user_agent: c.user_agent.clone(),
+        authorization: vec![authz(
+            &name,
+            &perm(&name, "setIamPolicy"),
+            json!({"name": name, "service": "cloudresourcemanager.googleapis.com", "type": service_type}),
+        )],
+        request: Some(request),
+        response: Some(response),
+        service_data: Some(json!({"@type": "type.googleapis.com/google.iam.v1.logging.AuditData", "policyDelta": policy_delta})),
+        resource: json!({"type": rtype, "labels": {label: id}}),
+        ..Default::default()
+    });
+    Ok(next)
+}
+
+/// The concurrent writer's change: adds `member` to `role` on a project through [`write_policy`].
+pub fn concurrent_add(c: &mut Ctx<'_>, idx: usize, role: &str, member: &str) -> bool {
+    let r = PolicyRef::Project(idx);
+    let Some(mut p) = c.st.policy(&r).cloned() else {
+        return false;
+    };
+    let (Ok(role), Ok(member)) = (
+        crate::domain::iam::Role::parse(role),
+        crate::domain::iam::Member::parse(member),
+    ) else {
+        return false;
+    };
+    p.add_member(&role, &member);
+    p.version = 3;
+    let body = json!({"policy": p});
+    let Ok(req) = policy::parse_set(&body) else {
+        return false;
+    };
+    let id =
+        c.st.projects
+            .get(idx)
+            .map(|p| p.id.clone())
+            .unwrap_or_default();
+    write_policy(c, &r, &req, &id).is_ok()
+}

@@ -1,0 +1,669 @@
+//! The simulator's live state: the world turned into mutable resources (policies with etags, service
+//! accounts with deletion times, recommendations with etags, operations), plus conversion back to a world
+//! for `GET /_sim/world`.
+//!
+//! Owns lookups (project by id or number, service account by email or unique id, ancestors) and the
+//! write primitives every API shares (new etags, deleted-member rewrites). It knows nothing about HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::roles::{self, RoleDef};
+use super::world::{
+    World, WorldBinding, WorldCluster, WorldCondition, WorldFolder, WorldGroup, WorldOrganization,
+    WorldPolicy, WorldProject, WorldRecommendation, WorldRole, WorldServiceAccount,
+};
+use crate::domain::iam::{Binding, Condition, Member, Policy, Role};
+
+/// How long a deleted service account can be undeleted.
+pub const UNDELETE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The organization.
+#[derive(Debug, Clone)]
+pub struct OrgState {
+    /// Numeric id.
+    pub id: String,
+    /// Display name (domain).
+    pub display_name: String,
+    /// IAM policy.
+    pub policy: Policy,
+    /// Custom roles by full name.
+    pub custom_roles: BTreeMap<String, RoleDef>,
+}
+
+/// A folder.
+#[derive(Debug, Clone)]
+pub struct FolderState {
+    /// Numeric id.
+    pub id: String,
+    /// `folders/N` or `organizations/N`.
+    pub parent: String,
+    /// Display name.
+    pub display_name: String,
+    /// IAM policy.
+    pub policy: Policy,
+}
+
+/// A service account.
+#[derive(Debug, Clone)]
+pub struct SaState {
+    /// Email (lower case).
+    pub email: String,
+    /// Numeric unique id.
+    pub unique_id: String,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Disabled flag.
+    pub disabled: bool,
+    /// When it was deleted, if it is.
+    pub deleted_at: Option<SystemTime>,
+}
+
+/// A recommendation.
+#[derive(Debug, Clone)]
+pub struct RecState {
+    /// Recommendation id.
+    pub id: String,
+    /// Location.
+    pub location: String,
+    /// Subtype.
+    pub subtype: String,
+    /// Target cluster.
+    pub cluster: String,
+    /// `stateInfo.state`.
+    pub state: String,
+    /// Etag without the surrounding quotes.
+    pub etag: String,
+    /// `stateInfo.stateMetadata`.
+    pub state_metadata: BTreeMap<String, String>,
+}
+
+/// A project.
+#[derive(Debug, Clone)]
+pub struct ProjectState {
+    /// Project id.
+    pub id: String,
+    /// Project number.
+    pub number: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Parent container.
+    pub parent: Option<String>,
+    /// Enabled services.
+    pub services: BTreeSet<String>,
+    /// IAM policy.
+    pub policy: Policy,
+    /// Custom roles by full name.
+    pub custom_roles: BTreeMap<String, RoleDef>,
+    /// Service accounts (including the implicit Compute Engine default account).
+    pub service_accounts: Vec<SaState>,
+    /// Clusters.
+    pub clusters: Vec<WorldCluster>,
+    /// Zones reported missing in all-location cluster lists.
+    pub missing_zones: Vec<String>,
+    /// Recommendations.
+    pub recommendations: Vec<RecState>,
+}
+
+/// A resource that carries an IAM policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyRef {
+    /// Index into `State::projects`.
+    Project(usize),
+    /// Folder id.
+    Folder(String),
+    /// The organization.
+    Organization,
+}
+
+/// All mutable simulator state.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// Organization.
+    pub org: Option<OrgState>,
+    /// Folders by id.
+    pub folders: BTreeMap<String, FolderState>,
+    /// Predefined roles by name.
+    pub predefined: BTreeMap<String, RoleDef>,
+    /// Roles the world added (kept for dumps).
+    pub world_roles: Vec<WorldRole>,
+    /// Groups: email -> members.
+    pub groups: BTreeMap<String, Vec<String>>,
+    /// Projects in world order.
+    pub projects: Vec<ProjectState>,
+    /// Finished long-running operations by name (Service Usage and Container).
+    pub operations: BTreeMap<String, Value>,
+    etag_salt: u64,
+    etag_seq: u64,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// A stable 64-bit hash (FNV-1a) for derived ids.
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn role_def(r: &WorldRole) -> RoleDef {
+    let short = r.name.rsplit('/').next().unwrap_or(&r.name).to_owned();
+    RoleDef {
+        name: r.name.clone(),
+        title: r.title.clone().unwrap_or(short),
+        description: r.description.clone().unwrap_or_default(),
+        stage: r.stage.clone().unwrap_or_else(|| "GA".into()),
+        included_permissions: r.included_permissions.clone(),
+    }
+}
+
+fn world_role(r: &RoleDef) -> WorldRole {
+    WorldRole {
+        name: r.name.clone(),
+        title: Some(r.title.clone()),
+        description: (!r.description.is_empty()).then(|| r.description.clone()),
+        stage: Some(r.stage.clone()),
+        included_permissions: r.included_permissions.clone(),
+    }
+}
+
+/// Builds a domain policy from a world policy (names were validated when the world loaded).
+fn to_policy(p: Option<&WorldPolicy>) -> Policy {
+    let Some(p) = p else {
+        return Policy {
+            version: 1,
+            ..Default::default()
+        };
+    };
+    let bindings: Vec<Binding> = p
+        .bindings
+        .iter()
+        .filter_map(|b| {
+            Some(Binding {
+                role: Role::parse(&b.role).ok()?,
+                members: b
+                    .members
+                    .iter()
+                    .filter_map(|m| Member::parse(m).ok())
+                    .collect(),
+                condition: b.condition.as_ref().map(|c| Condition {
+                    expression: c.expression.clone(),
+                    title: c.title.clone(),
+                    description: c.description.clone(),
+                    location: None,
+                }),
+                other: Map::new(),
+            })
+        })
+        .collect();
+    let mut policy = Policy {
+        version: 1,
+        bindings,
+        audit_configs: p.audit_configs.clone(),
+        ..Default::default()
+    };
+    if policy.has_conditions() {
+        policy.version = 3;
+    }
+    policy
+}
+
+fn from_policy(p: &Policy) -> Option<WorldPolicy> {
+    if p.bindings.is_empty() && p.audit_configs.is_empty() {
+        return None;
+    }
+    Some(WorldPolicy {
+        bindings: p
+            .bindings
+            .iter()
+            .map(|b| WorldBinding {
+                role: b.role.to_string(),
+                members: b.members.iter().map(|m| m.to_string()).collect(),
+                condition: b.condition.as_ref().map(|c| WorldCondition {
+                    title: c.title.clone(),
+                    description: c.description.clone(),
+                    expression: c.expression.clone(),
+                }),
+            })
+            .collect(),
+        audit_configs: p.audit_configs.clone(),
+    })
+}
+
+/// Derived 21-digit unique id for a service account without one.
+fn derived_unique_id(email: &str) -> String {
+    let h = stable_hash(email);
+    format!("1{:020}", h % 10_000_000_000_000_000_000)
+}
+
+impl State {
+    /// Builds the live state from a validated world.
+    pub fn from_world(world: &World) -> State {
+        let mut st = State {
+            org: None,
+            folders: BTreeMap::new(),
+            predefined: BTreeMap::new(),
+            world_roles: world.roles.clone(),
+            groups: world
+                .groups
+                .iter()
+                .map(|g| (g.email.to_ascii_lowercase(), g.members.clone()))
+                .collect(),
+            projects: Vec::new(),
+            operations: BTreeMap::new(),
+            etag_salt: rand::random(),
+            etag_seq: 0,
+        };
+        for r in roles::bundled() {
+            st.predefined.insert(r.name.clone(), r);
+        }
+        for r in &world.roles {
+            st.predefined.insert(r.name.clone(), role_def(r));
+        }
+        if let Some(o) = &world.organization {
+            let mut policy = to_policy(o.iam_policy.as_ref());
+            policy.etag = Some(st.next_etag());
+            st.org = Some(OrgState {
+                id: o.id.clone(),
+                display_name: o
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| "example.com".into()),
+                policy,
+                custom_roles: o
+                    .custom_roles
+                    .iter()
+                    .map(|r| (r.name.clone(), role_def(r)))
+                    .collect(),
+            });
+        }
+        for f in &world.folders {
+            let mut policy = to_policy(f.iam_policy.as_ref());
+            policy.etag = Some(st.next_etag());
+            st.folders.insert(
+                f.id.clone(),
+                FolderState {
+                    id: f.id.clone(),
+                    parent: f.parent.clone(),
+                    display_name: f
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| format!("folder-{}", f.id)),
+                    policy,
+                },
+            );
+        }
+        let load_time = SystemTime::now();
+        for p in &world.projects {
+            let mut policy = to_policy(p.iam_policy.as_ref());
+            policy.etag = Some(st.next_etag());
+            let mut sas: Vec<SaState> = p
+                .service_accounts
+                .iter()
+                .map(|s| SaState {
+                    email: s.email.to_ascii_lowercase(),
+                    unique_id: s
+                        .unique_id
+                        .clone()
+                        .unwrap_or_else(|| derived_unique_id(&s.email.to_ascii_lowercase())),
+                    display_name: s.display_name.clone(),
+                    disabled: s.disabled,
+                    deleted_at: s.deleted.then_some(load_time),
+                })
+                .collect();
+            let compute = format!("{}-compute@developer.gserviceaccount.com", p.number);
+            if !sas.iter().any(|s| s.email == compute) {
+                sas.push(SaState {
+                    unique_id: derived_unique_id(&compute),
+                    email: compute,
+                    display_name: Some("Compute Engine default service account".into()),
+                    disabled: false,
+                    deleted_at: None,
+                });
+            }
+            let recommendations = p
+                .recommendations
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let h = stable_hash(&format!("{}/{}/{}/{i}", p.id, r.location, r.cluster));
+                    let h2 = splitmix(h);
+                    RecState {
+                        id: r.id.clone().unwrap_or_else(|| {
+                            format!(
+                                "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                                h >> 32,
+                                (h >> 16) & 0xffff,
+                                h & 0xfff,
+                                h2 >> 52,
+                                h2 & 0xffff_ffff_ffff
+                            )
+                        }),
+                        location: r.location.clone(),
+                        subtype: r.subtype.clone(),
+                        cluster: r.cluster.clone(),
+                        state: r.state.clone().unwrap_or_else(|| "ACTIVE".into()),
+                        etag: r
+                            .etag
+                            .clone()
+                            .unwrap_or_else(|| format!("{:016x}", splitmix(h2))),
+                        state_metadata: r.state_metadata.clone(),
+                    }
+                })
+                .collect();
+            st.projects.push(ProjectState {
+                id: p.id.clone(),
+                number: p.number.clone(),
+                name: p.name.clone(),
+                parent: p.parent.clone(),
+                services: p.services.iter().cloned().collect(),
+                policy,
+                custom_roles: p
+                    .custom_roles
+                    .iter()
+                    .map(|r| (r.name.clone(), role_def(r)))
+                    .collect(),
+                service_accounts: sas,
+                clusters: p.clusters.clone(),
+                missing_zones: p.missing_zones.clone(),
+                recommendations,
+            });
+        }
+        // Deleted accounts appear as deleted members everywhere.
+        let deleted: Vec<(String, String)> = st
+            .projects
+            .iter()
+            .flat_map(|p| p.service_accounts.iter())
+            .filter(|s| s.deleted_at.is_some())
+            .map(|s| (s.email.clone(), s.unique_id.clone()))
+            .collect();
+        for (email, uid) in deleted {
+            st.rewrite_members(
+                &format!("serviceAccount:{email}"),
+                &format!("deleted:serviceAccount:{email}?uid={uid}"),
+                false,
+            );
+        }
+        st
+    }
+
+    /// The current state as a world document.
+    pub fn to_world(&self) -> World {
+        World {
+            organization: self.org.as_ref().map(|o| WorldOrganization {
+                id: o.id.clone(),
+                display_name: Some(o.display_name.clone()),
+                iam_policy: from_policy(&o.policy),
+                custom_roles: o.custom_roles.values().map(world_role).collect(),
+            }),
+            folders: self
+                .folders
+                .values()
+                .map(|f| WorldFolder {
+                    id: f.id.clone(),
+                    parent: f.parent.clone(),
+                    display_name: Some(f.display_name.clone()),
+                    iam_policy: from_policy(&f.policy),
+                })
+                .collect(),
+            roles: self.world_roles.clone(),
+            groups: self
+                .groups
+                .iter()
+                .map(|(e, m)| WorldGroup {
+                    email: e.clone(),
+                    members: m.clone(),
+                })
+                .collect(),
+            projects: self
+                .projects
+                .iter()
+                .map(|p| WorldProject {
+                    id: p.id.clone(),
+                    number: p.number.clone(),
+                    name: p.name.clone(),
+                    parent: p.parent.clone(),
+                    services: p.services.iter().cloned().collect(),
+                    iam_policy: from_policy(&p.policy),
+                    custom_roles: p.custom_roles.values().map(world_role).collect(),
+                    service_accounts: p
+                        .service_accounts
+                        .iter()
+                        .map(|s| WorldServiceAccount {
+                            email: s.email.clone(),
+                            unique_id: Some(s.unique_id.clone()),
+                            display_name: s.display_name.clone(),
+                            disabled: s.disabled,
+                            deleted: s.deleted_at.is_some(),
+                        })
+                        .collect(),
+                    clusters: p.clusters.clone(),
+                    missing_zones: p.missing_zones.clone(),
+                    recommendations: p
+                        .recommendations
+                        .iter()
+                        .map(|r| WorldRecommendation {
+                            location: r.location.clone(),
+                            subtype: r.subtype.clone(),
+                            cluster: r.cluster.clone(),
+                            id: Some(r.id.clone()),
+                            state: Some(r.state.clone()),
+                            etag: Some(r.etag.clone()),
+                            state_metadata: r.state_metadata.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A fresh IAM policy etag (base64 of 8 bytes, starting `Bw` like Google's).
+    pub fn next_etag(&mut self) -> String {
+        self.etag_seq += 1;
+        let v = splitmix(self.etag_salt ^ self.etag_seq).to_be_bytes();
+        let bytes = [0x07, 0x06, v[0], v[1], v[2], v[3], v[4], v[5]];
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    /// A fresh recommendation etag (16 hex digits, without quotes).
+    pub fn next_rec_etag(&mut self) -> String {
+        self.etag_seq += 1;
+        format!(
+            "{:016x}",
+            splitmix(self.etag_salt.rotate_left(17) ^ self.etag_seq)
+        )
+    }
+
+    /// Project index by id or number.
+    pub fn project_idx(&self, id_or_number: &str) -> Option<usize> {
+        self.projects
+            .iter()
+            .position(|p| p.id == id_or_number || p.number == id_or_number)
+    }
+
+    /// Resolves `projects/X`, `folders/N` or `organizations/N`.
+    pub fn policy_ref(&self, resource: &str) -> Option<PolicyRef> {
+        match resource.split_once('/')? {
+            ("projects", id) => self.project_idx(id).map(PolicyRef::Project),
+            ("folders", id) => self
+                .folders
+                .contains_key(id)
+                .then(|| PolicyRef::Folder(id.to_owned())),
+            ("organizations", id) => self
+                .org
+                .as_ref()
+                .filter(|o| o.id == id)
+                .map(|_| PolicyRef::Organization),
+            _ => None,
+        }
+    }
+
+    /// The policy of a resource.
+    pub fn policy(&self, r: &PolicyRef) -> Option<&Policy> {
+        match r {
+            PolicyRef::Project(i) => self.projects.get(*i).map(|p| &p.policy),
+            PolicyRef::Folder(id) => self.folders.get(id).map(|f| &f.policy),
+            PolicyRef::Organization => self.org.as_ref().map(|o| &o.policy),
+        }
+    }
+
+    /// The policy of a resource, mutably.
+    pub fn policy_mut(&mut self, r: &PolicyRef) -> Option<&mut Policy> {
+        match r {
+            PolicyRef::Project(i) => self.projects.get_mut(*i).map(|p| &mut p.policy),
+            PolicyRef::Folder(id) => self.folders.get_mut(id).map(|f| &mut f.policy),
+            PolicyRef::Organization => self.org.as_mut().map(|o| &mut o.policy),
+        }
+    }
+
+    /// `projects/ID`, `folders/N` or `organizations/N` for a reference.
+    pub fn resource_name(&self, r: &PolicyRef) -> String {
+        match r {
+            PolicyRef::Project(i) => format!(
+                "projects/{}",
+                self.projects.get(*i).map(|p| p.id.as_str()).unwrap_or("")
+            ),
+            PolicyRef::Folder(id) => format!("folders/{id}"),
+            PolicyRef::Organization => format!(
+                "organizations/{}",
+                self.org.as_ref().map(|o| o.id.as_str()).unwrap_or("")
+            ),
+        }
+    }
+
+    /// The project, then its folders bottom-up, then the organization.
+    pub fn ancestors(&self, project: usize) -> Vec<PolicyRef> {
+        let mut out = vec![PolicyRef::Project(project)];
+        let mut parent = self.projects.get(project).and_then(|p| p.parent.clone());
+        let mut guard = 0;
+        while let Some(p) = parent.take() {
+            guard += 1;
+            if guard > 1000 {
+                break;
+            }
+            if let Some(id) = p.strip_prefix("folders/") {
+                if let Some(f) = self.folders.get(id) {
+                    out.push(PolicyRef::Folder(id.to_owned()));
+                    parent = Some(f.parent.clone());
+                }
+            } else if p.starts_with("organizations/") && self.org.is_some() {
+                out.push(PolicyRef::Organization);
+            }
+        }
+        out
+    }
+
+    /// Looks up a role definition: predefined, project custom or organization custom.
+    pub fn role(&self, name: &str) -> Option<&RoleDef> {
+        if let Some(r) = self.predefined.get(name) {
+            return Some(r);
+        }
+        let parts: Vec<&str> = name.split('/').collect();
+        match parts.as_slice() {
+            ["projects", p, "roles", _] => self
+                .project_idx(p)
+                .and_then(|i| self.projects[i].custom_roles.get(name)),
+            ["organizations", o, "roles", _] => self
+                .org
+                .as_ref()
+                .filter(|org| org.id == *o)
+                .and_then(|org| org.custom_roles.get(name)),
+            _ => None,
+        }
+    }
+
+    /// Replaces member `from` by `to` in every policy; bumps the etag of each changed policy when `bump`.
+    pub fn rewrite_members(&mut self, from: &str, to: &str, bump: bool) {
+        let mut refs: Vec<PolicyRef> = (0..self.projects.len()).map(PolicyRef::Project).collect();
+        refs.extend(self.folders.keys().cloned().map(PolicyRef::Folder));
+        if self.org.is_some() {
+            refs.push(PolicyRef::Organization);
+        }
+        let Ok(to_member) = Member::parse(to) else {
+            return;
+        };
+        for r in refs {
+            let etag = if bump { Some(self.next_etag()) } else { None };
+            if let Some(policy) = self.policy_mut(&r) {
+                let mut changed = false;
+                for b in &mut policy.bindings {
+                    for m in &mut b.members {
+                        if m.as_str().eq_ignore_ascii_case(from) {
+                            *m = to_member.clone();
+                            changed = true;
+                        }
+                    }
+                }
+                if changed && let Some(e) = etag {
+                    policy.etag = Some(e);
+                }
+            }
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp with microseconds, e.g. `2025-06-02T09:15:03.118273Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+/// The current time in RFC 3339.
+pub fn now_rfc3339() -> String {
+    rfc3339(SystemTime::now())
+}
+
+/// A random UUID-shaped string.
+pub fn random_uuid() -> String {
+    let a: u64 = rand::random();
+    let b: u64 = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_a_known_instant() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_733_000_000_123_456);
+        assert_eq!(rfc3339(t), "2024-11-30T20:53:20.123456Z");
+    }
+}
