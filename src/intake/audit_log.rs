@@ -1,0 +1,507 @@
+//! Cloud Audit Log entries (delivered by a log sink, one LogEntry per message) -> hints.
+//!
+//! Owns the events of DESIGN section 3: resource-manager `SetIamPolicy` with a `REMOVE` delta (read under
+//! both `serviceData.policyDelta` and `metadata.policyDelta`), IAM `DeleteServiceAccount` /
+//! `DisableServiceAccount`, Service Usage `DisableService` of `container.googleapis.com`, and Container
+//! `CreateCluster` / `CreateNodePool` / `UpdateNodePool`. Everything else is ignored with a reason.
+//! It does not filter the remediator's own changes: the caller compares [`super::Evidence::actor`].
+//!
+//! LogEntry: <https://cloud.google.com/logging/docs/reference/v2/rest/v2/LogEntry>;
+//! AuditLog: <https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog>;
+//! PolicyDelta: <https://cloud.google.com/iam/docs/reference/rest/v1/PolicyDelta>.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{
+    Classification, Evidence, Hint, IntakeError, Message, Scope, Source, decode, is_agent_role,
+    member_service_account, project_scope, requirements_for_removed_roles, resource_scope,
+    sanitize,
+};
+use crate::domain::iam::{Member, Role, ServiceAccountEmail};
+use crate::domain::requirements::{CONTAINER_API, RequirementId};
+
+const AUDIT_LOG_TYPE: &str = "type.googleapis.com/google.cloud.audit.AuditLog";
+const TIMESTAMP_ATTRIBUTE: &str = "logging.googleapis.com/timestamp";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogEntry {
+    #[serde(default)]
+    insert_id: Option<String>,
+    #[serde(default)]
+    log_name: Option<String>,
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    resource: Option<MonitoredResource>,
+    #[serde(default)]
+    operation: Option<Operation>,
+    proto_payload: AuditLog,
+}
+
+#[derive(Deserialize, Default)]
+struct MonitoredResource {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, Default)]
+struct Operation {
+    #[serde(default)]
+    first: Option<bool>,
+    #[serde(default)]
+    last: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditLog {
+    #[serde(default, rename = "@type")]
+    type_url: Option<String>,
+    #[serde(default)]
+    service_name: Option<String>,
+    #[serde(default)]
+    method_name: Option<String>,
+    #[serde(default)]
+    resource_name: Option<String>,
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    authentication_info: Option<AuthenticationInfo>,
+    #[serde(default)]
+    authorization_info: Vec<AuthorizationInfo>,
+    /// Kept as JSON: its shape depends on the method and is read only where needed.
+    #[serde(default)]
+    request: Option<Value>,
+    #[serde(default)]
+    service_data: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Status {
+    #[serde(default)]
+    code: Option<i64>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AuthenticationInfo {
+    #[serde(default)]
+    principal_email: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct AuthorizationInfo {
+    #[serde(default)]
+    resource: Option<String>,
+}
+
+/// `AuditData` / the `metadata` struct: only `policyDelta` matters.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeltaHolder {
+    #[serde(default)]
+    policy_delta: Option<PolicyDelta>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PolicyDelta {
+    #[serde(default)]
+    binding_deltas: Vec<BindingDelta>,
+}
+
+#[derive(Deserialize, Clone, PartialEq)]
+struct BindingDelta {
+    #[serde(default)]
+    action: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    member: Option<String>,
+}
+
+/// Classifies a LogEntry (a JSON object with `protoPayload`).
+pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
+    let payload_type = value
+        .get("protoPayload")
+        .and_then(|p| p.get("@type"))
+        .and_then(Value::as_str);
+    if payload_type != Some(AUDIT_LOG_TYPE) {
+        return Ok(Classification::ignored(format!(
+            "log entry protoPayload is `{}`, not an AuditLog",
+            sanitize(payload_type.unwrap_or("(no @type)"), 100)
+        )));
+    }
+    let entry: LogEntry = decode(value, "audit log entry")?;
+    let payload = &entry.proto_payload;
+    debug_assert_eq!(payload.type_url.as_deref(), Some(AUDIT_LOG_TYPE));
+    let service = payload.service_name.as_deref().unwrap_or_default();
+    let method = payload.method_name.as_deref().unwrap_or_default();
+
+    if let Some(code) = payload
+        .status
+        .as_ref()
+        .and_then(|s| s.code)
+        .filter(|&c| c != 0)
+    {
+        let detail = payload
+            .status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .unwrap_or_default();
+        return Ok(Classification::ignored(format!(
+            "{} failed (status.code={code}{}{})",
+            sanitize(method, 100),
+            if detail.is_empty() { "" } else { ": " },
+            sanitize(detail, 120)
+        )));
+    }
+
+    let mut evidence = Evidence::new(Source::AuditLog, message);
+    evidence.actor = payload
+        .authentication_info
+        .as_ref()
+        .and_then(|a| a.principal_email.clone());
+    evidence.method = payload.method_name.clone();
+    evidence.insert_id = entry.insert_id.clone();
+    evidence.log_timestamp = entry
+        .timestamp
+        .clone()
+        .or_else(|| message.attributes.get(TIMESTAMP_ATTRIBUTE).cloned());
+
+    let short_method = method.rsplit('.').next().unwrap_or(method);
+    match (service, short_method) {
+        ("cloudresourcemanager.googleapis.com", "SetIamPolicy") => set_iam_policy(&entry, evidence),
+        ("iam.googleapis.com", "DeleteServiceAccount" | "DisableServiceAccount") => {
+            service_account_removed(&entry, evidence)
+        }
+        ("serviceusage.googleapis.com", "DisableService") => disable_service(&entry, evidence),
+        ("container.googleapis.com", "CreateCluster" | "CreateNodePool" | "UpdateNodePool") => {
+            node_pool_change(&entry, evidence)
+        }
+        _ => Ok(Classification::ignored(format!(
+            "audit log method `{}` of `{}` is not an event we act on",
+            sanitize(method, 100),
+            sanitize(service, 60)
+        ))),
+    }
+}
+
+fn set_iam_policy(entry: &LogEntry, mut evidence: Evidence) -> Result<Classification, IntakeError> {
+    let payload = &entry.proto_payload;
+    let scope = payload
+        .resource_name
+        .as_deref()
+        .and_then(resource_scope)
+        .or_else(|| scope_from_resource_labels(entry.resource.as_ref()));
+    let Some(scope) = scope else {
+        return Ok(Classification::ignored(format!(
+            "SetIamPolicy on `{}` is not a project, folder or organization",
+            sanitize(
+                payload
+                    .resource_name
+                    .as_deref()
+                    .unwrap_or("(no resourceName)"),
+                120
+            )
+        )));
+    };
+
+    let mut deltas = deltas_at(
+        payload.service_data.clone(),
+        "audit log protoPayload.serviceData",
+    )?;
+    for delta in deltas_at(payload.metadata.clone(), "audit log protoPayload.metadata")? {
+        if !deltas.contains(&delta) {
+            deltas.push(delta);
+        }
+    }
+    let removes: Vec<&BindingDelta> = deltas
+        .iter()
+        .filter(|d| {
+            d.action
+                .as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case("REMOVE"))
+        })
+        .collect();
+    if removes.is_empty() {
+        return Ok(Classification::ignored(format!(
+            "SetIamPolicy on {} removed no binding ({} delta(s), none REMOVE)",
+            scope_label(&scope),
+            deltas.len()
+        )));
+    }
+
+    let mut node_service_accounts = Vec::new();
+    for delta in &removes {
+        let role = delta.role.as_deref().and_then(|r| Role::parse(r).ok());
+        let member = delta.member.as_deref().and_then(|m| Member::parse(m).ok());
+        if let (Some(role), Some(member)) = (role, member) {
+            if !is_agent_role(role.as_str())
+                && let Some(email) = member_service_account(&member)
+                && !node_service_accounts.contains(&email)
+            {
+                node_service_accounts.push(email);
+            }
+            evidence.removed.push((role, member));
+        }
+    }
+    // An unreadable role counts as "any role": re-verify everything.
+    let requirements =
+        requirements_for_removed_roles(removes.iter().map(|d| d.role.as_deref().unwrap_or("")));
+    Ok(Classification::Hints(vec![Hint {
+        scope,
+        requirements,
+        node_service_accounts,
+        is_removal: true,
+        evidence,
+    }]))
+}
+
+/// Reads `policyDelta.bindingDeltas` from `serviceData` or `metadata`, if that object has one.
+fn deltas_at(holder: Option<Value>, what: &'static str) -> Result<Vec<BindingDelta>, IntakeError> {
+    let Some(holder @ Value::Object(_)) = holder else {
+        return Ok(Vec::new());
+    };
+    let holder: DeltaHolder = decode(holder, what)?;
+    Ok(holder.policy_delta.unwrap_or_default().binding_deltas)
+}
+
+fn service_account_removed(
+    entry: &LogEntry,
+    evidence: Evidence,
+) -> Result<Classification, IntakeError> {
+    let payload = &entry.proto_payload;
+    let labels = entry.resource.as_ref().map(|r| &r.labels);
+    let request_name = payload
+        .request
+        .as_ref()
+        .and_then(|r| r.get("name"))
+        .and_then(Value::as_str);
+
+    // The email: `resource.labels.email_id`, else whichever name holds an email (names may hold the
+    // numeric unique id instead).
+    let email = labels
+        .and_then(|l| l.get("email_id"))
+        .map(String::as_str)
+        .into_iter()
+        .chain(request_name.and_then(|n| n.rsplit('/').next()))
+        .chain(
+            payload
+                .resource_name
+                .as_deref()
+                .and_then(|n| n.rsplit('/').next()),
+        )
+        .find_map(|candidate| {
+            candidate
+                .contains('@')
+                .then(|| ServiceAccountEmail::parse(candidate).ok())?
+        });
+
+    let project = labels
+        .and_then(|l| l.get("project_id"))
+        .map(String::as_str)
+        .into_iter()
+        .chain(request_name.and_then(project_of_name))
+        .chain(payload.resource_name.as_deref().and_then(project_of_name))
+        .chain(email.as_ref().and_then(|e| project_of_sa_email(e.as_str())))
+        .chain(entry.log_name.as_deref().and_then(project_of_name))
+        .find_map(project_scope);
+    let Some(scope) = project else {
+        return Ok(Classification::ignored(
+            "service account event names no project",
+        ));
+    };
+    Ok(Classification::Hints(vec![Hint {
+        scope,
+        requirements: vec![
+            RequirementId::NodeSaExists,
+            RequirementId::NodeSaPermissions,
+        ],
+        node_service_accounts: email.into_iter().collect(),
+        is_removal: true,
+        evidence,
+    }]))
+}
+
+fn disable_service(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
+    let payload = &entry.proto_payload;
+    let request_name = payload
+        .request
+        .as_ref()
+        .and_then(|r| r.get("name"))
+        .and_then(Value::as_str);
+    let service = request_name
+        .into_iter()
+        .chain(payload.resource_name.as_deref())
+        .find_map(|n| n.split_once("/services/").map(|(_, s)| s))
+        .or_else(|| {
+            payload
+                .authorization_info
+                .iter()
+                .find_map(|a| a.resource.as_deref()?.strip_prefix("services/"))
+        });
+    let Some(service) = service else {
+        return Ok(Classification::ignored("DisableService names no service"));
+    };
+    if service != CONTAINER_API {
+        return Ok(Classification::ignored(format!(
+            "DisableService of `{}` (only {CONTAINER_API} matters)",
+            sanitize(service, 100)
+        )));
+    }
+    let project = entry
+        .resource
+        .as_ref()
+        .and_then(|r| r.labels.get("project_id"))
+        .map(String::as_str)
+        .into_iter()
+        .chain(request_name.and_then(project_of_name))
+        .chain(payload.resource_name.as_deref().and_then(project_of_name))
+        .chain(entry.log_name.as_deref().and_then(project_of_name))
+        .find_map(project_scope);
+    let Some(scope) = project else {
+        return Ok(Classification::ignored("DisableService names no project"));
+    };
+    Ok(Classification::Hints(vec![Hint {
+        scope,
+        requirements: vec![RequirementId::ContainerApiEnabled],
+        node_service_accounts: Vec::new(),
+        is_removal: true,
+        evidence,
+    }]))
+}
+
+fn node_pool_change(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
+    let payload = &entry.proto_payload;
+    let operation = entry.operation.as_ref();
+    let is_first = operation.and_then(|o| o.first).unwrap_or(false);
+    let is_last_only = operation.and_then(|o| o.last).unwrap_or(false) && !is_first;
+    let Some(request) = payload.request.as_ref() else {
+        // Only the `operation.first` entry carries the request; the last one merely confirms success.
+        return Ok(Classification::ignored(format!(
+            "{} entry without a request ({})",
+            sanitize(payload.method_name.as_deref().unwrap_or_default(), 100),
+            if is_last_only {
+                "operation.last; the first entry carries the request"
+            } else {
+                "nothing to check"
+            }
+        )));
+    };
+    let project = payload
+        .resource_name
+        .as_deref()
+        .and_then(project_of_name)
+        .into_iter()
+        .chain(
+            request
+                .get("parent")
+                .and_then(Value::as_str)
+                .and_then(project_of_name),
+        )
+        .chain(
+            entry
+                .resource
+                .as_ref()
+                .and_then(|r| r.labels.get("project_id"))
+                .map(String::as_str),
+        )
+        .chain(entry.log_name.as_deref().and_then(project_of_name))
+        .find_map(project_scope);
+    let Some(scope) = project else {
+        return Ok(Classification::ignored("node pool event names no project"));
+    };
+    Ok(Classification::Hints(vec![Hint {
+        scope,
+        requirements: vec![
+            RequirementId::NodeSaPermissions,
+            RequirementId::NodeSaExists,
+        ],
+        node_service_accounts: requested_service_accounts(request),
+        is_removal: false,
+        evidence,
+    }]))
+}
+
+/// Node service accounts named by a CreateCluster / CreateNodePool / UpdateNodePool request. The literal
+/// `"default"` (the Compute default account) needs the project number, which the core resolves; it is not
+/// listed here.
+fn requested_service_accounts(request: &Value) -> Vec<ServiceAccountEmail> {
+    const DIRECT: [&str; 3] = [
+        "/nodePool/config/serviceAccount",
+        "/cluster/nodeConfig/serviceAccount",
+        "/cluster/autoscaling/autoprovisioningNodePoolDefaults/serviceAccount",
+    ];
+    let pools = request
+        .pointer("/cluster/nodePools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten();
+    let candidates = DIRECT
+        .iter()
+        .filter_map(|p| request.pointer(p))
+        .chain(
+            pools
+                .take(1000)
+                .filter_map(|pool| pool.pointer("/config/serviceAccount")),
+        )
+        .filter_map(Value::as_str);
+    let mut emails: Vec<ServiceAccountEmail> = Vec::new();
+    for candidate in candidates {
+        if let Ok(email) = ServiceAccountEmail::parse(candidate)
+            && !emails.contains(&email)
+        {
+            emails.push(email);
+        }
+    }
+    emails
+}
+
+/// `P` from `projects/P/...` (not the wildcard `-`).
+fn project_of_name(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("projects/")?;
+    let project = rest.split('/').next()?;
+    (project != "-" && !project.is_empty()).then_some(project)
+}
+
+/// `P` from `NAME@P.iam.gserviceaccount.com`.
+fn project_of_sa_email(email: &str) -> Option<&str> {
+    email
+        .split_once('@')?
+        .1
+        .strip_suffix(".iam.gserviceaccount.com")
+}
+
+fn scope_from_resource_labels(resource: Option<&MonitoredResource>) -> Option<Scope> {
+    let resource = resource?;
+    let labels = &resource.labels;
+    match resource.kind.as_deref() {
+        Some("folder") => labels
+            .get("folder_id")
+            .and_then(|f| resource_scope(&format!("folders/{f}"))),
+        Some("organization") => labels
+            .get("organization_id")
+            .and_then(|o| resource_scope(&format!("organizations/{o}"))),
+        _ => labels.get("project_id").and_then(|p| project_scope(p)),
+    }
+}
+
+fn scope_label(scope: &Scope) -> String {
+    match scope {
+        Scope::Project(p) => format!("projects/{p}"),
+        Scope::Folder(f) => format!("folders/{f}"),
+        Scope::Organization(o) => format!("organizations/{o}"),
+        Scope::Configured => "the configured scope".into(),
+    }
+}

@@ -1,0 +1,472 @@
+//! Intake: Pub/Sub messages -> hints.
+//!
+//! Owns the pure parsing of every message the service understands (push envelopes wrapped and unwrapped,
+//! Cloud Audit Log entries routed by a log sink, Recommender recommendations, Cloud Asset feed messages and
+//! sweep requests) into [`Hint`]s. A hint only says *where to look* (a scope and the requirements that may be
+//! broken); it never decides what is granted. The core re-derives principals and roles from live state and
+//! the requirement list, so a message that names `roles/owner` or a stranger's account can at most trigger a
+//! verification.
+//!
+//! This module performs no I/O and never panics on untrusted input: bodies and decoded data are size
+//! limited, JSON nesting depth is bounded before serde sees it, and every decode error names what was wrong.
+//!
+//! Wire formats: <https://cloud.google.com/pubsub/docs/push>,
+//! <https://cloud.google.com/pubsub/docs/payload-unwrapping>,
+//! <https://cloud.google.com/logging/docs/reference/audit/auditlog/rest/Shared.Types/AuditLog>,
+//! <https://cloud.google.com/asset-inventory/docs/monitoring-asset-changes>.
+
+mod asset_feed;
+mod audit_log;
+mod envelope;
+mod recommendation;
+mod sweep;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::domain::iam::{Member, Role, ServiceAccountEmail};
+use crate::domain::requirements::{
+    ROLE_DEFAULT_NODE_SA, ROLE_EDITOR, ROLE_GKE_NODE_SERVICE_AGENT, ROLE_GKE_SERVICE_AGENT,
+    RequirementId,
+};
+
+pub use envelope::parse_push;
+
+/// Largest push request body accepted (a wrapped envelope carries base64, a third larger than the data).
+pub const MAX_PUSH_BODY_BYTES: usize = 2 * 1024 * 1024;
+/// Largest message data accepted after base64 decoding.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+/// Deepest JSON nesting accepted (objects and arrays); real payloads stay well below 20.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// One Pub/Sub message, from a push (wrapped or unwrapped) or a pull.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Message {
+    /// The Pub/Sub message id; empty when an unwrapped push did not write metadata.
+    pub message_id: String,
+    /// When Pub/Sub received the message (RFC 3339), if known.
+    pub publish_time: Option<String>,
+    /// Message attributes (for log sinks: only `logging.googleapis.com/timestamp`).
+    pub attributes: BTreeMap<String, String>,
+    /// The decoded message data.
+    #[serde(skip)]
+    pub data: Vec<u8>,
+    /// The subscription that delivered the message, if known.
+    pub subscription: Option<String>,
+    /// Delivery attempt (only with a dead-letter policy; Pub/Sub omits 0).
+    pub delivery_attempt: Option<u32>,
+}
+
+/// Where a hint points. The value is kept as found (project id or number); the core resolves it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "id")]
+pub enum Scope {
+    /// A project, by id (`demo-project`) or number (`123456789012`), whichever the message carried.
+    Project(String),
+    /// A folder, by number.
+    Folder(String),
+    /// An organization, by number.
+    Organization(String),
+    /// The service's configured sweep scope (a sweep request that named no scope).
+    Configured,
+}
+
+/// The kind of message a hint came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// A Cloud Audit Log entry delivered by a log sink.
+    AuditLog,
+    /// A Recommender recommendation (name or body).
+    Recommendation,
+    /// A Cloud Asset Inventory feed message.
+    AssetFeed,
+    /// A sweep request.
+    Sweep,
+}
+
+/// A recommendation named by a message, for marking it claimed / succeeded later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecommendationRef {
+    /// Full resource name `projects/P/locations/L/recommenders/R/recommendations/ID`.
+    pub name: String,
+    /// The etag, when the message carried the body (it contains literal double quotes).
+    pub etag: Option<String>,
+}
+
+/// What the message said, for logs and notifications. Nothing here is trusted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// The kind of message.
+    pub source: Source,
+    /// Who made the change (audit log `authenticationInfo.principalEmail`). The caller drops entries made
+    /// by the remediator's own identity.
+    pub actor: Option<String>,
+    /// The audit log `methodName` (or the feed / recommender kind).
+    pub method: Option<String>,
+    /// The audit log `insertId`.
+    pub insert_id: Option<String>,
+    /// When the event happened (LogEntry `timestamp`, feed window start).
+    pub log_timestamp: Option<String>,
+    /// The recommendation, for recommendation messages.
+    pub recommendation: Option<RecommendationRef>,
+    /// The Pub/Sub message id.
+    pub message_id: Option<String>,
+    /// `REMOVE` deltas seen (role, member), for reporting only; never used to decide a grant.
+    pub removed: Vec<(Role, Member)>,
+}
+
+impl Evidence {
+    fn new(source: Source, message: &Message) -> Self {
+        Self {
+            source,
+            actor: None,
+            method: None,
+            insert_id: None,
+            log_timestamp: None,
+            recommendation: None,
+            message_id: (!message.message_id.is_empty()).then(|| message.message_id.clone()),
+            removed: Vec::new(),
+        }
+    }
+}
+
+/// A hint that something in `scope` may be broken: re-verify it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hint {
+    /// Where to look.
+    pub scope: Scope,
+    /// The requirements that may be broken; empty means "re-verify everything".
+    pub requirements: Vec<RequirementId>,
+    /// Node service accounts the message mentioned (a hint only; the core derives the real list).
+    pub node_service_accounts: Vec<ServiceAccountEmail>,
+    /// The event removed or disabled something, so the grace delay for infrastructure-as-code applies.
+    pub is_removal: bool,
+    /// What the message said.
+    pub evidence: Evidence,
+}
+
+/// The result of classifying a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "classification")]
+pub enum Classification {
+    /// The message points at one or more scopes to re-verify.
+    Hints(Vec<Hint>),
+    /// The message is understood (or at least valid) but calls for no work; acknowledge and log once.
+    Ignored {
+        /// Why, precisely enough to grep for in logs.
+        reason: String,
+    },
+}
+
+impl Classification {
+    fn ignored(reason: impl Into<String>) -> Self {
+        Self::Ignored {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a push request or message could not be parsed. Every variant is permanent: acknowledge, log, and
+/// never ask Pub/Sub to redeliver (redelivery cannot fix a malformed body).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    /// The push request body is larger than [`MAX_PUSH_BODY_BYTES`].
+    #[error("request body of {size} bytes exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// Size received.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The decoded message data is larger than [`MAX_DATA_BYTES`].
+    #[error("message data of {size} bytes exceeds the limit of {limit} bytes")]
+    DataTooLarge {
+        /// Size (decoded, or estimated from the base64 length).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The request's content type is not one a push can carry.
+    #[error("unsupported content type `{0}`")]
+    UnsupportedContentType(String),
+    /// A metadata header is not valid UTF-8 or not a number where one is expected.
+    #[error("bad header `{name}`: {reason}")]
+    BadHeader {
+        /// Header name.
+        name: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// `message.data` is not valid base64.
+    #[error("message.data is not valid base64: {0}")]
+    BadBase64(String),
+    /// The data is not UTF-8 where JSON or text is required.
+    #[error("message data is not valid UTF-8 (valid up to byte {valid_up_to})")]
+    NotUtf8 {
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
+    /// JSON nesting deeper than [`MAX_JSON_DEPTH`].
+    #[error("JSON nested deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body or data is not JSON (nor a recommendation name, for message data).
+    #[error("{what} is not JSON: {message}")]
+    NotJson {
+        /// `push body` or `message data`.
+        what: &'static str,
+        /// serde_json's message, with line and column.
+        message: String,
+    },
+    /// JSON of a recognised shape has a field of the wrong type or is missing a required field.
+    #[error("invalid {what} at `{path}`: {message}")]
+    Json {
+        /// Which shape was being decoded (`push envelope`, `audit log entry`, ...).
+        what: &'static str,
+        /// The path of the failing field (from `serde_path_to_error`).
+        path: String,
+        /// serde's message.
+        message: String,
+    },
+    /// A value of a recognised shape is not acceptable (e.g. a sweep naming an invalid project).
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which value.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl IntakeError {
+    /// True if redelivering the message cannot help. All parse errors are permanent: the push handler
+    /// acknowledges them (2xx) and logs once.
+    pub fn is_permanent(&self) -> bool {
+        true
+    }
+}
+
+/// Classifies a message into hints, or says why it calls for no work.
+///
+/// Errors are returned only for data that is not what a Pub/Sub producer we know could have sent (not
+/// UTF-8, not JSON, too deep, or a recognised shape with fields of the wrong type). Valid JSON of an unknown
+/// shape is `Ignored` with a reason.
+pub fn classify(message: &Message) -> Result<Classification, IntakeError> {
+    if message.data.len() > MAX_DATA_BYTES {
+        return Err(IntakeError::DataTooLarge {
+            size: message.data.len(),
+            limit: MAX_DATA_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(&message.data).map_err(|e| IntakeError::NotUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if text.is_empty() {
+        return Ok(Classification::ignored("message data is empty"));
+    }
+    if !text.starts_with(['{', '[', '"']) {
+        // A plain-text recommendation name is the only non-JSON data we understand.
+        if let Some(name) = recommendation::RecommendationName::parse(text) {
+            return Ok(recommendation::classify_name(message, name, None));
+        }
+    }
+    let value = parse_json(text.as_bytes(), "message data")?;
+    match value {
+        Value::Object(object) => classify_object(message, object),
+        Value::String(s) => match recommendation::RecommendationName::parse(s.trim()) {
+            Some(name) => Ok(recommendation::classify_name(message, name, None)),
+            None => Ok(Classification::ignored(
+                "message data is a JSON string that is not a recommendation name",
+            )),
+        },
+        other => Ok(Classification::ignored(format!(
+            "message data is a JSON {}, not an object we understand",
+            json_kind(&other)
+        ))),
+    }
+}
+
+fn classify_object(
+    message: &Message,
+    object: serde_json::Map<String, Value>,
+) -> Result<Classification, IntakeError> {
+    if object.contains_key("protoPayload") {
+        return audit_log::classify(message, Value::Object(object));
+    }
+    if object.contains_key("sweep") {
+        return sweep::classify(message, Value::Object(object));
+    }
+    if object.contains_key("recommenderSubtype") {
+        return recommendation::classify_body(message, Value::Object(object));
+    }
+    if object.contains_key("recommendation") {
+        return recommendation::classify_reference(message, Value::Object(object));
+    }
+    if object.contains_key("asset") || object.contains_key("priorAsset") {
+        return asset_feed::classify(message, Value::Object(object));
+    }
+    if object.contains_key("logName")
+        && (object.contains_key("textPayload") || object.contains_key("jsonPayload"))
+    {
+        return Ok(Classification::ignored(
+            "log entry without an audit-log protoPayload",
+        ));
+    }
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
+    keys.sort_unstable();
+    let keys: Vec<String> = keys.iter().map(|k| sanitize(k, 40)).collect();
+    Ok(Classification::ignored(format!(
+        "unknown JSON message shape (keys: {})",
+        keys.join(", ")
+    )))
+}
+
+/// Parses JSON after checking its nesting depth, so serde never recurses deeply on untrusted input.
+fn parse_json(bytes: &[u8], what: &'static str) -> Result<Value, IntakeError> {
+    check_depth(bytes, MAX_JSON_DEPTH)?;
+    serde_json::from_slice(bytes).map_err(|e| IntakeError::NotJson {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// Rejects JSON whose object/array nesting exceeds `limit`, scanning bytes (strings and escapes aware).
+/// Malformed JSON is left for serde to report.
+fn check_depth(bytes: &[u8], limit: usize) -> Result<(), IntakeError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(IntakeError::TooDeep { limit });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a JSON value into `T`, reporting the failing field's path.
+fn decode<T: serde::de::DeserializeOwned>(
+    value: Value,
+    what: &'static str,
+) -> Result<T, IntakeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| IntakeError::Json {
+        what,
+        path: e.path().to_string(),
+        message: e.inner().to_string(),
+    })
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Shortens and de-controls an untrusted string before it goes into a reason or log line.
+fn sanitize(value: &str, max_chars: usize) -> String {
+    let mut out: String = value
+        .chars()
+        .take(max_chars)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if value.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
+/// A `projects/X` value as a scope, if X is a valid project id or number.
+fn project_scope(id_or_number: &str) -> Option<Scope> {
+    use crate::domain::iam::{ProjectId, ProjectNumber};
+    (ProjectId::parse(id_or_number).is_ok() || ProjectNumber::parse(id_or_number).is_ok())
+        .then(|| Scope::Project(id_or_number.to_owned()))
+}
+
+/// Parses `projects/X`, `folders/N` or `organizations/N` (a prefix of a longer name is ignored).
+fn resource_scope(name: &str) -> Option<Scope> {
+    let mut parts = name
+        .trim_start_matches("//cloudresourcemanager.googleapis.com/")
+        .split('/');
+    let (kind, id) = (parts.next()?, parts.next()?);
+    let numeric = !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
+    match kind {
+        "projects" => project_scope(id),
+        "folders" if numeric => Some(Scope::Folder(id.to_owned())),
+        "organizations" if numeric => Some(Scope::Organization(id.to_owned())),
+        _ => None,
+    }
+}
+
+/// The requirements a removed role may have broken. `None` means "any requirement" (re-verify all):
+/// any role other than the requirement list's restore roles may have carried the node permissions.
+fn requirements_for_removed_role(role: &str) -> Option<Vec<RequirementId>> {
+    match role {
+        ROLE_DEFAULT_NODE_SA => Some(vec![RequirementId::NodeSaPermissions]),
+        ROLE_GKE_SERVICE_AGENT => Some(vec![RequirementId::GkeServiceAgent]),
+        ROLE_GKE_NODE_SERVICE_AGENT => Some(vec![RequirementId::GkeNodeServiceAgent]),
+        // Editor is the Google APIs service agent's role, and also the usual source of the node
+        // permissions for the Compute default service account.
+        ROLE_EDITOR => Some(vec![
+            RequirementId::GoogleApisServiceAgent,
+            RequirementId::NodeSaPermissions,
+        ]),
+        _ => None,
+    }
+}
+
+/// Combines the requirement guesses of several removed roles (any "all" wins).
+fn requirements_for_removed_roles<'a>(
+    roles: impl IntoIterator<Item = &'a str>,
+) -> Vec<RequirementId> {
+    let mut out: Vec<RequirementId> = Vec::new();
+    for role in roles {
+        match requirements_for_removed_role(role) {
+            Some(ids) => out.extend(ids),
+            None => return Vec::new(),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// True for roles held by GKE's service agents (their members are never node service accounts).
+fn is_agent_role(role: &str) -> bool {
+    role == ROLE_GKE_SERVICE_AGENT || role == ROLE_GKE_NODE_SERVICE_AGENT
+}
+
+/// The service account email of a `serviceAccount:EMAIL` member, if it is one.
+fn member_service_account(member: &Member) -> Option<ServiceAccountEmail> {
+    ServiceAccountEmail::parse(member.as_str().strip_prefix("serviceAccount:")?).ok()
+}
+
+#[cfg(test)]
+mod tests;

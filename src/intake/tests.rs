@@ -1,0 +1,840 @@
+//! Tests for intake: every fixture under `tests/fixtures/intake/`, malformed input, and a property test that
+//! arbitrary input never panics.
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+
+use super::*;
+
+macro_rules! fixture {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/intake/",
+            $name
+        ))
+    };
+}
+
+fn message(data: &str) -> Message {
+    Message {
+        message_id: "42".into(),
+        data: data.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn hints(data: &str) -> Vec<Hint> {
+    match classify(&message(data)) {
+        Ok(Classification::Hints(hints)) => hints,
+        other => panic!("expected hints, got {other:?}"),
+    }
+}
+
+fn one_hint(data: &str) -> Hint {
+    let mut all = hints(data);
+    assert_eq!(all.len(), 1, "expected exactly one hint: {all:?}");
+    all.remove(0)
+}
+
+fn ignored_reason(data: &str) -> String {
+    match classify(&message(data)) {
+        Ok(Classification::Ignored { reason }) => reason,
+        other => panic!("expected ignored, got {other:?}"),
+    }
+}
+
+fn sa(email: &str) -> ServiceAccountEmail {
+    ServiceAccountEmail::parse(email).unwrap()
+}
+
+fn project(p: &str) -> Scope {
+    Scope::Project(p.into())
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    map
+}
+
+// ---- push envelopes ----
+
+#[test]
+fn wrapped_envelope_from_a_log_sink_yields_the_decoded_entry_and_metadata() {
+    let msg = parse_push(
+        fixture!("push-wrapped-audit-log.json").as_bytes(),
+        Some("application/json"),
+        &HeaderMap::new(),
+    )
+    .unwrap();
+    assert_eq!(msg.message_id, "5187581549398349");
+    assert_eq!(msg.publish_time.as_deref(), Some("2025-06-02T09:15:05.56Z"));
+    assert_eq!(
+        msg.subscription.as_deref(),
+        Some("projects/demo-project/subscriptions/remediator-push")
+    );
+    assert_eq!(
+        msg.attributes["logging.googleapis.com/timestamp"],
+        "2025-06-02T09:15:03.118273Z"
+    );
+    assert_eq!(msg.delivery_attempt, None);
+    assert!(
+        msg.data.ends_with(b"}\n"),
+        "the sink's trailing newline is kept in data"
+    );
+    let hint = match classify(&msg).unwrap() {
+        Classification::Hints(mut h) => h.remove(0),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        hint.evidence.message_id.as_deref(),
+        Some("5187581549398349")
+    );
+    assert_eq!(hint.scope, project("demo-project"));
+}
+
+#[test]
+fn wrapped_envelope_with_every_optional_field_is_read() {
+    let msg = parse_push(
+        fixture!("push-wrapped-maximal.json").as_bytes(),
+        None,
+        &HeaderMap::new(),
+    )
+    .unwrap();
+    assert_eq!(msg.delivery_attempt, Some(5));
+    assert_eq!(msg.attributes["key"], "value");
+    assert_eq!(msg.data, b"Hello Cloud Pub/Sub! Here is my message!");
+    // Not JSON and not a recommendation name: a permanent error.
+    let err = classify(&msg).unwrap_err();
+    assert!(matches!(err, IntakeError::NotJson { .. }), "{err}");
+    assert!(err.is_permanent());
+}
+
+#[test]
+fn emulator_envelope_with_escaped_slashes_and_snake_case_keys_is_read() {
+    let msg = parse_push(
+        fixture!("push-emulator-wrapped.json").as_bytes(),
+        Some("application/json"),
+        &HeaderMap::new(),
+    )
+    .unwrap();
+    assert_eq!(msg.message_id, "1");
+    assert_eq!(
+        msg.publish_time.as_deref(),
+        Some("2026-11-29T00:30:23.618Z")
+    );
+    assert_eq!(
+        msg.subscription.as_deref(),
+        Some("projects/demo-project/subscriptions/push-ok")
+    );
+    assert_eq!(
+        one_hint(std::str::from_utf8(&msg.data).unwrap()).scope,
+        project("demo-project")
+    );
+}
+
+#[test]
+fn unwrapped_push_from_the_emulator_takes_metadata_and_attributes_from_headers() {
+    let h = headers(&[
+        ("x-goog-pubsub-message-id", "7"),
+        ("x-goog-pubsub-publish-time", "2026-11-29T00:30:23.618Z"),
+        (
+            "x-goog-pubsub-subscription-name",
+            "projects/demo-project/subscriptions/push-nowrap",
+        ),
+        ("origin", "sink"),
+        ("user-agent", "Java/17.0.15"),
+        ("authorization", "Bearer secret"),
+        (
+            "x-cloud-trace-context",
+            "105445aa7843bc8bf206b12000100000/1;o=1",
+        ),
+    ]);
+    let body = fixture!("push-unwrapped-body.json");
+    let msg = parse_push(
+        body.as_bytes(),
+        Some("application/x-www-form-urlencoded"),
+        &h,
+    )
+    .unwrap();
+    assert_eq!(msg.message_id, "7");
+    assert_eq!(
+        msg.publish_time.as_deref(),
+        Some("2026-11-29T00:30:23.618Z")
+    );
+    assert_eq!(
+        msg.subscription.as_deref(),
+        Some("projects/demo-project/subscriptions/push-nowrap")
+    );
+    assert_eq!(msg.attributes.len(), 1, "{:?}", msg.attributes);
+    assert_eq!(msg.attributes["origin"], "sink");
+    assert_eq!(msg.data, body.as_bytes());
+    assert_eq!(
+        one_hint(body).requirements,
+        vec![
+            RequirementId::NodeSaExists,
+            RequirementId::NodeSaPermissions
+        ]
+    );
+}
+
+#[test]
+fn unwrapped_json_push_without_metadata_is_raw_data_with_an_empty_message_id() {
+    let body = fixture!("sweep-empty.json");
+    let msg = parse_push(body.as_bytes(), Some("application/json"), &HeaderMap::new()).unwrap();
+    assert_eq!(msg.message_id, "");
+    assert_eq!(msg.data, body.as_bytes());
+    assert_eq!(
+        classify(&msg).unwrap(),
+        classify(&message(body)).unwrap().without_message_id()
+    );
+}
+
+impl Classification {
+    fn without_message_id(mut self) -> Self {
+        if let Classification::Hints(h) = &mut self {
+            h.iter_mut().for_each(|h| h.evidence.message_id = None);
+        }
+        self
+    }
+}
+
+#[test]
+fn envelope_errors_name_the_failing_field() {
+    let err = parse_push(
+        br#"{"message":{"data":"e30=","messageId":7}}"#,
+        None,
+        &HeaderMap::new(),
+    )
+    .unwrap_err();
+    match err {
+        IntakeError::Json { path, .. } => assert_eq!(path, "message.messageId"),
+        other => panic!("{other:?}"),
+    }
+    let err = parse_push(br#"{"message":{"data":"e30="}}"#, None, &HeaderMap::new()).unwrap_err();
+    assert!(err.to_string().contains("messageId"), "{err}");
+}
+
+#[test]
+fn wrong_base64_is_a_permanent_error() {
+    let err = parse_push(
+        br#"{"message":{"data":"not base64!!","messageId":"1"}}"#,
+        None,
+        &HeaderMap::new(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, IntakeError::BadBase64(_)), "{err}");
+    assert!(err.is_permanent());
+}
+
+#[test]
+fn base64_without_padding_is_accepted() {
+    let msg = parse_push(
+        br#"{"message":{"data":"e30","messageId":"1"}}"#,
+        None,
+        &HeaderMap::new(),
+    )
+    .unwrap();
+    assert_eq!(msg.data, b"{}");
+}
+
+#[test]
+fn truncated_envelope_json_is_reported_as_not_json() {
+    let body = fixture!("push-wrapped-audit-log.json");
+    let err = parse_push(&body.as_bytes()[..body.len() / 2], None, &HeaderMap::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IntakeError::NotJson {
+                what: "push body",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversized_bodies_and_data_are_rejected_before_decoding() {
+    let huge = vec![b'a'; MAX_PUSH_BODY_BYTES + 1];
+    assert!(matches!(
+        parse_push(&huge, None, &HeaderMap::new()),
+        Err(IntakeError::BodyTooLarge { .. })
+    ));
+    let data = base64::engine::general_purpose::STANDARD.encode(vec![b' '; MAX_DATA_BYTES + 10]);
+    let body = format!(r#"{{"message":{{"data":"{data}","messageId":"1"}}}}"#);
+    assert!(matches!(
+        parse_push(body.as_bytes(), None, &HeaderMap::new()),
+        Err(IntakeError::DataTooLarge { .. })
+    ));
+    let raw = vec![b'x'; MAX_DATA_BYTES + 1];
+    assert!(matches!(
+        parse_push(
+            &raw,
+            Some("application/octet-stream"),
+            &headers(&[("x-goog-pubsub-message-id", "1")])
+        ),
+        Err(IntakeError::DataTooLarge { .. })
+    ));
+}
+
+#[test]
+fn unsupported_content_types_are_rejected() {
+    let err = parse_push(
+        b"{}",
+        Some("multipart/form-data; boundary=x"),
+        &HeaderMap::new(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, IntakeError::UnsupportedContentType(_)),
+        "{err}"
+    );
+    assert!(
+        parse_push(
+            b"{}",
+            Some("Application/JSON; charset=utf-8"),
+            &HeaderMap::new()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn deeply_nested_json_is_an_error_not_a_crash() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(matches!(
+        classify(&message(&deep)),
+        Err(IntakeError::TooDeep { .. })
+    ));
+    let body = format!(r#"{{"message":{}}}"#, "{\"a\":".repeat(10_000));
+    assert!(matches!(
+        parse_push(body.as_bytes(), None, &HeaderMap::new()),
+        Err(IntakeError::TooDeep { .. })
+    ));
+    // Brackets inside strings do not count.
+    let quoted = format!(r#"{{"sweep":{{}},"note":"{}"}}"#, "[".repeat(1000));
+    assert!(
+        classify(&message(&quoted)).is_err(),
+        "unknown sweep keys are rejected, but not for depth"
+    );
+    assert!(!matches!(
+        classify(&message(&quoted)),
+        Err(IntakeError::TooDeep { .. })
+    ));
+}
+
+#[test]
+fn data_that_is_not_utf8_is_an_error() {
+    let msg = Message {
+        message_id: "1".into(),
+        data: vec![b'{', 0xff, b'}'],
+        ..Default::default()
+    };
+    assert_eq!(classify(&msg), Err(IntakeError::NotUtf8 { valid_up_to: 1 }));
+}
+
+// ---- audit logs ----
+
+#[test]
+fn removing_the_node_role_yields_a_node_permissions_hint_for_the_project() {
+    let hint = one_hint(fixture!("audit-set-iam-policy-remove-service-data.json"));
+    assert_eq!(hint.scope, project("demo-project"));
+    assert_eq!(hint.requirements, vec![RequirementId::NodeSaPermissions]);
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![sa("gke-nodes@demo-project.iam.gserviceaccount.com")]
+    );
+    assert!(hint.is_removal);
+    let e = &hint.evidence;
+    assert_eq!(e.source, Source::AuditLog);
+    assert_eq!(e.actor.as_deref(), Some("alice@example.com"));
+    assert_eq!(e.method.as_deref(), Some("SetIamPolicy"));
+    assert_eq!(e.insert_id.as_deref(), Some("-8kq2fme1x3c4"));
+    assert_eq!(
+        e.log_timestamp.as_deref(),
+        Some("2025-06-02T09:15:03.118273Z")
+    );
+    assert_eq!(e.removed.len(), 1);
+    assert_eq!(
+        e.removed[0].0.as_str(),
+        "roles/container.defaultNodeServiceAccount"
+    );
+}
+
+#[test]
+fn deltas_under_metadata_are_read_and_folder_scope_is_kept() {
+    let hint = one_hint(fixture!("audit-set-iam-policy-remove-metadata-folder.json"));
+    assert_eq!(hint.scope, Scope::Folder("987654321098".into()));
+    assert_eq!(hint.requirements, vec![RequirementId::GkeServiceAgent]);
+    assert!(
+        hint.node_service_accounts.is_empty(),
+        "a service agent is not a node service account"
+    );
+    assert_eq!(
+        hint.evidence.removed.len(),
+        1,
+        "the ADD delta is not reported as removed"
+    );
+}
+
+#[test]
+fn removing_any_other_role_asks_to_reverify_everything_in_the_organization() {
+    let hint = one_hint(fixture!("audit-set-iam-policy-remove-custom-role-org.json"));
+    assert_eq!(hint.scope, Scope::Organization("112233445566".into()));
+    assert!(hint.requirements.is_empty());
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![sa("123456789012-compute@developer.gserviceaccount.com")]
+    );
+}
+
+#[test]
+fn removing_editor_points_at_the_apis_agent_and_node_permissions() {
+    let text = fixture!("audit-set-iam-policy-remove-service-data.json")
+        .replace("roles/container.defaultNodeServiceAccount", "roles/editor");
+    assert_eq!(
+        one_hint(&text).requirements,
+        vec![
+            RequirementId::NodeSaPermissions,
+            RequirementId::GoogleApisServiceAgent
+        ]
+    );
+}
+
+#[test]
+fn the_same_delta_in_both_locations_is_counted_once() {
+    let mut entry: Value =
+        serde_json::from_str(fixture!("audit-set-iam-policy-remove-service-data.json")).unwrap();
+    let delta = entry["protoPayload"]["serviceData"].clone();
+    entry["protoPayload"]["metadata"] = delta;
+    assert_eq!(one_hint(&entry.to_string()).evidence.removed.len(), 1);
+}
+
+#[test]
+fn only_added_bindings_are_ignored() {
+    let reason = ignored_reason(fixture!("audit-set-iam-policy-add-only.json"));
+    assert!(reason.contains("removed no binding"), "{reason}");
+}
+
+#[test]
+fn failed_calls_are_ignored() {
+    let reason = ignored_reason(fixture!("audit-set-iam-policy-failed.json"));
+    assert!(reason.contains("status.code=7"), "{reason}");
+}
+
+#[test]
+fn set_iam_policy_of_other_services_is_ignored() {
+    let reason = ignored_reason(fixture!("audit-set-iam-policy-other-service.json"));
+    assert!(reason.contains("pubsub.googleapis.com"), "{reason}");
+}
+
+#[test]
+fn a_forged_entry_naming_roles_owner_yields_at_most_a_reverify_hint() {
+    let hint = one_hint(fixture!("audit-forged-owner.json"));
+    // The hint carries no role to grant and no member: only a scope and requirement ids from the fixed list.
+    assert!(
+        hint.requirements.is_empty(),
+        "re-verify everything, grant nothing named by the message"
+    );
+    assert!(hint.requirements.iter().all(|r| {
+        r.restore_role()
+            .is_none_or(|role| role.as_str() != "roles/owner")
+    }));
+    assert_eq!(
+        hint.evidence.actor.as_deref(),
+        Some("mallory@attacker.example")
+    );
+    // The removal is reported as evidence only.
+    assert_eq!(hint.evidence.removed[0].0.as_str(), "roles/owner");
+    // And with the REMOVE taken out, the message asks for nothing at all.
+    let add_only = fixture!("audit-forged-owner.json").replace("\"REMOVE\"", "\"ADD\"");
+    ignored_reason(&add_only);
+}
+
+#[test]
+fn deleting_a_service_account_hints_at_existence_and_permissions_with_its_email() {
+    let hint = one_hint(fixture!("audit-delete-service-account.json"));
+    assert_eq!(hint.scope, project("demo-project"));
+    assert_eq!(
+        hint.requirements,
+        vec![
+            RequirementId::NodeSaExists,
+            RequirementId::NodeSaPermissions
+        ]
+    );
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![sa("gke-nodes@demo-project.iam.gserviceaccount.com")]
+    );
+    assert!(hint.is_removal);
+    assert_eq!(
+        hint.evidence.method.as_deref(),
+        Some("google.iam.admin.v1.DeleteServiceAccount")
+    );
+}
+
+#[test]
+fn disabling_a_service_account_named_by_unique_id_takes_the_email_from_labels() {
+    let hint = one_hint(fixture!("audit-disable-service-account.json"));
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![sa("gke-nodes@demo-project.iam.gserviceaccount.com")]
+    );
+    assert_eq!(hint.scope, project("demo-project"));
+    // Without labels the project still comes from the request name.
+    let mut entry: Value =
+        serde_json::from_str(fixture!("audit-disable-service-account.json")).unwrap();
+    entry["resource"] = serde_json::json!({"type": "service_account", "labels": {}});
+    let hint = one_hint(&entry.to_string());
+    assert_eq!(hint.scope, project("demo-project"));
+    assert!(hint.node_service_accounts.is_empty());
+}
+
+#[test]
+fn disabling_the_container_api_hints_at_the_api_requirement() {
+    let hint = one_hint(fixture!("audit-disable-service-container.json"));
+    assert_eq!(hint.scope, project("demo-project"));
+    assert_eq!(hint.requirements, vec![RequirementId::ContainerApiEnabled]);
+    assert!(hint.is_removal);
+}
+
+#[test]
+fn disabling_another_api_is_ignored() {
+    let reason = ignored_reason(fixture!("audit-disable-service-other.json"));
+    assert!(reason.contains("bigquery.googleapis.com"), "{reason}");
+}
+
+#[test]
+fn creating_a_node_pool_hints_at_its_service_account_from_the_first_entry() {
+    let hint = one_hint(fixture!("audit-create-node-pool-first.json"));
+    assert_eq!(hint.scope, project("demo-project"));
+    assert_eq!(
+        hint.requirements,
+        vec![
+            RequirementId::NodeSaPermissions,
+            RequirementId::NodeSaExists
+        ]
+    );
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![sa("gke-nodes@demo-project.iam.gserviceaccount.com")]
+    );
+    assert!(!hint.is_removal);
+    assert_eq!(
+        hint.evidence.actor.as_deref(),
+        Some("terraform@demo-project.iam.gserviceaccount.com")
+    );
+}
+
+#[test]
+fn the_last_entry_of_a_node_pool_operation_is_ignored() {
+    let reason = ignored_reason(fixture!("audit-create-node-pool-last.json"));
+    assert!(reason.contains("operation.last"), "{reason}");
+}
+
+#[test]
+fn creating_a_cluster_collects_every_named_node_service_account_but_not_default() {
+    let hint = one_hint(fixture!("audit-create-cluster-autopilot.json"));
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![
+            sa("autopilot-nodes@demo-project.iam.gserviceaccount.com"),
+            sa("gke-nodes@demo-project.iam.gserviceaccount.com"),
+        ]
+    );
+}
+
+#[test]
+fn a_node_pool_created_without_a_service_account_still_hints_at_the_project() {
+    let text = fixture!("audit-create-node-pool-first.json").replace(
+        r#""serviceAccount": "gke-nodes@demo-project.iam.gserviceaccount.com""#,
+        r#""diskSizeGb": 100"#,
+    );
+    let hint = one_hint(&text);
+    assert!(hint.node_service_accounts.is_empty());
+    assert_eq!(hint.scope, project("demo-project"));
+}
+
+#[test]
+fn unknown_audit_methods_are_ignored_with_the_method_named() {
+    let reason = ignored_reason(fixture!("audit-unknown-method.json"));
+    assert!(reason.contains("v1.compute.instances.insert"), "{reason}");
+}
+
+#[test]
+fn log_entries_that_are_not_audit_logs_are_ignored() {
+    let reason = ignored_reason(
+        r#"{"logName":"projects/p/logs/x","protoPayload":{"@type":"type.googleapis.com/google.appengine.logging.v1.RequestLog"}}"#,
+    );
+    assert!(reason.contains("not an AuditLog"), "{reason}");
+    ignored_reason(r#"{"logName":"projects/p/logs/x","textPayload":"hello"}"#);
+}
+
+#[test]
+fn audit_entries_with_wrongly_typed_fields_name_the_path() {
+    let err = classify(&message(
+        r#"{"protoPayload":{"@type":"type.googleapis.com/google.cloud.audit.AuditLog","serviceName":"cloudresourcemanager.googleapis.com","methodName":"SetIamPolicy","resourceName":"projects/demo-project","serviceData":{"policyDelta":{"bindingDeltas":"REMOVE"}}}}"#,
+    ))
+    .unwrap_err();
+    match err {
+        IntakeError::Json { path, .. } => assert_eq!(path, "policyDelta.bindingDeltas"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn invalid_project_names_in_an_entry_yield_no_hint() {
+    let text = fixture!("audit-set-iam-policy-remove-service-data.json")
+        .replace("\"projects/demo-project\"", "\"projects/Not A Project\"")
+        .replace(
+            "\"project_id\": \"demo-project\"",
+            "\"project_id\": \"../../etc\"",
+        );
+    ignored_reason(&text);
+}
+
+// ---- recommendations ----
+
+const REC_NAME: &str = "projects/123456789012/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations/0a1b2c3d-0000-4e5f-8a9b-123456789abc";
+
+#[test]
+fn a_node_sa_recommendation_body_yields_a_node_permissions_hint_with_its_etag() {
+    let hint = one_hint(fixture!("recommendation-body.json"));
+    assert_eq!(hint.scope, project("123456789012"));
+    assert_eq!(hint.requirements, vec![RequirementId::NodeSaPermissions]);
+    assert!(!hint.is_removal);
+    assert_eq!(
+        hint.evidence.recommendation,
+        Some(RecommendationRef {
+            name: REC_NAME.into(),
+            etag: Some("\"4f2c0e5e1d3b7a90\"".into())
+        })
+    );
+}
+
+#[test]
+fn other_recommendation_subtypes_are_ignored() {
+    let reason = ignored_reason(fixture!("recommendation-other-subtype.json"));
+    assert!(reason.contains("CLUSTER_IDLE"), "{reason}");
+}
+
+#[test]
+fn a_recommendation_already_succeeded_is_ignored() {
+    ignored_reason(&fixture!("recommendation-body.json").replace("ACTIVE", "SUCCEEDED"));
+}
+
+#[test]
+fn a_recommendation_named_in_plain_text_or_json_yields_the_same_scope() {
+    let plain = one_hint(fixture!("recommendation-name.txt"));
+    let reference = one_hint(fixture!("recommendation-reference.json"));
+    let quoted = one_hint(&format!("\"{REC_NAME}\""));
+    for hint in [&plain, &reference, &quoted] {
+        assert_eq!(hint.scope, project("123456789012"));
+        assert_eq!(
+            hint.evidence.recommendation.as_ref().unwrap().name,
+            REC_NAME
+        );
+    }
+    assert_eq!(
+        reference.evidence.recommendation.unwrap().etag.as_deref(),
+        Some("\"4f2c0e5e1d3b7a90\"")
+    );
+    assert_eq!(plain.evidence.recommendation.unwrap().etag, None);
+}
+
+#[test]
+fn recommendations_of_other_recommenders_are_ignored() {
+    let name = REC_NAME.replace(
+        "google.container.DiagnosisRecommender",
+        "google.iam.policy.Recommender",
+    );
+    let reason = ignored_reason(&name);
+    assert!(reason.contains("google.iam.policy.Recommender"), "{reason}");
+}
+
+#[test]
+fn a_bad_recommendation_reference_is_an_error() {
+    let err = classify(&message(
+        r#"{"recommendation":"projects/p/recommendations"}"#,
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IntakeError::Invalid {
+                what: "recommendation name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+// ---- asset feed ----
+
+#[test]
+fn an_asset_feed_policy_losing_a_grant_yields_a_removal_hint_for_the_project_number() {
+    let hint = one_hint(fixture!("asset-feed-project-removal.json"));
+    assert_eq!(hint.scope, project("123456789012"));
+    assert_eq!(hint.requirements, vec![RequirementId::NodeSaPermissions]);
+    assert!(hint.is_removal);
+    assert_eq!(
+        hint.node_service_accounts,
+        vec![sa("gke-nodes@demo-project.iam.gserviceaccount.com")]
+    );
+    assert_eq!(hint.evidence.source, Source::AssetFeed);
+    assert_eq!(
+        hint.evidence.log_timestamp.as_deref(),
+        Some("2025-06-02T09:15:03.118273Z")
+    );
+}
+
+#[test]
+fn an_asset_feed_change_that_only_adds_is_ignored() {
+    ignored_reason(fixture!("asset-feed-project-add-only.json"));
+}
+
+#[test]
+fn a_deleted_asset_is_ignored_with_a_reason() {
+    assert!(ignored_reason(fixture!("asset-feed-deleted.json")).contains("deleted"));
+}
+
+#[test]
+fn a_grant_made_conditional_counts_as_removed() {
+    let mut feed: Value =
+        serde_json::from_str(fixture!("asset-feed-project-removal.json")).unwrap();
+    feed["asset"]["iamPolicy"]["bindings"][0]["condition"] =
+        serde_json::json!({"expression": "false"});
+    feed["asset"]["iamPolicy"]["bindings"][1]["condition"] =
+        serde_json::json!({"expression": "false"});
+    let hint = one_hint(&feed.to_string());
+    assert_eq!(hint.evidence.removed.len(), 3);
+    assert!(
+        hint.requirements.is_empty(),
+        "roles/owner was among them: re-verify everything"
+    );
+}
+
+// ---- sweep and unknown ----
+
+#[test]
+fn a_sweep_request_yields_one_hint_per_scope() {
+    let all = hints(fixture!("sweep-scopes.json"));
+    let scopes: Vec<_> = all.iter().map(|h| h.scope.clone()).collect();
+    assert_eq!(
+        scopes,
+        vec![
+            project("123456789012"),
+            project("demo-project"),
+            Scope::Folder("987654321098".into())
+        ]
+    );
+    assert!(
+        all.iter().all(|h| h.requirements.is_empty()
+            && !h.is_removal
+            && h.evidence.source == Source::Sweep)
+    );
+}
+
+#[test]
+fn an_empty_sweep_means_the_configured_scope() {
+    assert_eq!(
+        one_hint(fixture!("sweep-empty.json")).scope,
+        Scope::Configured
+    );
+    assert_eq!(one_hint(r#"{"sweep":null}"#).scope, Scope::Configured);
+}
+
+#[test]
+fn a_sweep_with_a_typo_or_a_bad_name_is_an_error() {
+    assert!(matches!(
+        classify(&message(r#"{"sweep":{"project":["p"]}}"#)),
+        Err(IntakeError::Json { .. })
+    ));
+    assert!(matches!(
+        classify(&message(r#"{"sweep":{"projects":["projects/x/zones/y"]}}"#)),
+        Err(IntakeError::Invalid { .. })
+    ));
+    assert!(matches!(
+        classify(&message(r#"{"sweep":{"folder":"abc"}}"#)),
+        Err(IntakeError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn unknown_json_shapes_are_ignored_with_their_keys() {
+    let reason = ignored_reason(fixture!("unknown-shape.json"));
+    assert_eq!(
+        reason,
+        "unknown JSON message shape (keys: bucket, kind, name)"
+    );
+    ignored_reason("[1,2,3]");
+    ignored_reason("\"hello\"");
+    assert_eq!(ignored_reason(" \n"), "message data is empty");
+}
+
+#[test]
+fn source_serializes_in_kebab_case() {
+    assert_eq!(serde_json::to_value(Source::AuditLog).unwrap(), "audit-log");
+    assert_eq!(
+        serde_json::to_value(Source::AssetFeed).unwrap(),
+        "asset-feed"
+    );
+}
+
+// ---- robustness ----
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_parse_push_or_classify(body in proptest::collection::vec(any::<u8>(), 0..512),
+                                                          wrapped in any::<bool>()) {
+        let content_type = if wrapped { Some("application/json") } else { Some("application/octet-stream") };
+        if let Ok(msg) = parse_push(&body, content_type, &HeaderMap::new()) {
+            let _ = classify(&msg);
+        }
+        let _ = classify(&Message { data: body, ..Default::default() });
+    }
+
+    #[test]
+    fn arbitrary_json_like_text_never_panics(text in r#"[{}\[\]":,a-z0-9@/. \\-]{0,300}"#) {
+        let _ = parse_push(text.as_bytes(), Some("application/json"), &HeaderMap::new());
+        let _ = classify(&message(&text));
+    }
+
+    #[test]
+    fn mutated_fixtures_never_panic(index in 0usize..FIXTURES.len(), cut in 0usize..4000, byte in any::<u8>()) {
+        let mut data = FIXTURES[index].as_bytes().to_vec();
+        if !data.is_empty() {
+            let at = cut % data.len();
+            data[at] = byte;
+            let _ = classify(&Message { data: data.clone(), ..Default::default() });
+            data.truncate(at);
+            let _ = classify(&Message { data, ..Default::default() });
+        }
+    }
+}
+
+const FIXTURES: [&str; 12] = [
+    fixture!("audit-set-iam-policy-remove-service-data.json"),
+    fixture!("audit-set-iam-policy-remove-metadata-folder.json"),
+    fixture!("audit-delete-service-account.json"),
+    fixture!("audit-disable-service-container.json"),
+    fixture!("audit-create-node-pool-first.json"),
+    fixture!("audit-create-cluster-autopilot.json"),
+    fixture!("recommendation-body.json"),
+    fixture!("recommendation-reference.json"),
+    fixture!("asset-feed-project-removal.json"),
+    fixture!("sweep-scopes.json"),
+    fixture!("push-wrapped-audit-log.json"),
+    fixture!("audit-forged-owner.json"),
+];
