@@ -1,7 +1,8 @@
 //! The integration-test binary: every scenario against real parts (the simulator over HTTP, the real
 //! gcloud CLI, the official Pub/Sub emulator), in one binary to keep link times down.
 
-mod support;
-mod sim_gcloud;
 mod scan;
+mod serve;
+mod sim_gcloud;
 mod sim_semantics;
+mod support;

@@ -1,0 +1,554 @@
+//! `serve` end to end, here: the official Pub/Sub emulator, the simulator publishing audit-log entries
+//! to it, the real `serve` binary behind a push subscription, and the real `gcloud` breaking IAM.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use gke_iam_remediator::domain::iam::{Member, Role};
+use gke_iam_remediator::sim::{SimHandle, SimOptions};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::{Gcloud, PubsubEmulator, free_port, start_sim_with};
+
+const OPS: &str = "ops-project";
+const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
+const AGENT: &str =
+    "serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com";
+
+/// A healthy one-project world.
+const WORLD: &str = r#"
+projects:
+  - id: acme-prod
+    number: "200000000001"
+    services: [container.googleapis.com]
+    iam_policy:
+      bindings:
+        - role: roles/owner
+          members: [user:owner@example.com]
+        - role: roles/container.serviceAgent
+          members: [serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com]
+        - role: roles/container.defaultNodeServiceAgent
+          members: [serviceAccount:service-200000000001@gcp-sa-gkenode.iam.gserviceaccount.com]
+        - role: roles/container.defaultNodeServiceAccount
+          members: [serviceAccount:gke-nodes@acme-prod.iam.gserviceaccount.com]
+    service_accounts:
+      - {email: gke-nodes@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000001"}
+      - {email: bare@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000002"}
+    clusters:
+      - name: c1
+        location: us-central1
+        node_pools:
+          - {name: pool-1, service_account: gke-nodes@acme-prod.iam.gserviceaccount.com}
+"#;
+
+/// The running `serve` binary, killed on drop; its stdout (JSON logs) is collected.
+pub struct Serve {
+    child: tokio::process::Child,
+    pub url: String,
+    pub logs: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    pub async fn start(env: &[(&str, String)]) -> Serve {
+        let port = free_port();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
+        cmd.arg("serve")
+            .env("PORT", port.to_string())
+            .env("REMEDIATOR_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("serve starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let url = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("serve printed its address within 30 s")
+            .expect("serve printed its address");
+        Serve { child, url, logs }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+pub struct Loop {
+    pub emulator: PubsubEmulator,
+    pub sim: SimHandle,
+    pub serve: Serve,
+    pub http: reqwest::Client,
+}
+
+pub async fn policy_file(text: &str) -> String {
+    let path =
+        std::env::temp_dir().join(format!("remediator-policy-{}.yaml", rand::random::<u64>()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+impl Loop {
+    /// Emulator + topics, simulator publishing audit logs, `serve`, push subscription to it.
+    pub async fn start(world: &str, policy: &str) -> Loop {
+        let emulator = PubsubEmulator::start().await;
+        let http = reqwest::Client::new();
+        let e = format!("http://{}/v1/projects/{OPS}", emulator.host);
+        for topic in ["iam-events", "notifications"] {
+            let r = http
+                .put(format!("{e}/topics/{topic}"))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success(), "create topic {topic}");
+        }
+        let r = http
+            .put(format!("{e}/subscriptions/notifications-pull"))
+            .json(&json!({"topic": format!("projects/{OPS}/topics/notifications"), "ackDeadlineSeconds": 60}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let sim = start_sim_with(
+            world,
+            SimOptions {
+                audit_log_topic: Some(format!("projects/{OPS}/topics/iam-events")),
+                pubsub_emulator_host: Some(emulator.host.clone()),
+                default_principal: "user:admin@example.com".to_owned(),
+            },
+        )
+        .await;
+        let serve = Serve::start(&[
+            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+            ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
+            ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
+            (
+                "REMEDIATOR_NOTIFY_TOPIC",
+                format!("projects/{OPS}/topics/notifications"),
+            ),
+            ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+            ("REMEDIATOR_POLICY", policy_file(policy).await),
+            ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
+        ])
+        .await;
+        let r = http
+            .put(format!("{e}/subscriptions/iam-events-push"))
+            .json(&json!({
+                "topic": format!("projects/{OPS}/topics/iam-events"),
+                "pushConfig": {"pushEndpoint": format!("{}/pubsub/push", serve.url)},
+                "ackDeadlineSeconds": 30,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "create push subscription");
+        Loop {
+            emulator,
+            sim,
+            serve,
+            http,
+        }
+    }
+
+    pub async fn publish_event(&self, entry: &Value) {
+        let data =
+            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(entry).unwrap());
+        let r = self
+            .http
+            .post(format!("http://{}/v1/projects/{OPS}/topics/iam-events:publish", self.emulator.host))
+            .json(&json!({"messages": [{"data": data, "attributes": {"logging.googleapis.com/timestamp": "2026-11-29T00:31:00Z"}}]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    /// Notifications published so far (pulled and acknowledged).
+    pub async fn notifications(&self, wait: Duration) -> Vec<Value> {
+        let url = format!(
+            "http://{}/v1/projects/{OPS}/subscriptions/notifications-pull",
+            self.emulator.host
+        );
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            let r: Value = self
+                .http
+                .post(format!("{url}:pull"))
+                .json(&json!({"maxMessages": 100, "returnImmediately": true}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let msgs = r["receivedMessages"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
+            for m in &msgs {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(m["message"]["data"].as_str().unwrap_or_default())
+                    .unwrap();
+                let mut n: Value = serde_json::from_slice(&data).unwrap();
+                n["_attributes"] = m["message"]["attributes"].clone();
+                out.push(n);
+            }
+            if !ack_ids.is_empty() {
+                self.http
+                    .post(format!("{url}:acknowledge"))
+                    .json(&json!({"ackIds": ack_ids}))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            if Instant::now() > deadline {
+                return out;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.sim
+            .stats()
+            .by_endpoint
+            .get("cloudresourcemanager.projects.setIamPolicy")
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub async fn stop(self) {
+        self.serve.stop().await;
+        self.sim.shutdown().await;
+    }
+}
+
+fn has(sim: &SimHandle, role: &str, member: &str) -> bool {
+    let p = sim.policy("projects/acme-prod").unwrap();
+    p.grants_unconditionally(&Role::parse(role).unwrap(), &Member::parse(member).unwrap())
+}
+
+async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_removed_with_gcloud_is_restored_and_a_restored_notification_is_published() {
+    let lp = Loop::start(WORLD, "mode: enforce\n").await;
+    let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
+
+    let out = gcloud
+        .run(&[
+            "projects",
+            "remove-iam-policy-binding",
+            "acme-prod",
+            "--member",
+            AGENT,
+            "--role",
+            "roles/container.serviceAgent",
+            "--format=json",
+        ])
+        .await;
+    if out.code != 0 {
+        let j: Value = lp
+            .http
+            .get(format!("{}_sim/journal", lp.sim.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        panic!("{}\n{j:#}", out.stderr);
+    }
+    let removed_at = Instant::now();
+
+    let restored = wait_until(Duration::from_secs(30), || {
+        has(&lp.sim, "roles/container.serviceAgent", AGENT)
+    })
+    .await;
+    assert!(
+        restored.is_some(),
+        "not restored; serve logs:\n{}",
+        lp.serve.logs.lock().unwrap()
+    );
+    eprintln!("removal -> restored policy: {:?}", removed_at.elapsed());
+    let notes = lp.notifications(Duration::from_secs(3)).await;
+    let restored: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["outcome"] == "restored")
+        .collect();
+    assert_eq!(restored.len(), 1, "{notes:#?}");
+    let n = restored[0];
+    assert_eq!(n["schema"], "gke-iam-remediator.notification/v1");
+    assert_eq!(n["requirement"], "gke-service-agent");
+    assert_eq!(n["principal"], AGENT);
+    assert_eq!(n["evidence"]["actor"], "admin@example.com");
+    assert_eq!(n["_attributes"]["outcome"], "restored");
+    assert_eq!(n["_attributes"]["project_id"], "acme-prod");
+    assert!(n["actions"][0]["etag_before"] != n["actions"][0]["etag_after"]);
+    assert_eq!(
+        lp.writes(),
+        2,
+        "gcloud's removal and exactly one restore (our own audit-log entry triggers nothing)"
+    );
+    lp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_publishes_would_restore_and_writes_nothing() {
+    let lp = Loop::start(WORLD, "mode: dry-run\n").await;
+    let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
+    lp.sim.reset_stats();
+
+    let out = gcloud
+        .run(&[
+            "projects",
+            "remove-iam-policy-binding",
+            "acme-prod",
+            "--member",
+            AGENT,
+            "--role",
+            "roles/container.serviceAgent",
+            "--format=json",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+
+    let notes = lp.notifications(Duration::from_secs(8)).await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["outcome"] == "would-restore" && n["principal"] == AGENT),
+        "{notes:#?}"
+    );
+    assert_eq!(lp.writes(), 1, "only gcloud's own write");
+    assert!(!has(&lp.sim, "roles/container.serviceAgent", AGENT));
+    lp.stop().await;
+}
+
+fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -> Value {
+    json!({
+        "insertId": insert_id,
+        "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": "mallory@example.com"},
+            "methodName": "SetIamPolicy",
+            "resourceName": format!("projects/{project}"),
+            "serviceName": "cloudresourcemanager.googleapis.com",
+            "serviceData": {
+                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+                "policyDelta": {"bindingDeltas": [{"action": "REMOVE", "role": role, "member": member}]}
+            },
+            "status": {}
+        },
+        "resource": {"type": "project", "labels": {"project_id": project}},
+        "severity": "NOTICE",
+        "timestamp": "2026-11-29T00:31:00.123456Z"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_events_asking_for_owner_grant_nothing_and_a_duplicate_burst_writes_once() {
+    let lp = Loop::start(WORLD, "mode: enforce\n").await;
+    let owner_before = lp.sim.policy("projects/acme-prod").unwrap();
+
+    // Forged: "roles/owner was removed from mallory" -- the remediator re-verifies and finds nothing to do.
+    lp.publish_event(&removal_entry(
+        "forged-1",
+        "roles/owner",
+        "user:mallory@example.com",
+        "acme-prod",
+    ))
+    .await;
+    lp.publish_event(&removal_entry(
+        "forged-2",
+        "roles/owner",
+        "user:mallory@example.com",
+        "victim-project",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lp.writes(), 0, "a forged event caused a write");
+    assert_eq!(
+        lp.sim.policy("projects/acme-prod").unwrap().bindings,
+        owner_before.bindings
+    );
+
+    // A real removal, then the same event delivered 20 times: one restore.
+    let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
+    let out = gcloud
+        .run(&[
+            "projects",
+            "remove-iam-policy-binding",
+            "acme-prod",
+            "--member",
+            AGENT,
+            "--role",
+            "roles/container.serviceAgent",
+            "--format=json",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for i in 0..20 {
+        lp.publish_event(&removal_entry(
+            &format!("dup-{i}"),
+            "roles/container.serviceAgent",
+            AGENT,
+            "acme-prod",
+        ))
+        .await;
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || has(
+            &lp.sim,
+            "roles/container.serviceAgent",
+            AGENT
+        ))
+        .await
+        .is_some()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lp.writes(), 2, "gcloud's removal plus exactly one restore");
+    let notes = lp.notifications(Duration::from_secs(1)).await;
+    assert_eq!(
+        notes.iter().filter(|n| n["outcome"] == "restored").count(),
+        1,
+        "{notes:#?}"
+    );
+    let owners: Vec<_> = lp
+        .sim
+        .policy("projects/acme-prod")
+        .unwrap()
+        .bindings
+        .into_iter()
+        .filter(|b| b.role.as_str() == "roles/owner")
+        .flat_map(|b| b.members)
+        .collect();
+    assert_eq!(
+        owners,
+        vec![Member::parse("user:owner@example.com").unwrap()]
+    );
+    lp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_pool_created_with_a_bare_service_account_is_fixed_proactively() {
+    let lp = Loop::start(WORLD, "mode: enforce\n").await;
+    let bare = "serviceAccount:bare@acme-prod.iam.gserviceaccount.com";
+
+    let (status, body) = crate::support::Api::new(&lp.sim)
+        .post(
+            "v1/projects/acme-prod/locations/us-central1/clusters/c1/nodePools",
+            json!({"nodePool": {"name": "pool-2", "config": {"serviceAccount": "bare@acme-prod.iam.gserviceaccount.com"}, "initialNodeCount": 1}}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+
+    let fixed = wait_until(Duration::from_secs(30), || {
+        has(&lp.sim, "roles/container.defaultNodeServiceAccount", bare)
+    })
+    .await;
+    assert!(
+        fixed.is_some(),
+        "not fixed; serve logs:\n{}",
+        lp.serve.logs.lock().unwrap()
+    );
+    lp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_push_requests_get_a_clear_answer_and_the_service_keeps_serving() {
+    let lp = Loop::start(WORLD, "mode: enforce\n").await;
+    let url = format!("{}/pubsub/push", lp.serve.url);
+    // Malformed data is acknowledged with a log line (redelivery cannot fix it) or refused with 400;
+    // never a 5xx, never a crash.
+    let cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        ("application/json", b"{not json".to_vec(), &[204, 400]),
+        (
+            "application/json",
+            br#"{"message":{"data":"!!!not base64","messageId":"1"}}"#.to_vec(),
+            &[204, 400],
+        ),
+        (
+            "application/json",
+            br#"{"message":{"data":"eyJ0cnVuY2F0ZWQ","messageId":"2"}}"#.to_vec(),
+            &[204],
+        ),
+        (
+            "application/json",
+            br#"{"message":{"data":"eyJ1bmtub3duIjogdHJ1ZX0=","messageId":"3"}}"#.to_vec(),
+            &[204],
+        ),
+        ("text/html", b"<html>".to_vec(), &[415]),
+        ("application/json", vec![b'['; 10_000], &[204, 400]),
+        ("application/json", vec![0xff, 0xfe, 0x00], &[204, 400]),
+    ];
+    for (ct, body, want) in cases {
+        let r = lp
+            .http
+            .post(&url)
+            .header("content-type", ct)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let got = r.status().as_u16();
+        assert!(
+            want.contains(&got),
+            "{ct} {:?}: {got}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        );
+    }
+    let huge = vec![b' '; 3 * 1024 * 1024];
+    let r = lp
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+    let r = lp.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let r = lp
+        .http
+        .get(format!("{}/healthz", lp.serve.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(lp.writes(), 0);
+    lp.stop().await;
+}
