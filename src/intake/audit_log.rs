@@ -61,8 +61,6 @@ struct Operation {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AuditLog {
-    #[serde(default, rename = "@type")]
-    type_url: Option<String>,
     #[serde(default)]
     service_name: Option<String>,
     #[serde(default)]
@@ -144,7 +142,6 @@ pub(super) fn classify(message: &Message, value: Value) -> Result<Classification
     }
     let entry: LogEntry = decode(value, "audit log entry")?;
     let payload = &entry.proto_payload;
-    debug_assert_eq!(payload.type_url.as_deref(), Some(AUDIT_LOG_TYPE));
     let service = payload.service_name.as_deref().unwrap_or_default();
     let method = payload.method_name.as_deref().unwrap_or_default();
 

@@ -150,7 +150,7 @@ pub struct Hint {
 
 /// The result of classifying a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "classification")]
+#[serde(rename_all = "kebab-case", tag = "classification", content = "detail")]
 pub enum Classification {
     /// The message points at one or more scopes to re-verify.
     Hints(Vec<Hint>),

@@ -782,6 +782,22 @@ fn unknown_json_shapes_are_ignored_with_their_keys() {
 }
 
 #[test]
+fn classifications_serialize_for_logs() {
+    let hints = classify(&message(fixture!("sweep-empty.json"))).unwrap();
+    let json = serde_json::to_value(&hints).unwrap();
+    assert_eq!(json["classification"], "hints");
+    assert_eq!(
+        json["detail"][0]["scope"],
+        serde_json::json!({"kind": "configured"})
+    );
+    let ignored = serde_json::to_value(Classification::ignored("x")).unwrap();
+    assert_eq!(
+        ignored,
+        serde_json::json!({"classification": "ignored", "detail": {"reason": "x"}})
+    );
+}
+
+#[test]
 fn source_serializes_in_kebab_case() {
     assert_eq!(serde_json::to_value(Source::AuditLog).unwrap(), "audit-log");
     assert_eq!(
