@@ -145,11 +145,10 @@ fn troubleshoot(c: &mut Ctx<'_>, body: &Value) -> ApiResult<Value> {
                 (true, true) => "ALLOW_ACCESS_STATE_UNKNOWN_CONDITIONAL",
                 _ => "ALLOW_ACCESS_STATE_NOT_GRANTED",
             };
-            if state == "ALLOW_ACCESS_STATE_GRANTED" {
-                policy_state = state;
-            } else if state == "ALLOW_ACCESS_STATE_UNKNOWN_CONDITIONAL"
-                && policy_state != "ALLOW_ACCESS_STATE_GRANTED"
-            {
+            let upgrades = state == "ALLOW_ACCESS_STATE_GRANTED"
+                || (state == "ALLOW_ACCESS_STATE_UNKNOWN_CONDITIONAL"
+                    && policy_state != "ALLOW_ACCESS_STATE_GRANTED");
+            if upgrades {
                 policy_state = state;
             }
             let relevance = if included || any {

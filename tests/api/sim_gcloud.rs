@@ -149,7 +149,10 @@ async fn gcloud_lists_and_describes_clusters_and_node_pools() {
         ])
         .await
         .ok();
-    assert_eq!(list.stdout, "c1\tus-central1\nap1\teurope-west1\n");
+    assert_eq!(
+        list.stdout, "ap1\teurope-west1\nc1\tus-central1\n",
+        "gcloud sorts by name"
+    );
     let ap = gcloud.run(&["container", "clusters", "describe", "ap1", "--location", "europe-west1", "--format=value(autopilot.enabled,autoscaling.autoprovisioningNodePoolDefaults.serviceAccount)"]).await.ok();
     assert_eq!(ap.stdout, "True\tdefault\n");
     let pools = gcloud
