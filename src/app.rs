@@ -245,6 +245,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
         let mut options = Options::new(load_policy(&args.engine.policy)?);
         options.apply = true;
         options.troubleshooter = args.engine.troubleshooter;
+        options.self_email = args.engine.self_email.clone();
         job::sweep(engine.gcp(), options, &projects, &roots, &mut summary).await?;
     }
     if let Some(p) = engine.publisher() {
@@ -256,9 +257,19 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
 
 /// Builds the Google OIDC push verifier.
 fn push_verifier(
-    _audience: &str,
-    _emails: &[String],
-    _keys_url: &str,
+    audience: &str,
+    emails: &[String],
+    keys_url: &str,
 ) -> anyhow::Result<Box<dyn server::PushAuth>> {
-    anyhow::bail!("push authentication is not available in this build yet")
+    use crate::server::oidc::{OidcConfig, OidcVerifier};
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let config = OidcConfig {
+        audience: audience.to_owned(),
+        allowed_emails: emails.to_vec(),
+        keys_url: keys_url.to_owned(),
+        leeway_secs: 60,
+    };
+    Ok(Box::new(OidcVerifier::new(config, http)))
 }

@@ -16,10 +16,14 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::{Mode, RemediationPolicy};
 use crate::domain::evaluate::{self, Finding, Status};
-use crate::domain::iam::{Member, MemberKind, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
+use crate::domain::iam::{
+    Member, MemberKind, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail,
+};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
 use crate::domain::requirements::{NODE_SA_PERMISSIONS, RequirementId};
-use crate::domain::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
+use crate::domain::state::{
+    AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
+};
 use crate::gcp::{ApiError, Gcp, ProjectInfo, RetryPolicy};
 
 /// What a finding came to.
@@ -145,14 +149,19 @@ pub struct Options {
     pub concurrency: usize,
     /// Backoff for write conflicts and write confirmation.
     pub write_backoff: RetryPolicy,
+    /// The remediator's own identity: when set, its past restorations are counted from Cloud Audit
+    /// Logs before writing, and bindings restored too often are escalated instead.
+    pub self_email: Option<String>,
 }
 
 impl Options {
     /// Defaults for a policy: every requirement checked except the opt-in Google APIs service agent
     /// (removing `roles/editor` from it is a common hardening) unless the policy restores it.
     pub fn new(policy: RemediationPolicy) -> Self {
-        let mut checks: BTreeSet<RequirementId> =
-            RequirementId::ALL.into_iter().filter(|r| *r != RequirementId::GoogleApisServiceAgent).collect();
+        let mut checks: BTreeSet<RequirementId> = RequirementId::ALL
+            .into_iter()
+            .filter(|r| *r != RequirementId::GoogleApisServiceAgent)
+            .collect();
         checks.extend(policy.restore.iter().copied());
         Self {
             policy,
@@ -165,6 +174,7 @@ impl Options {
                 initial_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_secs(2),
             },
+            self_email: None,
         }
     }
 
@@ -175,18 +185,22 @@ impl Options {
 }
 
 type Shared<T> = Arc<OnceCell<T>>;
+type Cache<K, T> = Mutex<HashMap<K, Shared<T>>>;
 
 /// The remediator: caches and budget for one run.
 pub struct Remediator {
     gcp: Gcp,
     options: Options,
-    roles: Mutex<HashMap<Role, Shared<RoleLookup>>>,
-    policies: Mutex<HashMap<ResourceRef, Shared<Result<Policy, String>>>>,
-    parents: Mutex<HashMap<String, Shared<Result<Option<ResourceRef>, String>>>>,
+    roles: Cache<Role, RoleLookup>,
+    policies: Cache<ResourceRef, Result<Policy, String>>,
+    parents: Cache<String, Result<Option<ResourceRef>, String>>,
     writes_done: AtomicU32,
 }
 
-async fn cell<K: std::hash::Hash + Eq + Clone, T>(map: &Mutex<HashMap<K, Shared<T>>>, key: &K) -> Shared<T> {
+async fn cell<K: std::hash::Hash + Eq + Clone, T>(
+    map: &Mutex<HashMap<K, Shared<T>>>,
+    key: &K,
+) -> Shared<T> {
     map.lock().await.entry(key.clone()).or_default().clone()
 }
 
@@ -214,7 +228,11 @@ impl Remediator {
     }
 
     /// Resolves `--project`, `--folder` and `--organization` into projects (deduplicated, sorted by id).
-    pub async fn resolve(&self, projects: &[String], roots: &[ResourceRef]) -> Result<Vec<ProjectInfo>, ApiError> {
+    pub async fn resolve(
+        &self,
+        projects: &[String],
+        roots: &[ResourceRef],
+    ) -> Result<Vec<ProjectInfo>, ApiError> {
         let mut out: BTreeMap<String, ProjectInfo> = BTreeMap::new();
         for root in roots {
             for p in self.gcp.list_projects_under(root).await? {
@@ -249,16 +267,26 @@ impl Remediator {
 
     async fn ancestor_policy(&self, resource: &ResourceRef) -> Result<Policy, String> {
         let c = cell(&self.policies, resource).await;
-        c.get_or_init(|| async { self.gcp.get_iam_policy(resource).await.map_err(|e| e.to_string()) })
-            .await
-            .clone()
+        c.get_or_init(|| async {
+            self.gcp
+                .get_iam_policy(resource)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .clone()
     }
 
     async fn folder_parent(&self, folder: &str) -> Result<Option<ResourceRef>, String> {
         let c = cell(&self.parents, &folder.to_owned()).await;
-        c.get_or_init(|| async { self.gcp.get_folder_parent(folder).await.map_err(|e| e.to_string()) })
-            .await
-            .clone()
+        c.get_or_init(|| async {
+            self.gcp
+                .get_folder_parent(folder)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .clone()
     }
 
     async fn ancestors(&self, parent: Option<ResourceRef>) -> Result<Vec<ResourceRef>, ApiError> {
@@ -294,7 +322,10 @@ impl Remediator {
         };
         let mut ancestors = Vec::new();
         for resource in &chain {
-            let p = self.ancestor_policy(resource).await.map_err(ancestor_error)?;
+            let p = self
+                .ancestor_policy(resource)
+                .await
+                .map_err(ancestor_error)?;
             ancestors.push((resource.clone(), p));
         }
         let folders = chain
@@ -315,12 +346,16 @@ impl Remediator {
             ancestors,
             accounts: BTreeMap::new(),
             troubleshooter: BTreeMap::new(),
+            restorations: BTreeMap::new(),
         };
         state.accounts = self.read_accounts(&state).await?;
         Ok(state)
     }
 
-    async fn read_accounts(&self, state: &ProjectState) -> Result<BTreeMap<ServiceAccountEmail, AccountState>, ApiError> {
+    async fn read_accounts(
+        &self,
+        state: &ProjectState,
+    ) -> Result<BTreeMap<ServiceAccountEmail, AccountState>, ApiError> {
         let node_sas = evaluate::node_service_accounts(state);
         let mut out = BTreeMap::new();
         if node_sas.is_empty() || !self.options.checks.contains(&RequirementId::NodeSaExists) {
@@ -329,12 +364,14 @@ impl Remediator {
             }
             return Ok(out);
         }
-        let policies: Vec<&Policy> =
-            std::iter::once(&state.policy).chain(state.ancestors.iter().map(|(_, p)| p)).collect();
+        let policies: Vec<&Policy> = std::iter::once(&state.policy)
+            .chain(state.ancestors.iter().map(|(_, p)| p))
+            .collect();
         let deleted = evaluate::deleted_accounts(&policies);
         let own_domain = format!("@{}.iam.gserviceaccount.com", state.project_id);
         let compute_default = ServiceAccountEmail::compute_default(&state.project_number);
-        let local = |e: &ServiceAccountEmail| e.as_str().ends_with(&own_domain) || e == &compute_default;
+        let local =
+            |e: &ServiceAccountEmail| e.as_str().ends_with(&own_domain) || e == &compute_default;
         let listed = if node_sas.iter().any(|s| local(&s.email)) {
             self.gcp.list_service_accounts(&state.project_id).await?
         } else {
@@ -342,20 +379,33 @@ impl Remediator {
         };
         for sa in node_sas {
             let found = if local(&sa.email) {
-                Ok(listed.iter().find(|a| a.email.eq_ignore_ascii_case(sa.email.as_str())).cloned())
+                Ok(listed
+                    .iter()
+                    .find(|a| a.email.eq_ignore_ascii_case(sa.email.as_str()))
+                    .cloned())
             } else {
                 self.gcp.get_service_account(sa.email.as_str()).await
             };
             let account = match found {
-                Ok(Some(a)) if a.disabled => AccountState::Disabled { unique_id: a.unique_id },
-                Ok(Some(a)) => AccountState::Active { unique_id: a.unique_id },
-                Ok(None) => AccountState::Deleted { unique_id: deleted.get(&sa.email).cloned() },
+                Ok(Some(a)) if a.disabled => AccountState::Disabled {
+                    unique_id: a.unique_id,
+                },
+                Ok(Some(a)) => AccountState::Active {
+                    unique_id: a.unique_id,
+                },
+                Ok(None) => AccountState::Deleted {
+                    unique_id: deleted.get(&sa.email).cloned(),
+                },
                 Err(e) if deleted.contains_key(&sa.email) => {
                     tracing::debug!(error = %e, "account unreadable, deleted per policy");
-                    AccountState::Deleted { unique_id: deleted.get(&sa.email).cloned() }
+                    AccountState::Deleted {
+                        unique_id: deleted.get(&sa.email).cloned(),
+                    }
                 }
                 Err(e) if e.is_transient() => return Err(e),
-                Err(e) => AccountState::Unknown { reason: e.to_string() },
+                Err(e) => AccountState::Unknown {
+                    reason: e.to_string(),
+                },
             };
             out.insert(sa.email, account);
         }
@@ -374,18 +424,29 @@ impl Remediator {
         let mut findings = evaluate::evaluate(state, &catalog, &self.options.checks);
         if self.options.troubleshooter {
             let mut asked = false;
-            for f in findings.iter().filter(|f| f.status == Status::Unknown && !f.unknown_permissions.is_empty()) {
-                let Some(email) = f.principal.as_ref().and_then(|m| m.as_str().strip_prefix("serviceAccount:")) else {
+            for f in findings
+                .iter()
+                .filter(|f| f.status == Status::Unknown && !f.unknown_permissions.is_empty())
+            {
+                let Some(email) = f
+                    .principal
+                    .as_ref()
+                    .and_then(|m| m.as_str().strip_prefix("serviceAccount:"))
+                else {
                     continue;
                 };
-                let Ok(email) = ServiceAccountEmail::parse(email) else { continue };
+                let Ok(email) = ServiceAccountEmail::parse(email) else {
+                    continue;
+                };
                 for perm in &f.unknown_permissions {
                     let answer = self
                         .gcp
                         .troubleshoot(email.as_str(), &state.project_id, perm)
                         .await
                         .unwrap_or(Troubleshot::Unknown);
-                    state.troubleshooter.insert((email.clone(), perm.clone()), answer);
+                    state
+                        .troubleshooter
+                        .insert((email.clone(), perm.clone()), answer);
                     asked = true;
                 }
             }
@@ -401,9 +462,36 @@ impl Remediator {
         let ctx = DecideContext {
             policy: &self.options.policy,
             state,
-            writes_remaining: self.options.policy.limits.max_writes_per_run.saturating_sub(done),
+            writes_remaining: self
+                .options
+                .policy
+                .limits
+                .max_writes_per_run
+                .saturating_sub(done),
+            restorations: &state.restorations,
         };
         plan::decide(findings, &ctx)
+    }
+
+    /// Reads the remediator's own restorations within the policy's window (only when a write is planned).
+    async fn read_restorations(&self, state: &mut ProjectState) {
+        let Some(me) = &self.options.self_email else {
+            return;
+        };
+        let window = Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60);
+        let since = crate::notify::rfc3339(std::time::SystemTime::now() - window);
+        match self
+            .gcp
+            .count_own_restorations(&state.project_id, me, &since)
+            .await
+        {
+            Ok(counts) => state.restorations = counts,
+            Err(e) => tracing::warn!(
+                project = %state.project_id,
+                error = %e,
+                "cannot read past restorations from the audit log; the flapping limit is not enforced for this run"
+            ),
+        }
     }
 
     /// Verify, decide and (when enabled) restore one project.
@@ -414,6 +502,13 @@ impl Remediator {
         };
         let mut findings = self.evaluate(&mut state).await;
         let mut plan = self.decide(&findings, &state);
+        if self.options.writes()
+            && plan.grants().next().is_some()
+            && self.options.self_email.is_some()
+        {
+            self.read_restorations(&mut state).await;
+            plan = self.decide(&findings, &state);
+        }
         let mut actions = Vec::new();
         if !plan.is_empty() {
             if self.options.writes() {
@@ -434,7 +529,8 @@ impl Remediator {
                     .collect();
             }
         }
-        let outcomes: BTreeMap<&Action, Outcome> = actions.iter().map(|a| (&a.action, a.outcome)).collect();
+        let outcomes: BTreeMap<&Action, Outcome> =
+            actions.iter().map(|a| (&a.action, a.outcome)).collect();
         let reports = findings
             .iter()
             .zip(&plan.decisions)
@@ -443,9 +539,12 @@ impl Remediator {
                 decision: decision.clone(),
                 outcome: match decision {
                     Decision::Healthy => Outcome::Healthy,
-                    Decision::Restore { action } => outcomes.get(action).copied().unwrap_or(Outcome::Failed),
+                    Decision::Restore { action } => {
+                        outcomes.get(action).copied().unwrap_or(Outcome::Failed)
+                    }
                     Decision::NotAllowed { .. } | Decision::Blocked { .. } => Outcome::NotAllowed,
                     Decision::NeedsReview { .. } => Outcome::Unknown,
+                    Decision::Escalate { .. } => Outcome::Escalated,
                 },
             })
             .collect();
@@ -466,7 +565,13 @@ impl Remediator {
         let ctx = DecideContext {
             policy: &self.options.policy,
             state,
-            writes_remaining: self.options.policy.limits.max_writes_per_run.saturating_sub(done),
+            writes_remaining: self
+                .options
+                .policy
+                .limits
+                .max_writes_per_run
+                .saturating_sub(done),
+            restorations: &state.restorations,
         };
         plan::decide(findings, &ctx)
     }
@@ -474,7 +579,9 @@ impl Remediator {
     fn reserve_write(&self) -> bool {
         let max = self.options.policy.limits.max_writes_per_run;
         self.writes_done
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -487,18 +594,35 @@ impl Remediator {
     ) -> Vec<ActionReport> {
         let mut reports = Vec::new();
         if plan.grants().next().is_some() {
-            reports.extend(self.apply_grants(&info.project_id, state, findings, plan).await);
+            reports.extend(
+                self.apply_grants(&info.project_id, state, findings, plan)
+                    .await,
+            );
         }
-        for action in plan.actions.iter().filter(|a| !matches!(a, Action::Grant { .. })) {
+        for action in plan
+            .actions
+            .iter()
+            .filter(|a| !matches!(a, Action::Grant { .. }))
+        {
             let result = match action {
-                Action::EnableService { service } => self.gcp.enable_service(&info.project_id, service).await,
-                Action::EnableServiceAccount { email } => self.gcp.enable_service_account(email).await,
-                Action::UndeleteServiceAccount { unique_id, .. } => self.gcp.undelete_service_account(unique_id).await,
+                Action::EnableService { service } => {
+                    self.gcp.enable_service(&info.project_id, service).await
+                }
+                Action::EnableServiceAccount { email } => {
+                    self.gcp.enable_service_account(email).await
+                }
+                Action::UndeleteServiceAccount { unique_id, .. } => {
+                    self.gcp.undelete_service_account(unique_id).await
+                }
                 Action::Grant { .. } => continue,
             };
             reports.push(ActionReport {
                 action: action.clone(),
-                outcome: if result.is_ok() { Outcome::Restored } else { Outcome::Failed },
+                outcome: if result.is_ok() {
+                    Outcome::Restored
+                } else {
+                    Outcome::Failed
+                },
                 etag_before: None,
                 etag_after: None,
                 attempts: 1,
@@ -518,25 +642,31 @@ impl Remediator {
         findings: &mut Vec<Finding>,
         plan: &mut Plan,
     ) -> Vec<ActionReport> {
-        let first_grants: Vec<Action> = plan.actions.iter().filter(|a| matches!(a, Action::Grant { .. })).cloned().collect();
+        let first_grants: Vec<Action> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Grant { .. }))
+            .cloned()
+            .collect();
         let etag_before = state.policy.etag.clone();
         let max_attempts = self.options.policy.limits.max_write_attempts.max(1);
         let mut attempt = 0;
         let mut reserved = false;
-        let report = |outcome, etag_after: Option<String>, attempts, error: Option<(String, bool)>| {
-            first_grants
-                .iter()
-                .map(|a| ActionReport {
-                    action: a.clone(),
-                    outcome,
-                    etag_before: etag_before.clone(),
-                    etag_after: etag_after.clone(),
-                    attempts,
-                    error: error.as_ref().map(|(e, _)| e.clone()),
-                    retryable: error.as_ref().is_some_and(|(_, r)| *r),
-                })
-                .collect::<Vec<_>>()
-        };
+        let report =
+            |outcome, etag_after: Option<String>, attempts, error: Option<(String, bool)>| {
+                first_grants
+                    .iter()
+                    .map(|a| ActionReport {
+                        action: a.clone(),
+                        outcome,
+                        etag_before: etag_before.clone(),
+                        etag_after: etag_after.clone(),
+                        attempts,
+                        error: error.as_ref().map(|(e, _)| e.clone()),
+                        retryable: error.as_ref().is_some_and(|(_, r)| *r),
+                    })
+                    .collect::<Vec<_>>()
+            };
         loop {
             attempt += 1;
             let mut desired = state.policy.clone();
@@ -553,13 +683,17 @@ impl Remediator {
                     Outcome::NotAllowed,
                     None,
                     attempt,
-                    Some(("the run's write limit (limits.max_writes_per_run) is reached".to_owned(), false)),
+                    Some((
+                        "the run's write limit (limits.max_writes_per_run) is reached".to_owned(),
+                        false,
+                    )),
                 );
             }
             reserved = true;
             match self.gcp.set_project_iam_policy(project, &desired).await {
                 Ok(written) => {
-                    let grants: Vec<(Role, Member)> = plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
+                    let grants: Vec<(Role, Member)> =
+                        plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
                     return match self.confirm(project, &grants).await {
                         Ok(()) => report(Outcome::Restored, written.etag, attempt, None),
                         Err(e) => report(Outcome::Failed, written.etag, attempt, Some((e, true))),
@@ -568,10 +702,19 @@ impl Remediator {
                 Err(e) if e.is_conflict() && attempt < max_attempts => {
                     tracing::info!(%project, attempt, "policy changed concurrently; re-reading and re-planning");
                     tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
-                    match self.gcp.get_iam_policy(&ResourceRef::Project(project.clone())).await {
+                    match self
+                        .gcp
+                        .get_iam_policy(&ResourceRef::Project(project.clone()))
+                        .await
+                    {
                         Ok(p) => state.policy = p,
                         Err(e) => {
-                            return report(Outcome::Failed, None, attempt, Some((e.to_string(), e.is_transient())));
+                            return report(
+                                Outcome::Failed,
+                                None,
+                                attempt,
+                                Some((e.to_string(), e.is_transient())),
+                            );
                         }
                     }
                     *findings = self.evaluate(state).await;
@@ -584,12 +727,22 @@ impl Remediator {
                         Outcome::Failed,
                         None,
                         attempt,
-                        Some((format!("gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})"), true)),
+                        Some((
+                            format!(
+                                "gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})"
+                            ),
+                            true,
+                        )),
                     );
                 }
                 Err(e) => {
                     self.writes_done.fetch_sub(1, Ordering::SeqCst);
-                    return report(Outcome::Failed, None, attempt, Some((e.to_string(), e.is_transient())));
+                    return report(
+                        Outcome::Failed,
+                        None,
+                        attempt,
+                        Some((e.to_string(), e.is_transient())),
+                    );
                 }
             }
         }
@@ -604,17 +757,25 @@ impl Remediator {
                 tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
             }
             match self.gcp.get_iam_policy(&resource).await {
-                Ok(p) if grants.iter().all(|(r, m)| p.grants_unconditionally(r, m)) => return Ok(()),
+                Ok(p) if grants.iter().all(|(r, m)| p.grants_unconditionally(r, m)) => {
+                    return Ok(());
+                }
                 Ok(_) => last = "the new binding is not visible yet".to_owned(),
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(format!("write not confirmed by reading the policy back: {last}"))
+        Err(format!(
+            "write not confirmed by reading the policy back: {last}"
+        ))
     }
 }
 
 fn ancestor_error(message: String) -> ApiError {
-    ApiError::Transport { api: crate::gcp::Api::ResourceManager, method: "ancestors", message }
+    ApiError::Transport {
+        api: crate::gcp::Api::ResourceManager,
+        method: "ancestors",
+        message,
+    }
 }
 
 /// Counts used by the scan summary.
@@ -636,13 +797,20 @@ pub struct Summary {
 
 /// Summarises reports.
 pub fn summarize(reports: &[ProjectReport]) -> Summary {
-    let mut s = Summary { projects: reports.len(), ..Default::default() };
+    let mut s = Summary {
+        projects: reports.len(),
+        ..Default::default()
+    };
     for r in reports {
         s.gke_projects += usize::from(r.gke);
         s.errors += usize::from(r.error.is_some());
         for f in &r.findings {
-            *s.by_status.entry(f.finding.status.as_str().to_owned()).or_default() += 1;
-            *s.by_outcome.entry(f.outcome.as_str().to_owned()).or_default() += 1;
+            *s.by_status
+                .entry(f.finding.status.as_str().to_owned())
+                .or_default() += 1;
+            *s.by_outcome
+                .entry(f.outcome.as_str().to_owned())
+                .or_default() += 1;
             if f.finding.requirement == RequirementId::NodeSaPermissions
                 && f.finding.status == Status::Missing
                 && let Some(p) = &f.finding.principal

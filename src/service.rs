@@ -96,7 +96,11 @@ struct Recent {
 
 impl Recent {
     fn new(cap: usize) -> Self {
-        Self { set: HashSet::new(), order: VecDeque::new(), cap }
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+            cap,
+        }
     }
 
     fn contains(&self, key: &str) -> bool {
@@ -151,7 +155,11 @@ pub struct Engine {
 impl Engine {
     /// A new engine. `publisher` is `None` when no notifications topic is configured (notifications are
     /// then only logged).
-    pub fn new(gcp: Gcp, config: EngineConfig, publisher: Option<Arc<NotificationPublisher>>) -> Arc<Self> {
+    pub fn new(
+        gcp: Gcp,
+        config: EngineConfig,
+        publisher: Option<Arc<NotificationPublisher>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             gcp,
             config,
@@ -179,7 +187,11 @@ impl Engine {
     }
 
     /// Handles one Pub/Sub message end to end.
-    pub async fn handle(self: &Arc<Self>, message: &intake::Message, trace_id: Option<&str>) -> Verdict {
+    pub async fn handle(
+        self: &Arc<Self>,
+        message: &intake::Message,
+        trace_id: Option<&str>,
+    ) -> Verdict {
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         let id = message.message_id.clone();
         if !id.is_empty() && self.handled.lock().await.contains(&id) {
@@ -201,7 +213,11 @@ impl Engine {
         verdict
     }
 
-    async fn handle_inner(self: &Arc<Self>, message: &intake::Message, trace_id: Option<&str>) -> Verdict {
+    async fn handle_inner(
+        self: &Arc<Self>,
+        message: &intake::Message,
+        trace_id: Option<&str>,
+    ) -> Verdict {
         let hints = match intake::classify(message) {
             Ok(Classification::Hints(h)) => h,
             Ok(Classification::Ignored { reason }) => {
@@ -242,9 +258,15 @@ impl Engine {
 
     async fn resolve(&self, scope: &Scope) -> Result<Vec<ProjectInfo>, ApiError> {
         let roots: Vec<ResourceRef> = match scope {
-            Scope::Project(key) => return Ok(vec![self.gcp.get_project_by_id_or_number(key).await?]),
-            Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}")).into_iter().collect(),
-            Scope::Organization(id) => ResourceRef::parse(&format!("organizations/{id}")).into_iter().collect(),
+            Scope::Project(key) => {
+                return Ok(vec![self.gcp.get_project_by_id_or_number(key).await?]);
+            }
+            Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}"))
+                .into_iter()
+                .collect(),
+            Scope::Organization(id) => ResourceRef::parse(&format!("organizations/{id}"))
+                .into_iter()
+                .collect(),
             Scope::Configured => self.config.sweep_scope.clone(),
         };
         let mut out = Vec::new();
@@ -266,8 +288,17 @@ impl Engine {
                 return Verdict::Ack;
             }
         };
-        let delay = if hint.is_removal { Duration::from_secs(self.config.policy.grace_seconds) } else { Duration::ZERO };
-        let runs = futures::future::join_all(projects.iter().map(|p| self.run_coalesced(p.clone(), delay))).await;
+        let delay = if hint.is_removal {
+            Duration::from_secs(self.config.policy.grace_seconds)
+        } else {
+            Duration::ZERO
+        };
+        let runs = futures::future::join_all(
+            projects
+                .iter()
+                .map(|p| self.run_coalesced(p.clone(), delay)),
+        )
+        .await;
         let mut verdict = Verdict::Ack;
         for report in runs {
             if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id).await {
@@ -293,12 +324,20 @@ impl Engine {
                 }
                 None => {
                     let (tx, _) = watch::channel(None);
-                    let b = Arc::new(std::sync::Mutex::new(Batch { info, not_before, done: tx }));
+                    let b = Arc::new(std::sync::Mutex::new(Batch {
+                        info,
+                        not_before,
+                        done: tx,
+                    }));
                     slot.next = Some(b.clone());
                     b
                 }
             };
-            let rx = batch.lock().unwrap_or_else(|e| e.into_inner()).done.subscribe();
+            let rx = batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .done
+                .subscribe();
             if !slot.running {
                 slot.running = true;
                 let engine = self.clone();
@@ -330,7 +369,9 @@ impl Engine {
         loop {
             let batch = {
                 let mut slots = self.slots.lock().await;
-                let Some(slot) = slots.get_mut(&key) else { return };
+                let Some(slot) = slots.get_mut(&key) else {
+                    return;
+                };
                 match &slot.next {
                     Some(b) => b.clone(),
                     None => {
@@ -358,17 +399,31 @@ impl Engine {
             let mut options = Options::new(self.config.policy.clone());
             options.apply = true;
             options.troubleshooter = self.config.troubleshooter;
+            options.self_email = self.config.self_email.clone();
             let remediator = Remediator::new(self.gcp.clone(), options);
             let report = Arc::new(remediator.remediate(&info).await);
-            let _ = batch.lock().unwrap_or_else(|e| e.into_inner()).done.send(Some(report));
+            let _ = batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .done
+                .send(Some(report));
         }
     }
 
     /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.
-    async fn conclude(&self, report: &ProjectReport, hint: &Hint, trace_id: Option<&str>) -> Verdict {
+    async fn conclude(
+        &self,
+        report: &ProjectReport,
+        hint: &Hint,
+        trace_id: Option<&str>,
+    ) -> Verdict {
         if let Some(e) = &report.error {
             tracing::error!(project = %report.project_id, error = %e, "project check failed");
-            return if report.retryable { Verdict::Retry(e.clone()) } else { Verdict::Ack };
+            return if report.retryable {
+                Verdict::Retry(e.clone())
+            } else {
+                Verdict::Ack
+            };
         }
         let mode = self.config.policy.mode.as_str();
         let evidence = evidence_of(hint);
@@ -402,8 +457,16 @@ impl Engine {
                 }
             }
         }
-        if let Some(a) = report.actions.iter().find(|a| a.outcome == Outcome::Failed && a.retryable) {
-            verdict = Verdict::Retry(a.error.clone().unwrap_or_else(|| "a restore failed".to_owned()));
+        if let Some(a) = report
+            .actions
+            .iter()
+            .find(|a| a.outcome == Outcome::Failed && a.retryable)
+        {
+            verdict = Verdict::Retry(
+                a.error
+                    .clone()
+                    .unwrap_or_else(|| "a restore failed".to_owned()),
+            );
         }
         if let Some(rec) = &hint.evidence.recommendation {
             self.mark_recommendation(&rec.name, report).await;
@@ -417,9 +480,14 @@ impl Engine {
         if self.config.policy.mode != Mode::Enforce {
             return;
         }
-        let node: Vec<_> =
-            report.findings.iter().filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions).collect();
-        let fixed = node.iter().all(|f| matches!(f.outcome, Outcome::Healthy | Outcome::Restored));
+        let node: Vec<_> = report
+            .findings
+            .iter()
+            .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
+            .collect();
+        let fixed = node
+            .iter()
+            .all(|f| matches!(f.outcome, Outcome::Healthy | Outcome::Restored));
         let failed = node.iter().any(|f| f.outcome == Outcome::Failed);
         if !fixed && !failed {
             return; // Not allowed or needs review: leave it active for a person.
@@ -430,9 +498,19 @@ impl Engine {
                 return Ok(());
             }
             let meta = [("remediator", "gke-iam-remediator")];
-            let claimed = self.gcp.mark_recommendation(name, RecommendationMark::Claimed, &rec.etag, &meta).await?;
-            let verb = if fixed { RecommendationMark::Succeeded } else { RecommendationMark::Failed };
-            self.gcp.mark_recommendation(name, verb, &claimed.etag, &meta).await.map(|_| ())
+            let claimed = self
+                .gcp
+                .mark_recommendation(name, RecommendationMark::Claimed, &rec.etag, &meta)
+                .await?;
+            let verb = if fixed {
+                RecommendationMark::Succeeded
+            } else {
+                RecommendationMark::Failed
+            };
+            self.gcp
+                .mark_recommendation(name, verb, &claimed.etag, &meta)
+                .await
+                .map(|_| ())
         }
         .await;
         if let Err(e) = result {
@@ -444,7 +522,10 @@ impl Engine {
 fn evidence_of(hint: &Hint) -> Evidence {
     let e = &hint.evidence;
     Evidence {
-        source: serde_json::to_value(e.source).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        source: serde_json::to_value(e.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         actor: e.actor.clone(),
         method: e.method.clone(),
         insert_id: e.insert_id.clone(),

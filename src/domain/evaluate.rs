@@ -9,9 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::iam::{Member, MemberKind, Policy, ResourceRef, Role, ServiceAccountEmail};
-use super::requirements::{
-    self as req, CONTAINER_API, NODE_SA_PERMISSIONS, RequirementId,
-};
+use super::requirements::{self as req, CONTAINER_API, NODE_SA_PERMISSIONS, RequirementId};
 use super::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
 
 /// The verdict on one requirement for one principal.
@@ -71,7 +69,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(requirement: RequirementId, principal: Option<Member>, status: Status, detail: String) -> Self {
+    fn new(
+        requirement: RequirementId,
+        principal: Option<Member>,
+        status: Status,
+        detail: String,
+    ) -> Self {
         Self {
             requirement,
             principal,
@@ -113,11 +116,13 @@ pub fn node_service_accounts(state: &ProjectState) -> Vec<NodeServiceAccount> {
         let cluster_key = format!("{}/{}", cluster.location, cluster.name);
         let mut add = |raw: &str, pool: Option<&str>| {
             if let Some(email) = resolve(raw) {
-                let entry = by_email.entry(email.clone()).or_insert_with(|| NodeServiceAccount {
-                    email,
-                    clusters: BTreeSet::new(),
-                    node_pools: BTreeSet::new(),
-                });
+                let entry = by_email
+                    .entry(email.clone())
+                    .or_insert_with(|| NodeServiceAccount {
+                        email,
+                        clusters: BTreeSet::new(),
+                        node_pools: BTreeSet::new(),
+                    });
                 entry.clusters.insert(cluster_key.clone());
                 if let Some(pool) = pool {
                     entry.node_pools.insert(format!("{cluster_key}/{pool}"));
@@ -139,11 +144,16 @@ pub fn node_service_accounts(state: &ProjectState) -> Vec<NodeServiceAccount> {
 /// Roles whose definitions evaluation needs: roles of bindings that name a node service account or a
 /// group, on the project and its ancestors.
 pub fn roles_needed(state: &ProjectState) -> BTreeSet<Role> {
-    let accounts: Vec<ServiceAccountEmail> = node_service_accounts(state).into_iter().map(|n| n.email).collect();
+    let accounts: Vec<ServiceAccountEmail> = node_service_accounts(state)
+        .into_iter()
+        .map(|n| n.email)
+        .collect();
     all_policies(state)
         .flat_map(|(_, p)| p.bindings.iter())
         .filter(|b| {
-            b.members.iter().any(|m| m.kind() == MemberKind::Group || accounts.iter().any(|a| m.is_service_account(a)))
+            b.members.iter().any(|m| {
+                m.kind() == MemberKind::Group || accounts.iter().any(|a| m.is_service_account(a))
+            })
         })
         .map(|b| b.role.clone())
         .collect()
@@ -160,7 +170,11 @@ pub fn is_gke_project(state: &ProjectState) -> bool {
 }
 
 /// Evaluates every requirement in `checks` for the project.
-pub fn evaluate(state: &ProjectState, roles: &RoleCatalog, checks: &BTreeSet<RequirementId>) -> Vec<Finding> {
+pub fn evaluate(
+    state: &ProjectState,
+    roles: &RoleCatalog,
+    checks: &BTreeSet<RequirementId>,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     let robot = req::gke_service_agent(&state.project_number);
     match state.container_api {
@@ -207,8 +221,14 @@ pub fn evaluate(state: &ProjectState, roles: &RoleCatalog, checks: &BTreeSet<Req
 
     for (id, email) in [
         (RequirementId::GkeServiceAgent, robot),
-        (RequirementId::GkeNodeServiceAgent, req::gke_node_service_agent(&state.project_number)),
-        (RequirementId::GoogleApisServiceAgent, req::google_apis_service_agent(&state.project_number)),
+        (
+            RequirementId::GkeNodeServiceAgent,
+            req::gke_node_service_agent(&state.project_number),
+        ),
+        (
+            RequirementId::GoogleApisServiceAgent,
+            req::google_apis_service_agent(&state.project_number),
+        ),
     ] {
         if checks.contains(&id) {
             findings.push(evaluate_role_binding(state, id, &email));
@@ -246,22 +266,41 @@ pub fn evaluate(state: &ProjectState, roles: &RoleCatalog, checks: &BTreeSet<Req
     findings
 }
 
-fn evaluate_existence(node_sa: &NodeServiceAccount, account: Option<&AccountState>, member: &Member) -> Finding {
+fn evaluate_existence(
+    node_sa: &NodeServiceAccount,
+    account: Option<&AccountState>,
+    member: &Member,
+) -> Finding {
     let email = &node_sa.email;
     let (status, detail) = match account {
         Some(AccountState::Active { .. }) => (Status::Ok, format!("{email} exists and is enabled")),
-        Some(AccountState::Disabled { .. }) => (Status::Missing, format!("{email} is disabled: nodes cannot authenticate")),
+        Some(AccountState::Disabled { .. }) => (
+            Status::Missing,
+            format!("{email} is disabled: nodes cannot authenticate"),
+        ),
         Some(AccountState::Deleted { unique_id }) => (
             Status::Missing,
             match unique_id {
-                Some(uid) => format!("{email} was deleted (unique id {uid}); it can be undeleted within 30 days"),
+                Some(uid) => format!(
+                    "{email} was deleted (unique id {uid}); it can be undeleted within 30 days"
+                ),
                 None => format!("{email} does not exist"),
             },
         ),
-        Some(AccountState::Unknown { reason }) => (Status::Unknown, format!("could not read {email}: {reason}")),
-        None => (Status::Unknown, format!("existence of {email} was not checked")),
+        Some(AccountState::Unknown { reason }) => {
+            (Status::Unknown, format!("could not read {email}: {reason}"))
+        }
+        None => (
+            Status::Unknown,
+            format!("existence of {email} was not checked"),
+        ),
     };
-    Finding::new(RequirementId::NodeSaExists, Some(member.clone()), status, detail)
+    Finding::new(
+        RequirementId::NodeSaExists,
+        Some(member.clone()),
+        status,
+        detail,
+    )
 }
 
 #[derive(Default)]
@@ -282,23 +321,34 @@ fn evaluate_permissions(
     for (resource, policy) in all_policies(state) {
         for binding in &policy.bindings {
             let direct = binding.members.iter().any(|m| m.is_service_account(email));
-            let via_group = binding.members.iter().any(|m| m.kind() == MemberKind::Group);
+            let via_group = binding
+                .members
+                .iter()
+                .any(|m| m.kind() == MemberKind::Group);
             if !direct && !via_group {
                 continue;
             }
             let relevant: Vec<String> = match roles.get(&binding.role) {
-                RoleLookup::Found(perms) => {
-                    NODE_SA_PERMISSIONS.iter().filter(|p| perms.contains(**p)).map(|p| p.to_string()).collect()
-                }
+                RoleLookup::Found(perms) => NODE_SA_PERMISSIONS
+                    .iter()
+                    .filter(|p| perms.contains(**p))
+                    .map(|p| p.to_string())
+                    .collect(),
                 RoleLookup::NotFound => Vec::new(),
                 RoleLookup::Unreadable(_) => {
-                    tally.unknown.extend(NODE_SA_PERMISSIONS.iter().map(|p| p.to_string()));
+                    tally
+                        .unknown
+                        .extend(NODE_SA_PERMISSIONS.iter().map(|p| p.to_string()));
                     Vec::new()
                 }
             };
             for perm in relevant {
                 if direct && binding.condition.is_none() {
-                    tally.granted.entry(perm).or_default().push(format!("{} on {resource}", binding.role));
+                    tally
+                        .granted
+                        .entry(perm)
+                        .or_default()
+                        .push(format!("{} on {resource}", binding.role));
                 } else if direct {
                     tally.conditional.insert(perm);
                 } else {
@@ -333,16 +383,30 @@ fn evaluate_permissions(
         }
         (Status::Missing, d)
     } else if !conditional.is_empty() {
-        (Status::Conditional, format!("{email} holds {} only under an IAM condition", conditional.join(", ")))
+        (
+            Status::Conditional,
+            format!(
+                "{email} holds {} only under an IAM condition",
+                conditional.join(", ")
+            ),
+        )
     } else if !unknown.is_empty() {
         (
             Status::Unknown,
-            format!("{email} may hold {} only through a group or an unreadable role", unknown.join(", ")),
+            format!(
+                "{email} may hold {} only through a group or an unreadable role",
+                unknown.join(", ")
+            ),
         )
     } else {
         (Status::Ok, format!("{email} holds every node permission"))
     };
-    let mut f = Finding::new(RequirementId::NodeSaPermissions, Some(member), status, detail);
+    let mut f = Finding::new(
+        RequirementId::NodeSaPermissions,
+        Some(member),
+        status,
+        detail,
+    );
     f.missing_permissions = missing;
     f.conditional_permissions = conditional;
     f.unknown_permissions = unknown;
@@ -350,13 +414,23 @@ fn evaluate_permissions(
     f
 }
 
-fn evaluate_role_binding(state: &ProjectState, id: RequirementId, email: &ServiceAccountEmail) -> Finding {
-    let role = id.restore_role().expect("agent requirements are restored by a role");
+fn evaluate_role_binding(
+    state: &ProjectState,
+    id: RequirementId,
+    email: &ServiceAccountEmail,
+) -> Finding {
+    let role = id
+        .restore_role()
+        .expect("agent requirements are restored by a role");
     let member = Member::service_account(email);
     let mut via = Vec::new();
     let mut conditional = false;
     for (resource, policy) in all_policies(state) {
-        for b in policy.bindings.iter().filter(|b| b.role == role && b.members.contains(&member)) {
+        for b in policy
+            .bindings
+            .iter()
+            .filter(|b| b.role == role && b.members.contains(&member))
+        {
             if b.condition.is_none() {
                 via.push(format!("{role} on {resource}"));
             } else {
@@ -367,7 +441,10 @@ fn evaluate_role_binding(state: &ProjectState, id: RequirementId, email: &Servic
     let (status, detail) = if !via.is_empty() {
         (Status::Ok, format!("{email} holds {role}"))
     } else if conditional {
-        (Status::Conditional, format!("{email} holds {role} only under an IAM condition"))
+        (
+            Status::Conditional,
+            format!("{email} holds {role} only under an IAM condition"),
+        )
     } else {
         (Status::Missing, format!("{email} lacks the binding {role}"))
     };

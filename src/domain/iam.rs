@@ -22,7 +22,11 @@ pub struct NameError {
 }
 
 fn name_error(kind: &'static str, value: &str, reason: &'static str) -> NameError {
-    NameError { kind, value: value.to_owned(), reason }
+    NameError {
+        kind,
+        value: value.to_owned(),
+        reason,
+    }
 }
 
 macro_rules! string_newtype {
@@ -63,13 +67,19 @@ impl Role {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         let ok = match value.split('/').collect::<Vec<_>>().as_slice() {
             ["roles", id] => !id.is_empty(),
-            ["projects" | "organizations", parent, "roles", id] => !parent.is_empty() && !id.is_empty(),
+            ["projects" | "organizations", parent, "roles", id] => {
+                !parent.is_empty() && !id.is_empty()
+            }
             _ => false,
         };
         if ok && !value.contains(char::is_whitespace) {
             Ok(Self(value.to_owned()))
         } else {
-            Err(name_error("role", value, "expected roles/ID, projects/P/roles/ID or organizations/O/roles/ID"))
+            Err(name_error(
+                "role",
+                value,
+                "expected roles/ID, projects/P/roles/ID or organizations/O/roles/ID",
+            ))
         }
     }
 
@@ -80,7 +90,10 @@ impl Role {
 
     /// True for the basic roles `roles/owner`, `roles/editor` and `roles/viewer`.
     pub fn is_basic(&self) -> bool {
-        matches!(self.0.as_str(), "roles/owner" | "roles/editor" | "roles/viewer")
+        matches!(
+            self.0.as_str(),
+            "roles/owner" | "roles/editor" | "roles/viewer"
+        )
     }
 }
 
@@ -131,7 +144,11 @@ impl Member {
         if known_prefix || value == "allUsers" || value == "allAuthenticatedUsers" {
             Ok(Self(value.to_owned()))
         } else {
-            Err(name_error("member", value, "expected a prefix such as serviceAccount:, user: or group:"))
+            Err(name_error(
+                "member",
+                value,
+                "expected a prefix such as serviceAccount:, user: or group:",
+            ))
         }
     }
 
@@ -191,13 +208,20 @@ impl ServiceAccountEmail {
             {
                 Ok(Self(value.to_ascii_lowercase()))
             }
-            _ => Err(name_error("service account email", value, "expected NAME@DOMAIN")),
+            _ => Err(name_error(
+                "service account email",
+                value,
+                "expected NAME@DOMAIN",
+            )),
         }
     }
 
     /// The Compute Engine default service account of a project, which node pools name as `"default"`.
     pub fn compute_default(number: &ProjectNumber) -> Self {
-        Self(format!("{}-compute@developer.gserviceaccount.com", number.as_str()))
+        Self(format!(
+            "{}-compute@developer.gserviceaccount.com",
+            number.as_str()
+        ))
     }
 }
 
@@ -213,11 +237,17 @@ impl ProjectId {
         let id = value.rsplit(':').next().unwrap_or(value);
         let ok = (1..=63).contains(&id.len())
             && id.starts_with(|c: char| c.is_ascii_lowercase())
-            && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if ok {
             Ok(Self(value.to_owned()))
         } else {
-            Err(name_error("project id", value, "expected lower-case letters, digits and hyphens"))
+            Err(name_error(
+                "project id",
+                value,
+                "expected lower-case letters, digits and hyphens",
+            ))
         }
     }
 }
@@ -233,7 +263,11 @@ impl ProjectNumber {
         if !value.is_empty() && value.len() <= 20 && value.bytes().all(|b| b.is_ascii_digit()) {
             Ok(Self(value.to_owned()))
         } else {
-            Err(name_error("project number", value, "expected decimal digits"))
+            Err(name_error(
+                "project number",
+                value,
+                "expected decimal digits",
+            ))
         }
     }
 }
@@ -254,9 +288,17 @@ impl ResourceRef {
     pub fn parse(value: &str) -> Result<Self, NameError> {
         match value.split_once('/') {
             Some(("projects", id)) => Ok(Self::Project(ProjectId::parse(id)?)),
-            Some(("folders", id)) if ProjectNumber::parse(id).is_ok() => Ok(Self::Folder(id.to_owned())),
-            Some(("organizations", id)) if ProjectNumber::parse(id).is_ok() => Ok(Self::Organization(id.to_owned())),
-            _ => Err(name_error("resource", value, "expected projects/ID, folders/N or organizations/N")),
+            Some(("folders", id)) if ProjectNumber::parse(id).is_ok() => {
+                Ok(Self::Folder(id.to_owned()))
+            }
+            Some(("organizations", id)) if ProjectNumber::parse(id).is_ok() => {
+                Ok(Self::Organization(id.to_owned()))
+            }
+            _ => Err(name_error(
+                "resource",
+                value,
+                "expected projects/ID, folders/N or organizations/N",
+            )),
         }
     }
 }
@@ -353,7 +395,11 @@ impl Policy {
         if self.grants_unconditionally(role, member) {
             return false;
         }
-        match self.bindings.iter_mut().find(|b| b.condition.is_none() && &b.role == role) {
+        match self
+            .bindings
+            .iter_mut()
+            .find(|b| b.condition.is_none() && &b.role == role)
+        {
             Some(binding) => binding.members.push(member.clone()),
             None => self.bindings.push(Binding {
                 role: role.clone(),
@@ -392,10 +438,18 @@ mod tests {
                 Binding {
                     role: role.clone(),
                     members: vec![a.clone()],
-                    condition: Some(Condition { expression: "true".into(), ..Default::default() }),
+                    condition: Some(Condition {
+                        expression: "true".into(),
+                        ..Default::default()
+                    }),
                     other: Map::new(),
                 },
-                Binding { role: role.clone(), members: vec![a.clone()], condition: None, other: Map::new() },
+                Binding {
+                    role: role.clone(),
+                    members: vec![a.clone()],
+                    condition: None,
+                    other: Map::new(),
+                },
             ],
             ..Default::default()
         };
@@ -407,9 +461,13 @@ mod tests {
 
     #[test]
     fn deleted_service_account_members_are_understood() {
-        let m = Member::parse("deleted:serviceAccount:gke@p.iam.gserviceaccount.com?uid=123").unwrap();
+        let m =
+            Member::parse("deleted:serviceAccount:gke@p.iam.gserviceaccount.com?uid=123").unwrap();
         assert_eq!(m.kind(), MemberKind::Deleted);
-        assert_eq!(m.deleted_service_account(), Some(("gke@p.iam.gserviceaccount.com", "123")));
+        assert_eq!(
+            m.deleted_service_account(),
+            Some(("gke@p.iam.gserviceaccount.com", "123"))
+        );
     }
 
     #[test]

@@ -8,10 +8,15 @@ use proptest::prelude::*;
 use serde_json::Map;
 
 use super::evaluate::{self, Status};
-use super::iam::{Binding, Condition, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role, ServiceAccountEmail};
+use super::iam::{
+    Binding, Condition, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role,
+    ServiceAccountEmail,
+};
 use super::plan::{self, Action, DecideContext, Decision};
 use super::requirements::{self as req, RequirementId, restorable_roles};
-use super::state::{AccountState, ApiState, Cluster, NodePool, ProjectState, RoleCatalog, RoleLookup};
+use super::state::{
+    AccountState, ApiState, Cluster, NodePool, ProjectState, RoleCatalog, RoleLookup,
+};
 use crate::config::{Mode, RemediationPolicy};
 
 const NUMBER: &str = "100000000001";
@@ -36,8 +41,12 @@ fn member_pool() -> Vec<String> {
             }
         })
         .collect();
-    m.push(format!("serviceAccount:service-{NUMBER}@container-engine-robot.iam.gserviceaccount.com"));
-    m.push(format!("serviceAccount:service-{NUMBER}@gcp-sa-gkenode.iam.gserviceaccount.com"));
+    m.push(format!(
+        "serviceAccount:service-{NUMBER}@container-engine-robot.iam.gserviceaccount.com"
+    ));
+    m.push(format!(
+        "serviceAccount:service-{NUMBER}@gcp-sa-gkenode.iam.gserviceaccount.com"
+    ));
     m.push("user:alice@example.com".to_owned());
     m.push("group:gke-admins@example.com".to_owned());
     m.push("deleted:serviceAccount:gke-b@demo-project.iam.gserviceaccount.com?uid=42".to_owned());
@@ -59,21 +68,48 @@ fn role_pool() -> Vec<&'static str> {
 }
 
 fn catalog() -> RoleCatalog {
-    let node: BTreeSet<String> = req::NODE_SA_PERMISSIONS.iter().map(|s| s.to_string()).collect();
+    let node: BTreeSet<String> = req::NODE_SA_PERMISSIONS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut c = RoleCatalog::default();
     let set = |v: &[&str]| RoleLookup::Found(v.iter().map(|s| s.to_string()).collect());
-    c.insert(Role::parse(req::ROLE_DEFAULT_NODE_SA).unwrap(), RoleLookup::Found(node.clone()));
-    c.insert(Role::parse(req::ROLE_GKE_NODE_SERVICE_AGENT).unwrap(), RoleLookup::Found(node.clone()));
-    c.insert(Role::parse(req::ROLE_GKE_SERVICE_AGENT).unwrap(), RoleLookup::Found(node.clone()));
-    c.insert(Role::parse("roles/logging.logWriter").unwrap(), set(&["logging.logEntries.create"]));
+    c.insert(
+        Role::parse(req::ROLE_DEFAULT_NODE_SA).unwrap(),
+        RoleLookup::Found(node.clone()),
+    );
+    c.insert(
+        Role::parse(req::ROLE_GKE_NODE_SERVICE_AGENT).unwrap(),
+        RoleLookup::Found(node.clone()),
+    );
+    c.insert(
+        Role::parse(req::ROLE_GKE_SERVICE_AGENT).unwrap(),
+        RoleLookup::Found(node.clone()),
+    );
+    c.insert(
+        Role::parse("roles/logging.logWriter").unwrap(),
+        set(&["logging.logEntries.create"]),
+    );
     c.insert(
         Role::parse("roles/monitoring.metricWriter").unwrap(),
-        set(&["monitoring.timeSeries.create", "monitoring.metricDescriptors.create"]),
+        set(&[
+            "monitoring.timeSeries.create",
+            "monitoring.metricDescriptors.create",
+        ]),
     );
-    c.insert(Role::parse("roles/viewer").unwrap(), set(&["resourcemanager.projects.get"]));
+    c.insert(
+        Role::parse("roles/viewer").unwrap(),
+        set(&["resourcemanager.projects.get"]),
+    );
     c.insert(Role::parse("roles/owner").unwrap(), RoleLookup::Found(node));
-    c.insert(Role::parse("projects/demo-project/roles/nodeLogger").unwrap(), set(&["logging.logEntries.create"]));
-    c.insert(Role::parse("roles/deleted.role").unwrap(), RoleLookup::NotFound);
+    c.insert(
+        Role::parse("projects/demo-project/roles/nodeLogger").unwrap(),
+        set(&["logging.logEntries.create"]),
+    );
+    c.insert(
+        Role::parse("roles/deleted.role").unwrap(),
+        RoleLookup::NotFound,
+    );
     c
 }
 
@@ -106,13 +142,21 @@ fn binding_strategy() -> impl Strategy<Value = Binding> {
 }
 
 fn policy_strategy() -> impl Strategy<Value = Policy> {
-    (proptest::collection::vec(binding_strategy(), 0..8), any::<bool>()).prop_map(|(bindings, audit)| Policy {
-        version: 3,
-        etag: Some("BwYAAAAAAAA=".to_owned()),
-        bindings,
-        audit_configs: if audit { vec![serde_json::json!({"service": "allServices"})] } else { Vec::new() },
-        other: Map::new(),
-    })
+    (
+        proptest::collection::vec(binding_strategy(), 0..8),
+        any::<bool>(),
+    )
+        .prop_map(|(bindings, audit)| Policy {
+            version: 3,
+            etag: Some("BwYAAAAAAAA=".to_owned()),
+            bindings,
+            audit_configs: if audit {
+                vec![serde_json::json!({"service": "allServices"})]
+            } else {
+                Vec::new()
+            },
+            other: Map::new(),
+        })
 }
 
 fn state_strategy() -> impl Strategy<Value = ProjectState> {
@@ -133,7 +177,10 @@ fn state_strategy() -> impl Strategy<Value = ProjectState> {
                     node_pools: if *autopilot {
                         Vec::new()
                     } else {
-                        vec![NodePool { name: "pool-1".to_owned(), service_account: sa_pool()[*sa].clone() }]
+                        vec![NodePool {
+                            name: "pool-1".to_owned(),
+                            service_account: sa_pool()[*sa].clone(),
+                        }]
                     },
                     autoprovisioning_service_account: autopilot.then(|| sa_pool()[*sa].clone()),
                 })
@@ -142,30 +189,46 @@ fn state_strategy() -> impl Strategy<Value = ProjectState> {
                 project_id: ProjectId::parse("demo-project").unwrap(),
                 project_number: ProjectNumber::parse(NUMBER).unwrap(),
                 folders: vec!["111".to_owned()],
-                container_api: if enabled { ApiState::Enabled } else { ApiState::Disabled },
+                container_api: if enabled {
+                    ApiState::Enabled
+                } else {
+                    ApiState::Disabled
+                },
                 clusters,
                 missing_zones: Vec::new(),
                 policy,
                 ancestors: vec![(ResourceRef::parse("folders/111").unwrap(), folder_policy)],
                 accounts: BTreeMap::new(),
                 troubleshooter: BTreeMap::new(),
+                restorations: BTreeMap::new(),
             };
             for sa in evaluate::node_service_accounts(&state) {
-                state.accounts.insert(sa.email, AccountState::Active { unique_id: Some("1".to_owned()) });
+                state.accounts.insert(
+                    sa.email,
+                    AccountState::Active {
+                        unique_id: Some("1".to_owned()),
+                    },
+                );
             }
             state
         })
 }
 
 fn remediation_policy_strategy() -> impl Strategy<Value = RemediationPolicy> {
-    (proptest::collection::btree_set(0..RequirementId::ALL.len(), 0..6), any::<bool>()).prop_map(|(ids, exempt)| {
-        RemediationPolicy {
+    (
+        proptest::collection::btree_set(0..RequirementId::ALL.len(), 0..6),
+        any::<bool>(),
+    )
+        .prop_map(|(ids, exempt)| RemediationPolicy {
             mode: Mode::Enforce,
             restore: ids.into_iter().map(|i| RequirementId::ALL[i]).collect(),
-            exempt_principals: if exempt { vec!["serviceAccount:gke-a@*".to_owned()] } else { Vec::new() },
+            exempt_principals: if exempt {
+                vec!["serviceAccount:gke-a@*".to_owned()]
+            } else {
+                Vec::new()
+            },
             ..RemediationPolicy::default()
-        }
-    })
+        })
 }
 
 fn all_checks() -> BTreeSet<RequirementId> {
@@ -173,8 +236,10 @@ fn all_checks() -> BTreeSet<RequirementId> {
 }
 
 fn derived_principals(state: &ProjectState) -> BTreeSet<Member> {
-    let mut out: BTreeSet<Member> =
-        evaluate::node_service_accounts(state).iter().map(|s| Member::service_account(&s.email)).collect();
+    let mut out: BTreeSet<Member> = evaluate::node_service_accounts(state)
+        .iter()
+        .map(|s| Member::service_account(&s.email))
+        .collect();
     for email in [
         req::gke_service_agent(&state.project_number),
         req::gke_node_service_agent(&state.project_number),
@@ -194,7 +259,7 @@ proptest! {
         policy in remediation_policy_strategy(),
     ) {
         let findings = evaluate::evaluate(&state, &catalog(), &all_checks());
-        let ctx = DecideContext { policy: &policy, state: &state, writes_remaining: 10 };
+        let ctx = DecideContext { policy: &policy, state: &state, writes_remaining: 10, restorations: &BTreeMap::new() };
         let plan = plan::decide(&findings, &ctx);
         let allowed = restorable_roles();
         let principals = derived_principals(&state);
@@ -230,12 +295,12 @@ proptest! {
         policy in remediation_policy_strategy(),
     ) {
         let findings = evaluate::evaluate(&state, &catalog(), &all_checks());
-        let ctx = DecideContext { policy: &policy, state: &state, writes_remaining: 10 };
+        let ctx = DecideContext { policy: &policy, state: &state, writes_remaining: 10, restorations: &BTreeMap::new() };
         let plan = plan::decide(&findings, &ctx);
         let mut next = state.clone();
         plan::apply_grants(&mut next.policy, &plan);
         let findings2 = evaluate::evaluate(&next, &catalog(), &all_checks());
-        let ctx2 = DecideContext { policy: &policy, state: &next, writes_remaining: 10 };
+        let ctx2 = DecideContext { policy: &policy, state: &next, writes_remaining: 10, restorations: &BTreeMap::new() };
         let plan2 = plan::decide(&findings2, &ctx2);
         prop_assert_eq!(plan2.grants().count(), 0, "second plan: {:?}", plan2.actions);
     }
@@ -246,7 +311,7 @@ proptest! {
         policy in remediation_policy_strategy(),
     ) {
         let findings = evaluate::evaluate(&state, &catalog(), &all_checks());
-        let ctx = DecideContext { policy: &policy, state: &state, writes_remaining: 10 };
+        let ctx = DecideContext { policy: &policy, state: &state, writes_remaining: 10, restorations: &BTreeMap::new() };
         let plan = plan::decide(&findings, &ctx);
         if findings.iter().all(|f| f.status == Status::Ok) {
             prop_assert!(plan.is_empty());
@@ -277,10 +342,20 @@ fn simple_state(bindings: Vec<Binding>, folder: Vec<Binding>) -> ProjectState {
             autoprovisioning_service_account: None,
         }],
         missing_zones: Vec::new(),
-        policy: Policy { bindings, ..Default::default() },
-        ancestors: vec![(ResourceRef::parse("folders/111").unwrap(), Policy { bindings: folder, ..Default::default() })],
+        policy: Policy {
+            bindings,
+            ..Default::default()
+        },
+        ancestors: vec![(
+            ResourceRef::parse("folders/111").unwrap(),
+            Policy {
+                bindings: folder,
+                ..Default::default()
+            },
+        )],
         accounts: BTreeMap::new(),
         troubleshooter: BTreeMap::new(),
+        restorations: BTreeMap::new(),
     };
     state.accounts.insert(
         ServiceAccountEmail::parse("gke-a@demo-project.iam.gserviceaccount.com").unwrap(),
@@ -293,7 +368,10 @@ fn bind(role: &str, member: &str, condition: bool) -> Binding {
     Binding {
         role: Role::parse(role).unwrap(),
         members: vec![Member::parse(member).unwrap()],
-        condition: condition.then(|| Condition { expression: "true".to_owned(), ..Default::default() }),
+        condition: condition.then(|| Condition {
+            expression: "true".to_owned(),
+            ..Default::default()
+        }),
         other: Map::new(),
     }
 }
@@ -312,7 +390,11 @@ fn an_inherited_grant_from_a_folder_counts_as_granted() {
     let state = simple_state(vec![], vec![bind(req::ROLE_DEFAULT_NODE_SA, NODE, false)]);
     let f = node_finding(&state);
     assert_eq!(f.status, Status::Ok);
-    assert!(f.granted_via[0].contains("folders/111"), "{:?}", f.granted_via);
+    assert!(
+        f.granted_via[0].contains("folders/111"),
+        "{:?}",
+        f.granted_via
+    );
 }
 
 #[test]
@@ -320,14 +402,32 @@ fn a_conditional_grant_is_conditional_and_never_restored() {
     let state = simple_state(vec![bind(req::ROLE_DEFAULT_NODE_SA, NODE, true)], vec![]);
     let f = node_finding(&state);
     assert_eq!(f.status, Status::Conditional);
-    let policy = RemediationPolicy { mode: Mode::Enforce, ..Default::default() };
-    let plan = plan::decide(&[f], &DecideContext { policy: &policy, state: &state, writes_remaining: 5 });
+    let policy = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    let plan = plan::decide(
+        &[f],
+        &DecideContext {
+            policy: &policy,
+            state: &state,
+            writes_remaining: 5,
+            restorations: &BTreeMap::new(),
+        },
+    );
     assert!(plan.is_empty());
 }
 
 #[test]
 fn a_grant_through_a_group_is_unknown_not_missing() {
-    let state = simple_state(vec![bind(req::ROLE_DEFAULT_NODE_SA, "group:nodes@example.com", false)], vec![]);
+    let state = simple_state(
+        vec![bind(
+            req::ROLE_DEFAULT_NODE_SA,
+            "group:nodes@example.com",
+            false,
+        )],
+        vec![],
+    );
     let f = node_finding(&state);
     assert_eq!(f.status, Status::Unknown);
     assert_eq!(f.unknown_permissions.len(), 4);
@@ -345,18 +445,35 @@ fn split_roles_that_together_cover_every_permission_are_ok() {
     );
     let f = node_finding(&state);
     assert_eq!(f.status, Status::Missing);
-    assert_eq!(f.missing_permissions, vec!["autoscaling.sites.writeMetrics".to_owned()]);
+    assert_eq!(
+        f.missing_permissions,
+        vec!["autoscaling.sites.writeMetrics".to_owned()]
+    );
 }
 
 #[test]
 fn a_missing_node_sa_permission_plans_exactly_the_default_node_role() {
     let state = simple_state(vec![], vec![]);
     let f = node_finding(&state);
-    let policy = RemediationPolicy { mode: Mode::Enforce, ..Default::default() };
-    let plan = plan::decide(&[f], &DecideContext { policy: &policy, state: &state, writes_remaining: 5 });
+    let policy = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    let plan = plan::decide(
+        &[f],
+        &DecideContext {
+            policy: &policy,
+            state: &state,
+            writes_remaining: 5,
+            restorations: &BTreeMap::new(),
+        },
+    );
     assert_eq!(
         plan.actions,
-        vec![Action::Grant { role: Role::parse(req::ROLE_DEFAULT_NODE_SA).unwrap(), member: Member::parse(NODE).unwrap() }]
+        vec![Action::Grant {
+            role: Role::parse(req::ROLE_DEFAULT_NODE_SA).unwrap(),
+            member: Member::parse(NODE).unwrap()
+        }]
     );
 }
 
@@ -364,22 +481,59 @@ fn a_missing_node_sa_permission_plans_exactly_the_default_node_role() {
 fn a_deleted_node_sa_is_not_granted_anything() {
     let mut state = simple_state(vec![], vec![]);
     let email = ServiceAccountEmail::parse("gke-a@demo-project.iam.gserviceaccount.com").unwrap();
-    state.accounts.insert(email, AccountState::Deleted { unique_id: Some("42".to_owned()) });
+    state.accounts.insert(
+        email,
+        AccountState::Deleted {
+            unique_id: Some("42".to_owned()),
+        },
+    );
     let findings = evaluate::evaluate(&state, &catalog(), &all_checks());
-    let policy = RemediationPolicy { mode: Mode::Enforce, ..Default::default() };
-    let plan = plan::decide(&findings, &DecideContext { policy: &policy, state: &state, writes_remaining: 5 });
-    assert!(plan.grants().all(|(_, m)| m.as_str() != NODE), "{:?}", plan.actions);
+    let policy = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    let plan = plan::decide(
+        &findings,
+        &DecideContext {
+            policy: &policy,
+            state: &state,
+            writes_remaining: 5,
+            restorations: &BTreeMap::new(),
+        },
+    );
+    assert!(
+        plan.grants().all(|(_, m)| m.as_str() != NODE),
+        "{:?}",
+        plan.actions
+    );
 }
 
 #[test]
 fn a_policy_at_the_principal_limit_blocks_the_grant() {
-    let members: Vec<Member> =
-        (0..1500).map(|i| Member::parse(&format!("user:u{i}@example.com")).unwrap()).collect();
+    let members: Vec<Member> = (0..1500)
+        .map(|i| Member::parse(&format!("user:u{i}@example.com")).unwrap())
+        .collect();
     let mut state = simple_state(vec![], vec![]);
-    state.policy.bindings.push(Binding { role: Role::parse("roles/viewer").unwrap(), members, condition: None, other: Map::new() });
+    state.policy.bindings.push(Binding {
+        role: Role::parse("roles/viewer").unwrap(),
+        members,
+        condition: None,
+        other: Map::new(),
+    });
     let f = node_finding(&state);
-    let policy = RemediationPolicy { mode: Mode::Enforce, ..Default::default() };
-    let plan = plan::decide(&[f], &DecideContext { policy: &policy, state: &state, writes_remaining: 5 });
+    let policy = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    let plan = plan::decide(
+        &[f],
+        &DecideContext {
+            policy: &policy,
+            state: &state,
+            writes_remaining: 5,
+            restorations: &BTreeMap::new(),
+        },
+    );
     assert!(plan.is_empty());
     assert!(matches!(&plan.decisions[0], Decision::Blocked { reason } if reason.contains("1500")));
 }
@@ -390,4 +544,34 @@ fn missing_zones_make_the_result_incomplete_not_healthy() {
     state.missing_zones = vec!["us-east1-b".to_owned()];
     let findings = evaluate::evaluate(&state, &catalog(), &all_checks());
     assert!(findings.iter().any(|f| f.status == Status::Incomplete));
+}
+
+#[test]
+fn a_binding_restored_too_often_is_escalated_not_restored_again() {
+    let state = simple_state(vec![], vec![]);
+    let f = node_finding(&state);
+    let policy = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    let key = (
+        Role::parse(req::ROLE_DEFAULT_NODE_SA).unwrap(),
+        Member::parse(NODE).unwrap(),
+    );
+    let counts = BTreeMap::from([(key, policy.limits.max_restorations_per_binding)]);
+    let plan = plan::decide(
+        &[f],
+        &DecideContext {
+            policy: &policy,
+            state: &state,
+            writes_remaining: 5,
+            restorations: &counts,
+        },
+    );
+    assert!(plan.is_empty());
+    assert!(
+        matches!(&plan.decisions[0], Decision::Escalate { .. }),
+        "{:?}",
+        plan.decisions
+    );
 }

@@ -65,7 +65,10 @@ impl RequirementId {
 
     /// Restored automatically by the built-in default policy (the design's "default" column).
     pub fn restored_by_default(self) -> bool {
-        matches!(self, Self::NodeSaPermissions | Self::GkeServiceAgent | Self::GkeNodeServiceAgent)
+        matches!(
+            self,
+            Self::NodeSaPermissions | Self::GkeServiceAgent | Self::GkeNodeServiceAgent
+        )
     }
 }
 
@@ -79,10 +82,16 @@ impl FromStr for RequirementId {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
-            let known: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
-            format!("unknown requirement `{s}`, expected one of: {}", known.join(", "))
-        })
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|r| r.as_str()).collect();
+                format!(
+                    "unknown requirement `{s}`, expected one of: {}",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -108,17 +117,24 @@ pub const CONTAINER_API: &str = "container.googleapis.com";
 
 /// Every role this program may ever grant: the restore roles of the requirement list.
 pub fn restorable_roles() -> Vec<Role> {
-    RequirementId::ALL.iter().filter_map(|r| r.restore_role()).collect()
+    RequirementId::ALL
+        .iter()
+        .filter_map(|r| r.restore_role())
+        .collect()
 }
 
 /// `service-NUMBER@container-engine-robot.iam.gserviceaccount.com`.
 pub fn gke_service_agent(number: &ProjectNumber) -> ServiceAccountEmail {
-    agent(format!("service-{number}@container-engine-robot.iam.gserviceaccount.com"))
+    agent(format!(
+        "service-{number}@container-engine-robot.iam.gserviceaccount.com"
+    ))
 }
 
 /// `service-NUMBER@gcp-sa-gkenode.iam.gserviceaccount.com`.
 pub fn gke_node_service_agent(number: &ProjectNumber) -> ServiceAccountEmail {
-    agent(format!("service-{number}@gcp-sa-gkenode.iam.gserviceaccount.com"))
+    agent(format!(
+        "service-{number}@gcp-sa-gkenode.iam.gserviceaccount.com"
+    ))
 }
 
 /// `NUMBER@cloudservices.gserviceaccount.com`.
@@ -138,9 +154,17 @@ mod tests {
     fn requirement_ids_round_trip_through_their_names() {
         for id in RequirementId::ALL {
             assert_eq!(id.as_str().parse::<RequirementId>(), Ok(id));
-            assert_eq!(serde_json::to_value(id).unwrap(), serde_json::json!(id.as_str()));
+            assert_eq!(
+                serde_json::to_value(id).unwrap(),
+                serde_json::json!(id.as_str())
+            );
         }
-        assert!("owner".parse::<RequirementId>().unwrap_err().contains("node-sa-permissions"));
+        assert!(
+            "owner"
+                .parse::<RequirementId>()
+                .unwrap_err()
+                .contains("node-sa-permissions")
+        );
     }
 
     #[test]

@@ -95,7 +95,10 @@ impl RoleCatalog {
 
     /// The lookup for a role; a role never fetched is `Unreadable`.
     pub fn get(&self, role: &Role) -> RoleLookup {
-        self.roles.get(role).cloned().unwrap_or_else(|| RoleLookup::Unreadable("not fetched".to_owned()))
+        self.roles
+            .get(role)
+            .cloned()
+            .unwrap_or_else(|| RoleLookup::Unreadable("not fetched".to_owned()))
     }
 
     /// True if the role was fetched already.
@@ -138,4 +141,7 @@ pub struct ProjectState {
     pub accounts: BTreeMap<ServiceAccountEmail, AccountState>,
     /// Troubleshooter answers, when asked.
     pub troubleshooter: BTreeMap<(ServiceAccountEmail, String), Troubleshot>,
+    /// How often the remediator itself restored each (role, member) within the policy's window, read
+    /// from Cloud Audit Logs (shared by every instance). Empty when not read.
+    pub restorations: BTreeMap<(Role, super::iam::Member), u32>,
 }

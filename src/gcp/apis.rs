@@ -3,6 +3,7 @@
 //! Wire models follow the discovery documents (field names exactly as Google's); each method names
 //! the permission it needs so a 403 can say which one the caller lacks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -11,7 +12,7 @@ use serde_json::json;
 
 use super::client::{Call, Client};
 use super::error::{Api, ApiError};
-use crate::domain::iam::{Policy, ProjectId, ProjectNumber, ResourceRef, Role};
+use crate::domain::iam::{Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role};
 use crate::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
 
 /// A project as listed or fetched.
@@ -116,8 +117,21 @@ pub struct Gcp {
     client: Arc<Client>,
 }
 
-fn get(api: Api, method: &'static str, permission: &'static str, path: String) -> Call<'static, ()> {
-    Call { api, method, permission, http_method: Method::GET, path, query: Vec::new(), body: None }
+fn get(
+    api: Api,
+    method: &'static str,
+    permission: &'static str,
+    path: String,
+) -> Call<'static, ()> {
+    Call {
+        api,
+        method,
+        permission,
+        http_method: Method::GET,
+        path,
+        query: Vec::new(),
+        body: None,
+    }
 }
 
 fn post<'a, B: serde::Serialize>(
@@ -127,7 +141,15 @@ fn post<'a, B: serde::Serialize>(
     path: String,
     body: &'a B,
 ) -> Call<'a, B> {
-    Call { api, method, permission, http_method: Method::POST, path, query: Vec::new(), body: Some(body) }
+    Call {
+        api,
+        method,
+        permission,
+        http_method: Method::POST,
+        path,
+        query: Vec::new(),
+        body: Some(body),
+    }
 }
 
 fn parse_parent(kind: &str, id: &str) -> Option<ResourceRef> {
@@ -144,7 +166,11 @@ fn parse_parent_name(name: &str) -> Option<ResourceRef> {
 }
 
 fn bad(api: Api, method: &'static str, message: String) -> ApiError {
-    ApiError::Decode { api, method, message }
+    ApiError::Decode {
+        api,
+        method,
+        message,
+    }
 }
 
 impl Gcp {
@@ -177,10 +203,16 @@ impl Gcp {
         const M: &str = "projects.get";
         let p: Project = self
             .client
-            .send(get(Api::ResourceManager, M, "resourcemanager.projects.get", format!("v1/projects/{id}")))
+            .send(get(
+                Api::ResourceManager,
+                M,
+                "resourcemanager.projects.get",
+                format!("v1/projects/{id}"),
+            ))
             .await?;
         Ok(ProjectInfo {
-            project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            project_id: ProjectId::parse(&p.project_id)
+                .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
             project_number: ProjectNumber::parse(&p.project_number)
                 .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
             parent: p.parent.and_then(|p| parse_parent(&p.r#type, &p.id)),
@@ -204,18 +236,28 @@ impl Gcp {
         const M: &str = "projects.get";
         let p: Project = self
             .client
-            .send(get(Api::ResourceManager, M, "resourcemanager.projects.get", format!("v3/projects/{key}")))
+            .send(get(
+                Api::ResourceManager,
+                M,
+                "resourcemanager.projects.get",
+                format!("v3/projects/{key}"),
+            ))
             .await?;
         let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
         Ok(ProjectInfo {
-            project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-            project_number: ProjectNumber::parse(number).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            project_id: ProjectId::parse(&p.project_id)
+                .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+            project_number: ProjectNumber::parse(number)
+                .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
             parent: parse_parent_name(&p.parent),
         })
     }
 
     /// `GET v3/folders/{id}`: the folder's parent.
-    pub async fn get_folder_parent(&self, folder_id: &str) -> Result<Option<ResourceRef>, ApiError> {
+    pub async fn get_folder_parent(
+        &self,
+        folder_id: &str,
+    ) -> Result<Option<ResourceRef>, ApiError> {
         #[derive(Deserialize)]
         struct Folder {
             #[serde(default)]
@@ -223,14 +265,22 @@ impl Gcp {
         }
         let f: Folder = self
             .client
-            .send(get(Api::ResourceManager, "folders.get", "resourcemanager.folders.get", format!("v3/folders/{folder_id}")))
+            .send(get(
+                Api::ResourceManager,
+                "folders.get",
+                "resourcemanager.folders.get",
+                format!("v3/folders/{folder_id}"),
+            ))
             .await?;
         Ok(parse_parent_name(&f.parent))
     }
 
     /// Every project under a folder or organization, recursively (v3 `projects.list` and
     /// `folders.list` with `parent=`).
-    pub async fn list_projects_under(&self, root: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
+    pub async fn list_projects_under(
+        &self,
+        root: &ResourceRef,
+    ) -> Result<Vec<ProjectInfo>, ApiError> {
         let mut out = Vec::new();
         let mut queue = vec![root.clone()];
         while let Some(parent) = queue.pop() {
@@ -240,7 +290,10 @@ impl Gcp {
         Ok(out)
     }
 
-    async fn list_direct_projects(&self, parent: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
+    async fn list_direct_projects(
+        &self,
+        parent: &ResourceRef,
+    ) -> Result<Vec<ProjectInfo>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Project {
@@ -263,8 +316,16 @@ impl Gcp {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
-            let mut call = get(Api::ResourceManager, M, "resourcemanager.projects.list", "v3/projects".to_owned());
-            call.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+            let mut call = get(
+                Api::ResourceManager,
+                M,
+                "resourcemanager.projects.list",
+                "v3/projects".to_owned(),
+            );
+            call.query = vec![
+                ("parent", parent.to_string()),
+                ("pageSize", "500".to_owned()),
+            ];
             if !token.is_empty() {
                 call.query.push(("pageToken", token.clone()));
             }
@@ -275,8 +336,10 @@ impl Gcp {
                 }
                 let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
                 out.push(ProjectInfo {
-                    project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-                    project_number: ProjectNumber::parse(number).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                    project_id: ProjectId::parse(&p.project_id)
+                        .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                    project_number: ProjectNumber::parse(number)
+                        .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
                     parent: parse_parent_name(&p.parent),
                 });
             }
@@ -287,7 +350,10 @@ impl Gcp {
         }
     }
 
-    async fn list_direct_folders(&self, parent: &ResourceRef) -> Result<Vec<ResourceRef>, ApiError> {
+    async fn list_direct_folders(
+        &self,
+        parent: &ResourceRef,
+    ) -> Result<Vec<ResourceRef>, ApiError> {
         #[derive(Deserialize)]
         struct Folder {
             name: String,
@@ -303,13 +369,25 @@ impl Gcp {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
-            let mut call = get(Api::ResourceManager, "folders.list", "resourcemanager.folders.list", "v3/folders".to_owned());
-            call.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+            let mut call = get(
+                Api::ResourceManager,
+                "folders.list",
+                "resourcemanager.folders.list",
+                "v3/folders".to_owned(),
+            );
+            call.query = vec![
+                ("parent", parent.to_string()),
+                ("pageSize", "500".to_owned()),
+            ];
             if !token.is_empty() {
                 call.query.push(("pageToken", token.clone()));
             }
             let page: Page = self.client.send(call).await?;
-            out.extend(page.folders.iter().filter_map(|f| ResourceRef::parse(&f.name).ok()));
+            out.extend(
+                page.folders
+                    .iter()
+                    .filter_map(|f| ResourceRef::parse(&f.name).ok()),
+            );
             if page.next_page_token.is_empty() {
                 return Ok(out);
             }
@@ -321,17 +399,36 @@ impl Gcp {
     pub async fn get_iam_policy(&self, resource: &ResourceRef) -> Result<Policy, ApiError> {
         let body = json!({"options": {"requestedPolicyVersion": 3}});
         let (path, permission) = match resource {
-            ResourceRef::Project(p) => (format!("v1/projects/{p}:getIamPolicy"), "resourcemanager.projects.getIamPolicy"),
-            ResourceRef::Folder(f) => (format!("v3/folders/{f}:getIamPolicy"), "resourcemanager.folders.getIamPolicy"),
-            ResourceRef::Organization(o) => {
-                (format!("v1/organizations/{o}:getIamPolicy"), "resourcemanager.organizations.getIamPolicy")
-            }
+            ResourceRef::Project(p) => (
+                format!("v1/projects/{p}:getIamPolicy"),
+                "resourcemanager.projects.getIamPolicy",
+            ),
+            ResourceRef::Folder(f) => (
+                format!("v3/folders/{f}:getIamPolicy"),
+                "resourcemanager.folders.getIamPolicy",
+            ),
+            ResourceRef::Organization(o) => (
+                format!("v1/organizations/{o}:getIamPolicy"),
+                "resourcemanager.organizations.getIamPolicy",
+            ),
         };
-        self.client.send(post(Api::ResourceManager, "getIamPolicy", permission, path, &body)).await
+        self.client
+            .send(post(
+                Api::ResourceManager,
+                "getIamPolicy",
+                permission,
+                path,
+                &body,
+            ))
+            .await
     }
 
     /// `setIamPolicy` on a project with the policy's etag and version 3.
-    pub async fn set_project_iam_policy(&self, project: &ProjectId, policy: &Policy) -> Result<Policy, ApiError> {
+    pub async fn set_project_iam_policy(
+        &self,
+        project: &ProjectId,
+        policy: &Policy,
+    ) -> Result<Policy, ApiError> {
         let mut policy = policy.clone();
         policy.version = 3;
         let body = json!({"policy": policy});
@@ -356,8 +453,15 @@ impl Gcp {
             #[serde(default)]
             deleted: bool,
         }
-        let result: Result<RoleDef, ApiError> =
-            self.client.send(get(Api::Iam, "roles.get", "iam.roles.get", format!("v1/{role}"))).await;
+        let result: Result<RoleDef, ApiError> = self
+            .client
+            .send(get(
+                Api::Iam,
+                "roles.get",
+                "iam.roles.get",
+                format!("v1/{role}"),
+            ))
+            .await;
         match result {
             Ok(def) if def.deleted => RoleLookup::NotFound,
             Ok(def) => RoleLookup::Found(def.included_permissions.into_iter().collect()),
@@ -367,7 +471,10 @@ impl Gcp {
     }
 
     /// Every service account of a project (deleted accounts are not listed).
-    pub async fn list_service_accounts(&self, project: &ProjectId) -> Result<Vec<ServiceAccount>, ApiError> {
+    pub async fn list_service_accounts(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<ServiceAccount>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -400,8 +507,16 @@ impl Gcp {
 
     /// `serviceAccounts.get` under `projects/-`; `None` when it does not exist (404, or 403 which IAM
     /// answers for a missing account under `projects/-`).
-    pub async fn get_service_account(&self, email: &str) -> Result<Option<ServiceAccount>, ApiError> {
-        let call = get(Api::Iam, "serviceAccounts.get", "iam.serviceAccounts.get", format!("v1/projects/-/serviceAccounts/{email}"));
+    pub async fn get_service_account(
+        &self,
+        email: &str,
+    ) -> Result<Option<ServiceAccount>, ApiError> {
+        let call = get(
+            Api::Iam,
+            "serviceAccounts.get",
+            "iam.serviceAccounts.get",
+            format!("v1/projects/-/serviceAccounts/{email}"),
+        );
         match self.client.send(call).await {
             Ok(sa) => Ok(Some(sa)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -510,21 +625,36 @@ impl Gcp {
                     node_pools: c
                         .node_pools
                         .into_iter()
-                        .map(|p| NodePool { name: p.name, service_account: p.config.service_account })
+                        .map(|p| NodePool {
+                            name: p.name,
+                            service_account: p.config.service_account,
+                        })
                         .collect(),
                     autoprovisioning_service_account: if nap {
-                        Some(c.autoscaling.autoprovisioning_node_pool_defaults.unwrap_or_default().service_account)
+                        Some(
+                            c.autoscaling
+                                .autoprovisioning_node_pool_defaults
+                                .unwrap_or_default()
+                                .service_account,
+                        )
                     } else {
                         None
                     },
                 }
             })
             .collect();
-        Ok(ClusterList { clusters, missing_zones: list.missing_zones })
+        Ok(ClusterList {
+            clusters,
+            missing_zones: list.missing_zones,
+        })
     }
 
     /// Whether a service is enabled (`services.get`).
-    pub async fn service_enabled(&self, project: &ProjectId, service: &str) -> Result<bool, ApiError> {
+    pub async fn service_enabled(
+        &self,
+        project: &ProjectId,
+        service: &str,
+    ) -> Result<bool, ApiError> {
         #[derive(Deserialize)]
         struct Service {
             #[serde(default)]
@@ -558,7 +688,12 @@ impl Gcp {
     }
 
     /// Policy Troubleshooter v3: can `email` use `permission` on the project?
-    pub async fn troubleshoot(&self, email: &str, project: &ProjectId, permission: &str) -> Result<Troubleshot, ApiError> {
+    pub async fn troubleshoot(
+        &self,
+        email: &str,
+        project: &ProjectId,
+        permission: &str,
+    ) -> Result<Troubleshot, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Answer {
@@ -608,14 +743,20 @@ impl Gcp {
                 Api::Recommender,
                 "recommendations.list",
                 "recommender.containerDiagnosisRecommendations.list",
-                format!("v1/projects/{project}/locations/{location}/recommenders/{DIAGNOSIS_RECOMMENDER}/recommendations"),
+                format!(
+                    "v1/projects/{project}/locations/{location}/recommenders/{DIAGNOSIS_RECOMMENDER}/recommendations"
+                ),
             );
             call.query = vec![("filter", format!("recommenderSubtype = {NODE_SA_SUBTYPE}"))];
             if !token.is_empty() {
                 call.query.push(("pageToken", token.clone()));
             }
             let page: Page = self.client.send(call).await?;
-            out.extend(page.recommendations.into_iter().filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE));
+            out.extend(
+                page.recommendations
+                    .into_iter()
+                    .filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE),
+            );
             if page.next_page_token.is_empty() {
                 return Ok(out);
             }
@@ -643,8 +784,10 @@ impl Gcp {
         etag: &str,
         metadata: &[(&str, &str)],
     ) -> Result<Recommendation, ApiError> {
-        let state_metadata: serde_json::Map<String, serde_json::Value> =
-            metadata.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+        let state_metadata: serde_json::Map<String, serde_json::Value> = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
         let body = json!({"etag": etag, "stateMetadata": state_metadata});
         self.client
             .send(post(
@@ -655,5 +798,76 @@ impl Gcp {
                 &body,
             ))
             .await
+    }
+
+    /// Counts the bindings the remediator itself added to a project since `since` (RFC 3339), from
+    /// the project's Admin Activity audit log (`logging.entries.list`): a record shared by every
+    /// instance, so the flapping limit holds across a scaled-out service.
+    pub async fn count_own_restorations(
+        &self,
+        project: &ProjectId,
+        self_email: &str,
+        since: &str,
+    ) -> Result<BTreeMap<(Role, Member), u32>, ApiError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            #[serde(default)]
+            entries: Vec<serde_json::Value>,
+            #[serde(default)]
+            next_page_token: String,
+        }
+        let filter = format!(
+            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND \
+             protoPayload.methodName=\"SetIamPolicy\" AND \
+             protoPayload.authenticationInfo.principalEmail=\"{self_email}\" AND timestamp>=\"{since}\""
+        );
+        let mut counts: BTreeMap<(Role, Member), u32> = BTreeMap::new();
+        let mut token = String::new();
+        for _ in 0..20 {
+            let mut body = json!({
+                "resourceNames": [format!("projects/{project}")],
+                "filter": filter,
+                "orderBy": "timestamp desc",
+                "pageSize": 1000,
+            });
+            if !token.is_empty() {
+                body["pageToken"] = json!(token);
+            }
+            let page: Page = self
+                .client
+                .send(post(
+                    Api::Logging,
+                    "entries.list",
+                    "logging.logEntries.list",
+                    "v2/entries:list".to_owned(),
+                    &body,
+                ))
+                .await?;
+            for entry in &page.entries {
+                let payload = &entry["protoPayload"];
+                let deltas = payload
+                    .pointer("/serviceData/policyDelta/bindingDeltas")
+                    .or_else(|| payload.pointer("/metadata/policyDelta/bindingDeltas"))
+                    .and_then(|d| d.as_array());
+                for d in deltas.into_iter().flatten() {
+                    if d["action"] != "ADD" {
+                        continue;
+                    }
+                    let (Some(role), Some(member)) = (d["role"].as_str(), d["member"].as_str())
+                    else {
+                        continue;
+                    };
+                    if let (Ok(role), Ok(member)) = (Role::parse(role), Member::parse(member)) {
+                        *counts.entry((role, member)).or_default() += 1;
+                    }
+                }
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        Ok(counts)
     }
 }

@@ -51,7 +51,10 @@ impl Credentials {
             Self::Anonymous => Ok(None),
             Self::Static(token) => Ok(Some(format!("Bearer {token}"))),
             Self::Adc(creds) => {
-                let token = creds.access_token().await.map_err(|e| ApiError::Auth(e.to_string()))?;
+                let token = creds
+                    .access_token()
+                    .await
+                    .map_err(|e| ApiError::Auth(e.to_string()))?;
                 Ok(Some(format!("Bearer {}", token.token)))
             }
         }
@@ -71,7 +74,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 6, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5) }
+        Self {
+            max_attempts: 6,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
     }
 }
 
@@ -96,7 +103,11 @@ struct RateLimiter {
 impl RateLimiter {
     fn new(per_second: f64) -> Self {
         let interval = Duration::from_secs_f64(1.0 / per_second.max(0.001));
-        Self { interval, tolerance: Duration::from_secs(1), tat: Mutex::new(Instant::now()) }
+        Self {
+            interval,
+            tolerance: Duration::from_secs(1),
+            tat: Mutex::new(Instant::now()),
+        }
     }
 
     async fn acquire(&self) {
@@ -120,6 +131,7 @@ pub fn default_rate_limits() -> BTreeMap<Api, f64> {
         (Api::Recommender, 5.0),
         (Api::ServiceUsage, 5.0),
         (Api::PolicyTroubleshooter, 5.0),
+        (Api::Logging, 1.0),
     ])
 }
 
@@ -203,10 +215,20 @@ impl Client {
             .map_err(|e| ApiError::Auth(format!("cannot build the HTTP client: {e}")))?;
         let limiters = Api::ALL
             .into_iter()
-            .map(|api| (api, RateLimiter::new(config.rate_limits.get(&api).copied().unwrap_or(10.0))))
+            .map(|api| {
+                (
+                    api,
+                    RateLimiter::new(config.rate_limits.get(&api).copied().unwrap_or(10.0)),
+                )
+            })
             .collect();
-        let calls = Api::ALL.into_iter().map(|api| (api, AtomicU64::new(0))).collect();
-        let endpoint = config.api_endpoint.map(|e| if e.ends_with('/') { e } else { format!("{e}/") });
+        let calls = Api::ALL
+            .into_iter()
+            .map(|api| (api, AtomicU64::new(0)))
+            .collect();
+        let endpoint = config
+            .api_endpoint
+            .map(|e| if e.ends_with('/') { e } else { format!("{e}/") });
         Ok(Arc::new(Self {
             http,
             endpoint,
@@ -226,7 +248,11 @@ impl Client {
             .map(|(api, n)| (api.name().to_owned(), n.load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect();
-        CallCounts { total: by_api.values().sum(), by_api, retries: self.retries.load(Ordering::Relaxed) }
+        CallCounts {
+            total: by_api.values().sum(),
+            by_api,
+            retries: self.retries.load(Ordering::Relaxed),
+        }
     }
 
     fn url(&self, api: Api, path: &str) -> String {
@@ -237,7 +263,10 @@ impl Client {
     }
 
     /// Sends a call, retrying transient failures, and decodes the JSON answer.
-    pub async fn send<B: Serialize, T: DeserializeOwned>(&self, call: Call<'_, B>) -> Result<T, ApiError> {
+    pub async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        call: Call<'_, B>,
+    ) -> Result<T, ApiError> {
         let url = self.url(call.api, &call.path);
         let mut attempt = 0u32;
         loop {
@@ -256,7 +285,11 @@ impl Client {
         }
     }
 
-    async fn send_once<B: Serialize, T: DeserializeOwned>(&self, call: &Call<'_, B>, url: &str) -> Result<T, ApiError> {
+    async fn send_once<B: Serialize, T: DeserializeOwned>(
+        &self,
+        call: &Call<'_, B>,
+        url: &str,
+    ) -> Result<T, ApiError> {
         if let Some(limiter) = self.limiters.get(&call.api) {
             limiter.acquire().await;
         }
@@ -265,7 +298,8 @@ impl Client {
         }
         let mut request = self.http.request(call.http_method.clone(), url);
         if !call.query.is_empty() {
-            let pairs: Vec<(&str, &str)> = call.query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> =
+                call.query.iter().map(|(k, v)| (*k, v.as_str())).collect();
             request = request.query(&pairs);
         }
         if let Some(header) = self.credentials.header().await? {
@@ -313,18 +347,21 @@ struct GoogleError {
 
 fn decode_error<B: Serialize>(call: &Call<'_, B>, code: u16, body: &[u8]) -> ApiError {
     let parsed: GoogleErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let info = parsed
-        .error
-        .details
-        .iter()
-        .find(|d| d.get("@type").and_then(|t| t.as_str()) == Some("type.googleapis.com/google.rpc.ErrorInfo"));
-    let reason = info.and_then(|i| i.get("reason")).and_then(|r| r.as_str()).map(str::to_owned);
+    let info = parsed.error.details.iter().find(|d| {
+        d.get("@type").and_then(|t| t.as_str()) == Some("type.googleapis.com/google.rpc.ErrorInfo")
+    });
+    let reason = info
+        .and_then(|i| i.get("reason"))
+        .and_then(|r| r.as_str())
+        .map(str::to_owned);
     let named = info
         .and_then(|i| i.pointer("/metadata/permission"))
         .and_then(|p| p.as_str())
         .map(str::to_owned);
     let permission = match code {
-        403 if reason.as_deref() != Some("SERVICE_DISABLED") => named.or_else(|| Some(call.permission.to_owned())),
+        403 if reason.as_deref() != Some("SERVICE_DISABLED") => {
+            named.or_else(|| Some(call.permission.to_owned()))
+        }
         _ => named,
     };
     let message = if parsed.error.message.is_empty() {
@@ -332,8 +369,20 @@ fn decode_error<B: Serialize>(call: &Call<'_, B>, code: u16, body: &[u8]) -> Api
     } else {
         parsed.error.message
     };
-    let status = if parsed.error.status.is_empty() { http_status_name(code).to_owned() } else { parsed.error.status };
-    ApiError::Status { api: call.api, method: call.method, code, status, message, permission, reason }
+    let status = if parsed.error.status.is_empty() {
+        http_status_name(code).to_owned()
+    } else {
+        parsed.error.status
+    };
+    ApiError::Status {
+        api: call.api,
+        method: call.method,
+        code,
+        status,
+        message,
+        permission,
+        reason,
+    }
 }
 
 fn http_status_name(code: u16) -> &'static str {

@@ -17,17 +17,20 @@ pub enum Api {
     ServiceUsage,
     /// policytroubleshooter.googleapis.com
     PolicyTroubleshooter,
+    /// logging.googleapis.com
+    Logging,
 }
 
 impl Api {
     /// Every API.
-    pub const ALL: [Api; 6] = [
+    pub const ALL: [Api; 7] = [
         Self::ResourceManager,
         Self::Iam,
         Self::Container,
         Self::Recommender,
         Self::ServiceUsage,
         Self::PolicyTroubleshooter,
+        Self::Logging,
     ];
 
     /// The API's short name, as in its host name and in `--rate-limit NAME=N`.
@@ -39,6 +42,7 @@ impl Api {
             Self::Recommender => "recommender",
             Self::ServiceUsage => "serviceusage",
             Self::PolicyTroubleshooter => "policytroubleshooter",
+            Self::Logging => "logging",
         }
     }
 

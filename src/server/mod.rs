@@ -88,6 +88,12 @@ fn respond(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
+fn no_content() -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
 fn error(status: StatusCode, message: &str) -> Response<Body> {
     respond(
         status,
@@ -201,9 +207,17 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
     };
     let message = match intake::parse_push(&body, content_type.as_deref(), &headers) {
         Ok(m) => m,
+        Err(e @ intake::IntakeError::UnsupportedContentType(_)) => {
+            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string());
+        }
+        Err(e @ intake::IntakeError::BodyTooLarge { .. }) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string());
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "malformed push request");
-            return error(StatusCode::BAD_REQUEST, &e.to_string());
+            // A malformed delivery cannot be fixed by redelivering it: acknowledge and log it once.
+            state.engine.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "malformed push delivery acknowledged");
+            return no_content();
         }
     };
     let trace = trace_id(&headers);
@@ -219,10 +233,7 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
         .instrument(span)
         .await;
     match verdict {
-        Verdict::Ack => Response::builder()
-            .status(StatusCode::NO_CONTENT)
-            .body(Full::new(Bytes::new()))
-            .unwrap_or_else(|_| respond(StatusCode::NO_CONTENT, "")),
+        Verdict::Ack => no_content(),
         Verdict::Retry(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
     }
 }

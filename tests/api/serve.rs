@@ -552,3 +552,135 @@ async fn bad_push_requests_get_a_clear_answer_and_the_service_keeps_serving() {
     assert_eq!(lp.writes(), 0);
     lp.stop().await;
 }
+
+/// Serves a JWKS document on 127.0.0.1 (Google's key endpoint stand-in); stops with the test.
+async fn key_server(jwks: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let body = jwks.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: public, max-age=3600\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/oauth2/v3/certs")
+}
+
+fn token(key_pem: &str, kid: &str, claims: Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_push_authentication_on_only_a_valid_google_token_of_an_allowed_pusher_gets_through() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oidc");
+    let read = |f: &str| std::fs::read_to_string(fixtures.join(f)).unwrap();
+    let keys_url = key_server(read("jwks.json")).await;
+    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    let audience = "https://remediator.example.run.app/pubsub/push";
+    let pusher = "pubsub-pusher@ops-project.iam.gserviceaccount.com";
+    let serve = Serve::start(&[
+        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+        ("REMEDIATOR_PUSH_AUDIENCE", audience.to_owned()),
+        ("REMEDIATOR_PUSH_ALLOWED_EMAILS", pusher.to_owned()),
+        ("REMEDIATOR_OIDC_KEYS_URL", keys_url),
+    ])
+    .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |aud: &str, email: &str, exp: u64| {
+        json!({"iss": "https://accounts.google.com", "aud": aud, "email": email, "email_verified": true,
+               "sub": "1234567890", "iat": now - 10, "exp": exp})
+    };
+    let good = token(
+        &read("signing-private.pem"),
+        "test-signing-key-1",
+        claims(audience, pusher, now + 600),
+    );
+    let cases = [
+        (None, 401),
+        (Some("Bearer not-a-jwt".to_owned()), 401),
+        (
+            Some(format!(
+                "Bearer {}",
+                token(
+                    &read("other-private.pem"),
+                    "test-signing-key-1",
+                    claims(audience, pusher, now + 600)
+                )
+            )),
+            401,
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                token(
+                    &read("signing-private.pem"),
+                    "test-signing-key-1",
+                    claims("https://other", pusher, now + 600)
+                )
+            )),
+            403,
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                token(
+                    &read("signing-private.pem"),
+                    "test-signing-key-1",
+                    claims(audience, pusher, now - 600)
+                )
+            )),
+            401,
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                token(
+                    &read("signing-private.pem"),
+                    "test-signing-key-1",
+                    claims(audience, "evil@example.com", now + 600)
+                )
+            )),
+            403,
+        ),
+        (Some(format!("Bearer {good}")), 204),
+    ];
+    let http = reqwest::Client::new();
+    let body = json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(b"{\"sweep\": {\"projects\": [\"acme-prod\"]}}"), "messageId": "m-1"}, "subscription": "projects/ops-project/subscriptions/s"});
+    for (auth, want) in cases {
+        let mut req = http.post(format!("{}/pubsub/push", serve.url)).json(&body);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a);
+        }
+        let got = req.send().await.unwrap().status().as_u16();
+        assert_eq!(
+            got,
+            want,
+            "authorization {:?}",
+            auth.as_deref().map(|a| &a[..a.len().min(30)])
+        );
+    }
+    serve.stop().await;
+    sim.shutdown().await;
+}
