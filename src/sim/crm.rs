@@ -53,13 +53,14 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
         (
             "POST",
             [
-                v @ ("v1" | "v3"),
+                v @ ("v1" | "v2" | "v3"),
                 kind @ ("projects" | "folders" | "organizations"),
                 id,
             ],
             Some(verb @ ("getIamPolicy" | "setIamPolicy")),
         ) => {
-            if *v == "v1" && *kind == "folders" {
+            // v1 has no folders; v2 only folders (gcloud get-ancestors-iam-policy uses v2 folders).
+            if (*v == "v1" && *kind == "folders") || (*v == "v2" && *kind != "folders") {
                 return None;
             }
             let resource = format!("{kind}/{id}");
@@ -81,10 +82,11 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
                 endpoint(API, key, move |c, b| set_iam_policy(c, &resource, b, v1))
             }
         }
-        ("GET", ["v3", "folders", id], None) => {
+        ("GET", [v @ ("v2" | "v3"), "folders", id], None) => {
             let id = id.to_string();
+            let v2 = *v == "v2";
             endpoint(API, "cloudresourcemanager.folders.get", move |c, _| {
-                get_folder(c, &id)
+                get_folder(c, &id, v2)
             })
         }
         ("GET", ["v3", "folders"], None) => {
@@ -284,9 +286,15 @@ fn ancestry(c: &mut Ctx<'_>, id: &str) -> ApiResult<Value> {
     Ok(json!({ "ancestor": ancestors }))
 }
 
-fn get_folder(c: &mut Ctx<'_>, id: &str) -> ApiResult<Value> {
+fn get_folder(c: &mut Ctx<'_>, id: &str, v2: bool) -> ApiResult<Value> {
     c.require("resourcemanager.folders.get")?;
     let f = c.st.folders.get(id).ok_or_else(missing)?;
+    if v2 {
+        return Ok(
+            json!({"name": format!("folders/{}", f.id), "parent": f.parent,
+            "displayName": f.display_name, "lifecycleState": "ACTIVE", "createTime": CREATE_TIME}),
+        );
+    }
     Ok(folder_json(f))
 }
 

@@ -404,7 +404,7 @@ mod tests {
                 .iter()
                 .filter(|r| r.name.starts_with("roles/container."))
                 .count(),
-            7
+            6
         );
         let has = |role: &str, perm: &str| {
             roles

@@ -21,6 +21,13 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
                 troubleshoot(c, b)
             })
         }
+        // gcloud 528's `policy-troubleshoot iam` calls v2alpha1 (same shape as v1): answer from the
+        // same explanation with the older enum names.
+        ("POST", ["v1" | "v2alpha1", "iam"], Some("troubleshoot")) => {
+            endpoint(API, "policytroubleshooter.iam.troubleshoot", |c, b| {
+                troubleshoot(c, b).map(|v3| to_v1(&v3))
+            })
+        }
         _ => None,
     }
 }
@@ -196,4 +203,69 @@ fn troubleshoot(c: &mut Ctx<'_>, body: &Value) -> ApiResult<Value> {
         "allowPolicyExplanation": {"allowAccessState": allow, "explainedPolicies": explained, "relevance": "HEURISTIC_RELEVANCE_HIGH"},
         "denyPolicyExplanation": {"denyAccessState": "DENY_ACCESS_STATE_NOT_DENIED", "permissionDeniable": true, "explainedResources": [], "relevance": "HEURISTIC_RELEVANCE_NORMAL"},
     }))
+}
+
+/// Renames a v3 enum value to its v1 / v2alpha1 spelling.
+fn v1_enum(s: &str) -> String {
+    match s {
+        "CAN_ACCESS" | "ALLOW_ACCESS_STATE_GRANTED" => "GRANTED".into(),
+        "CANNOT_ACCESS" | "ALLOW_ACCESS_STATE_NOT_GRANTED" => "NOT_GRANTED".into(),
+        "UNKNOWN_CONDITIONAL" | "ALLOW_ACCESS_STATE_UNKNOWN_CONDITIONAL" => {
+            "UNKNOWN_CONDITIONAL".into()
+        }
+        "MEMBERSHIP_MATCHED" => "MEMBERSHIP_INCLUDED".into(),
+        "MEMBERSHIP_NOT_MATCHED" => "MEMBERSHIP_NOT_INCLUDED".into(),
+        "ROLE_PERMISSION_UNKNOWN_INFO" => "ROLE_PERMISSION_UNKNOWN_INFO_DENIED".into(),
+        "HEURISTIC_RELEVANCE_HIGH" => "HIGH".into(),
+        "HEURISTIC_RELEVANCE_NORMAL" => "NORMAL".into(),
+        other => other.into(),
+    }
+}
+
+/// The v1 / v2alpha1 `TroubleshootIamPolicyResponse` for a v3 answer.
+fn to_v1(v3: &Value) -> Value {
+    let binding = |b: &Value| {
+        let mut out = json!({
+            "access": v1_enum(b["allowAccessState"].as_str().unwrap_or_default()),
+            "role": b["role"],
+            "rolePermission": v1_enum(b["rolePermission"].as_str().unwrap_or_default()),
+            "rolePermissionRelevance": v1_enum(b["rolePermissionRelevance"].as_str().unwrap_or_default()),
+            "relevance": v1_enum(b["relevance"].as_str().unwrap_or_default()),
+        });
+        let mut memberships = Map::new();
+        if let Some(ms) = b["memberships"].as_object() {
+            for (k, m) in ms {
+                memberships.insert(
+                    k.clone(),
+                    json!({"membership": v1_enum(m["membership"].as_str().unwrap_or_default()),
+                           "relevance": v1_enum(m["relevance"].as_str().unwrap_or_default())}),
+                );
+            }
+        }
+        out["memberships"] = Value::Object(memberships);
+        if let Some(c) = b.get("condition") {
+            out["condition"] = c.clone();
+        }
+        out
+    };
+    let policies: Vec<Value> = v3["allowPolicyExplanation"]["explainedPolicies"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| {
+                    json!({
+                        "access": v1_enum(p["allowAccessState"].as_str().unwrap_or_default()),
+                        "fullResourceName": p["fullResourceName"],
+                        "policy": p["policy"],
+                        "bindingExplanations": p["bindingExplanations"].as_array().map(|bs| bs.iter().map(binding).collect::<Vec<_>>()).unwrap_or_default(),
+                        "relevance": v1_enum(p["relevance"].as_str().unwrap_or_default()),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "access": v1_enum(v3["overallAccessState"].as_str().unwrap_or_default()),
+        "explainedPolicies": policies,
+    })
 }
