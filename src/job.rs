@@ -64,16 +64,23 @@ pub async fn pull(
     use google_cloud_pubsub::client::Subscriber;
     let mut builder = Subscriber::builder();
     if let Some(host) = emulator_host {
-        let endpoint = if host.starts_with("http") { host.to_owned() } else { format!("http://{host}") };
+        let endpoint = if host.starts_with("http") {
+            host.to_owned()
+        } else {
+            format!("http://{host}")
+        };
         builder = builder
             .with_endpoint(endpoint)
             .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
     }
-    let subscriber = builder
-        .build()
-        .await
-        .map_err(|e| JobError::Subscriber { subscription: subscription.to_owned(), message: e.to_string() })?;
-    let mut stream = subscriber.subscribe(subscription.to_owned()).set_max_outstanding_messages(64).build();
+    let subscriber = builder.build().await.map_err(|e| JobError::Subscriber {
+        subscription: subscription.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut stream = subscriber
+        .subscribe(subscription.to_owned())
+        .set_max_outstanding_messages(64)
+        .build();
     let token = stream.shutdown_token();
     while summary.messages < max_messages {
         let next = match tokio::time::timeout(idle, stream.next()).await {
@@ -81,7 +88,10 @@ pub async fn pull(
             Ok(None) => break,
             Ok(Some(Err(e))) => {
                 token.shutdown().await;
-                return Err(JobError::Subscriber { subscription: subscription.to_owned(), message: e.to_string() });
+                return Err(JobError::Subscriber {
+                    subscription: subscription.to_owned(),
+                    message: e.to_string(),
+                });
             }
             Ok(Some(Ok(pair))) => pair,
         };
@@ -90,7 +100,11 @@ pub async fn pull(
         let msg = intake::Message {
             message_id: message.message_id.clone(),
             publish_time: None,
-            attributes: message.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            attributes: message
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             data: message.data.to_vec(),
             subscription: Some(subscription.to_owned()),
             delivery_attempt: None,
@@ -139,20 +153,49 @@ pub async fn sweep(
     Ok(reports)
 }
 
-async fn settle_recommendations(gcp: &Gcp, report: &ProjectReport) -> usize {
-    let node: Vec<_> =
-        report.findings.iter().filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions).collect();
-    let fixed = node.iter().all(|f| matches!(f.outcome, Outcome::Healthy | Outcome::Restored));
-    let failed = node.iter().any(|f| f.outcome == Outcome::Failed);
-    if !fixed && !failed {
-        return 0;
-    }
-    let locations: BTreeSet<String> = node
+/// What a recommendation about `cluster` (`location/name`; `None` = any) should become after a run:
+/// succeeded when no node service account of that cluster still misses a permission, failed when a
+/// restore failed, and nothing (left active for a person) otherwise.
+pub fn recommendation_verdict(
+    report: &ProjectReport,
+    cluster: Option<&str>,
+) -> Option<RecommendationMark> {
+    let node: Vec<_> = report
+        .findings
         .iter()
+        .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
+        .filter(|f| cluster.is_none_or(|c| f.finding.clusters.iter().any(|fc| fc == c)))
+        .collect();
+    if node.iter().any(|f| f.outcome == Outcome::Failed) {
+        return Some(RecommendationMark::Failed);
+    }
+    let still_missing = node.iter().any(|f| {
+        f.finding.status == crate::domain::evaluate::Status::Missing
+            && f.outcome != Outcome::Restored
+    });
+    (!still_missing && report.error.is_none()).then_some(RecommendationMark::Succeeded)
+}
+
+/// `location/name` of the cluster a recommendation targets.
+pub fn target_cluster(target_resources: &[String]) -> Option<String> {
+    target_resources.iter().find_map(|t| {
+        let rest = t.split("/locations/").nth(1)?;
+        let (location, cluster) = rest.split_once("/clusters/")?;
+        Some(format!("{location}/{}", cluster.split('/').next()?))
+    })
+}
+
+async fn settle_recommendations(gcp: &Gcp, report: &ProjectReport) -> usize {
+    let locations: BTreeSet<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
         .flat_map(|f| f.finding.clusters.iter())
         .filter_map(|c| c.split_once('/').map(|(l, _)| l.to_owned()))
         .collect();
-    let Ok(project) = crate::domain::iam::ProjectId::parse(&report.project_id) else { return 0 };
+    let Ok(project) = crate::domain::iam::ProjectId::parse(&report.project_id) else {
+        return 0;
+    };
     let mut marked = 0;
     for location in locations {
         let recs = match gcp.list_node_sa_recommendations(&project, &location).await {
@@ -162,19 +205,47 @@ async fn settle_recommendations(gcp: &Gcp, report: &ProjectReport) -> usize {
                 continue;
             }
         };
-        for rec in recs.into_iter().filter(|r| matches!(r.state_info.state.as_str(), "ACTIVE" | "CLAIMED")) {
+        for rec in recs
+            .into_iter()
+            .filter(|r| matches!(r.state_info.state.as_str(), "ACTIVE" | "CLAIMED"))
+        {
+            let cluster = target_cluster(&rec.target_resources);
+            let Some(verb) = recommendation_verdict(report, cluster.as_deref()) else {
+                continue;
+            };
             let meta = [("remediator", "gke-iam-remediator")];
-            let verb = if fixed { RecommendationMark::Succeeded } else { RecommendationMark::Failed };
             let result = async {
-                let claimed = gcp.mark_recommendation(&rec.name, RecommendationMark::Claimed, &rec.etag, &meta).await?;
-                gcp.mark_recommendation(&rec.name, verb, &claimed.etag, &meta).await
+                let claimed = gcp
+                    .mark_recommendation(&rec.name, RecommendationMark::Claimed, &rec.etag, &meta)
+                    .await?;
+                gcp.mark_recommendation(&rec.name, verb, &claimed.etag, &meta)
+                    .await
             }
             .await;
             match result {
                 Ok(_) => marked += 1,
-                Err(e) => tracing::warn!(recommendation = %rec.name, error = %e, "cannot mark the recommendation"),
+                Err(e) => {
+                    tracing::warn!(recommendation = %rec.name, error = %e, "cannot mark the recommendation")
+                }
             }
         }
     }
     marked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_cluster_is_read_from_the_recommendation_resource_name() {
+        let t = vec![
+            "//container.googleapis.com/projects/123/locations/us-central1/clusters/c1".to_owned(),
+        ];
+        assert_eq!(target_cluster(&t).as_deref(), Some("us-central1/c1"));
+        assert_eq!(
+            target_cluster(&["//compute.googleapis.com/x".to_owned()]),
+            None
+        );
+    }
 }

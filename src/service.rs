@@ -19,7 +19,6 @@ use tokio::time::Instant;
 
 use crate::config::{Mode, RemediationPolicy};
 use crate::domain::iam::ResourceRef;
-use crate::domain::requirements::RequirementId;
 use crate::gcp::{ApiError, Gcp, ProjectInfo, RecommendationMark};
 use crate::intake::{self, Classification, Hint, Scope};
 use crate::notify::{self, Evidence, NotificationPublisher};
@@ -480,33 +479,22 @@ impl Engine {
         if self.config.policy.mode != Mode::Enforce {
             return;
         }
-        let node: Vec<_> = report
-            .findings
-            .iter()
-            .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
-            .collect();
-        let fixed = node
-            .iter()
-            .all(|f| matches!(f.outcome, Outcome::Healthy | Outcome::Restored));
-        let failed = node.iter().any(|f| f.outcome == Outcome::Failed);
-        if !fixed && !failed {
-            return; // Not allowed or needs review: leave it active for a person.
-        }
         let result = async {
             let rec = self.gcp.get_recommendation(name).await?;
-            if matches!(rec.state_info.state.as_str(), "SUCCEEDED" | "DISMISSED") {
+            if rec.recommender_subtype != crate::gcp::apis::NODE_SA_SUBTYPE
+                || !matches!(rec.state_info.state.as_str(), "ACTIVE" | "CLAIMED")
+            {
                 return Ok(());
             }
+            let cluster = crate::job::target_cluster(&rec.target_resources);
+            let Some(verb) = crate::job::recommendation_verdict(report, cluster.as_deref()) else {
+                return Ok(()); // Not allowed or needs review: leave it active for a person.
+            };
             let meta = [("remediator", "gke-iam-remediator")];
             let claimed = self
                 .gcp
                 .mark_recommendation(name, RecommendationMark::Claimed, &rec.etag, &meta)
                 .await?;
-            let verb = if fixed {
-                RecommendationMark::Succeeded
-            } else {
-                RecommendationMark::Failed
-            };
             self.gcp
                 .mark_recommendation(name, verb, &claimed.etag, &meta)
                 .await

@@ -1,0 +1,145 @@
+//! `job` end to end: pull from a real Pub/Sub emulator subscription, and sweeps that settle
+//! `NODE_SA_MISSING_PERMISSIONS` recommendations.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use gke_iam_remediator::domain::iam::{Member, Role};
+use serde_json::{Value, json};
+
+use crate::support::{Api, PubsubEmulator, start_sim, world_file};
+
+async fn job(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
+    cmd.arg("job")
+        .args(args)
+        .env("REMEDIATOR_LOG_FORMAT", "text")
+        .env_remove("REMEDIATOR_POLICY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("job finishes")
+        .expect("job runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn policy_file(text: &str) -> String {
+    let path =
+        std::env::temp_dir().join(format!("remediator-policy-{}.yaml", rand::random::<u64>()));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_pulls_events_restores_and_exits_when_idle() {
+    let emulator = PubsubEmulator::start().await;
+    emulator
+        .topic_with_subscription("ops-project", "iam-events", "iam-events-pull")
+        .await;
+    let sim = start_sim(&world_file("demo.yaml")).await;
+    let entry = json!({
+        "insertId": "abc",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": "admin@example.com"},
+            "methodName": "SetIamPolicy",
+            "resourceName": "projects/demo-project",
+            "serviceName": "cloudresourcemanager.googleapis.com",
+            "serviceData": {"policyDelta": {"bindingDeltas": [{"action": "REMOVE", "role": "roles/container.serviceAgent",
+                "member": "serviceAccount:service-100000000001@container-engine-robot.iam.gserviceaccount.com"}]}}
+        },
+        "resource": {"type": "project", "labels": {"project_id": "demo-project"}},
+        "timestamp": "2026-11-29T00:31:00Z"
+    });
+    let data = base64::engine::general_purpose::STANDARD.encode(entry.to_string());
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/projects/ops-project/topics/iam-events:publish", emulator.host))
+        .json(&json!({"messages": [{"data": data}, {"data": base64::engine::general_purpose::STANDARD.encode("not json")}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let (code, stdout, stderr) = job(
+        &[
+            "--subscription",
+            "projects/ops-project/subscriptions/iam-events-pull",
+            "--idle-timeout",
+            "3",
+        ],
+        &[
+            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+            ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+            ("REMEDIATOR_POLICY", policy_file("mode: enforce\n")),
+        ],
+    )
+    .await;
+
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["messages"], 2, "{summary}");
+    assert_eq!(summary["acked"], 2, "{summary}");
+    let policy = sim.policy("projects/demo-project").unwrap();
+    let agent = Member::parse(
+        "serviceAccount:service-100000000001@container-engine-robot.iam.gserviceaccount.com",
+    )
+    .unwrap();
+    assert!(policy.grants_unconditionally(
+        &Role::parse("roles/container.serviceAgent").unwrap(),
+        &agent
+    ));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sweep_restores_and_marks_the_node_sa_recommendations_succeeded_but_never_in_dry_run() {
+    let sim = start_sim(&world_file("demo.yaml")).await;
+    let api = Api::new(&sim);
+    let list = "v1/projects/demo-project/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations";
+
+    let (code, stdout, stderr) = job(
+        &["--sweep", "--organization", "123456789012"],
+        &[("REMEDIATOR_API_ENDPOINT", sim.base_url())],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let (_, recs) = api.get(list).await;
+    assert!(
+        recs["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["stateInfo"]["state"] == "ACTIVE"),
+        "dry-run marked: {recs}"
+    );
+
+    let (code, stdout, stderr) = job(
+        &["--sweep", "--organization", "123456789012"],
+        &[
+            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+            ("REMEDIATOR_POLICY", policy_file("mode: enforce\n")),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["swept_projects"], 2, "{summary}");
+    let (_, recs) = api.get(list).await;
+    let states: Vec<&Value> = recs["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["stateInfo"]["state"])
+        .collect();
+    assert!(
+        !states.is_empty() && states.iter().all(|s| *s == "SUCCEEDED"),
+        "{recs}"
+    );
+    sim.shutdown().await;
+}
