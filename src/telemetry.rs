@@ -98,42 +98,68 @@ impl<'a> MakeWriter<'a> for CorrelatingWriter {
     type Writer = LineBuffer;
 
     fn make_writer(&'a self) -> Self::Writer {
-        LineBuffer { project: self.project.clone(), sink: self.sink.clone(), buf: Vec::new() }
+        LineBuffer {
+            project: self.project.clone(),
+            sink: self.sink.clone(),
+            buf: Vec::new(),
+        }
     }
 }
 
 fn find_trace(v: &Value) -> Option<String> {
-    let from = |s: &Value| s.get("trace_id").and_then(|t| t.as_str()).filter(|t| !t.is_empty()).map(str::to_owned);
-    v.get("span").and_then(from).or_else(|| v.get("spans")?.as_array()?.iter().rev().find_map(from))
+    let from = |s: &Value| {
+        s.get("trace_id")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    };
+    v.get("span")
+        .and_then(from)
+        .or_else(|| v.get("spans")?.as_array()?.iter().rev().find_map(from))
 }
 
 /// Adds the Cloud Logging trace key to one JSON line when a span carries `trace_id`.
 pub fn correlate(line: &[u8], project: Option<&str>) -> Vec<u8> {
-    let Ok(mut v) = serde_json::from_slice::<Value>(line) else { return line.to_vec() };
-    let Some(trace) = find_trace(&v) else { return line.to_vec() };
+    let Ok(mut v) = serde_json::from_slice::<Value>(line) else {
+        return line.to_vec();
+    };
+    let Some(trace) = find_trace(&v) else {
+        return line.to_vec();
+    };
     if let Some(map) = v.as_object_mut() {
         let value = match project {
             Some(p) => format!("projects/{p}/traces/{trace}"),
             None => trace,
         };
-        map.insert("logging.googleapis.com/trace".to_owned(), Value::String(value));
+        map.insert(
+            "logging.googleapis.com/trace".to_owned(),
+            Value::String(value),
+        );
     }
     serde_json::to_vec(&v).unwrap_or_else(|_| line.to_vec())
 }
 
 fn filter() -> tracing_subscriber::EnvFilter {
-    tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 /// Installs the global subscriber. JSON goes to stdout (Cloud Run collects it); text to stderr.
 pub fn init(format: LogFormat, project: Option<String>) {
     match format {
         LogFormat::Json => {
-            let layer = tracing_stackdriver::layer().with_writer(CorrelatingWriter::new(project, stdout_sink()));
-            let _ = tracing_subscriber::registry().with(filter()).with(layer).try_init();
+            let layer = tracing_stackdriver::layer()
+                .with_writer(CorrelatingWriter::new(project, stdout_sink()));
+            let _ = tracing_subscriber::registry()
+                .with(filter())
+                .with(layer)
+                .try_init();
         }
         LogFormat::Text => {
-            let _ = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr).try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .try_init();
         }
     }
 }
@@ -145,12 +171,21 @@ mod tests {
     #[test]
     fn a_log_line_in_a_request_span_carries_severity_message_fields_and_the_trace() {
         let (sink, buf) = memory_sink();
-        let layer = tracing_stackdriver::layer().with_writer(CorrelatingWriter::new(Some("ops-project".to_owned()), sink));
+        let layer = tracing_stackdriver::layer()
+            .with_writer(CorrelatingWriter::new(Some("ops-project".to_owned()), sink));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("pubsub_push", message_id = "42", trace_id = "0af7651916cd43dd8448eb211c80319c");
+            let span = tracing::info_span!(
+                "pubsub_push",
+                message_id = "42",
+                trace_id = "0af7651916cd43dd8448eb211c80319c"
+            );
             let _g = span.enter();
-            tracing::warn!(project = "demo-project", outcome = "restored", "finding outcome");
+            tracing::warn!(
+                project = "demo-project",
+                outcome = "restored",
+                "finding outcome"
+            );
         });
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
@@ -167,7 +202,10 @@ mod tests {
 
     #[test]
     fn lines_without_a_trace_are_left_alone() {
-        assert_eq!(correlate(b"{\"message\":\"x\"}", Some("p")), b"{\"message\":\"x\"}".to_vec());
+        assert_eq!(
+            correlate(b"{\"message\":\"x\"}", Some("p")),
+            b"{\"message\":\"x\"}".to_vec()
+        );
         assert_eq!(correlate(b"not json", Some("p")), b"not json".to_vec());
     }
 }
