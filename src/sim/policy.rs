@@ -131,6 +131,22 @@ pub fn parse_set(body: &Value) -> ApiResult<SetRequest> {
     })
 }
 
+/// Compares etags as bytes: the etag is a `bytes` field, and clients such as gcloud (apitools) send it
+/// back URL-safe base64 encoded (`-`, `_`) even when the server sent standard base64 (`+`, `/`).
+pub fn etag_eq(a: &str, b: &str) -> bool {
+    use base64::Engine;
+    let decode = |s: &str| {
+        let normal: String = s.trim_end_matches('=').replace('-', "+").replace('_', "/");
+        base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(normal)
+            .ok()
+    };
+    match (decode(a), decode(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// How a role name resolved for a binding.
 pub enum RoleCheck {
     /// Known and grantable.
@@ -155,7 +171,7 @@ pub fn apply_set(
         )));
     }
     if let Some(etag) = &incoming.etag
-        && stored.etag.as_deref() != Some(etag.as_str())
+        && !stored.etag.as_deref().is_some_and(|s| etag_eq(s, etag))
     {
         return Err(ApiError::concurrent_policy_change());
     }
@@ -307,6 +323,13 @@ mod tests {
         );
         assert!(v1.bindings[0].condition.is_none());
         assert_eq!(render(&p, 3), p);
+    }
+
+    #[test]
+    fn etags_compare_as_bytes_across_base64_alphabets() {
+        assert!(etag_eq("BwY+/w==", "BwY-_w=="));
+        assert!(etag_eq("BwY+/w==", "BwY-_w"));
+        assert!(!etag_eq("BwY+/w==", "BwY+/A=="));
     }
 
     #[test]

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use gke_iam_remediator::sim::SimOptions;
 
-use crate::support::{Gcloud, PubsubEmulator, start_sim, start_sim_with, world_file};
+use serde_json::json;
+
+use crate::support::{Api, Gcloud, PubsubEmulator, start_sim, start_sim_with, world_file};
 
 const NODE_SA: &str = "gke-nodes@demo-project.iam.gserviceaccount.com";
 
@@ -330,5 +332,48 @@ async fn a_gcloud_remove_iam_policy_binding_arrives_as_an_audit_log_entry_on_the
     );
     assert_eq!(deltas[0]["member"], format!("serviceAccount:{NODE_SA}"));
     assert_eq!(entry["resource"]["type"], "project");
+
+    // Service account and service changes made through the API are logged too, with the caller.
+    let api = Api::new(&sim).as_caller("bob@example.com");
+    let (status, _) = api
+        .call(
+            "DELETE",
+            &format!("v1/projects/-/serviceAccounts/{NODE_SA}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = api
+        .post(
+            "v1/projects/demo-project/services/container.googleapis.com:disable",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    sim.flush_audit_logs().await;
+    let messages = emulator
+        .pull_n("demo-project", "audit-pull", 2, Duration::from_secs(20))
+        .await;
+    let methods: Vec<&str> = messages
+        .iter()
+        .filter_map(|(e, _)| e["protoPayload"]["methodName"].as_str())
+        .collect();
+    assert_eq!(
+        methods,
+        [
+            "google.iam.admin.v1.DeleteServiceAccount",
+            "google.api.serviceusage.v1.ServiceUsage.DisableService"
+        ]
+    );
+    let delete = &messages[0].0;
+    assert_eq!(
+        delete["protoPayload"]["authenticationInfo"]["principalEmail"],
+        "bob@example.com"
+    );
+    assert_eq!(
+        delete["protoPayload"]["resourceName"],
+        "projects/-/serviceAccounts/104619873021358217463"
+    );
+    assert_eq!(delete["resource"]["labels"]["email_id"], NODE_SA);
     sim.shutdown().await;
 }

@@ -286,7 +286,31 @@ impl PubsubEmulator {
         );
     }
 
-    /// Pulls until at least one message arrives or the timeout passes; returns (decoded data, attributes).
+    /// Pulls (and acknowledges) until `n` messages arrived or the timeout passed.
+    pub async fn pull_n(
+        &self,
+        project: &str,
+        sub: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<(Value, Value)> {
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < deadline {
+            out.extend(
+                self.pull(
+                    project,
+                    sub,
+                    deadline.saturating_duration_since(Instant::now()),
+                )
+                .await,
+            );
+        }
+        out
+    }
+
+    /// Pulls (and acknowledges) until at least one message arrives or the timeout passes; returns
+    /// (decoded data, attributes) per message.
     pub async fn pull(&self, project: &str, sub: &str, timeout: Duration) -> Vec<(Value, Value)> {
         let url = format!(
             "http://{}/v1/projects/{project}/subscriptions/{sub}:pull",
@@ -308,6 +332,19 @@ impl PubsubEmulator {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
+            if !msgs.is_empty() {
+                let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
+                let ack = format!(
+                    "http://{}/v1/projects/{project}/subscriptions/{sub}:acknowledge",
+                    self.host
+                );
+                self.http
+                    .post(ack)
+                    .json(&json!({ "ackIds": ack_ids }))
+                    .send()
+                    .await
+                    .expect("acknowledge");
+            }
             if !msgs.is_empty() {
                 return msgs
                     .iter()
