@@ -158,10 +158,8 @@ pub fn project_v3(p: &ProjectState) -> Value {
 
 fn get_project(c: &mut Ctx<'_>, id: &str, version: u8) -> ApiResult<Value> {
     c.require("resourcemanager.projects.get")?;
-    let p =
-        c.st.project_idx(id)
-            .filter(|i| version == 3 || c.st.projects[*i].id == id)
-            .ok_or_else(missing)?;
+    // Both versions accept the project id or number (v1 documents the id; the live API takes both).
+    let p = c.st.project_idx(id).ok_or_else(missing)?;
     let p = &c.st.projects[p];
     Ok(if version == 1 {
         project_v1(p)
@@ -267,10 +265,7 @@ fn search_v3(c: &mut Ctx<'_>) -> ApiResult<Value> {
 
 fn ancestry(c: &mut Ctx<'_>, id: &str) -> ApiResult<Value> {
     c.require("resourcemanager.projects.get")?;
-    let idx =
-        c.st.project_idx(id)
-            .filter(|i| c.st.projects[*i].id == id)
-            .ok_or_else(missing)?;
+    let idx = c.st.project_idx(id).ok_or_else(missing)?;
     let ancestors: Vec<Value> = c
         .st
         .ancestors(idx)

@@ -316,14 +316,24 @@ where
             match injected {
                 Some(code) => Err(ApiError::injected(code)),
                 None => match parse_body(&parts.method, &bytes) {
-                    Ok(body) => dispatch(
-                        &shared,
-                        route,
-                        &body,
-                        caller.clone(),
-                        user_agent,
-                        parse_query(&query),
-                    ),
+                    // A bug in a handler must not take the connection down: answer 500 instead.
+                    Ok(body) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        dispatch(
+                            &shared,
+                            route,
+                            &body,
+                            caller.clone(),
+                            user_agent,
+                            parse_query(&query),
+                        )
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(ApiError::new(
+                            500,
+                            "INTERNAL",
+                            "Internal error encountered.",
+                        ))
+                    }),
                     Err(e) => Err(e),
                 },
             }

@@ -618,3 +618,71 @@ fn every_shipped_world_loads() {
     assert!(n >= 9, "expected the nine shipped worlds, found {n}");
     let _ = world_file("demo.yaml");
 }
+
+#[tokio::test]
+async fn resource_manager_lists_projects_by_parent_and_walks_the_hierarchy() {
+    let sim = start_sim(WORLD).await;
+    let api = Api::new(&sim);
+    let (_, v1) = api
+        .get("v1/projects?filter=parent.id:111%20parent.type:folder")
+        .await;
+    assert_eq!(v1["projects"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v1["projects"][0]["projectNumber"], "100000000001");
+    let (_, v3) = api.get("v3/projects?parent=folders/111").await;
+    assert_eq!(v3["projects"][0]["name"], "projects/100000000001");
+    let (_, search) = api.get("v3/projects:search?query=parent:folders/111").await;
+    assert_eq!(search["projects"][0]["projectId"], "demo-project");
+    let (_, folders) = api
+        .get("v3/folders?parent=organizations/123456789012")
+        .await;
+    assert_eq!(folders["folders"][0]["name"], "folders/111");
+    let (_, ancestry) = api
+        .post("v1/projects/demo-project:getAncestry", json!({}))
+        .await;
+    let types: Vec<&str> = ancestry["ancestor"]
+        .as_array()
+        .expect("ancestors")
+        .iter()
+        .filter_map(|a| a["resourceId"]["type"].as_str())
+        .collect();
+    assert_eq!(types, ["project", "folder", "organization"]);
+    let (status, folder_policy) = api.post("v3/folders/111:getIamPolicy", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(folder_policy["etag"].is_string());
+    let (status, _) = api.get("v3/organizations/123456789012").await;
+    assert_eq!(status, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn set_iam_policy_keeps_audit_configs_unless_the_update_mask_names_them() {
+    let sim = start_sim(WORLD).await;
+    let api = Api::new(&sim);
+    let audit = json!([{"service": "allServices", "auditLogConfigs": [{"logType": "DATA_READ"}]}]);
+    let p = read_policy(&api).await;
+    let (status, set) = api.post(SET, json!({"policy": {"bindings": p["bindings"], "auditConfigs": audit}, "updateMask": "bindings,etag,auditConfigs"})).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["auditConfigs"], audit);
+    let (status, set) = api
+        .post(SET, json!({"policy": {"bindings": p["bindings"]}}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        set["auditConfigs"], audit,
+        "the default mask `bindings,etag` keeps audit configs"
+    );
+    // gcloud echoes the etag URL-safe encoded; it still matches.
+    let etag = set["etag"]
+        .as_str()
+        .expect("etag")
+        .replace('+', "-")
+        .replace('/', "_");
+    let (status, _) = api
+        .post(
+            SET,
+            json!({"policy": {"bindings": p["bindings"], "etag": etag}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    sim.shutdown().await;
+}
