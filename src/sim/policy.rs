@@ -197,7 +197,14 @@ pub fn apply_set(
                     b.role
                 )));
             }
-            match check_role(b.role.as_str()) {
+            // Roles already bound in the stored policy stay writable even if the simulator has no
+            // definition for them (a world may bind roles it does not define); new ones must exist.
+            let already_bound = stored.bindings.iter().any(|x| x.role == b.role);
+            match if already_bound {
+                RoleCheck::Ok
+            } else {
+                check_role(b.role.as_str())
+            } {
                 RoleCheck::Ok => {}
                 RoleCheck::UnknownPredefined => {
                     return Err(ApiError::invalid(format!(

@@ -27,6 +27,9 @@ projects:
           members: [user:admin@example.com]
         - role: roles/container.defaultNodeServiceAccount
           members: [serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com, group:node-accounts@example.com]
+        - role: roles/undefined.inThisWorld
+          members: [user:legacy@example.com]
+    custom_roles: [{name: projects/demo-project/roles/nodeLogger, included_permissions: [logging.logEntries.create]}]
     service_accounts:
       - {email: gke-nodes@demo-project.iam.gserviceaccount.com, unique_id: "104619873021358217463"}
       - {email: grouped@demo-project.iam.gserviceaccount.com}
@@ -684,5 +687,52 @@ async fn set_iam_policy_keeps_audit_configs_unless_the_update_mask_names_them() 
         )
         .await;
     assert_eq!(status, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn custom_roles_are_served_and_only_known_roles_can_be_newly_bound() {
+    let sim = start_sim(WORLD).await;
+    let api = Api::new(&sim);
+    let (status, role) = api.get("v1/projects/demo-project/roles/nodeLogger").await;
+    assert_eq!(status, 200, "{role}");
+    assert_eq!(
+        role["includedPermissions"],
+        json!(["logging.logEntries.create"])
+    );
+    assert_eq!(
+        api.get("v1/projects/demo-project/roles/missing").await.0,
+        404
+    );
+    let (_, predefined) = api
+        .get("v1/roles/container.defaultNodeServiceAccount")
+        .await;
+    assert_eq!(
+        (predefined["etag"].as_str(), predefined["stage"].as_str()),
+        (Some("AA=="), Some("GA"))
+    );
+
+    // A role the world binds without defining stays writable; a new unknown custom role is rejected.
+    let p = read_policy(&api).await;
+    let mut bindings = p["bindings"].as_array().cloned().expect("bindings");
+    bindings.push(json!({"role": "projects/demo-project/roles/nodeLogger", "members": ["serviceAccount:grouped@demo-project.iam.gserviceaccount.com"]}));
+    let (status, body) = api
+        .post(
+            SET,
+            json!({"policy": {"bindings": bindings, "etag": p["etag"]}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    bindings.push(
+        json!({"role": "projects/demo-project/roles/ghost", "members": ["user:a@example.com"]}),
+    );
+    let (status, err) = api
+        .post(SET, json!({"policy": {"bindings": bindings}}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "Role (projects/demo-project/roles/ghost) does not exist in the resource's hierarchy."
+    );
     sim.shutdown().await;
 }
