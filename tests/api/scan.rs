@@ -328,7 +328,14 @@ async fn scan_apply_survives_concurrent_writers_and_injected_errors_without_losi
         .filter(|b| b.role.as_str() == "roles/viewer")
         .flat_map(|b| b.members.iter().map(|m| m.to_string()))
         .collect();
-    for m in added["members"].as_array().into_iter().flatten() {
+    let added_members = added["added"]
+        .as_array()
+        .expect("the concurrent writer reports what it added");
+    assert!(
+        !added_members.is_empty(),
+        "the concurrent writer never wrote: {added}"
+    );
+    for m in added_members {
         assert!(
             viewer.contains(&m.as_str().unwrap().to_owned()),
             "concurrent change {m} lost"
