@@ -19,6 +19,7 @@ mod error;
 mod faults;
 mod iam;
 mod journal;
+mod logging;
 mod policy;
 mod recommender;
 mod roles;

@@ -21,7 +21,7 @@ use super::faults::{ConcurrentWriter, FaultState, Faults};
 use super::journal::{Journal, JournalEntry};
 use super::state::{State, now_rfc3339};
 use super::world::World;
-use super::{SimOptions, container, crm, iam, recommender, serviceusage, troubleshooter};
+use super::{SimOptions, container, crm, iam, logging, recommender, serviceusage, troubleshooter};
 
 /// Largest request body accepted (bytes).
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -168,6 +168,7 @@ pub fn find_route(method: &Method, path: &str) -> Option<Route> {
         .or_else(|| recommender::route(method, &s, v))
         .or_else(|| serviceusage::route(method, &s, v))
         .or_else(|| troubleshooter::route(method, &s, v))
+        .or_else(|| logging::route(method, &s, v))
 }
 
 /// The caller named by the `Authorization` header (`Bearer sim:EMAIL`), else the default principal.
@@ -213,10 +214,14 @@ pub fn dispatch(
     {
         concurrent_write(shared, &mut ctx, idx);
     }
-    let records = std::mem::take(&mut ctx.audit);
+    let entries: Vec<Value> = std::mem::take(&mut ctx.audit)
+        .iter()
+        .map(AuditRecord::to_log_entry)
+        .collect();
+    super::logging::record(&mut st, &entries);
     drop(st);
-    for r in records {
-        shared.audit.emit(r.to_log_entry());
+    for entry in entries {
+        shared.audit.emit(entry);
     }
     result
 }

@@ -136,6 +136,8 @@ pub struct State {
     pub projects: Vec<ProjectState>,
     /// Finished long-running operations by name (Service Usage and Container).
     pub operations: BTreeMap<String, Value>,
+    /// Every audit-log entry the simulator wrote, oldest first (bounded), for `logging.entries.list`.
+    pub log_entries: std::collections::VecDeque<Value>,
     etag_salt: u64,
     etag_seq: u64,
 }
@@ -262,6 +264,7 @@ impl State {
                 .collect(),
             projects: Vec::new(),
             operations: BTreeMap::new(),
+            log_entries: std::collections::VecDeque::new(),
             etag_salt: rand::random(),
             etag_seq: 0,
         };

@@ -453,3 +453,160 @@ async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero
     assert_eq!(run.code, 0, "{}", run.stdout);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grant_through_a_group_is_unknown_until_the_troubleshooter_settles_it() {
+    let sim = start_sim(&crate::support::world_file("groups.yaml")).await;
+    let node = "serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com";
+
+    let without = json(
+        &remediator(
+            &["scan", "--project", "demo-project", "--format", "json"],
+            &sim,
+        )
+        .await,
+    );
+    let with = json(
+        &remediator(
+            &[
+                "scan",
+                "--project",
+                "demo-project",
+                "--format",
+                "json",
+                "--troubleshooter",
+            ],
+            &sim,
+        )
+        .await,
+    );
+
+    assert!(
+        principals_with(&without, "node-sa-permissions", "unknown").contains(node),
+        "{without:#}"
+    );
+    assert!(
+        principals_with(&with, "node-sa-permissions", "ok").contains(node),
+        "{with:#}"
+    );
+    assert!(
+        sim.stats()
+            .by_endpoint
+            .keys()
+            .any(|k| k.contains("troubleshoot")),
+        "{:?}",
+        sim.stats()
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_node_account_is_reported_and_never_granted_and_a_disabled_one_is_reported() {
+    let sim = start_sim(&crate::support::world_file("deleted-sa.yaml")).await;
+    let policy = write_policy(ENFORCE);
+    let before = sim.policy("projects/demo-project").unwrap();
+
+    let run = remediator(
+        &[
+            "scan",
+            "--project",
+            "demo-project",
+            "--format",
+            "json",
+            "--apply",
+            "--policy",
+            policy.arg(),
+        ],
+        &sim,
+    )
+    .await;
+
+    let doc = json(&run);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let missing = principals_with(&doc, "node-sa-exists", "missing");
+    assert!(
+        missing.contains("serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com"),
+        "{doc:#}"
+    );
+    assert!(
+        missing.contains("serviceAccount:gke-off@demo-project.iam.gserviceaccount.com"),
+        "{doc:#}"
+    );
+    let after = sim.policy("projects/demo-project").unwrap();
+    assert_eq!(
+        before.bindings, after.bindings,
+        "nothing may be granted to a deleted account"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_role_and_a_policy_at_the_principal_limit_give_findings_not_wrong_grants() {
+    let mut members = String::new();
+    for i in 0..1497 {
+        members.push_str(&format!("            - user:u{i}@example.com\n"));
+    }
+    let world = format!(
+        r#"
+projects:
+  - id: full-project
+    number: "300000000001"
+    services: [container.googleapis.com]
+    iam_policy:
+      bindings:
+        - role: roles/container.serviceAgent
+          members: [serviceAccount:service-300000000001@container-engine-robot.iam.gserviceaccount.com]
+        - role: projects/full-project/roles/doesNotExist
+          members: [serviceAccount:gke@full-project.iam.gserviceaccount.com]
+        - role: roles/viewer
+          members:
+{members}
+    service_accounts:
+      - {{email: gke@full-project.iam.gserviceaccount.com, unique_id: "1"}}
+    clusters:
+      - {{name: c1, location: us-central1, node_pools: [{{name: p, service_account: gke@full-project.iam.gserviceaccount.com}}]}}
+"#
+    );
+    let sim = start_sim(&world).await;
+    let policy = write_policy(ENFORCE);
+    let before = sim.policy("projects/full-project").unwrap();
+
+    let run = remediator(
+        &[
+            "scan",
+            "--project",
+            "full-project",
+            "--format",
+            "json",
+            "--apply",
+            "--policy",
+            policy.arg(),
+        ],
+        &sim,
+    )
+    .await;
+
+    let doc = json(&run);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        principals_with(&doc, "node-sa-permissions", "missing")
+            .contains("serviceAccount:gke@full-project.iam.gserviceaccount.com")
+    );
+    let after = sim.policy("projects/full-project").unwrap();
+    assert!(
+        after.principal_count() <= 1500,
+        "the limit was exceeded: {}",
+        after.principal_count()
+    );
+    assert_eq!(
+        before.bindings[..3],
+        after.bindings[..3],
+        "existing bindings changed"
+    );
+    let text = run.stdout;
+    assert!(
+        text.contains("1500") || text.contains("principal"),
+        "the blocked grant is explained: {text}"
+    );
+    sim.shutdown().await;
+}

@@ -684,3 +684,60 @@ async fn with_push_authentication_on_only_a_valid_google_token_of_an_allowed_pus
     serve.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_that_keeps_being_removed_is_escalated_after_the_limit_not_restored_forever() {
+    let lp = Loop::start(
+        WORLD,
+        "mode: enforce\nlimits:\n  max_restorations_per_binding: 2\n  window_minutes: 60\n",
+    )
+    .await;
+    let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
+    let remove = || async {
+        let out = gcloud
+            .run(&[
+                "projects",
+                "remove-iam-policy-binding",
+                "acme-prod",
+                "--member",
+                AGENT,
+                "--role",
+                "roles/container.serviceAgent",
+                "--format=json",
+            ])
+            .await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    };
+
+    for round in 1..=2 {
+        remove().await;
+        let back = wait_until(Duration::from_secs(30), || {
+            has(&lp.sim, "roles/container.serviceAgent", AGENT)
+        })
+        .await;
+        assert!(
+            back.is_some(),
+            "round {round} not restored; logs:\n{}",
+            lp.serve.logs.lock().unwrap()
+        );
+    }
+    remove().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert!(
+        !has(&lp.sim, "roles/container.serviceAgent", AGENT),
+        "restored a third time despite the limit"
+    );
+    let notes = lp.notifications(Duration::from_secs(2)).await;
+    let escalated: Vec<&Value> = notes
+        .iter()
+        .filter(|n| n["outcome"] == "escalated")
+        .collect();
+    assert_eq!(escalated.len(), 1, "{notes:#?}");
+    assert_eq!(escalated[0]["severity"], "critical");
+    assert_eq!(
+        notes.iter().filter(|n| n["outcome"] == "restored").count(),
+        2
+    );
+    lp.stop().await;
+}
