@@ -55,7 +55,7 @@ fn parse_filter(filter: &str) -> ApiResult<Vec<Clause>> {
         .filter(|c| !c.is_empty())
     {
         let op_at = raw
-            .find(|ch: char| matches!(ch, '=' | '!' | ':' | '<' | '>'))
+            .find(['=', '!', ':', '<', '>'])
             .ok_or_else(|| {
                 ApiError::invalid(format!(
                     "Unparseable filter: expected FIELD OP \"VALUE\" in `{raw}`"
