@@ -741,3 +741,43 @@ async fn a_binding_that_keeps_being_removed_is_escalated_after_the_limit_not_res
     );
     lp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grace_delay_lets_an_infrastructure_as_code_apply_finish_before_restoring() {
+    let lp = Loop::start(WORLD, "mode: enforce\ngrace_seconds: 4\n").await;
+    let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
+
+    let out = gcloud
+        .run(&[
+            "projects",
+            "remove-iam-policy-binding",
+            "acme-prod",
+            "--member",
+            AGENT,
+            "--role",
+            "roles/container.serviceAgent",
+            "--format=json",
+        ])
+        .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let removed = Instant::now();
+    // The lower bound is safe to check: nothing may be restored before the grace has passed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = has(&lp.sim, "roles/container.serviceAgent", AGENT);
+
+    let back = wait_until(Duration::from_secs(40), || {
+        has(&lp.sim, "roles/container.serviceAgent", AGENT)
+    })
+    .await;
+    assert!(
+        !early,
+        "restored during the grace period ({:?} after the removal)",
+        removed.elapsed()
+    );
+    assert!(
+        back.is_some(),
+        "not restored after the grace; logs:\n{}",
+        lp.serve.logs.lock().unwrap()
+    );
+    lp.stop().await;
+}
