@@ -781,3 +781,35 @@ async fn the_grace_delay_lets_an_infrastructure_as_code_apply_finish_before_rest
     );
     lp.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_serve_cleanly_within_the_grace() {
+    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    let mut serve = Serve::start(&[
+        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+        ("REMEDIATOR_SHUTDOWN_GRACE_SECS", "3".to_owned()),
+    ])
+    .await;
+    let pid = serve.child.id().expect("serve is running").to_string();
+
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), serve.child.wait())
+        .await
+        .expect("serve stopped")
+        .unwrap();
+
+    assert!(exit.success(), "{exit:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        serve.logs.lock().unwrap().contains("\"stopped\""),
+        "{}",
+        serve.logs.lock().unwrap()
+    );
+    sim.shutdown().await;
+}
