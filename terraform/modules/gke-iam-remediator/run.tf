@@ -1,0 +1,228 @@
+# The Cloud Run service (`serve`: Pub/Sub push) and the Cloud Run job (`job --sweep`), both running the
+# image built from the repository's Dockerfile as the runtime service account.
+
+locals {
+  # Environment shared by `serve` and `job` (src/app.rs EngineArgs). PORT is set by Cloud Run itself.
+  engine_env = merge(
+    {
+      REMEDIATOR_POLICY       = "${local.policy_dir}/${local.policy_file}"
+      REMEDIATOR_NOTIFY_TOPIC = google_pubsub_topic.notifications.id
+      REMEDIATOR_SELF_EMAIL   = google_service_account.runtime.email
+      REMEDIATOR_SWEEP_SCOPE  = join(",", local.sweep_scope)
+      REMEDIATOR_LOG_FORMAT   = "json"
+      GOOGLE_CLOUD_PROJECT    = var.project_id
+    },
+    var.notify_healthy ? { REMEDIATOR_NOTIFY_HEALTHY = "true" } : {},
+    var.policy_troubleshooter ? { REMEDIATOR_TROUBLESHOOTER = "true" } : {},
+  )
+
+  # `serve` only (src/app.rs ServeArgs): verify the push OIDC token in the service as well.
+  serve_env = merge(local.engine_env, {
+    REMEDIATOR_PUSH_AUDIENCE       = local.push_audience
+    REMEDIATOR_PUSH_ALLOWED_EMAILS = google_service_account.invoker.email
+  })
+
+  # Secrets that have a version are exposed as environment variables.
+  secret_env = {
+    for k in var.notification_secrets_with_versions : local.notification_secret_env[k] => google_secret_manager_secret.notification[k].secret_id
+  }
+}
+
+resource "google_cloud_run_v2_service" "this" {
+  project             = var.project_id
+  name                = var.name
+  location            = var.region
+  description         = "gke-iam-remediator: restores the IAM bindings GKE needs (Pub/Sub push intake)."
+  labels              = local.labels
+  deletion_protection = var.deletion_protection
+
+  # Reachable only from inside the project / VPC-SC perimeter; Pub/Sub push from the same project counts
+  # as internal. Authentication stays required (no allUsers invoker).
+  ingress          = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  custom_audiences = [local.push_audience]
+
+  template {
+    service_account                  = google_service_account.runtime.email
+    max_instance_request_concurrency = var.max_concurrency
+    timeout                          = "${var.ack_deadline_seconds}s"
+    execution_environment            = "EXECUTION_ENVIRONMENT_GEN2"
+    labels                           = local.labels
+
+    scaling {
+      min_instance_count = var.min_instance_count
+      max_instance_count = var.max_instance_count
+    }
+
+    volumes {
+      name = "policy"
+      secret {
+        secret = google_secret_manager_secret.policy.secret_id
+        items {
+          version = google_secret_manager_secret_version.policy.version
+          path    = local.policy_file
+        }
+      }
+    }
+
+    containers {
+      image = var.image
+      args  = ["serve"]
+
+      ports {
+        container_port = 8080 # Cloud Run passes it as $PORT, which the binary honours
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        cpu_idle          = true
+        startup_cpu_boost = true
+      }
+
+      dynamic "env" {
+        for_each = local.serve_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.secret_env
+        content {
+          name = env.key
+          value_source {
+            secret_key_ref {
+              secret  = env.value
+              version = "latest"
+            }
+          }
+        }
+      }
+
+      volume_mounts {
+        name       = "policy"
+        mount_path = local.policy_dir
+      }
+
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 2
+        failure_threshold = 15
+        timeout_seconds   = 1
+      }
+
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 30
+        failure_threshold = 3
+        timeout_seconds   = 2
+      }
+    }
+  }
+
+  depends_on = [
+    google_secret_manager_secret_iam_member.policy_runtime,
+    google_secret_manager_secret_iam_member.notification_runtime,
+  ]
+}
+
+# Only the push identity may invoke the service.
+resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_service.this.name
+  role     = "roles/run.invoker"
+  member   = local.invoker_member
+}
+
+resource "google_cloud_run_v2_job" "sweep" {
+  project             = var.project_id
+  name                = "${var.name}-sweep"
+  location            = var.region
+  labels              = local.labels
+  deletion_protection = var.deletion_protection
+
+  template {
+    task_count  = 1
+    parallelism = 1
+    labels      = local.labels
+
+    template {
+      service_account       = google_service_account.runtime.email
+      timeout               = "${var.sweep_timeout_seconds}s"
+      max_retries           = 1
+      execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
+
+      volumes {
+        name = "policy"
+        secret {
+          secret = google_secret_manager_secret.policy.secret_id
+          items {
+            version = google_secret_manager_secret_version.policy.version
+            path    = local.policy_file
+          }
+        }
+      }
+
+      containers {
+        image = var.image
+        # Sweeps REMEDIATOR_SWEEP_SCOPE; exits 1 when a restoration failed, 2 on an error.
+        args = ["job", "--sweep"]
+
+        resources {
+          limits = {
+            cpu    = var.cpu
+            memory = var.memory
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.engine_env
+          content {
+            name  = env.key
+            value = env.value
+          }
+        }
+
+        dynamic "env" {
+          for_each = local.secret_env
+          content {
+            name = env.key
+            value_source {
+              secret_key_ref {
+                secret  = env.value
+                version = "latest"
+              }
+            }
+          }
+        }
+
+        volume_mounts {
+          name       = "policy"
+          mount_path = local.policy_dir
+        }
+      }
+    }
+  }
+
+  depends_on = [
+    google_secret_manager_secret_iam_member.policy_runtime,
+    google_secret_manager_secret_iam_member.notification_runtime,
+  ]
+}
+
+# Only the scheduler identity may run the job (run.jobs.run is in roles/run.invoker).
+resource "google_cloud_run_v2_job_iam_member" "scheduler" {
+  project  = var.project_id
+  location = var.region
+  name     = google_cloud_run_v2_job.sweep.name
+  role     = "roles/run.invoker"
+  member   = local.scheduler_member
+}
