@@ -1,10 +1,9 @@
 //! The integration-test binary: every scenario against real parts (the simulator over HTTP, the real
 //! gcloud CLI, the official Pub/Sub emulator), in one binary to keep link times down.
 
-mod deployment;
 mod faults;
+mod deployment;
 mod job;
-mod notify;
 mod scan;
 mod serve;
 mod sim_gcloud;
