@@ -99,6 +99,10 @@ pub struct JobArgs {
     /// Stop after this many seconds without a message.
     #[arg(long, default_value_t = 10)]
     pub idle_timeout: u64,
+    /// Treat the pulled messages as Notification v1 (a subscription on the notifications topic) and
+    /// deliver them to the policy's Slack / email / webhook channels.
+    #[arg(long, env = "REMEDIATOR_DELIVER_NOTIFICATIONS")]
+    pub deliver_notifications: bool,
     /// Run a full sweep of the scope (`--project`, `--folder`, `--organization`, else the sweep scope).
     #[arg(long)]
     pub sweep: bool,
@@ -158,6 +162,7 @@ async fn build_engine(args: &EngineArgs) -> anyhow::Result<Arc<Engine>> {
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.engine.log_format, args.engine.trace_project.clone());
     let engine = build_engine(&args.engine).await?;
+    let deliverer = crate::notify::deliver::from_policy(&load_policy(&args.engine.policy)?)?;
     let oidc: Option<Box<dyn server::PushAuth>> = match &args.push_audience {
         Some(audience) => {
             if args.push_allowed_emails.is_empty() {
@@ -176,11 +181,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or_else(server::listen_addr_from_env);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = oidc.is_some(), "serving");
+    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = oidc.is_some(), notification_channels = deliverer.as_ref().map_or(0, |d| d.config().channels.len()), "serving");
     println!("listening on http://{addr}");
     let state = Arc::new(AppState {
         engine,
         oidc,
+        deliverer,
         config: ServerConfig {
             max_body_bytes: args.max_body_bytes,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
@@ -199,6 +205,35 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
         anyhow::bail!("nothing to do: give --subscription and/or --sweep");
     }
     let mut summary = JobSummary::default();
+    if args.deliver_notifications {
+        let Some(subscription) = &args.subscription else {
+            anyhow::bail!(
+                "--deliver-notifications needs --subscription (on the notifications topic)"
+            );
+        };
+        if args.sweep {
+            anyhow::bail!("--deliver-notifications cannot be combined with --sweep");
+        }
+        let deliverer = crate::notify::deliver::from_policy(&load_policy(&args.engine.policy)?)?
+            .ok_or_else(|| {
+                anyhow::anyhow!("--deliver-notifications: the policy has no notifications channels")
+            })?;
+        let emulator = std::env::var("PUBSUB_EMULATOR_HOST")
+            .ok()
+            .filter(|h| !h.is_empty());
+        let idle = Duration::from_secs(args.idle_timeout);
+        crate::notify::deliver::pull(
+            &deliverer,
+            subscription,
+            emulator.as_deref(),
+            args.max_messages,
+            idle,
+            &mut summary,
+        )
+        .await?;
+        println!("{}", serde_json::to_string(&summary)?);
+        return Ok(if summary.failures > 0 { 1 } else { 0 });
+    }
     let engine = build_engine(&args.engine).await?;
     if let Some(subscription) = &args.subscription {
         let emulator = std::env::var("PUBSUB_EMULATOR_HOST")

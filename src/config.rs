@@ -61,9 +61,16 @@ impl Default for Scope {
 impl Scope {
     /// Whether a project, with the folder ids above it (nearest first), is in scope.
     pub fn contains(&self, project_id: &str, folders: &[String]) -> bool {
-        let included = self.include_projects.iter().any(|g| glob_match(g, project_id));
-        let excluded = self.exclude_projects.iter().any(|g| glob_match(g, project_id));
-        let folder_ok = self.include_folders.is_empty() || folders.iter().any(|f| self.include_folders.contains(f));
+        let included = self
+            .include_projects
+            .iter()
+            .any(|g| glob_match(g, project_id));
+        let excluded = self
+            .exclude_projects
+            .iter()
+            .any(|g| glob_match(g, project_id));
+        let folder_ok = self.include_folders.is_empty()
+            || folders.iter().any(|f| self.include_folders.contains(f));
         let folder_excluded = folders.iter().any(|f| self.exclude_folders.contains(f));
         included && !excluded && folder_ok && !folder_excluded
     }
@@ -85,7 +92,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_writes_per_run: 100, max_write_attempts: 5, max_restorations_per_binding: 3, window_minutes: 60 }
+        Self {
+            max_writes_per_run: 100,
+            max_write_attempts: 5,
+            max_restorations_per_binding: 3,
+            window_minutes: 60,
+        }
     }
 }
 
@@ -105,17 +117,23 @@ pub struct RemediationPolicy {
     pub limits: Limits,
     /// Seconds to wait after a removal event before restoring (lets an IaC apply finish).
     pub grace_seconds: u64,
+    /// Who hears about outcomes: channels, routes and the digest window (`crate::notify::routing`).
+    pub notifications: crate::notify::routing::NotificationsConfig,
 }
 
 impl Default for RemediationPolicy {
     fn default() -> Self {
         Self {
             mode: Mode::DryRun,
-            restore: RequirementId::ALL.into_iter().filter(|r| r.restored_by_default()).collect(),
+            restore: RequirementId::ALL
+                .into_iter()
+                .filter(|r| r.restored_by_default())
+                .collect(),
             scope: Scope::default(),
             exempt_principals: Vec::new(),
             limits: Limits::default(),
             grace_seconds: 0,
+            notifications: crate::notify::routing::NotificationsConfig::default(),
         }
     }
 }
@@ -151,7 +169,10 @@ impl RemediationPolicy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
         Self::from_yaml(&text, &file)
     }
 
@@ -164,9 +185,18 @@ impl RemediationPolicy {
         let policy: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
-            let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+            let (line, column) = inner
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
             let message = strip_location(&inner.to_string());
-            ConfigError::Invalid { file: origin.to_owned(), line, column, field, message }
+            ConfigError::Invalid {
+                file: origin.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            }
         })?;
         policy.validate(text, origin)?;
         Ok(policy)
@@ -190,25 +220,40 @@ impl RemediationPolicy {
             }
         }
         if self.limits.max_write_attempts == 0 || self.limits.max_write_attempts > 20 {
-            return Err(invalid("limits.max_write_attempts", "must be between 1 and 20".to_owned()));
+            return Err(invalid(
+                "limits.max_write_attempts",
+                "must be between 1 and 20".to_owned(),
+            ));
         }
         if self.limits.window_minutes == 0 {
-            return Err(invalid("limits.window_minutes", "must be at least 1".to_owned()));
+            return Err(invalid(
+                "limits.window_minutes",
+                "must be at least 1".to_owned(),
+            ));
         }
         if self.grace_seconds > 3600 {
             return Err(invalid("grace_seconds", "must be at most 3600".to_owned()));
         }
-        for (key, globs) in [("scope.include_projects", &self.scope.include_projects), ("scope.exclude_projects", &self.scope.exclude_projects)] {
+        for (key, globs) in [
+            ("scope.include_projects", &self.scope.include_projects),
+            ("scope.exclude_projects", &self.scope.exclude_projects),
+        ] {
             if let Some(bad) = globs.iter().position(|g| g.is_empty()) {
-                return Err(invalid(&format!("{key}[{bad}]"), "empty pattern".to_owned()));
+                return Err(invalid(
+                    &format!("{key}[{bad}]"),
+                    "empty pattern".to_owned(),
+                ));
             }
         }
+        self.notifications.validate(text, origin)?;
         Ok(())
     }
 
     /// Whether a member is exempt from every grant.
     pub fn is_exempt(&self, member: &Member) -> bool {
-        self.exempt_principals.iter().any(|g| glob_match(g, member.as_str()))
+        self.exempt_principals
+            .iter()
+            .any(|g| glob_match(g, member.as_str()))
     }
 }
 
@@ -222,7 +267,9 @@ fn strip_location(message: &str) -> String {
 
 fn line_of(text: &str, key: &str) -> usize {
     let key = key.split('[').next().unwrap_or(key);
-    text.lines().position(|l| l.trim_start().starts_with(&format!("{key}:"))).map_or(0, |i| i + 1)
+    text.lines()
+        .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+        .map_or(0, |i| i + 1)
 }
 
 /// Shell-style glob with `*` (any run) and `?` (one character), matched on the whole string.
@@ -270,12 +317,18 @@ mod tests {
         assert!(p.scope.contains("prod-a", &[]));
         assert!(!p.scope.contains("prod-a", &["42".to_owned()]));
         assert!(!p.scope.contains("dev-a", &[]));
-        assert!(p.is_exempt(&Member::parse("serviceAccount:legacy-1@p.iam.gserviceaccount.com").unwrap()));
+        assert!(p.is_exempt(
+            &Member::parse("serviceAccount:legacy-1@p.iam.gserviceaccount.com").unwrap()
+        ));
     }
 
     #[test]
     fn an_unknown_key_names_file_line_and_field() {
-        let err = RemediationPolicy::from_yaml("mode: enforce\nscope:\n  include_project: ['x']\n", "policy.yaml").unwrap_err();
+        let err = RemediationPolicy::from_yaml(
+            "mode: enforce\nscope:\n  include_project: ['x']\n",
+            "policy.yaml",
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("policy.yaml:3:"), "{text}");
         assert!(text.contains("include_project"), "{text}");
@@ -283,7 +336,8 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_the_field() {
-        let err = RemediationPolicy::from_yaml("restore: [node-sa-permissions, owner]\n", "p.yaml").unwrap_err();
+        let err = RemediationPolicy::from_yaml("restore: [node-sa-permissions, owner]\n", "p.yaml")
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("restore"), "{text}");
         assert!(text.starts_with("p.yaml:1:"), "{text}");
@@ -297,6 +351,9 @@ mod tests {
         assert!(glob_match("a*c", "abbbc"));
         assert!(glob_match("a?c", "abc"));
         assert!(!glob_match("a*c", "abcd"));
-        assert!(glob_match("serviceAccount:*@*.iam.gserviceaccount.com", "serviceAccount:x@p.iam.gserviceaccount.com"));
+        assert!(glob_match(
+            "serviceAccount:*@*.iam.gserviceaccount.com",
+            "serviceAccount:x@p.iam.gserviceaccount.com"
+        ));
     }
 }

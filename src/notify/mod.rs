@@ -4,7 +4,12 @@
 //! The document is a contract: fields may be added, never renamed. `schema/notification-v1.json`
 //! describes it and a test validates every notification the code emits against it.
 
+pub mod deliver;
+pub mod email;
 pub mod publisher;
+pub mod routing;
+pub mod slack;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,7 +19,48 @@ use serde::{Deserialize, Serialize};
 use crate::domain::plan::Action;
 use crate::remediate::{ActionReport, FindingReport, Outcome, ProjectReport};
 
+pub use deliver::{Channel, DeliverError, DeliverOptions, Deliverer, Delivery, SendError};
 pub use publisher::{NotificationPublisher, NotifyError};
+pub use routing::{ChannelConfig, ChannelKind, NotificationsConfig, Route, SmtpTls, Target};
+
+/// Every outcome a notification can carry, in order of the README.
+pub const OUTCOMES: [&str; 7] = [
+    "restored",
+    "would-restore",
+    "not-allowed",
+    "unknown",
+    "failed",
+    "escalated",
+    "healthy",
+];
+
+/// A short label for people (Slack headers, email subjects).
+pub fn outcome_label(outcome: &str) -> &'static str {
+    match outcome {
+        "restored" => "Restored",
+        "would-restore" => "Would restore (dry-run)",
+        "not-allowed" => "Not allowed by policy",
+        "unknown" => "Needs review",
+        "failed" => "Restore failed",
+        "escalated" => "Escalated: keeps being removed",
+        "healthy" => "Healthy",
+        _ => "Finding",
+    }
+}
+
+/// An emoji per outcome (Slack headers).
+pub fn outcome_emoji(outcome: &str) -> &'static str {
+    match outcome {
+        "restored" => "\u{2705}",
+        "would-restore" => "\u{1f7e1}",
+        "not-allowed" => "\u{26d4}",
+        "unknown" => "\u{2753}",
+        "failed" => "\u{274c}",
+        "escalated" => "\u{1f6a8}",
+        "healthy" => "\u{1f49a}",
+        _ => "\u{2139}\u{fe0f}",
+    }
+}
 
 /// The schema id of version 1.
 pub const SCHEMA_V1: &str = "gke-iam-remediator.notification/v1";
@@ -41,6 +87,17 @@ impl Severity {
             Outcome::WouldRestore | Outcome::NotAllowed | Outcome::Unknown => Self::Warning,
             Outcome::Failed => Self::Error,
             Outcome::Escalated => Self::Critical,
+        }
+    }
+
+    /// Parses a lower-case name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "info" => Some(Self::Info),
+            "warning" => Some(Self::Warning),
+            "error" => Some(Self::Error),
+            "critical" => Some(Self::Critical),
+            _ => None,
         }
     }
 
@@ -110,6 +167,7 @@ pub struct Links {
     /// The project's IAM page.
     pub iam: String,
     /// Cluster pages of the clusters involved.
+    #[serde(default)]
     pub clusters: Vec<String>,
 }
 
@@ -145,14 +203,19 @@ pub struct Notification {
     /// A sentence for people.
     pub detail: String,
     /// Permissions the principal lacks.
+    #[serde(default)]
     pub missing_permissions: Vec<String>,
     /// Clusters that use the principal.
+    #[serde(default)]
     pub clusters: Vec<String>,
     /// What triggered the check.
+    #[serde(default)]
     pub evidence: Evidence,
     /// What was done.
+    #[serde(default)]
     pub actions: Vec<NotifiedAction>,
     /// Console links.
+    #[serde(default)]
     pub links: Links,
     /// Trace id of the request that produced it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,12 +237,20 @@ impl Notification {
 
 fn action_kind(action: &Action) -> (&'static str, Option<String>, Option<String>) {
     match action {
-        Action::Grant { role, member } => ("grant", Some(role.to_string()), Some(member.to_string())),
-        Action::EnableService { service } => ("enable-service", None, Some(service.clone())),
-        Action::EnableServiceAccount { email } => ("enable-service-account", None, Some(format!("serviceAccount:{email}"))),
-        Action::UndeleteServiceAccount { email, .. } => {
-            ("undelete-service-account", None, Some(format!("serviceAccount:{email}")))
+        Action::Grant { role, member } => {
+            ("grant", Some(role.to_string()), Some(member.to_string()))
         }
+        Action::EnableService { service } => ("enable-service", None, Some(service.clone())),
+        Action::EnableServiceAccount { email } => (
+            "enable-service-account",
+            None,
+            Some(format!("serviceAccount:{email}")),
+        ),
+        Action::UndeleteServiceAccount { email, .. } => (
+            "undelete-service-account",
+            None,
+            Some(format!("serviceAccount:{email}")),
+        ),
     }
 }
 
@@ -207,9 +278,12 @@ pub fn build(
 ) -> Notification {
     let f = &finding.finding;
     let actions: Vec<NotifiedAction> = match &finding.decision {
-        crate::domain::plan::Decision::Restore { action } => {
-            project.actions.iter().filter(|a| &a.action == action).map(notified).collect()
-        }
+        crate::domain::plan::Decision::Restore { action } => project
+            .actions
+            .iter()
+            .filter(|a| &a.action == action)
+            .map(notified)
+            .collect(),
         _ => Vec::new(),
     };
     // Same finding + outcome + policy state => same id; a new restoration (new etag) => new id.
@@ -257,7 +331,10 @@ pub fn build(
         evidence: evidence.clone(),
         actions,
         links: Links {
-            iam: format!("https://console.cloud.google.com/iam-admin/iam?project={}", project.project_id),
+            iam: format!(
+                "https://console.cloud.google.com/iam-admin/iam?project={}",
+                project.project_id
+            ),
             clusters,
         },
         trace_id: trace_id.map(str::to_owned),
@@ -266,7 +343,9 @@ pub fn build(
 
 /// 64-bit FNV-1a: a stable, dependency-free hash for notification ids.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// RFC 3339 UTC timestamp with milliseconds.
@@ -301,8 +380,14 @@ mod tests {
     #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_918_800_123)), "2026-11-29T02:20:00.123Z");
-        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(1_795_918_800_123)),
+            "2026-11-29T02:20:00.123Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]

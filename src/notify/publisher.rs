@@ -36,7 +36,9 @@ pub struct NotificationPublisher {
 
 impl std::fmt::Debug for NotificationPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotificationPublisher").field("topic", &self.topic).finish()
+        f.debug_struct("NotificationPublisher")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -45,16 +47,23 @@ impl NotificationPublisher {
     pub async fn connect(topic: &str, emulator_host: Option<&str>) -> Result<Self, NotifyError> {
         let mut builder = Publisher::builder(topic.to_owned());
         if let Some(host) = emulator_host {
-            let endpoint = if host.starts_with("http") { host.to_owned() } else { format!("http://{host}") };
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+            let endpoint = if host.starts_with("http") {
+                host.to_owned()
+            } else {
+                format!("http://{host}")
+            };
+            builder = builder.with_endpoint(endpoint).with_credentials(
+                google_cloud_auth::credentials::anonymous::Builder::new().build(),
+            );
         }
-        let inner = builder
-            .build()
-            .await
-            .map_err(|e| NotifyError::Connect { topic: topic.to_owned(), message: e.to_string() })?;
-        Ok(Self { topic: topic.to_owned(), inner })
+        let inner = builder.build().await.map_err(|e| NotifyError::Connect {
+            topic: topic.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            topic: topic.to_owned(),
+            inner,
+        })
     }
 
     /// The topic.
@@ -68,11 +77,16 @@ impl NotificationPublisher {
             topic: self.topic.clone(),
             message: e.to_string(),
         })?;
-        let message = Message::new().set_data(data).set_attributes(notification.attributes());
+        let message = Message::new()
+            .set_data(data)
+            .set_attributes(notification.attributes());
         self.inner
             .publish(message)
             .await
-            .map_err(|e| NotifyError::Publish { topic: self.topic.clone(), message: format!("{e:?}") })
+            .map_err(|e| NotifyError::Publish {
+                topic: self.topic.clone(),
+                message: format!("{e:?}"),
+            })
     }
 
     /// Sends everything buffered (call on shutdown).

@@ -72,6 +72,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// Push authentication, when configured.
     pub oidc: Option<Box<dyn PushAuth>>,
+    /// Notification delivery (`POST /pubsub/notify`), when the policy configures channels.
+    pub deliverer: Option<Arc<crate::notify::Deliverer>>,
     /// Settings.
     pub config: ServerConfig,
 }
@@ -143,6 +145,7 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => healthz(&state),
         (&Method::POST, "/pubsub/push") => push(state, request).await,
+        (&Method::POST, "/pubsub/notify") => crate::notify::deliver::push(state, request).await,
         (_, "/healthz" | "/pubsub/push") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }

@@ -1,9 +1,10 @@
 //! The integration-test binary: every scenario against real parts (the simulator over HTTP, the real
 //! gcloud CLI, the official Pub/Sub emulator), in one binary to keep link times down.
 
-mod faults;
 mod deployment;
+mod faults;
 mod job;
+mod notify;
 mod scan;
 mod serve;
 mod sim_gcloud;

@@ -1,0 +1,725 @@
+//! Routing rules: the `notifications:` section of the remediation policy file. Named channels (Slack,
+//! email, webhook) and routes (outcome, minimum severity, project glob, requirement -> channels).
+//!
+//! Owns parsing and validation (errors name file, line and field, like the rest of the policy file)
+//! and the pure routing decision. It never reads a secret: channels name the environment variables
+//! that hold them (`url_env`, `password_env`, `key_env`); `deliver` reads them at start-up.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Notification, OUTCOMES, Severity};
+use crate::config::{ConfigError, glob_match};
+use crate::domain::requirements::RequirementId;
+
+/// Default digest window.
+pub const DEFAULT_DIGEST_WINDOW_SECONDS: u64 = 30;
+
+/// The `notifications:` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Notifications for the same channel arriving within this many seconds of the first one are sent
+    /// as one digest message. 0 sends each notification on its own.
+    pub digest_window_seconds: u64,
+    /// Attempts per channel send (1 = no retry) before the delivery is answered with a retry.
+    pub retry_attempts: u32,
+    /// Seconds one send attempt may take (HTTP request or SMTP session).
+    pub timeout_seconds: u64,
+    /// Named channels.
+    pub channels: Vec<ChannelConfig>,
+    /// Routes; a notification goes to the channels of every route it matches.
+    pub routes: Vec<Route>,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            digest_window_seconds: DEFAULT_DIGEST_WINDOW_SECONDS,
+            retry_attempts: 4,
+            timeout_seconds: 10,
+            channels: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// The kind of a channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// A Slack incoming webhook (Block Kit).
+    Slack,
+    /// SMTP submission (STARTTLS, AUTH), multipart text + HTML.
+    Email,
+    /// A generic JSON webhook signed with HMAC-SHA256.
+    Webhook,
+}
+
+impl ChannelKind {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Slack => "slack",
+            Self::Email => "email",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+/// How the SMTP session is protected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS is required before AUTH and the message (the default; submission on port 587).
+    #[default]
+    Starttls,
+    /// Plain SMTP. Only for a relay on the same host or network, and for tests.
+    None,
+}
+
+/// One named channel. Which keys apply depends on `type`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Name used by routes.
+    pub name: String,
+    /// `slack`, `email` or `webhook`.
+    #[serde(rename = "type")]
+    pub kind: ChannelKind,
+    /// slack, webhook: environment variable holding the URL (a Slack webhook URL is a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    /// webhook: the URL, when it is not a secret (else `url_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// webhook: environment variable holding the HMAC-SHA256 key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// email: SMTP server host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// email: SMTP port (default 587).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// email: SMTP user name (AUTH PLAIN or LOGIN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// email: environment variable holding the SMTP password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// email: sender (`Name <addr@example.com>` or `addr@example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// email: default recipients (a route's `to` replaces them for that route).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// email: `starttls` (default) or `none`.
+    #[serde(default)]
+    pub tls: SmtpTls,
+}
+
+/// One routing rule. Every condition given must hold; absent conditions match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Route {
+    /// Outcomes this route takes. Empty: every outcome except `healthy` (healthy only when named).
+    pub outcomes: Vec<String>,
+    /// Minimum severity (`info`, `warning`, `error`, `critical`). Default `info`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<Severity>,
+    /// Project-id globs (`*`, `?`). Empty: every project.
+    pub projects: Vec<String>,
+    /// Requirement ids. Empty: every requirement.
+    pub requirements: Vec<RequirementId>,
+    /// Channel names.
+    pub channels: Vec<String>,
+    /// Email recipients for the email channels of this route (replacing the channel's `to`).
+    pub to: Vec<String>,
+}
+
+impl Route {
+    /// Whether a notification matches this route.
+    pub fn matches(&self, n: &Notification) -> bool {
+        let outcome_ok = if self.outcomes.is_empty() {
+            n.outcome != "healthy"
+        } else {
+            self.outcomes.iter().any(|o| o == &n.outcome)
+        };
+        let severity_ok = match (self.min_severity, Severity::parse(&n.severity)) {
+            (None, _) => true,
+            (Some(min), Some(s)) => s >= min,
+            (Some(_), None) => false,
+        };
+        let project_ok =
+            self.projects.is_empty() || self.projects.iter().any(|g| glob_match(g, &n.project_id));
+        let requirement_ok = self.requirements.is_empty()
+            || self
+                .requirements
+                .iter()
+                .any(|r| r.as_str() == n.requirement);
+        outcome_ok && severity_ok && project_ok && requirement_ok
+    }
+}
+
+/// Where one notification goes: a channel and, for email, the recipients. Notifications for the same
+/// target within the digest window are sent together.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Target {
+    /// Channel name.
+    pub channel: String,
+    /// Email recipients (empty for Slack and webhooks).
+    pub to: Vec<String>,
+}
+
+impl Target {
+    /// A stable key (channel and recipients).
+    pub fn key(&self) -> String {
+        if self.to.is_empty() {
+            self.channel.clone()
+        } else {
+            format!("{}\u{1f}{}", self.channel, self.to.join(","))
+        }
+    }
+}
+
+impl NotificationsConfig {
+    /// True if nothing is configured.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The channel named `name`.
+    pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+
+    /// Every target a notification goes to: one per channel; an email channel named by several
+    /// matching routes gets the union of their recipients.
+    pub fn targets(&self, n: &Notification) -> Vec<Target> {
+        let mut per_channel: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+        for route in self.routes.iter().filter(|r| r.matches(n)) {
+            for name in &route.channels {
+                let Some(channel) = self.channel(name) else {
+                    continue;
+                };
+                let entry = per_channel.entry(name.as_str()).or_default();
+                if channel.kind == ChannelKind::Email {
+                    let to = if route.to.is_empty() {
+                        &channel.to
+                    } else {
+                        &route.to
+                    };
+                    entry.extend(to.iter().cloned());
+                }
+            }
+        }
+        per_channel
+            .into_iter()
+            .map(|(channel, to)| Target {
+                channel: channel.to_owned(),
+                to: to.into_iter().collect(),
+            })
+            .collect()
+    }
+
+    /// Validates the section; `text` is the whole policy file (for line numbers).
+    pub fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let section = "notifications";
+        let err = |field: String, line: usize, message: String| ConfigError::Invalid {
+            file: origin.to_owned(),
+            line,
+            column: 1,
+            field,
+            message,
+        };
+        if self.digest_window_seconds > 3600 {
+            return Err(err(
+                format!("{section}.digest_window_seconds"),
+                key_line(text, 0, "digest_window_seconds"),
+                "must be at most 3600".to_owned(),
+            ));
+        }
+        if self.retry_attempts == 0 || self.retry_attempts > 20 {
+            return Err(err(
+                format!("{section}.retry_attempts"),
+                key_line(text, 0, "retry_attempts"),
+                "must be between 1 and 20".to_owned(),
+            ));
+        }
+        if self.timeout_seconds == 0 || self.timeout_seconds > 300 {
+            return Err(err(
+                format!("{section}.timeout_seconds"),
+                key_line(text, 0, "timeout_seconds"),
+                "must be between 1 and 300".to_owned(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            let start = item_line(text, "channels", i);
+            let field = |key: &str| format!("{section}.channels[{i}].{key}");
+            let at = |key: &str| key_line(text, start, key);
+            if c.name.trim().is_empty() {
+                return Err(err(field("name"), at("name"), "empty name".to_owned()));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(err(
+                    field("name"),
+                    at("name"),
+                    format!("channel `{}` is defined twice", c.name),
+                ));
+            }
+            if let Some((key, message)) = channel_problem(c) {
+                return Err(err(field(key), at(key), message));
+            }
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            let start = item_line(text, "routes", i);
+            let field = |key: &str| format!("{section}.routes[{i}].{key}");
+            let at = |key: &str| key_line(text, start, key);
+            if r.channels.is_empty() {
+                return Err(err(
+                    field("channels"),
+                    start,
+                    "a route needs at least one channel".to_owned(),
+                ));
+            }
+            for (j, name) in r.channels.iter().enumerate() {
+                let Some(channel) = self.channel(name) else {
+                    return Err(err(
+                        format!("{section}.routes[{i}].channels[{j}]"),
+                        at("channels"),
+                        format!(
+                            "no channel named `{name}` (defined: {})",
+                            self.channels
+                                .iter()
+                                .map(|c| c.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                };
+                if channel.kind == ChannelKind::Email && channel.to.is_empty() && r.to.is_empty() {
+                    return Err(err(
+                        field("to"),
+                        start,
+                        format!("email channel `{name}` has no `to` and this route gives none"),
+                    ));
+                }
+            }
+            for (j, o) in r.outcomes.iter().enumerate() {
+                if !OUTCOMES.contains(&o.as_str()) {
+                    return Err(err(
+                        format!("{section}.routes[{i}].outcomes[{j}]"),
+                        at("outcomes"),
+                        format!(
+                            "unknown outcome `{o}`; expected one of {}",
+                            OUTCOMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Some(j) = r.projects.iter().position(|g| g.is_empty()) {
+                return Err(err(
+                    format!("{section}.routes[{i}].projects[{j}]"),
+                    at("projects"),
+                    "empty pattern".to_owned(),
+                ));
+            }
+            if let Some(j) = r.to.iter().position(|a| !looks_like_address(a)) {
+                return Err(err(
+                    format!("{section}.routes[{i}].to[{j}]"),
+                    at("to"),
+                    format!("`{}` is not an email address", r.to[j]),
+                ));
+            }
+            if !r.to.is_empty()
+                && !r.channels.iter().any(|n| {
+                    self.channel(n)
+                        .is_some_and(|c| c.kind == ChannelKind::Email)
+                })
+            {
+                return Err(err(
+                    field("to"),
+                    at("to"),
+                    "`to` applies to email channels and this route has none".to_owned(),
+                ));
+            }
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            if !self.routes.iter().any(|r| r.channels.contains(&c.name)) {
+                return Err(err(
+                    format!("{section}.channels[{i}].name"),
+                    key_line(text, item_line(text, "channels", i), "name"),
+                    format!("channel `{}` is not used by any route", c.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The first problem of a channel's keys for its type: (key, message).
+fn channel_problem(c: &ChannelConfig) -> Option<(&'static str, String)> {
+    let kind = c.kind.as_str();
+    let unused = |present: bool, key: &'static str| {
+        present.then(|| (key, format!("`{key}` does not apply to a {kind} channel")))
+    };
+    let email_keys = [
+        (c.host.is_some(), "host"),
+        (c.port.is_some(), "port"),
+        (c.username.is_some(), "username"),
+        (c.password_env.is_some(), "password_env"),
+        (c.from.is_some(), "from"),
+        (!c.to.is_empty(), "to"),
+        (c.tls != SmtpTls::Starttls, "tls"),
+    ];
+    let check_env = |key: &'static str, value: &Option<String>| {
+        value
+            .as_deref()
+            .filter(|v| !is_env_name(v))
+            .map(|v| (key, format!("`{v}` is not an environment variable name")))
+    };
+    match c.kind {
+        ChannelKind::Slack => {
+            if c.url_env.is_none() {
+                return Some((
+                    "url_env",
+                    "a slack channel needs `url_env` (the webhook URL is a secret)".to_owned(),
+                ));
+            }
+            if let Some(p) = check_env("url_env", &c.url_env) {
+                return Some(p);
+            }
+            email_keys
+                .into_iter()
+                .chain([(c.url.is_some(), "url"), (c.key_env.is_some(), "key_env")])
+                .find_map(|(present, key)| unused(present, key))
+        }
+        ChannelKind::Webhook => {
+            match (&c.url, &c.url_env) {
+                (None, None) => {
+                    return Some((
+                        "url",
+                        "a webhook channel needs `url` or `url_env`".to_owned(),
+                    ));
+                }
+                (Some(_), Some(_)) => {
+                    return Some(("url_env", "give `url` or `url_env`, not both".to_owned()));
+                }
+                (Some(u), None) if !(u.starts_with("https://") || u.starts_with("http://")) => {
+                    return Some(("url", format!("`{u}` is not an http(s) URL")));
+                }
+                _ => {}
+            }
+            if c.key_env.is_none() {
+                return Some((
+                    "key_env",
+                    "a webhook channel needs `key_env` (the HMAC key)".to_owned(),
+                ));
+            }
+            check_env("url_env", &c.url_env)
+                .or_else(|| check_env("key_env", &c.key_env))
+                .or_else(|| {
+                    email_keys
+                        .into_iter()
+                        .find_map(|(present, key)| unused(present, key))
+                })
+        }
+        ChannelKind::Email => {
+            match c.host.as_deref() {
+                None | Some("") => {
+                    return Some(("host", "an email channel needs `host`".to_owned()));
+                }
+                _ => {}
+            }
+            match c.from.as_deref() {
+                None => return Some(("from", "an email channel needs `from`".to_owned())),
+                Some(f) if f.parse::<lettre::message::Mailbox>().is_err() => {
+                    return Some((
+                        "from",
+                        format!("`{f}` is not a mailbox such as Name <a@example.com>"),
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(a) = c.to.iter().find(|a| !looks_like_address(a)) {
+                return Some(("to", format!("`{a}` is not an email address")));
+            }
+            if c.port == Some(0) {
+                return Some(("port", "must be a port number".to_owned()));
+            }
+            if c.username.is_some() != c.password_env.is_some() {
+                return Some((
+                    "password_env",
+                    "`username` and `password_env` go together".to_owned(),
+                ));
+            }
+            check_env("password_env", &c.password_env).or_else(|| {
+                [
+                    (c.url.is_some(), "url"),
+                    (c.url_env.is_some(), "url_env"),
+                    (c.key_env.is_some(), "key_env"),
+                ]
+                .into_iter()
+                .find_map(|(present, key)| unused(present, key))
+            })
+        }
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn looks_like_address(a: &str) -> bool {
+    a.parse::<lettre::Address>().is_ok()
+}
+
+/// 1-based line of the `index`th list item under `section:` within `notifications:` (0 if not found).
+fn item_line(text: &str, section: &str, index: usize) -> usize {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(top) = lines
+        .iter()
+        .position(|l| l.trim_end() == "notifications:" || l.starts_with("notifications:"))
+    else {
+        return 0;
+    };
+    let Some(sec) = lines
+        .iter()
+        .skip(top + 1)
+        .position(|l| l.trim_start().starts_with(&format!("{section}:")))
+        .map(|p| p + top + 1)
+    else {
+        return 0;
+    };
+    let sec_indent = indent(lines[sec]);
+    let mut item_indent = None;
+    let mut seen = 0;
+    for (n, line) in lines.iter().enumerate().skip(sec + 1) {
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let ind = indent(line);
+        if ind < sec_indent || (ind == sec_indent && !t.starts_with("- ")) {
+            break;
+        }
+        if t.starts_with("- ") || t == "-" {
+            let want = *item_indent.get_or_insert(ind);
+            if ind == want {
+                if seen == index {
+                    return n + 1;
+                }
+                seen += 1;
+            }
+        }
+    }
+    0
+}
+
+fn indent(line: &str) -> usize {
+    line.len() - line.trim_start().len()
+}
+
+/// 1-based line of `key:` at or after line `start` (1-based; 0 = anywhere under `notifications:`).
+fn key_line(text: &str, start: usize, key: &str) -> usize {
+    let from = if start == 0 {
+        text.lines()
+            .position(|l| l.starts_with("notifications:"))
+            .unwrap_or(0)
+    } else {
+        start - 1
+    };
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| {
+            let t = l.trim_start().trim_start_matches("- ").trim_start();
+            t.starts_with(&format!("{key}:"))
+        })
+        .map_or(start, |(i, _)| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RemediationPolicy;
+
+    const POLICY: &str = "mode: enforce
+notifications:
+  digest_window_seconds: 5
+  channels:
+    - name: platform-slack
+      type: slack
+      url_env: REMEDIATOR_SLACK_WEBHOOK_URL
+    - name: oncall
+      type: email
+      host: smtp.example.com
+      username: remediator@example.com
+      password_env: REMEDIATOR_SMTP_PASSWORD
+      from: GKE IAM remediator <remediator@example.com>
+      to: [platform@example.com]
+    - name: siem
+      type: webhook
+      url: https://siem.example.com/hooks/gke
+      key_env: REMEDIATOR_WEBHOOK_KEY
+  routes:
+    - channels: [platform-slack, siem]
+    - outcomes: [failed, escalated]
+      projects: ['prod-*']
+      channels: [oncall]
+      to: [oncall@example.com]
+    - outcomes: [restored]
+      requirements: [node-sa-permissions]
+      channels: [oncall]
+";
+
+    fn n(outcome: &str, project: &str, requirement: &str) -> Notification {
+        let severity = match outcome {
+            "failed" => "error",
+            "escalated" => "critical",
+            "restored" | "healthy" => "info",
+            _ => "warning",
+        };
+        serde_json::from_value(serde_json::json!({
+            "schema": super::super::SCHEMA_V1, "id": "n-1", "time": "2026-11-29T00:00:00.000Z",
+            "project_id": project, "project_number": "1", "requirement": requirement,
+            "outcome": outcome, "mode": "enforce", "severity": severity, "status": "missing",
+            "detail": "d",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn routes_pick_channels_by_outcome_project_and_requirement() {
+        let p = RemediationPolicy::from_yaml(POLICY, "p.yaml").unwrap();
+        let c = &p.notifications;
+        assert_eq!(c.digest_window_seconds, 5);
+        let names = |n: &Notification| -> Vec<String> {
+            c.targets(n).into_iter().map(|t| t.key()).collect()
+        };
+        assert_eq!(
+            names(&n("healthy", "prod-a", "gke-service-agent")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&n("would-restore", "dev-a", "gke-service-agent")),
+            ["platform-slack", "siem"]
+        );
+        assert_eq!(
+            names(&n("failed", "prod-a", "gke-service-agent")),
+            ["oncall\u{1f}oncall@example.com", "platform-slack", "siem"]
+        );
+        assert_eq!(
+            names(&n("failed", "dev-a", "gke-service-agent")),
+            ["platform-slack", "siem"]
+        );
+        assert_eq!(
+            names(&n("restored", "dev-a", "node-sa-permissions")),
+            ["oncall\u{1f}platform@example.com", "platform-slack", "siem"]
+        );
+    }
+
+    #[test]
+    fn healthy_alerts_only_when_a_route_names_it_and_severity_is_a_floor() {
+        let text = "notifications:\n  channels:\n    - {name: s, type: slack, url_env: S}\n  routes:\n    - {outcomes: [healthy, failed], channels: [s]}\n    - {min_severity: critical, channels: [s]}\n";
+        let p = RemediationPolicy::from_yaml(text, "p.yaml").unwrap();
+        assert_eq!(
+            p.notifications
+                .targets(&n("healthy", "x", "gke-service-agent"))
+                .len(),
+            1
+        );
+        assert_eq!(
+            p.notifications
+                .targets(&n("unknown", "x", "gke-service-agent"))
+                .len(),
+            0
+        );
+        assert_eq!(
+            p.notifications
+                .targets(&n("escalated", "x", "gke-service-agent"))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn no_notifications_section_means_nothing_is_delivered() {
+        let p = RemediationPolicy::from_yaml("mode: enforce\n", "p.yaml").unwrap();
+        assert!(p.notifications.is_empty());
+        assert_eq!(p.notifications.digest_window_seconds, 30);
+    }
+
+    fn error_of(text: &str) -> String {
+        RemediationPolicy::from_yaml(text, "policy.yaml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn an_unknown_channel_key_names_file_line_and_field() {
+        let e = error_of(
+            "notifications:\n  channels:\n    - name: s\n      type: slack\n      url_env: S\n      urlenv: T\n",
+        );
+        assert!(e.starts_with("policy.yaml:6:"), "{e}");
+        assert!(e.contains("urlenv"), "{e}");
+    }
+
+    #[test]
+    fn a_route_naming_a_missing_channel_names_the_route_line_and_field() {
+        let e = error_of(
+            POLICY
+                .replace(
+                    "channels: [oncall]\n      to:",
+                    "channels: [on-call]\n      to:",
+                )
+                .as_str(),
+        );
+        assert!(e.starts_with("policy.yaml:23:"), "{e}");
+        assert!(e.contains("notifications.routes[1].channels[0]"), "{e}");
+        assert!(e.contains("on-call"), "{e}");
+    }
+
+    #[test]
+    fn a_channel_without_its_secret_variable_is_rejected_at_its_line() {
+        let e = error_of(&POLICY.replace("      password_env: REMEDIATOR_SMTP_PASSWORD\n", ""));
+        assert!(e.contains("notifications.channels[1].password_env"), "{e}");
+        assert!(e.starts_with("policy.yaml:8:"), "{e}");
+        let e = error_of(&POLICY.replace("      key_env: REMEDIATOR_WEBHOOK_KEY\n", ""));
+        assert!(e.contains("notifications.channels[2].key_env"), "{e}");
+        let e = error_of(&POLICY.replace(
+            "url_env: REMEDIATOR_SLACK_WEBHOOK_URL",
+            "url_env: https://hooks.slack.com/x",
+        ));
+        assert!(e.contains("not an environment variable name"), "{e}");
+        assert!(e.starts_with("policy.yaml:7:"), "{e}");
+    }
+
+    #[test]
+    fn bad_outcomes_tls_and_unused_channels_are_errors() {
+        let e = error_of(&POLICY.replace("[failed, escalated]", "[failed, broken]"));
+        assert!(
+            e.contains("routes[1].outcomes[1]") && e.contains("broken"),
+            "{e}"
+        );
+        assert!(e.starts_with("policy.yaml:21:"), "{e}");
+        let e = error_of(&POLICY.replace(
+            "      to: [platform@example.com]\n",
+            "      to: [platform@example.com]\n      tls: maybe\n",
+        ));
+        assert!(e.contains("tls"), "{e}");
+        let e = error_of(&POLICY.replace(
+            "    - channels: [platform-slack, siem]\n",
+            "    - channels: [siem]\n",
+        ));
+        assert!(
+            e.contains("platform-slack") && e.contains("not used by any route"),
+            "{e}"
+        );
+    }
+}
