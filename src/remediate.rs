@@ -458,16 +458,17 @@ impl Remediator {
     }
 
     fn decide(&self, findings: &[Finding], state: &ProjectState) -> Plan {
-        let done = self.writes_done.load(Ordering::SeqCst);
+        self.decide_counting(findings, state, 0)
+    }
+
+    /// Decides with `held` writes of this project already reserved (they do not count against it).
+    fn decide_counting(&self, findings: &[Finding], state: &ProjectState, held: u32) -> Plan {
+        let done = self.writes_done.load(Ordering::SeqCst).saturating_sub(held);
+        let limits = &self.options.policy.limits;
         let ctx = DecideContext {
             policy: &self.options.policy,
             state,
-            writes_remaining: self
-                .options
-                .policy
-                .limits
-                .max_writes_per_run
-                .saturating_sub(done),
+            writes_remaining: limits.max_writes_per_run.saturating_sub(done),
             restorations: &state.restorations,
         };
         plan::decide(findings, &ctx)
@@ -558,22 +559,6 @@ impl Remediator {
             error: None,
             retryable: false,
         }
-    }
-
-    fn decide_with_reservation(&self, findings: &[Finding], state: &ProjectState) -> Plan {
-        let done = self.writes_done.load(Ordering::SeqCst).saturating_sub(1);
-        let ctx = DecideContext {
-            policy: &self.options.policy,
-            state,
-            writes_remaining: self
-                .options
-                .policy
-                .limits
-                .max_writes_per_run
-                .saturating_sub(done),
-            restorations: &state.restorations,
-        };
-        plan::decide(findings, &ctx)
     }
 
     fn reserve_write(&self) -> bool {
@@ -719,7 +704,7 @@ impl Remediator {
                     }
                     *findings = self.evaluate(state).await;
                     // The write reserved for this project is kept for the retry.
-                    *plan = self.decide_with_reservation(findings, state);
+                    *plan = self.decide_counting(findings, state, 1);
                 }
                 Err(e) if e.is_conflict() => {
                     self.writes_done.fetch_sub(1, Ordering::SeqCst);

@@ -290,10 +290,7 @@ impl Gcp {
         Ok(out)
     }
 
-    async fn list_direct_projects(
-        &self,
-        parent: &ResourceRef,
-    ) -> Result<Vec<ProjectInfo>, ApiError> {
+    async fn list_direct_projects(&self, parent: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Project {
@@ -304,94 +301,70 @@ impl Gcp {
             #[serde(default)]
             state: String,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            #[serde(default)]
-            projects: Vec<Project>,
-            #[serde(default)]
-            next_page_token: String,
-        }
         const M: &str = "projects.list";
+        let projects: Vec<Project> = self
+            .list_all(
+                || {
+                    let mut c = get(Api::ResourceManager, M, "resourcemanager.projects.list", "v3/projects".to_owned());
+                    c.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+                    c
+                },
+                "projects",
+            )
+            .await?;
         let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
-            let mut call = get(
-                Api::ResourceManager,
-                M,
-                "resourcemanager.projects.list",
-                "v3/projects".to_owned(),
-            );
-            call.query = vec![
-                ("parent", parent.to_string()),
-                ("pageSize", "500".to_owned()),
-            ];
-            if !token.is_empty() {
-                call.query.push(("pageToken", token.clone()));
-            }
-            let page: Page = self.client.send(call).await?;
-            for p in page.projects {
-                if !p.state.is_empty() && p.state != "ACTIVE" {
-                    continue;
-                }
-                let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
-                out.push(ProjectInfo {
-                    project_id: ProjectId::parse(&p.project_id)
-                        .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-                    project_number: ProjectNumber::parse(number)
-                        .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-                    parent: parse_parent_name(&p.parent),
-                });
-            }
-            if page.next_page_token.is_empty() {
-                return Ok(out);
-            }
-            token = page.next_page_token;
+        for p in projects.into_iter().filter(|p| p.state.is_empty() || p.state == "ACTIVE") {
+            let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
+            out.push(ProjectInfo {
+                project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                project_number: ProjectNumber::parse(number).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                parent: parse_parent_name(&p.parent),
+            });
         }
+        Ok(out)
     }
 
-    async fn list_direct_folders(
-        &self,
-        parent: &ResourceRef,
-    ) -> Result<Vec<ResourceRef>, ApiError> {
+    async fn list_direct_folders(&self, parent: &ResourceRef) -> Result<Vec<ResourceRef>, ApiError> {
         #[derive(Deserialize)]
         struct Folder {
             name: String,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            #[serde(default)]
-            folders: Vec<Folder>,
-            #[serde(default)]
-            next_page_token: String,
-        }
+        let folders: Vec<Folder> = self
+            .list_all(
+                || {
+                    let mut c = get(Api::ResourceManager, "folders.list", "resourcemanager.folders.list", "v3/folders".to_owned());
+                    c.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+                    c
+                },
+                "folders",
+            )
+            .await?;
+        Ok(folders.iter().filter_map(|f| ResourceRef::parse(&f.name).ok()).collect())
+    }
+
+    /// Follows `nextPageToken` until the end, collecting the `items` array of every page.
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        call: impl Fn() -> Call<'static, ()>,
+        items: &'static str,
+    ) -> Result<Vec<T>, ApiError> {
         let mut out = Vec::new();
         let mut token = String::new();
         loop {
-            let mut call = get(
-                Api::ResourceManager,
-                "folders.list",
-                "resourcemanager.folders.list",
-                "v3/folders".to_owned(),
-            );
-            call.query = vec![
-                ("parent", parent.to_string()),
-                ("pageSize", "500".to_owned()),
-            ];
+            let mut c = call();
             if !token.is_empty() {
-                call.query.push(("pageToken", token.clone()));
+                c.query.push(("pageToken", token.clone()));
             }
-            let page: Page = self.client.send(call).await?;
-            out.extend(
-                page.folders
-                    .iter()
-                    .filter_map(|f| ResourceRef::parse(&f.name).ok()),
-            );
-            if page.next_page_token.is_empty() {
+            let (api, method) = (c.api, c.method);
+            let mut page: serde_json::Value = self.client.send(c).await?;
+            if let Some(list) = page.get_mut(items).map(serde_json::Value::take) {
+                let batch: Vec<T> = serde_json::from_value(list).map_err(|e| bad(api, method, format!("at `{items}`: {e}")))?;
+                out.extend(batch);
+            }
+            token = page.get("nextPageToken").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+            if token.is_empty() {
                 return Ok(out);
             }
-            token = page.next_page_token;
         }
     }
 
@@ -471,38 +444,21 @@ impl Gcp {
     }
 
     /// Every service account of a project (deleted accounts are not listed).
-    pub async fn list_service_accounts(
-        &self,
-        project: &ProjectId,
-    ) -> Result<Vec<ServiceAccount>, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            #[serde(default)]
-            accounts: Vec<ServiceAccount>,
-            #[serde(default)]
-            next_page_token: String,
-        }
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
-            let mut call = get(
-                Api::Iam,
-                "serviceAccounts.list",
-                "iam.serviceAccounts.list",
-                format!("v1/projects/{project}/serviceAccounts"),
-            );
-            call.query = vec![("pageSize", "100".to_owned())];
-            if !token.is_empty() {
-                call.query.push(("pageToken", token.clone()));
-            }
-            let page: Page = self.client.send(call).await?;
-            out.extend(page.accounts);
-            if page.next_page_token.is_empty() {
-                return Ok(out);
-            }
-            token = page.next_page_token;
-        }
+    pub async fn list_service_accounts(&self, project: &ProjectId) -> Result<Vec<ServiceAccount>, ApiError> {
+        self.list_all(
+            || {
+                let mut c = get(
+                    Api::Iam,
+                    "serviceAccounts.list",
+                    "iam.serviceAccounts.list",
+                    format!("v1/projects/{project}/serviceAccounts"),
+                );
+                c.query = vec![("pageSize", "100".to_owned())];
+                c
+            },
+            "accounts",
+        )
+        .await
     }
 
     /// `serviceAccounts.get` under `projects/-`; `None` when it does not exist (404, or 403 which IAM
@@ -728,40 +684,24 @@ impl Gcp {
         project: &ProjectId,
         location: &str,
     ) -> Result<Vec<Recommendation>, ApiError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            #[serde(default)]
-            recommendations: Vec<Recommendation>,
-            #[serde(default)]
-            next_page_token: String,
-        }
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
-            let mut call = get(
-                Api::Recommender,
-                "recommendations.list",
-                "recommender.containerDiagnosisRecommendations.list",
-                format!(
-                    "v1/projects/{project}/locations/{location}/recommenders/{DIAGNOSIS_RECOMMENDER}/recommendations"
-                ),
-            );
-            call.query = vec![("filter", format!("recommenderSubtype = {NODE_SA_SUBTYPE}"))];
-            if !token.is_empty() {
-                call.query.push(("pageToken", token.clone()));
-            }
-            let page: Page = self.client.send(call).await?;
-            out.extend(
-                page.recommendations
-                    .into_iter()
-                    .filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE),
-            );
-            if page.next_page_token.is_empty() {
-                return Ok(out);
-            }
-            token = page.next_page_token;
-        }
+        let all: Vec<Recommendation> = self
+            .list_all(
+                || {
+                    let mut c = get(
+                        Api::Recommender,
+                        "recommendations.list",
+                        "recommender.containerDiagnosisRecommendations.list",
+                        format!(
+                            "v1/projects/{project}/locations/{location}/recommenders/{DIAGNOSIS_RECOMMENDER}/recommendations"
+                        ),
+                    );
+                    c.query = vec![("filter", format!("recommenderSubtype = {NODE_SA_SUBTYPE}"))];
+                    c
+                },
+                "recommendations",
+            )
+            .await?;
+        Ok(all.into_iter().filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE).collect())
     }
 
     /// `recommendations.get`.

@@ -103,6 +103,18 @@ struct AuthorizationInfo {
     resource: Option<String>,
 }
 
+/// Every (service, last segment of `methodName`) this module acts on: the log sink's filter must match
+/// exactly these (the Terraform consistency test checks it), and `classify` dispatches on them.
+pub const HANDLED_METHODS: &[(&str, &str)] = &[
+    ("cloudresourcemanager.googleapis.com", "SetIamPolicy"),
+    ("iam.googleapis.com", "DeleteServiceAccount"),
+    ("iam.googleapis.com", "DisableServiceAccount"),
+    ("serviceusage.googleapis.com", "DisableService"),
+    ("container.googleapis.com", "CreateCluster"),
+    ("container.googleapis.com", "CreateNodePool"),
+    ("container.googleapis.com", "UpdateNodePool"),
+];
+
 /// `AuditData` / the `metadata` struct: only `policyDelta` matters.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -500,5 +512,37 @@ fn scope_label(scope: &Scope) -> String {
         Scope::Folder(f) => format!("folders/{f}"),
         Scope::Organization(o) => format!("organizations/{o}"),
         Scope::Configured => "the configured scope".into(),
+    }
+}
+
+#[cfg(test)]
+mod handled_methods_tests {
+    use super::*;
+
+    #[test]
+    fn every_handled_method_is_dispatched_and_nothing_else_is() {
+        for (service, method) in HANDLED_METHODS
+            .iter()
+            .copied()
+            .chain([("iam.googleapis.com", "CreateServiceAccount")])
+        {
+            let entry = serde_json::json!({
+                "protoPayload": {
+                    "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                    "serviceName": service,
+                    "methodName": format!("google.x.v1.Api.{method}"),
+                    "resourceName": "projects/demo-project",
+                },
+                "resource": {"type": "project", "labels": {"project_id": "demo-project"}},
+            });
+            let message = crate::intake::Message {
+                data: entry.to_string().into_bytes(),
+                ..Default::default()
+            };
+            let result = crate::intake::classify(&message);
+            let unhandled = matches!(&result, Ok(crate::intake::Classification::Ignored { reason }) if reason.contains("is not an event we act on"));
+            let listed = HANDLED_METHODS.contains(&(service, method));
+            assert_eq!(!unhandled, listed, "{service} {method}: {result:?}");
+        }
     }
 }

@@ -32,6 +32,7 @@ use crate::domain::requirements::{
     RequirementId,
 };
 
+pub use audit_log::HANDLED_METHODS;
 pub use envelope::parse_push;
 
 /// Largest push request body accepted (a wrapped envelope carries base64, a third larger than the data).

@@ -13,21 +13,6 @@ use std::path::{Path, PathBuf};
 use gke_iam_remediator::domain::requirements::{RequirementId, restorable_roles};
 use hcl::{Block, Body, Expression, ObjectKey};
 
-/// The audit-log events intake acts on, as `(protoPayload.serviceName, last segment of methodName)`.
-///
-/// PENDING: `src/intake/audit_log.rs` does not export this set yet (it matches `(service, short method)`
-/// inline). Once intake exposes a constant such as `gke_iam_remediator::intake::HANDLED_METHODS`, replace
-/// this list with it so that intake and the sink filter cannot drift apart.
-const INTAKE_HANDLED_METHODS_PENDING_CONSTANT: &[(&str, &str)] = &[
-    ("cloudresourcemanager.googleapis.com", "SetIamPolicy"),
-    ("iam.googleapis.com", "DeleteServiceAccount"),
-    ("iam.googleapis.com", "DisableServiceAccount"),
-    ("serviceusage.googleapis.com", "DisableService"),
-    ("container.googleapis.com", "CreateCluster"),
-    ("container.googleapis.com", "CreateNodePool"),
-    ("container.googleapis.com", "UpdateNodePool"),
-];
-
 const PRIMITIVE_ROLES: [&str; 3] = ["roles/owner", "roles/editor", "roles/viewer"];
 
 fn repo() -> PathBuf {
@@ -200,7 +185,7 @@ fn the_sink_filter_names_exactly_the_audit_log_methods_intake_handles() {
             in_filter.insert((service.clone(), method));
         }
     }
-    let handled: BTreeSet<(String, String)> = INTAKE_HANDLED_METHODS_PENDING_CONSTANT
+    let handled: BTreeSet<(String, String)> = gke_iam_remediator::intake::HANDLED_METHODS
         .iter()
         .map(|(s, m)| (s.to_string(), m.to_string()))
         .collect();

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use gke_iam_remediator::domain::iam::{Member, Role};
 use serde_json::{Value, json};
 
-use crate::support::{Api, PubsubEmulator, start_sim, world_file};
+use crate::support::{Api, PubsubEmulator, TempFile, start_sim, world_file};
 
 async fn job(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
@@ -29,15 +29,9 @@ async fn job(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
     )
 }
 
-fn policy_file(text: &str) -> String {
-    let path =
-        std::env::temp_dir().join(format!("remediator-policy-{}.yaml", rand::random::<u64>()));
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_pulls_events_restores_and_exits_when_idle() {
+    let policy = TempFile::new("mode: enforce\n");
     let emulator = PubsubEmulator::start().await;
     emulator
         .topic_with_subscription("ops-project", "iam-events", "iam-events-pull")
@@ -76,7 +70,7 @@ async fn a_job_pulls_events_restores_and_exits_when_idle() {
         &[
             ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
             ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
-            ("REMEDIATOR_POLICY", policy_file("mode: enforce\n")),
+            ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ],
     )
     .await;
@@ -99,6 +93,7 @@ async fn a_job_pulls_events_restores_and_exits_when_idle() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sweep_restores_and_marks_the_node_sa_recommendations_succeeded_but_never_in_dry_run() {
+    let policy = TempFile::new("mode: enforce\n");
     let sim = start_sim(&world_file("demo.yaml")).await;
     let api = Api::new(&sim);
     let list = "v1/projects/demo-project/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations";
@@ -123,7 +118,7 @@ async fn a_sweep_restores_and_marks_the_node_sa_recommendations_succeeded_but_ne
         &["--sweep", "--organization", "123456789012"],
         &[
             ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-            ("REMEDIATOR_POLICY", policy_file("mode: enforce\n")),
+            ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ],
     )
     .await;

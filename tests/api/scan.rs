@@ -111,29 +111,8 @@ fn principals_with(doc: &Value, requirement: &str, status: &str) -> BTreeSet<Str
         .collect()
 }
 
-fn write_policy(text: &str) -> tempfile_path::TempPath {
-    tempfile_path::TempPath::new(text)
-}
-
-/// A tiny temp-file helper (no extra crate): removed on drop.
-mod tempfile_path {
-    pub struct TempPath(pub std::path::PathBuf);
-    impl TempPath {
-        pub fn new(text: &str) -> Self {
-            let n: u64 = rand::random();
-            let path = std::env::temp_dir().join(format!("remediator-policy-{n}.yaml"));
-            std::fs::write(&path, text).unwrap();
-            Self(path)
-        }
-        pub fn arg(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+fn write_policy(text: &str) -> crate::support::TempFile {
+    crate::support::TempFile::new(text)
 }
 
 const ENFORCE: &str = "mode: enforce\n";

@@ -11,7 +11,7 @@ use gke_iam_remediator::sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::{Gcloud, PubsubEmulator, free_port, start_sim_with};
+use crate::support::{Gcloud, PubsubEmulator, TempFile, free_port, start_sim_with};
 
 const OPS: &str = "ops-project";
 const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
@@ -99,13 +99,6 @@ pub struct Loop {
     pub sim: SimHandle,
     pub serve: Serve,
     pub http: reqwest::Client,
-}
-
-pub async fn policy_file(text: &str) -> String {
-    let path =
-        std::env::temp_dir().join(format!("remediator-policy-{}.yaml", rand::random::<u64>()));
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
 }
 
 impl Loop {
@@ -245,6 +238,29 @@ impl Loop {
     }
 }
 
+/// Writes a policy file that outlives the call (for other test modules; `Loop` cleans up its own).
+pub async fn policy_file(text: &str) -> String {
+    let file = TempFile::new(text);
+    let path = file.arg().to_owned();
+    std::mem::forget(file);
+    path
+}
+
+/// Removes the GKE service agent's binding with the real gcloud, as a person would.
+async fn remove_agent_binding(gcloud: &Gcloud) {
+    let args = [
+        "projects",
+        "remove-iam-policy-binding",
+        "acme-prod",
+        "--member",
+        AGENT,
+        "--role",
+        "roles/container.serviceAgent",
+    ];
+    let out = gcloud.run(&args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 fn has(sim: &SimHandle, role: &str, member: &str) -> bool {
     let p = sim.policy("projects/acme-prod").unwrap();
     p.grants_unconditionally(&Role::parse(role).unwrap(), &Member::parse(member).unwrap())
@@ -330,19 +346,7 @@ async fn dry_run_publishes_would_restore_and_writes_nothing() {
     let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
     lp.sim.reset_stats();
 
-    let out = gcloud
-        .run(&[
-            "projects",
-            "remove-iam-policy-binding",
-            "acme-prod",
-            "--member",
-            AGENT,
-            "--role",
-            "roles/container.serviceAgent",
-            "--format=json",
-        ])
-        .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    remove_agent_binding(&gcloud).await;
 
     let notes = lp.notifications(Duration::from_secs(8)).await;
     assert!(
@@ -407,19 +411,7 @@ async fn forged_events_asking_for_owner_grant_nothing_and_a_duplicate_burst_writ
 
     // A real removal, then the same event delivered 20 times: one restore.
     let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
-    let out = gcloud
-        .run(&[
-            "projects",
-            "remove-iam-policy-binding",
-            "acme-prod",
-            "--member",
-            AGENT,
-            "--role",
-            "roles/container.serviceAgent",
-            "--format=json",
-        ])
-        .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    remove_agent_binding(&gcloud).await;
     for i in 0..20 {
         lp.publish_event(&removal_entry(
             &format!("dup-{i}"),
@@ -694,19 +686,7 @@ async fn a_binding_that_keeps_being_removed_is_escalated_after_the_limit_not_res
     .await;
     let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
     let remove = || async {
-        let out = gcloud
-            .run(&[
-                "projects",
-                "remove-iam-policy-binding",
-                "acme-prod",
-                "--member",
-                AGENT,
-                "--role",
-                "roles/container.serviceAgent",
-                "--format=json",
-            ])
-            .await;
-        assert_eq!(out.code, 0, "{}", out.stderr);
+        remove_agent_binding(&gcloud).await;
     };
 
     for round in 1..=2 {
@@ -747,19 +727,7 @@ async fn the_grace_delay_lets_an_infrastructure_as_code_apply_finish_before_rest
     let lp = Loop::start(WORLD, "mode: enforce\ngrace_seconds: 4\n").await;
     let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
 
-    let out = gcloud
-        .run(&[
-            "projects",
-            "remove-iam-policy-binding",
-            "acme-prod",
-            "--member",
-            AGENT,
-            "--role",
-            "roles/container.serviceAgent",
-            "--format=json",
-        ])
-        .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    remove_agent_binding(&gcloud).await;
     let removed = Instant::now();
     // The lower bound is safe to check: nothing may be restored before the grace has passed.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -435,3 +435,27 @@ impl Api {
         self.call("PUT", path, Some(body)).await
     }
 }
+
+/// A file with the given text in the temp dir, removed on drop (policy files for the binary).
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    /// Writes `text` to a fresh file.
+    pub fn new(text: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("remediator-test-{}.yaml", rand::random::<u64>()));
+        std::fs::write(&path, text).expect("temp file written");
+        TempFile(path)
+    }
+
+    /// The path as a string argument.
+    pub fn arg(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
