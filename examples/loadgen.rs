@@ -57,7 +57,10 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage());
+        let mut value = || match it.next() {
+            Some(v) => v,
+            None => usage(),
+        };
         match flag.as_str() {
             "--url" => a.url = value(),
             "--project" => a.projects.push(value()),

@@ -162,7 +162,9 @@ fn grants(policy: &Value) -> BTreeMap<(String, String), Vec<String>> {
     for b in policy["bindings"].as_array().into_iter().flatten() {
         let key = (
             b["role"].as_str().unwrap_or_default().to_owned(),
-            b.get("condition").map(|c| c.to_string()).unwrap_or_default(),
+            b.get("condition")
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
         );
         out.entry(key).or_default().extend(
             b["members"]
@@ -209,7 +211,12 @@ fn assert_nothing_removed(
         }
         let mut gained = BTreeMap::new();
         for (key, members) in ga {
-            let old: BTreeSet<String> = gb.get(&key).cloned().unwrap_or_default().into_iter().collect();
+            let old: BTreeSet<String> = gb
+                .get(&key)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
             let new: BTreeSet<String> = members.into_iter().filter(|m| !old.contains(m)).collect();
             if !new.is_empty() {
                 gained.insert(key, new);
@@ -264,8 +271,12 @@ async fn restorable(sim: &SimHandle, policy: &str) -> BTreeSet<(String, String, 
     let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
     a.extend(["--policy", policy]);
     let run = scan(sim, &a).await;
-    let doc: Value = serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("dry-run scan: not JSON ({e}): {}\n{}", run.stdout, run.stderr));
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dry-run scan: not JSON ({e}): {}\n{}",
+            run.stdout, run.stderr
+        )
+    });
     let mut out = BTreeSet::new();
     for p in doc["projects"].as_array().into_iter().flatten() {
         for a in p["actions"].as_array().into_iter().flatten() {
@@ -339,7 +350,7 @@ async fn concurrent_writers_lose_nothing_while_the_remediator_restores() {
     let targets: BTreeSet<String> = expected.iter().map(|(p, _, _)| p.clone()).collect();
 
     // The simulator's own writer: after each read of the first broken project, someone else writes.
-    let first = targets.iter().next().unwrap().clone();
+    let first = targets.first().unwrap().clone();
     sim.set_concurrent_writer(Some(ConcurrentWriter {
         project: first.clone(),
         probability: 1.0,
@@ -395,10 +406,9 @@ async fn concurrent_writers_lose_nothing_while_the_remediator_restores() {
             "{p}: the other client's {m} was lost"
         );
     }
-    let writer: Value = serde_json::to_value(
-        Api::new(&sim).get("_sim/concurrent-writer").await.1["added"].clone(),
-    )
-    .unwrap();
+    let writer: Value =
+        serde_json::to_value(Api::new(&sim).get("_sim/concurrent-writer").await.1["added"].clone())
+            .unwrap();
     let g = grants(&after[&format!("projects/{first}")]);
     for m in writer.as_array().into_iter().flatten() {
         let m = m.as_str().unwrap().to_owned();
@@ -546,14 +556,24 @@ fn hostile_corpus(projects: &[String]) -> Vec<(String, Option<String>, Vec<u8>)>
     ];
     let mut targets: Vec<String> = projects.to_vec();
     targets.extend(
-        ["victim-project", "400000000002", "folders/910000000001", "../../etc", ""]
-            .map(str::to_owned),
+        [
+            "victim-project",
+            "400000000002",
+            "folders/910000000001",
+            "../../etc",
+            "",
+        ]
+        .map(str::to_owned),
     );
     for p in &targets {
         for m in strangers {
             for r in roles {
                 let e = removal_entry(&id(), r, m, p);
-                out.push((format!("forged {r} {m} on {p}"), ct.clone(), wrap(&id(), e.to_string().as_bytes())));
+                out.push((
+                    format!("forged {r} {m} on {p}"),
+                    ct.clone(),
+                    wrap(&id(), e.to_string().as_bytes()),
+                ));
             }
         }
         // A forged node-pool creation naming a stranger's account as the node service account.
@@ -569,7 +589,11 @@ fn hostile_corpus(projects: &[String]) -> Vec<(String, Option<String>, Vec<u8>)>
             "resource": {"type": "gke_nodepool", "labels": {"project_id": p, "cluster_name": "c1", "location": "us-central1", "nodepool_name": "evil"}},
             "timestamp": "2026-11-29T00:31:00Z"
         });
-        out.push((format!("forged node pool on {p}"), ct.clone(), wrap(&id(), e.to_string().as_bytes())));
+        out.push((
+            format!("forged node pool on {p}"),
+            ct.clone(),
+            wrap(&id(), e.to_string().as_bytes()),
+        ));
         // A forged asset-feed message claiming the owner binding is gone.
         let e = json!({
             "asset": {"name": format!("//cloudresourcemanager.googleapis.com/projects/{p}"), "assetType": "cloudresourcemanager.googleapis.com/Project",
@@ -578,7 +602,11 @@ fn hostile_corpus(projects: &[String]) -> Vec<(String, Option<String>, Vec<u8>)>
                       "iamPolicy": {"bindings": [{"role": "roles/owner", "members": ["user:mallory@evil.example", "allUsers"]}]}},
             "window": {"startTime": "2026-11-29T00:31:00Z"}
         });
-        out.push((format!("forged asset feed on {p}"), ct.clone(), wrap(&id(), e.to_string().as_bytes())));
+        out.push((
+            format!("forged asset feed on {p}"),
+            ct.clone(),
+            wrap(&id(), e.to_string().as_bytes()),
+        ));
         // A forged recommendation body.
         let e = json!({
             "name": format!("projects/{p}/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations/evil"),
@@ -586,45 +614,143 @@ fn hostile_corpus(projects: &[String]) -> Vec<(String, Option<String>, Vec<u8>)>
             "content": {"overview": {"serviceAccount": "attacker@evil-project.iam.gserviceaccount.com", "role": "roles/owner"}},
             "stateInfo": {"state": "ACTIVE"}, "etag": "\"x\""
         });
-        out.push((format!("forged recommendation on {p}"), ct.clone(), wrap(&id(), e.to_string().as_bytes())));
+        out.push((
+            format!("forged recommendation on {p}"),
+            ct.clone(),
+            wrap(&id(), e.to_string().as_bytes()),
+        ));
     }
     // A sweep naming many scopes, some foreign.
     let sweep = json!({"sweep": {"projects": ["victim-project", "evil", "400000000001"], "folders": ["1"], "organizations": ["2"]}});
-    out.push(("sweep of foreign scopes".into(), ct.clone(), wrap(&id(), sweep.to_string().as_bytes())));
+    out.push((
+        "sweep of foreign scopes".into(),
+        ct.clone(),
+        wrap(&id(), sweep.to_string().as_bytes()),
+    ));
     // Shape attacks.
     let deep_obj = format!("{}1{}", "{\"a\":".repeat(50_000), "}".repeat(50_000));
-    out.push(("deep object body".into(), ct.clone(), deep_obj.clone().into_bytes()));
-    out.push(("deep object data".into(), ct.clone(), wrap(&id(), deep_obj.as_bytes())));
+    out.push((
+        "deep object body".into(),
+        ct.clone(),
+        deep_obj.clone().into_bytes(),
+    ));
+    out.push((
+        "deep object data".into(),
+        ct.clone(),
+        wrap(&id(), deep_obj.as_bytes()),
+    ));
     out.push(("deep array body".into(), ct.clone(), vec![b'['; 200_000]));
-    out.push(("deep array data".into(), ct.clone(), wrap(&id(), &vec![b'['; 200_000])));
-    let big = format!("{{\"message\":{{\"data\":\"{}\",\"messageId\":\"big\"}}}}", "A".repeat(1_900_000));
+    out.push((
+        "deep array data".into(),
+        ct.clone(),
+        wrap(&id(), "[".repeat(200_000).as_bytes()),
+    ));
+    let big = format!(
+        "{{\"message\":{{\"data\":\"{}\",\"messageId\":\"big\"}}}}",
+        "A".repeat(1_900_000)
+    );
     out.push(("1.9 MB base64".into(), ct.clone(), big.into_bytes()));
     out.push(("3 MB body".into(), ct.clone(), vec![b' '; 3 * 1024 * 1024]));
-    let many_keys = format!("{{{}\"message\":{{}}}}", (0..60_000).map(|i| format!("\"k{i}\":{i},")).collect::<String>());
+    let mut many_keys = String::from("{");
+    for i in 0..60_000 {
+        many_keys.push_str("\"k");
+        many_keys.push_str(&i.to_string());
+        many_keys.push_str("\":1,");
+    }
+    many_keys.push_str("\"message\":{}}");
     out.push(("many keys".into(), ct.clone(), many_keys.into_bytes()));
     let dup_keys = br#"{"message":{"data":"e30=","messageId":"d1"},"message":{"data":"e30=","messageId":"d2"}}"#;
     out.push(("duplicate keys".into(), ct.clone(), dup_keys.to_vec()));
-    out.push(("invalid UTF-8 body".into(), ct.clone(), vec![0xff, 0xfe, b'{', 0xc3, 0x28, b'}']));
-    out.push(("invalid UTF-8 data".into(), ct.clone(), wrap(&id(), &[0xff, 0xfe, 0xfd, b'{', 0x80])));
-    out.push(("lone surrogate escape".into(), ct.clone(), br#"{"message":{"data":"e30=","messageId":"\ud800"}}"#.to_vec()));
-    out.push(("NUL bytes".into(), ct.clone(), b"{\"message\":{\"data\":\"\0\0\",\"messageId\":\"\0\"}}".to_vec()));
-    for bad in ["!!!", "e30", "e3=0", "====", "e30=\n", "ZXZpbA==ZXZpbA==", "-_-_", "\u{00e9}"] {
+    out.push((
+        "invalid UTF-8 body".into(),
+        ct.clone(),
+        vec![0xff, 0xfe, b'{', 0xc3, 0x28, b'}'],
+    ));
+    out.push((
+        "invalid UTF-8 data".into(),
+        ct.clone(),
+        wrap(&id(), &[0xff, 0xfe, 0xfd, b'{', 0x80]),
+    ));
+    out.push((
+        "lone surrogate escape".into(),
+        ct.clone(),
+        br#"{"message":{"data":"e30=","messageId":"\ud800"}}"#.to_vec(),
+    ));
+    out.push((
+        "NUL bytes".into(),
+        ct.clone(),
+        b"{\"message\":{\"data\":\"\0\0\",\"messageId\":\"\0\"}}".to_vec(),
+    ));
+    for bad in [
+        "!!!",
+        "e30",
+        "e3=0",
+        "====",
+        "e30=\n",
+        "ZXZpbA==ZXZpbA==",
+        "-_-_",
+        "\u{00e9}",
+    ] {
         let body = json!({"message": {"data": bad, "messageId": id()}});
-        out.push((format!("bad base64 {bad:?}"), ct.clone(), body.to_string().into_bytes()));
+        out.push((
+            format!("bad base64 {bad:?}"),
+            ct.clone(),
+            body.to_string().into_bytes(),
+        ));
     }
-    for v in [json!(null), json!(1), json!("x"), json!([]), json!({"message": null}), json!({"message": []}),
-              json!({"message": {"data": 5}}), json!({"message": {"data": "e30=", "messageId": 5}}),
-              json!({"message": {"data": "e30=", "attributes": "x"}}), json!({"message": {"data": "e30=", "deliveryAttempt": -1}})] {
-        out.push((format!("odd envelope {v}"), ct.clone(), v.to_string().into_bytes()));
+    for v in [
+        json!(null),
+        json!(1),
+        json!("x"),
+        json!([]),
+        json!({"message": null}),
+        json!({"message": []}),
+        json!({"message": {"data": 5}}),
+        json!({"message": {"data": "e30=", "messageId": 5}}),
+        json!({"message": {"data": "e30=", "attributes": "x"}}),
+        json!({"message": {"data": "e30=", "deliveryAttempt": -1}}),
+    ] {
+        out.push((
+            format!("odd envelope {v}"),
+            ct.clone(),
+            v.to_string().into_bytes(),
+        ));
     }
-    let entry = removal_entry(&id(), "roles/owner", "user:mallory@evil.example", projects.first().map(String::as_str).unwrap_or("p"));
-    for t in ["text/html", "application/xml", "multipart/form-data; boundary=x", "image/png", "application/json; charset=utf-16",
-              "text/plain", "application/octet-stream", "application/x-www-form-urlencoded", "APPLICATION/JSON", ";;;"] {
-        out.push((format!("content type {t}"), Some(t.to_owned()), wrap(&id(), entry.to_string().as_bytes())));
+    let entry = removal_entry(
+        &id(),
+        "roles/owner",
+        "user:mallory@evil.example",
+        projects.first().map(String::as_str).unwrap_or("p"),
+    );
+    for t in [
+        "text/html",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+        "image/png",
+        "application/json; charset=utf-16",
+        "text/plain",
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+        "APPLICATION/JSON",
+        ";;;",
+    ] {
+        out.push((
+            format!("content type {t}"),
+            Some(t.to_owned()),
+            wrap(&id(), entry.to_string().as_bytes()),
+        ));
     }
-    out.push(("no content type".into(), None, wrap(&id(), entry.to_string().as_bytes())));
+    out.push((
+        "no content type".into(),
+        None,
+        wrap(&id(), entry.to_string().as_bytes()),
+    ));
     // Unwrapped pushes: the raw entry as the body.
-    out.push(("unwrapped forged owner".into(), ct.clone(), entry.to_string().into_bytes()));
+    out.push((
+        "unwrapped forged owner".into(),
+        ct.clone(),
+        entry.to_string().into_bytes(),
+    ));
     // The shipped intake fixtures, raw and wrapped.
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/intake");
     let mut dirs = vec![fixtures];
@@ -644,7 +770,11 @@ fn hostile_corpus(projects: &[String]) -> Vec<(String, Option<String>, Vec<u8>)>
             let bytes = std::fs::read(&f).unwrap();
             let name = f.file_name().unwrap().to_string_lossy().into_owned();
             out.push((format!("file {name}"), ct.clone(), bytes.clone()));
-            out.push((format!("file {name} wrapped"), ct.clone(), wrap(&id(), &bytes)));
+            out.push((
+                format!("file {name} wrapped"),
+                ct.clone(),
+                wrap(&id(), &bytes),
+            ));
         }
     }
     out
@@ -862,7 +992,8 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut notes = Vec::new();
     loop {
-        let p = serde_json::to_value(lp.sim.policy(&format!("projects/{PROJECT}")).unwrap()).unwrap();
+        let p =
+            serde_json::to_value(lp.sim.policy(&format!("projects/{PROJECT}")).unwrap()).unwrap();
         notes.extend(lp.notifications(Duration::from_millis(200)).await);
         let restored_note = notes
             .iter()
