@@ -185,6 +185,22 @@ impl Options {
 }
 
 type Shared<T> = Arc<OnceCell<T>>;
+
+/// Why an ancestor could not be read, and whether trying again later could help.
+#[derive(Clone, Debug)]
+struct Unreadable {
+    message: String,
+    transient: bool,
+}
+
+impl From<ApiError> for Unreadable {
+    fn from(e: ApiError) -> Self {
+        Self {
+            transient: e.is_transient(),
+            message: e.to_string(),
+        }
+    }
+}
 type Cache<K, T> = Mutex<HashMap<K, Shared<T>>>;
 
 /// The remediator: caches and budget for one run.
@@ -192,8 +208,8 @@ pub struct Remediator {
     gcp: Gcp,
     options: Options,
     roles: Cache<Role, RoleLookup>,
-    policies: Cache<ResourceRef, Result<Policy, String>>,
-    parents: Cache<String, Result<Option<ResourceRef>, String>>,
+    policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
+    parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
     writes_done: AtomicU32,
 }
 
@@ -265,44 +281,56 @@ impl Remediator {
         c.get_or_init(|| self.gcp.get_role(role)).await.clone()
     }
 
-    async fn ancestor_policy(&self, resource: &ResourceRef) -> Result<Policy, String> {
+    async fn ancestor_policy(&self, resource: &ResourceRef) -> Result<Policy, Unreadable> {
         let c = cell(&self.policies, resource).await;
         c.get_or_init(|| async {
             self.gcp
                 .get_iam_policy(resource)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(Unreadable::from)
         })
         .await
         .clone()
     }
 
-    async fn folder_parent(&self, folder: &str) -> Result<Option<ResourceRef>, String> {
+    async fn folder_parent(&self, folder: &str) -> Result<Option<ResourceRef>, Unreadable> {
         let c = cell(&self.parents, &folder.to_owned()).await;
         c.get_or_init(|| async {
             self.gcp
                 .get_folder_parent(folder)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(Unreadable::from)
         })
         .await
         .clone()
     }
 
-    async fn ancestors(&self, parent: Option<ResourceRef>) -> Result<Vec<ResourceRef>, ApiError> {
+    /// The folders and organization above a project, nearest first, and what could not be read.
+    async fn ancestors(
+        &self,
+        parent: Option<ResourceRef>,
+    ) -> Result<(Vec<ResourceRef>, Vec<String>), ApiError> {
         let mut chain = Vec::new();
+        let mut unreadable = Vec::new();
         let mut next = parent;
         while let Some(resource) = next {
             if chain.contains(&resource) || chain.len() > 12 {
                 break;
             }
             next = match &resource {
-                ResourceRef::Folder(f) => self.folder_parent(f).await.map_err(ancestor_error)?,
+                ResourceRef::Folder(f) => match self.folder_parent(f).await {
+                    Ok(p) => p,
+                    Err(e) if e.transient => return Err(ancestor_error(e.message)),
+                    Err(e) => {
+                        unreadable.push(format!("the parent of {resource} ({})", e.message));
+                        None
+                    }
+                },
                 _ => None,
             };
             chain.push(resource);
         }
-        Ok(chain)
+        Ok((chain, unreadable))
     }
 
     /// Reads live state for a project (the policy read is the one the write will be guarded by).
@@ -314,7 +342,7 @@ impl Remediator {
             self.ancestors(info.parent.clone()),
         );
         let policy = policy?;
-        let chain = chain?;
+        let (chain, mut unreadable) = chain?;
         let (container_api, clusters) = match clusters {
             Ok(list) => (ApiState::Enabled, list),
             Err(e) if e.is_service_disabled() => (ApiState::Disabled, Default::default()),
@@ -322,11 +350,11 @@ impl Remediator {
         };
         let mut ancestors = Vec::new();
         for resource in &chain {
-            let p = self
-                .ancestor_policy(resource)
-                .await
-                .map_err(ancestor_error)?;
-            ancestors.push((resource.clone(), p));
+            match self.ancestor_policy(resource).await {
+                Ok(p) => ancestors.push((resource.clone(), p)),
+                Err(e) if e.transient => return Err(ancestor_error(e.message)),
+                Err(e) => unreadable.push(format!("the policy of {resource} ({})", e.message)),
+            }
         }
         let folders = chain
             .iter()
@@ -347,6 +375,7 @@ impl Remediator {
             accounts: BTreeMap::new(),
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
+            unreadable,
         };
         state.accounts = self.read_accounts(&state).await?;
         Ok(state)

@@ -376,6 +376,10 @@ fn evaluate_permissions(
         }
     }
     let gone = matches!(account, Some(AccountState::Deleted { .. }));
+    if !state.unreadable.is_empty() && !gone {
+        // A grant may sit in a policy we could not read: never call that missing.
+        unknown.append(&mut missing);
+    }
     let (status, detail) = if !missing.is_empty() {
         let mut d = format!("{email} lacks {}", missing.join(", "));
         if gone {
@@ -391,12 +395,17 @@ fn evaluate_permissions(
             ),
         )
     } else if !unknown.is_empty() {
+        let why = if state.unreadable.is_empty() {
+            "only through a group or an unreadable role".to_owned()
+        } else {
+            format!(
+                "only through a group, an unreadable role, or {}",
+                state.unreadable.join(", ")
+            )
+        };
         (
             Status::Unknown,
-            format!(
-                "{email} may hold {} only through a group or an unreadable role",
-                unknown.join(", ")
-            ),
+            format!("{email} may hold {} {why}", unknown.join(", ")),
         )
     } else {
         (Status::Ok, format!("{email} holds every node permission"))
@@ -444,6 +453,12 @@ fn evaluate_role_binding(
         (
             Status::Conditional,
             format!("{email} holds {role} only under an IAM condition"),
+        )
+    } else if !state.unreadable.is_empty() {
+        let unread = state.unreadable.join(", ");
+        (
+            Status::Unknown,
+            format!("{email} lacks {role} on the project; {unread} could not be read"),
         )
     } else {
         (Status::Missing, format!("{email} lacks the binding {role}"))

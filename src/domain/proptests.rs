@@ -201,6 +201,7 @@ fn state_strategy() -> impl Strategy<Value = ProjectState> {
                 accounts: BTreeMap::new(),
                 troubleshooter: BTreeMap::new(),
                 restorations: BTreeMap::new(),
+                unreadable: Vec::new(),
             };
             for sa in evaluate::node_service_accounts(&state) {
                 state.accounts.insert(
@@ -356,6 +357,7 @@ fn simple_state(bindings: Vec<Binding>, folder: Vec<Binding>) -> ProjectState {
         accounts: BTreeMap::new(),
         troubleshooter: BTreeMap::new(),
         restorations: BTreeMap::new(),
+        unreadable: Vec::new(),
     };
     state.accounts.insert(
         ServiceAccountEmail::parse("gke-a@demo-project.iam.gserviceaccount.com").unwrap(),
@@ -574,4 +576,13 @@ fn a_binding_restored_too_often_is_escalated_not_restored_again() {
         "{:?}",
         plan.decisions
     );
+}
+
+#[test]
+fn an_unreadable_ancestor_turns_missing_into_unknown() {
+    let mut state = simple_state(vec![], vec![]);
+    state.unreadable = vec!["the policy of folders/111 (HTTP 403)".to_owned()];
+    let f = node_finding(&state);
+    assert_eq!(f.status, Status::Unknown, "{}", f.detail);
+    assert!(f.detail.contains("folders/111"));
 }

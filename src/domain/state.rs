@@ -144,4 +144,7 @@ pub struct ProjectState {
     /// How often the remediator itself restored each (role, member) within the policy's window, read
     /// from Cloud Audit Logs (shared by every instance). Empty when not read.
     pub restorations: BTreeMap<(Role, super::iam::Member), u32>,
+    /// Ancestors whose policy (or parent) could not be read: a grant there is possible but unknown, so
+    /// nothing that could come from them is reported `missing`.
+    pub unreadable: Vec<String>,
 }

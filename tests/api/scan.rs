@@ -589,3 +589,34 @@ projects:
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_folder_policy_makes_findings_unknown_not_missing() {
+    let sim = start_sim(WORLD).await;
+    reqwest::Client::new()
+        .put(format!("{}_sim/faults", sim.base_url()))
+        .json(&serde_json::json!({"deny": ["resourcemanager.folders.getIamPolicy"]}))
+        .send()
+        .await
+        .unwrap();
+
+    let run = remediator(
+        &["scan", "--project", "acme-prod", "--format", "json"],
+        &sim,
+    )
+    .await;
+
+    let doc = json(&run);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(doc["projects"][0]["error"].is_null(), "{doc:#}");
+    assert!(
+        principals_with(&doc, "node-sa-permissions", "missing").is_empty(),
+        "{doc:#}"
+    );
+    let unknown = principals_with(&doc, "node-sa-permissions", "unknown");
+    assert!(
+        unknown.contains("serviceAccount:inherited@acme-prod.iam.gserviceaccount.com"),
+        "{doc:#}"
+    );
+    sim.shutdown().await;
+}
