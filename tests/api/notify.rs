@@ -220,6 +220,13 @@ fn every_outcome_builds_a_notification_that_validates_against_the_schema() {
             assert_eq!(n.outcome, outcome.as_str());
             let doc = serde_json::to_value(&n).unwrap();
             assert_valid(&schemas, index, &doc);
+            if i == 0 {
+                eprintln!(
+                    "example {}:\n{}",
+                    n.outcome,
+                    serde_json::to_string_pretty(&doc).unwrap()
+                );
+            }
             // The attributes for subscription filters.
             let attrs = n.attributes();
             for key in ["outcome", "severity", "project_id", "requirement"] {
@@ -417,7 +424,11 @@ impl Receiver {
                                 let (status, answer) = match behaviour {
                                     Behaviour::Hang(d) => {
                                         // Recorded on arrival (status 0: never answered in time).
-                                        rec.lock().unwrap().push(Received { status: 0, headers, body });
+                                        rec.lock().unwrap().push(Received {
+                                            status: 0,
+                                            headers,
+                                            body,
+                                        });
                                         tokio::time::sleep(d).await;
                                         let r = http::Response::new(Full::new(Bytes::from("late")));
                                         return Ok::<_, std::convert::Infallible>(r);
@@ -642,12 +653,13 @@ fn unqp(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
