@@ -354,9 +354,10 @@ fn every_push_subscription_has_an_oidc_token_and_a_dead_letter_policy() {
                 "{at}: pushes as the invoker account"
             );
             assert!(attr(oidc[0], "audience").is_some(), "{at}: audience");
+            let endpoint = render(attr(config, "push_endpoint").unwrap());
             assert!(
-                render(attr(config, "push_endpoint").unwrap()).ends_with("/pubsub/push\""),
-                "{at}: endpoint"
+                endpoint.ends_with("/pubsub/push\"") || endpoint.ends_with("/pubsub/notify\""),
+                "{at}: endpoint {endpoint} is one of the service's push routes"
             );
             assert_eq!(
                 nested(sub, "dead_letter_policy").len(),
@@ -371,7 +372,10 @@ fn every_push_subscription_has_an_oidc_token_and_a_dead_letter_policy() {
             push += 1;
         }
     }
-    assert_eq!(push, 1, "one push subscription");
+    assert_eq!(
+        push, 2,
+        "events to /pubsub/push and notifications to /pubsub/notify"
+    );
 }
 
 #[test]

@@ -111,3 +111,51 @@ resource "google_pubsub_topic_iam_member" "notifications_runtime" {
   role    = "roles/pubsub.publisher"
   member  = local.runtime_member
 }
+
+# Fan-out: notifications are pushed back to the service's /pubsub/notify, which delivers them to Slack,
+# email and webhooks per the policy's routes (only when a notifications section is configured).
+resource "google_pubsub_subscription" "notify_push" {
+  count = var.notifications == null ? 0 : 1
+
+  project = var.project_id
+  name    = "${var.name}-notify-push"
+  topic   = google_pubsub_topic.notifications.id
+  labels  = local.labels
+
+  ack_deadline_seconds       = var.notify_ack_deadline_seconds
+  message_retention_duration = "604800s"
+
+  push_config {
+    push_endpoint = "${google_cloud_run_v2_service.this.uri}/pubsub/notify"
+
+    oidc_token {
+      service_account_email = google_service_account.invoker.email
+      audience              = local.push_audience
+    }
+  }
+
+  dead_letter_policy {
+    dead_letter_topic     = google_pubsub_topic.dead_letters.id
+    max_delivery_attempts = var.max_delivery_attempts
+  }
+
+  retry_policy {
+    minimum_backoff = var.retry_minimum_backoff
+    maximum_backoff = var.retry_maximum_backoff
+  }
+
+  expiration_policy {
+    ttl = "" # never expires
+  }
+
+  depends_on = [google_pubsub_topic_iam_member.dead_letters_pubsub_agent]
+}
+
+resource "google_pubsub_subscription_iam_member" "notify_push_pubsub_agent" {
+  count = var.notifications == null ? 0 : 1
+
+  project      = var.project_id
+  subscription = google_pubsub_subscription.notify_push[0].name
+  role         = "roles/pubsub.subscriber"
+  member       = local.pubsub_agent
+}

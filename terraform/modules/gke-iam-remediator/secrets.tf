@@ -11,14 +11,17 @@ locals {
   }
 
   # The remediation policy (src/config.rs RemediationPolicy; unknown keys are errors there).
-  policy = {
-    mode              = var.mode
-    restore           = concat(var.restore_requirements, var.restore_container_api_enabled ? ["container-api-enabled"] : [], var.restore_node_sa_exists ? ["node-sa-exists"] : [])
-    scope             = var.policy_scope
-    exempt_principals = var.exempt_principals
-    limits            = var.limits
-    grace_seconds     = var.grace_seconds
-  }
+  policy = merge(
+    {
+      mode              = var.mode
+      restore           = concat(var.restore_requirements, var.restore_container_api_enabled ? ["container-api-enabled"] : [], var.restore_node_sa_exists ? ["node-sa-exists"] : [])
+      scope             = var.policy_scope
+      exempt_principals = var.exempt_principals
+      limits            = var.limits
+      grace_seconds     = var.grace_seconds
+    },
+    var.notifications == null ? {} : { notifications = var.notifications },
+  )
   policy_dir  = "/etc/gke-iam-remediator"
   policy_file = "policy.yaml"
 }

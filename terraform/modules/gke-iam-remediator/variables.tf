@@ -431,3 +431,20 @@ variable "alert_notification_channels" {
     error_message = "each alert notification channel must be projects/PROJECT/notificationChannels/NUMBER."
   }
 }
+
+variable "notifications" {
+  description = "The `notifications:` section of the remediation policy (channels, routes, digest window; see the project README). Secrets reach the service as REMEDIATOR_SLACK_WEBHOOK_URL, REMEDIATOR_SMTP_PASSWORD and REMEDIATOR_WEBHOOK_HMAC_KEY, so channels name those in url_env / password_env / key_env. null: no fan-out (notifications stay on the topic for other consumers)."
+  type        = any
+  default     = null
+}
+
+variable "notify_ack_deadline_seconds" {
+  description = "Ack deadline of the notifications push subscription: the service holds a delivery for the digest window plus channel retries."
+  type        = number
+  default     = 120
+
+  validation {
+    condition     = var.notify_ack_deadline_seconds >= 30 && var.notify_ack_deadline_seconds <= 600
+    error_message = "notify_ack_deadline_seconds must be between 30 and 600."
+  }
+}
