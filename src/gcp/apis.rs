@@ -290,7 +290,10 @@ impl Gcp {
         Ok(out)
     }
 
-    async fn list_direct_projects(&self, parent: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
+    async fn list_direct_projects(
+        &self,
+        parent: &ResourceRef,
+    ) -> Result<Vec<ProjectInfo>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Project {
@@ -305,26 +308,42 @@ impl Gcp {
         let projects: Vec<Project> = self
             .list_all(
                 || {
-                    let mut c = get(Api::ResourceManager, M, "resourcemanager.projects.list", "v3/projects".to_owned());
-                    c.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+                    let mut c = get(
+                        Api::ResourceManager,
+                        M,
+                        "resourcemanager.projects.list",
+                        "v3/projects".to_owned(),
+                    );
+                    c.query = vec![
+                        ("parent", parent.to_string()),
+                        ("pageSize", "500".to_owned()),
+                    ];
                     c
                 },
                 "projects",
             )
             .await?;
         let mut out = Vec::new();
-        for p in projects.into_iter().filter(|p| p.state.is_empty() || p.state == "ACTIVE") {
+        for p in projects
+            .into_iter()
+            .filter(|p| p.state.is_empty() || p.state == "ACTIVE")
+        {
             let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
             out.push(ProjectInfo {
-                project_id: ProjectId::parse(&p.project_id).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-                project_number: ProjectNumber::parse(number).map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                project_id: ProjectId::parse(&p.project_id)
+                    .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                project_number: ProjectNumber::parse(number)
+                    .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
                 parent: parse_parent_name(&p.parent),
             });
         }
         Ok(out)
     }
 
-    async fn list_direct_folders(&self, parent: &ResourceRef) -> Result<Vec<ResourceRef>, ApiError> {
+    async fn list_direct_folders(
+        &self,
+        parent: &ResourceRef,
+    ) -> Result<Vec<ResourceRef>, ApiError> {
         #[derive(Deserialize)]
         struct Folder {
             name: String,
@@ -332,14 +351,25 @@ impl Gcp {
         let folders: Vec<Folder> = self
             .list_all(
                 || {
-                    let mut c = get(Api::ResourceManager, "folders.list", "resourcemanager.folders.list", "v3/folders".to_owned());
-                    c.query = vec![("parent", parent.to_string()), ("pageSize", "500".to_owned())];
+                    let mut c = get(
+                        Api::ResourceManager,
+                        "folders.list",
+                        "resourcemanager.folders.list",
+                        "v3/folders".to_owned(),
+                    );
+                    c.query = vec![
+                        ("parent", parent.to_string()),
+                        ("pageSize", "500".to_owned()),
+                    ];
                     c
                 },
                 "folders",
             )
             .await?;
-        Ok(folders.iter().filter_map(|f| ResourceRef::parse(&f.name).ok()).collect())
+        Ok(folders
+            .iter()
+            .filter_map(|f| ResourceRef::parse(&f.name).ok())
+            .collect())
     }
 
     /// Follows `nextPageToken` until the end, collecting the `items` array of every page.
@@ -358,10 +388,15 @@ impl Gcp {
             let (api, method) = (c.api, c.method);
             let mut page: serde_json::Value = self.client.send(c).await?;
             if let Some(list) = page.get_mut(items).map(serde_json::Value::take) {
-                let batch: Vec<T> = serde_json::from_value(list).map_err(|e| bad(api, method, format!("at `{items}`: {e}")))?;
+                let batch: Vec<T> = serde_json::from_value(list)
+                    .map_err(|e| bad(api, method, format!("at `{items}`: {e}")))?;
                 out.extend(batch);
             }
-            token = page.get("nextPageToken").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+            token = page
+                .get("nextPageToken")
+                .and_then(|t| t.as_str())
+                .unwrap_or_default()
+                .to_owned();
             if token.is_empty() {
                 return Ok(out);
             }
@@ -444,7 +479,10 @@ impl Gcp {
     }
 
     /// Every service account of a project (deleted accounts are not listed).
-    pub async fn list_service_accounts(&self, project: &ProjectId) -> Result<Vec<ServiceAccount>, ApiError> {
+    pub async fn list_service_accounts(
+        &self,
+        project: &ProjectId,
+    ) -> Result<Vec<ServiceAccount>, ApiError> {
         self.list_all(
             || {
                 let mut c = get(
@@ -701,7 +739,10 @@ impl Gcp {
                 "recommendations",
             )
             .await?;
-        Ok(all.into_iter().filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE).collect())
+        Ok(all
+            .into_iter()
+            .filter(|r| r.recommender_subtype == NODE_SA_SUBTYPE)
+            .collect())
     }
 
     /// `recommendations.get`.

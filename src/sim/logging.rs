@@ -54,13 +54,11 @@ fn parse_filter(filter: &str) -> ApiResult<Vec<Clause>> {
         .map(str::trim)
         .filter(|c| !c.is_empty())
     {
-        let op_at = raw
-            .find(['=', '!', ':', '<', '>'])
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "Unparseable filter: expected FIELD OP \"VALUE\" in `{raw}`"
-                ))
-            })?;
+        let op_at = raw.find(['=', '!', ':', '<', '>']).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Unparseable filter: expected FIELD OP \"VALUE\" in `{raw}`"
+            ))
+        })?;
         let (field, rest) = raw.split_at(op_at);
         let op_len = if rest.starts_with(">=") || rest.starts_with("<=") || rest.starts_with("!=") {
             2
