@@ -28,10 +28,7 @@ pub fn push_envelope(data: &[u8]) {
             "x-goog-pubsub-subscription-name",
             http::HeaderValue::from_static("projects/p/subscriptions/s"),
         );
-        headers.insert(
-            "logging.googleapis.com/timestamp",
-            http::HeaderValue::from_static("x"),
-        );
+        headers.insert("x-custom-attribute", http::HeaderValue::from_static("x"));
     }
     if let Ok(message) = intake::parse_push(body, content_type, &headers) {
         let _ = intake::classify(&message);

@@ -177,8 +177,11 @@ fn main() {
     std::panic::set_hook(Box::new(|_| {}));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut runs: u64 = 0;
-    for s in &seeds {
-        target(s);
+    for (i, s) in seeds.iter().enumerate() {
+        if std::panic::catch_unwind(|| target(s)).is_err() {
+            eprintln!("{}: PANIC on seed #{i} of {}", args[1], args[3]);
+            std::process::exit(1);
+        }
     }
     while Instant::now() < deadline {
         let mut input = seeds[rng.below(seeds.len())].clone();
