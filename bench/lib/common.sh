@@ -27,7 +27,7 @@ need_bin() {
     local f
     for f in "$@"; do
         if [[ ! -x "$f" ]]; then
-            echo "missing $f: run \`cargo build --release --examples\` first" >&2
+            echo "missing $f: run \`cargo build --release --bins --examples\` first (--examples alone does not build the binary)" >&2
             exit 2
         fi
     done
