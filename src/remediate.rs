@@ -203,13 +203,22 @@ impl From<ApiError> for Unreadable {
 }
 type Cache<K, T> = Mutex<HashMap<K, Shared<T>>>;
 
+/// What a run may reuse: role definitions, ancestor policies and folder parents, each fetched once.
+/// A scan uses one set for its whole run; the event engine shares one set across project runs for a
+/// short time (and drops it when a folder or organization policy changes). A project's own policy is
+/// never cached: it is always read fresh, and it is the one the write is guarded by.
+#[derive(Default)]
+pub struct RunCaches {
+    roles: Cache<Role, RoleLookup>,
+    policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
+    parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
+}
+
 /// The remediator: caches and budget for one run.
 pub struct Remediator {
     gcp: Gcp,
     options: Options,
-    roles: Cache<Role, RoleLookup>,
-    policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
-    parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
+    caches: Arc<RunCaches>,
     writes_done: AtomicU32,
 }
 
@@ -220,15 +229,22 @@ async fn cell<K: std::hash::Hash + Eq + Clone, T>(
     map.lock().await.entry(key.clone()).or_default().clone()
 }
 
+async fn forget<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Shared<T>>>, key: &K) {
+    map.lock().await.remove(key);
+}
+
 impl Remediator {
     /// A remediator over the Google adapters.
     pub fn new(gcp: Gcp, options: Options) -> Self {
+        Self::with_caches(gcp, options, Arc::default())
+    }
+
+    /// A remediator reusing caches from earlier runs.
+    pub fn with_caches(gcp: Gcp, options: Options, caches: Arc<RunCaches>) -> Self {
         Self {
             gcp,
             options,
-            roles: Mutex::default(),
-            policies: Mutex::default(),
-            parents: Mutex::default(),
+            caches,
             writes_done: AtomicU32::new(0),
         }
     }
@@ -277,32 +293,48 @@ impl Remediator {
     }
 
     async fn role(&self, role: &Role) -> RoleLookup {
-        let c = cell(&self.roles, role).await;
-        c.get_or_init(|| self.gcp.get_role(role)).await.clone()
+        let c = cell(&self.caches.roles, role).await;
+        let lookup = c.get_or_init(|| self.gcp.get_role(role)).await.clone();
+        if matches!(lookup, RoleLookup::Unreadable(_)) {
+            // Possibly transient: do not let later runs reuse it.
+            forget(&self.caches.roles, role).await;
+        }
+        lookup
     }
 
     async fn ancestor_policy(&self, resource: &ResourceRef) -> Result<Policy, Unreadable> {
-        let c = cell(&self.policies, resource).await;
-        c.get_or_init(|| async {
-            self.gcp
-                .get_iam_policy(resource)
-                .await
-                .map_err(Unreadable::from)
-        })
-        .await
-        .clone()
+        let c = cell(&self.caches.policies, resource).await;
+        let result = c
+            .get_or_init(|| async {
+                self.gcp
+                    .get_iam_policy(resource)
+                    .await
+                    .map_err(Unreadable::from)
+            })
+            .await
+            .clone();
+        if result.as_ref().is_err_and(|e| e.transient) {
+            forget(&self.caches.policies, resource).await;
+        }
+        result
     }
 
     async fn folder_parent(&self, folder: &str) -> Result<Option<ResourceRef>, Unreadable> {
-        let c = cell(&self.parents, &folder.to_owned()).await;
-        c.get_or_init(|| async {
-            self.gcp
-                .get_folder_parent(folder)
-                .await
-                .map_err(Unreadable::from)
-        })
-        .await
-        .clone()
+        let key = folder.to_owned();
+        let c = cell(&self.caches.parents, &key).await;
+        let result = c
+            .get_or_init(|| async {
+                self.gcp
+                    .get_folder_parent(folder)
+                    .await
+                    .map_err(Unreadable::from)
+            })
+            .await
+            .clone();
+        if result.as_ref().is_err_and(|e| e.transient) {
+            forget(&self.caches.parents, &key).await;
+        }
+        result
     }
 
     /// The folders and organization above a project, nearest first, and what could not be read.

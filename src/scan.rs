@@ -29,8 +29,14 @@ pub struct GcpArgs {
     /// `sim:EMAIL` names the caller).
     #[arg(long, env = "REMEDIATOR_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: Option<String>,
-    /// Client-side rate limit per API, requests per second: `cloudresourcemanager=10`. Repeatable.
-    #[arg(long = "rate-limit", value_name = "API=N")]
+    /// Client-side rate limit per API, requests per second: `cloudresourcemanager=10`. Repeatable, or
+    /// comma-separated in the environment.
+    #[arg(
+        long = "rate-limit",
+        value_name = "API=N",
+        env = "REMEDIATOR_RATE_LIMITS",
+        value_delimiter = ','
+    )]
     pub rate_limits: Vec<String>,
     /// Attempts per call on 429/5xx (including the first).
     #[arg(long, default_value_t = 6)]

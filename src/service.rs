@@ -22,7 +22,11 @@ use crate::domain::iam::ResourceRef;
 use crate::gcp::{ApiError, Gcp, ProjectInfo, RecommendationMark};
 use crate::intake::{self, Classification, Hint, Scope};
 use crate::notify::{self, Evidence, NotificationPublisher};
-use crate::remediate::{Options, Outcome, ProjectReport, Remediator};
+use crate::remediate::{Options, Outcome, ProjectReport, Remediator, RunCaches};
+
+/// How long project lookups, role definitions and ancestor policies are reused across project runs.
+/// The project's own policy is never cached.
+pub const CACHE_TTL: Duration = Duration::from_secs(30);
 
 /// What to answer Pub/Sub.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,6 +151,8 @@ pub struct Engine {
     slots: Mutex<HashMap<String, Slot>>,
     handled: Mutex<Recent>,
     published: Mutex<Recent>,
+    caches: Mutex<(Instant, Arc<RunCaches>)>,
+    projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
     /// Counters.
     pub stats: EngineStats,
 }
@@ -166,6 +172,8 @@ impl Engine {
             slots: Mutex::default(),
             handled: Mutex::new(Recent::new(100_000)),
             published: Mutex::new(Recent::new(100_000)),
+            caches: Mutex::new((Instant::now(), Arc::default())),
+            projects: Mutex::default(),
             stats: EngineStats::default(),
         })
     }
@@ -255,10 +263,40 @@ impl Engine {
         }
     }
 
+    /// A project by id or number; projects are remembered for [`CACHE_TTL`] (they rarely move).
+    async fn project(&self, key: &str) -> Result<ProjectInfo, ApiError> {
+        if let Some((at, info)) = self.projects.lock().await.get(key)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(info.clone());
+        }
+        let info = self.gcp.get_project_by_id_or_number(key).await?;
+        let mut projects = self.projects.lock().await;
+        if projects.len() > 100_000 {
+            projects.clear();
+        }
+        projects.insert(key.to_owned(), (Instant::now(), info.clone()));
+        Ok(info)
+    }
+
+    /// Caches shared by project runs, renewed every [`CACHE_TTL`].
+    async fn run_caches(&self) -> Arc<RunCaches> {
+        let mut caches = self.caches.lock().await;
+        if caches.0.elapsed() >= CACHE_TTL {
+            *caches = (Instant::now(), Arc::default());
+        }
+        caches.1.clone()
+    }
+
+    /// Drops shared caches (an ancestor's policy changed).
+    async fn drop_caches(&self) {
+        *self.caches.lock().await = (Instant::now(), Arc::default());
+    }
+
     async fn resolve(&self, scope: &Scope) -> Result<Vec<ProjectInfo>, ApiError> {
         let roots: Vec<ResourceRef> = match scope {
             Scope::Project(key) => {
-                return Ok(vec![self.gcp.get_project_by_id_or_number(key).await?]);
+                return Ok(vec![self.project(key).await?]);
             }
             Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}"))
                 .into_iter()
@@ -279,6 +317,10 @@ impl Engine {
     }
 
     async fn handle_hint(self: &Arc<Self>, hint: &Hint, trace_id: Option<&str>) -> Verdict {
+        if matches!(hint.scope, Scope::Folder(_) | Scope::Organization(_)) {
+            // An inherited grant may have changed: nothing cached about ancestors may be reused.
+            self.drop_caches().await;
+        }
         let projects = match self.resolve(&hint.scope).await {
             Ok(p) => p,
             Err(e) if e.is_transient() => return Verdict::Retry(e.to_string()),
@@ -399,7 +441,8 @@ impl Engine {
             options.apply = true;
             options.troubleshooter = self.config.troubleshooter;
             options.self_email = self.config.self_email.clone();
-            let remediator = Remediator::new(self.gcp.clone(), options);
+            let remediator =
+                Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
             let report = Arc::new(remediator.remediate(&info).await);
             let _ = batch
                 .lock()
