@@ -61,22 +61,12 @@ pub async fn pull(
     idle: Duration,
     summary: &mut JobSummary,
 ) -> Result<(), JobError> {
-    use google_cloud_pubsub::client::Subscriber;
-    let mut builder = Subscriber::builder();
-    if let Some(host) = emulator_host {
-        let endpoint = if host.starts_with("http") {
-            host.to_owned()
-        } else {
-            format!("http://{host}")
-        };
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
-    }
-    let subscriber = builder.build().await.map_err(|e| JobError::Subscriber {
-        subscription: subscription.to_owned(),
-        message: e.to_string(),
-    })?;
+    let subscriber = crate::pubsub::subscriber(emulator_host)
+        .await
+        .map_err(|message| JobError::Subscriber {
+            subscription: subscription.to_owned(),
+            message,
+        })?;
     let mut stream = subscriber
         .subscribe(subscription.to_owned())
         .set_max_outstanding_messages(64)

@@ -13,10 +13,13 @@
 //! - [`job`]: pull and sweep for the Cloud Run job.
 //! - [`notify`]: Notification v1 and its publisher.
 //! - [`telemetry`]: Cloud Logging JSON with trace correlation.
+//! - [`clock`]: RFC 3339 timestamps.
+//! - [`pubsub`]: the official Pub/Sub clients, emulator-aware.
 //! - [`app`]: configuration and wiring of `serve` and `job`.
 //! - [`sim`]: the local Google Cloud simulator (`sim` subcommand, tests, demo).
 
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod domain;
@@ -24,6 +27,7 @@ pub mod gcp;
 pub mod intake;
 pub mod job;
 pub mod notify;
+pub mod pubsub;
 pub mod remediate;
 pub mod scan;
 pub mod server;

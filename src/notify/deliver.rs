@@ -613,26 +613,13 @@ pub async fn pull(
     idle: Duration,
     summary: &mut crate::job::JobSummary,
 ) -> Result<(), crate::job::JobError> {
-    use google_cloud_pubsub::client::Subscriber;
     let subscriber_error = |message: String| crate::job::JobError::Subscriber {
         subscription: subscription.to_owned(),
         message,
     };
-    let mut builder = Subscriber::builder();
-    if let Some(host) = emulator_host {
-        let endpoint = if host.starts_with("http") {
-            host.to_owned()
-        } else {
-            format!("http://{host}")
-        };
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
-    }
-    let subscriber = builder
-        .build()
+    let subscriber = crate::pubsub::subscriber(emulator_host)
         .await
-        .map_err(|e| subscriber_error(e.to_string()))?;
+        .map_err(subscriber_error)?;
     let mut stream = subscriber
         .subscribe(subscription.to_owned())
         .set_max_outstanding_messages(1000)

@@ -45,21 +45,12 @@ impl std::fmt::Debug for NotificationPublisher {
 impl NotificationPublisher {
     /// Connects to `topic` (`projects/P/topics/T`); to the emulator at `emulator_host` when given.
     pub async fn connect(topic: &str, emulator_host: Option<&str>) -> Result<Self, NotifyError> {
-        let mut builder = Publisher::builder(topic.to_owned());
-        if let Some(host) = emulator_host {
-            let endpoint = if host.starts_with("http") {
-                host.to_owned()
-            } else {
-                format!("http://{host}")
-            };
-            builder = builder.with_endpoint(endpoint).with_credentials(
-                google_cloud_auth::credentials::anonymous::Builder::new().build(),
-            );
-        }
-        let inner = builder.build().await.map_err(|e| NotifyError::Connect {
-            topic: topic.to_owned(),
-            message: e.to_string(),
-        })?;
+        let inner = crate::pubsub::publisher(topic, emulator_host)
+            .await
+            .map_err(|message| NotifyError::Connect {
+                topic: topic.to_owned(),
+                message,
+            })?;
         Ok(Self {
             topic: topic.to_owned(),
             inner,

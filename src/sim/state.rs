@@ -6,7 +6,7 @@
 //! write primitives every API shares (new etags, deleted-member rewrites). It knows nothing about HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -616,29 +616,9 @@ impl State {
     }
 }
 
-/// RFC 3339 UTC timestamp with microseconds, e.g. `2025-06-02T09:15:03.118273Z`.
+/// RFC 3339 with microseconds, as Cloud Logging writes timestamps.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_micros()
-    )
+    crate::clock::rfc3339(t, crate::clock::Precision::Micros)
 }
 
 /// The current time in RFC 3339.
@@ -666,7 +646,7 @@ mod tests {
 
     #[test]
     fn rfc3339_formats_a_known_instant() {
-        let t = UNIX_EPOCH + Duration::from_micros(1_733_000_000_123_456);
+        let t = std::time::UNIX_EPOCH + Duration::from_micros(1_733_000_000_123_456);
         assert_eq!(rfc3339(t), "2024-11-30T20:53:20.123456Z");
     }
 }

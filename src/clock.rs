@@ -1,0 +1,64 @@
+//! RFC 3339 timestamps without a date-time dependency: the one formatter every module uses
+//! (notifications, audit-log entries of the simulator, Logging filters).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Fractional-second digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    /// `.123Z`
+    Millis,
+    /// `.123456Z` (what Cloud Logging writes)
+    Micros,
+}
+
+/// `t` as an RFC 3339 UTC timestamp.
+pub fn rfc3339(t: SystemTime, precision: Precision) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let fraction = match precision {
+        Precision::Millis => format!("{:03}", d.subsec_millis()),
+        Precision::Micros => format!("{:06}", d.subsec_micros()),
+    };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{fraction}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn known_instants_format_as_rfc3339() {
+        assert_eq!(
+            rfc3339(UNIX_EPOCH, Precision::Millis),
+            "1970-01-01T00:00:00.000Z"
+        );
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_918_800_123_456);
+        assert_eq!(rfc3339(t, Precision::Millis), "2026-11-29T02:20:00.123Z");
+        assert_eq!(rfc3339(t, Precision::Micros), "2026-11-29T02:20:00.123456Z");
+        assert_eq!(
+            rfc3339(
+                UNIX_EPOCH + Duration::from_secs(951_782_400),
+                Precision::Millis
+            ),
+            "2000-02-29T00:00:00.000Z"
+        );
+    }
+}
