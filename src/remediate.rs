@@ -16,11 +16,9 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::{Mode, RemediationPolicy};
 use crate::domain::evaluate::{self, Finding, Status};
-use crate::domain::iam::{
-    Member, MemberKind, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail,
-};
+use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
-use crate::domain::requirements::{NODE_SA_PERMISSIONS, RequirementId};
+use crate::domain::requirements::RequirementId;
 use crate::domain::state::{
     AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
 };
@@ -868,14 +866,4 @@ pub fn summarize(reports: &[ProjectReport]) -> Summary {
     s.missing_node_service_accounts.sort();
     s.missing_node_service_accounts.dedup();
     s
-}
-
-/// True if `m` could carry node permissions we have not accounted for (used in tests).
-pub fn is_group(m: &Member) -> bool {
-    m.kind() == MemberKind::Group
-}
-
-/// The node permissions, for callers that print them.
-pub fn node_permissions() -> &'static [&'static str] {
-    &NODE_SA_PERMISSIONS
 }
