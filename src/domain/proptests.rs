@@ -380,6 +380,21 @@ fn bind(role: &str, member: &str, condition: bool) -> Binding {
 
 const NODE: &str = "serviceAccount:gke-a@demo-project.iam.gserviceaccount.com";
 
+/// The plan under the default policy in enforce mode, with room for writes and no past restorations.
+fn enforce_plan(findings: &[evaluate::Finding], state: &ProjectState) -> plan::Plan {
+    let policy = RemediationPolicy {
+        mode: Mode::Enforce,
+        ..Default::default()
+    };
+    let ctx = DecideContext {
+        policy: &policy,
+        state,
+        writes_remaining: 5,
+        restorations: &BTreeMap::new(),
+    };
+    plan::decide(findings, &ctx)
+}
+
 fn node_finding(state: &ProjectState) -> evaluate::Finding {
     evaluate::evaluate(state, &catalog(), &all_checks())
         .into_iter()
@@ -404,19 +419,7 @@ fn a_conditional_grant_is_conditional_and_never_restored() {
     let state = simple_state(vec![bind(req::ROLE_DEFAULT_NODE_SA, NODE, true)], vec![]);
     let f = node_finding(&state);
     assert_eq!(f.status, Status::Conditional);
-    let policy = RemediationPolicy {
-        mode: Mode::Enforce,
-        ..Default::default()
-    };
-    let plan = plan::decide(
-        &[f],
-        &DecideContext {
-            policy: &policy,
-            state: &state,
-            writes_remaining: 5,
-            restorations: &BTreeMap::new(),
-        },
-    );
+    let plan = enforce_plan(&[f], &state);
     assert!(plan.is_empty());
 }
 
@@ -457,19 +460,7 @@ fn split_roles_that_together_cover_every_permission_are_ok() {
 fn a_missing_node_sa_permission_plans_exactly_the_default_node_role() {
     let state = simple_state(vec![], vec![]);
     let f = node_finding(&state);
-    let policy = RemediationPolicy {
-        mode: Mode::Enforce,
-        ..Default::default()
-    };
-    let plan = plan::decide(
-        &[f],
-        &DecideContext {
-            policy: &policy,
-            state: &state,
-            writes_remaining: 5,
-            restorations: &BTreeMap::new(),
-        },
-    );
+    let plan = enforce_plan(&[f], &state);
     assert_eq!(
         plan.actions,
         vec![Action::Grant {
@@ -490,19 +481,7 @@ fn a_deleted_node_sa_is_not_granted_anything() {
         },
     );
     let findings = evaluate::evaluate(&state, &catalog(), &all_checks());
-    let policy = RemediationPolicy {
-        mode: Mode::Enforce,
-        ..Default::default()
-    };
-    let plan = plan::decide(
-        &findings,
-        &DecideContext {
-            policy: &policy,
-            state: &state,
-            writes_remaining: 5,
-            restorations: &BTreeMap::new(),
-        },
-    );
+    let plan = enforce_plan(&findings, &state);
     assert!(
         plan.grants().all(|(_, m)| m.as_str() != NODE),
         "{:?}",
@@ -523,19 +502,7 @@ fn a_policy_at_the_principal_limit_blocks_the_grant() {
         other: Map::new(),
     });
     let f = node_finding(&state);
-    let policy = RemediationPolicy {
-        mode: Mode::Enforce,
-        ..Default::default()
-    };
-    let plan = plan::decide(
-        &[f],
-        &DecideContext {
-            policy: &policy,
-            state: &state,
-            writes_remaining: 5,
-            restorations: &BTreeMap::new(),
-        },
-    );
+    let plan = enforce_plan(&[f], &state);
     assert!(plan.is_empty());
     assert!(matches!(&plan.decisions[0], Decision::Blocked { reason } if reason.contains("1500")));
 }

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use gke_iam_remediator::sim::{ConcurrentWriter, Faults, Latency, SimHandle, SimOptions};
 use serde_json::{Value, json};
 
-use crate::serve::{Loop, Serve, policy_file};
+use crate::serve::{Loop, Serve, policy_file, removal_entry};
 use crate::support::{Api, start_sim_with};
 
 const OPS: &str = "ops-project";
@@ -497,28 +497,6 @@ async fn with_a_quarter_of_all_calls_failing_every_allowed_binding_is_restored_o
         stats.total,
         last.stderr
     );
-}
-
-fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -> Value {
-    json!({
-        "insertId": insert_id,
-        "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
-        "protoPayload": {
-            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
-            "authenticationInfo": {"principalEmail": "mallory@evil.example"},
-            "methodName": "SetIamPolicy",
-            "resourceName": format!("projects/{project}"),
-            "serviceName": "cloudresourcemanager.googleapis.com",
-            "serviceData": {
-                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
-                "policyDelta": {"bindingDeltas": [{"action": "REMOVE", "role": role, "member": member}]}
-            },
-            "status": {}
-        },
-        "resource": {"type": "project", "labels": {"project_id": project}},
-        "severity": "NOTICE",
-        "timestamp": "2026-11-29T00:31:00.123456Z"
-    })
 }
 
 fn wrap(id: &str, data: &[u8]) -> Vec<u8> {

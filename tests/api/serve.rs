@@ -360,7 +360,8 @@ async fn dry_run_publishes_would_restore_and_writes_nothing() {
     lp.stop().await;
 }
 
-fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -> Value {
+/// A Cloud Audit Log entry (as a log sink exports it) saying `member` lost `role` on `project`.
+pub fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -> Value {
     json!({
         "insertId": insert_id,
         "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
