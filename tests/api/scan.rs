@@ -115,6 +115,24 @@ fn write_policy(text: &str) -> crate::support::TempFile {
     crate::support::TempFile::new(text)
 }
 
+/// `scan --project P --format json --apply --policy FILE`.
+async fn scan_apply_json(project: &str, policy: &crate::support::TempFile, sim: &SimHandle) -> Run {
+    remediator(
+        &[
+            "scan",
+            "--project",
+            project,
+            "--format",
+            "json",
+            "--apply",
+            "--policy",
+            policy.arg(),
+        ],
+        sim,
+    )
+    .await
+}
+
 const ENFORCE: &str = "mode: enforce\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,20 +196,7 @@ async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited
     let before = sim.policy("projects/acme-prod").unwrap();
     let policy = write_policy(ENFORCE);
 
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "acme-prod",
-            "--format",
-            "json",
-            "--apply",
-            "--policy",
-            policy.arg(),
-        ],
-        &sim,
-    )
-    .await;
+    let run = scan_apply_json("acme-prod", &policy, &sim).await;
 
     let doc = json(&run);
     assert_eq!(
@@ -485,20 +490,7 @@ async fn a_deleted_node_account_is_reported_and_never_granted_and_a_disabled_one
     let policy = write_policy(ENFORCE);
     let before = sim.policy("projects/demo-project").unwrap();
 
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "demo-project",
-            "--format",
-            "json",
-            "--apply",
-            "--policy",
-            policy.arg(),
-        ],
-        &sim,
-    )
-    .await;
+    let run = scan_apply_json("demo-project", &policy, &sim).await;
 
     let doc = json(&run);
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -550,20 +542,7 @@ projects:
     let policy = write_policy(ENFORCE);
     let before = sim.policy("projects/full-project").unwrap();
 
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "full-project",
-            "--format",
-            "json",
-            "--apply",
-            "--policy",
-            policy.arg(),
-        ],
-        &sim,
-    )
-    .await;
+    let run = scan_apply_json("full-project", &policy, &sim).await;
 
     let doc = json(&run);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
