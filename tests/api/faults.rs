@@ -14,11 +14,9 @@ use base64::Engine as _;
 use gke_iam_remediator::sim::{ConcurrentWriter, Faults, Latency, SimHandle, SimOptions};
 use serde_json::{Value, json};
 
-use crate::serve::{Loop, Serve, policy_file, removal_entry};
+use crate::serve::{Loop, OPS, SELF, Serve, policy_file, removal_entry};
 use crate::support::{Api, start_sim_with};
 
-const OPS: &str = "ops-project";
-const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
 const BIN: &str = env!("CARGO_BIN_EXE_gke-iam-remediator");
 
 /// Roles the default requirement list may restore.

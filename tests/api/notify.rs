@@ -27,8 +27,7 @@ use crate::support::{Gcloud, PubsubEmulator, free_port, start_sim_with};
 // ---------------------------------------------------------------------------------------------
 // Notifications through the real builder.
 
-const AGENT: &str =
-    "serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com";
+use crate::serve::{AGENT, OPS, SELF, WORLD};
 
 /// A project report with one finding of `outcome` (principal number `i`), as the remediator makes it.
 fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingReport) {
@@ -1295,33 +1294,6 @@ async fn secrets_never_appear_in_logs_errors_or_debug_output() {
 
 // ---------------------------------------------------------------------------------------------
 // End to end: serve and job with the Pub/Sub emulator.
-
-const OPS: &str = "ops-project";
-const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
-
-const WORLD: &str = r#"
-projects:
-  - id: acme-prod
-    number: "200000000001"
-    services: [container.googleapis.com]
-    iam_policy:
-      bindings:
-        - role: roles/owner
-          members: [user:owner@example.com]
-        - role: roles/container.serviceAgent
-          members: [serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com]
-        - role: roles/container.defaultNodeServiceAgent
-          members: [serviceAccount:service-200000000001@gcp-sa-gkenode.iam.gserviceaccount.com]
-        - role: roles/container.defaultNodeServiceAccount
-          members: [serviceAccount:gke-nodes@acme-prod.iam.gserviceaccount.com]
-    service_accounts:
-      - {email: gke-nodes@acme-prod.iam.gserviceaccount.com, unique_id: "100000000000000000001"}
-    clusters:
-      - name: c1
-        location: us-central1
-        node_pools:
-          - {name: pool-1, service_account: gke-nodes@acme-prod.iam.gserviceaccount.com}
-"#;
 
 fn e2e_policy(mode: &str) -> String {
     format!(

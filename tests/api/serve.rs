@@ -13,13 +13,16 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{Gcloud, PubsubEmulator, TempFile, free_port, start_sim_with};
 
-const OPS: &str = "ops-project";
-const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
-const AGENT: &str =
+/// The project hosting the remediator's topics in these tests.
+pub const OPS: &str = "ops-project";
+/// The remediator's own identity in these tests.
+pub const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
+/// The GKE service agent of `acme-prod`.
+pub const AGENT: &str =
     "serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com";
 
 /// A healthy one-project world.
-const WORLD: &str = r#"
+pub const WORLD: &str = r#"
 projects:
   - id: acme-prod
     number: "200000000001"
