@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::RemediationPolicy;
 use crate::domain::iam::ResourceRef;
-use crate::job::{self, JobSummary};
-use crate::notify::NotificationPublisher;
-use crate::remediate::Options;
+use crate::engine::{Engine, EngineConfig, Options};
+use crate::job::{self, JobSummary, PullOptions};
+use crate::policy::PolicyFile;
+use crate::ports::{Cloud, NotificationSink};
+use crate::pubsub::NotificationPublisher;
 use crate::scan::GcpArgs;
 use crate::server::{self, AppState, ServerConfig};
-use crate::service::{Engine, EngineConfig};
 use crate::telemetry::{self, LogFormat};
 
 /// Settings shared by `serve` and `job`.
@@ -120,11 +120,31 @@ pub struct JobArgs {
     pub engine: EngineArgs,
 }
 
-fn load_policy(path: &Option<PathBuf>) -> anyhow::Result<RemediationPolicy> {
+fn load_policy(path: &Option<PathBuf>) -> anyhow::Result<PolicyFile> {
     Ok(match path {
-        Some(p) => RemediationPolicy::load(p)?,
-        None => RemediationPolicy::default(),
+        Some(p) => PolicyFile::load(p)?,
+        None => PolicyFile::default(),
     })
+}
+
+/// What every mode is built from, read once at start-up: the policy file, the Google ports and the
+/// Pub/Sub emulator host.
+struct Runtime {
+    policy: PolicyFile,
+    cloud: Arc<dyn Cloud>,
+    emulator_host: Option<String>,
+}
+
+impl Runtime {
+    fn load(args: &EngineArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            policy: load_policy(&args.policy)?,
+            cloud: Arc::new(args.gcp.connect()?),
+            emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
+                .ok()
+                .filter(|h| !h.is_empty()),
+        })
+    }
 }
 
 fn parse_scope(items: &[String]) -> anyhow::Result<Vec<ResourceRef>> {
@@ -137,32 +157,28 @@ fn parse_scope(items: &[String]) -> anyhow::Result<Vec<ResourceRef>> {
         .collect()
 }
 
-async fn build_engine(args: &EngineArgs) -> anyhow::Result<Arc<Engine>> {
-    let policy = load_policy(&args.policy)?;
-    let gcp = args.gcp.connect()?;
-    let emulator = std::env::var("PUBSUB_EMULATOR_HOST")
-        .ok()
-        .filter(|h| !h.is_empty());
-    let publisher = match &args.notify_topic {
+async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Arc<Engine>> {
+    let publisher: Option<Arc<dyn NotificationSink>> = match &args.notify_topic {
         Some(topic) => Some(Arc::new(
-            NotificationPublisher::connect(topic, emulator.as_deref()).await?,
+            NotificationPublisher::connect(topic, runtime.emulator_host.as_deref()).await?,
         )),
         None => None,
     };
-    let mut config = EngineConfig::new(policy);
+    let mut config = EngineConfig::new(runtime.policy.remediation.clone());
     config.self_email = args.self_email.clone();
     config.sweep_scope = parse_scope(&args.sweep_scope)?;
     config.coalesce_window = Duration::from_millis(args.coalesce_ms);
     config.notify_healthy = args.notify_healthy;
     config.troubleshooter = args.troubleshooter;
-    Ok(Engine::new(gcp, config, publisher))
+    Ok(Engine::new(runtime.cloud.clone(), config, publisher))
 }
 
 /// Runs `serve` until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.engine.log_format, args.engine.trace_project.clone());
-    let engine = build_engine(&args.engine).await?;
-    let deliverer = crate::notify::deliver::from_policy(&load_policy(&args.engine.policy)?)?;
+    let runtime = Runtime::load(&args.engine)?;
+    let engine = build_engine(&args.engine, &runtime).await?;
+    let deliverer = crate::notify::deliver::from_policy(&runtime.policy.notifications)?;
     let oidc: Option<Box<dyn server::PushAuth>> = match &args.push_audience {
         Some(audience) => {
             if args.push_allowed_emails.is_empty() {
@@ -204,7 +220,13 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
     if args.subscription.is_none() && !args.sweep {
         anyhow::bail!("nothing to do: give --subscription and/or --sweep");
     }
+    let runtime = Runtime::load(&args.engine)?;
     let mut summary = JobSummary::default();
+    let pull_options = PullOptions {
+        max_outstanding: 64,
+        max_messages: args.max_messages,
+        idle: Duration::from_secs(args.idle_timeout),
+    };
     if args.deliver_notifications {
         let Some(subscription) = &args.subscription else {
             anyhow::bail!(
@@ -214,37 +236,42 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
         if args.sweep {
             anyhow::bail!("--deliver-notifications cannot be combined with --sweep");
         }
-        let deliverer = crate::notify::deliver::from_policy(&load_policy(&args.engine.policy)?)?
+        let deliverer = crate::notify::deliver::from_policy(&runtime.policy.notifications)?
             .ok_or_else(|| {
                 anyhow::anyhow!("--deliver-notifications: the policy has no notifications channels")
             })?;
-        let emulator = std::env::var("PUBSUB_EMULATOR_HOST")
-            .ok()
-            .filter(|h| !h.is_empty());
-        let idle = Duration::from_secs(args.idle_timeout);
-        crate::notify::deliver::pull(
-            &deliverer,
+        let handler: job::Handler = Arc::new(move |message| {
+            let deliverer = deliverer.clone();
+            Box::pin(async move { deliverer.handle(&message).await })
+        });
+        // A digest window holds each notification: many are leased at once so a burst collapses.
+        let options = PullOptions {
+            max_outstanding: 1000,
+            ..pull_options
+        };
+        job::pull(
             subscription,
-            emulator.as_deref(),
-            args.max_messages,
-            idle,
+            runtime.emulator_host.as_deref(),
+            &options,
+            handler,
             &mut summary,
         )
         .await?;
         println!("{}", serde_json::to_string(&summary)?);
         return Ok(if summary.failures > 0 { 1 } else { 0 });
     }
-    let engine = build_engine(&args.engine).await?;
+    let engine = build_engine(&args.engine, &runtime).await?;
     if let Some(subscription) = &args.subscription {
-        let emulator = std::env::var("PUBSUB_EMULATOR_HOST")
-            .ok()
-            .filter(|h| !h.is_empty());
+        let events = engine.clone();
+        let handler: job::Handler = Arc::new(move |message| {
+            let engine = events.clone();
+            Box::pin(async move { engine.handle(&message, None).await })
+        });
         job::pull(
-            &engine,
             subscription,
-            emulator.as_deref(),
-            args.max_messages,
-            Duration::from_secs(args.idle_timeout),
+            runtime.emulator_host.as_deref(),
+            &pull_options,
+            handler,
             &mut summary,
         )
         .await?;
@@ -277,11 +304,18 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
                 "--sweep needs --project, --folder, --organization or REMEDIATOR_SWEEP_SCOPE"
             );
         }
-        let mut options = Options::new(load_policy(&args.engine.policy)?);
+        let mut options = Options::new(runtime.policy.remediation.clone());
         options.apply = true;
         options.troubleshooter = args.engine.troubleshooter;
         options.self_email = args.engine.self_email.clone();
-        job::sweep(engine.gcp(), options, &projects, &roots, &mut summary).await?;
+        job::sweep(
+            runtime.cloud.clone(),
+            options,
+            &projects,
+            &roots,
+            &mut summary,
+        )
+        .await?;
     }
     if let Some(p) = engine.publisher() {
         p.flush().await;

@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Mode, RemediationPolicy};
 use crate::domain::evaluate::Status;
-use crate::gcp::{Client, ClientConfig, Credentials, Gcp, ProjectInfo};
-use crate::remediate::{Options, Outcome, ProjectReport, Remediator};
+use crate::domain::report::{Outcome, ProjectReport};
+use crate::domain::rules::{Mode, RemediationPolicy};
+use crate::engine::{Options, Remediator};
+use crate::gcp::{Client, ClientConfig, Credentials, Gcp};
+use crate::ports::{Api, Cloud, ProjectInfo};
 use crate::scan::render_table;
 use crate::sim;
 
@@ -79,13 +81,10 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     let client = Client::new(ClientConfig {
         api_endpoint: Some(handle.base_url()),
         credentials: Credentials::Static(format!("sim:{DEMO_IDENTITY}")),
-        rate_limits: crate::gcp::Api::ALL
-            .into_iter()
-            .map(|a| (a, 1000.0))
-            .collect(),
+        rate_limits: Api::ALL.into_iter().map(|a| (a, 1000.0)).collect(),
         ..Default::default()
     })?;
-    let gcp = Gcp::new(client);
+    let gcp: Arc<dyn Cloud> = Arc::new(Gcp::new(client));
 
     // 1. Scan (dry-run).
     let scan = |policy: RemediationPolicy, apply: bool| {
@@ -123,7 +122,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
             };
             let err = a
                 .error
-                .as_deref()
+                .as_ref()
                 .map(|e| format!(" error: {e}"))
                 .unwrap_or_default();
             let what = crate::scan::describe_action(&r.project_id, &a.action);

@@ -1,21 +1,20 @@
-//! The `job` command (Cloud Run job): pull messages from a subscription with the official
-//! `google-cloud-pubsub` subscriber and handle each exactly like `serve`, until idle or a budget is
-//! spent; and/or sweep a scope (including `NODE_SA_MISSING_PERMISSIONS` recommendations). Exits
-//! non-zero when anything failed.
+//! The `job` command (Cloud Run job): the one Pub/Sub pull loop (official `google-cloud-pubsub`
+//! subscriber), which hands each message to a handler exactly as `serve` would (the event engine, or
+//! notification delivery) until idle or a budget is spent; and/or a sweep of a scope (including
+//! `NODE_SA_MISSING_PERMISSIONS` recommendations). Exits non-zero when anything failed.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::config::Mode;
 use crate::domain::iam::ResourceRef;
-use crate::domain::requirements::RequirementId;
-use crate::gcp::{Gcp, RecommendationMark};
-use crate::intake;
-use crate::remediate::{self, Options, Outcome, ProjectReport, Remediator};
-use crate::service::{Engine, Verdict};
+use crate::domain::report::{self, Outcome, ProjectReport};
+use crate::domain::rules::Mode;
+use crate::engine::{Options, Remediator, recommendation};
+use crate::intake::{self, Verdict};
+use crate::ports::{ApiError, Cloud};
 
 /// Totals printed at the end of a job.
 #[derive(Debug, Default, Serialize)]
@@ -49,77 +48,109 @@ pub enum JobError {
     },
     /// Resolving the sweep scope failed.
     #[error(transparent)]
-    Api(#[from] crate::gcp::ApiError),
+    Api(#[from] ApiError),
 }
 
-/// Pulls and handles messages until `idle` passes without one or `max_messages` were handled.
+/// Handles one pulled message and says what Pub/Sub should be told.
+pub type Handler = Arc<dyn Fn(intake::Message) -> BoxFuture<'static, Verdict> + Send + Sync>;
+
+/// How the pull loop runs.
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Messages held (leased) at once; each is handled concurrently with the others.
+    pub max_outstanding: i64,
+    /// Stop after this many messages.
+    pub max_messages: u64,
+    /// Stop when this long passes with nothing received (in-flight messages still finish).
+    pub idle: Duration,
+}
+
+/// Pulls messages and hands each to `handler` concurrently, acking or nacking per its verdict; stops
+/// after `max_messages`, or when `idle` passes with nothing received and nothing in flight. The one
+/// pull loop: events and notifications both go through it.
 pub async fn pull(
-    engine: &Arc<Engine>,
     subscription: &str,
     emulator_host: Option<&str>,
-    max_messages: u64,
-    idle: Duration,
+    options: &PullOptions,
+    handler: Handler,
     summary: &mut JobSummary,
 ) -> Result<(), JobError> {
+    let subscriber_error = |message: String| JobError::Subscriber {
+        subscription: subscription.to_owned(),
+        message,
+    };
     let subscriber = crate::pubsub::subscriber(emulator_host)
         .await
-        .map_err(|message| JobError::Subscriber {
-            subscription: subscription.to_owned(),
-            message,
-        })?;
+        .map_err(subscriber_error)?;
     let mut stream = subscriber
         .subscribe(subscription.to_owned())
-        .set_max_outstanding_messages(64)
+        .set_max_outstanding_messages(options.max_outstanding)
         .build();
     let token = stream.shutdown_token();
-    while summary.messages < max_messages {
-        let next = match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => break, // idle
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
-                token.shutdown().await;
-                return Err(JobError::Subscriber {
-                    subscription: subscription.to_owned(),
-                    message: e.to_string(),
-                });
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut failure = None;
+    let mut quiet = false;
+    loop {
+        let reading = summary.messages < options.max_messages && failure.is_none() && !quiet;
+        if !reading && tasks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok(true) => summary.acked += 1,
+                    Ok(false) | Err(_) => {
+                        summary.nacked += 1;
+                        summary.failures += 1;
+                    }
+                }
             }
-            Ok(Some(Ok(pair))) => pair,
-        };
-        let (message, handler) = next;
-        summary.messages += 1;
-        let msg = intake::Message {
-            message_id: message.message_id.clone(),
-            publish_time: None,
-            attributes: message
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            data: message.data.to_vec(),
-            subscription: Some(subscription.to_owned()),
-            delivery_attempt: None,
-        };
-        match engine.handle(&msg, None).await {
-            Verdict::Ack => {
-                handler.ack();
-                summary.acked += 1;
-            }
-            Verdict::Retry(reason) => {
-                tracing::warn!(message_id = %message.message_id, %reason, "nack");
-                handler.nack();
-                summary.nacked += 1;
-                summary.failures += 1;
+            next = tokio::time::timeout(options.idle, stream.next()), if reading => {
+                match next {
+                    Err(_) | Ok(None) => {
+                        if tasks.is_empty() { break; }
+                        // Nothing new: stop reading and let the in-flight messages finish.
+                        quiet = true;
+                    }
+                    Ok(Some(Err(e))) => failure = Some(e.to_string()),
+                    Ok(Some(Ok((message, ack)))) => {
+                        summary.messages += 1;
+                        let msg = intake::Message {
+                            message_id: message.message_id.clone(),
+                            publish_time: None,
+                            attributes: message.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                            data: message.data.to_vec(),
+                            subscription: Some(subscription.to_owned()),
+                            delivery_attempt: None,
+                        };
+                        let handle = handler.clone();
+                        tasks.spawn(async move {
+                            let id = msg.message_id.clone();
+                            match handle(msg).await {
+                                Verdict::Ack => { ack.ack(); true }
+                                Verdict::Retry(reason) => {
+                                    tracing::warn!(message_id = %id, %reason, "nack");
+                                    ack.nack();
+                                    false
+                                }
+                            }
+                        });
+                    }
+                }
             }
         }
     }
     token.shutdown().await;
-    Ok(())
+    match failure {
+        Some(message) => Err(subscriber_error(message)),
+        None => Ok(()),
+    }
 }
 
 /// Sweeps every project in scope: verify, restore under the policy, and settle the
 /// `NODE_SA_MISSING_PERMISSIONS` recommendations of the locations where the project has clusters.
 pub async fn sweep(
-    gcp: &Gcp,
+    gcp: Arc<dyn Cloud>,
     options: Options,
     projects: &[String],
     roots: &[ResourceRef],
@@ -130,112 +161,15 @@ pub async fn sweep(
     let infos = remediator.resolve(projects, roots).await?;
     let reports = remediator.run(&infos).await;
     summary.swept_projects = reports.len();
-    let s = remediate::summarize(&reports);
+    let s = report::summarize(&reports);
     summary.sweep_outcomes = s.by_outcome.clone();
     for r in &reports {
         if r.error.is_some() || r.actions.iter().any(|a| a.outcome == Outcome::Failed) {
             summary.failures += 1;
         }
         if enforce {
-            summary.recommendations_marked += settle_recommendations(gcp, r).await;
+            summary.recommendations_marked += recommendation::settle_project(gcp.as_ref(), r).await;
         }
     }
     Ok(reports)
-}
-
-/// What a recommendation about `cluster` (`location/name`; `None` = any) should become after a run:
-/// succeeded when no node service account of that cluster still misses a permission, failed when a
-/// restore failed, and nothing (left active for a person) otherwise.
-pub fn recommendation_verdict(
-    report: &ProjectReport,
-    cluster: Option<&str>,
-) -> Option<RecommendationMark> {
-    let node: Vec<_> = report
-        .findings
-        .iter()
-        .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
-        .filter(|f| cluster.is_none_or(|c| f.finding.clusters.iter().any(|fc| fc == c)))
-        .collect();
-    if node.iter().any(|f| f.outcome == Outcome::Failed) {
-        return Some(RecommendationMark::Failed);
-    }
-    let still_missing = node.iter().any(|f| {
-        f.finding.status == crate::domain::evaluate::Status::Missing
-            && f.outcome != Outcome::Restored
-    });
-    (!still_missing && report.error.is_none()).then_some(RecommendationMark::Succeeded)
-}
-
-/// `location/name` of the cluster a recommendation targets.
-pub fn target_cluster(target_resources: &[String]) -> Option<String> {
-    target_resources.iter().find_map(|t| {
-        let rest = t.split("/locations/").nth(1)?;
-        let (location, cluster) = rest.split_once("/clusters/")?;
-        Some(format!("{location}/{}", cluster.split('/').next()?))
-    })
-}
-
-async fn settle_recommendations(gcp: &Gcp, report: &ProjectReport) -> usize {
-    let locations: BTreeSet<String> = report
-        .findings
-        .iter()
-        .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
-        .flat_map(|f| f.finding.clusters.iter())
-        .filter_map(|c| c.split_once('/').map(|(l, _)| l.to_owned()))
-        .collect();
-    let Ok(project) = crate::domain::iam::ProjectId::parse(&report.project_id) else {
-        return 0;
-    };
-    let mut marked = 0;
-    for location in locations {
-        let recs = match gcp.list_node_sa_recommendations(&project, &location).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(project = %report.project_id, %location, error = %e, "cannot list recommendations");
-                continue;
-            }
-        };
-        for rec in recs
-            .into_iter()
-            .filter(|r| matches!(r.state_info.state.as_str(), "ACTIVE" | "CLAIMED"))
-        {
-            let cluster = target_cluster(&rec.target_resources);
-            let Some(verb) = recommendation_verdict(report, cluster.as_deref()) else {
-                continue;
-            };
-            let meta = [("remediator", "gke-iam-remediator")];
-            let result = async {
-                let claimed = gcp
-                    .mark_recommendation(&rec.name, RecommendationMark::Claimed, &rec.etag, &meta)
-                    .await?;
-                gcp.mark_recommendation(&rec.name, verb, &claimed.etag, &meta)
-                    .await
-            }
-            .await;
-            match result {
-                Ok(_) => marked += 1,
-                Err(e) => {
-                    tracing::warn!(recommendation = %rec.name, error = %e, "cannot mark the recommendation")
-                }
-            }
-        }
-    }
-    marked
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_target_cluster_is_read_from_the_recommendation_resource_name() {
-        let t = vec![
-            "//container.googleapis.com/projects/123/locations/us-central1/clusters/c1".to_owned(),
-        ];
-        assert_eq!(target_cluster(&t).as_deref(), Some("us-central1/c1"));
-        assert_eq!(
-            target_cluster(&["//compute.googleapis.com/x".to_owned()]),
-            None
-        );
-    }
 }

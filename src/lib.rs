@@ -1,36 +1,40 @@
 //! gke-iam-remediator: keeps the IAM bindings a GKE cluster needs in place.
 //!
-//! Module map:
-//! - [`domain`]: pure IAM model, requirement list, evaluation and planning (no I/O).
-//! - [`config`]: the remediation policy file and its validation.
-//! - [`gcp`]: adapters for the Google REST APIs behind small traits; auth, retries, rate limits.
-//! - [`remediate`]: verify -> decide -> apply -> outcome, per project.
-//! - [`scan`]: the `scan` command (table / JSON output, exit codes).
-//! - [`demo`]: the self-contained demo on an embedded broken world.
-//! - [`intake`]: Pub/Sub messages -> hints (never trusted, only re-verified).
-//! - [`server`]: the `serve` HTTP service.
-//! - [`service`]: the event engine shared by `serve` and `job` (coalescing, de-duplication).
-//! - [`job`]: pull and sweep for the Cloud Run job.
-//! - [`notify`]: Notification v1 and its publisher.
-//! - [`telemetry`]: Cloud Logging JSON with trace correlation.
-//! - [`clock`]: RFC 3339 timestamps.
-//! - [`pubsub`]: the official Pub/Sub clients, emulator-aware.
-//! - [`app`]: configuration and wiring of `serve` and `job`.
+//! # Layout
+//!
+//! Imports run one way, top to bottom; nothing lower imports anything higher:
+//!
+//! ```text
+//! main -> app -> { server, scan, job, demo, sim } -> engine -> { ports, intake, policy, notify } -> domain
+//!                                     gcp, pubsub: adapters implementing ports
+//! ```
+//!
+//! - [`app`]: wiring: settings read once -> adapters -> engine -> mode (`serve`, `job`).
+//! - [`server`]: the `serve` HTTP service (push hygiene, OIDC, shutdown).
+//! - [`scan`], [`job`], [`demo`]: the commands (`job` owns the one Pub/Sub pull loop).
+//! - [`engine`]: coalescing, de-duplication, grace, verify -> decide -> apply, the error policy.
+//! - [`ports`]: one small async trait per Google API the engine uses, and the notification sink.
+//! - [`intake`]: Pub/Sub messages -> hints (never trusted, only re-verified) and the verdict.
+//! - [`policy`]: the remediation policy file (typed, positioned errors).
+//! - [`notify`]: Notification v1, routing, Slack / email / webhook delivery.
+//! - [`domain`]: the pure core: IAM newtypes, requirements, rules, evaluation, plan, report model.
+//! - [`gcp`], [`pubsub`]: adapters implementing the ports (REST with auth, limits and retries; Pub/Sub).
+//! - [`telemetry`], [`clock`]: Cloud Logging JSON with trace correlation; RFC 3339 timestamps.
 //! - [`sim`]: the local Google Cloud simulator (`sim` subcommand, tests, demo).
 
 pub mod app;
 pub mod clock;
-pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod engine;
 pub mod gcp;
 pub mod intake;
 pub mod job;
 pub mod notify;
+pub mod policy;
+pub mod ports;
 pub mod pubsub;
-pub mod remediate;
 pub mod scan;
 pub mod server;
-pub mod service;
 pub mod sim;
 pub mod telemetry;

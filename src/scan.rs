@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{ConfigError, RemediationPolicy};
 use crate::domain::evaluate::Status;
 use crate::domain::iam::ResourceRef;
 use crate::domain::plan::{Action, Decision};
-use crate::gcp::{Api, ApiError, CallCounts, Client, ClientConfig, Credentials, Gcp, RetryPolicy};
-use crate::remediate::{self, Options, Outcome, ProjectReport, Remediator, Summary};
+use crate::domain::report::{self, Outcome, ProjectReport, Summary};
+use crate::engine::{Options, Remediator};
+use crate::gcp::{CallCounts, Client, ClientConfig, Credentials, Gcp};
+use crate::policy::{ConfigError, PolicyFile};
+use crate::ports::{Api, ApiError, ProjectInfo, RetryPolicy};
 
 /// Connection settings shared by every command that calls Google.
 #[derive(clap::Args, Debug, Clone)]
@@ -174,8 +176,8 @@ pub async fn run(args: ScanArgs) -> i32 {
 
 async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     let policy = match &args.policy {
-        Some(path) => RemediationPolicy::load(path)?,
-        None => RemediationPolicy::default(),
+        Some(path) => PolicyFile::load(path)?.remediation,
+        None => PolicyFile::default().remediation,
     };
     let mut roots = Vec::new();
     for f in &args.folders {
@@ -198,17 +200,17 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
             "nothing to scan: give --project, --folder or --organization".to_owned(),
         ));
     }
-    let gcp = args.gcp.connect()?;
+    let gcp = Arc::new(args.gcp.connect()?);
     let mut options = Options::new(policy);
     options.apply = args.apply;
     options.troubleshooter = args.troubleshooter;
     options.concurrency = args.concurrency.max(1);
-    let remediator = Arc::new(Remediator::new(gcp, options));
+    let remediator = Arc::new(Remediator::new(gcp.clone(), options));
     let started = Instant::now();
     let projects = remediator.resolve(&args.projects, &roots).await?;
     let reports = run_with_progress(&remediator, &projects).await;
-    let summary = remediate::summarize(&reports);
-    let counts = remediator.gcp().client().counts();
+    let summary = report::summarize(&reports);
+    let counts = gcp.client().counts();
     let mode = if remediator.options().writes() {
         "enforce"
     } else {
@@ -245,7 +247,7 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
 
 async fn run_with_progress(
     remediator: &Arc<Remediator>,
-    projects: &[crate::gcp::ProjectInfo],
+    projects: &[ProjectInfo],
 ) -> Vec<ProjectReport> {
     let tty = std::io::stderr().is_terminal() && projects.len() > 1;
     if !tty {

@@ -1,10 +1,13 @@
-//! The pure core: IAM vocabulary, the requirement list, evaluation of live state and the decide step.
-//! Nothing in here performs I/O; adapters in `gcp` and `sim` feed it data.
+//! The pure core: IAM vocabulary, the requirement list, the remediation rules, evaluation of live
+//! state, the decide step and the report model. Nothing in here performs I/O; the engine feeds it
+//! data read through the ports.
 
 pub mod evaluate;
 pub mod iam;
 pub mod plan;
+pub mod report;
 pub mod requirements;
+pub mod rules;
 pub mod state;
 
 #[cfg(test)]

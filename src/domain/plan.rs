@@ -11,8 +11,8 @@ use serde::Serialize;
 use super::evaluate::{Finding, Status};
 use super::iam::{MAX_PRINCIPALS_PER_POLICY, Member, Policy, Role};
 use super::requirements::{CONTAINER_API, RequirementId, restorable_roles};
+use super::rules::RemediationPolicy;
 use super::state::{AccountState, ProjectState};
-use crate::config::RemediationPolicy;
 
 /// One change the plan makes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]

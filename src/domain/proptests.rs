@@ -17,7 +17,7 @@ use super::requirements::{self as req, RequirementId, restorable_roles};
 use super::state::{
     AccountState, ApiState, Cluster, NodePool, ProjectState, RoleCatalog, RoleLookup,
 };
-use crate::config::{Mode, RemediationPolicy};
+use crate::domain::rules::{Mode, RemediationPolicy};
 
 const NUMBER: &str = "100000000001";
 

@@ -118,6 +118,9 @@ pub enum Troubleshot {
     Unknown,
 }
 
+/// How many times the remediator restored each binding (role, member) within the flapping window.
+pub type Restorations = BTreeMap<(Role, super::iam::Member), u32>;
+
 /// Everything evaluation needs to know about one project.
 #[derive(Clone, Debug)]
 pub struct ProjectState {
@@ -143,7 +146,7 @@ pub struct ProjectState {
     pub troubleshooter: BTreeMap<(ServiceAccountEmail, String), Troubleshot>,
     /// How often the remediator itself restored each (role, member) within the policy's window, read
     /// from Cloud Audit Logs (shared by every instance). Empty when not read.
-    pub restorations: BTreeMap<(Role, super::iam::Member), u32>,
+    pub restorations: Restorations,
     /// Ancestors whose policy (or parent) could not be read: a grant there is possible but unknown, so
     /// nothing that could come from them is reported `missing`.
     pub unreadable: Vec<String>,

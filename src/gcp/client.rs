@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
 use reqwest::Method;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::error::{Api, ApiError};
+use crate::ports::{Api, ApiError, RetryPolicy};
 
 /// How requests are authenticated.
 pub enum Credentials {
@@ -58,37 +57,6 @@ impl Credentials {
                 Ok(Some(format!("Bearer {}", token.token)))
             }
         }
-    }
-}
-
-/// Retry behaviour for transient failures.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Attempts per call, including the first.
-    pub max_attempts: u32,
-    /// First backoff.
-    pub initial_backoff: Duration,
-    /// Longest backoff.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Full-jitter exponential backoff before attempt `attempt` (1-based count of failures so far).
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.initial_backoff.saturating_mul(1u32 << attempt.min(16));
-        let cap = exp.min(self.max_backoff);
-        let millis = cap.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
     }
 }
 

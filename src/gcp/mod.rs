@@ -1,5 +1,6 @@
 //! Adapters for the Google REST APIs: one shared client (auth, rate limits, retries, counters) and
-//! typed methods per API. Everything here is I/O; decisions live in `domain`.
+//! typed methods per API, implementing the [`crate::ports`] traits. Everything here is I/O;
+//! decisions live in `domain` and `engine`.
 //!
 //! We call the REST APIs with `reqwest` and typed serde models rather than the generated
 //! `google-cloud-*` clients: the handful of methods we need stay small and explicit, one HTTP stack
@@ -7,8 +8,7 @@
 
 pub mod apis;
 pub mod client;
-pub mod error;
+mod ports;
 
-pub use apis::{ClusterList, Gcp, ProjectInfo, Recommendation, RecommendationMark, ServiceAccount};
-pub use client::{CallCounts, Client, ClientConfig, Credentials, RetryPolicy};
-pub use error::{Api, ApiError};
+pub use apis::Gcp;
+pub use client::{CallCounts, Client, ClientConfig, Credentials};

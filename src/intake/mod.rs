@@ -35,6 +35,16 @@ use crate::domain::requirements::{
 pub use audit_log::HANDLED_METHODS;
 pub use envelope::parse_push;
 
+/// What to answer Pub/Sub for one message, push or pull: the one contract between the handlers
+/// of a message (the engine, notification delivery) and the transports (`server`, the job's pull loop).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Acknowledge (2xx / ack): done, healthy, not allowed, malformed or unknown.
+    Ack,
+    /// Redeliver (503 / nack): a transient fault, with why.
+    Retry(String),
+}
+
 /// Largest push request body accepted (a wrapped envelope carries base64, a third larger than the data).
 pub const MAX_PUSH_BODY_BYTES: usize = 2 * 1024 * 1024;
 /// Largest message data accepted after base64 decoding.

@@ -1,5 +1,6 @@
 //! The delivery engine: Notification v1 messages in (from `POST /pubsub/notify` push deliveries or
-//! `job --subscription … --deliver-notifications` pulls), Slack / email / webhook messages out.
+//! `job --subscription … --deliver-notifications` pulls, both transports outside this module), Slack /
+//! email / webhook messages out.
 //!
 //! Owns routing (per the policy's `notifications:` section), digesting (notifications for the same
 //! target within the digest window go out as one message: a burst never floods a channel), sending
@@ -17,11 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use secrecy::SecretString;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -32,7 +29,7 @@ use super::slack::SlackChannel;
 use super::webhook::WebhookChannel;
 use super::{Notification, SCHEMA_V1};
 use crate::intake;
-use crate::service::Verdict;
+use crate::intake::Verdict;
 
 /// What one channel send carries: one notification, or several (a digest) for the same target.
 #[derive(Clone, Debug)]
@@ -506,192 +503,13 @@ pub fn parse(data: &[u8]) -> Result<Notification, String> {
     Ok(n)
 }
 
-type Body = Full<Bytes>;
-
-fn respond(status: StatusCode, message: &str) -> Response<Body> {
-    let body = if status == StatusCode::NO_CONTENT {
-        Bytes::new()
-    } else {
-        Bytes::from(
-            serde_json::json!({"error": {"code": status.as_u16(), "message": message}}).to_string(),
-        )
-    };
-    let mut r = Response::new(Full::new(body));
-    *r.status_mut() = status;
-    if status != StatusCode::NO_CONTENT {
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/json"),
-        );
-    }
-    r
-}
-
-/// `POST /pubsub/notify`: a push subscription on the notifications topic. Same hygiene as
-/// `/pubsub/push` (content type, size limit, OIDC when configured, malformed deliveries acked);
-/// 204 when every target got the notification, 503 (redeliver) when one still fails.
-pub async fn push(
-    state: Arc<crate::server::AppState>,
-    request: Request<Incoming>,
-) -> Response<Body> {
-    let Some(deliverer) = state.deliverer.clone() else {
-        return respond(
-            StatusCode::NOT_FOUND,
-            "notification delivery is not configured (no notifications: channels in the policy)",
-        );
-    };
-    let headers = request.headers().clone();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let essence = content_type
-        .as_deref()
-        .and_then(|c| c.split(';').next())
-        .unwrap_or("application/json")
-        .trim()
-        .to_ascii_lowercase();
-    if !matches!(
-        essence.as_str(),
-        "application/json" | "application/octet-stream" | "text/plain" | ""
-    ) {
-        return respond(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected application/json",
-        );
-    }
-    let limit = state.config.max_body_bytes;
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return respond(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-    }
-    if let Some(verifier) = &state.oidc {
-        let auth = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(e) = verifier.verify(auth).await {
-            tracing::warn!(error = %e.message, status = e.status, "notification push rejected");
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            return respond(status, &e.message);
-        }
-    }
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return respond(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or unreadable",
-            );
-        }
-    };
-    let message = match intake::parse_push(&body, content_type.as_deref(), &headers) {
-        Ok(m) => m,
-        Err(e) => {
-            deliverer.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "malformed notification push acknowledged");
-            return respond(StatusCode::NO_CONTENT, "");
-        }
-    };
-    match deliverer.handle(&message).await {
-        Verdict::Ack => respond(StatusCode::NO_CONTENT, ""),
-        Verdict::Retry(reason) => respond(StatusCode::SERVICE_UNAVAILABLE, &reason),
-    }
-}
-
-/// `job --subscription S --deliver-notifications`: pulls Notification v1 messages and delivers them.
-/// Messages are handled concurrently (a digest window holds each one), acked or nacked per verdict;
-/// stops after `max_messages`, or when `idle` passes with nothing received and nothing in flight.
-pub async fn pull(
-    deliverer: &Arc<Deliverer>,
-    subscription: &str,
-    emulator_host: Option<&str>,
-    max_messages: u64,
-    idle: Duration,
-    summary: &mut crate::job::JobSummary,
-) -> Result<(), crate::job::JobError> {
-    let subscriber_error = |message: String| crate::job::JobError::Subscriber {
-        subscription: subscription.to_owned(),
-        message,
-    };
-    let subscriber = crate::pubsub::subscriber(emulator_host)
-        .await
-        .map_err(subscriber_error)?;
-    let mut stream = subscriber
-        .subscribe(subscription.to_owned())
-        .set_max_outstanding_messages(1000)
-        .build();
-    let token = stream.shutdown_token();
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut failure = None;
-    let mut quiet = false;
-    loop {
-        let reading = summary.messages < max_messages && failure.is_none() && !quiet;
-        if !reading && tasks.is_empty() {
-            break;
-        }
-        tokio::select! {
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                match joined {
-                    Ok(true) => summary.acked += 1,
-                    Ok(false) | Err(_) => {
-                        summary.nacked += 1;
-                        summary.failures += 1;
-                    }
-                }
-            }
-            next = tokio::time::timeout(idle, stream.next()), if reading => {
-                match next {
-                    Err(_) if tasks.is_empty() => break,
-                    Err(_) | Ok(None) => {
-                        if tasks.is_empty() { break; }
-                        // Nothing new: stop reading and let the in-flight deliveries finish.
-                        quiet = true;
-                    }
-                    Ok(Some(Err(e))) => failure = Some(e.to_string()),
-                    Ok(Some(Ok((message, handler)))) => {
-                        summary.messages += 1;
-                        let msg = intake::Message {
-                            message_id: message.message_id.clone(),
-                            publish_time: None,
-                            attributes: message.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                            data: message.data.to_vec(),
-                            subscription: Some(subscription.to_owned()),
-                            delivery_attempt: None,
-                        };
-                        let d = deliverer.clone();
-                        tasks.spawn(async move {
-                            match d.handle(&msg).await {
-                                Verdict::Ack => { handler.ack(); true }
-                                Verdict::Retry(reason) => {
-                                    tracing::warn!(message_id = %msg.message_id, %reason, "nack");
-                                    handler.nack();
-                                    false
-                                }
-                            }
-                        });
-                    }
-                }
-            }
-        }
-    }
-    token.shutdown().await;
-    match failure {
-        Some(message) => Err(subscriber_error(message)),
-        None => Ok(()),
-    }
-}
-
 /// Builds the deliverer for a policy when it configures channels (reads secrets from the process
 /// environment).
 pub fn from_policy(
-    policy: &crate::config::RemediationPolicy,
+    notifications: &NotificationsConfig,
 ) -> Result<Option<Arc<Deliverer>>, DeliverError> {
-    if policy.notifications.is_empty() {
+    if notifications.is_empty() {
         return Ok(None);
     }
-    Deliverer::from_config(&policy.notifications, &|name| std::env::var(name).ok()).map(Some)
+    Deliverer::from_config(notifications, &|name| std::env::var(name).ok()).map(Some)
 }

@@ -1,12 +1,12 @@
 //! Notifications: the `Notification v1` document (one per finding outcome), its Pub/Sub attributes,
-//! and the publisher to the notifications topic (the official `google-cloud-pubsub` client).
+//! routing and delivery to Slack, email and webhooks. Publishing to the notifications topic is the
+//! sink port (`crate::ports::NotificationSink`, implemented in `crate::pubsub`).
 //!
 //! The document is a contract: fields may be added, never renamed. `schema/notification-v1.json`
 //! describes it and a test validates every notification the code emits against it.
 
 pub mod deliver;
 pub mod email;
-pub mod publisher;
 pub mod routing;
 pub mod slack;
 pub mod webhook;
@@ -17,10 +17,9 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::plan::Action;
-use crate::remediate::{ActionReport, FindingReport, Outcome, ProjectReport};
+use crate::domain::report::{ActionReport, FindingReport, Outcome, ProjectReport};
 
 pub use deliver::{Channel, DeliverError, DeliverOptions, Deliverer, Delivery, SendError};
-pub use publisher::{NotificationPublisher, NotifyError};
 pub use routing::{ChannelConfig, ChannelKind, NotificationsConfig, Route, SmtpTls, Target};
 
 /// Every outcome a notification can carry, in order of the README.
@@ -263,7 +262,7 @@ fn notified(a: &ActionReport) -> NotifiedAction {
         outcome: a.outcome.as_str().to_owned(),
         etag_before: a.etag_before.clone(),
         etag_after: a.etag_after.clone(),
-        error: a.error.clone(),
+        error: a.error.as_ref().map(|e| e.message().to_owned()),
     }
 }
 

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::{Notification, OUTCOMES, Severity};
-use crate::config::{ConfigError, glob_match};
 use crate::domain::requirements::RequirementId;
+use crate::domain::rules::glob_match;
 
 /// Default digest window.
 pub const DEFAULT_DIGEST_WINDOW_SECONDS: u64 = 30;
@@ -184,6 +184,17 @@ impl Target {
     }
 }
 
+/// A problem in the `notifications` section, at a line of the policy file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Dotted path of the offending field.
+    pub field: String,
+    /// 1-based line in the policy file (0 if unknown).
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
 impl NotificationsConfig {
     /// True if nothing is configured.
     pub fn is_empty(&self) -> bool {
@@ -225,12 +236,10 @@ impl NotificationsConfig {
     }
 
     /// Validates the section; `text` is the whole policy file (for line numbers).
-    pub fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, text: &str) -> Result<(), FieldError> {
         let section = "notifications";
-        let err = |field: String, line: usize, message: String| ConfigError::Invalid {
-            file: origin.to_owned(),
+        let err = |field: String, line: usize, message: String| FieldError {
             line,
-            column: 1,
             field,
             message,
         };
@@ -542,184 +551,4 @@ fn key_line(text: &str, start: usize, key: &str) -> usize {
             t.starts_with(&format!("{key}:"))
         })
         .map_or(start, |(i, _)| i + 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::RemediationPolicy;
-
-    const POLICY: &str = "mode: enforce
-notifications:
-  digest_window_seconds: 5
-  channels:
-    - name: platform-slack
-      type: slack
-      url_env: REMEDIATOR_SLACK_WEBHOOK_URL
-    - name: oncall
-      type: email
-      host: smtp.example.com
-      username: remediator@example.com
-      password_env: REMEDIATOR_SMTP_PASSWORD
-      from: GKE IAM remediator <remediator@example.com>
-      to: [platform@example.com]
-    - name: siem
-      type: webhook
-      url: https://siem.example.com/hooks/gke
-      key_env: REMEDIATOR_WEBHOOK_KEY
-  routes:
-    - channels: [platform-slack, siem]
-    - outcomes: [failed, escalated]
-      projects: ['prod-*']
-      channels: [oncall]
-      to: [oncall@example.com]
-    - outcomes: [restored]
-      requirements: [node-sa-permissions]
-      channels: [oncall]
-";
-
-    fn n(outcome: &str, project: &str, requirement: &str) -> Notification {
-        let severity = match outcome {
-            "failed" => "error",
-            "escalated" => "critical",
-            "restored" | "healthy" => "info",
-            _ => "warning",
-        };
-        serde_json::from_value(serde_json::json!({
-            "schema": super::super::SCHEMA_V1, "id": "n-1", "time": "2026-11-29T00:00:00.000Z",
-            "project_id": project, "project_number": "1", "requirement": requirement,
-            "outcome": outcome, "mode": "enforce", "severity": severity, "status": "missing",
-            "detail": "d",
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn routes_pick_channels_by_outcome_project_and_requirement() {
-        let p = RemediationPolicy::from_yaml(POLICY, "p.yaml").unwrap();
-        let c = &p.notifications;
-        assert_eq!(c.digest_window_seconds, 5);
-        let names = |n: &Notification| -> Vec<String> {
-            c.targets(n).into_iter().map(|t| t.key()).collect()
-        };
-        assert_eq!(
-            names(&n("healthy", "prod-a", "gke-service-agent")),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            names(&n("would-restore", "dev-a", "gke-service-agent")),
-            ["platform-slack", "siem"]
-        );
-        assert_eq!(
-            names(&n("failed", "prod-a", "gke-service-agent")),
-            ["oncall\u{1f}oncall@example.com", "platform-slack", "siem"]
-        );
-        assert_eq!(
-            names(&n("failed", "dev-a", "gke-service-agent")),
-            ["platform-slack", "siem"]
-        );
-        assert_eq!(
-            names(&n("restored", "dev-a", "node-sa-permissions")),
-            ["oncall\u{1f}platform@example.com", "platform-slack", "siem"]
-        );
-    }
-
-    #[test]
-    fn healthy_alerts_only_when_a_route_names_it_and_severity_is_a_floor() {
-        let text = "notifications:\n  channels:\n    - {name: s, type: slack, url_env: S}\n  routes:\n    - {outcomes: [healthy, failed], channels: [s]}\n    - {min_severity: critical, channels: [s]}\n";
-        let p = RemediationPolicy::from_yaml(text, "p.yaml").unwrap();
-        assert_eq!(
-            p.notifications
-                .targets(&n("healthy", "x", "gke-service-agent"))
-                .len(),
-            1
-        );
-        assert_eq!(
-            p.notifications
-                .targets(&n("unknown", "x", "gke-service-agent"))
-                .len(),
-            0
-        );
-        assert_eq!(
-            p.notifications
-                .targets(&n("escalated", "x", "gke-service-agent"))
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn no_notifications_section_means_nothing_is_delivered() {
-        let p = RemediationPolicy::from_yaml("mode: enforce\n", "p.yaml").unwrap();
-        assert!(p.notifications.is_empty());
-        assert_eq!(p.notifications.digest_window_seconds, 30);
-    }
-
-    fn error_of(text: &str) -> String {
-        RemediationPolicy::from_yaml(text, "policy.yaml")
-            .unwrap_err()
-            .to_string()
-    }
-
-    #[test]
-    fn an_unknown_channel_key_names_file_line_and_field() {
-        let e = error_of(
-            "notifications:\n  channels:\n    - name: s\n      type: slack\n      url_env: S\n      urlenv: T\n",
-        );
-        assert!(e.starts_with("policy.yaml:6:"), "{e}");
-        assert!(e.contains("urlenv"), "{e}");
-    }
-
-    #[test]
-    fn a_route_naming_a_missing_channel_names_the_route_line_and_field() {
-        let e = error_of(
-            POLICY
-                .replace(
-                    "channels: [oncall]\n      to:",
-                    "channels: [on-call]\n      to:",
-                )
-                .as_str(),
-        );
-        assert!(e.starts_with("policy.yaml:23:"), "{e}");
-        assert!(e.contains("notifications.routes[1].channels[0]"), "{e}");
-        assert!(e.contains("on-call"), "{e}");
-    }
-
-    #[test]
-    fn a_channel_without_its_secret_variable_is_rejected_at_its_line() {
-        let e = error_of(&POLICY.replace("      password_env: REMEDIATOR_SMTP_PASSWORD\n", ""));
-        assert!(e.contains("notifications.channels[1].password_env"), "{e}");
-        assert!(e.starts_with("policy.yaml:8:"), "{e}");
-        let e = error_of(&POLICY.replace("      key_env: REMEDIATOR_WEBHOOK_KEY\n", ""));
-        assert!(e.contains("notifications.channels[2].key_env"), "{e}");
-        let e = error_of(&POLICY.replace(
-            "url_env: REMEDIATOR_SLACK_WEBHOOK_URL",
-            "url_env: https://hooks.slack.com/x",
-        ));
-        assert!(e.contains("not an environment variable name"), "{e}");
-        assert!(e.starts_with("policy.yaml:7:"), "{e}");
-    }
-
-    #[test]
-    fn bad_outcomes_tls_and_unused_channels_are_errors() {
-        let e = error_of(&POLICY.replace("[failed, escalated]", "[failed, broken]"));
-        assert!(
-            e.contains("routes[1].outcomes[1]") && e.contains("broken"),
-            "{e}"
-        );
-        assert!(e.starts_with("policy.yaml:21:"), "{e}");
-        let e = error_of(&POLICY.replace(
-            "      to: [platform@example.com]\n",
-            "      to: [platform@example.com]\n      tls: maybe\n",
-        ));
-        assert!(e.contains("tls"), "{e}");
-        let e = error_of(&POLICY.replace(
-            "    - channels: [platform-slack, siem]\n",
-            "    - channels: [siem]\n",
-        ));
-        assert!(
-            e.contains("platform-slack") && e.contains("not used by any route"),
-            "{e}"
-        );
-    }
 }

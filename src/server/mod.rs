@@ -24,8 +24,9 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+use crate::engine::Engine;
 use crate::intake;
-use crate::service::{Engine, Verdict};
+use crate::intake::Verdict;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -145,7 +146,7 @@ pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response
     match (request.method(), path.as_str()) {
         (&Method::GET, "/healthz") => healthz(&state),
         (&Method::POST, "/pubsub/push") => push(state, request).await,
-        (&Method::POST, "/pubsub/notify") => crate::notify::deliver::push(state, request).await,
+        (&Method::POST, "/pubsub/notify") => notify_push(state, request).await,
         (_, "/healthz" | "/pubsub/push") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
@@ -324,4 +325,76 @@ pub fn listen_addr_from_env() -> SocketAddr {
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(8080);
     SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+/// `POST /pubsub/notify`: a push subscription on the notifications topic. Same hygiene as
+/// `/pubsub/push` (content type, size limit, OIDC when configured, malformed deliveries acked);
+/// 204 when every target got the notification, 503 (redeliver) when one still fails.
+pub async fn notify_push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    let Some(deliverer) = state.deliverer.clone() else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "notification delivery is not configured (no notifications: channels in the policy)",
+        );
+    };
+    let headers = request.headers().clone();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let essence = content_type
+        .as_deref()
+        .and_then(|c| c.split(';').next())
+        .unwrap_or("application/json")
+        .trim()
+        .to_ascii_lowercase();
+    if !matches!(
+        essence.as_str(),
+        "application/json" | "application/octet-stream" | "text/plain" | ""
+    ) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected application/json",
+        );
+    }
+    let limit = state.config.max_body_bytes;
+    if headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    }
+    if let Some(verifier) = &state.oidc {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = verifier.verify(auth).await {
+            tracing::warn!(error = %e.message, status = e.status, "notification push rejected");
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
+            return error(status, &e.message);
+        }
+    }
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or unreadable",
+            );
+        }
+    };
+    let message = match intake::parse_push(&body, content_type.as_deref(), &headers) {
+        Ok(m) => m,
+        Err(e) => {
+            deliverer.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "malformed notification push acknowledged");
+            return no_content();
+        }
+    };
+    match deliverer.handle(&message).await {
+        Verdict::Ack => no_content(),
+        Verdict::Retry(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
+    }
 }

@@ -92,7 +92,8 @@ async fn a_job_pulls_events_restores_and_exits_when_idle() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_sweep_restores_and_marks_the_node_sa_recommendations_succeeded_but_never_in_dry_run() {
+async fn a_sweep_marks_a_recommendation_succeeded_only_when_every_node_account_is_ok_and_never_in_dry_run()
+ {
     let policy = TempFile::new("mode: enforce\n");
     let sim = start_sim(&world_file("demo.yaml")).await;
     let api = Api::new(&sim);
@@ -126,15 +127,27 @@ async fn a_sweep_restores_and_marks_the_node_sa_recommendations_succeeded_but_ne
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["swept_projects"], 2, "{summary}");
     let (_, recs) = api.get(list).await;
-    let states: Vec<&Value> = recs["recommendations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| &r["stateInfo"]["state"])
-        .collect();
-    assert!(
-        !states.is_empty() && states.iter().all(|s| *s == "SUCCEEDED"),
+    let (_, eu) = api.get(&list.replace("us-central1", "europe-west1")).await;
+    let state_of = |cluster: &str| {
+        recs["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(eu["recommendations"].as_array().unwrap())
+            .find(|r| r["targetResources"][0].as_str().unwrap().ends_with(cluster))
+            .map(|r| r["stateInfo"]["state"].clone())
+    };
+    // c1's pool-3 account holds its permissions only under an IAM condition: that is not `ok`, so
+    // the recommendation stays for a person. ap1's account was restored: succeeded.
+    assert_eq!(
+        state_of("/clusters/c1"),
+        Some(Value::from("ACTIVE")),
         "{recs}"
+    );
+    assert_eq!(
+        state_of("/clusters/ap1"),
+        Some(Value::from("SUCCEEDED")),
+        "{eu}"
     );
     sim.shutdown().await;
 }

@@ -10,14 +10,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use gke_iam_remediator::config::RemediationPolicy;
 use gke_iam_remediator::domain::evaluate::{Finding, Status};
 use gke_iam_remediator::domain::iam::{Member, Role};
 use gke_iam_remediator::domain::plan::{Action, Decision};
+use gke_iam_remediator::domain::report::{
+    ActionReport, Failure, FindingReport, Outcome, ProjectReport,
+};
 use gke_iam_remediator::domain::requirements::RequirementId;
+use gke_iam_remediator::intake::Verdict;
 use gke_iam_remediator::notify::{self, Deliverer, Evidence, Notification};
-use gke_iam_remediator::remediate::{ActionReport, FindingReport, Outcome, ProjectReport};
-use gke_iam_remediator::service::Verdict;
+use gke_iam_remediator::policy::PolicyFile;
 use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -83,8 +85,7 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         etag_before: Some("BwYV1xJ0a1c=".to_owned()),
         etag_after: after.map(str::to_owned),
         attempts: 1,
-        error: error.map(str::to_owned),
-        retryable: false,
+        error: error.map(|e| Failure::Permanent(e.to_owned())),
     };
     let (decision, actions) = match outcome {
         Outcome::Healthy => (Decision::Healthy, vec![]),
@@ -142,7 +143,6 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         findings: vec![fr.clone()],
         actions,
         error: None,
-        retryable: false,
     };
     (pr, fr)
 }
@@ -687,7 +687,7 @@ struct Setup {
 
 impl Setup {
     fn deliverer(&self) -> Arc<Deliverer> {
-        let policy = RemediationPolicy::from_yaml(&self.policy, "test-policy.yaml")
+        let policy = PolicyFile::from_yaml(&self.policy, "test-policy.yaml")
             .unwrap_or_else(|e| panic!("{e}\n{}", self.policy));
         let env = self.env.clone();
         Deliverer::from_config(&policy.notifications, &move |k| env.get(k).cloned())
@@ -1271,7 +1271,7 @@ async fn secrets_never_appear_in_logs_errors_or_debug_output() {
         text.contains("notification send failed"),
         "the failures were logged:\n{text}"
     );
-    let policy = RemediationPolicy::from_yaml(&s.policy, "p.yaml").unwrap();
+    let policy = PolicyFile::from_yaml(&s.policy, "p.yaml").unwrap();
     let missing = Deliverer::from_config(&policy.notifications, &|k| {
         (k != "T_HOOK_KEY").then(|| s.env.get(k).cloned()).flatten()
     })

@@ -7,6 +7,14 @@
 //! after the hint arrived), the grace delay after removals, ignoring the remediator's own changes, and
 //! marking recommendations. A message body never decides what is granted: hints only choose which
 //! projects to re-verify.
+//!
+//! Layout: [`remediate`] verifies, decides and applies one project; [`error`] maps failures to the
+//! verdict Pub/Sub gets; [`recommendation`] settles recommendations. Everything reaches Google only
+//! through [`crate::ports`].
+
+pub mod error;
+pub mod recommendation;
+pub mod remediate;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -17,25 +25,18 @@ use serde::Serialize;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
-use crate::config::{Mode, RemediationPolicy};
 use crate::domain::iam::ResourceRef;
-use crate::gcp::{ApiError, Gcp, ProjectInfo, RecommendationMark};
-use crate::intake::{self, Classification, Hint, Scope};
-use crate::notify::{self, Evidence, NotificationPublisher};
-use crate::remediate::{Options, Outcome, ProjectReport, Remediator, RunCaches};
+use crate::domain::report::{Failure, Outcome, ProjectReport};
+use crate::domain::rules::{Mode, RemediationPolicy};
+use crate::intake::{self, Classification, Hint, Scope, Verdict};
+use crate::notify::{self, Evidence};
+use crate::ports::{ApiError, Cloud, NotificationSink, ProjectInfo};
+
+pub use remediate::{Options, Remediator, RunCaches};
 
 /// How long project lookups, role definitions and ancestor policies are reused across project runs.
 /// The project's own policy is never cached.
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
-
-/// What to answer Pub/Sub.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Acknowledge (2xx / ack): done, healthy, not allowed, malformed or unknown.
-    Ack,
-    /// Redeliver (503 / nack): a transient fault.
-    Retry(String),
-}
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -145,9 +146,9 @@ struct Slot {
 
 /// The engine.
 pub struct Engine {
-    gcp: Gcp,
+    gcp: Arc<dyn Cloud>,
     config: EngineConfig,
-    publisher: Option<Arc<NotificationPublisher>>,
+    publisher: Option<Arc<dyn NotificationSink>>,
     slots: Mutex<HashMap<String, Slot>>,
     handled: Mutex<Recent>,
     published: Mutex<Recent>,
@@ -161,9 +162,9 @@ impl Engine {
     /// A new engine. `publisher` is `None` when no notifications topic is configured (notifications are
     /// then only logged).
     pub fn new(
-        gcp: Gcp,
+        gcp: Arc<dyn Cloud>,
         config: EngineConfig,
-        publisher: Option<Arc<NotificationPublisher>>,
+        publisher: Option<Arc<dyn NotificationSink>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             gcp,
@@ -178,13 +179,8 @@ impl Engine {
         })
     }
 
-    /// The Google adapters.
-    pub fn gcp(&self) -> &Gcp {
-        &self.gcp
-    }
-
-    /// The publisher, if any.
-    pub fn publisher(&self) -> Option<&Arc<NotificationPublisher>> {
+    /// The notification sink, if any.
+    pub fn publisher(&self) -> Option<&Arc<dyn NotificationSink>> {
         self.publisher.as_ref()
     }
 
@@ -323,10 +319,12 @@ impl Engine {
         }
         let projects = match self.resolve(&hint.scope).await {
             Ok(p) => p,
-            Err(e) if e.is_transient() => return Verdict::Retry(e.to_string()),
             Err(e) => {
-                tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
-                return Verdict::Ack;
+                let verdict = error::scope_policy(&e);
+                if verdict == Verdict::Ack {
+                    tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
+                }
+                return verdict;
             }
         };
         let delay = if hint.is_removal {
@@ -399,8 +397,9 @@ impl Engine {
                     folders: Vec::new(),
                     findings: Vec::new(),
                     actions: Vec::new(),
-                    error: Some("internal: the project run was abandoned".to_owned()),
-                    retryable: true,
+                    error: Some(Failure::Transient(
+                        "internal: the project run was abandoned".to_owned(),
+                    )),
                 });
             }
         }
@@ -461,16 +460,12 @@ impl Engine {
     ) -> Verdict {
         if let Some(e) = &report.error {
             tracing::error!(project = %report.project_id, error = %e, "project check failed");
-            return if report.retryable {
-                Verdict::Retry(e.clone())
-            } else {
-                Verdict::Ack
-            };
+            return error::error_policy(report);
         }
         let mode = self.config.policy.mode.as_str();
         let evidence = evidence_of(hint);
         let now = SystemTime::now();
-        let mut verdict = Verdict::Ack;
+        let mut verdict = error::error_policy(report);
         for finding in &report.findings {
             if finding.outcome == Outcome::Healthy && !self.config.notify_healthy {
                 continue;
@@ -499,54 +494,12 @@ impl Engine {
                 }
             }
         }
-        if let Some(a) = report
-            .actions
-            .iter()
-            .find(|a| a.outcome == Outcome::Failed && a.retryable)
+        if let Some(rec) = &hint.evidence.recommendation
+            && self.config.policy.mode == Mode::Enforce
         {
-            verdict = Verdict::Retry(
-                a.error
-                    .clone()
-                    .unwrap_or_else(|| "a restore failed".to_owned()),
-            );
-        }
-        if let Some(rec) = &hint.evidence.recommendation {
-            self.mark_recommendation(&rec.name, report).await;
+            recommendation::settle_named(self.gcp.as_ref(), &rec.name, report).await;
         }
         verdict
-    }
-
-    /// Marks a recommendation claimed then succeeded (node-sa-permissions healthy or restored) or failed.
-    /// Never in dry-run: a dry run must not make a finding look fixed.
-    async fn mark_recommendation(&self, name: &str, report: &ProjectReport) {
-        if self.config.policy.mode != Mode::Enforce {
-            return;
-        }
-        let result = async {
-            let rec = self.gcp.get_recommendation(name).await?;
-            if rec.recommender_subtype != crate::gcp::apis::NODE_SA_SUBTYPE
-                || !matches!(rec.state_info.state.as_str(), "ACTIVE" | "CLAIMED")
-            {
-                return Ok(());
-            }
-            let cluster = crate::job::target_cluster(&rec.target_resources);
-            let Some(verb) = crate::job::recommendation_verdict(report, cluster.as_deref()) else {
-                return Ok(()); // Not allowed or needs review: leave it active for a person.
-            };
-            let meta = [("remediator", "gke-iam-remediator")];
-            let claimed = self
-                .gcp
-                .mark_recommendation(name, RecommendationMark::Claimed, &rec.etag, &meta)
-                .await?;
-            self.gcp
-                .mark_recommendation(name, verb, &claimed.etag, &meta)
-                .await
-                .map(|_| ())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(recommendation = name, error = %e, "could not mark the recommendation");
-        }
     }
 }
 

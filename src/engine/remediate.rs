@@ -1,5 +1,5 @@
-//! Verify -> decide -> apply -> outcome, per project. The orchestration between the Google adapters
-//! and the pure core.
+//! Verify -> decide -> apply -> outcome, per project: the orchestration between the ports and the
+//! pure core.
 //!
 //! Owns the per-run caches (role definitions, ancestor policies, folder parents: each fetched once per
 //! run, even under concurrency), the run's write budget, and the etag-guarded read-modify-write with
@@ -11,124 +11,29 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde::Serialize;
 use tokio::sync::{Mutex, OnceCell};
 
-use crate::config::{Mode, RemediationPolicy};
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
+use crate::domain::report::{ActionReport, Failure, FindingReport, Outcome, ProjectReport};
 use crate::domain::requirements::RequirementId;
+use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
     AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
 };
-use crate::gcp::{ApiError, Gcp, ProjectInfo, RetryPolicy};
+use crate::ports::{Api, ApiError, Cloud, ProjectInfo, RetryPolicy};
 
-/// What a finding came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Outcome {
-    /// The requirement holds.
-    Healthy,
-    /// The remediator restored it (write confirmed by reading back).
-    Restored,
-    /// Dry-run: it would have been restored.
-    WouldRestore,
-    /// The remediation policy does not allow restoring it (or a limit blocked it).
-    NotAllowed,
-    /// Needs a person: conditional, unknown or incomplete.
-    Unknown,
-    /// Restoring was attempted and failed.
-    Failed,
-    /// Restored too often within the window: not restored again.
-    Escalated,
-}
-
-impl Outcome {
-    /// The outcome as written in output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Restored => "restored",
-            Self::WouldRestore => "would-restore",
-            Self::NotAllowed => "not-allowed",
-            Self::Unknown => "unknown",
-            Self::Failed => "failed",
-            Self::Escalated => "escalated",
-        }
-    }
-}
-
-/// The result of one action of a plan.
-#[derive(Clone, Debug, Serialize)]
-pub struct ActionReport {
-    /// What was (or would be) done.
-    pub action: Action,
-    /// `restored`, `would-restore` or `failed`.
-    pub outcome: Outcome,
-    /// Policy etag read before the write (grants).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub etag_before: Option<String>,
-    /// Policy etag after the write (grants).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub etag_after: Option<String>,
-    /// Read-modify-write attempts (grants).
-    pub attempts: u32,
-    /// The error, when failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// True if the failure is transient (an event should be redelivered).
-    #[serde(skip)]
-    pub retryable: bool,
-}
-
-/// One finding with the decision and outcome.
-#[derive(Clone, Debug, Serialize)]
-pub struct FindingReport {
-    /// The finding.
-    #[serde(flatten)]
-    pub finding: Finding,
-    /// What the plan decided.
-    pub decision: Decision,
-    /// What came of it.
-    pub outcome: Outcome,
-}
-
-/// Everything about one project.
-#[derive(Clone, Debug, Serialize)]
-pub struct ProjectReport {
-    /// Project id.
-    pub project_id: String,
-    /// Project number (empty if it could not be read).
-    pub project_number: String,
-    /// True if the project uses GKE (Container API enabled or clusters present).
-    pub gke: bool,
-    /// Folder ids above the project, nearest first.
-    pub folders: Vec<String>,
-    /// Findings in requirement order.
-    pub findings: Vec<FindingReport>,
-    /// Actions taken or planned.
-    pub actions: Vec<ActionReport>,
-    /// A project-level error (nothing could be decided).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// True if the error is transient (worth redelivering an event).
-    #[serde(skip)]
-    pub retryable: bool,
-}
-
-impl ProjectReport {
-    fn failed(info: &ProjectInfo, error: &ApiError) -> Self {
-        Self {
-            project_id: info.project_id.to_string(),
-            project_number: info.project_number.to_string(),
-            gke: false,
-            folders: Vec::new(),
-            findings: Vec::new(),
-            actions: Vec::new(),
-            error: Some(error.to_string()),
-            retryable: error.is_transient() || error.is_conflict(),
-        }
+/// The report of a project that could not be read at all.
+fn failed_report(info: &ProjectInfo, error: &ApiError) -> ProjectReport {
+    ProjectReport {
+        project_id: info.project_id.to_string(),
+        project_number: info.project_number.to_string(),
+        gke: false,
+        folders: Vec::new(),
+        findings: Vec::new(),
+        actions: Vec::new(),
+        error: Some(super::error::failure(error)),
     }
 }
 
@@ -214,7 +119,7 @@ pub struct RunCaches {
 
 /// The remediator: caches and budget for one run.
 pub struct Remediator {
-    gcp: Gcp,
+    gcp: Arc<dyn Cloud>,
     options: Options,
     caches: Arc<RunCaches>,
     writes_done: AtomicU32,
@@ -232,24 +137,19 @@ async fn forget<K: std::hash::Hash + Eq, T>(map: &Mutex<HashMap<K, Shared<T>>>, 
 }
 
 impl Remediator {
-    /// A remediator over the Google adapters.
-    pub fn new(gcp: Gcp, options: Options) -> Self {
+    /// A remediator over the Google ports.
+    pub fn new(gcp: Arc<dyn Cloud>, options: Options) -> Self {
         Self::with_caches(gcp, options, Arc::default())
     }
 
     /// A remediator reusing caches from earlier runs.
-    pub fn with_caches(gcp: Gcp, options: Options, caches: Arc<RunCaches>) -> Self {
+    pub fn with_caches(gcp: Arc<dyn Cloud>, options: Options, caches: Arc<RunCaches>) -> Self {
         Self {
             gcp,
             options,
             caches,
             writes_done: AtomicU32::new(0),
         }
-    }
-
-    /// The adapters (for call counters).
-    pub fn gcp(&self) -> &Gcp {
-        &self.gcp
     }
 
     /// The options.
@@ -539,7 +439,10 @@ impl Remediator {
             return;
         };
         let window = Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60);
-        let since = crate::notify::rfc3339(std::time::SystemTime::now() - window);
+        let since = crate::clock::rfc3339(
+            std::time::SystemTime::now() - window,
+            crate::clock::Precision::Millis,
+        );
         match self
             .gcp
             .count_own_restorations(&state.project_id, me, &since)
@@ -558,7 +461,7 @@ impl Remediator {
     pub async fn remediate(&self, info: &ProjectInfo) -> ProjectReport {
         let mut state = match self.read_state(info).await {
             Ok(s) => s,
-            Err(e) => return ProjectReport::failed(info, &e),
+            Err(e) => return failed_report(info, &e),
         };
         let mut findings = self.evaluate(&mut state).await;
         let mut plan = self.decide(&findings, &state);
@@ -584,7 +487,6 @@ impl Remediator {
                         etag_after: None,
                         attempts: 0,
                         error: None,
-                        retryable: false,
                     })
                     .collect();
             }
@@ -616,7 +518,6 @@ impl Remediator {
             findings: reports,
             actions,
             error: None,
-            retryable: false,
         }
     }
 
@@ -670,8 +571,7 @@ impl Remediator {
                 etag_before: None,
                 etag_after: None,
                 attempts: 1,
-                retryable: result.as_ref().err().is_some_and(|e| e.is_transient()),
-                error: result.err().map(|e| e.to_string()),
+                error: result.err().map(|e| super::error::failure(&e)),
             });
         }
         reports
@@ -696,21 +596,19 @@ impl Remediator {
         let max_attempts = self.options.policy.limits.max_write_attempts.max(1);
         let mut attempt = 0;
         let mut reserved = false;
-        let report =
-            |outcome, etag_after: Option<String>, attempts, error: Option<(String, bool)>| {
-                first_grants
-                    .iter()
-                    .map(|a| ActionReport {
-                        action: a.clone(),
-                        outcome,
-                        etag_before: etag_before.clone(),
-                        etag_after: etag_after.clone(),
-                        attempts,
-                        error: error.as_ref().map(|(e, _)| e.clone()),
-                        retryable: error.as_ref().is_some_and(|(_, r)| *r),
-                    })
-                    .collect::<Vec<_>>()
-            };
+        let report = |outcome, etag_after: Option<String>, attempts, error: Option<Failure>| {
+            first_grants
+                .iter()
+                .map(|a| ActionReport {
+                    action: a.clone(),
+                    outcome,
+                    etag_before: etag_before.clone(),
+                    etag_after: etag_after.clone(),
+                    attempts,
+                    error: error.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
         loop {
             attempt += 1;
             let mut desired = state.policy.clone();
@@ -727,9 +625,8 @@ impl Remediator {
                     Outcome::NotAllowed,
                     None,
                     attempt,
-                    Some((
+                    Some(Failure::Permanent(
                         "the run's write limit (limits.max_writes_per_run) is reached".to_owned(),
-                        false,
                     )),
                 );
             }
@@ -740,7 +637,7 @@ impl Remediator {
                         plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
                     return match self.confirm(project, &grants).await {
                         Ok(()) => report(Outcome::Restored, written.etag, attempt, None),
-                        Err(e) => report(Outcome::Failed, written.etag, attempt, Some((e, true))),
+                        Err(e) => report(Outcome::Failed, written.etag, attempt, Some(e)),
                     };
                 }
                 Err(e) if e.is_conflict() && attempt < max_attempts => {
@@ -757,7 +654,7 @@ impl Remediator {
                                 Outcome::Failed,
                                 None,
                                 attempt,
-                                Some((e.to_string(), e.is_transient())),
+                                Some(super::error::failure(&e)),
                             );
                         }
                     }
@@ -771,12 +668,9 @@ impl Remediator {
                         Outcome::Failed,
                         None,
                         attempt,
-                        Some((
-                            format!(
-                                "gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})"
-                            ),
-                            true,
-                        )),
+                        Some(Failure::Transient(format!(
+                            "gave up after {attempt} read-modify-write attempts: the policy kept changing ({e})"
+                        ))),
                     );
                 }
                 Err(e) => {
@@ -785,7 +679,7 @@ impl Remediator {
                         Outcome::Failed,
                         None,
                         attempt,
-                        Some((e.to_string(), e.is_transient())),
+                        Some(super::error::failure(&e)),
                     );
                 }
             }
@@ -793,7 +687,7 @@ impl Remediator {
     }
 
     /// Reads the policy back until every grant is visible (IAM is eventually consistent), bounded.
-    async fn confirm(&self, project: &ProjectId, grants: &[(Role, Member)]) -> Result<(), String> {
+    async fn confirm(&self, project: &ProjectId, grants: &[(Role, Member)]) -> Result<(), Failure> {
         let resource = ResourceRef::Project(project.clone());
         let mut last = String::new();
         for attempt in 0..self.options.write_backoff.max_attempts.max(1) {
@@ -808,62 +702,16 @@ impl Remediator {
                 Err(e) => last = e.to_string(),
             }
         }
-        Err(format!(
+        Err(Failure::Transient(format!(
             "write not confirmed by reading the policy back: {last}"
-        ))
+        )))
     }
 }
 
 fn ancestor_error(message: String) -> ApiError {
     ApiError::Transport {
-        api: crate::gcp::Api::ResourceManager,
+        api: Api::ResourceManager,
         method: "ancestors",
         message,
     }
-}
-
-/// Counts used by the scan summary.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Summary {
-    /// Projects examined.
-    pub projects: usize,
-    /// Projects using GKE.
-    pub gke_projects: usize,
-    /// Projects that could not be checked.
-    pub errors: usize,
-    /// Findings by status.
-    pub by_status: BTreeMap<String, usize>,
-    /// Findings by outcome.
-    pub by_outcome: BTreeMap<String, usize>,
-    /// Node service accounts missing permissions (member form), across projects.
-    pub missing_node_service_accounts: Vec<String>,
-}
-
-/// Summarises reports.
-pub fn summarize(reports: &[ProjectReport]) -> Summary {
-    let mut s = Summary {
-        projects: reports.len(),
-        ..Default::default()
-    };
-    for r in reports {
-        s.gke_projects += usize::from(r.gke);
-        s.errors += usize::from(r.error.is_some());
-        for f in &r.findings {
-            *s.by_status
-                .entry(f.finding.status.as_str().to_owned())
-                .or_default() += 1;
-            *s.by_outcome
-                .entry(f.outcome.as_str().to_owned())
-                .or_default() += 1;
-            if f.finding.requirement == RequirementId::NodeSaPermissions
-                && f.finding.status == Status::Missing
-                && let Some(p) = &f.finding.principal
-            {
-                s.missing_node_service_accounts.push(p.to_string());
-            }
-        }
-    }
-    s.missing_node_service_accounts.sort();
-    s.missing_node_service_accounts.dedup();
-    s
 }

@@ -1,0 +1,243 @@
+//! The report model: what a run found, decided and did, per finding and per project, and the pure
+//! rules read off it (the scan summary, what a recommendation should be marked).
+//!
+//! Every mode builds these values the same way; output, notifications and verdicts are derived from
+//! them.
+
+use std::collections::BTreeMap;
+
+use serde::{Serialize, Serializer};
+
+use super::evaluate::{Finding, Status};
+use super::plan::{Action, Decision};
+use super::requirements::RequirementId;
+
+/// Why something could not be done, and whether trying again later can help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// A fault that may pass (rate limits, 5xx, timeouts, a policy that kept changing): redeliver.
+    Transient(String),
+    /// Will not change by retrying (denied, not found, invalid, a limit): acknowledge and report.
+    Permanent(String),
+}
+
+impl Failure {
+    /// The message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Transient(m) | Self::Permanent(m) => m,
+        }
+    }
+
+    /// True if retrying later can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+/// Written as its message (the JSON output and notifications carry a string).
+impl Serialize for Failure {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.message())
+    }
+}
+
+/// How a recommendation is settled after a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecommendationVerdict {
+    /// Every node service account of the target cluster holds what it needs.
+    Succeeded,
+    /// A restore for it failed.
+    Failed,
+}
+
+/// What a finding came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The requirement holds.
+    Healthy,
+    /// The remediator restored it (write confirmed by reading back).
+    Restored,
+    /// Dry-run: it would have been restored.
+    WouldRestore,
+    /// The remediation policy does not allow restoring it (or a limit blocked it).
+    NotAllowed,
+    /// Needs a person: conditional, unknown or incomplete.
+    Unknown,
+    /// Restoring was attempted and failed.
+    Failed,
+    /// Restored too often within the window: not restored again.
+    Escalated,
+}
+
+impl Outcome {
+    /// The outcome as written in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Restored => "restored",
+            Self::WouldRestore => "would-restore",
+            Self::NotAllowed => "not-allowed",
+            Self::Unknown => "unknown",
+            Self::Failed => "failed",
+            Self::Escalated => "escalated",
+        }
+    }
+}
+
+/// The result of one action of a plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActionReport {
+    /// What was (or would be) done.
+    pub action: Action,
+    /// `restored`, `would-restore` or `failed`.
+    pub outcome: Outcome,
+    /// Policy etag read before the write (grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag_before: Option<String>,
+    /// Policy etag after the write (grants).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag_after: Option<String>,
+    /// Read-modify-write attempts (grants).
+    pub attempts: u32,
+    /// Why it failed (or was blocked by a limit), when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+/// One finding with the decision and outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingReport {
+    /// The finding.
+    #[serde(flatten)]
+    pub finding: Finding,
+    /// What the plan decided.
+    pub decision: Decision,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// Everything about one project.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectReport {
+    /// Project id.
+    pub project_id: String,
+    /// Project number (empty if it could not be read).
+    pub project_number: String,
+    /// True if the project uses GKE (Container API enabled or clusters present).
+    pub gke: bool,
+    /// Folder ids above the project, nearest first.
+    pub folders: Vec<String>,
+    /// Findings in requirement order.
+    pub findings: Vec<FindingReport>,
+    /// Actions taken or planned.
+    pub actions: Vec<ActionReport>,
+    /// A project-level error (nothing could be decided).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+}
+
+/// Counts used by the scan summary.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// Projects examined.
+    pub projects: usize,
+    /// Projects using GKE.
+    pub gke_projects: usize,
+    /// Projects that could not be checked.
+    pub errors: usize,
+    /// Findings by status.
+    pub by_status: BTreeMap<String, usize>,
+    /// Findings by outcome.
+    pub by_outcome: BTreeMap<String, usize>,
+    /// Node service accounts missing permissions (member form), across projects.
+    pub missing_node_service_accounts: Vec<String>,
+}
+
+/// Summarises reports.
+pub fn summarize(reports: &[ProjectReport]) -> Summary {
+    let mut s = Summary {
+        projects: reports.len(),
+        ..Default::default()
+    };
+    for r in reports {
+        s.gke_projects += usize::from(r.gke);
+        s.errors += usize::from(r.error.is_some());
+        for f in &r.findings {
+            *s.by_status
+                .entry(f.finding.status.as_str().to_owned())
+                .or_default() += 1;
+            *s.by_outcome
+                .entry(f.outcome.as_str().to_owned())
+                .or_default() += 1;
+            if f.finding.requirement == RequirementId::NodeSaPermissions
+                && f.finding.status == Status::Missing
+                && let Some(p) = &f.finding.principal
+            {
+                s.missing_node_service_accounts.push(p.to_string());
+            }
+        }
+    }
+    s.missing_node_service_accounts.sort();
+    s.missing_node_service_accounts.dedup();
+    s
+}
+
+/// What a recommendation about `cluster` (`location/name`; `None` = any) should become after a run:
+/// succeeded when every node service account of that cluster is `ok` (or was restored), failed when
+/// a restore failed, and nothing (left active for a person) otherwise.
+pub fn recommendation_verdict(
+    report: &ProjectReport,
+    cluster: Option<&str>,
+) -> Option<RecommendationVerdict> {
+    let node: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.finding.requirement == RequirementId::NodeSaPermissions)
+        .filter(|f| cluster.is_none_or(|c| f.finding.clusters.iter().any(|fc| fc == c)))
+        .collect();
+    if report.error.is_some() || node.is_empty() {
+        return None;
+    }
+    if node.iter().any(|f| f.outcome == Outcome::Failed) {
+        return Some(RecommendationVerdict::Failed);
+    }
+    // Succeeded only when every node account is known to hold what it needs: `conditional`,
+    // `unknown`, `incomplete` or a dry run leave the recommendation active for a person.
+    node.iter()
+        .all(|f| f.finding.status == Status::Ok || f.outcome == Outcome::Restored)
+        .then_some(RecommendationVerdict::Succeeded)
+}
+
+/// `location/name` of the cluster a recommendation targets.
+pub fn target_cluster(target_resources: &[String]) -> Option<String> {
+    target_resources.iter().find_map(|t| {
+        let rest = t.split("/locations/").nth(1)?;
+        let (location, cluster) = rest.split_once("/clusters/")?;
+        Some(format!("{location}/{}", cluster.split('/').next()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_cluster_is_read_from_the_recommendation_resource_name() {
+        let t = vec![
+            "//container.googleapis.com/projects/123/locations/us-central1/clusters/c1".to_owned(),
+        ];
+        assert_eq!(target_cluster(&t).as_deref(), Some("us-central1/c1"));
+        assert_eq!(
+            target_cluster(&["//compute.googleapis.com/x".to_owned()]),
+            None
+        );
+    }
+}

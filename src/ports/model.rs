@@ -1,0 +1,85 @@
+//! What the Google ports return: the few facts the core reads about projects, service accounts,
+//! clusters and recommendations, independent of any wire format.
+
+use serde::Deserialize;
+
+use crate::domain::iam::{ProjectId, ProjectNumber, ResourceRef};
+use crate::domain::state::Cluster;
+
+/// A project as listed or fetched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectInfo {
+    /// Project id.
+    pub project_id: ProjectId,
+    /// Project number.
+    pub project_number: ProjectNumber,
+    /// Direct parent (folder or organization).
+    pub parent: Option<ResourceRef>,
+}
+
+/// A service account as IAM returns it.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccount {
+    /// Email.
+    pub email: String,
+    /// Numeric unique id.
+    #[serde(default)]
+    pub unique_id: Option<String>,
+    /// Absent (false) for enabled accounts.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// The result of listing clusters in all locations.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterList {
+    /// Clusters.
+    pub clusters: Vec<Cluster>,
+    /// Zones that could not be listed.
+    pub missing_zones: Vec<String>,
+}
+
+/// The recommender that reports node service accounts missing permissions.
+pub const DIAGNOSIS_RECOMMENDER: &str = "google.container.DiagnosisRecommender";
+/// Its subtype for missing node service account permissions.
+pub const NODE_SA_SUBTYPE: &str = "NODE_SA_MISSING_PERMISSIONS";
+
+/// A Recommender recommendation (the fields we use).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recommendation {
+    /// Full resource name.
+    pub name: String,
+    /// Etag, with literal double quotes.
+    #[serde(default)]
+    pub etag: String,
+    /// Subtype.
+    #[serde(default)]
+    pub recommender_subtype: String,
+    /// State (`ACTIVE`, `CLAIMED`, ...).
+    #[serde(default)]
+    pub state_info: RecommendationState,
+    /// Target resources (clusters).
+    #[serde(default)]
+    pub target_resources: Vec<String>,
+}
+
+/// `stateInfo`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct RecommendationState {
+    /// State name.
+    #[serde(default)]
+    pub state: String,
+}
+
+/// The state-changing verbs on a recommendation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecommendationMark {
+    /// `markClaimed`.
+    Claimed,
+    /// `markSucceeded`.
+    Succeeded,
+    /// `markFailed`.
+    Failed,
+}

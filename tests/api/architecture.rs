@@ -1,0 +1,167 @@
+//! The module graph, drawn from the code's own imports: imports run one way (`main -> app ->
+//! {server, commands} -> engine -> {ports, intake, policy, notify} -> domain`, adapters implement the
+//! ports), with no cycles. Every `crate::MODULE` path outside comments counts, test code included.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// What each top-level module may import. Anything not listed is a violation.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("domain", &[]),
+    ("clock", &[]),
+    ("telemetry", &[]),
+    ("intake", &["domain"]),
+    ("notify", &["domain", "intake", "clock"]),
+    ("policy", &["domain", "notify"]),
+    ("ports", &["domain", "notify"]),
+    ("gcp", &["domain", "ports", "clock"]),
+    ("pubsub", &["ports", "notify"]),
+    (
+        "engine",
+        &["domain", "intake", "policy", "notify", "ports", "clock"],
+    ),
+    ("server", &["engine", "intake", "notify", "ports", "domain"]),
+    ("scan", &["domain", "engine", "gcp", "policy", "ports"]),
+    (
+        "job",
+        &["domain", "engine", "intake", "ports", "pubsub", "notify"],
+    ),
+    (
+        "demo",
+        &["domain", "engine", "gcp", "ports", "scan", "sim", "clock"],
+    ),
+    ("sim", &["clock", "domain"]),
+    (
+        "app",
+        &[
+            "domain",
+            "engine",
+            "intake",
+            "job",
+            "notify",
+            "policy",
+            "ports",
+            "pubsub",
+            "scan",
+            "server",
+            "telemetry",
+            "gcp",
+        ],
+    ),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("src is readable") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Top-level module -> the top-level modules its files name through `crate::`.
+fn import_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src");
+        let first = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .expect("utf-8 path");
+        let module = first.trim_end_matches(".rs").to_owned();
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let targets = graph.entry(module.clone()).or_default();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            let mut rest = line;
+            while let Some(i) = rest.find("crate::") {
+                rest = &rest[i + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module && src_has_module(&src, &name) {
+                    targets.insert(name);
+                }
+            }
+        }
+    }
+    graph
+}
+
+fn src_has_module(src: &Path, name: &str) -> bool {
+    src.join(format!("{name}.rs")).exists() || src.join(name).join("mod.rs").exists()
+}
+
+#[test]
+fn every_module_imports_only_the_layers_below_it() {
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ALLOWED
+        .iter()
+        .map(|(m, deps)| (*m, deps.iter().copied().collect()))
+        .collect();
+    let mut violations = Vec::new();
+    for (module, targets) in import_graph() {
+        let Some(ok) = allowed.get(module.as_str()) else {
+            violations.push(format!(
+                "module `{module}` has no place in the layer table (tests/api/architecture.rs)"
+            ));
+            continue;
+        };
+        for t in targets.iter().filter(|t| !ok.contains(t.as_str())) {
+            violations.push(format!("`{module}` imports `{t}`"));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "imports against the layering:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_module_graph_has_no_cycles() {
+    let graph = import_graph();
+    // Depth-first search with colours: a grey node reached again closes a cycle.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        state: &mut BTreeMap<String, u8>,
+        path: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match state.get(node) {
+            Some(1) => {
+                let start = path.iter().position(|p| p == node).unwrap_or(0);
+                let mut cycle = path[start..].to_vec();
+                cycle.push(node.to_owned());
+                return Some(cycle);
+            }
+            Some(2) => return None,
+            _ => {}
+        }
+        state.insert(node.to_owned(), 1);
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, state, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        state.insert(node.to_owned(), 2);
+        None
+    }
+    let mut state = BTreeMap::new();
+    for node in graph.keys() {
+        let mut path = Vec::new();
+        if let Some(cycle) = visit(node, &graph, &mut state, &mut path) {
+            panic!("import cycle: {}", cycle.join(" -> "));
+        }
+    }
+}

@@ -1,0 +1,828 @@
+//! The engine and the remediator, tested in-process: a recording fake behind every port
+//! (`fake.rs`), tokio's paused clock (no wall-clock sleeps), and named scenarios that read as
+//! sentences. Each drives the real `Engine` (or `Remediator`) exactly as `serve` and `job` do, with
+//! Pub/Sub messages shaped as the log sink, the Recommender and Cloud Scheduler send them.
+
+mod fake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gke_iam_remediator::domain::report::{Outcome, ProjectReport};
+use gke_iam_remediator::engine::{Engine, EngineConfig, Options, Remediator, recommendation};
+use gke_iam_remediator::intake::{Message, Verdict};
+use gke_iam_remediator::policy::PolicyFile;
+use gke_iam_remediator::ports::{Cloud, NotificationSink, Projects};
+use serde_json::json;
+
+use fake::{AGENT_ROLE, FakeCloud, Fault, NODE_AGENT_ROLE, NODE_ROLE, RecordingSink};
+
+const SELF: &str = "remediator@ops-project.iam.gserviceaccount.com";
+const P: &str = "shop-prod";
+const P_NUMBER: &str = "123456789012";
+
+fn node_sa(project: &str) -> String {
+    format!("serviceAccount:nodes@{project}.iam.gserviceaccount.com")
+}
+
+fn agent(number: &str) -> String {
+    format!("serviceAccount:service-{number}@container-engine-robot.iam.gserviceaccount.com")
+}
+
+/// One engine over the fake, with a recording sink.
+struct Scenario {
+    cloud: FakeCloud,
+    sink: RecordingSink,
+    engine: Arc<Engine>,
+    seq: std::sync::atomic::AtomicU32,
+}
+
+const ENFORCE: &str = "mode: enforce\n";
+const DRY_RUN: &str = "mode: dry-run\n";
+
+impl Scenario {
+    /// A world with one healthy GKE project and an engine under `policy` (YAML).
+    fn new(policy: &str) -> Self {
+        Self::with(policy, |_| {})
+    }
+
+    fn with(policy: &str, configure: impl FnOnce(&mut EngineConfig)) -> Self {
+        let cloud = FakeCloud::default();
+        cloud.add_healthy_project(P, P_NUMBER, Some("organizations/777"));
+        let policy = PolicyFile::from_yaml(policy, "scenario.yaml")
+            .expect("policy")
+            .remediation;
+        let mut config = EngineConfig::new(policy);
+        config.self_email = Some(SELF.to_owned());
+        configure(&mut config);
+        let sink = RecordingSink::default();
+        let ports: Arc<dyn Cloud> = Arc::new(cloud.clone());
+        let publisher: Arc<dyn NotificationSink> = Arc::new(sink.clone());
+        let engine = Engine::new(ports, config, Some(publisher));
+        Self {
+            cloud,
+            sink,
+            engine,
+            seq: Default::default(),
+        }
+    }
+
+    fn next_id(&self) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("msg-{n}")
+    }
+
+    /// Handles one message as a push would.
+    async fn deliver(&self, message: Message) -> Verdict {
+        self.engine.handle(&message, None).await
+    }
+
+    /// An audit-log entry (as the log sink publishes it) of `actor` removing `member` from `role`.
+    fn removal(&self, project: &str, role: &str, member: &str, actor: &str) -> Message {
+        let entry = json!({
+            "insertId": format!("ins-{}", self.next_id()),
+            "logName": format!("projects/{project}/logs/cloudaudit.googleapis.com%2Factivity"),
+            "protoPayload": {
+                "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+                "authenticationInfo": {"principalEmail": actor},
+                "methodName": "SetIamPolicy",
+                "resourceName": format!("projects/{project}"),
+                "serviceName": "cloudresourcemanager.googleapis.com",
+                "serviceData": {
+                    "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+                    "policyDelta": {"bindingDeltas": [
+                        {"action": "REMOVE", "member": member, "role": role}
+                    ]}
+                },
+                "status": {}
+            },
+            "resource": {"labels": {"project_id": project}, "type": "project"},
+            "severity": "NOTICE",
+            "timestamp": "2026-12-01T09:15:03.118273Z"
+        });
+        self.message(entry)
+    }
+
+    /// A sweep request (as Cloud Scheduler publishes it).
+    fn sweep(&self, projects: &[&str]) -> Message {
+        self.message(json!({"sweep": {"projects": projects}}))
+    }
+
+    /// A sweep request for a folder.
+    fn sweep_folder(&self, folder: &str) -> Message {
+        self.message(json!({"sweep": {"folder": folder}}))
+    }
+
+    /// A message carrying a recommendation name.
+    fn recommendation(&self, name: &str) -> Message {
+        self.message(json!({"recommendation": name}))
+    }
+
+    fn message(&self, body: serde_json::Value) -> Message {
+        Message {
+            message_id: self.next_id(),
+            data: serde_json::to_vec(&body).expect("json"),
+            ..Message::default()
+        }
+    }
+
+    /// Removes the node role from the node account (someone else's change) and returns the event.
+    fn break_node_role(&self) -> Message {
+        self.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+        self.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com")
+    }
+
+    fn reads(&self, project: &str) -> usize {
+        self.cloud
+            .journal()
+            .iter()
+            .filter(|c| **c == format!("getIamPolicy projects/{project}"))
+            .count()
+    }
+
+    fn writes(&self) -> usize {
+        self.cloud.calls("setIamPolicy")
+    }
+}
+
+fn runs(engine: &Engine) -> u64 {
+    engine
+        .stats
+        .project_runs
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+// ---- coalescing -------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn many_hints_for_one_project_share_one_policy_read_and_at_most_one_write() {
+    let s = Scenario::new(ENFORCE);
+    let first = s.break_node_role();
+    let mut messages = vec![first];
+    for _ in 0..9 {
+        messages.push(s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"));
+    }
+    let verdicts = futures::future::join_all(messages.into_iter().map(|m| s.deliver(m))).await;
+    assert!(verdicts.iter().all(|v| *v == Verdict::Ack), "{verdicts:?}");
+    assert_eq!(runs(&s.engine), 1, "one run for ten hints");
+    // One read for the decision, one read back to confirm the write.
+    assert_eq!(s.reads(P), 2, "{:?}", s.cloud.journal());
+    assert_eq!(s.writes(), 1);
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_arriving_mid_run_joins_the_next_run_which_reads_state_again() {
+    let s = Scenario::new(DRY_RUN);
+    s.cloud.set_latency(Duration::from_millis(100));
+    let early = s.deliver(s.sweep(&[P]));
+    let late = async {
+        // The first run starts after the 200 ms window and is now reading (100 ms per call).
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let a = s.deliver(s.sweep(&[P]));
+        let b = s.deliver(s.sweep(&[P]));
+        futures::future::join(a, b).await
+    };
+    let (v1, (v2, v3)) = futures::future::join(early, late).await;
+    assert_eq!((v1, v2, v3), (Verdict::Ack, Verdict::Ack, Verdict::Ack));
+    assert_eq!(runs(&s.engine), 2, "the late hints share the second run");
+    assert_eq!(s.reads(P), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hints_for_different_projects_run_independently() {
+    let s = Scenario::new(DRY_RUN);
+    s.cloud
+        .add_healthy_project("shop-dev", "222222222222", Some("organizations/777"));
+    let (a, b) =
+        futures::future::join(s.deliver(s.sweep(&[P])), s.deliver(s.sweep(&["shop-dev"]))).await;
+    assert_eq!((a, b), (Verdict::Ack, Verdict::Ack));
+    assert_eq!(runs(&s.engine), 2);
+    assert_eq!(s.reads(P), 1);
+    assert_eq!(s.reads("shop-dev"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_coalescing_window_bounds_how_long_a_hint_waits() {
+    let s = Scenario::with(DRY_RUN, |c| c.coalesce_window = Duration::from_millis(500));
+    let started = tokio::time::Instant::now();
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(600),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_message_delivered_twice_is_handled_once() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    assert_eq!(s.deliver(m.clone()).await, Verdict::Ack);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(runs(&s.engine), 1);
+    assert_eq!(
+        s.engine
+            .stats
+            .duplicates
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+// ---- grace delay ------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_waits_for_the_grace_delay_before_the_policy_is_read() {
+    let s = Scenario::new("mode: enforce\ngrace_seconds: 30\n");
+    let m = s.break_node_role();
+    let handled = s.deliver(m);
+    let probe = async {
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        s.reads(P)
+    };
+    let (verdict, reads_before) = futures::future::join(handled, probe).await;
+    assert_eq!(reads_before, 0, "nothing is read inside the grace delay");
+    assert_eq!(verdict, Verdict::Ack);
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_infrastructure_as_code_apply_that_restores_within_the_grace_is_left_alone() {
+    let s = Scenario::new("mode: enforce\ngrace_seconds: 30\n");
+    let m = s.break_node_role();
+    let handled = s.deliver(m);
+    let apply = async {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        s.cloud.add_binding(P, NODE_ROLE, &node_sa(P));
+    };
+    let (verdict, ()) = futures::future::join(handled, apply).await;
+    assert_eq!(verdict, Verdict::Ack);
+    assert_eq!(s.writes(), 0, "the apply put it back; nothing to write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_is_not_held_by_the_grace_delay() {
+    let s = Scenario::new("mode: dry-run\ngrace_seconds: 600\n");
+    let started = tokio::time::Instant::now();
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+// ---- restore ----------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_role_is_restored_with_one_etag_guarded_write() {
+    let s = Scenario::new(ENFORCE);
+    let before = s.cloud.policy(P);
+    let m = s.break_node_role();
+    let broken = s.cloud.policy(P);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 1);
+    let after = s.cloud.policy(P);
+    assert_ne!(after.etag, broken.etag, "the write produced a new etag");
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+    let n = &s.sink.published()[0];
+    assert_eq!(n.actions.len(), 1);
+    assert_eq!(n.actions[0].etag_before, broken.etag);
+    assert_eq!(n.actions[0].etag_after, after.etag);
+    // Every other binding is exactly as before the removal.
+    assert_eq!(
+        before.bindings.len(),
+        after.bindings.len(),
+        "{:?}",
+        after.bindings
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_restoration_touches_no_other_binding() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud
+        .add_binding(P, "roles/viewer", "group:auditors@example.com");
+    let m = s.break_node_role();
+    let broken = s.cloud.policy(P);
+    s.deliver(m).await;
+    let after = s.cloud.policy(P);
+    for b in &broken.bindings {
+        assert!(
+            after.bindings.contains(b),
+            "binding changed or removed: {b:?}"
+        );
+    }
+    assert_eq!(after.bindings.len(), broken.bindings.len() + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_reports_would_restore_and_never_writes() {
+    let s = Scenario::new(DRY_RUN);
+    let m = s.break_node_role();
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+    assert!(!s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_gke_service_agent_binding_is_restored() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, AGENT_ROLE, &agent(P_NUMBER));
+    let m = s.removal(P, AGENT_ROLE, &agent(P_NUMBER), "alice@example.com");
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert!(s.cloud.holds(P, AGENT_ROLE, &agent(P_NUMBER)));
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+    assert_eq!(
+        s.sink.published()[0].requirement.to_string(),
+        "gke-service-agent"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_broken_requirements_are_restored_in_one_write() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(
+        P,
+        NODE_AGENT_ROLE,
+        &format!("serviceAccount:service-{P_NUMBER}@gcp-sa-gkenode.iam.gserviceaccount.com"),
+    );
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    assert_eq!(s.writes(), 1, "one read-modify-write for both grants");
+    let mut outcomes = s.sink.outcomes();
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["restored", "restored"]);
+}
+
+// ---- 409: re-read, re-plan --------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_concurrent_write_makes_the_remediator_re_read_and_re_plan() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.with(|w| w.racing_writes = 1);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 2, "the stale write and the retry");
+    // Read for the decision, re-read after the conflict, read back to confirm.
+    assert_eq!(s.reads(P), 3, "{:?}", s.cloud.journal());
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_that_keeps_changing_gives_up_after_max_write_attempts_and_asks_for_redelivery() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_write_attempts: 3\n");
+    let m = s.break_node_role();
+    s.cloud.with(|w| w.racing_writes = 100);
+    let verdict = s.deliver(m).await;
+    assert!(matches!(verdict, Verdict::Retry(_)), "{verdict:?}");
+    assert_eq!(s.writes(), 3);
+    assert_eq!(s.sink.outcomes(), vec!["failed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn someone_else_restoring_during_the_conflict_means_nothing_more_is_written() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud
+        .with(|w| w.racing_adds = vec![(NODE_ROLE.to_owned(), node_sa(P))]);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 1, "only the write that lost the race");
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    let counts = s.cloud.with(|w| w.restorations.clone());
+    assert!(
+        counts.values().all(|c| c.is_empty()),
+        "no restoration of ours: {counts:?}"
+    );
+}
+
+// ---- transient and permanent failures ---------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limited_policy_read_asks_pubsub_to_redeliver_and_notifies_nothing() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.fail_next("getIamPolicy", Fault::RATE_LIMITED, 1);
+    let verdict = s.deliver(m).await;
+    assert!(matches!(verdict, Verdict::Retry(_)), "{verdict:?}");
+    assert_eq!(s.writes(), 0);
+    assert!(s.sink.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_after_a_transient_read_failure_restores() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.fail_next("getIamPolicy", Fault::UNAVAILABLE, 1);
+    assert!(matches!(s.deliver(m.clone()).await, Verdict::Retry(_)));
+    assert_eq!(s.deliver(m).await, Verdict::Ack, "the same message again");
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_policy_read_is_acknowledged_not_retried() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.break_method("getIamPolicy", Fault::DENIED);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_write_failure_is_reported_failed_and_redelivered() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.fail_next("setIamPolicy", Fault::UNAVAILABLE, 1);
+    let verdict = s.deliver(m).await;
+    assert!(matches!(verdict, Verdict::Retry(_)), "{verdict:?}");
+    assert_eq!(s.sink.outcomes(), vec!["failed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_write_is_reported_failed_and_acknowledged() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.break_method("setIamPolicy", Fault::DENIED);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.sink.outcomes(), vec!["failed"]);
+    assert!(!s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_write_permission_is_back_the_next_event_restores() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.break_method("setIamPolicy", Fault::DENIED);
+    s.deliver(m).await;
+    s.cloud.repair("setIamPolicy");
+    s.deliver(s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
+        .await;
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    assert_eq!(s.sink.outcomes(), vec!["failed", "restored"]);
+}
+
+// ---- own identity, flapping -------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_change_made_by_our_own_identity_is_ignored_without_reading_anything() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.removal(P, NODE_ROLE, &node_sa(P), SELF);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert!(s.cloud.journal().is_empty(), "{:?}", s.cloud.journal());
+    assert_eq!(
+        s.engine
+            .stats
+            .own_changes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn our_identity_is_matched_case_insensitively() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.removal(P, NODE_ROLE, &node_sa(P), &SELF.to_ascii_uppercase());
+    s.deliver(m).await;
+    assert!(s.cloud.journal().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_binding_restored_up_to_the_limit_is_escalated_instead_of_restored_again() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_restorations_per_binding: 3\n");
+    for round in 1..=3 {
+        let m = s.break_node_role();
+        assert_eq!(s.deliver(m).await, Verdict::Ack, "round {round}");
+        assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)), "round {round}");
+    }
+    let m = s.break_node_role();
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert!(
+        !s.cloud.holds(P, NODE_ROLE, &node_sa(P)),
+        "the fourth removal is not restored"
+    );
+    assert_eq!(s.writes(), 3);
+    assert_eq!(
+        s.sink.outcomes(),
+        vec!["restored", "restored", "restored", "escalated"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_flapping_count_is_read_only_when_a_write_is_planned() {
+    let s = Scenario::new(ENFORCE);
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(
+        s.cloud.calls("entries.list"),
+        0,
+        "healthy: no write planned"
+    );
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    assert_eq!(s.cloud.calls("entries.list"), 1);
+}
+
+// ---- policy: scope, exemptions, budget --------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_project_outside_the_scope_is_reported_not_allowed_and_not_written() {
+    let s = Scenario::new("mode: enforce\nscope:\n  exclude_projects: ['shop-*']\n");
+    let m = s.break_node_role();
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.sink.outcomes(), vec!["not-allowed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exempt_principal_is_never_granted() {
+    let s = Scenario::new("mode: enforce\nexempt_principals: ['serviceAccount:nodes@*']\n");
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.sink.outcomes(), vec!["not-allowed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_requirement_the_policy_does_not_restore_is_reported_not_allowed() {
+    let s = Scenario::new("mode: enforce\nrestore: [gke-service-agent]\n");
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.sink.outcomes(), vec!["not-allowed"]);
+}
+
+fn three_broken_projects(cloud: &FakeCloud) -> Vec<String> {
+    cloud.add_folder("42", "organizations/777");
+    let ids: Vec<String> = (1..=3).map(|i| format!("team-{i}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        cloud.add_healthy_project(id, &format!("90000000000{i}"), Some("folders/42"));
+        cloud.remove_binding(id, NODE_ROLE, &node_sa(id));
+    }
+    ids
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_write_budget_of_a_scan_stops_writes_past_max_writes_per_run() {
+    let cloud = FakeCloud::default();
+    let ids = three_broken_projects(&cloud);
+    let policy = PolicyFile::from_yaml(
+        "mode: enforce\nlimits:\n  max_writes_per_run: 2\n",
+        "p.yaml",
+    )
+    .unwrap()
+    .remediation;
+    let mut options = Options::new(policy);
+    options.apply = true;
+    let remediator = Remediator::new(Arc::new(cloud.clone()), options);
+    let mut projects = Vec::new();
+    for id in &ids {
+        projects.push(cloud.get_project(id).await.unwrap());
+    }
+    let reports = remediator.run(&projects).await;
+    let outcomes: Vec<Outcome> = reports
+        .iter()
+        .flat_map(|r| r.findings.iter().map(|f| f.outcome))
+        .filter(|o| *o != Outcome::Healthy)
+        .collect();
+    assert_eq!(cloud.calls("setIamPolicy"), 2);
+    assert_eq!(
+        outcomes.iter().filter(|o| **o == Outcome::Restored).count(),
+        2
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == Outcome::NotAllowed)
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_folder_sweep_checks_every_project_under_the_folder() {
+    let s = Scenario::new(DRY_RUN);
+    let ids = three_broken_projects(&s.cloud);
+    assert_eq!(s.deliver(s.sweep_folder("42")).await, Verdict::Ack);
+    for id in &ids {
+        assert_eq!(s.reads(id), 1, "{id}");
+    }
+    assert_eq!(s.reads(P), 0, "{P} is not under the folder");
+    assert_eq!(s.sink.outcomes().len(), 3);
+}
+
+// ---- recommendations --------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn a_recommendation_is_claimed_then_marked_succeeded_after_a_restore() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    assert_eq!(s.deliver(s.recommendation(&name)).await, Verdict::Ack);
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    assert_eq!(s.cloud.recommendation_state(&name), "SUCCEEDED");
+    let marks: Vec<String> = s
+        .cloud
+        .journal()
+        .into_iter()
+        .filter(|c| c.starts_with("recommendations.mark"))
+        .collect();
+    assert_eq!(marks.len(), 2, "claimed, then succeeded: {marks:?}");
+    assert!(marks[0].starts_with("recommendations.markClaimed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_marks_no_recommendation() {
+    let s = Scenario::new(DRY_RUN);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    s.deliver(s.recommendation(&name)).await;
+    assert_eq!(s.cloud.recommendation_state(&name), "ACTIVE");
+    assert_eq!(s.cloud.calls("recommendations.markClaimed"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recommendation_stays_active_when_the_node_account_holds_its_role_only_under_a_condition()
+{
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    s.cloud.with(|w| {
+        let policy = w.policies.get_mut(&fake::project_ref(P)).unwrap();
+        policy.bindings.push(fake::conditional_binding(
+            NODE_ROLE,
+            &[&node_sa(P)],
+            "resource.name.startsWith('projects/_/buckets/logs')",
+        ));
+    });
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    s.deliver(s.recommendation(&name)).await;
+    assert_eq!(s.writes(), 0, "a conditional grant needs a person");
+    assert_eq!(s.cloud.recommendation_state(&name), "ACTIVE");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_restore_marks_the_recommendation_failed() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    s.cloud.break_method("setIamPolicy", Fault::DENIED);
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    s.deliver(s.recommendation(&name)).await;
+    assert_eq!(s.cloud.recommendation_state(&name), "FAILED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn settling_a_swept_project_marks_every_open_recommendation_of_its_clusters() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some("organizations/777"));
+    let a = cloud.add_recommendation(P, P_NUMBER, "r1");
+    let b = cloud.add_recommendation(P, P_NUMBER, "r2");
+    let mut options = Options::new(PolicyFile::default().remediation);
+    options.apply = false;
+    let ports: Arc<dyn Cloud> = Arc::new(cloud.clone());
+    let remediator = Remediator::new(ports.clone(), options);
+    let info = cloud.get_project(P).await.unwrap();
+    let report: ProjectReport = remediator.remediate(&info).await;
+    let marked = recommendation::settle_project(ports.as_ref(), &report).await;
+    assert_eq!(marked, 2);
+    assert_eq!(cloud.recommendation_state(&a), "SUCCEEDED");
+    assert_eq!(cloud.recommendation_state(&b), "SUCCEEDED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recommendation_whose_etag_moved_is_not_marked() {
+    let s = Scenario::new(ENFORCE);
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    s.cloud
+        .fail_next("recommendations.markClaimed", Fault::ABORTED, 1);
+    assert_eq!(s.deliver(s.recommendation(&name)).await, Verdict::Ack);
+    assert_eq!(s.cloud.recommendation_state(&name), "ACTIVE");
+    assert_eq!(s.cloud.calls("recommendations.markSucceeded"), 0);
+}
+
+// ---- notifications and verdicts ---------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn healthy_outcomes_are_not_published_by_default() {
+    let s = Scenario::new(ENFORCE);
+    s.deliver(s.sweep(&[P])).await;
+    assert!(s.sink.published().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_outcomes_are_published_when_asked() {
+    let s = Scenario::with(ENFORCE, |c| c.notify_healthy = true);
+    s.deliver(s.sweep(&[P])).await;
+    let outcomes = s.sink.outcomes();
+    assert!(!outcomes.is_empty());
+    assert!(outcomes.iter().all(|o| o == "healthy"), "{outcomes:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_publish_asks_pubsub_to_redeliver() {
+    let s = Scenario::new(DRY_RUN);
+    let m = s.break_node_role();
+    s.sink.set_failing(true);
+    let verdict = s.deliver(m).await;
+    assert!(matches!(verdict, Verdict::Retry(_)), "{verdict:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_outcome_reached_twice_is_published_once() {
+    let s = Scenario::new(DRY_RUN);
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    s.deliver(s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
+        .await;
+    assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_carries_the_evidence_of_the_event() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    let n = &s.sink.published()[0];
+    assert_eq!(n.evidence.actor.as_deref(), Some("alice@example.com"));
+    assert_eq!(n.evidence.method.as_deref(), Some("SetIamPolicy"));
+    assert_eq!(n.project_id, P);
+    assert_eq!(n.project_number, P_NUMBER);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_message_is_acknowledged_without_any_call() {
+    let s = Scenario::new(ENFORCE);
+    let m = Message {
+        message_id: "bad".to_owned(),
+        data: b"{not json".to_vec(),
+        ..Message::default()
+    };
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert!(s.cloud.journal().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_irrelevant_audit_entry_is_acknowledged_without_any_call() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.message(json!({
+        "insertId": "x",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "methodName": "storage.buckets.create",
+            "serviceName": "storage.googleapis.com",
+            "resourceName": "projects/_/buckets/b"
+        },
+        "resource": {"type": "gcs_bucket", "labels": {"project_id": P}}
+    }));
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert!(s.cloud.journal().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_for_a_project_that_does_not_exist_is_acknowledged() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.removal(
+        "ghost-project",
+        NODE_ROLE,
+        &node_sa("ghost-project"),
+        "a@b.c",
+    );
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_project_lookup_that_is_rate_limited_asks_for_redelivery() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.cloud.fail_next("projects.get", Fault::RATE_LIMITED, 1);
+    assert!(matches!(s.deliver(m).await, Verdict::Retry(_)));
+}
+
+// ---- caches -----------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn ancestor_policies_are_reused_across_runs_within_the_cache_lifetime() {
+    let s = Scenario::new(DRY_RUN);
+    s.deliver(s.sweep(&[P])).await;
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.reads(P), 2, "the project's own policy is never cached");
+    assert_eq!(
+        s.cloud.calls("getIamPolicy") - s.reads(P),
+        1,
+        "the organization's policy is read once: {:?}",
+        s.cloud.journal()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cached_ancestor_policies_expire() {
+    let s = Scenario::new(DRY_RUN);
+    s.cloud.with(|w| {
+        w.policies.insert(
+            gke_iam_remediator::domain::iam::ResourceRef::parse("organizations/777").unwrap(),
+            Default::default(),
+        );
+    });
+    s.deliver(s.sweep(&[P])).await;
+    tokio::time::sleep(gke_iam_remediator::engine::CACHE_TTL + Duration::from_secs(1)).await;
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.cloud.calls("getIamPolicy") - s.reads(P), 2);
+}
