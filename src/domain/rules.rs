@@ -120,9 +120,10 @@ pub struct RemediationPolicy {
 impl RemediationPolicy {
     /// Whether a member is exempt from every grant.
     pub fn is_exempt(&self, member: &Member) -> bool {
+        let member = lower_email(member.as_str());
         self.exempt_principals
             .iter()
-            .any(|g| glob_match(g, member.as_str()))
+            .any(|g| glob_match(&lower_email(g), &member))
     }
 }
 
@@ -139,6 +140,14 @@ impl Default for RemediationPolicy {
             limits: Limits::default(),
             grace_seconds: 0,
         }
+    }
+}
+
+/// `kind:email` with the email part lower-cased (IAM compares emails without regard to case).
+fn lower_email(member: &str) -> String {
+    match member.split_once(':') {
+        Some((kind, email)) => format!("{kind}:{}", email.to_ascii_lowercase()),
+        None => member.to_ascii_lowercase(),
     }
 }
 

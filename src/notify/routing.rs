@@ -184,13 +184,11 @@ impl Target {
     }
 }
 
-/// A problem in the `notifications` section, at a line of the policy file.
+/// A problem in the `notifications` section: the field's path in the policy file and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldError {
-    /// Dotted path of the offending field.
+    /// Dotted path of the offending field (`notifications.channels[0].url_env`).
     pub field: String,
-    /// 1-based line in the policy file (0 if unknown).
-    pub line: usize,
     /// What is wrong.
     pub message: String,
 }
@@ -235,62 +233,49 @@ impl NotificationsConfig {
             .collect()
     }
 
-    /// Validates the section; `text` is the whole policy file (for line numbers).
-    pub fn validate(&self, text: &str) -> Result<(), FieldError> {
+    /// Validates the section; errors name the offending field by its path.
+    pub fn validate(&self) -> Result<(), FieldError> {
         let section = "notifications";
-        let err = |field: String, line: usize, message: String| FieldError {
-            line,
-            field,
-            message,
-        };
+        let err = |field: String, message: String| FieldError { field, message };
         if self.digest_window_seconds > 3600 {
             return Err(err(
                 format!("{section}.digest_window_seconds"),
-                key_line(text, 0, "digest_window_seconds"),
                 "must be at most 3600".to_owned(),
             ));
         }
         if self.retry_attempts == 0 || self.retry_attempts > 20 {
             return Err(err(
                 format!("{section}.retry_attempts"),
-                key_line(text, 0, "retry_attempts"),
                 "must be between 1 and 20".to_owned(),
             ));
         }
         if self.timeout_seconds == 0 || self.timeout_seconds > 300 {
             return Err(err(
                 format!("{section}.timeout_seconds"),
-                key_line(text, 0, "timeout_seconds"),
                 "must be between 1 and 300".to_owned(),
             ));
         }
         let mut names = BTreeSet::new();
         for (i, c) in self.channels.iter().enumerate() {
-            let start = item_line(text, "channels", i);
             let field = |key: &str| format!("{section}.channels[{i}].{key}");
-            let at = |key: &str| key_line(text, start, key);
             if c.name.trim().is_empty() {
-                return Err(err(field("name"), at("name"), "empty name".to_owned()));
+                return Err(err(field("name"), "empty name".to_owned()));
             }
             if !names.insert(c.name.as_str()) {
                 return Err(err(
                     field("name"),
-                    at("name"),
                     format!("channel `{}` is defined twice", c.name),
                 ));
             }
             if let Some((key, message)) = channel_problem(c) {
-                return Err(err(field(key), at(key), message));
+                return Err(err(field(key), message));
             }
         }
         for (i, r) in self.routes.iter().enumerate() {
-            let start = item_line(text, "routes", i);
             let field = |key: &str| format!("{section}.routes[{i}].{key}");
-            let at = |key: &str| key_line(text, start, key);
             if r.channels.is_empty() {
                 return Err(err(
                     field("channels"),
-                    start,
                     "a route needs at least one channel".to_owned(),
                 ));
             }
@@ -298,7 +283,6 @@ impl NotificationsConfig {
                 let Some(channel) = self.channel(name) else {
                     return Err(err(
                         format!("{section}.routes[{i}].channels[{j}]"),
-                        at("channels"),
                         format!(
                             "no channel named `{name}` (defined: {})",
                             self.channels
@@ -312,7 +296,6 @@ impl NotificationsConfig {
                 if channel.kind == ChannelKind::Email && channel.to.is_empty() && r.to.is_empty() {
                     return Err(err(
                         field("to"),
-                        start,
                         format!("email channel `{name}` has no `to` and this route gives none"),
                     ));
                 }
@@ -321,7 +304,6 @@ impl NotificationsConfig {
                 if !OUTCOMES.contains(&o.as_str()) {
                     return Err(err(
                         format!("{section}.routes[{i}].outcomes[{j}]"),
-                        at("outcomes"),
                         format!(
                             "unknown outcome `{o}`; expected one of {}",
                             OUTCOMES.join(", ")
@@ -332,14 +314,12 @@ impl NotificationsConfig {
             if let Some(j) = r.projects.iter().position(|g| g.is_empty()) {
                 return Err(err(
                     format!("{section}.routes[{i}].projects[{j}]"),
-                    at("projects"),
                     "empty pattern".to_owned(),
                 ));
             }
             if let Some(j) = r.to.iter().position(|a| !looks_like_address(a)) {
                 return Err(err(
                     format!("{section}.routes[{i}].to[{j}]"),
-                    at("to"),
                     format!("`{}` is not an email address", r.to[j]),
                 ));
             }
@@ -351,7 +331,6 @@ impl NotificationsConfig {
             {
                 return Err(err(
                     field("to"),
-                    at("to"),
                     "`to` applies to email channels and this route has none".to_owned(),
                 ));
             }
@@ -360,7 +339,6 @@ impl NotificationsConfig {
             if !self.routes.iter().any(|r| r.channels.contains(&c.name)) {
                 return Err(err(
                     format!("{section}.channels[{i}].name"),
-                    key_line(text, item_line(text, "channels", i), "name"),
                     format!("channel `{}` is not used by any route", c.name),
                 ));
             }
@@ -486,69 +464,4 @@ fn is_env_name(name: &str) -> bool {
 
 fn looks_like_address(a: &str) -> bool {
     a.parse::<lettre::Address>().is_ok()
-}
-
-/// 1-based line of the `index`th list item under `section:` within `notifications:` (0 if not found).
-fn item_line(text: &str, section: &str, index: usize) -> usize {
-    let lines: Vec<&str> = text.lines().collect();
-    let Some(top) = lines
-        .iter()
-        .position(|l| l.trim_end() == "notifications:" || l.starts_with("notifications:"))
-    else {
-        return 0;
-    };
-    let Some(sec) = lines
-        .iter()
-        .skip(top + 1)
-        .position(|l| l.trim_start().starts_with(&format!("{section}:")))
-        .map(|p| p + top + 1)
-    else {
-        return 0;
-    };
-    let sec_indent = indent(lines[sec]);
-    let mut item_indent = None;
-    let mut seen = 0;
-    for (n, line) in lines.iter().enumerate().skip(sec + 1) {
-        let t = line.trim_start();
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let ind = indent(line);
-        if ind < sec_indent || (ind == sec_indent && !t.starts_with("- ")) {
-            break;
-        }
-        if t.starts_with("- ") || t == "-" {
-            let want = *item_indent.get_or_insert(ind);
-            if ind == want {
-                if seen == index {
-                    return n + 1;
-                }
-                seen += 1;
-            }
-        }
-    }
-    0
-}
-
-fn indent(line: &str) -> usize {
-    line.len() - line.trim_start().len()
-}
-
-/// 1-based line of `key:` at or after line `start` (1-based; 0 = anywhere under `notifications:`).
-fn key_line(text: &str, start: usize, key: &str) -> usize {
-    let from = if start == 0 {
-        text.lines()
-            .position(|l| l.starts_with("notifications:"))
-            .unwrap_or(0)
-    } else {
-        start - 1
-    };
-    text.lines()
-        .enumerate()
-        .skip(from)
-        .find(|(_, l)| {
-            let t = l.trim_start().trim_start_matches("- ").trim_start();
-            t.starts_with(&format!("{key}:"))
-        })
-        .map_or(start, |(i, _)| i + 1)
 }

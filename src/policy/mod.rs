@@ -2,6 +2,12 @@
 //! notification routing, with errors that name the file, line and field. Unknown keys are errors. A
 //! built-in default applies when no file is given: dry-run, restoring only the requirements the
 //! design marks as restored by default.
+//!
+//! Forms people write are accepted and normalised (`projects/ID` for a project glob, `folders/N` for a
+//! folder id, any letter case in the email part of a member glob); entries that could never match are
+//! errors, never silently loaded.
+
+pub mod yaml;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -86,27 +92,23 @@ impl PolicyFile {
 
     /// Parses and validates a policy from YAML text; `origin` names the source in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        if text.trim().is_empty() {
+        let meaningful = text
+            .lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+        if !meaningful {
             return Ok(Self::default());
         }
-        let de = serde_yaml::Deserializer::from_str(text);
-        let doc: Document = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, column) = inner
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            let message = strip_location(&inner.to_string());
-            ConfigError::Invalid {
+        let invalid =
+            |position: yaml::Position, field: String, message: String| ConfigError::Invalid {
                 file: origin.to_owned(),
-                line,
-                column,
+                line: position.line,
+                column: position.column,
                 field,
                 message,
-            }
-        })?;
-        let policy = Self {
+            };
+        let (doc, positions) = yaml::from_str::<Document>(text)
+            .map_err(|e| invalid(e.position, e.field, e.message))?;
+        let mut policy = Self {
             remediation: RemediationPolicy {
                 mode: doc.mode,
                 restore: doc.restore,
@@ -117,87 +119,88 @@ impl PolicyFile {
             },
             notifications: doc.notifications,
         };
-        policy.validate(text, origin)?;
+        policy
+            .normalise_and_validate()
+            .map_err(|(field, message)| invalid(positions.of(&field), field, message))?;
         Ok(policy)
     }
 
-    fn validate(&self, text: &str, origin: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid {
-            file: origin.to_owned(),
-            line: line_of(text, field.rsplit('.').next().unwrap_or(field)),
-            column: 1,
-            field: field.to_owned(),
-            message,
-        };
-        for (i, pattern) in self.remediation.exempt_principals.iter().enumerate() {
+    /// Normalises the forms people write and rejects what could never match; errors name the field.
+    fn normalise_and_validate(&mut self) -> Result<(), (String, String)> {
+        let r = &mut self.remediation;
+        for (i, pattern) in r.exempt_principals.iter_mut().enumerate() {
             let probe = pattern.replace(['*', '?'], "x");
             if Member::parse(&probe).is_err() {
-                return Err(invalid(
-                    &format!("exempt_principals[{i}]"),
+                return Err((
+                    format!("exempt_principals[{i}]"),
                     format!("`{pattern}` is not a member pattern such as serviceAccount:name-*@*"),
                 ));
             }
+            // IAM compares emails without regard to case: so does the exemption.
+            if let Some((kind, email)) = pattern.split_once(':') {
+                *pattern = format!("{kind}:{}", email.to_ascii_lowercase());
+            }
         }
-        if self.remediation.limits.max_write_attempts == 0
-            || self.remediation.limits.max_write_attempts > 20
-        {
-            return Err(invalid(
-                "limits.max_write_attempts",
+        if r.limits.max_write_attempts == 0 || r.limits.max_write_attempts > 20 {
+            return Err((
+                "limits.max_write_attempts".to_owned(),
                 "must be between 1 and 20".to_owned(),
             ));
         }
-        if self.remediation.limits.window_minutes == 0 {
-            return Err(invalid(
-                "limits.window_minutes",
+        if r.limits.window_minutes == 0 {
+            return Err((
+                "limits.window_minutes".to_owned(),
                 "must be at least 1".to_owned(),
             ));
         }
-        if self.remediation.grace_seconds > 3600 {
-            return Err(invalid("grace_seconds", "must be at most 3600".to_owned()));
+        if r.grace_seconds > 3600 {
+            return Err((
+                "grace_seconds".to_owned(),
+                "must be at most 3600".to_owned(),
+            ));
         }
         for (key, globs) in [
-            (
-                "scope.include_projects",
-                &self.remediation.scope.include_projects,
-            ),
-            (
-                "scope.exclude_projects",
-                &self.remediation.scope.exclude_projects,
-            ),
+            ("scope.include_projects", &mut r.scope.include_projects),
+            ("scope.exclude_projects", &mut r.scope.exclude_projects),
         ] {
-            if let Some(bad) = globs.iter().position(|g| g.is_empty()) {
-                return Err(invalid(
-                    &format!("{key}[{bad}]"),
-                    "empty pattern".to_owned(),
-                ));
+            for (i, glob) in globs.iter_mut().enumerate() {
+                let bare = glob.trim().strip_prefix("projects/").unwrap_or(glob.trim());
+                if bare.is_empty() {
+                    return Err((format!("{key}[{i}]"), "empty pattern".to_owned()));
+                }
+                let ok = bare
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-*?".contains(c));
+                if !ok {
+                    return Err((
+                        format!("{key}[{i}]"),
+                        format!(
+                            "`{glob}` can never match a project id (lower-case letters, digits, `-`; globs `*` and `?`)"
+                        ),
+                    ));
+                }
+                *glob = bare.to_owned();
+            }
+        }
+        for (key, ids) in [
+            ("scope.include_folders", &mut r.scope.include_folders),
+            ("scope.exclude_folders", &mut r.scope.exclude_folders),
+        ] {
+            for (i, id) in ids.iter_mut().enumerate() {
+                let bare = id.trim().strip_prefix("folders/").unwrap_or(id.trim());
+                if bare.is_empty() || !bare.chars().all(|c| c.is_ascii_digit()) {
+                    return Err((
+                        format!("{key}[{i}]"),
+                        format!("`{id}` is not a folder id (digits, or folders/DIGITS)"),
+                    ));
+                }
+                *id = bare.to_owned();
             }
         }
         self.notifications
-            .validate(text)
-            .map_err(|e| ConfigError::Invalid {
-                file: origin.to_owned(),
-                line: e.line,
-                column: 1,
-                field: e.field,
-                message: e.message,
-            })?;
-        Ok(())
+            .validate()
+            .map_err(|e| (e.field, e.message))
     }
-}
-
-/// serde_yaml appends " at line L column C"; we report the location separately.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
-}
-
-fn line_of(text: &str, key: &str) -> usize {
-    let key = key.split('[').next().unwrap_or(key);
-    text.lines()
-        .position(|l| l.trim_start().starts_with(&format!("{key}:")))
-        .map_or(0, |i| i + 1)
 }
 
 #[cfg(test)]
@@ -236,6 +239,42 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("policy.yaml:3:"), "{text}");
         assert!(text.contains("include_project"), "{text}");
+    }
+
+    #[test]
+    fn the_forms_people_write_for_scope_and_exemptions_all_match() {
+        let text = "mode: enforce\nscope:\n  exclude_projects: ['projects/shop-*']\n  exclude_folders: ['folders/42', 43]\nexempt_principals: ['serviceAccount:Legacy-*@*']\n";
+        let p = PolicyFile::from_yaml(text, "p.yaml").unwrap().remediation;
+        assert!(!p.scope.contains("shop-prod", &[]));
+        assert!(!p.scope.contains("other", &["42".to_owned()]));
+        assert!(!p.scope.contains("other", &["43".to_owned()]));
+        assert!(p.scope.contains("other", &["44".to_owned()]));
+        assert!(p.is_exempt(
+            &Member::parse("serviceAccount:legacy-1@p.iam.gserviceaccount.com").unwrap()
+        ));
+        assert!(p.is_exempt(
+            &Member::parse("serviceAccount:LEGACY-2@p.iam.gserviceaccount.com").unwrap()
+        ));
+    }
+
+    #[test]
+    fn scope_entries_that_can_never_match_are_errors_at_their_value() {
+        let err = PolicyFile::from_yaml(
+            "mode: enforce\nscope:\n  include_projects: ['ok-*', 'Prod-*']\n",
+            "p.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("p.yaml:3:") && err.contains("scope.include_projects[1]"),
+            "{err}"
+        );
+        let err =
+            PolicyFile::from_yaml("scope:\n  exclude_folders:\n    - engineering\n", "p.yaml")
+                .unwrap_err()
+                .to_string();
+        assert!(err.starts_with("p.yaml:3:7:"), "{err}");
+        assert!(err.contains("not a folder id"), "{err}");
     }
 
     #[test]
