@@ -13,7 +13,9 @@ use super::requirements::{self as req, CONTAINER_API, NODE_SA_PERMISSIONS, Requi
 use super::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
 
 /// The verdict on one requirement for one principal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Satisfied.
@@ -26,6 +28,12 @@ pub enum Status {
     Unknown,
     /// The data read was partial (for example `missingZones`).
     Incomplete,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Status {

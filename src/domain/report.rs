@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::evaluate::{Finding, Status};
 use super::plan::{Action, Decision};
@@ -58,7 +58,7 @@ pub enum RecommendationVerdict {
 }
 
 /// What a finding came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// The requirement holds.
@@ -77,7 +77,24 @@ pub enum Outcome {
     Escalated,
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Outcome {
+    /// Every outcome, in the order the README documents them.
+    pub const ALL: [Self; 7] = [
+        Self::Restored,
+        Self::WouldRestore,
+        Self::NotAllowed,
+        Self::Unknown,
+        Self::Failed,
+        Self::Escalated,
+        Self::Healthy,
+    ];
+
     /// The outcome as written in output.
     pub fn as_str(self) -> &'static str {
         match self {

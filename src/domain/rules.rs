@@ -21,6 +21,12 @@ pub enum Mode {
     Enforce,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Mode {
     /// `dry-run` or `enforce`.
     pub fn as_str(self) -> &'static str {

@@ -462,7 +462,7 @@ impl Engine {
             tracing::error!(project = %report.project_id, error = %e, "project check failed");
             return error::error_policy(report);
         }
-        let mode = self.config.policy.mode.as_str();
+        let mode = self.config.policy.mode;
         let evidence = evidence_of(hint);
         let now = SystemTime::now();
         let mut verdict = error::error_policy(report);

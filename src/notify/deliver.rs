@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::email::EmailChannel;
-use super::routing::{ChannelKind, NotificationsConfig, Target};
+use super::routing::{ChannelKind, ChannelSpec, NotificationsConfig, Target, WebhookUrl};
 use super::slack::SlackChannel;
 use super::webhook::WebhookChannel;
 use super::{Notification, SCHEMA_V1};
@@ -231,48 +231,48 @@ impl Deliverer {
                 channel: "*".to_owned(),
                 message: format!("HTTP client: {e}"),
             })?;
-        let secret =
-            |channel: &str, variable: &Option<String>| -> Result<SecretString, DeliverError> {
-                let variable = variable.clone().unwrap_or_default();
-                match env(&variable) {
-                    Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
-                    _ => Err(DeliverError::MissingSecret {
-                        channel: channel.to_owned(),
-                        variable,
-                    }),
-                }
-            };
+        let secret = |channel: &str, variable: &str| -> Result<SecretString, DeliverError> {
+            match env(variable) {
+                Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
+                _ => Err(DeliverError::MissingSecret {
+                    channel: channel.to_owned(),
+                    variable: variable.to_owned(),
+                }),
+            }
+        };
         let mut channels: Vec<Arc<dyn Channel>> = Vec::new();
         for c in &config.channels {
-            let channel: Arc<dyn Channel> = match c.kind {
-                ChannelKind::Slack => Arc::new(SlackChannel::new(
+            let channel: Arc<dyn Channel> = match &c.spec {
+                ChannelSpec::Slack { url_env } => Arc::new(SlackChannel::new(
                     &c.name,
-                    secret(&c.name, &c.url_env)?,
+                    secret(&c.name, url_env)?,
                     http.clone(),
                 )),
-                ChannelKind::Webhook => {
-                    let url = match &c.url {
-                        Some(u) => SecretString::from(u.clone()),
-                        None => secret(&c.name, &c.url_env)?,
+                ChannelSpec::Webhook { url, key_env } => {
+                    let url = match url {
+                        WebhookUrl::Plain(u) => SecretString::from(u.clone()),
+                        WebhookUrl::Env(variable) => secret(&c.name, variable)?,
                     };
                     Arc::new(WebhookChannel::new(
                         &c.name,
                         url,
-                        secret(&c.name, &c.key_env)?,
+                        secret(&c.name, key_env)?,
                         http.clone(),
                     ))
                 }
-                ChannelKind::Email => {
-                    let password = match &c.password_env {
-                        Some(_) => Some(secret(&c.name, &c.password_env)?),
+                ChannelSpec::Email(email) => {
+                    let password = match &email.credentials {
+                        Some((_, variable)) => Some(secret(&c.name, variable)?),
                         None => None,
                     };
-                    Arc::new(EmailChannel::new(c, password, options.timeout).map_err(
-                        |message| DeliverError::Channel {
-                            channel: c.name.clone(),
-                            message,
-                        },
-                    )?)
+                    Arc::new(
+                        EmailChannel::new(&c.name, email, password, options.timeout).map_err(
+                            |message| DeliverError::Channel {
+                                channel: c.name.clone(),
+                                message,
+                            },
+                        )?,
+                    )
                 }
             };
             channels.push(channel);

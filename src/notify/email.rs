@@ -17,7 +17,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::deliver::{Channel, Delivery, SendError};
-use super::routing::{ChannelConfig, ChannelKind, SmtpTls};
+use super::routing::{ChannelKind, EmailConfig, SmtpTls};
 use super::{Notification, outcome_label};
 
 /// Subject prefix.
@@ -140,7 +140,7 @@ const STYLE_TD: &str = "padding:4px 12px 4px 0;vertical-align:top;color:#5f6368;
 pub fn single(n: &Notification) -> Rendered {
     let title = format!(
         "{}: {} in {}",
-        outcome_label(&n.outcome),
+        outcome_label(n.outcome),
         n.requirement,
         n.project_id
     );
@@ -155,7 +155,7 @@ pub fn single(n: &Notification) -> Rendered {
     for (label, url) in links(n) {
         text.push_str(&format!("{label}: {url}\n"));
     }
-    let color = severity_color(&n.severity);
+    let color = severity_color(n.severity.as_str());
     let mut html = format!(
         "<!doctype html><html><body style=\"font-family:Arial,sans-serif;font-size:14px;color:#202124\">\
          <h2 style=\"margin:0 0 8px;border-left:6px solid {color};padding-left:8px\">{}</h2>\
@@ -241,7 +241,7 @@ pub fn digest(ns: &[Notification]) -> Rendered {
         text.push_str(&format!("- {line}\n"));
         html.push_str(&format!(
             "<li><b>{}</b> {} <code>{}</code> in <a href=\"{}\">{}</a> <small>{}</small></li>",
-            html_escape(&n.outcome),
+            html_escape(n.outcome.as_str()),
             html_escape(&n.requirement),
             html_escape(n.principal.as_deref().unwrap_or("")),
             html_escape(&n.links.iam),
@@ -306,17 +306,13 @@ impl std::fmt::Debug for EmailChannel {
 impl EmailChannel {
     /// A channel from its configuration; `password` from the variable named by `password_env`.
     pub fn new(
-        config: &ChannelConfig,
+        name: &str,
+        config: &EmailConfig,
         password: Option<SecretString>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let host = config.host.as_deref().ok_or("no host")?;
-        let from: Mailbox = config
-            .from
-            .as_deref()
-            .ok_or("no from")?
-            .parse()
-            .map_err(|e| format!("from: {e}"))?;
+        let host = config.host.as_str();
+        let from: Mailbox = config.from.parse().map_err(|e| format!("from: {e}"))?;
         let to = config
             .to
             .iter()
@@ -329,17 +325,17 @@ impl EmailChannel {
             SmtpTls::None => Tls::None,
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(config.port.unwrap_or(587))
+            .port(config.port)
             .tls(tls)
             .timeout(Some(timeout));
-        if let (Some(user), Some(password)) = (&config.username, password) {
+        if let (Some((user, _)), Some(password)) = (&config.credentials, password) {
             builder = builder.credentials(Credentials::new(
                 user.clone(),
                 password.expose_secret().to_owned(),
             ));
         }
         Ok(Self {
-            name: config.name.clone(),
+            name: name.to_owned(),
             from,
             to,
             transport: builder.build(),

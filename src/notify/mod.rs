@@ -16,48 +16,40 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::evaluate::Status;
 use crate::domain::plan::Action;
 use crate::domain::report::{ActionReport, FindingReport, Outcome, ProjectReport};
+use crate::domain::rules::Mode;
 
 pub use deliver::{Channel, DeliverError, DeliverOptions, Deliverer, Delivery, SendError};
-pub use routing::{ChannelConfig, ChannelKind, NotificationsConfig, Route, SmtpTls, Target};
-
-/// Every outcome a notification can carry, in order of the README.
-pub const OUTCOMES: [&str; 7] = [
-    "restored",
-    "would-restore",
-    "not-allowed",
-    "unknown",
-    "failed",
-    "escalated",
-    "healthy",
-];
+pub use routing::{
+    ChannelConfig, ChannelFile, ChannelKind, ChannelSpec, EmailConfig, NotificationsConfig,
+    NotificationsFile, Route, SmtpTls, Target, WebhookUrl,
+};
 
 /// A short label for people (Slack headers, email subjects).
-pub fn outcome_label(outcome: &str) -> &'static str {
+pub fn outcome_label(outcome: Outcome) -> &'static str {
     match outcome {
-        "restored" => "Restored",
-        "would-restore" => "Would restore (dry-run)",
-        "not-allowed" => "Not allowed by policy",
-        "unknown" => "Needs review",
-        "failed" => "Restore failed",
-        "escalated" => "Escalated: keeps being removed",
-        "healthy" => "Healthy",
-        _ => "Finding",
+        Outcome::Restored => "Restored",
+        Outcome::WouldRestore => "Would restore (dry-run)",
+        Outcome::NotAllowed => "Not allowed by policy",
+        Outcome::Unknown => "Needs review",
+        Outcome::Failed => "Restore failed",
+        Outcome::Escalated => "Escalated: keeps being removed",
+        Outcome::Healthy => "Healthy",
     }
 }
 
 /// An emoji per outcome (Slack headers).
-pub fn outcome_emoji(outcome: &str) -> &'static str {
+pub fn outcome_emoji(outcome: Outcome) -> &'static str {
     match outcome {
-        "restored" => "\u{2705}",
-        "would-restore" => "\u{1f7e1}",
-        "not-allowed" => "\u{26d4}",
-        "unknown" => "\u{2753}",
-        "failed" => "\u{274c}",
-        "escalated" => "\u{1f6a8}",
-        "healthy" => "\u{1f49a}",
-        _ => "\u{2139}\u{fe0f}",
+        Outcome::Restored => "\u{2705}",
+        Outcome::WouldRestore => "\u{1f7e1}",
+        Outcome::NotAllowed => "\u{26d4}",
+        Outcome::Unknown => "\u{2753}",
+        Outcome::Failed => "\u{274c}",
+        Outcome::Escalated => "\u{1f6a8}",
+        Outcome::Healthy => "\u{1f49a}",
     }
 }
 
@@ -89,17 +81,6 @@ impl Severity {
         }
     }
 
-    /// Parses a lower-case name.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "info" => Some(Self::Info),
-            "warning" => Some(Self::Warning),
-            "error" => Some(Self::Error),
-            "critical" => Some(Self::Critical),
-            _ => None,
-        }
-    }
-
     /// Lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -108,6 +89,12 @@ impl Severity {
             Self::Error => "error",
             Self::Critical => "critical",
         }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -192,13 +179,13 @@ pub struct Notification {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// `restored`, `would-restore`, `healthy`, `not-allowed`, `unknown`, `failed`, `escalated`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// `dry-run` or `enforce`.
-    pub mode: String,
+    pub mode: Mode,
     /// `info`, `warning`, `error`, `critical`.
-    pub severity: String,
+    pub severity: Severity,
     /// Finding status (`ok`, `missing`, `conditional`, `unknown`, `incomplete`).
-    pub status: String,
+    pub status: Status,
     /// A sentence for people.
     pub detail: String,
     /// Permissions the principal lacks.
@@ -225,8 +212,8 @@ impl Notification {
     /// Pub/Sub attributes for subscription filters.
     pub fn attributes(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            ("outcome".to_owned(), self.outcome.clone()),
-            ("severity".to_owned(), self.severity.clone()),
+            ("outcome".to_owned(), self.outcome.to_string()),
+            ("severity".to_owned(), self.severity.to_string()),
             ("project_id".to_owned(), self.project_id.clone()),
             ("requirement".to_owned(), self.requirement.clone()),
             ("schema".to_owned(), self.schema.clone()),
@@ -270,7 +257,7 @@ fn notified(a: &ActionReport) -> NotifiedAction {
 pub fn build(
     project: &ProjectReport,
     finding: &FindingReport,
-    mode: &str,
+    mode: Mode,
     evidence: &Evidence,
     trace_id: Option<&str>,
     now: SystemTime,
@@ -296,7 +283,7 @@ pub fn build(
         f.requirement.as_str(),
         principal.as_deref().unwrap_or("-"),
         finding.outcome.as_str(),
-        mode,
+        mode.as_str(),
         &state_marker,
     ]
     .join("\u{1f}");
@@ -320,10 +307,10 @@ pub fn build(
         requirement: f.requirement.as_str().to_owned(),
         principal,
         role: f.role.as_ref().map(|r| r.to_string()),
-        outcome: finding.outcome.as_str().to_owned(),
-        mode: mode.to_owned(),
-        severity: Severity::of(finding.outcome).as_str().to_owned(),
-        status: f.status.as_str().to_owned(),
+        outcome: finding.outcome,
+        mode,
+        severity: Severity::of(finding.outcome),
+        status: f.status,
         detail: f.detail.clone(),
         missing_permissions: f.missing_permissions.clone(),
         clusters: f.clusters.clone(),

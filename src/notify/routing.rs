@@ -9,16 +9,46 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Notification, OUTCOMES, Severity};
+use super::{Notification, Severity};
+use crate::domain::report::Outcome;
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::glob_match;
 
 /// Default digest window.
 pub const DEFAULT_DIGEST_WINDOW_SECONDS: u64 = 30;
 
-/// The `notifications:` section.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The `notifications:` section as written in the policy file (validated into a
+/// [`NotificationsConfig`] by [`NotificationsFile::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct NotificationsFile {
+    /// See [`NotificationsConfig::digest_window_seconds`].
+    pub digest_window_seconds: u64,
+    /// See [`NotificationsConfig::retry_attempts`].
+    pub retry_attempts: u32,
+    /// See [`NotificationsConfig::timeout_seconds`].
+    pub timeout_seconds: u64,
+    /// Named channels, as written.
+    pub channels: Vec<ChannelFile>,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+impl Default for NotificationsFile {
+    fn default() -> Self {
+        let d = NotificationsConfig::default();
+        Self {
+            digest_window_seconds: d.digest_window_seconds,
+            retry_attempts: d.retry_attempts,
+            timeout_seconds: d.timeout_seconds,
+            channels: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// The `notifications:` section, validated: who hears about outcomes.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotificationsConfig {
     /// Notifications for the same channel arriving within this many seconds of the first one are sent
     /// as one digest message. 0 sends each notification on its own.
@@ -79,10 +109,84 @@ pub enum SmtpTls {
     None,
 }
 
-/// One named channel. Which keys apply depends on `type`.
+/// One named channel, validated: its kind decides exactly which settings it has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelConfig {
+    /// Name used by routes.
+    pub name: String,
+    /// The kind and its settings.
+    pub spec: ChannelSpec,
+}
+
+impl ChannelConfig {
+    /// The kind of the channel.
+    pub fn kind(&self) -> ChannelKind {
+        match self.spec {
+            ChannelSpec::Slack { .. } => ChannelKind::Slack,
+            ChannelSpec::Webhook { .. } => ChannelKind::Webhook,
+            ChannelSpec::Email(_) => ChannelKind::Email,
+        }
+    }
+
+    /// An email channel's default recipients (empty for other kinds).
+    pub fn default_recipients(&self) -> &[String] {
+        match &self.spec {
+            ChannelSpec::Email(e) => &e.to,
+            _ => &[],
+        }
+    }
+}
+
+/// A channel's kind with the settings that kind has, and only those.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelSpec {
+    /// A Slack incoming webhook; the URL is a secret read from `url_env`.
+    Slack {
+        /// Environment variable holding the webhook URL.
+        url_env: String,
+    },
+    /// A JSON webhook signed with HMAC-SHA256.
+    Webhook {
+        /// Where the URL comes from.
+        url: WebhookUrl,
+        /// Environment variable holding the HMAC key.
+        key_env: String,
+    },
+    /// SMTP submission.
+    Email(EmailConfig),
+}
+
+/// A webhook URL: written in the file, or a secret in the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebhookUrl {
+    /// The URL itself (not a secret).
+    Plain(String),
+    /// The environment variable holding it.
+    Env(String),
+}
+
+/// An email channel's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailConfig {
+    /// SMTP server host.
+    pub host: String,
+    /// SMTP port (587 unless given).
+    pub port: u16,
+    /// User name and the environment variable holding the password (AUTH), when given.
+    pub credentials: Option<(String, String)>,
+    /// Sender mailbox.
+    pub from: String,
+    /// Default recipients.
+    pub to: Vec<String>,
+    /// Session protection.
+    pub tls: SmtpTls,
+}
+
+/// One named channel as written in the policy file. Which keys apply depends on `type`; keys that do
+/// not apply to the type are errors.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChannelConfig {
+pub struct ChannelFile {
     /// Name used by routes.
     pub name: String,
     /// `slack`, `email` or `webhook`.
@@ -125,7 +229,7 @@ pub struct ChannelConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Route {
     /// Outcomes this route takes. Empty: every outcome except `healthy` (healthy only when named).
-    pub outcomes: Vec<String>,
+    pub outcomes: Vec<Outcome>,
     /// Minimum severity (`info`, `warning`, `error`, `critical`). Default `info`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_severity: Option<Severity>,
@@ -143,15 +247,11 @@ impl Route {
     /// Whether a notification matches this route.
     pub fn matches(&self, n: &Notification) -> bool {
         let outcome_ok = if self.outcomes.is_empty() {
-            n.outcome != "healthy"
+            n.outcome != Outcome::Healthy
         } else {
-            self.outcomes.iter().any(|o| o == &n.outcome)
+            self.outcomes.contains(&n.outcome)
         };
-        let severity_ok = match (self.min_severity, Severity::parse(&n.severity)) {
-            (None, _) => true,
-            (Some(min), Some(s)) => s >= min,
-            (Some(_), None) => false,
-        };
+        let severity_ok = self.min_severity.is_none_or(|min| n.severity >= min);
         let project_ok =
             self.projects.is_empty() || self.projects.iter().any(|g| glob_match(g, &n.project_id));
         let requirement_ok = self.requirements.is_empty()
@@ -214,9 +314,9 @@ impl NotificationsConfig {
                     continue;
                 };
                 let entry = per_channel.entry(name.as_str()).or_default();
-                if channel.kind == ChannelKind::Email {
+                if channel.kind() == ChannelKind::Email {
                     let to = if route.to.is_empty() {
-                        &channel.to
+                        channel.default_recipients()
                     } else {
                         &route.to
                     };
@@ -232,10 +332,13 @@ impl NotificationsConfig {
             })
             .collect()
     }
+}
 
+impl NotificationsFile {
     /// Validates the section; errors name the offending field by its path.
-    pub fn validate(&self) -> Result<(), FieldError> {
+    pub fn validate(self) -> Result<NotificationsConfig, FieldError> {
         let section = "notifications";
+        let find = |name: &str| self.channels.iter().find(|c| c.name == name);
         let err = |field: String, message: String| FieldError { field, message };
         if self.digest_window_seconds > 3600 {
             return Err(err(
@@ -280,7 +383,7 @@ impl NotificationsConfig {
                 ));
             }
             for (j, name) in r.channels.iter().enumerate() {
-                let Some(channel) = self.channel(name) else {
+                let Some(channel) = find(name) else {
                     return Err(err(
                         format!("{section}.routes[{i}].channels[{j}]"),
                         format!(
@@ -300,17 +403,6 @@ impl NotificationsConfig {
                     ));
                 }
             }
-            for (j, o) in r.outcomes.iter().enumerate() {
-                if !OUTCOMES.contains(&o.as_str()) {
-                    return Err(err(
-                        format!("{section}.routes[{i}].outcomes[{j}]"),
-                        format!(
-                            "unknown outcome `{o}`; expected one of {}",
-                            OUTCOMES.join(", ")
-                        ),
-                    ));
-                }
-            }
             if let Some(j) = r.projects.iter().position(|g| g.is_empty()) {
                 return Err(err(
                     format!("{section}.routes[{i}].projects[{j}]"),
@@ -324,10 +416,10 @@ impl NotificationsConfig {
                 ));
             }
             if !r.to.is_empty()
-                && !r.channels.iter().any(|n| {
-                    self.channel(n)
-                        .is_some_and(|c| c.kind == ChannelKind::Email)
-                })
+                && !r
+                    .channels
+                    .iter()
+                    .any(|n| find(n).is_some_and(|c| c.kind == ChannelKind::Email))
             {
                 return Err(err(
                     field("to"),
@@ -343,12 +435,53 @@ impl NotificationsConfig {
                 ));
             }
         }
-        Ok(())
+        let channels = self
+            .channels
+            .iter()
+            .map(ChannelFile::typed)
+            .collect::<Vec<_>>();
+        Ok(NotificationsConfig {
+            digest_window_seconds: self.digest_window_seconds,
+            retry_attempts: self.retry_attempts,
+            timeout_seconds: self.timeout_seconds,
+            channels,
+            routes: self.routes,
+        })
     }
 }
 
 /// The first problem of a channel's keys for its type: (key, message).
-fn channel_problem(c: &ChannelConfig) -> Option<(&'static str, String)> {
+impl ChannelFile {
+    /// The typed channel; call only after [`channel_problem`] found nothing wrong.
+    fn typed(&self) -> ChannelConfig {
+        let spec = match self.kind {
+            ChannelKind::Slack => ChannelSpec::Slack {
+                url_env: self.url_env.clone().unwrap_or_default(),
+            },
+            ChannelKind::Webhook => ChannelSpec::Webhook {
+                url: match (&self.url, &self.url_env) {
+                    (Some(u), _) => WebhookUrl::Plain(u.clone()),
+                    (None, e) => WebhookUrl::Env(e.clone().unwrap_or_default()),
+                },
+                key_env: self.key_env.clone().unwrap_or_default(),
+            },
+            ChannelKind::Email => ChannelSpec::Email(EmailConfig {
+                host: self.host.clone().unwrap_or_default(),
+                port: self.port.unwrap_or(587),
+                credentials: self.username.clone().zip(self.password_env.clone()),
+                from: self.from.clone().unwrap_or_default(),
+                to: self.to.clone(),
+                tls: self.tls,
+            }),
+        };
+        ChannelConfig {
+            name: self.name.clone(),
+            spec,
+        }
+    }
+}
+
+fn channel_problem(c: &ChannelFile) -> Option<(&'static str, String)> {
     let kind = c.kind.as_str();
     let unused = |present: bool, key: &'static str| {
         present.then(|| (key, format!("`{key}` does not apply to a {kind} channel")))

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::deliver::{Channel, Delivery, SendError};
 use super::routing::ChannelKind;
 use super::{Notification, outcome_emoji, outcome_label};
+use crate::domain::report::Outcome;
 
 /// Lines in a digest before "and K more".
 pub const DIGEST_LINES: usize = 20;
@@ -110,8 +111,8 @@ pub fn what_was_done(n: &Notification) -> String {
 pub fn single(n: &Notification) -> Value {
     let title = format!(
         "{} {} \u{00b7} {}",
-        outcome_emoji(&n.outcome),
-        outcome_label(&n.outcome),
+        outcome_emoji(n.outcome),
+        outcome_label(n.outcome),
         n.project_id
     );
     let project = if n.project_number.is_empty() {
@@ -148,8 +149,8 @@ pub fn single(n: &Notification) -> Value {
     let mut context = format!(
         "{} \u{00b7} mode {} \u{00b7} severity {} \u{00b7} {}",
         escape(&n.time),
-        escape(&n.mode),
-        escape(&n.severity),
+        escape(n.mode.as_str()),
+        escape(n.severity.as_str()),
         code(&n.id)
     );
     if !n.evidence.source.is_empty() {
@@ -194,7 +195,7 @@ pub fn single(n: &Notification) -> Value {
     blocks.push(json!({"type": "context", "elements": [mrkdwn(&context, 3000)]}));
     blocks.push(json!({"type": "actions", "elements": buttons}));
     json!({
-        "text": truncate(&format!("{}: {} {} in {}", outcome_label(&n.outcome), n.requirement,
+        "text": truncate(&format!("{}: {} {} in {}", outcome_label(n.outcome), n.requirement,
             n.principal.as_deref().unwrap_or(""), n.project_id), 3000),
         "blocks": blocks,
     })
@@ -203,9 +204,12 @@ pub fn single(n: &Notification) -> Value {
 /// The digest message for several notifications.
 pub fn digest(ns: &[Notification]) -> Value {
     let projects: BTreeSet<&str> = ns.iter().map(|n| n.project_id.as_str()).collect();
-    let mut by_outcome: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_outcome: BTreeMap<&str, (Outcome, usize)> = BTreeMap::new();
     for n in ns {
-        *by_outcome.entry(n.outcome.as_str()).or_default() += 1;
+        by_outcome
+            .entry(n.outcome.as_str())
+            .or_insert((n.outcome, 0))
+            .1 += 1;
     }
     let title = format!(
         "{} findings in {} project{}",
@@ -215,7 +219,7 @@ pub fn digest(ns: &[Notification]) -> Value {
     );
     let counts = by_outcome
         .iter()
-        .map(|(o, c)| format!("{} {c} {o}", outcome_emoji(o)))
+        .map(|(o, (outcome, c))| format!("{} {c} {o}", outcome_emoji(*outcome)))
         .collect::<Vec<_>>()
         .join(" \u{00b7} ");
     let mut lines = Vec::new();
@@ -223,8 +227,8 @@ pub fn digest(ns: &[Notification]) -> Value {
     for n in ns.iter().take(DIGEST_LINES) {
         let line = format!(
             "\u{2022} {} *{}* {} {} in {}",
-            outcome_emoji(&n.outcome),
-            escape(&n.outcome),
+            outcome_emoji(n.outcome),
+            escape(n.outcome.as_str()),
             code(&n.requirement),
             n.principal.as_deref().map(code).unwrap_or_default(),
             code(&n.project_id),

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use crate::domain::iam::Member;
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::{Limits, Mode, RemediationPolicy, Scope};
-use crate::notify::routing::NotificationsConfig;
+use crate::notify::routing::{NotificationsConfig, NotificationsFile};
 
 /// Everything a policy file says: the core's rules and who hears about outcomes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,7 +45,7 @@ struct Document {
     #[serde(default)]
     grace_seconds: u64,
     #[serde(default)]
-    notifications: NotificationsConfig,
+    notifications: NotificationsFile,
 }
 
 fn default_restore() -> BTreeSet<RequirementId> {
@@ -108,6 +108,12 @@ impl PolicyFile {
             };
         let (doc, positions) = yaml::from_str::<Document>(text)
             .map_err(|e| invalid(e.position, e.field, e.message))?;
+        let located =
+            |(field, message): (String, String)| invalid(positions.of(&field), field, message);
+        let notifications = doc
+            .notifications
+            .validate()
+            .map_err(|e| located((e.field, e.message)))?;
         let mut policy = Self {
             remediation: RemediationPolicy {
                 mode: doc.mode,
@@ -117,11 +123,9 @@ impl PolicyFile {
                 limits: doc.limits,
                 grace_seconds: doc.grace_seconds,
             },
-            notifications: doc.notifications,
+            notifications,
         };
-        policy
-            .normalise_and_validate()
-            .map_err(|(field, message)| invalid(positions.of(&field), field, message))?;
+        policy.normalise_and_validate().map_err(located)?;
         Ok(policy)
     }
 
@@ -197,9 +201,7 @@ impl PolicyFile {
                 *id = bare.to_owned();
             }
         }
-        self.notifications
-            .validate()
-            .map_err(|e| (e.field, e.message))
+        Ok(())
     }
 }
 
@@ -292,7 +294,7 @@ mod tests {
 #[cfg(test)]
 mod notifications_section {
     use super::*;
-    use crate::notify::Notification;
+    use crate::notify::{ChannelSpec, Notification, WebhookUrl};
 
     const POLICY: &str = "mode: enforce
 notifications:
@@ -391,6 +393,30 @@ notifications:
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn each_channel_kind_carries_exactly_its_own_settings() {
+        let p = PolicyFile::from_yaml(POLICY, "p.yaml").unwrap();
+        let kinds: Vec<&ChannelSpec> = p.notifications.channels.iter().map(|c| &c.spec).collect();
+        assert!(
+            matches!(kinds[0], ChannelSpec::Slack { url_env } if url_env == "REMEDIATOR_SLACK_WEBHOOK_URL")
+        );
+        let ChannelSpec::Email(email) = kinds[1] else {
+            panic!("{kinds:?}")
+        };
+        assert_eq!(email.port, 587, "the submission port unless given");
+        assert_eq!(
+            email.credentials,
+            Some((
+                "remediator@example.com".to_owned(),
+                "REMEDIATOR_SMTP_PASSWORD".to_owned()
+            ))
+        );
+        assert!(matches!(
+            kinds[2],
+            ChannelSpec::Webhook { url: WebhookUrl::Plain(u), key_env } if u.starts_with("https://") && key_env == "REMEDIATOR_WEBHOOK_KEY"
+        ));
     }
 
     #[test]

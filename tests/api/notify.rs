@@ -17,6 +17,7 @@ use gke_iam_remediator::domain::report::{
     ActionReport, Failure, FindingReport, Outcome, ProjectReport,
 };
 use gke_iam_remediator::domain::requirements::RequirementId;
+use gke_iam_remediator::domain::rules::Mode;
 use gke_iam_remediator::intake::Verdict;
 use gke_iam_remediator::notify::{self, Deliverer, Evidence, Notification};
 use gke_iam_remediator::policy::PolicyFile;
@@ -162,9 +163,9 @@ fn evidence() -> Evidence {
 fn notification(outcome: Outcome, project: &str, i: usize) -> Notification {
     let (pr, fr) = report(outcome, project, i);
     let mode = if outcome == Outcome::WouldRestore {
-        "dry-run"
+        Mode::DryRun
     } else {
-        "enforce"
+        Mode::Enforce
     };
     notify::build(
         &pr,
@@ -216,7 +217,7 @@ fn every_outcome_builds_a_notification_that_validates_against_the_schema() {
     for outcome in ALL_OUTCOMES {
         for i in [0, 7] {
             let n = notification(outcome, "acme-prod", i);
-            assert_eq!(n.outcome, outcome.as_str());
+            assert_eq!(n.outcome, outcome);
             let doc = serde_json::to_value(&n).unwrap();
             assert_valid(&schemas, index, &doc);
             if i == 0 {
@@ -266,7 +267,7 @@ fn the_same_finding_and_outcome_keeps_its_notification_id_and_a_new_restoration_
     let c = notify::build(
         &pr,
         &fr,
-        "enforce",
+        Mode::Enforce,
         &evidence(),
         None,
         SystemTime::UNIX_EPOCH,
