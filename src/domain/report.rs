@@ -48,6 +48,19 @@ impl Serialize for Failure {
     }
 }
 
+/// Where a flapping count came from (the count decides restore or escalate).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum FlapGuard {
+    /// Cloud Audit Logs (every instance's restorations) and this instance's since the read.
+    AuditLog,
+    /// Only this instance's restorations: the shared record could not be read.
+    InstanceOnly {
+        /// Why the shared record was not used.
+        reason: String,
+    },
+}
+
 /// How a recommendation is settled after a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecommendationVerdict {
@@ -152,6 +165,12 @@ pub struct ProjectReport {
     pub gke: bool,
     /// Folder ids above the project, nearest first.
     pub folders: Vec<String>,
+    /// The etag of the project policy the findings were decided on (after any write).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy_etag: Option<String>,
+    /// Where the flapping count came from, when a write was planned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flap_guard: Option<FlapGuard>,
     /// Findings in requirement order.
     pub findings: Vec<FindingReport>,
     /// Actions taken or planned.

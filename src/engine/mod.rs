@@ -13,6 +13,7 @@
 //! through [`crate::ports`].
 
 pub mod error;
+pub mod flap;
 pub mod recommendation;
 pub mod remediate;
 
@@ -154,6 +155,7 @@ pub struct Engine {
     published: Mutex<Recent>,
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
+    flap: Arc<flap::FlapLedger>,
     /// Counters.
     pub stats: EngineStats,
 }
@@ -175,6 +177,7 @@ impl Engine {
             published: Mutex::new(Recent::new(100_000)),
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
+            flap: Arc::default(),
             stats: EngineStats::default(),
         })
     }
@@ -395,6 +398,8 @@ impl Engine {
                     project_number: String::new(),
                     gke: false,
                     folders: Vec::new(),
+                    policy_etag: None,
+                    flap_guard: None,
                     findings: Vec::new(),
                     actions: Vec::new(),
                     error: Some(Failure::Transient(
@@ -440,6 +445,7 @@ impl Engine {
             options.apply = true;
             options.troubleshooter = self.config.troubleshooter;
             options.self_email = self.config.self_email.clone();
+            options.flap = self.flap.clone();
             let remediator =
                 Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
             let report = Arc::new(remediator.remediate(&info).await);

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
+use super::flap::{FlapLedger, FlapSource};
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
@@ -31,6 +32,8 @@ fn failed_report(info: &ProjectInfo, error: &ApiError) -> ProjectReport {
         project_number: info.project_number.to_string(),
         gke: false,
         folders: Vec::new(),
+        policy_etag: None,
+        flap_guard: None,
         findings: Vec::new(),
         actions: Vec::new(),
         error: Some(super::error::failure(error)),
@@ -52,9 +55,11 @@ pub struct Options {
     pub concurrency: usize,
     /// Backoff for write conflicts and write confirmation.
     pub write_backoff: RetryPolicy,
-    /// The remediator's own identity: when set, its past restorations are counted from Cloud Audit
-    /// Logs before writing, and bindings restored too often are escalated instead.
+    /// The remediator's own identity: its past restorations are counted from Cloud Audit Logs before
+    /// writing (without it, only this process's own restorations count, and reports say so).
     pub self_email: Option<String>,
+    /// This process's flapping counts (shared by every run of an engine).
+    pub flap: Arc<FlapLedger>,
 }
 
 impl Options {
@@ -78,6 +83,7 @@ impl Options {
                 max_backoff: Duration::from_secs(2),
             },
             self_email: None,
+            flap: Arc::default(),
         }
     }
 
@@ -433,12 +439,39 @@ impl Remediator {
         plan::decide(findings, &ctx)
     }
 
-    /// Reads the remediator's own restorations within the policy's window (only when a write is planned).
-    async fn read_restorations(&self, state: &mut ProjectState) {
-        let Some(me) = &self.options.self_email else {
-            return;
-        };
+    /// Counts the remediator's own restorations within the policy's window (only when a write is
+    /// planned): the shared record when it can be read, else what this process made, and says which.
+    /// The shared record is read once per project per window, and again only when a planned grant
+    /// would reach the limit (other instances may have restored it meanwhile).
+    async fn read_restorations(
+        &self,
+        state: &mut ProjectState,
+        grants: &[(Role, Member)],
+    ) -> FlapSource {
         let window = Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60);
+        let limit = self.options.policy.limits.max_restorations_per_binding;
+        let ledger = &self.options.flap;
+        if let Some(counts) = ledger.cached(&state.project_id, window) {
+            let far_from_limit = grants.iter().all(|(r, m)| {
+                counts
+                    .get(&(r.clone(), m.clone()))
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_add(1)
+                    < limit
+            });
+            if far_from_limit {
+                state.restorations = counts;
+                return FlapSource::AuditLog;
+            }
+        }
+        let Some(me) = &self.options.self_email else {
+            state.restorations = ledger.local(&state.project_id, window);
+            return FlapSource::InstanceOnly {
+                reason: "the remediator's own identity is unknown (REMEDIATOR_SELF_EMAIL)"
+                    .to_owned(),
+            };
+        };
         let since = crate::clock::rfc3339(
             std::time::SystemTime::now() - window,
             crate::clock::Precision::Millis,
@@ -448,12 +481,21 @@ impl Remediator {
             .count_own_restorations(&state.project_id, me, &since)
             .await
         {
-            Ok(counts) => state.restorations = counts,
-            Err(e) => tracing::warn!(
-                project = %state.project_id,
-                error = %e,
-                "cannot read past restorations from the audit log; the flapping limit is not enforced for this run"
-            ),
+            Ok(counts) => {
+                state.restorations = ledger.store(&state.project_id, counts, window);
+                FlapSource::AuditLog
+            }
+            Err(e) => {
+                tracing::warn!(
+                    project = %state.project_id,
+                    error = %e,
+                    "cannot read past restorations from Cloud Audit Logs: the flapping limit counts this instance's restorations only"
+                );
+                state.restorations = ledger.local(&state.project_id, window);
+                FlapSource::InstanceOnly {
+                    reason: format!("Cloud Audit Logs could not be read: {e}"),
+                }
+            }
         }
     }
 
@@ -465,11 +507,11 @@ impl Remediator {
         };
         let mut findings = self.evaluate(&mut state).await;
         let mut plan = self.decide(&findings, &state);
-        if self.options.writes()
-            && plan.grants().next().is_some()
-            && self.options.self_email.is_some()
-        {
-            self.read_restorations(&mut state).await;
+        let mut flap_guard = None;
+        if self.options.writes() && plan.grants().next().is_some() {
+            let grants: Vec<(Role, Member)> =
+                plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
+            flap_guard = Some(self.read_restorations(&mut state, &grants).await);
             plan = self.decide(&findings, &state);
         }
         let mut actions = Vec::new();
@@ -515,6 +557,12 @@ impl Remediator {
             project_number: info.project_number.to_string(),
             gke: evaluate::is_gke_project(&state),
             folders: state.folders.clone(),
+            policy_etag: actions
+                .iter()
+                .rev()
+                .find_map(|a| a.etag_after.clone())
+                .or_else(|| state.policy.etag.clone()),
+            flap_guard,
             findings: reports,
             actions,
             error: None,
@@ -635,6 +683,9 @@ impl Remediator {
                 Ok(written) => {
                     let grants: Vec<(Role, Member)> =
                         plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
+                    for (role, member) in &grants {
+                        self.options.flap.record(project, role, member);
+                    }
                     return match self.confirm(project, &grants).await {
                         Ok(()) => report(Outcome::Restored, written.etag, attempt, None),
                         Err(e) => report(Outcome::Failed, written.etag, attempt, Some(e)),

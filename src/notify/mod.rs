@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::evaluate::Status;
 use crate::domain::plan::Action;
-use crate::domain::report::{ActionReport, FindingReport, Outcome, ProjectReport};
+use crate::domain::report::{ActionReport, FindingReport, FlapGuard, Outcome, ProjectReport};
 use crate::domain::rules::Mode;
 
 pub use deliver::{Channel, DeliverError, DeliverOptions, Deliverer, Delivery, SendError};
@@ -206,6 +206,10 @@ pub struct Notification {
     /// Trace id of the request that produced it, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
+    /// Where the flapping count behind a restore or escalate decision came from (`audit-log`, or
+    /// `instance-only` with the reason the shared record was not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap_guard: Option<FlapGuard>,
 }
 
 impl Notification {
@@ -272,11 +276,16 @@ pub fn build(
             .collect(),
         _ => Vec::new(),
     };
-    // Same finding + outcome + policy state => same id; a new restoration (new etag) => new id.
+    // Same finding + outcome + policy state => same id; a new restoration (new etag), or the same
+    // outcome reached again on a policy that changed since (a new etag), => a new id.
     let state_marker = actions
         .iter()
         .find_map(|a| a.etag_after.clone().or_else(|| a.etag_before.clone()))
-        .unwrap_or_else(|| f.detail.clone());
+        .or_else(|| project.policy_etag.clone())
+        .map_or_else(
+            || f.detail.clone(),
+            |etag| format!("{etag}\u{1f}{}", f.detail),
+        );
     let principal = f.principal.as_ref().map(|p| p.to_string());
     let key = [
         project.project_id.as_str(),
@@ -324,6 +333,12 @@ pub fn build(
             clusters,
         },
         trace_id: trace_id.map(str::to_owned),
+        flap_guard: matches!(
+            finding.outcome,
+            Outcome::Restored | Outcome::Escalated | Outcome::Failed
+        )
+        .then(|| project.flap_guard.clone())
+        .flatten(),
     }
 }
 

@@ -141,6 +141,8 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         project_number: "200000000001".to_owned(),
         gke: true,
         folders: vec![],
+        policy_etag: Some("BwYV1xJ0a1c=".to_owned()),
+        flap_guard: None,
         findings: vec![fr.clone()],
         actions,
         error: None,

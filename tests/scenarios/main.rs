@@ -508,6 +508,80 @@ async fn a_binding_restored_up_to_the_limit_is_escalated_instead_of_restored_aga
 }
 
 #[tokio::test(start_paused = true)]
+async fn restorations_by_other_instances_count_towards_the_limit() {
+    let policy = "mode: enforce\nlimits:\n  max_restorations_per_binding: 2\n";
+    let a = Scenario::new(policy);
+    // A second instance of the service over the same Google (and so the same audit log).
+    let b = {
+        let ports: Arc<dyn Cloud> = Arc::new(a.cloud.clone());
+        let publisher: Arc<dyn NotificationSink> = Arc::new(a.sink.clone());
+        let mut config =
+            EngineConfig::new(PolicyFile::from_yaml(policy, "p.yaml").unwrap().remediation);
+        config.self_email = Some(SELF.to_owned());
+        Engine::new(ports, config, Some(publisher))
+    };
+    let m = a.break_node_role();
+    a.deliver(m).await;
+    let m = a.break_node_role();
+    b.handle(&m, None).await;
+    let m = a.break_node_role();
+    a.deliver(m).await;
+    assert_eq!(a.sink.outcomes(), vec!["restored", "restored", "escalated"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_audit_log_cannot_be_read_this_instances_own_restorations_still_enforce_the_limit()
+{
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_restorations_per_binding: 2\n");
+    s.cloud.break_method("entries.list", Fault::DENIED);
+    for _ in 0..3 {
+        let m = s.break_node_role();
+        s.deliver(m).await;
+    }
+    assert_eq!(s.sink.outcomes(), vec!["restored", "restored", "escalated"]);
+    assert_eq!(s.writes(), 2);
+    let n = &s.sink.published()[2];
+    let guard = serde_json::to_value(&n.flap_guard).unwrap();
+    assert_eq!(guard["source"], "instance-only", "{guard}");
+    assert!(
+        guard["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Cloud Audit Logs could not be read"),
+        "{guard}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_our_identity_the_limit_holds_on_this_instances_count_and_says_so() {
+    let s = Scenario::with(
+        "mode: enforce\nlimits:\n  max_restorations_per_binding: 1\n",
+        |c| c.self_email = None,
+    );
+    for _ in 0..2 {
+        let m = s.break_node_role();
+        s.deliver(m).await;
+    }
+    assert_eq!(s.sink.outcomes(), vec!["restored", "escalated"]);
+    assert_eq!(s.cloud.calls("entries.list"), 0);
+    let guard = serde_json::to_value(&s.sink.published()[0].flap_guard).unwrap();
+    assert_eq!(guard["source"], "instance-only", "{guard}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_audit_log_is_read_at_most_once_per_project_per_window() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_restorations_per_binding: 10\n");
+    for _ in 0..4 {
+        let m = s.break_node_role();
+        s.deliver(m).await;
+    }
+    assert_eq!(s.sink.outcomes(), vec!["restored"; 4]);
+    assert_eq!(s.cloud.calls("entries.list"), 1);
+    let guard = serde_json::to_value(&s.sink.published()[3].flap_guard).unwrap();
+    assert_eq!(guard["source"], "audit-log");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_flapping_count_is_read_only_when_a_write_is_planned() {
     let s = Scenario::new(ENFORCE);
     s.deliver(s.sweep(&[P])).await;
@@ -732,6 +806,26 @@ async fn the_same_outcome_reached_twice_is_published_once() {
     s.deliver(s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
         .await;
     assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_escalation_reached_again_after_the_policy_changed_is_published_again() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_restorations_per_binding: 1\n");
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    // Someone removes it once more (the policy changes again): a new escalation, a new id.
+    s.cloud
+        .add_binding(P, "roles/viewer", "user:someone@example.com");
+    s.deliver(s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
+        .await;
+    assert_eq!(
+        s.sink.outcomes(),
+        vec!["restored", "escalated", "escalated"]
+    );
+    let ids: Vec<String> = s.sink.published().iter().map(|n| n.id.clone()).collect();
+    assert_ne!(ids[1], ids[2]);
 }
 
 #[tokio::test(start_paused = true)]

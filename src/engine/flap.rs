@@ -1,0 +1,200 @@
+//! The flapping count: how often the remediator restored each binding of a project within the
+//! policy's window, which decides "restore" or "escalate".
+//!
+//! Two sources, combined so the limit is never exceeded on a guess: Cloud Audit Logs (our own
+//! `SetIamPolicy` writes, shared by every instance; read at most once per project per window, so the
+//! read is off the critical path of later restorations) and this instance's own record of the
+//! restorations it made (always known, even when Logging cannot be read or our identity is unknown).
+//! When the shared record cannot be read the count is this instance's alone, and every decision made
+//! on it says so ([`FlapSource::InstanceOnly`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::domain::iam::{Member, ProjectId, Role};
+use crate::domain::state::Restorations;
+
+pub use crate::domain::report::FlapGuard as FlapSource;
+
+#[derive(Default)]
+struct Entry {
+    /// When the audit log was read, and what it counted.
+    audit: Option<(Instant, Restorations)>,
+    /// Restorations this instance made, newest last.
+    local: Vec<(Instant, Role, Member)>,
+}
+
+/// Per-project flapping counts of one process (shared by every run of the engine).
+#[derive(Default)]
+pub struct FlapLedger {
+    entries: Mutex<HashMap<ProjectId, Entry>>,
+}
+
+impl std::fmt::Debug for FlapLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let projects = self.with(|e| e.len());
+        f.debug_struct("FlapLedger")
+            .field("projects", &projects)
+            .finish()
+    }
+}
+
+impl FlapLedger {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<ProjectId, Entry>) -> T) -> T {
+        f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The count from a shared read made within `window`, plus this instance's restorations since
+    /// (and never less than this instance alone knows); `None` when no such read exists.
+    pub fn cached(&self, project: &ProjectId, window: Duration) -> Option<Restorations> {
+        self.with(|entries| {
+            let entry = entries.get_mut(project)?;
+            prune(entry, window);
+            let (read_at, audit) = entry.audit.as_ref()?;
+            if read_at.elapsed() >= window {
+                return None;
+            }
+            Some(combine(audit, &entry.local, *read_at))
+        })
+    }
+
+    /// Stores a fresh shared count and returns the combined count.
+    pub fn store(
+        &self,
+        project: &ProjectId,
+        audit: Restorations,
+        window: Duration,
+    ) -> Restorations {
+        self.with(|entries| {
+            let entry = entries.entry(project.clone()).or_default();
+            prune(entry, window);
+            let now = Instant::now();
+            let combined = combine(&audit, &entry.local, now);
+            entry.audit = Some((now, audit));
+            combined
+        })
+    }
+
+    /// What this instance alone knows for the window.
+    pub fn local(&self, project: &ProjectId, window: Duration) -> Restorations {
+        self.with(|entries| {
+            let Some(entry) = entries.get_mut(project) else {
+                return Restorations::new();
+            };
+            prune(entry, window);
+            let mut counts = Restorations::new();
+            for (_, role, member) in &entry.local {
+                *counts.entry((role.clone(), member.clone())).or_default() += 1;
+            }
+            counts
+        })
+    }
+
+    /// Records a restoration this instance just made.
+    pub fn record(&self, project: &ProjectId, role: &Role, member: &Member) {
+        self.with(|entries| {
+            let entry = entries.entry(project.clone()).or_default();
+            entry
+                .local
+                .push((Instant::now(), role.clone(), member.clone()));
+            // Bounded: a binding restored this often is escalated long before.
+            if entry.local.len() > 10_000 {
+                entry.local.drain(..entry.local.len() - 10_000);
+            }
+        });
+    }
+}
+
+fn prune(entry: &mut Entry, window: Duration) {
+    entry.local.retain(|(at, _, _)| at.elapsed() < window);
+}
+
+/// Per binding: the larger of the shared count and what this instance made up to the read (the audit
+/// log may lag our own last write), plus what this instance made after the read.
+fn combine(
+    audit: &Restorations,
+    local: &[(Instant, Role, Member)],
+    read_at: Instant,
+) -> Restorations {
+    let mut before: Restorations = Restorations::new();
+    let mut after: Restorations = Restorations::new();
+    for (at, role, member) in local {
+        let key = (role.clone(), member.clone());
+        if *at <= read_at {
+            *before.entry(key).or_default() += 1;
+        } else {
+            *after.entry(key).or_default() += 1;
+        }
+    }
+    let mut counts = audit.clone();
+    for (key, n) in before {
+        let c = counts.entry(key).or_default();
+        *c = (*c).max(n);
+    }
+    for (key, n) in after {
+        *counts.entry(key).or_default() += n;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> (ProjectId, Role, Member) {
+        (
+            ProjectId::parse("p").unwrap(),
+            Role::parse("roles/container.defaultNodeServiceAccount").unwrap(),
+            Member::parse("serviceAccount:n@p.iam.gserviceaccount.com").unwrap(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restorations_after_a_shared_read_are_added_to_it() {
+        let (p, r, m) = key();
+        let ledger = FlapLedger::default();
+        let window = Duration::from_secs(3600);
+        let audit = Restorations::from([((r.clone(), m.clone()), 2)]);
+        ledger.store(&p, audit, window);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        ledger.record(&p, &r, &m);
+        let counts = ledger.cached(&p, window).unwrap();
+        assert_eq!(counts[&(r, m)], 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_audit_log_never_counts_less_than_this_instance_made() {
+        let (p, r, m) = key();
+        let ledger = FlapLedger::default();
+        let window = Duration::from_secs(3600);
+        ledger.record(&p, &r, &m);
+        ledger.record(&p, &r, &m);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let counts = ledger.store(&p, Restorations::new(), window);
+        assert_eq!(counts[&(r, m)], 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_read_is_reused_only_within_the_window() {
+        let (p, _, _) = key();
+        let ledger = FlapLedger::default();
+        let window = Duration::from_secs(60);
+        ledger.store(&p, Restorations::new(), window);
+        assert!(ledger.cached(&p, window).is_some());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(ledger.cached(&p, window).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restorations_older_than_the_window_are_forgotten() {
+        let (p, r, m) = key();
+        let ledger = FlapLedger::default();
+        let window = Duration::from_secs(60);
+        ledger.record(&p, &r, &m);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(ledger.local(&p, window).is_empty());
+    }
+}
