@@ -70,7 +70,10 @@ resource "google_pubsub_subscription" "push" {
     }
   }
 
-  depends_on = [google_pubsub_topic_iam_member.dead_letters_pubsub_agent]
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letters_pubsub_agent,
+    google_service_account_iam_member.invoker_token_creator,
+  ]
 }
 
 resource "google_pubsub_subscription" "dead_letters" {
@@ -148,7 +151,10 @@ resource "google_pubsub_subscription" "notify_push" {
     ttl = "" # never expires
   }
 
-  depends_on = [google_pubsub_topic_iam_member.dead_letters_pubsub_agent]
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letters_pubsub_agent,
+    google_service_account_iam_member.invoker_token_creator,
+  ]
 }
 
 resource "google_pubsub_subscription_iam_member" "notify_push_pubsub_agent" {
@@ -158,4 +164,13 @@ resource "google_pubsub_subscription_iam_member" "notify_push_pubsub_agent" {
   subscription = google_pubsub_subscription.notify_push[0].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+}
+
+# The Pub/Sub service agent mints the push requests' OIDC tokens for the push account. Projects that
+# enabled Pub/Sub before 8 April 2021 need this grant explicitly (newer ones have it through the agent's
+# role); it is harmless where it is redundant. Push subscriptions wait for it.
+resource "google_service_account_iam_member" "invoker_token_creator" {
+  service_account_id = google_service_account.invoker.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_agent
 }
