@@ -208,9 +208,25 @@ class StandIn(rpc.ProviderServicer):
         return pb.StopProvider.Response()
 
 
+class Named:
+    """What the tf runner needs of a provider to print its reattach configuration."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def full_name(self):
+        return self.source
+
+
 if __name__ == "__main__":
     SCHEMA = json.load(open(sys.argv[1]))
-    FIXTURES = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {}
+    FIXTURES = json.load(open(sys.argv[2]))
     # The tf runner builds its servicer from tf.provider.ProviderServicer: serve the stand-in instead.
     tf_provider.ProviderServicer = StandIn
-    tf_runner.run_provider(provider=None, argv=[sys.argv[0]])
+    if len(sys.argv) > 3:
+        # provider.py SCHEMA FIXTURES registry.terraform.io/hashicorp/NAME: one long-lived server that
+        # every terraform command reattaches to (TF_REATTACH_PROVIDERS, printed on stdout), instead of
+        # Terraform starting the provider three times per command.
+        tf_runner.run_provider(provider=Named(sys.argv[3]), argv=[sys.argv[0], "--dev"])
+    else:
+        tf_runner.run_provider(provider=None, argv=[sys.argv[0]])

@@ -15,6 +15,9 @@ tool=$repo/target/tfcheck
 here=$repo/infra/tfcheck
 mkdir -p "$tool"
 start=$(date +%s)
+for c in terraform python3 npm openssl; do
+  command -v "$c" >/dev/null || { echo "tfcheck needs $c"; exit 1; }
+done
 
 # --- pinned inputs ---------------------------------------------------------------------------------------
 tf_version=1.2.0 # PyPI `tf`: Terraform plugin protocol in Python
@@ -62,6 +65,7 @@ for f in sorted(pathlib.Path(sys.argv[1]).rglob("*.tf")):
 print(json.dumps({"resources": sorted(kinds["resource"]), "data_sources": sorted(kinds["data"])}))
 EOF
 mkdir -p "$tool/schema"
+declare -A schema_of=()
 for p in google google-beta; do
   key=$(cat "$tool/types.json" "$here/extract_schema.py" <(echo "${npm_integrity[$p]}") | sha256sum | cut -c1-16)
   schema=$tool/schema/$p-$key.json
@@ -69,6 +73,7 @@ for p in google google-beta; do
     "$py" "$here/extract_schema.py" "$tool/npm/$p.tgz" "$tool/types.json" "$schema.tmp"
     mv "$schema.tmp" "$schema"
   fi
+  schema_of[$p]=$schema
   got=$("$py" -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["provider_name"], s["provider_version"])' "$schema")
   [ "$got" = "$p $provider_version" ] || { echo "tfcheck: $schema is $got, expected $p $provider_version"; exit 1; }
 
@@ -94,60 +99,93 @@ export TF_CLI_CONFIG_FILE=$tool/terraformrc
 export TF_IN_AUTOMATION=1 TF_INPUT=0 CHECKPOINT_DISABLE=1
 unset TF_LOG
 
+# --- the two stand-in providers as long-lived servers ------------------------------------------------------
+# `terraform init` installs them from the mirror (checking the configurations' version constraints and
+# writing the lock file); every validate and plan then reattaches to these two processes instead of starting
+# each provider three times per command.
+provider_pids=()
+stop_providers() { for pid in "${provider_pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap stop_providers EXIT
+reattach_files=()
+for p in google google-beta; do
+  out=$tool/reattach-$p.out
+  : > "$out"
+  "$py" -u "$here/provider.py" "${schema_of[$p]}" "$here/fixtures.json" "registry.terraform.io/hashicorp/$p" > "$out" 2>&1 &
+  provider_pids+=($!)
+  reattach_files+=("$out")
+done
+for out in "${reattach_files[@]}"; do
+  for _ in $(seq 1 100); do grep -q "TF_REATTACH_PROVIDERS=" "$out" && break; sleep 0.1; done
+  grep -q "TF_REATTACH_PROVIDERS=" "$out" || { echo "tfcheck: a stand-in provider did not start:"; cat "$out"; exit 1; }
+done
+reattach=$("$py" -c '
+import json, re, sys
+merged = {}
+for path in sys.argv[1:]:
+    merged.update(json.loads(re.search(r"TF_REATTACH_PROVIDERS=.(\{.*\}).", open(path).read()).group(1)))
+print(json.dumps(merged))
+' "${reattach_files[@]}")
+
 # --- a fresh copy of terraform/ to work in (no .terraform or lock files land in the repository) ---------
 work=$tool/work
-rm -rf "$work"
+rm -rf "$work" "$tool/logs"
 mkdir -p "$work" "$tool/logs"
 cp -r "$repo/terraform" "$work/terraform"
 
+jobs=${TFCHECK_JOBS:-$(nproc)}
 declare -A initialised=()
 failures=0
-count=0
+planned=()
+plan_pids=()
 
-tf_dir() { # DIR (repository-relative) -> its copy, initialised and validated once
+tf_dir() { # DIR (repository-relative): its copy, initialised and validated once
   local rel=$1 d=$work/$1
   if [ -z "${initialised[$rel]:-}" ]; then
     local log=$tool/logs/$(echo "$rel" | tr '/' '_').init.log
-    if ! (cd "$d" && terraform init -backend=false -input=false -no-color > "$log" 2>&1 &&
-      terraform validate -no-color >> "$log" 2>&1); then
+    if (cd "$d" && terraform init -backend=false -input=false -no-color > "$log" 2>&1 &&
+      TF_REATTACH_PROVIDERS=$reattach terraform validate -no-color >> "$log" 2>&1); then
+      echo "ok    validate $rel"
+      initialised[$rel]=ok
+    else
       echo "FAIL  validate $rel"
       sed 's/^/      /' "$log"
       failures=$((failures + 1))
       initialised[$rel]=failed
-      return 1
     fi
-    echo "ok    validate $rel"
-    initialised[$rel]=ok
   fi
   [ "${initialised[$rel]}" = ok ]
 }
 
-plan() { # DIR VARFILE: the var file's first lines may say `# expect-error: TEXT` (plan must fail with TEXT)
-  local rel=$1 varfile=$2 expect="" log
-  count=$((count + 1))
-  tf_dir "$rel" || return 0
+plan() { # DIR VARFILE RESULT: a var file whose first lines say `# expect-error: TEXT` must be refused with TEXT
+  local rel=$1 varfile=$2 result=$3 expect log rc=0 summary name=${2#"$repo"/}
   expect=$(sed -n 's/^# expect-error: //p' "$varfile" | head -1)
   log=$tool/logs/$(echo "$rel" | tr '/' '_').$(basename "$varfile").log
-  local rc=0
-  (cd "$work/$rel" && terraform plan -input=false -lock=false -no-color -var-file="$varfile") > "$log" 2>&1 || rc=$?
-  local summary
+  (cd "$work/$rel" && TF_REATTACH_PROVIDERS=$reattach terraform plan -input=false -lock=false -no-color -var-file="$varfile") > "$log" 2>&1 || rc=$?
   summary=$(grep -E '^(Plan:|No changes)' "$log" | head -1 || true)
-  if [ -z "$expect" ]; then
-    if [ $rc -eq 0 ]; then
-      echo "ok    plan $rel < ${varfile#"$repo"/}: $summary"
-      return 0
-    fi
-    echo "FAIL  plan $rel < ${varfile#"$repo"/}"
+  if [ -z "$expect" ] && [ $rc -eq 0 ]; then
+    echo "ok    plan $rel < $name: $summary" > "$result"
+  # Terraform wraps long messages: compare with whitespace squeezed.
+  elif [ -n "$expect" ] && [ $rc -ne 0 ] && tr -s ' \n' ' ' < "$log" | grep -qF -- "$expect"; then
+    echo "ok    plan $rel < $name: refused as expected ($expect)" > "$result"
   else
-    # Terraform wraps long messages: compare with whitespace squeezed.
-    if [ $rc -ne 0 ] && tr -s ' \n' ' ' < "$log" | grep -qF -- "$expect"; then
-      echo "ok    plan $rel < ${varfile#"$repo"/}: refused as expected ($expect)"
-      return 0
-    fi
-    echo "FAIL  plan $rel < ${varfile#"$repo"/}: expected an error containing: $expect (exit $rc)"
+    { if [ -z "$expect" ]; then echo "FAIL  plan $rel < $name"; else echo "FAIL  plan $rel < $name: expected an error containing: $expect (exit $rc)"; fi
+      sed 's/^/      /' "$log"; } > "$result"
   fi
-  sed 's/^/      /' "$log"
-  failures=$((failures + 1))
+}
+
+running() { # plans still running
+  local n=0 pid
+  for pid in "${plan_pids[@]}"; do kill -0 "$pid" 2>/dev/null && n=$((n + 1)); done
+  echo $n
+}
+
+queue() { # DIR VARFILE: plan in the background, at most $jobs at a time
+  tf_dir "$1" || return 0
+  while [ "$(running)" -ge "$jobs" ]; do sleep 0.2; done
+  local result=$tool/logs/result.${#planned[@]}
+  planned+=("$result")
+  plan "$1" "$2" "$result" &
+  plan_pids+=($!)
 }
 
 if [ $# -gt 0 ]; then
@@ -155,15 +193,20 @@ if [ $# -gt 0 ]; then
   shift
   [ -d "$work/$rel" ] || { echo "tfcheck: $rel is not a directory under terraform/"; exit 2; }
   [ $# -gt 0 ] || { tf_dir "$rel" || true; }
-  for v in "$@"; do plan "$rel" "$(realpath "$v")"; done
+  for v in "$@"; do queue "$rel" "$(realpath "$v")"; done
 else
   for ex in "$repo"/terraform/examples/*/; do
     rel=terraform/examples/$(basename "$ex")
-    plan "$rel" "$ex/terraform.tfvars.example"
-    for v in "$here"/cases/"$(basename "$ex")"/*.tfvars; do [ -e "$v" ] && plan "$rel" "$v"; done
+    queue "$rel" "$ex/terraform.tfvars.example"
+    for v in "$here"/cases/"$(basename "$ex")"/*.tfvars; do [ -e "$v" ] && queue "$rel" "$v"; done
   done
-  for v in "$here"/cases/module/*.tfvars; do plan terraform/modules/gke-iam-remediator "$v"; done
+  for v in "$here"/cases/module/*.tfvars; do [ -e "$v" ] && queue terraform/modules/gke-iam-remediator "$v"; done
 fi
+for pid in "${plan_pids[@]}"; do wait "$pid" || true; done
+for r in "${planned[@]}"; do
+  cat "$r"
+  grep -q '^FAIL' "$r" && failures=$((failures + 1))
+done
 
-echo "tfcheck: $count plans, $failures failed, $(($(date +%s) - start)) s (logs: ${tool#"$repo"/}/logs)"
-[ $failures -eq 0 ]
+echo "tfcheck: ${#planned[@]} plans, $failures failed, $(($(date +%s) - start)) s (logs: ${tool#"$repo"/}/logs)"
+[ $failures -eq 0 ] && [ ${#planned[@]} -gt 0 ]
