@@ -9,6 +9,7 @@
 #
 # Everything it installs comes from the package registries (npm, PyPI) and is cached under target/tfcheck.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/../.."
 repo=$PWD
 tool=$repo/target/tfcheck
@@ -189,11 +190,17 @@ queue() { # DIR VARFILE: plan in the background, at most $jobs at a time
 }
 
 if [ $# -gt 0 ]; then
-  rel=${1%/}
+  # DIR and VARFILEs are relative to where run.sh was called from (or absolute).
+  abs=$(cd "$caller" && realpath "$1")
+  rel=${abs#"$repo"/}
   shift
-  [ -d "$work/$rel" ] || { echo "tfcheck: $rel is not a directory under terraform/"; exit 2; }
+  [ -d "$work/$rel" ] && [ "${rel#terraform/}" != "$rel" ] || { echo "tfcheck: $abs is not a directory under $repo/terraform"; exit 2; }
   [ $# -gt 0 ] || { tf_dir "$rel" || true; }
-  for v in "$@"; do queue "$rel" "$(realpath "$v")"; done
+  for v in "$@"; do
+    f=$(cd "$caller" && realpath "$v")
+    [ -f "$f" ] || { echo "tfcheck: no var file $v"; exit 2; }
+    queue "$rel" "$f"
+  done
 else
   for ex in "$repo"/terraform/examples/*/; do
     rel=terraform/examples/$(basename "$ex")
