@@ -55,10 +55,10 @@ for p in google google-beta; do
 done
 
 # --- schemas of the types the configuration uses (cached by content) -------------------------------------
-"$py" - "$repo/terraform" > "$tool/types.json" <<'EOF'
+"$py" - "$repo/terraform" "$here/selftest" > "$tool/types.json" <<'EOF'
 import json, pathlib, re, sys
 kinds = {"resource": set(), "data": set()}
-for f in sorted(pathlib.Path(sys.argv[1]).rglob("*.tf")):
+for f in sorted(f for d in sys.argv[1:] for f in pathlib.Path(d).rglob("*.tf")):
     if ".terraform" in f.parts:
         continue
     for m in re.finditer(r'^\s*(resource|data)\s+"(\w+)"', f.read_text(), re.M):
@@ -132,6 +132,7 @@ work=$tool/work
 rm -rf "$work" "$tool/logs"
 mkdir -p "$work" "$tool/logs"
 cp -r "$repo/terraform" "$work/terraform"
+cp -r "$here/selftest" "$work/selftest"
 
 jobs=${TFCHECK_JOBS:-$(nproc)}
 declare -A initialised=()
@@ -174,6 +175,22 @@ plan() { # DIR VARFILE RESULT: a var file whose first lines say `# expect-error:
   fi
 }
 
+selftest() { # DIR under selftest/: validate must fail with every `# expect-error:` line of its main.tf
+  local d=$work/selftest/$1 log=$tool/logs/selftest_$1.log missing=""
+  (cd "$d" && terraform init -backend=false -input=false -no-color > "$log" 2>&1 &&
+    TF_REATTACH_PROVIDERS=$reattach terraform validate -no-color >> "$log" 2>&1) && missing="(validate passed)"
+  while IFS= read -r want; do
+    tr -s ' \n' ' ' < "$log" | grep -qF -- "$want" || missing="$missing [$want]"
+  done < <(sed -n 's/^# expect-error: //p' "$d/main.tf")
+  if [ -z "$missing" ]; then
+    echo "ok    selftest $1: every deliberate mistake reported"
+  else
+    echo "FAIL  selftest $1: not reported: $missing"
+    sed 's/^/      /' "$log"
+    failures=$((failures + 1))
+  fi
+}
+
 running() { # plans still running
   local n=0 pid
   for pid in "${plan_pids[@]}"; do kill -0 "$pid" 2>/dev/null && n=$((n + 1)); done
@@ -202,6 +219,7 @@ if [ $# -gt 0 ]; then
     queue "$rel" "$f"
   done
 else
+  for t in "$here"/selftest/*/; do selftest "$(basename "$t")"; done
   for ex in "$repo"/terraform/examples/*/; do
     rel=terraform/examples/$(basename "$ex")
     queue "$rel" "$ex/terraform.tfvars.example"
