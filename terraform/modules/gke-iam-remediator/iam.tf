@@ -103,6 +103,10 @@ resource "google_organization_iam_custom_role" "reader" {
       condition     = local.organization_id != ""
       error_message = "sink_level = folder needs organization_id: custom roles are defined at the organization."
     }
+    precondition {
+      condition     = var.sink_level != "organization" || local.organization_id == local.sink_parent_id
+      error_message = "sink_level = organization watches organization ${local.sink_parent_id}, but organization_id is ${local.organization_id}: leave organization_id empty or set it to the same organization (the custom roles must live where they are bound)."
+    }
   }
 }
 

@@ -68,6 +68,10 @@ resource "google_pubsub_subscription" "push" {
       condition     = var.ack_deadline_seconds >= var.grace_seconds + 30
       error_message = "ack_deadline_seconds must be at least grace_seconds + 30: the service waits for the grace delay inside the push request."
     }
+    precondition {
+      condition     = tonumber(trimsuffix(var.retry_minimum_backoff, "s")) <= tonumber(trimsuffix(var.retry_maximum_backoff, "s"))
+      error_message = "retry_minimum_backoff (${var.retry_minimum_backoff}) must not exceed retry_maximum_backoff (${var.retry_maximum_backoff})."
+    }
   }
 
   depends_on = [

@@ -33,6 +33,15 @@ locals {
     for k in var.notification_secrets_with_versions : local.notification_secret_env[k] => google_secret_manager_secret.notification[k].secret_id
     if contains(var.notification_secrets, k)
   }
+
+  # The environment variables the notifications channels read their secrets from (src/notify/routing.rs:
+  # url_env, password_env, key_env). The service reads them at start-up, so each must be exposed.
+  notification_channel_envs = distinct(flatten([
+    for c in try(var.notifications.channels, []) : [
+      for f in ["url_env", "password_env", "key_env"] : c[f] if try(c[f], null) != null
+    ]
+  ]))
+  unexposed_channel_envs = [for e in local.notification_channel_envs : e if !contains(keys(local.secret_env), e)]
 }
 
 resource "google_cloud_run_v2_service" "this" {
@@ -138,6 +147,10 @@ resource "google_cloud_run_v2_service" "this" {
   }
 
   lifecycle {
+    precondition {
+      condition     = length(local.unexposed_channel_envs) == 0
+      error_message = "notifications channels read ${join(", ", local.unexposed_channel_envs)}, but the service only gets REMEDIATOR_SLACK_WEBHOOK_URL, REMEDIATOR_SMTP_PASSWORD and REMEDIATOR_WEBHOOK_HMAC_KEY from a secret listed in notification_secrets_with_versions (slack-webhook-url, smtp-password, webhook-hmac-key): add a version to the secret, list it there, then configure the channel."
+    }
     precondition {
       condition     = length(local.secrets_without_secret) == 0
       error_message = "notification_secrets_with_versions must be a subset of notification_secrets: ${join(", ", sort(tolist(local.secrets_without_secret)))} is listed with a version but not created (add it to notification_secrets, apply, add a version, then list it here)."

@@ -362,8 +362,8 @@ variable "retry_minimum_backoff" {
   default     = "10s"
 
   validation {
-    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_minimum_backoff))
-    error_message = "retry_minimum_backoff must be a duration in seconds such as 10s."
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_minimum_backoff)) && try(tonumber(trimsuffix(var.retry_minimum_backoff, "s")) <= 600, false)
+    error_message = "retry_minimum_backoff must be a duration in seconds between 0s and 600s (Pub/Sub's limit), such as 10s."
   }
 }
 
@@ -373,8 +373,8 @@ variable "retry_maximum_backoff" {
   default     = "600s"
 
   validation {
-    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_maximum_backoff))
-    error_message = "retry_maximum_backoff must be a duration in seconds such as 600s."
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_maximum_backoff)) && try(tonumber(trimsuffix(var.retry_maximum_backoff, "s")) <= 600, false)
+    error_message = "retry_maximum_backoff must be a duration in seconds between 0s and 600s (Pub/Sub's limit), such as 600s."
   }
 }
 
@@ -384,8 +384,8 @@ variable "dead_letter_retention" {
   default     = "604800s"
 
   validation {
-    condition     = can(regex("^[0-9]+s$", var.dead_letter_retention))
-    error_message = "dead_letter_retention must be a duration in seconds such as 604800s."
+    condition     = can(regex("^[0-9]+s$", var.dead_letter_retention)) && try(tonumber(trimsuffix(var.dead_letter_retention, "s")) >= 600 && tonumber(trimsuffix(var.dead_letter_retention, "s")) <= 604800, false)
+    error_message = "dead_letter_retention must be a duration in seconds between 600s and 604800s (10 minutes to 7 days), such as 604800s."
   }
 }
 

@@ -24,11 +24,24 @@ notification_secrets               = ["slack-webhook-url", "smtp-password", "web
 notification_secrets_with_versions = ["slack-webhook-url", "smtp-password", "webhook-hmac-key"]
 alert_notification_channels        = ["projects/acme-ops-remediator/notificationChannels/42"]
 notifications = {
-  digest_seconds = 60
-  channels = {
-    slack = { type = "slack", url_env = "REMEDIATOR_SLACK_WEBHOOK_URL" }
-  }
-  routes = [{ outcomes = ["failed", "escalated"], channels = ["slack"] }]
+  digest_window_seconds = 30
+  channels = [
+    { name = "platform-slack", type = "slack", url_env = "REMEDIATOR_SLACK_WEBHOOK_URL" },
+    {
+      name         = "oncall"
+      type         = "email"
+      host         = "smtp.example.com"
+      username     = "remediator@example.com"
+      password_env = "REMEDIATOR_SMTP_PASSWORD"
+      from         = "GKE IAM remediator <remediator@example.com>"
+      to           = ["platform@example.com"]
+    },
+    { name = "siem", type = "webhook", url = "https://siem.example.com/hooks/gke", key_env = "REMEDIATOR_WEBHOOK_HMAC_KEY" },
+  ]
+  routes = [
+    { channels = ["platform-slack", "siem"] },
+    { outcomes = ["failed", "escalated"], channels = ["oncall"] },
+  ]
 }
 policy_scope = {
   exclude_projects = ["sandbox-*"]

@@ -7,8 +7,7 @@ enable_apis                        = false
 notification_secrets               = ["slack-webhook-url", "webhook-hmac-key"]
 notification_secrets_with_versions = ["slack-webhook-url"]
 notifications = {
-  channels = {
-    slack = { type = "slack", url_env = "REMEDIATOR_SLACK_WEBHOOK_URL" }
-  }
+  channels = [{ name = "platform-slack", type = "slack", url_env = "REMEDIATOR_SLACK_WEBHOOK_URL" }]
+  routes   = [{ channels = ["platform-slack"] }]
 }
 deletion_protection = false
