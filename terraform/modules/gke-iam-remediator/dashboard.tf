@@ -10,7 +10,6 @@ locals {
 
   # Counts per 5 minutes, one line (or stack) per label value.
   sum_by = { for k, fields in {
-    none        = []
     outcome     = ["metric.label.outcome"]
     requirement = ["metric.label.requirement"]
     restored    = ["metric.label.outcome", "metric.label.requirement"]
@@ -50,7 +49,7 @@ locals {
       chart = "LINE"
       sets = [{
         filter      = "metric.type=\"pubsub.googleapis.com/subscription/num_undelivered_messages\" AND resource.type=\"pubsub_subscription\" AND resource.label.subscription_id=\"${var.name}-dead-letters\""
-        aggregation = { alignmentPeriod = "300s", perSeriesAligner = "ALIGN_MAX", crossSeriesReducer = "REDUCE_SUM", groupByFields = [] }
+        aggregation = { alignmentPeriod = "300s", perSeriesAligner = "ALIGN_MAX", crossSeriesReducer = "REDUCE_SUM" }
       }]
     },
     {
@@ -58,7 +57,7 @@ locals {
       chart = "LINE"
       sets = [for p in ["50", "99"] : {
         filter      = "metric.type=\"run.googleapis.com/request_latencies\" AND ${local.service_resource}"
-        aggregation = { alignmentPeriod = "300s", perSeriesAligner = "ALIGN_PERCENTILE_${p}", crossSeriesReducer = "REDUCE_MAX", groupByFields = [] }
+        aggregation = { alignmentPeriod = "300s", perSeriesAligner = "ALIGN_PERCENTILE_${p}", crossSeriesReducer = "REDUCE_MAX" }
       }]
     },
     {
