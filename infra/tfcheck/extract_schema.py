@@ -39,6 +39,7 @@ SIMPLE = {"string": "string", "number": "number", "boolean": "bool"}
 ELEMENT = {"stringList": "string", "numberList": "number", "booleanList": "bool"}
 MAPS = {"stringMap": "string", "numberMap": "number", "booleanMap": "bool"}
 COMPUTED_MAPS = {"cdktf.StringMap": "string", "cdktf.NumberMap": "number", "cdktf.BooleanMap": "bool"}
+COMPUTED_MAP_LISTS = {"cdktf.StringMapList": "string", "cdktf.NumberMapList": "number", "cdktf.BooleanMapList": "bool"}
 
 
 class Unsupported(Exception):
@@ -205,6 +206,8 @@ class Module:
             member_class, _, wraps_set = new.groups()
             if member_class in COMPUTED_MAPS:
                 return ["map", COMPUTED_MAPS[member_class]]
+            if member_class in COMPUTED_MAP_LISTS:
+                return ["set" if wraps_set == "true" else "list", ["map", COMPUTED_MAP_LISTS[member_class]]]
             if member_class.endswith("List") or member_class.endswith("OutputReference"):
                 struct = member_class[: -len("List")] if member_class.endswith("List") else member_class[: -len("OutputReference")]
                 inner = self.block(struct + "OutputReference", {}, None)
@@ -292,7 +295,11 @@ def main():
                 if not paths:
                     continue
                 path = paths[0]
-                got, block = schema_of(typescript_of(read(path), path), path, base)
+                # Large types keep their nested structs in index-structs/*.js beside index.js.
+                folder = path[: -len("index.js")]
+                parts = [path] + sorted(n for n in names if n.startswith(folder + "index-structs/") and n.endswith(".js"))
+                ts = "\n".join(typescript_of(read(part), part) for part in parts)
+                got, block = schema_of(ts, path, base)
                 if got != tf_type:
                     raise Unsupported(f"{path}: is {got}, expected {tf_type}")
                 out[kind][tf_type] = block

