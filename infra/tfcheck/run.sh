@@ -224,7 +224,7 @@ else
   for t in "$here"/selftest/*/; do selftest "$(basename "$t")"; done
   for ex in "$repo"/terraform/examples/*/; do
     rel=terraform/examples/$(basename "$ex")
-    queue "$rel" "$ex/terraform.tfvars.example"
+    queue "$rel" "${ex%/}/terraform.tfvars.example"
     for v in "$here"/cases/"$(basename "$ex")"/*.tfvars; do [ -e "$v" ] && queue "$rel" "$v"; done
   done
   for v in "$here"/cases/module/*.tfvars; do [ -e "$v" ] && queue terraform/modules/gke-iam-remediator "$v"; done
