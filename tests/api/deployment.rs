@@ -312,6 +312,41 @@ fn the_conditional_set_iam_policy_grant_allows_exactly_the_roles_the_requirement
     );
     assert!(condition.contains("local.restorable_roles"), "{condition}");
 
+    // The conditional grant's role is a custom role with exactly the two calls a restoration makes (no
+    // predefined role: roles/resourcemanager.projectIamAdmin also carries policy-binding permissions
+    // that the condition does not restrict).
+    assert_eq!(
+        string_list(&locals["set_iam_policy_permissions"]),
+        [
+            "resourcemanager.projects.getIamPolicy",
+            "resourcemanager.projects.setIamPolicy"
+        ]
+    );
+    let setter_roles: Vec<_> = resources(&blocks)
+        .into_iter()
+        .filter(|(kind, name, _)| kind.ends_with("_iam_custom_role") && name == "set_iam_policy")
+        .collect();
+    assert_eq!(
+        setter_roles.len(),
+        2,
+        "project and organization custom roles"
+    );
+    for (kind, name, body) in &setter_roles {
+        assert!(
+            is_traversal_to(
+                attr(body, "permissions").unwrap(),
+                "local.set_iam_policy_permissions"
+            ),
+            "{kind}.{name}"
+        );
+    }
+    let role_local = render(&locals["set_iam_policy_role"]);
+    assert!(
+        role_local.contains("google_project_iam_custom_role.set_iam_policy")
+            && role_local.contains("google_organization_iam_custom_role.set_iam_policy"),
+        "{role_local}"
+    );
+
     // One conditional grant per level, each with that condition.
     let mut grants = 0;
     for (kind, name, body) in resources(&blocks) {
@@ -319,9 +354,8 @@ fn the_conditional_set_iam_policy_grant_allows_exactly_the_roles_the_requirement
             continue;
         };
         assert!(kind.ends_with("_iam_member"), "{kind}.{name}");
-        assert_eq!(
-            attr(body, "role").and_then(literal),
-            Some("roles/resourcemanager.projectIamAdmin"),
+        assert!(
+            is_traversal_to(attr(body, "role").unwrap(), "local.set_iam_policy_role"),
             "{kind}.{name}"
         );
         assert!(
@@ -466,6 +500,73 @@ fn the_service_is_internal_only_and_nothing_is_public() {
             assert!(!text.contains(public), "{}: {public}", path.display());
         }
     }
+}
+
+#[test]
+fn push_authentication_is_one_of_the_two_cloud_run_models() {
+    let blocks = module_blocks();
+    let locals = locals(&blocks);
+    let (_, service) = &resources_of(&blocks, "google_cloud_run_v2_service")[0];
+
+    // The service is told which model it runs under, and what to check in the token's claims.
+    let serve_env = render(&locals["serve_env"]);
+    for key in [
+        "REMEDIATOR_PUSH_AUTH = var.push_auth",
+        "REMEDIATOR_PUSH_AUDIENCE = local.push_audience",
+        "REMEDIATOR_PUSH_ALLOWED_EMAILS = google_service_account.invoker.email",
+    ] {
+        assert!(
+            serve_env
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .contains(key),
+            "serve_env lacks {key}: {serve_env}"
+        );
+    }
+    // `signed` switches Cloud Run's invoker check off (the service verifies the signature); `cloud-run`
+    // keeps it on, with the push account as the only invoker. Never `none` in a deployment.
+    assert_eq!(
+        attr(service, "invoker_iam_disabled").map(render).as_deref(),
+        Some("var.push_auth == \"signed\"")
+    );
+    let (_, invoker) = &resources_of(&blocks, "google_cloud_run_v2_service_iam_member")[0];
+    assert_eq!(
+        attr(invoker, "count").map(render).as_deref(),
+        Some("var.push_auth == \"cloud-run\" ? 1 : 0")
+    );
+    let push_auth = hcl::format::to_string(variable(&blocks, "push_auth")).unwrap();
+    assert!(
+        push_auth.contains("contains([\"cloud-run\", \"signed\"], var.push_auth)"),
+        "{push_auth}"
+    );
+}
+
+#[test]
+fn outcome_alerts_cover_service_and_job_and_wait_for_their_metric() {
+    let blocks = module_blocks();
+    let metrics = resources_of(&blocks, "google_logging_metric");
+    let (_, metric) = metrics.iter().find(|(n, _)| n == "outcomes").unwrap();
+    let filter = render(attr(metric, "filter").unwrap());
+    assert!(
+        filter.contains("cloud_run_revision") && filter.contains("cloud_run_job"),
+        "{filter}"
+    );
+    let mut outcome_alerts = 0;
+    for (name, policy) in resources_of(&blocks, "google_monitoring_alert_policy") {
+        let text = hcl::format::to_string(policy).unwrap();
+        if !text.contains("local.outcome_metric") {
+            continue;
+        }
+        outcome_alerts += 1;
+        assert!(text.contains("local.outcome_resources"), "{name}");
+        let depends = attr(policy, "depends_on").map(render).unwrap_or_default();
+        assert!(
+            depends.contains("google_logging_metric.outcomes"),
+            "alert policy {name} must depend on the log-based metric explicitly: {depends}"
+        );
+    }
+    assert_eq!(outcome_alerts, 2, "failed and escalated");
 }
 
 #[test]

@@ -20,11 +20,11 @@ terraform {
 }
 
 provider "google" {
-  project = var.project_id
+  project = var.ops_project_id
   region  = var.region
 }
 
 provider "google-beta" {
-  project = var.project_id
+  project = var.ops_project_id
   region  = var.region
 }

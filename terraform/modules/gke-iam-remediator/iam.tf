@@ -2,17 +2,22 @@
 #
 # 1. A read-only custom role with exactly the permissions src/gcp/apis.rs uses for reading (one per
 #    Google method it calls), bound at the watched level (project, folder or organization).
-# 2. roles/resourcemanager.projectIamAdmin bound at the same level WITH an IAM condition on
-#    `iam.googleapis.com/modifiedGrantsByRole`: a setIamPolicy call may only add or remove grants of the
-#    roles the enabled requirements restore. The remediator only ever writes project policies
-#    (projects.setIamPolicy), so even at folder or organization level the project role is enough:
-#    bound on a folder or organization it is inherited by the projects below and never lets the
-#    remediator change the folder's or organization's own policy. Created only in `enforce` mode.
-# 3. A second custom role with the permissions of the opt-in requirements (service enable, service-account
+# 2. A second custom role with exactly the two permissions a restoration calls,
+#    resourcemanager.projects.getIamPolicy and resourcemanager.projects.setIamPolicy, bound at the same
+#    level WITH an IAM condition on `iam.googleapis.com/modifiedGrantsByRole`: a setIamPolicy call may only
+#    add or remove grants of the roles the enabled requirements restore. The remediator only ever writes
+#    project policies (projects.setIamPolicy), so even at folder or organization level the project
+#    permission is enough: bound on a folder or organization it is inherited by the projects below and
+#    never lets the remediator change the folder's or organization's own policy. No predefined role is
+#    used here: roles/resourcemanager.projectIamAdmin also carries the policy-binding permissions
+#    (iam.policybindings.*, resourcemanager.projects.createPolicyBinding, ...), which the condition does
+#    not restrict. Created only in `enforce` mode.
+# 3. A third custom role with the permissions of the opt-in requirements (service enable, service-account
 #    enable/undelete), created only when one of them is enabled and the mode is `enforce`.
 #
 # No primitive role (owner, editor, viewer) is granted to the runtime account anywhere; roles/editor may
 # appear only inside the IAM condition, as a role the remediator may grant to the Google APIs service agent.
+# Residual power of each grant: see "Least privilege" in this module's README.md.
 
 locals {
   # The requirement list's restore roles (src/domain/requirements.rs, RequirementId::restore_role); the
@@ -30,6 +35,12 @@ locals {
   set_iam_policy_condition = "api.getAttribute('iam.googleapis.com/modifiedGrantsByRole', []).hasOnly([${join(", ", [for r in local.restorable_roles : "'${r}'"])}])"
 
   grant_set_iam_policy = var.mode == "enforce" && length(local.restorable_roles) > 0
+
+  # Exactly the calls a restoration makes (src/gcp/apis.rs): read the project policy, write it back.
+  set_iam_policy_permissions = [
+    "resourcemanager.projects.getIamPolicy",
+    "resourcemanager.projects.setIamPolicy",
+  ]
 
   # Read permissions, one per method in src/gcp/apis.rs (the permission each call names).
   reader_permissions_project = [
@@ -92,7 +103,31 @@ resource "google_organization_iam_custom_role" "reader" {
       condition     = local.organization_id != ""
       error_message = "sink_level = folder needs organization_id: custom roles are defined at the organization."
     }
+    precondition {
+      condition     = var.sink_level != "organization" || local.organization_id == local.sink_parent_id
+      error_message = "sink_level = organization watches organization ${local.sink_parent_id}, but organization_id is ${local.organization_id}: leave organization_id empty or set it to the same organization (the custom roles must live where they are bound)."
+    }
   }
+}
+
+resource "google_project_iam_custom_role" "set_iam_policy" {
+  count = var.sink_level == "project" && local.grant_set_iam_policy ? 1 : 0
+
+  project     = local.sink_parent_id
+  role_id     = "${local.role_id_prefix}_restorer"
+  title       = "gke-iam-remediator restorer"
+  description = "Read and write project IAM policies; granted only under a condition that limits the roles changed."
+  permissions = local.set_iam_policy_permissions
+}
+
+resource "google_organization_iam_custom_role" "set_iam_policy" {
+  count = var.sink_level != "project" && local.grant_set_iam_policy ? 1 : 0
+
+  org_id      = local.organization_id
+  role_id     = "${local.role_id_prefix}_restorer"
+  title       = "gke-iam-remediator restorer"
+  description = "Read and write project IAM policies; granted only under a condition that limits the roles changed."
+  permissions = local.set_iam_policy_permissions
 }
 
 resource "google_project_iam_custom_role" "optin" {
@@ -117,8 +152,9 @@ resource "google_organization_iam_custom_role" "optin" {
 
 locals {
   # Exactly one of each pair exists (or none for the opt-in role): pick it without indexing a missing one.
-  reader_role = one(concat(google_project_iam_custom_role.reader[*].id, google_organization_iam_custom_role.reader[*].id))
-  optin_role  = one(concat(google_project_iam_custom_role.optin[*].id, google_organization_iam_custom_role.optin[*].id))
+  reader_role         = one(concat(google_project_iam_custom_role.reader[*].id, google_organization_iam_custom_role.reader[*].id))
+  set_iam_policy_role = one(concat(google_project_iam_custom_role.set_iam_policy[*].id, google_organization_iam_custom_role.set_iam_policy[*].id))
+  optin_role          = one(concat(google_project_iam_custom_role.optin[*].id, google_organization_iam_custom_role.optin[*].id))
 }
 
 # ---------------------------------------------------------------------------------------------------------
@@ -137,7 +173,7 @@ resource "google_project_iam_member" "runtime_set_iam_policy" {
   count = var.sink_level == "project" && local.grant_set_iam_policy ? 1 : 0
 
   project = local.sink_parent_id
-  role    = "roles/resourcemanager.projectIamAdmin"
+  role    = local.set_iam_policy_role
   member  = local.runtime_member
 
   condition {
@@ -171,7 +207,7 @@ resource "google_folder_iam_member" "runtime_set_iam_policy" {
   count = var.sink_level == "folder" && local.grant_set_iam_policy ? 1 : 0
 
   folder = "folders/${local.sink_parent_id}"
-  role   = "roles/resourcemanager.projectIamAdmin"
+  role   = local.set_iam_policy_role
   member = local.runtime_member
 
   condition {
@@ -205,7 +241,7 @@ resource "google_organization_iam_member" "runtime_set_iam_policy" {
   count = var.sink_level == "organization" && local.grant_set_iam_policy ? 1 : 0
 
   org_id = local.sink_parent_id
-  role   = "roles/resourcemanager.projectIamAdmin"
+  role   = local.set_iam_policy_role
   member = local.runtime_member
 
   condition {

@@ -53,6 +53,13 @@ resource "google_logging_project_sink" "this" {
   destination            = local.sink_destination
   filter                 = local.sink_filter
   unique_writer_identity = true
+
+  lifecycle {
+    precondition {
+      condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", local.sink_parent_id))
+      error_message = "sink_level = project needs sink_parent_id empty (project_id) or a project ID, not a numeric folder or organization ID; set sink_level to folder or organization for those."
+    }
+  }
 }
 
 resource "google_logging_folder_sink" "this" {

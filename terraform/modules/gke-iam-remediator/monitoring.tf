@@ -1,14 +1,30 @@
-# Operators see a broken remediator without reading logs: a log-based metric counts the service's
-# outcome log lines (`jsonPayload.message = "finding outcome"`, labelled by `jsonPayload.outcome`), one
-# alert fires on `failed`/`escalated` outcomes, another on messages waiting in the dead-letter subscription.
+# Operators see a broken remediator without reading logs: a log-based metric counts the outcome log lines
+# of the service AND of the sweep job (`jsonPayload.message = "finding outcome"`, labelled by
+# `jsonPayload.outcome`); alerts fire on `failed` outcomes, on `escalated` outcomes, on messages waiting in
+# the dead-letter subscription and on failed sweep job executions; a dashboard shows all of it.
+
+locals {
+  # Known before anything exists, so the metric does not wait for the service or the job and is created
+  # at the very start of an apply (see the alert policies' depends_on).
+  service_name = var.name
+  job_name     = "${var.name}-sweep"
+
+  # Both Cloud Run resource types that write outcome lines.
+  outcome_resources = "resource.type=one_of(\"cloud_run_revision\", \"cloud_run_job\")"
+  outcome_metric    = "logging.googleapis.com/user/${var.name}-outcomes"
+
+  # Every alert policy waits for the metric and for the Cloud Run service and job, which take minutes to
+  # create: Cloud Monitoring needs time before a new log-based metric can be used in an alert filter
+  # (otherwise the first apply fails with "Cannot find metric(s)", terraform-provider-google issue 11102).
+  alert_documentation_links = "Dashboard: `${var.name}` in Cloud Monitoring. Logs: `jsonPayload.message=\"finding outcome\"` on the service `${local.service_name}` and the job `${local.job_name}`."
+}
 
 resource "google_logging_metric" "outcomes" {
   project     = var.project_id
   name        = "${var.name}-outcomes"
-  description = "gke-iam-remediator finding outcomes (restored, would-restore, healthy, not-allowed, unknown, failed, escalated)."
+  description = "gke-iam-remediator finding outcomes of the service and the sweep job (restored, would-restore, healthy, not-allowed, unknown, failed, escalated)."
   filter = join(" AND ", [
-    "resource.type=\"cloud_run_revision\"",
-    "resource.labels.service_name=\"${google_cloud_run_v2_service.this.name}\"",
+    "((resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.service_name}\") OR (resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${local.job_name}\"))",
     "jsonPayload.message=\"finding outcome\"",
   ])
 
@@ -34,21 +50,23 @@ resource "google_logging_metric" "outcomes" {
     "outcome"     = "EXTRACT(jsonPayload.outcome)"
     "requirement" = "EXTRACT(jsonPayload.requirement)"
   }
+
+  depends_on = [google_project_service.this]
 }
 
-resource "google_monitoring_alert_policy" "outcomes" {
+resource "google_monitoring_alert_policy" "failed" {
   project               = var.project_id
-  display_name          = "${var.name}: failed or escalated remediation"
+  display_name          = "${var.name}: failed restoration"
   combiner              = "OR"
   severity              = "ERROR"
   notification_channels = var.alert_notification_channels
   user_labels           = local.labels
 
   conditions {
-    display_name = "failed or escalated outcomes"
+    display_name = "failed outcomes (service or sweep job)"
 
     condition_threshold {
-      filter          = "metric.type=\"logging.googleapis.com/user/${google_logging_metric.outcomes.name}\" AND resource.type=\"cloud_run_revision\" AND metric.label.outcome=one_of(\"failed\", \"escalated\")"
+      filter          = "metric.type=\"${local.outcome_metric}\" AND ${local.outcome_resources} AND metric.label.outcome=\"failed\""
       comparison      = "COMPARISON_GT"
       threshold_value = 0
       duration        = "0s"
@@ -57,7 +75,7 @@ resource "google_monitoring_alert_policy" "outcomes" {
         alignment_period     = "300s"
         per_series_aligner   = "ALIGN_SUM"
         cross_series_reducer = "REDUCE_SUM"
-        group_by_fields      = ["metric.label.outcome", "metric.label.requirement"]
+        group_by_fields      = ["metric.label.requirement"]
       }
 
       trigger {
@@ -73,12 +91,65 @@ resource "google_monitoring_alert_policy" "outcomes" {
   documentation {
     mime_type = "text/markdown"
     content   = <<-EOT
-      gke-iam-remediator reported a `failed` or `escalated` outcome: a binding GKE needs is missing and was
-      not restored (write failed, or the binding flapped more than the policy allows). Read the
-      notifications on `${google_pubsub_topic.notifications.id}` or the service logs
-      (`jsonPayload.message="finding outcome"`), fix the cause, then let the next sweep confirm.
+      gke-iam-remediator reported a `failed` outcome: a binding, service or service account GKE needs is
+      missing and the write that should have restored it failed (permission denied, quota, API error). Read
+      the notification on `${google_pubsub_topic.notifications.id}` (it names the project, requirement and
+      principal), fix the cause (usually the runtime account's grant or an organization policy), then run
+      the sweep job (`gcloud run jobs execute ${local.job_name} --region ${var.region}`) to confirm.
+      ${local.alert_documentation_links}
     EOT
   }
+
+  depends_on = [google_logging_metric.outcomes, google_cloud_run_v2_service.this, google_cloud_run_v2_job.sweep]
+}
+
+resource "google_monitoring_alert_policy" "escalated" {
+  project               = var.project_id
+  display_name          = "${var.name}: escalated remediation"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = var.alert_notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "escalated outcomes (service or sweep job)"
+
+    condition_threshold {
+      filter          = "metric.type=\"${local.outcome_metric}\" AND ${local.outcome_resources} AND metric.label.outcome=\"escalated\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+        group_by_fields      = ["metric.label.requirement"]
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      gke-iam-remediator stopped restoring a binding and escalated: it was removed again more often than
+      the policy allows (`limits.max_restorations_per_binding` per `limits.window_minutes`), so something
+      (often another Terraform state or a policy-as-code tool) keeps removing it. Find who removes it in the
+      audit logs (`protoPayload.methodName="SetIamPolicy"` on the project in the notification), settle which
+      tool owns the binding, then restore it once by hand or let the next sweep do it.
+      ${local.alert_documentation_links}
+    EOT
+  }
+
+  depends_on = [google_logging_metric.outcomes, google_cloud_run_v2_service.this, google_cloud_run_v2_job.sweep]
 }
 
 resource "google_monitoring_alert_policy" "dead_letters" {
@@ -119,7 +190,56 @@ resource "google_monitoring_alert_policy" "dead_letters" {
       Events could not be delivered to gke-iam-remediator ${var.max_delivery_attempts} times and were
       dead-lettered to `${google_pubsub_topic.dead_letters.id}`. Pull them from
       `${google_pubsub_subscription.dead_letters.id}`, check the service's logs and the push
-      subscription's health, then run the sweep job to re-check every project in scope.
+      subscription's health (401/403 answers mean a push authentication mismatch: see push_auth), then run
+      the sweep job to re-check every project in scope.
     EOT
   }
+
+  depends_on = [google_cloud_run_v2_service.this]
+}
+
+resource "google_monitoring_alert_policy" "sweep_failed" {
+  project               = var.project_id
+  display_name          = "${var.name}: sweep job failed"
+  combiner              = "OR"
+  severity              = "ERROR"
+  notification_channels = var.alert_notification_channels
+  user_labels           = local.labels
+
+  conditions {
+    display_name = "failed executions of the sweep job"
+
+    condition_threshold {
+      filter          = "metric.type=\"run.googleapis.com/job/completed_execution_count\" AND resource.type=\"cloud_run_job\" AND resource.label.job_name=\"${local.job_name}\" AND metric.label.result=\"failed\""
+      comparison      = "COMPARISON_GT"
+      threshold_value = 0
+      duration        = "0s"
+
+      aggregations {
+        alignment_period     = "300s"
+        per_series_aligner   = "ALIGN_SUM"
+        cross_series_reducer = "REDUCE_SUM"
+      }
+
+      trigger {
+        count = 1
+      }
+    }
+  }
+
+  alert_strategy {
+    auto_close = "86400s"
+  }
+
+  documentation {
+    mime_type = "text/markdown"
+    content   = <<-EOT
+      An execution of the sweep job `${local.job_name}` failed: the job exits 1 when a restoration failed
+      and 2 on an error (configuration, permissions, API outage); Cloud Run retries a task once. Read the
+      execution's logs (`gcloud run jobs executions list --job ${local.job_name} --region ${var.region}`),
+      fix the cause, then execute the job again.
+    EOT
+  }
+
+  depends_on = [google_cloud_run_v2_job.sweep]
 }

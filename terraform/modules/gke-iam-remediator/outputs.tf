@@ -82,3 +82,13 @@ output "policy_yaml" {
   description = "The remediation policy file rendered for the service and job."
   value       = yamlencode(local.policy)
 }
+
+output "dashboard_id" {
+  description = "Cloud Monitoring dashboard of the deployment (projects/NUMBER/dashboards/ID)."
+  value       = google_monitoring_dashboard.this.id
+}
+
+output "push_auth" {
+  description = "Push authentication model the service runs with (REMEDIATOR_PUSH_AUTH)."
+  value       = var.push_auth
+}

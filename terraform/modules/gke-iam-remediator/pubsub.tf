@@ -68,9 +68,16 @@ resource "google_pubsub_subscription" "push" {
       condition     = var.ack_deadline_seconds >= var.grace_seconds + 30
       error_message = "ack_deadline_seconds must be at least grace_seconds + 30: the service waits for the grace delay inside the push request."
     }
+    precondition {
+      condition     = tonumber(trimsuffix(var.retry_minimum_backoff, "s")) <= tonumber(trimsuffix(var.retry_maximum_backoff, "s"))
+      error_message = "retry_minimum_backoff (${var.retry_minimum_backoff}) must not exceed retry_maximum_backoff (${var.retry_maximum_backoff})."
+    }
   }
 
-  depends_on = [google_pubsub_topic_iam_member.dead_letters_pubsub_agent]
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letters_pubsub_agent,
+    google_service_account_iam_member.invoker_token_creator,
+  ]
 }
 
 resource "google_pubsub_subscription" "dead_letters" {
@@ -148,7 +155,10 @@ resource "google_pubsub_subscription" "notify_push" {
     ttl = "" # never expires
   }
 
-  depends_on = [google_pubsub_topic_iam_member.dead_letters_pubsub_agent]
+  depends_on = [
+    google_pubsub_topic_iam_member.dead_letters_pubsub_agent,
+    google_service_account_iam_member.invoker_token_creator,
+  ]
 }
 
 resource "google_pubsub_subscription_iam_member" "notify_push_pubsub_agent" {
@@ -158,4 +168,13 @@ resource "google_pubsub_subscription_iam_member" "notify_push_pubsub_agent" {
   subscription = google_pubsub_subscription.notify_push[0].name
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
+}
+
+# The Pub/Sub service agent mints the push requests' OIDC tokens for the push account. Projects that
+# enabled Pub/Sub before 8 April 2021 need this grant explicitly (newer ones have it through the agent's
+# role); it is harmless where it is redundant. Push subscriptions wait for it.
+resource "google_service_account_iam_member" "invoker_token_creator" {
+  service_account_id = google_service_account.invoker.name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = local.pubsub_agent
 }

@@ -16,16 +16,32 @@ locals {
     var.policy_troubleshooter ? { REMEDIATOR_TROUBLESHOOTER = "true" } : {},
   )
 
-  # `serve` only (src/app.rs ServeArgs): verify the push OIDC token in the service as well.
+  # `serve` only (src/app.rs ServeArgs): the push authentication model (variable push_auth). With
+  # `cloud-run`, Cloud Run has verified the token's signature and the invoker role before the request
+  # reaches the container, which trusts the forwarded token (signature SIGNATURE_REMOVED_BY_GOOGLE) and
+  # checks its claims; with `signed`, the container verifies the signature itself.
   serve_env = merge(local.engine_env, {
+    REMEDIATOR_PUSH_AUTH           = var.push_auth
     REMEDIATOR_PUSH_AUDIENCE       = local.push_audience
     REMEDIATOR_PUSH_ALLOWED_EMAILS = google_service_account.invoker.email
   })
 
-  # Secrets that have a version are exposed as environment variables.
+  # Secrets that have a version are exposed as environment variables. Names outside notification_secrets
+  # are left out here and refused by the service's precondition with a clear message.
+  secrets_without_secret = setsubtract(var.notification_secrets_with_versions, var.notification_secrets)
   secret_env = {
     for k in var.notification_secrets_with_versions : local.notification_secret_env[k] => google_secret_manager_secret.notification[k].secret_id
+    if contains(var.notification_secrets, k)
   }
+
+  # The environment variables the notifications channels read their secrets from (src/notify/routing.rs:
+  # url_env, password_env, key_env). The service reads them at start-up, so each must be exposed.
+  notification_channel_envs = distinct(flatten([
+    for c in try(var.notifications.channels, []) : [
+      for f in ["url_env", "password_env", "key_env"] : c[f] if try(c[f], null) != null
+    ]
+  ]))
+  unexposed_channel_envs = [for e in local.notification_channel_envs : e if !contains(keys(local.secret_env), e)]
 }
 
 resource "google_cloud_run_v2_service" "this" {
@@ -37,9 +53,12 @@ resource "google_cloud_run_v2_service" "this" {
   deletion_protection = var.deletion_protection
 
   # Reachable only from inside the project / VPC-SC perimeter; Pub/Sub push from the same project counts
-  # as internal. Authentication stays required (no allUsers invoker).
-  ingress          = "INGRESS_TRAFFIC_INTERNAL_ONLY"
-  custom_audiences = [local.push_audience]
+  # as internal, whatever push_auth says. No allUsers invoker: with push_auth = "cloud-run" Cloud Run
+  # checks roles/run.invoker (held by the push account only); with "signed" that check is off and the
+  # service verifies the token's signature itself.
+  ingress              = "INGRESS_TRAFFIC_INTERNAL_ONLY"
+  invoker_iam_disabled = var.push_auth == "signed"
+  custom_audiences     = [local.push_audience]
 
   template {
     service_account                  = google_service_account.runtime.email
@@ -127,14 +146,28 @@ resource "google_cloud_run_v2_service" "this" {
     }
   }
 
+  lifecycle {
+    precondition {
+      condition     = length(local.unexposed_channel_envs) == 0
+      error_message = "notifications channels read ${join(", ", local.unexposed_channel_envs)}, but the service only gets REMEDIATOR_SLACK_WEBHOOK_URL, REMEDIATOR_SMTP_PASSWORD and REMEDIATOR_WEBHOOK_HMAC_KEY from a secret listed in notification_secrets_with_versions (slack-webhook-url, smtp-password, webhook-hmac-key): add a version to the secret, list it there, then configure the channel."
+    }
+    precondition {
+      condition     = length(local.secrets_without_secret) == 0
+      error_message = "notification_secrets_with_versions must be a subset of notification_secrets: ${join(", ", sort(tolist(local.secrets_without_secret)))} is listed with a version but not created (add it to notification_secrets, apply, add a version, then list it here)."
+    }
+  }
+
   depends_on = [
     google_secret_manager_secret_iam_member.policy_runtime,
     google_secret_manager_secret_iam_member.notification_runtime,
   ]
 }
 
-# Only the push identity may invoke the service.
+# Only the push identity may invoke the service (Cloud Run's invoker check, push_auth = "cloud-run"; with
+# "signed" the check is off and this binding would be meaningless, so it is not created).
 resource "google_cloud_run_v2_service_iam_member" "invoker" {
+  count = var.push_auth == "cloud-run" ? 1 : 0
+
   project  = var.project_id
   location = var.region
   name     = google_cloud_run_v2_service.this.name
@@ -144,7 +177,7 @@ resource "google_cloud_run_v2_service_iam_member" "invoker" {
 
 resource "google_cloud_run_v2_job" "sweep" {
   project             = var.project_id
-  name                = "${var.name}-sweep"
+  name                = local.job_name
   location            = var.region
   labels              = local.labels
   deletion_protection = var.deletion_protection

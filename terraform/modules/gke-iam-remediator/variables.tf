@@ -1,6 +1,6 @@
 # Inputs of the gke-iam-remediator module. Every value is typed, described and validated; cross-variable
 # rules (which need Terraform >= 1.9 inside `validation`) are lifecycle preconditions on the resources
-# that depend on them (see `locals.tf`).
+# that depend on them (run.tf, pubsub.tf, logging.tf, iam.tf), so a mistake fails at plan time.
 
 # ---------------------------------------------------------------------------------------------------------
 # Where it runs
@@ -27,13 +27,13 @@ variable "region" {
 }
 
 variable "name" {
-  description = "Name of the service and prefix of every resource (service accounts append up to 10 characters, so at most 20)."
+  description = "Name of the service and prefix of every resource. It is also the runtime service-account id, and the push and scheduler accounts append -push and -sched: service-account ids are 6-30 characters, so name is 6-24."
   type        = string
   default     = "gke-iam-remediator"
 
   validation {
-    condition     = can(regex("^[a-z][a-z0-9-]{2,18}[a-z0-9]$", var.name))
-    error_message = "name must be 4-20 characters: lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen."
+    condition     = can(regex("^[a-z][a-z0-9-]{4,22}[a-z0-9]$", var.name))
+    error_message = "name must be 6-24 characters (it is the runtime service-account id and, with -push / -sched appended, the other two; service-account ids are 6-30 characters): lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen."
   }
 }
 
@@ -319,6 +319,17 @@ variable "sweep_timeout_seconds" {
   }
 }
 
+variable "push_auth" {
+  description = "How Pub/Sub push requests are authenticated (REMEDIATOR_PUSH_AUTH). `cloud-run` (default): Cloud Run's IAM invoker check stays on (only the push account holds roles/run.invoker), Cloud Run verifies the OIDC token's signature and forwards it with the signature replaced by SIGNATURE_REMOVED_BY_GOOGLE; the service trusts that and still checks issuer, audience, expiry, email_verified and the push account's email. `signed`: the invoker IAM check is off on the service (invoker_iam_disabled), ingress stays internal, and the service verifies the full token signature against Google's keys. (`none` exists for local runs only and is refused here.)"
+  type        = string
+  default     = "cloud-run"
+
+  validation {
+    condition     = contains(["cloud-run", "signed"], var.push_auth)
+    error_message = "push_auth must be cloud-run (Cloud Run checks the invoker and the token signature, the service checks the claims) or signed (invoker check off, the service verifies the signature); none is for local runs only and is never deployed."
+  }
+}
+
 # ---------------------------------------------------------------------------------------------------------
 # Pub/Sub
 # ---------------------------------------------------------------------------------------------------------
@@ -351,8 +362,8 @@ variable "retry_minimum_backoff" {
   default     = "10s"
 
   validation {
-    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_minimum_backoff))
-    error_message = "retry_minimum_backoff must be a duration in seconds such as 10s."
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_minimum_backoff)) && try(tonumber(trimsuffix(var.retry_minimum_backoff, "s")) <= 600, false)
+    error_message = "retry_minimum_backoff must be a duration in seconds between 0s and 600s (Pub/Sub's limit), such as 10s."
   }
 }
 
@@ -362,8 +373,8 @@ variable "retry_maximum_backoff" {
   default     = "600s"
 
   validation {
-    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_maximum_backoff))
-    error_message = "retry_maximum_backoff must be a duration in seconds such as 600s."
+    condition     = can(regex("^[0-9]+(\\.[0-9]+)?s$", var.retry_maximum_backoff)) && try(tonumber(trimsuffix(var.retry_maximum_backoff, "s")) <= 600, false)
+    error_message = "retry_maximum_backoff must be a duration in seconds between 0s and 600s (Pub/Sub's limit), such as 600s."
   }
 }
 
@@ -373,8 +384,8 @@ variable "dead_letter_retention" {
   default     = "604800s"
 
   validation {
-    condition     = can(regex("^[0-9]+s$", var.dead_letter_retention))
-    error_message = "dead_letter_retention must be a duration in seconds such as 604800s."
+    condition     = can(regex("^[0-9]+s$", var.dead_letter_retention)) && try(tonumber(trimsuffix(var.dead_letter_retention, "s")) >= 600 && tonumber(trimsuffix(var.dead_letter_retention, "s")) <= 604800, false)
+    error_message = "dead_letter_retention must be a duration in seconds between 600s and 604800s (10 minutes to 7 days), such as 604800s."
   }
 }
 

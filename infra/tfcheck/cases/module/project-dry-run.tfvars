@@ -1,0 +1,4 @@
+# Project level, dry-run, module defaults everywhere else.
+project_id = "acme-gke-prod"
+region     = "europe-west1"
+image      = "europe-west1-docker.pkg.dev/acme-ops/remediator/gke-iam-remediator@sha256:1111111111111111111111111111111111111111111111111111111111111111"
