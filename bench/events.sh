@@ -6,7 +6,7 @@
 # and writes per project (target: one write per broken binding), and serve's peak RSS.
 #
 # Env: PROJECTS (100), DELIVERIES (10000), DUPLICATES (0.3), CONCURRENCY (64), MAX_SECONDS (180),
-#      BENCH_LATENCY_MS (20), BROKEN (0.3), COALESCE_MS (200, serve's REMEDIATOR_COALESCE_MS),
+#      BENCH_LATENCY_MS (20), BROKEN (0.3), COALESCE_MS (0 = leading edge, serve's REMEDIATOR_COALESCE_MS),
 #      RATE (2000 requests/s per API; serve's built-in default is 10/s for Resource Manager).
 source "$(dirname "$0")/lib/common.sh"
 need_bin "$BIN" "$LOADGEN"
@@ -18,7 +18,7 @@ CONCURRENCY=${CONCURRENCY:-64}
 MAX_SECONDS=${MAX_SECONDS:-180}
 LATENCY=${BENCH_LATENCY_MS:-20}
 BROKEN=${BROKEN:-0.3}
-COALESCE_MS=${COALESCE_MS:-200}
+COALESCE_MS=${COALESCE_MS:-0}
 RATE=${RATE:-2000}
 SELF=gke-iam-remediator@ops-project.iam.gserviceaccount.com
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::iam::ResourceRef;
-use crate::engine::{Engine, EngineConfig, Options};
+use crate::engine::{Engine, EngineConfig};
 use crate::job::{self, JobSummary, PullOptions};
 use crate::policy::PolicyFile;
 use crate::ports::{Cloud, NotificationSink};
@@ -32,8 +32,9 @@ pub struct EngineArgs {
     /// `organizations/N`.
     #[arg(long, env = "REMEDIATOR_SWEEP_SCOPE", value_delimiter = ',')]
     pub sweep_scope: Vec<String>,
-    /// Milliseconds the first event for a project waits for others before the project is checked.
-    #[arg(long, env = "REMEDIATOR_COALESCE_MS", default_value_t = 200)]
+    /// Milliseconds the first event for an idle project may wait for others before it is checked (0:
+    /// at once; events arriving during a check always join the next one).
+    #[arg(long, env = "REMEDIATOR_COALESCE_MS", default_value_t = 0)]
     pub coalesce_ms: u64,
     /// Also publish `healthy` outcomes.
     #[arg(long, env = "REMEDIATOR_NOTIFY_HEALTHY")]
@@ -304,18 +305,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
                 "--sweep needs --project, --folder, --organization or REMEDIATOR_SWEEP_SCOPE"
             );
         }
-        let mut options = Options::new(runtime.policy.remediation.clone());
-        options.apply = true;
-        options.troubleshooter = args.engine.troubleshooter;
-        options.self_email = args.engine.self_email.clone();
-        job::sweep(
-            runtime.cloud.clone(),
-            options,
-            &projects,
-            &roots,
-            &mut summary,
-        )
-        .await?;
+        job::sweep(&engine, &projects, &roots, &mut summary).await?;
     }
     if let Some(p) = engine.publisher() {
         p.flush().await;

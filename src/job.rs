@@ -11,10 +11,9 @@ use serde::Serialize;
 
 use crate::domain::iam::ResourceRef;
 use crate::domain::report::{self, Outcome, ProjectReport};
-use crate::domain::rules::Mode;
-use crate::engine::{Options, Remediator, recommendation};
+use crate::engine::Engine;
 use crate::intake::{self, Verdict};
-use crate::ports::{ApiError, Cloud};
+use crate::ports::ApiError;
 
 /// Totals printed at the end of a job.
 #[derive(Debug, Default, Serialize)]
@@ -147,28 +146,23 @@ pub async fn pull(
     }
 }
 
-/// Sweeps every project in scope: verify, restore under the policy, and settle the
-/// `NODE_SA_MISSING_PERMISSIONS` recommendations of the locations where the project has clusters.
+/// Sweeps every project in scope through the engine (exactly as `serve` handles a sweep message:
+/// one write budget, every outcome logged and published) and settles the `NODE_SA_MISSING_PERMISSIONS`
+/// recommendations of the locations where the project has clusters.
 pub async fn sweep(
-    gcp: Arc<dyn Cloud>,
-    options: Options,
+    engine: &Arc<Engine>,
     projects: &[String],
     roots: &[ResourceRef],
     summary: &mut JobSummary,
-) -> Result<Vec<ProjectReport>, JobError> {
-    let enforce = options.policy.mode == Mode::Enforce;
-    let remediator = Remediator::new(gcp.clone(), options);
-    let infos = remediator.resolve(projects, roots).await?;
-    let reports = remediator.run(&infos).await;
+) -> Result<Vec<Arc<ProjectReport>>, JobError> {
+    let (reports, marked) = engine.sweep(projects, roots).await?;
     summary.swept_projects = reports.len();
-    let s = report::summarize(&reports);
-    summary.sweep_outcomes = s.by_outcome.clone();
+    let plain: Vec<ProjectReport> = reports.iter().map(|r| (**r).clone()).collect();
+    summary.sweep_outcomes = report::summarize(&plain).by_outcome;
+    summary.recommendations_marked = marked;
     for r in &reports {
         if r.error.is_some() || r.actions.iter().any(|a| a.outcome == Outcome::Failed) {
             summary.failures += 1;
-        }
-        if enforce {
-            summary.recommendations_marked += recommendation::settle_project(gcp.as_ref(), r).await;
         }
     }
     Ok(reports)

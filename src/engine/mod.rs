@@ -33,7 +33,7 @@ use crate::intake::{self, Classification, Hint, Scope, Verdict};
 use crate::notify::{self, Evidence};
 use crate::ports::{ApiError, Cloud, NotificationSink, ProjectInfo};
 
-pub use remediate::{Options, Remediator, RunCaches};
+pub use remediate::{Options, Remediator, RunCaches, WriteBudget};
 
 /// How long project lookups, role definitions and ancestor policies are reused across project runs.
 /// The project's own policy is never cached.
@@ -46,7 +46,8 @@ pub struct EngineConfig {
     pub policy: RemediationPolicy,
     /// The remediator's own identity (email); audit-log entries by it are ignored.
     pub self_email: Option<String>,
-    /// How long the first hint for a project waits for others before the run starts.
+    /// How long the first hint for an idle project may wait for others before its run starts (zero:
+    /// it starts at once; hints arriving during a run always join the next run).
     pub coalesce_window: Duration,
     /// Projects, folders and organizations a sweep request without a scope covers.
     pub sweep_scope: Vec<ResourceRef>,
@@ -62,7 +63,7 @@ impl EngineConfig {
         Self {
             policy,
             self_email: None,
-            coalesce_window: Duration::from_millis(200),
+            coalesce_window: Duration::ZERO,
             sweep_scope: Vec::new(),
             notify_healthy: false,
             troubleshooter: false,
@@ -136,6 +137,10 @@ type RunResult = Arc<ProjectReport>;
 struct Batch {
     info: ProjectInfo,
     not_before: Instant,
+    /// When the first removal hint joined: grace delays never push the run past this plus the grace.
+    first_removal: Option<Instant>,
+    /// The write budget of the sweep this batch serves, if any (else the run has its own).
+    budget: Option<Arc<WriteBudget>>,
     done: watch::Sender<Option<RunResult>>,
 }
 
@@ -335,10 +340,13 @@ impl Engine {
         } else {
             Duration::ZERO
         };
+        // A sweep (or any hint naming many projects) is one run for the write budget.
+        let budget = (!matches!(hint.scope, Scope::Project(_)))
+            .then(|| WriteBudget::new(self.config.policy.limits.max_writes_per_run));
         let runs = futures::future::join_all(
             projects
                 .iter()
-                .map(|p| self.run_coalesced(p.clone(), delay)),
+                .map(|p| self.run_coalesced_in(p.clone(), delay, budget.clone())),
         )
         .await;
         let mut verdict = Verdict::Ack;
@@ -351,24 +359,53 @@ impl Engine {
     }
 
     /// Joins (or starts) the next run for the project and waits for its report.
+    ///
+    /// Leading edge: a hint for an idle project starts a run at once (after its grace delay, for a
+    /// removal); hints arriving while a run is under way join the next run, which starts as soon as
+    /// the current one ends. A non-zero coalescing window makes an idle project's first hint wait up to
+    /// that long for others. A removal's grace delay is counted from the first removal of the batch,
+    /// so a stream of removals cannot postpone the run forever.
     pub async fn run_coalesced(self: &Arc<Self>, info: ProjectInfo, delay: Duration) -> RunResult {
+        self.run_coalesced_in(info, delay, None).await
+    }
+
+    async fn run_coalesced_in(
+        self: &Arc<Self>,
+        info: ProjectInfo,
+        delay: Duration,
+        budget: Option<Arc<WriteBudget>>,
+    ) -> RunResult {
         let key = info.project_id.to_string();
-        let not_before = Instant::now() + self.config.coalesce_window.max(delay);
+        let now = Instant::now();
+        let removal = !delay.is_zero();
         let mut rx = {
             let mut slots = self.slots.lock().await;
             let slot = slots.entry(key.clone()).or_default();
             let batch = match &slot.next {
                 Some(b) => {
                     let mut guard = b.lock().unwrap_or_else(|e| e.into_inner());
-                    guard.not_before = guard.not_before.max(Instant::now() + delay);
+                    if removal {
+                        let first = *guard.first_removal.get_or_insert(now);
+                        guard.not_before = guard.not_before.max(first + delay);
+                    }
+                    if guard.budget.is_none() {
+                        guard.budget = budget;
+                    }
                     drop(guard);
                     b.clone()
                 }
                 None => {
                     let (tx, _) = watch::channel(None);
+                    let window = if slot.running {
+                        Duration::ZERO
+                    } else {
+                        self.config.coalesce_window
+                    };
                     let b = Arc::new(std::sync::Mutex::new(Batch {
                         info,
-                        not_before,
+                        not_before: now + window.max(delay),
+                        first_removal: removal.then_some(now),
+                        budget,
                         done: tx,
                     }));
                     slot.next = Some(b.clone());
@@ -446,6 +483,11 @@ impl Engine {
             options.troubleshooter = self.config.troubleshooter;
             options.self_email = self.config.self_email.clone();
             options.flap = self.flap.clone();
+            options.budget = batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .budget
+                .clone();
             let remediator =
                 Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
             let report = Arc::new(remediator.remediate(&info).await);
@@ -455,6 +497,52 @@ impl Engine {
                 .done
                 .send(Some(report));
         }
+    }
+
+    /// Sweeps projects and everything under folders or organizations exactly as a sweep message
+    /// would be handled (one write budget for the whole sweep, every outcome logged and published),
+    /// then settles the node-SA recommendations of every swept project (enforce only). Returns each
+    /// project's report and how many recommendations were marked.
+    pub async fn sweep(
+        self: &Arc<Self>,
+        projects: &[String],
+        roots: &[ResourceRef],
+    ) -> Result<(Vec<RunResult>, usize), ApiError> {
+        let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
+        let infos = resolver.resolve(projects, roots).await?;
+        let budget = Some(WriteBudget::new(
+            self.config.policy.limits.max_writes_per_run,
+        ));
+        let reports = futures::future::join_all(
+            infos
+                .into_iter()
+                .map(|p| self.run_coalesced_in(p, Duration::ZERO, budget.clone())),
+        )
+        .await;
+        let hint = Hint {
+            scope: Scope::Configured,
+            requirements: Vec::new(),
+            node_service_accounts: Vec::new(),
+            is_removal: false,
+            evidence: intake::Evidence {
+                source: intake::Source::Sweep,
+                actor: None,
+                method: None,
+                insert_id: None,
+                log_timestamp: None,
+                recommendation: None,
+                message_id: None,
+                removed: Vec::new(),
+            },
+        };
+        let mut marked = 0;
+        for report in &reports {
+            self.conclude(report, &hint, None).await;
+            if self.config.policy.mode == Mode::Enforce {
+                marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
+            }
+        }
+        Ok((reports, marked))
     }
 
     /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.

@@ -60,6 +60,9 @@ pub struct Options {
     pub self_email: Option<String>,
     /// This process's flapping counts (shared by every run of an engine).
     pub flap: Arc<FlapLedger>,
+    /// The write budget to draw from when it is shared (every project of one sweep); else the run
+    /// has its own of `limits.max_writes_per_run`.
+    pub budget: Option<Arc<WriteBudget>>,
 }
 
 impl Options {
@@ -84,6 +87,7 @@ impl Options {
             },
             self_email: None,
             flap: Arc::default(),
+            budget: None,
         }
     }
 
@@ -128,7 +132,7 @@ pub struct Remediator {
     gcp: Arc<dyn Cloud>,
     options: Options,
     caches: Arc<RunCaches>,
-    writes_done: AtomicU32,
+    budget: Arc<WriteBudget>,
 }
 
 async fn cell<K: std::hash::Hash + Eq + Clone, T>(
@@ -150,11 +154,15 @@ impl Remediator {
 
     /// A remediator reusing caches from earlier runs.
     pub fn with_caches(gcp: Arc<dyn Cloud>, options: Options, caches: Arc<RunCaches>) -> Self {
+        let budget = options
+            .budget
+            .clone()
+            .unwrap_or_else(|| WriteBudget::new(options.policy.limits.max_writes_per_run));
         Self {
             gcp,
             options,
             caches,
-            writes_done: AtomicU32::new(0),
+            budget,
         }
     }
 
@@ -428,7 +436,7 @@ impl Remediator {
 
     /// Decides with `held` writes of this project already reserved (they do not count against it).
     fn decide_counting(&self, findings: &[Finding], state: &ProjectState, held: u32) -> Plan {
-        let done = self.writes_done.load(Ordering::SeqCst).saturating_sub(held);
+        let done = self.budget.used().saturating_sub(held);
         let limits = &self.options.policy.limits;
         let ctx = DecideContext {
             policy: &self.options.policy,
@@ -569,15 +577,6 @@ impl Remediator {
         }
     }
 
-    fn reserve_write(&self) -> bool {
-        let max = self.options.policy.limits.max_writes_per_run;
-        self.writes_done
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
     async fn apply(
         &self,
         info: &ProjectInfo,
@@ -643,7 +642,8 @@ impl Remediator {
         let etag_before = state.policy.etag.clone();
         let max_attempts = self.options.policy.limits.max_write_attempts.max(1);
         let mut attempt = 0;
-        let mut reserved = false;
+        // Held while a write is under way; dropped (returned to the budget) unless the write happened.
+        let mut reservation: Option<Reservation> = None;
         let report = |outcome, etag_after: Option<String>, attempts, error: Option<Failure>| {
             first_grants
                 .iter()
@@ -662,13 +662,13 @@ impl Remediator {
             let mut desired = state.policy.clone();
             let added = plan::apply_grants(&mut desired, plan);
             if added == 0 {
-                // Someone else restored it meanwhile: nothing to write.
-                if reserved {
-                    self.writes_done.fetch_sub(1, Ordering::SeqCst);
-                }
+                // Someone else restored it meanwhile: nothing to write (the reservation goes back).
                 return report(Outcome::Restored, state.policy.etag.clone(), attempt, None);
             }
-            if !reserved && !self.reserve_write() {
+            if reservation.is_none() {
+                reservation = self.budget.reserve();
+            }
+            if reservation.is_none() {
                 return report(
                     Outcome::NotAllowed,
                     None,
@@ -678,9 +678,11 @@ impl Remediator {
                     )),
                 );
             }
-            reserved = true;
             match self.gcp.set_project_iam_policy(project, &desired).await {
                 Ok(written) => {
+                    if let Some(r) = reservation.take() {
+                        r.keep();
+                    }
                     let grants: Vec<(Role, Member)> =
                         plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
                     for (role, member) in &grants {
@@ -711,10 +713,9 @@ impl Remediator {
                     }
                     *findings = self.evaluate(state).await;
                     // The write reserved for this project is kept for the retry.
-                    *plan = self.decide_counting(findings, state, 1);
+                    *plan = self.decide_counting(findings, state, u32::from(reservation.is_some()));
                 }
                 Err(e) if e.is_conflict() => {
-                    self.writes_done.fetch_sub(1, Ordering::SeqCst);
                     return report(
                         Outcome::Failed,
                         None,
@@ -725,7 +726,6 @@ impl Remediator {
                     );
                 }
                 Err(e) => {
-                    self.writes_done.fetch_sub(1, Ordering::SeqCst);
                     return report(
                         Outcome::Failed,
                         None,
@@ -764,5 +764,63 @@ fn ancestor_error(message: String) -> ApiError {
         api: Api::ResourceManager,
         method: "ancestors",
         message,
+    }
+}
+
+/// How many `setIamPolicy` writes a run (a scan, a sweep, a job) may still make.
+#[derive(Debug)]
+pub struct WriteBudget {
+    used: AtomicU32,
+    max: u32,
+}
+
+impl WriteBudget {
+    /// A budget of `max` writes.
+    pub fn new(max: u32) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicU32::new(0),
+            max,
+        })
+    }
+
+    /// Writes made or under way.
+    pub fn used(&self) -> u32 {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Reserves one write, if any is left; the reservation goes back unless [`Reservation::keep`]
+    /// says the write happened.
+    pub fn reserve(self: &Arc<Self>) -> Option<Reservation> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Reservation {
+                budget: self.clone(),
+                kept: false,
+            })
+    }
+}
+
+/// One reserved write (RAII): returned to the budget when dropped without [`Reservation::keep`].
+#[derive(Debug)]
+pub struct Reservation {
+    budget: Arc<WriteBudget>,
+    kept: bool,
+}
+
+impl Reservation {
+    /// The write happened: it stays counted.
+    pub fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.budget.used.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }

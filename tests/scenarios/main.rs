@@ -215,6 +215,19 @@ async fn the_coalescing_window_bounds_how_long_a_hint_waits() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_hint_for_an_idle_project_starts_a_run_at_once() {
+    let s = Scenario::new(DRY_RUN);
+    let started = tokio::time::Instant::now();
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "no fixed coalescing delay"
+    );
+    assert_eq!(s.reads(P), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_same_message_delivered_twice_is_handled_once() {
     let s = Scenario::new(ENFORCE);
     let m = s.break_node_role();
@@ -259,6 +272,41 @@ async fn an_infrastructure_as_code_apply_that_restores_within_the_grace_is_left_
     let (verdict, ()) = futures::future::join(handled, apply).await;
     assert_eq!(verdict, Verdict::Ack);
     assert_eq!(s.writes(), 0, "the apply put it back; nothing to write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_of_removals_cannot_postpone_the_restoration_past_the_grace_of_the_first() {
+    let s = Scenario::new("mode: enforce\ngrace_seconds: 30\n");
+    let first = s.break_node_role();
+    let started = tokio::time::Instant::now();
+    let restored_at = std::sync::Mutex::new(None);
+    let stream = async {
+        // One unrelated removal event per second for a minute.
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let m = s.removal(
+                P,
+                "roles/viewer",
+                "user:someone@example.com",
+                "bob@example.com",
+            );
+            let engine = s.engine.clone();
+            tokio::spawn(async move { engine.handle(&m, None).await });
+            if restored_at.lock().unwrap().is_none() && s.cloud.holds(P, NODE_ROLE, &node_sa(P)) {
+                *restored_at.lock().unwrap() = Some(started.elapsed());
+            }
+        }
+    };
+    let (verdict, ()) = futures::future::join(s.deliver(first), stream).await;
+    assert_eq!(verdict, Verdict::Ack);
+    let at = restored_at
+        .lock()
+        .unwrap()
+        .expect("restored within the minute");
+    assert!(
+        at >= Duration::from_secs(30) && at <= Duration::from_secs(32),
+        "restored after {at:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -668,6 +716,38 @@ async fn the_write_budget_of_a_scan_stops_writes_past_max_writes_per_run() {
             .filter(|o| **o == Outcome::NotAllowed)
             .count(),
         1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_message_is_one_run_for_the_write_budget() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_writes_per_run: 2\n");
+    three_broken_projects(&s.cloud);
+    assert_eq!(s.deliver(s.sweep_folder("42")).await, Verdict::Ack);
+    assert_eq!(s.writes(), 2, "three broken projects, a budget of two");
+    let mut outcomes = s.sink.outcomes();
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["not-allowed", "restored", "restored"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_sweep_publishes_every_outcome_and_keeps_one_budget() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_writes_per_run: 2\n");
+    three_broken_projects(&s.cloud);
+    let root = gke_iam_remediator::domain::iam::ResourceRef::parse("folders/42").unwrap();
+    let (reports, _) = s.engine.sweep(&[], &[root]).await.unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(s.writes(), 2);
+    let mut outcomes = s.sink.outcomes();
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["not-allowed", "restored", "restored"]);
+    assert!(
+        s.sink
+            .published()
+            .iter()
+            .all(|n| n.evidence.source == "sweep"),
+        "{:?}",
+        s.sink.published()
     );
 }
 
