@@ -93,7 +93,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
         Arc::new(Remediator::new(gcp.clone(), options))
     };
     let before = scan(RemediationPolicy::default(), false);
-    let projects: Vec<ProjectInfo> = before.resolve(&ids, &[]).await?;
+    let (projects, _): (Vec<ProjectInfo>, _) = before.resolve(&ids, &[]).await?;
     handle.reset_stats();
     let first = before.run(&projects).await;
     let calls_first = handle.stats().total;

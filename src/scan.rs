@@ -207,8 +207,14 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     options.concurrency = args.concurrency.max(1);
     let remediator = Arc::new(Remediator::new(gcp.clone(), options));
     let started = Instant::now();
-    let projects = remediator.resolve(&args.projects, &roots).await?;
-    let reports = run_with_progress(&remediator, &projects).await;
+    if args.apply && !remediator.options().writes() {
+        eprintln!(
+            "note: --apply with a dry-run policy writes nothing; set `mode: enforce` in the policy file to restore"
+        );
+    }
+    let (projects, failures) = remediator.resolve(&args.projects, &roots).await?;
+    let mut reports = run_with_progress(&remediator, &projects).await;
+    reports.extend(failures);
     let summary = report::summarize(&reports);
     let counts = gcp.client().counts();
     let mode = if remediator.options().writes() {

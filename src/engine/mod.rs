@@ -509,7 +509,10 @@ impl Engine {
         roots: &[ResourceRef],
     ) -> Result<(Vec<RunResult>, usize), ApiError> {
         let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
-        let infos = resolver.resolve(projects, roots).await?;
+        let (infos, failures) = resolver.resolve(projects, roots).await?;
+        for f in &failures {
+            tracing::error!(project = %f.project_id, error = ?f.error, "project cannot be swept");
+        }
         let budget = Some(WriteBudget::new(
             self.config.policy.limits.max_writes_per_run,
         ));
@@ -535,6 +538,8 @@ impl Engine {
                 removed: Vec::new(),
             },
         };
+        let mut reports = reports;
+        reports.extend(failures.into_iter().map(Arc::new));
         let mut marked = 0;
         for report in &reports {
             self.conclude(report, &hint, None).await;

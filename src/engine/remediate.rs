@@ -172,27 +172,57 @@ impl Remediator {
     }
 
     /// Resolves `--project`, `--folder` and `--organization` into projects (deduplicated, sorted by id).
+    ///
+    /// A folder or organization that does not exist or cannot be read is an error (a typo must not
+    /// look like a healthy, empty scope). A project that cannot be looked up becomes a failed report
+    /// of its own, so the rest are still checked and printed.
     pub async fn resolve(
         &self,
         projects: &[String],
         roots: &[ResourceRef],
-    ) -> Result<Vec<ProjectInfo>, ApiError> {
+    ) -> Result<(Vec<ProjectInfo>, Vec<ProjectReport>), ApiError> {
         let mut out: BTreeMap<String, ProjectInfo> = BTreeMap::new();
         for root in roots {
+            match root {
+                ResourceRef::Folder(id) => {
+                    self.gcp.get_folder_parent(id).await?;
+                }
+                ResourceRef::Organization(_) => {
+                    self.gcp.get_iam_policy(root).await?;
+                }
+                ResourceRef::Project(_) => {}
+            }
             for p in self.gcp.list_projects_under(root).await? {
                 out.insert(p.project_id.to_string(), p);
             }
         }
-        let fetched = futures::stream::iter(projects.iter().filter(|p| !out.contains_key(*p)))
-            .map(|p| self.gcp.get_project(p))
+        let wanted: Vec<&String> = projects.iter().filter(|p| !out.contains_key(*p)).collect();
+        let fetched = futures::stream::iter(wanted.iter().copied())
+            .map(|p| async move { (p, self.gcp.get_project(p).await) })
             .buffer_unordered(self.options.concurrency.max(1))
             .collect::<Vec<_>>()
             .await;
-        for p in fetched {
-            let p = p?;
-            out.insert(p.project_id.to_string(), p);
+        let mut failures = Vec::new();
+        for (id, p) in fetched {
+            match p {
+                Ok(p) => {
+                    out.insert(p.project_id.to_string(), p);
+                }
+                Err(e) => failures.push(ProjectReport {
+                    project_id: id.clone(),
+                    project_number: String::new(),
+                    gke: false,
+                    folders: Vec::new(),
+                    policy_etag: None,
+                    flap_guard: None,
+                    findings: Vec::new(),
+                    actions: Vec::new(),
+                    error: Some(super::error::failure(&e)),
+                }),
+            }
         }
-        Ok(out.into_values().collect())
+        failures.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        Ok((out.into_values().collect(), failures))
     }
 
     /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order.

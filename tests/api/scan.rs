@@ -599,3 +599,46 @@ async fn an_unreadable_folder_policy_makes_findings_unknown_not_missing() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scope_that_does_not_exist_is_an_error_and_a_missing_project_does_not_hide_the_others() {
+    let sim = start_sim(WORLD).await;
+    for scope in [["--folder", "999"], ["--organization", "999"]] {
+        let run = remediator(&["scan", scope[0], scope[1]], &sim).await;
+        assert_eq!(run.code, 2, "{scope:?}: {}\n{}", run.stdout, run.stderr);
+        assert!(!run.stdout.contains("findings: none"), "{}", run.stdout);
+    }
+    let run = remediator(
+        &[
+            "scan",
+            "--project",
+            "acme-prod",
+            "--project",
+            "missing-project",
+            "--format",
+            "json",
+        ],
+        &sim,
+    )
+    .await;
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let doc = json(&run);
+    let ids: Vec<&str> = doc["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["project_id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"acme-prod") && ids.contains(&"missing-project"),
+        "{doc}"
+    );
+    let run = remediator(&["scan", "--project", "acme-prod", "--apply"], &sim).await;
+    assert!(
+        run.stderr
+            .contains("--apply with a dry-run policy writes nothing"),
+        "{}",
+        run.stderr
+    );
+    sim.shutdown().await;
+}

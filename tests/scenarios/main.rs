@@ -1000,3 +1000,43 @@ async fn cached_ancestor_policies_expire() {
     s.deliver(s.sweep(&[P])).await;
     assert_eq!(s.cloud.calls("getIamPolicy") - s.reads(P), 2);
 }
+
+// ---- scope resolution -------------------------------------------------------------------------
+
+fn remediator(cloud: &FakeCloud) -> Remediator {
+    Remediator::new(
+        Arc::new(cloud.clone()),
+        Options::new(PolicyFile::default().remediation),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_folder_that_does_not_exist_is_an_error_not_an_empty_scope() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some("organizations/777"));
+    let root = gke_iam_remediator::domain::iam::ResourceRef::parse("folders/999").unwrap();
+    let err = remediator(&cloud).resolve(&[], &[root]).await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_organization_that_cannot_be_read_is_an_error() {
+    let cloud = FakeCloud::default();
+    let root = gke_iam_remediator::domain::iam::ResourceRef::parse("organizations/999").unwrap();
+    assert!(remediator(&cloud).resolve(&[], &[root]).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_project_that_cannot_be_found_is_reported_on_its_own_and_the_rest_are_checked() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some("organizations/777"));
+    let (found, failed) = remediator(&cloud)
+        .resolve(&[P.to_owned(), "missing-project".to_owned()], &[])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].project_id.as_str(), P);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].project_id, "missing-project");
+    assert!(failed[0].error.is_some());
+}
