@@ -4,6 +4,7 @@
 mod architecture;
 mod deployment;
 mod faults;
+mod hygiene;
 mod job;
 mod notify;
 mod scan;

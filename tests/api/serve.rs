@@ -95,6 +95,11 @@ impl Serve {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// The process id (for signals and /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("serve is running")
+    }
 }
 
 pub struct Loop {
