@@ -217,6 +217,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = auth.mode.as_str(), notification_channels = deliverer.as_ref().map_or(0, |d| d.config().channels.len()), "serving");
+    // Signal handlers before the address is announced: a SIGTERM from then on is a graceful stop.
+    let shutdown = server::shutdown_signal();
     println!("listening on http://{addr}");
     let state = Arc::new(AppState {
         engine,
@@ -234,7 +236,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
         },
     });
-    server::run(listener, state, server::shutdown_signal()).await?;
+    server::run(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
