@@ -88,9 +88,9 @@ pub struct ServeArgs {
     #[arg(long, env = "REMEDIATOR_MAX_BODY_BYTES", default_value_t = crate::intake::MAX_PUSH_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Most connections served at once (at the limit, the connection that waited longest for a
-    /// request head is closed for a new one).
-    #[arg(long, env = "REMEDIATOR_MAX_CONNECTIONS", default_value_t = 512)]
-    pub max_connections: usize,
+    /// request head is closed for a new one). Default: the open-file limit less 256, at most 4096.
+    #[arg(long, env = "REMEDIATOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
     /// Seconds a request head may take from its first byte.
     #[arg(long, env = "REMEDIATOR_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
@@ -216,7 +216,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listen = args.listen.unwrap_or_else(server::listen_addr_from_env);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = auth.mode.as_str(), notification_channels = deliverer.as_ref().map_or(0, |d| d.config().channels.len()), "serving");
+    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = auth.mode.as_str(), max_connections = args.max_connections.unwrap_or_else(server::conn::default_max_connections), notification_channels = deliverer.as_ref().map_or(0, |d| d.config().channels.len()), "serving");
     // Signal handlers before the address is announced: a SIGTERM from then on is a graceful stop.
     let shutdown = server::shutdown_signal();
     println!("listening on http://{addr}");
@@ -230,7 +230,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             trace_project: args.engine.trace_project.clone(),
             body_timeout: Duration::from_secs(args.body_timeout_secs),
             connections: server::conn::ConnLimits {
-                max_connections: args.max_connections,
+                max_connections: args
+                    .max_connections
+                    .unwrap_or_else(server::conn::default_max_connections),
                 header_timeout: Duration::from_secs(args.header_timeout_secs),
                 idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             },

@@ -30,7 +30,7 @@ const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// Limits on connections (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnLimits {
-    /// Most connections served at once.
+    /// Most connections served at once (default: [`default_max_connections`]).
     pub max_connections: usize,
     /// A request head must be complete this long after its first byte.
     pub header_timeout: Duration,
@@ -38,10 +38,34 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
 }
 
+/// Descriptors kept free for everything but inbound connections (Google API clients, Pub/Sub, SMTP).
+const RESERVED_DESCRIPTORS: usize = 256;
+/// Upper bound of the automatic connection limit (an idle connection costs about 25 KB).
+const MAX_AUTO_CONNECTIONS: usize = 4096;
+
+/// The connection limit when none is configured: as many as the process's open-file limit allows after
+/// [`RESERVED_DESCRIPTORS`], at most [`MAX_AUTO_CONNECTIONS`], at least 64. A limit above the number of
+/// slow clients means they never cause evictions; the limit itself means accepting never fails for
+/// lack of descriptors (which is what made `/healthz` unreachable before there was one).
+pub fn default_max_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .unwrap_or(1024);
+    soft.saturating_sub(RESERVED_DESCRIPTORS)
+        .clamp(64, MAX_AUTO_CONNECTIONS)
+}
+
 impl Default for ConnLimits {
     fn default() -> Self {
         Self {
-            max_connections: 512,
+            max_connections: default_max_connections(),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }
@@ -347,5 +371,93 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_automatic_limit_leaves_descriptors_free_and_stays_in_bounds() {
+        let n = default_max_connections();
+        assert!((64..=MAX_AUTO_CONNECTIONS).contains(&n), "{n}");
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let soft: usize = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!(
+            n <= soft.saturating_sub(RESERVED_DESCRIPTORS).max(64),
+            "{n} vs {soft}"
+        );
+    }
+
+    #[tokio::test]
+    async fn at_the_limit_the_longest_waiting_connection_is_evicted_and_busy_ones_never_are() {
+        let c = Connections::new(ConnLimits {
+            max_connections: 2,
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        });
+        let old = c.admit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let busy = c.admit().await.unwrap();
+        let _in_flight = busy.slot.request();
+        // Full: the third evicts `old` (waiting), not `busy`.
+        let watch_old = {
+            let c = c.clone();
+            let slot = old.slot.clone();
+            tokio::spawn(async move { c.closed(&slot).await })
+        };
+        let third = {
+            let c = c.clone();
+            tokio::spawn(async move { c.admit().await })
+        };
+        assert_eq!(watch_old.await.unwrap(), Closed::Evicted);
+        drop(old);
+        let third = third.await.unwrap();
+        assert!(third.is_some());
+        assert_eq!(c.stats.evicted.load(Ordering::Relaxed), 1);
+        // Now every slot is busy or promised: the next connection is refused.
+        assert!(c.admit().await.is_none());
+        assert_eq!(c.stats.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_byte_moves_a_connection_from_the_idle_deadline_to_the_header_deadline() {
+        let c = Connections::new(ConnLimits {
+            max_connections: 4,
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(30),
+        });
+        let a = c.admit().await.unwrap();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a.slot.saw_bytes();
+        assert_eq!(c.closed(&a.slot).await, Closed::HeaderTimeout);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(340) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+
+        let c2 = Connections::new(ConnLimits {
+            max_connections: 4,
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_millis(200),
+        });
+        let b = c2.admit().await.unwrap();
+        assert_eq!(c2.closed(&b.slot).await, Closed::IdleTimeout);
+        // A request in flight is never timed out by the connection watchdog.
+        let busy = c2.admit().await.unwrap();
+        let _in_flight = busy.slot.request();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(600), c2.closed(&busy.slot))
+                .await
+                .is_err()
+        );
     }
 }
