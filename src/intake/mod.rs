@@ -69,6 +69,8 @@ pub const MAX_EVIDENCE_BYTES: usize = 256;
 /// Longest actor email kept (RFC 5321 caps an address at 254 octets); a longer one is dropped, never cut,
 /// since the actor is compared with the remediator's own identity.
 pub const MAX_ACTOR_BYTES: usize = 320;
+/// Longest client-derived detail (a serde message, a field path) kept in an [`IntakeError`].
+pub const MAX_ERROR_DETAIL_BYTES: usize = 256;
 /// Most removed (role, member) pairs kept as evidence of one hint.
 pub const MAX_REMOVED_PAIRS: usize = 100;
 
@@ -373,7 +375,7 @@ fn parse_json(bytes: &[u8], what: &'static str) -> Result<Value, IntakeError> {
     check_depth(bytes, MAX_JSON_DEPTH)?;
     serde_json::from_slice(bytes).map_err(|e| IntakeError::NotJson {
         what,
-        message: e.to_string(),
+        message: excerpt(&e.to_string(), MAX_ERROR_DETAIL_BYTES),
     })
 }
 
@@ -413,10 +415,12 @@ fn decode<T: serde::de::DeserializeOwned>(
     value: Value,
     what: &'static str,
 ) -> Result<T, IntakeError> {
+    // serde quotes offending values (a string of any length) and paths name client keys: both are cut,
+    // since the error goes into log lines.
     serde_path_to_error::deserialize(value).map_err(|e| IntakeError::Json {
         what,
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
+        path: excerpt(&e.path().to_string(), MAX_ERROR_DETAIL_BYTES),
+        message: excerpt(&e.inner().to_string(), MAX_ERROR_DETAIL_BYTES),
     })
 }
 

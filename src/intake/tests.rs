@@ -994,3 +994,15 @@ fn excerpt_cuts_on_a_character_boundary_and_replaces_control_characters() {
     assert_eq!(excerpt("aéb", 2), "a…");
     assert_eq!(excerpt(&"x".repeat(1000), 4), "xxxx…");
 }
+
+#[test]
+fn a_decode_error_quoting_a_huge_client_string_is_cut_before_it_can_reach_a_log() {
+    let mut entry: serde_json::Value =
+        serde_json::from_str(fixture!("audit-set-iam-policy-remove-service-data.json")).unwrap();
+    // A string where the entry has a list: serde's message quotes the whole string.
+    entry["protoPayload"]["serviceData"]["policyDelta"]["bindingDeltas"] =
+        serde_json::json!("x".repeat(1_000_000));
+    let err = classify(&message(&entry.to_string())).unwrap_err();
+    assert!(matches!(err, IntakeError::Json { .. }), "{err}");
+    assert!(err.to_string().len() < 1000, "{} bytes", err.to_string().len());
+}
