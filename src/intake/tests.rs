@@ -1004,5 +1004,9 @@ fn a_decode_error_quoting_a_huge_client_string_is_cut_before_it_can_reach_a_log(
         serde_json::json!("x".repeat(1_000_000));
     let err = classify(&message(&entry.to_string())).unwrap_err();
     assert!(matches!(err, IntakeError::Json { .. }), "{err}");
-    assert!(err.to_string().len() < 1000, "{} bytes", err.to_string().len());
+    assert!(
+        err.to_string().len() < 1000,
+        "{} bytes",
+        err.to_string().len()
+    );
 }

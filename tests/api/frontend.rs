@@ -516,3 +516,61 @@ notifications:
     serve.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_configured_push_auth_refuses_to_start_and_names_what_is_missing() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[("REMEDIATOR_PUSH_ALLOWED_EMAILS", PUSHER)],
+            "REMEDIATOR_PUSH_AUDIENCE is not",
+        ),
+        (
+            &[("REMEDIATOR_PUSH_AUDIENCE", SERVICE_URL)],
+            "REMEDIATOR_PUSH_ALLOWED_EMAILS is empty",
+        ),
+        (
+            &[
+                ("REMEDIATOR_PUSH_AUTH", "cloud-run"),
+                ("REMEDIATOR_PUSH_ALLOWED_EMAILS", PUSHER),
+            ],
+            "cloud-run needs REMEDIATOR_PUSH_AUDIENCE",
+        ),
+        (
+            &[("REMEDIATOR_PUSH_AUTH", "signed")],
+            "signed needs REMEDIATOR_PUSH_AUDIENCE",
+        ),
+        (
+            &[
+                ("REMEDIATOR_PUSH_AUTH", "none"),
+                ("REMEDIATOR_PUSH_AUDIENCE", SERVICE_URL),
+            ],
+            "REMEDIATOR_PUSH_AUTH=none but REMEDIATOR_PUSH_AUDIENCE is set",
+        ),
+    ];
+    for (env, says) in cases {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
+        cmd.arg("serve")
+            .env("PORT", "0")
+            .env("REMEDIATOR_API_ENDPOINT", "http://127.0.0.1:1/")
+            .env("REMEDIATOR_LOG_FORMAT", "text")
+            .env_remove("REMEDIATOR_PUSH_AUTH")
+            .env_remove("REMEDIATOR_PUSH_AUDIENCE")
+            .env_remove("REMEDIATOR_PUSH_ALLOWED_EMAILS")
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+            .await
+            .expect("serve exits by itself")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{env:?} started: {stdout}");
+        assert!(
+            !stdout.contains("listening on"),
+            "{env:?} listened: {stdout}"
+        );
+        assert!(stderr.contains(says), "{env:?}: {stderr}");
+    }
+}
