@@ -187,7 +187,10 @@ async fn cloud_run_model_a_removal_pushed_by_the_emulator_through_the_front_end_
     let serve = serve_with_auth(
         "cloud-run",
         &sim,
-        &[("REMEDIATOR_POLICY", policy_file("mode: enforce\n").await)],
+        &[
+            ("REMEDIATOR_POLICY", policy_file("mode: enforce\n").await),
+            ("GOOGLE_CLOUD_PROJECT", OPS.to_owned()),
+        ],
     )
     .await;
     let fe = FrontEnd::start(
@@ -225,6 +228,16 @@ async fn cloud_run_model_a_removal_pushed_by_the_emulator_through_the_front_end_
         assert!(headers.contains_key("x-forwarded-for"));
         assert_eq!(*status, 204, "serve accepted the forwarded token");
     }
+    // Serve's log lines for a forwarded push carry the trace Cloud Run assigned.
+    let logs = serve.logs.lock().unwrap().clone();
+    let correlated = seen.iter().any(|(headers, _)| {
+        let traceparent = headers["traceparent"].to_str().unwrap();
+        let trace = traceparent.split('-').nth(1).unwrap();
+        logs.contains(&format!(
+            "\"logging.googleapis.com/trace\":\"projects/{OPS}/traces/{trace}\""
+        ))
+    });
+    assert!(correlated, "no log line carries a forwarded trace:\n{logs}");
     serve.stop().await;
     sim.shutdown().await;
 }
