@@ -64,7 +64,12 @@ pub struct ServeArgs {
     /// Listen address; default `0.0.0.0:$PORT` (8080 without `PORT`).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Require a Google-signed OIDC token with this audience on every push.
+    /// How pushes are authenticated: `cloud-run` (behind Cloud Run's IAM invoker check), `signed`
+    /// (verify Google's signature), `none` (local only). Unset: `signed` when the audience and the
+    /// emails are set, `none` when neither is; anything partial refuses to start.
+    #[arg(long, env = "REMEDIATOR_PUSH_AUTH")]
+    pub push_auth: Option<String>,
+    /// The audience every push token must carry.
     #[arg(long, env = "REMEDIATOR_PUSH_AUDIENCE")]
     pub push_audience: Option<String>,
     /// Service-account emails allowed to push (comma-separated).
@@ -83,6 +88,19 @@ pub struct ServeArgs {
     /// Largest accepted push body in bytes.
     #[arg(long, env = "REMEDIATOR_MAX_BODY_BYTES", default_value_t = crate::intake::MAX_PUSH_BODY_BYTES)]
     pub max_body_bytes: usize,
+    /// Most connections served at once (at the limit, the connection that waited longest for a
+    /// request head is closed for a new one). Default: the open-file limit less 256, at most 4096.
+    #[arg(long, env = "REMEDIATOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a request head may take from its first byte.
+    #[arg(long, env = "REMEDIATOR_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take.
+    #[arg(long, env = "REMEDIATOR_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Seconds a connection without a request in flight may stay silent.
+    #[arg(long, env = "REMEDIATOR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -180,25 +198,28 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = Runtime::load(&args.engine)?;
     let engine = build_engine(&args.engine, &runtime).await?;
     let deliverer = crate::notify::deliver::from_policy(&runtime.policy.notifications)?;
-    let oidc: Option<Box<dyn server::PushAuth>> = match &args.push_audience {
-        Some(audience) => {
-            if args.push_allowed_emails.is_empty() {
-                anyhow::bail!(
-                    "REMEDIATOR_PUSH_AUDIENCE is set but REMEDIATOR_PUSH_ALLOWED_EMAILS is empty"
-                );
-            }
-            Some(push_verifier(
-                audience,
-                &args.push_allowed_emails,
-                &args.oidc_keys_url,
-            )?)
-        }
+    let auth = server::auth::resolve(
+        args.push_auth.as_deref(),
+        args.push_audience.as_deref(),
+        &args.push_allowed_emails,
+        &args.oidc_keys_url,
+    )?;
+    let oidc = match &auth.oidc {
+        Some(config) => Some(push_verifier(config.clone())?),
         None => None,
     };
+    if oidc.is_none() && deliverer.is_some() {
+        tracing::warn!(
+            "push authentication is off (REMEDIATOR_PUSH_AUTH=none): POST /pubsub/notify is refused (403); {}",
+            server::notify_refusal()
+        );
+    }
     let listen = args.listen.unwrap_or_else(server::listen_addr_from_env);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = oidc.is_some(), notification_channels = deliverer.as_ref().map_or(0, |d| d.config().channels.len()), "serving");
+    tracing::info!(%addr, mode = engine.mode().as_str(), push_auth = auth.mode.as_str(), max_connections = args.max_connections.unwrap_or_else(server::conn::default_max_connections), notification_channels = deliverer.as_ref().map_or(0, |d| d.config().channels.len()), "serving");
+    // Signal handlers before the address is announced: a SIGTERM from then on is a graceful stop.
+    let shutdown = server::shutdown_signal();
     println!("listening on http://{addr}");
     let state = Arc::new(AppState {
         engine,
@@ -208,9 +229,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             trace_project: args.engine.trace_project.clone(),
+            body_timeout: Duration::from_secs(args.body_timeout_secs),
+            connections: server::conn::ConnLimits {
+                max_connections: args
+                    .max_connections
+                    .unwrap_or_else(server::conn::default_max_connections),
+                header_timeout: Duration::from_secs(args.header_timeout_secs),
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+            },
         },
     });
-    server::run(listener, state, server::shutdown_signal()).await?;
+    server::run(listener, state, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -316,19 +345,12 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
 
 /// Builds the Google OIDC push verifier.
 fn push_verifier(
-    audience: &str,
-    emails: &[String],
-    keys_url: &str,
+    config: crate::server::oidc::OidcConfig,
 ) -> anyhow::Result<Box<dyn server::PushAuth>> {
-    use crate::server::oidc::{OidcConfig, OidcVerifier};
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let config = OidcConfig {
-        audience: audience.to_owned(),
-        allowed_emails: emails.to_vec(),
-        keys_url: keys_url.to_owned(),
-        leeway_secs: 60,
-    };
-    Ok(Box::new(OidcVerifier::new(config, http)))
+    Ok(Box::new(crate::server::oidc::OidcVerifier::new(
+        config, http,
+    )))
 }

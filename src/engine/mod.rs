@@ -98,14 +98,27 @@ struct Recent {
     set: HashSet<String>,
     order: VecDeque<String>,
     cap: usize,
+    /// Bytes of the keys held (both copies, per entry of `order`).
+    bytes: usize,
+    /// Most bytes held, whatever the count: keys come from clients (message ids).
+    max_bytes: usize,
 }
+
+/// Default byte budget of a [`Recent`] set.
+const RECENT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 impl Recent {
     fn new(cap: usize) -> Self {
+        Self::with_max_bytes(cap, RECENT_MAX_BYTES)
+    }
+
+    fn with_max_bytes(cap: usize, max_bytes: usize) -> Self {
         Self {
             set: HashSet::new(),
             order: VecDeque::new(),
             cap,
+            bytes: 0,
+            max_bytes,
         }
     }
 
@@ -119,8 +132,10 @@ impl Recent {
             return false;
         }
         self.order.push_back(key.to_owned());
-        while self.order.len() > self.cap {
+        self.bytes += 2 * key.len();
+        while self.order.len() > self.cap || (self.bytes > self.max_bytes && self.order.len() > 1) {
             if let Some(old) = self.order.pop_front() {
+                self.bytes -= 2 * old.len();
                 self.set.remove(&old);
             }
         }
@@ -129,6 +144,29 @@ impl Recent {
 
     fn remove(&mut self, key: &str) {
         self.set.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::Recent;
+
+    #[test]
+    fn a_recent_set_is_bounded_by_bytes_as_well_as_by_entries() {
+        let mut r = Recent::with_max_bytes(1000, 2 * 300);
+        for i in 0..10 {
+            assert!(r.insert(&format!("{i:0>100}")));
+        }
+        // Three 100-byte keys fit in 600 bytes (two copies each); the oldest went first.
+        assert!(r.bytes <= 600, "{}", r.bytes);
+        assert_eq!(r.order.len(), 3);
+        assert!(r.contains(&format!("{:0>100}", 9)));
+        assert!(!r.contains(&format!("{:0>100}", 0)));
+        let mut by_count = Recent::with_max_bytes(2, usize::MAX);
+        for k in ["a", "b", "c"] {
+            by_count.insert(k);
+        }
+        assert!(!by_count.contains("a") && by_count.contains("c"));
     }
 }
 

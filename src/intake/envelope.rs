@@ -109,10 +109,13 @@ pub fn parse_push(
     }
     let kind = body_kind(content_type)?;
     let unwrapped_by_header = headers.contains_key(HEADER_MESSAGE_ID);
-    if kind == BodyKind::Json && !unwrapped_by_header && looks_wrapped(body) {
-        return parse_wrapped(body);
-    }
-    parse_unwrapped(body, headers)
+    let message = if kind == BodyKind::Json && !unwrapped_by_header && looks_wrapped(body) {
+        parse_wrapped(body)?
+    } else {
+        parse_unwrapped(body, headers)?
+    };
+    super::check_message_bounds(&message)?;
+    Ok(message)
 }
 
 /// True if the body is a JSON object with a top-level `message` key (checked cheaply, without parsing).
@@ -210,8 +213,13 @@ fn parse_unwrapped(body: &[u8], headers: &HeaderMap) -> Result<Message, IntakeEr
         if is_transport_header(name) {
             continue;
         }
-        // Attributes are best effort: a value that is not UTF-8 is skipped rather than failing the message.
-        if let Ok(value) = value.to_str() {
+        // Attributes are best effort: a value that is not UTF-8, or a header longer than an attribute can
+        // be (some proxy's), is skipped rather than failing the message; so is anything past the count.
+        if let Ok(value) = value.to_str()
+            && name.len() <= super::MAX_ATTRIBUTE_KEY_BYTES
+            && value.len() <= super::MAX_ATTRIBUTE_VALUE_BYTES
+            && attributes.len() < super::MAX_ATTRIBUTES
+        {
             attributes.insert(name.to_owned(), value.to_owned());
         }
     }

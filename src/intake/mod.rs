@@ -51,6 +51,28 @@ pub const MAX_PUSH_BODY_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_DATA_BYTES: usize = 1024 * 1024;
 /// Deepest JSON nesting accepted (objects and arrays); real payloads stay well below 20.
 pub const MAX_JSON_DEPTH: usize = 64;
+/// Longest message id accepted (Pub/Sub's are decimal numbers of about 16 digits). Message ids are kept
+/// in de-duplication sets and logged, so a longer one is refused as malformed.
+pub const MAX_MESSAGE_ID_BYTES: usize = 128;
+/// Most attributes a message may carry (Pub/Sub's own limit).
+pub const MAX_ATTRIBUTES: usize = 100;
+/// Longest attribute key (Pub/Sub's own limit).
+pub const MAX_ATTRIBUTE_KEY_BYTES: usize = 256;
+/// Longest attribute value (Pub/Sub's own limit).
+pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
+/// Longest subscription name accepted (`projects/P/subscriptions/S`: 30 + 255 characters and the rest).
+pub const MAX_SUBSCRIPTION_BYTES: usize = 512;
+/// Longest timestamp accepted (RFC 3339 with nanoseconds is 30 characters).
+pub const MAX_TIMESTAMP_BYTES: usize = 64;
+/// Longest free-text evidence field kept (`methodName`, `insertId`, an etag); longer ones are cut.
+pub const MAX_EVIDENCE_BYTES: usize = 256;
+/// Longest actor email kept (RFC 5321 caps an address at 254 octets); a longer one is dropped, never cut,
+/// since the actor is compared with the remediator's own identity.
+pub const MAX_ACTOR_BYTES: usize = 320;
+/// Longest client-derived detail (a serde message, a field path) kept in an [`IntakeError`].
+pub const MAX_ERROR_DETAIL_BYTES: usize = 256;
+/// Most removed (role, member) pairs kept as evidence of one hint.
+pub const MAX_REMOVED_PAIRS: usize = 100;
 
 /// One Pub/Sub message, from a push (wrapped or unwrapped) or a pull.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -268,6 +290,16 @@ impl IntakeError {
 /// UTF-8, not JSON, too deep, or a recognised shape with fields of the wrong type). Valid JSON of an unknown
 /// shape is `Ignored` with a reason.
 pub fn classify(message: &Message) -> Result<Classification, IntakeError> {
+    let mut classification = classify_unbounded(message)?;
+    if let Classification::Hints(hints) = &mut classification {
+        for hint in hints {
+            bound_evidence(&mut hint.evidence);
+        }
+    }
+    Ok(classification)
+}
+
+fn classify_unbounded(message: &Message) -> Result<Classification, IntakeError> {
     if message.data.len() > MAX_DATA_BYTES {
         return Err(IntakeError::DataTooLarge {
             size: message.data.len(),
@@ -343,7 +375,7 @@ fn parse_json(bytes: &[u8], what: &'static str) -> Result<Value, IntakeError> {
     check_depth(bytes, MAX_JSON_DEPTH)?;
     serde_json::from_slice(bytes).map_err(|e| IntakeError::NotJson {
         what,
-        message: e.to_string(),
+        message: excerpt(&e.to_string(), MAX_ERROR_DETAIL_BYTES),
     })
 }
 
@@ -383,10 +415,12 @@ fn decode<T: serde::de::DeserializeOwned>(
     value: Value,
     what: &'static str,
 ) -> Result<T, IntakeError> {
+    // serde quotes offending values (a string of any length) and paths name client keys: both are cut,
+    // since the error goes into log lines.
     serde_path_to_error::deserialize(value).map_err(|e| IntakeError::Json {
         what,
-        path: e.path().to_string(),
-        message: e.inner().to_string(),
+        path: excerpt(&e.path().to_string(), MAX_ERROR_DETAIL_BYTES),
+        message: excerpt(&e.inner().to_string(), MAX_ERROR_DETAIL_BYTES),
     })
 }
 
@@ -412,6 +446,99 @@ fn sanitize(value: &str, max_chars: usize) -> String {
         out.push('…');
     }
     out
+}
+
+/// A client-supplied string cut to at most `max_bytes` bytes (on a character boundary, `…` appended when
+/// cut) with control characters replaced: what may go into a log line or an error message.
+pub fn excerpt(value: &str, max_bytes: usize) -> String {
+    let mut end = value.len().min(max_bytes);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = value[..end]
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if end < value.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Checks the size of every client-supplied string of a pushed message against Pub/Sub's own limits.
+pub(crate) fn check_message_bounds(message: &Message) -> Result<(), IntakeError> {
+    let too_long = |what: &'static str, len: usize, limit: usize| IntakeError::Invalid {
+        what,
+        reason: format!("{len} bytes, more than the limit of {limit}"),
+    };
+    if message.message_id.len() > MAX_MESSAGE_ID_BYTES {
+        return Err(too_long(
+            "message id",
+            message.message_id.len(),
+            MAX_MESSAGE_ID_BYTES,
+        ));
+    }
+    if let Some(s) = &message.subscription
+        && s.len() > MAX_SUBSCRIPTION_BYTES
+    {
+        return Err(too_long("subscription", s.len(), MAX_SUBSCRIPTION_BYTES));
+    }
+    if let Some(t) = &message.publish_time
+        && t.len() > MAX_TIMESTAMP_BYTES
+    {
+        return Err(too_long("publish time", t.len(), MAX_TIMESTAMP_BYTES));
+    }
+    if message.attributes.len() > MAX_ATTRIBUTES {
+        return Err(IntakeError::Invalid {
+            what: "attributes",
+            reason: format!(
+                "{} attributes, more than the limit of {MAX_ATTRIBUTES}",
+                message.attributes.len()
+            ),
+        });
+    }
+    for (key, value) in &message.attributes {
+        if key.len() > MAX_ATTRIBUTE_KEY_BYTES {
+            return Err(too_long(
+                "attribute key",
+                key.len(),
+                MAX_ATTRIBUTE_KEY_BYTES,
+            ));
+        }
+        if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            return Err(too_long(
+                "attribute value",
+                value.len(),
+                MAX_ATTRIBUTE_VALUE_BYTES,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Caps the free-text evidence a message carried: cut for reports, dropped where it is compared.
+fn bound_evidence(evidence: &mut Evidence) {
+    let cut = |field: &mut Option<String>, limit: usize| {
+        if let Some(v) = field.as_mut()
+            && v.len() > limit
+        {
+            *v = excerpt(v, limit);
+        }
+    };
+    cut(&mut evidence.method, MAX_EVIDENCE_BYTES);
+    cut(&mut evidence.insert_id, MAX_EVIDENCE_BYTES);
+    cut(&mut evidence.log_timestamp, MAX_TIMESTAMP_BYTES);
+    if let Some(r) = evidence.recommendation.as_mut() {
+        cut(&mut r.etag, MAX_EVIDENCE_BYTES);
+    }
+    if evidence
+        .actor
+        .as_ref()
+        .is_some_and(|a| a.len() > MAX_ACTOR_BYTES)
+    {
+        evidence.actor = None;
+    }
+    evidence.removed.truncate(MAX_REMOVED_PAIRS);
 }
 
 /// A `projects/X` value as a scope, if X is a valid project id or number.

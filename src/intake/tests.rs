@@ -854,3 +854,159 @@ const FIXTURES: [&str; 12] = [
     fixture!("push-wrapped-audit-log.json"),
     fixture!("audit-forged-owner.json"),
 ];
+
+fn wrapped(message_id: &str, attributes: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(b"{\"sweep\": {}}"),
+            "messageId": message_id,
+            "attributes": attributes,
+        },
+        "subscription": "projects/ops/subscriptions/s",
+    })
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_message_id_longer_than_pub_sub_ever_sends_is_refused_before_it_is_stored() {
+    let body = wrapped(&"9".repeat(MAX_MESSAGE_ID_BYTES), serde_json::json!({}));
+    assert_eq!(
+        parse_push(&body, Some("application/json"), &HeaderMap::new())
+            .unwrap()
+            .message_id
+            .len(),
+        MAX_MESSAGE_ID_BYTES
+    );
+    let huge = wrapped(&"9".repeat(1_500_000), serde_json::json!({}));
+    let err = parse_push(&huge, Some("application/json"), &HeaderMap::new()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IntakeError::Invalid {
+                what: "message id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_permanent());
+    assert!(
+        err.to_string().len() < 200,
+        "the error does not quote the id"
+    );
+    // The unwrapped form: the id from the header.
+    let long = "7".repeat(MAX_MESSAGE_ID_BYTES + 1);
+    let err = parse_push(
+        b"{}",
+        Some("application/json"),
+        &headers(&[("x-goog-pubsub-message-id", &long)]),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            IntakeError::Invalid {
+                what: "message id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn attributes_beyond_pub_sub_limits_are_refused_in_an_envelope() {
+    let too_many: serde_json::Map<String, serde_json::Value> = (0..=MAX_ATTRIBUTES)
+        .map(|i| (format!("k{i}"), serde_json::json!("v")))
+        .collect();
+    let long_key = serde_json::json!({ "k".repeat(MAX_ATTRIBUTE_KEY_BYTES + 1): "v" });
+    let long_value = serde_json::json!({ "k": "v".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 1) });
+    for (what, attributes) in [
+        ("attributes", serde_json::Value::Object(too_many)),
+        ("attribute key", long_key),
+        ("attribute value", long_value),
+    ] {
+        let err = parse_push(
+            &wrapped("1", attributes),
+            Some("application/json"),
+            &HeaderMap::new(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, IntakeError::Invalid { what: w, .. } if w == what),
+            "{what}: {err}"
+        );
+    }
+    let long_subscription = serde_json::json!({
+        "message": {"data": "", "messageId": "1"},
+        "subscription": "s".repeat(MAX_SUBSCRIPTION_BYTES + 1),
+    })
+    .to_string();
+    assert!(matches!(
+        parse_push(
+            long_subscription.as_bytes(),
+            Some("application/json"),
+            &HeaderMap::new()
+        ),
+        Err(IntakeError::Invalid {
+            what: "subscription",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn oversized_headers_of_an_unwrapped_push_are_not_taken_as_attributes() {
+    let value = "v".repeat(MAX_ATTRIBUTE_VALUE_BYTES + 1);
+    let m = parse_push(
+        b"{}",
+        Some("application/json"),
+        &headers(&[
+            ("x-goog-pubsub-message-id", "5"),
+            ("color", "blue"),
+            ("huge", &value),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(m.attributes.get("color").map(String::as_str), Some("blue"));
+    assert!(!m.attributes.contains_key("huge"));
+}
+
+#[test]
+fn evidence_strings_are_cut_and_an_oversized_actor_is_dropped() {
+    let mut entry: serde_json::Value =
+        serde_json::from_str(fixture!("audit-set-iam-policy-remove-service-data.json")).unwrap();
+    entry["insertId"] = serde_json::json!("i".repeat(10_000));
+    entry["protoPayload"]["authenticationInfo"]["principalEmail"] =
+        serde_json::json!(format!("{}@example.com", "a".repeat(10_000)));
+    let hint = one_hint(&entry.to_string());
+    let e = &hint.evidence;
+    assert!(e.insert_id.as_ref().unwrap().len() <= MAX_EVIDENCE_BYTES + '…'.len_utf8());
+    assert_eq!(e.actor, None, "an actor past any email's length is dropped");
+}
+
+#[test]
+fn excerpt_cuts_on_a_character_boundary_and_replaces_control_characters() {
+    assert_eq!(excerpt("short", 10), "short");
+    assert_eq!(excerpt("a\nb", 10), "a?b");
+    // 'é' is two bytes: cutting at 2 must not split it.
+    assert_eq!(excerpt("aéb", 2), "a…");
+    assert_eq!(excerpt(&"x".repeat(1000), 4), "xxxx…");
+}
+
+#[test]
+fn a_decode_error_quoting_a_huge_client_string_is_cut_before_it_can_reach_a_log() {
+    let mut entry: serde_json::Value =
+        serde_json::from_str(fixture!("audit-set-iam-policy-remove-service-data.json")).unwrap();
+    // A string where the entry has a list: serde's message quotes the whole string.
+    entry["protoPayload"]["serviceData"]["policyDelta"]["bindingDeltas"] =
+        serde_json::json!("x".repeat(1_000_000));
+    let err = classify(&message(&entry.to_string())).unwrap_err();
+    assert!(matches!(err, IntakeError::Json { .. }), "{err}");
+    assert!(
+        err.to_string().len() < 1000,
+        "{} bytes",
+        err.to_string().len()
+    );
+}

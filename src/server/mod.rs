@@ -1,10 +1,15 @@
-//! The `serve` HTTP service (hyper, HTTP/1.1, no framework): `POST /pubsub/push`, `GET /healthz`.
+//! The `serve` HTTP service (hyper, HTTP/1.1, no framework): `POST /pubsub/push`, `POST /pubsub/notify`,
+//! `GET /healthz`.
 //!
-//! Owns request hygiene (method, content type, size limit), push authentication (Google-signed OIDC
-//! tokens, when configured), trace extraction, status codes with Pub/Sub semantics (2xx acks; 429/503
-//! ask for redelivery) and graceful shutdown (stop accepting, drain within the grace, flush the
-//! publisher). Everything else is the engine's job.
+//! Owns request hygiene (method, content type, size limit, body deadline), connection hygiene (limit,
+//! header and idle deadlines: [`conn`]), push authentication ([`auth`] picks the model, [`oidc`] checks
+//! tokens), trace extraction, status codes with Pub/Sub semantics (2xx acks; 429/503 ask for redelivery)
+//! and graceful shutdown (stop accepting, drain within the grace, flush the publisher). Everything else
+//! is the engine's job (and notification delivery is the [`crate::notify::Deliverer`]'s).
 
+pub mod auth;
+pub mod conn;
+mod notify;
 pub mod oidc;
 
 use std::convert::Infallible;
@@ -37,6 +42,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Google Cloud project for trace correlation (`projects/P/traces/T`).
     pub trace_project: Option<String>,
+    /// A request body must be read completely within this time (408 otherwise).
+    pub body_timeout: Duration,
+    /// Connection limit, header and idle deadlines.
+    pub connections: conn::ConnLimits,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +54,8 @@ impl Default for ServerConfig {
             max_body_bytes: intake::MAX_PUSH_BODY_BYTES,
             shutdown_grace: Duration::from_secs(8),
             trace_project: None,
+            body_timeout: Duration::from_secs(30),
+            connections: conn::ConnLimits::default(),
         }
     }
 }
@@ -58,12 +69,13 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// Authenticates push requests from their `Authorization` header.
+/// Authenticates push requests from their headers (`Authorization`, and behind Cloud Run
+/// `X-Serverless-Authorization`).
 pub trait PushAuth: Send + Sync {
     /// Accepts (returning the pusher's identity) or rejects a request.
     fn verify<'a>(
         &'a self,
-        authorization: Option<&'a str>,
+        headers: &'a http::HeaderMap,
     ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, Rejection>> + Send + 'a>>;
 }
 
@@ -71,7 +83,8 @@ pub trait PushAuth: Send + Sync {
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
-    /// Push authentication, when configured.
+    /// Push authentication; `None` only with `REMEDIATOR_PUSH_AUTH=none`, which also refuses
+    /// `/pubsub/notify` (relaying unauthenticated text to Slack and webhooks is never allowed).
     pub oidc: Option<Box<dyn PushAuth>>,
     /// Notification delivery (`POST /pubsub/notify`), when the policy configures channels.
     pub deliverer: Option<Arc<crate::notify::Deliverer>>,
@@ -80,6 +93,9 @@ pub struct AppState {
 }
 
 type Body = Full<Bytes>;
+
+/// Largest part of a client-supplied string written to a log line.
+pub const LOG_EXCERPT_BYTES: usize = 256;
 
 fn respond(status: StatusCode, body: &str) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
@@ -91,13 +107,13 @@ fn respond(status: StatusCode, body: &str) -> Response<Body> {
     r
 }
 
-fn no_content() -> Response<Body> {
+pub(crate) fn no_content() -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: &str) -> Response<Body> {
     respond(
         status,
         &serde_json::json!({"error": {"code": status.as_u16(), "message": message}}).to_string(),
@@ -142,21 +158,29 @@ fn acceptable_content_type(ct: Option<&str>) -> bool {
 
 /// Routes one request.
 pub async fn route(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    route_on(state, None, request).await
+}
+
+async fn route_on(
+    state: Arc<AppState>,
+    connections: Option<&conn::Connections>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     let path = request.uri().path().to_owned();
     match (request.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => healthz(&state),
+        (&Method::GET, "/healthz") => healthz(&state, connections),
         (&Method::POST, "/pubsub/push") => push(state, request).await,
-        (&Method::POST, "/pubsub/notify") => notify_push(state, request).await,
-        (_, "/healthz" | "/pubsub/push") => {
+        (&Method::POST, "/pubsub/notify") => notify::push(state, request).await,
+        (_, "/healthz" | "/pubsub/push" | "/pubsub/notify") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
-fn healthz(state: &AppState) -> Response<Body> {
+fn healthz(state: &AppState, connections: Option<&conn::Connections>) -> Response<Body> {
     let s = &state.engine.stats;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "status": "ok",
         "mode": state.engine.mode().as_str(),
         "messages": s.messages.load(Ordering::Relaxed),
@@ -164,50 +188,88 @@ fn healthz(state: &AppState) -> Response<Body> {
         "project_runs": s.project_runs.load(Ordering::Relaxed),
         "notifications": s.notifications.load(Ordering::Relaxed),
     });
+    if let Some(c) = connections {
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        body["connections"] = serde_json::json!({
+            "open": c.open(),
+            "accepted": n(&c.stats.accepted),
+            "evicted": n(&c.stats.evicted),
+            "refused": n(&c.stats.refused),
+            "header_timeouts": n(&c.stats.header_timeouts),
+            "idle_timeouts": n(&c.stats.idle_timeouts),
+        });
+    }
     respond(StatusCode::OK, &body.to_string())
 }
 
-async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
-    let headers = request.headers().clone();
+/// The checks both push endpoints make before reading a body: content type and declared length, then
+/// authentication. `Err` is the answer to send.
+pub(crate) async fn admit_push(
+    state: &AppState,
+    headers: &http::HeaderMap,
+    accept_content_type: fn(Option<&str>) -> bool,
+    what: &'static str,
+) -> Result<(), Response<Body>> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    if !acceptable_content_type(content_type.as_deref()) {
-        return error(
+        .and_then(|v| v.to_str().ok());
+    if !accept_content_type(content_type) {
+        return Err(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "expected application/json",
-        );
+        ));
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > state.config.max_body_bytes) {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ));
     }
     // Authenticate before reading the body.
-    if let Some(verifier) = &state.oidc {
-        let auth = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(e) = verifier.verify(auth).await {
-            tracing::warn!(error = %e.message, status = e.status, "push rejected");
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            return error(status, &e.message);
-        }
-    }
-    let body = match Limited::new(request.into_body(), state.config.max_body_bytes)
-        .collect()
-        .await
+    if let Some(verifier) = &state.oidc
+        && let Err(e) = verifier.verify(headers).await
     {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or unreadable",
-            );
-        }
+        tracing::warn!(error = %intake::excerpt(&e.message, LOG_EXCERPT_BYTES), status = e.status, endpoint = what, "push rejected");
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
+        return Err(error(status, &e.message));
+    }
+    Ok(())
+}
+
+/// Reads a request body within the size limit and the body deadline.
+pub(crate) async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes, Response<Body>> {
+    let reading = Limited::new(body, state.config.max_body_bytes).collect();
+    match tokio::time::timeout(state.config.body_timeout, reading).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large or unreadable",
+        )),
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request body not received within the body timeout",
+        )),
+    }
+}
+
+async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    if let Err(answer) = admit_push(&state, &headers, acceptable_content_type, "/pubsub/push").await
+    {
+        return answer;
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match read_body(&state, body).await {
+        Ok(b) => b,
+        Err(answer) => return answer,
     };
     let message = match intake::parse_push(&body, content_type.as_deref(), &headers) {
         Ok(m) => m,
@@ -220,7 +282,7 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
         Err(e) => {
             // A malformed delivery cannot be fixed by redelivering it: acknowledge and log it once.
             state.engine.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "malformed push delivery acknowledged");
+            tracing::warn!(error = %intake::excerpt(&e.to_string(), LOG_EXCERPT_BYTES), "malformed push delivery acknowledged");
             return no_content();
         }
     };
@@ -243,7 +305,7 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests within the grace and flushes the
-/// publisher.
+/// publisher. Connections are admitted and timed out by [`conn::Connections`].
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -251,6 +313,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let builder = hyper::server::conn::http1::Builder::new();
+    let connections = conn::Connections::new(state.config.connections);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -264,16 +327,43 @@ pub async fn run(
                     }
                 };
                 let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(state, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let connections = connections.clone();
+                let builder = builder.clone();
+                // Admission may wait (briefly) for an evicted connection's slot: never in the accept loop.
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection closed with an error");
+                    let Some(admitted) = connections.admit().await else {
+                        tracing::debug!("connection refused: every slot has a request in flight");
+                        return;
+                    };
+                    let slot = admitted.slot.clone();
+                    let service = {
+                        let slot = slot.clone();
+                        let connections = connections.clone();
+                        service_fn(move |req| {
+                            let state = state.clone();
+                            let in_flight = slot.request();
+                            let connections = connections.clone();
+                            async move {
+                                let response = route_on(state, Some(&connections), req).await;
+                                drop(in_flight);
+                                Ok::<_, Infallible>(response)
+                            }
+                        })
+                    };
+                    let io = TokioIo::new(conn::Watched::new(stream, slot.clone()));
+                    let conn = watcher.watch(builder.serve_connection(io, service));
+                    tokio::select! {
+                        result = conn => {
+                            if let Err(e) = result {
+                                tracing::debug!(error = %e, "connection closed with an error");
+                            }
+                        }
+                        why = connections.closed(&slot) => {
+                            tracing::debug!(reason = ?why, "connection closed by the server");
+                        }
                     }
+                    drop(admitted);
                 });
             }
             () = &mut shutdown => break,
@@ -296,25 +386,43 @@ pub async fn run(
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// What `/pubsub/notify` answers (403) when pushes are not authenticated.
+pub fn notify_refusal() -> &'static str {
+    notify::UNAUTHENTICATED_REFUSAL
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when the future is
+/// first polled: call it before announcing the listen address, so a SIGTERM sent right after start-up
+/// (Cloud Run scaling down a fresh instance) is a graceful stop, not the default kill.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -325,76 +433,4 @@ pub fn listen_addr_from_env() -> SocketAddr {
         .and_then(|p| p.parse::<u16>().ok())
         .unwrap_or(8080);
     SocketAddr::from(([0, 0, 0, 0], port))
-}
-
-/// `POST /pubsub/notify`: a push subscription on the notifications topic. Same hygiene as
-/// `/pubsub/push` (content type, size limit, OIDC when configured, malformed deliveries acked);
-/// 204 when every target got the notification, 503 (redeliver) when one still fails.
-pub async fn notify_push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
-    let Some(deliverer) = state.deliverer.clone() else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "notification delivery is not configured (no notifications: channels in the policy)",
-        );
-    };
-    let headers = request.headers().clone();
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let essence = content_type
-        .as_deref()
-        .and_then(|c| c.split(';').next())
-        .unwrap_or("application/json")
-        .trim()
-        .to_ascii_lowercase();
-    if !matches!(
-        essence.as_str(),
-        "application/json" | "application/octet-stream" | "text/plain" | ""
-    ) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected application/json",
-        );
-    }
-    let limit = state.config.max_body_bytes;
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-    }
-    if let Some(verifier) = &state.oidc {
-        let auth = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if let Err(e) = verifier.verify(auth).await {
-            tracing::warn!(error = %e.message, status = e.status, "notification push rejected");
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            return error(status, &e.message);
-        }
-    }
-    let body = match Limited::new(request.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or unreadable",
-            );
-        }
-    };
-    let message = match intake::parse_push(&body, content_type.as_deref(), &headers) {
-        Ok(m) => m,
-        Err(e) => {
-            deliverer.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "malformed notification push acknowledged");
-            return no_content();
-        }
-    };
-    match deliverer.handle(&message).await {
-        Verdict::Ack => no_content(),
-        Verdict::Retry(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
-    }
 }

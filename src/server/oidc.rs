@@ -3,8 +3,14 @@
 //! Owns the whole check of `Authorization: Bearer <JWT>`: RS256 only, signature against Google's published
 //! keys (a JWK set fetched from a configurable URL, cached by `kid`, refreshed when it expires or when an
 //! unknown `kid` shows up, at most once per [`MIN_REFRESH_INTERVAL`]), issuer, audience, expiry,
-//! `email_verified`, and an allow-list of push service-account emails. It does not read the request body:
-//! callers authenticate first, then decode (reject early).
+//! not-before, issued-at, `email_verified`, and an allow-list of push service-account emails. It does not
+//! read the request body: callers authenticate first, then decode (reject early).
+//!
+//! Two trust modes ([`Trust`]): `Signed` verifies every signature itself and refuses a token whose
+//! signature is the literal [`SIGNATURE_REMOVED`]; `CloudRun` is for a service behind Cloud Run's IAM
+//! invoker check, which verifies the token and forwards it with the signature replaced by that marker:
+//! such a token's claims are checked here (everything but the signature), any other signature is still
+//! verified against the keys. The claim checks are the same code in both modes.
 //!
 //! Token format: <https://cloud.google.com/pubsub/docs/authenticate-push-subscriptions>; keys:
 //! <https://www.googleapis.com/oauth2/v3/certs> (the `jwks_uri` of Google's OpenID configuration).
@@ -37,6 +43,23 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Largest token accepted (Google's are about 1 KiB).
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// What Cloud Run puts in place of the signature of a token it has verified (its troubleshooting page,
+/// anchor `signature-removed`). Only this exact third part counts as "verified by the front end".
+pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
+/// Longest lifetime (`exp - iat`) accepted; Google's ID tokens live one hour.
+const MAX_TOKEN_LIFETIME_SECS: f64 = 2.0 * 3600.0;
+
+/// Who verified the token's signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// This service verifies the signature against Google's keys (`REMEDIATOR_PUSH_AUTH=signed`); a
+    /// token whose signature was removed is refused.
+    Signed,
+    /// Cloud Run's IAM invoker check verified the token and replaced its signature with
+    /// [`SIGNATURE_REMOVED`] (`REMEDIATOR_PUSH_AUTH=cloud-run`); such a token's claims are checked here.
+    /// A token that still carries a signature is verified against the keys as in `Signed`.
+    CloudRun,
+}
 
 /// What a push token must satisfy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,8 +71,10 @@ pub struct OidcConfig {
     pub allowed_emails: Vec<String>,
     /// Where the JWK set is fetched from ([`GOOGLE_KEYS_URL`] in production, a local server in tests).
     pub keys_url: String,
-    /// Clock skew tolerated on `exp`, in seconds.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// Whether a front end (Cloud Run) verified the signature.
+    pub trust: Trust,
 }
 
 impl OidcConfig {
@@ -60,6 +85,7 @@ impl OidcConfig {
             allowed_emails,
             keys_url: GOOGLE_KEYS_URL.to_owned(),
             leeway_secs: 60,
+            trust: Trust::Signed,
         }
     }
 }
@@ -88,6 +114,11 @@ pub enum AuthError {
     /// The signature does not verify.
     #[error("token signature does not verify")]
     BadSignature,
+    /// The signature was replaced by [`SIGNATURE_REMOVED`] and this service does not trust a front end.
+    #[error(
+        "token signature was removed by a front end and this service is not configured to trust one (REMEDIATOR_PUSH_AUTH=cloud-run)"
+    )]
+    SignatureRemoved,
     /// `iss` is not Google.
     #[error("token issuer is not Google")]
     WrongIssuer,
@@ -97,6 +128,9 @@ pub enum AuthError {
     /// `exp` is in the past (beyond the leeway).
     #[error("token expired")]
     Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not valid yet")]
+    NotYetValid,
     /// `email_verified` is not true.
     #[error("token email is not verified")]
     EmailNotVerified,
@@ -117,8 +151,9 @@ impl AuthError {
             | Self::Malformed(_)
             | Self::UnknownKey
             | Self::BadSignature
+            | Self::SignatureRemoved
             | Self::WrongIssuer => 401,
-            Self::Expired => 401,
+            Self::Expired | Self::NotYetValid => 401,
             Self::WrongAudience | Self::EmailNotVerified | Self::EmailNotAllowed(_) => 403,
             Self::KeysUnavailable(_) => 503,
         }
@@ -146,17 +181,6 @@ pub struct OidcVerifier {
 }
 
 #[derive(Deserialize)]
-struct Claims {
-    #[serde(default)]
-    email: Option<String>,
-    /// Google sends a boolean; some older tokens carried the string `"true"`.
-    #[serde(default)]
-    email_verified: Option<Value>,
-    #[serde(default)]
-    sub: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct JwkSetLoose {
     #[serde(default)]
     keys: Vec<Value>,
@@ -165,12 +189,14 @@ struct JwkSetLoose {
 impl OidcVerifier {
     /// Builds a verifier. `http` is the service's shared client; fetches add their own timeout.
     pub fn new(config: OidcConfig, http: reqwest::Client) -> Self {
+        // The library checks the signature only; every claim is checked by `check_claims`, the same code
+        // for signed and front-end-verified tokens (the library would accept an array `iss` and ignore
+        // `nbf`).
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.set_audience(&[config.audience.as_str()]);
-        validation.set_issuer(&GOOGLE_ISSUERS);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = config.leeway_secs;
-        validation.validate_exp = true;
+        validation.required_spec_claims.clear();
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
         let allowed = config
             .allowed_emails
             .iter()
@@ -193,6 +219,12 @@ impl OidcVerifier {
     ) -> Result<VerifiedPusher, AuthError> {
         let header = authorization_header.ok_or(AuthError::Missing)?;
         let token = bearer_token(header)?;
+        let parts: Vec<&str> = token.split('.').collect();
+        let [_, payload, signature] = parts[..] else {
+            return Err(AuthError::Malformed(
+                "token is not three dot-separated parts".into(),
+            ));
+        };
         let jwt_header = jsonwebtoken::decode_header(token)
             .map_err(|e| AuthError::Malformed(format!("token header: {e}")))?;
         if jwt_header.alg != Algorithm::RS256 {
@@ -201,28 +233,92 @@ impl OidcVerifier {
                 jwt_header.alg
             )));
         }
-        let kid = jwt_header
-            .kid
-            .ok_or_else(|| AuthError::Malformed("token header has no kid".into()))?;
-        let key = self.key(&kid).await?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(map_jwt_error)?;
-        let claims = data.claims;
-        let verified = matches!(&claims.email_verified, Some(Value::Bool(true)))
-            || matches!(&claims.email_verified, Some(Value::String(s)) if s == "true");
-        let email = claims.email.filter(|e| !e.is_empty()).ok_or_else(|| {
-            AuthError::Malformed("token has no email claim (push tokens always carry one)".into())
-        })?;
+        let claims = if signature == SIGNATURE_REMOVED {
+            match self.config.trust {
+                Trust::Signed => return Err(AuthError::SignatureRemoved),
+                Trust::CloudRun => decode_payload(payload)?,
+            }
+        } else {
+            let kid = jwt_header
+                .kid
+                .ok_or_else(|| AuthError::Malformed("token header has no kid".into()))?;
+            let key = self.key(&kid).await?;
+            jsonwebtoken::decode::<Value>(token, &key, &self.validation)
+                .map_err(map_jwt_error)?
+                .claims
+        };
+        self.check_claims(&claims, jsonwebtoken::get_current_timestamp() as f64)
+    }
+
+    /// Every check but the signature: issuer (a string, one of Google's), audience, `exp`, `nbf`, `iat`,
+    /// `email_verified` and the allow-list. `now` is in seconds since the epoch.
+    fn check_claims(&self, claims: &Value, now: f64) -> Result<VerifiedPusher, AuthError> {
+        if !claims.is_object() {
+            return Err(AuthError::Malformed(
+                "token claims are not an object".into(),
+            ));
+        }
+        let leeway = self.config.leeway_secs as f64;
+        match &claims["iss"] {
+            Value::String(iss) if GOOGLE_ISSUERS.contains(&iss.as_str()) => {}
+            Value::String(_) => return Err(AuthError::WrongIssuer),
+            Value::Null => return Err(AuthError::Malformed("missing claim `iss`".into())),
+            _ => return Err(AuthError::Malformed("claim `iss` is not a string".into())),
+        }
+        match &claims["aud"] {
+            Value::String(aud) if *aud == self.config.audience => {}
+            Value::String(_) => return Err(AuthError::WrongAudience),
+            Value::Null => return Err(AuthError::Malformed("missing claim `aud`".into())),
+            _ => return Err(AuthError::Malformed("claim `aud` is not a string".into())),
+        }
+        let time = |name: &str| -> Result<Option<f64>, AuthError> {
+            match &claims[name] {
+                Value::Null => Ok(None),
+                v => v
+                    .as_f64()
+                    .filter(|t| t.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| AuthError::Malformed(format!("claim `{name}` is not a number"))),
+            }
+        };
+        let exp = time("exp")?.ok_or_else(|| AuthError::Malformed("missing claim `exp`".into()))?;
+        if exp + leeway < now {
+            return Err(AuthError::Expired);
+        }
+        if time("nbf")?.is_some_and(|nbf| nbf > now + leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+        let iat = time("iat")?.ok_or_else(|| AuthError::Malformed("missing claim `iat`".into()))?;
+        if iat > now + leeway {
+            return Err(AuthError::Malformed("token issued in the future".into()));
+        }
+        if exp < iat || exp - iat > MAX_TOKEN_LIFETIME_SECS {
+            return Err(AuthError::Malformed(
+                "token lifetime (exp - iat) is negative or longer than two hours".into(),
+            ));
+        }
+        let verified = matches!(&claims["email_verified"], Value::Bool(true))
+            || matches!(&claims["email_verified"], Value::String(s) if s == "true");
+        let email = claims["email"]
+            .as_str()
+            .filter(|e| !e.is_empty())
+            .ok_or_else(|| {
+                AuthError::Malformed(
+                    "token has no email claim (push tokens always carry one)".into(),
+                )
+            })?;
         if !verified {
             return Err(AuthError::EmailNotVerified);
         }
         let email = email.to_ascii_lowercase();
         if !self.allowed.contains(&email) {
-            return Err(AuthError::EmailNotAllowed(email));
+            return Err(AuthError::EmailNotAllowed(crate::intake::excerpt(
+                &email, 320,
+            )));
         }
         Ok(VerifiedPusher {
             email,
-            subject: claims.sub.unwrap_or_default(),
+            subject: claims["sub"].as_str().unwrap_or_default().to_owned(),
         })
     }
 
@@ -317,12 +413,21 @@ impl OidcVerifier {
             .map_or(DEFAULT_KEYS_TTL, |ttl| {
                 ttl.clamp(MIN_REFRESH_INTERVAL, MAX_KEYS_TTL)
             });
-        let body = response
-            .bytes()
+        // Read chunk by chunk and stop at the cap: a chunked response without a length (or one that lies)
+        // never costs more than the cap in memory.
+        let mut response = response;
+        let mut body: Vec<u8> = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|e| unavailable(format!("reading key set: {e}")))?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err(unavailable("key set too large".into()));
+            .map_err(|e| unavailable(format!("reading key set: {e}")))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(unavailable(format!(
+                    "key set larger than {MAX_JWKS_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
         }
         let set: JwkSetLoose = serde_json::from_slice(&body)
             .map_err(|e| unavailable(format!("key set is not a JWK set: {e}")))?;
@@ -355,14 +460,30 @@ impl OidcVerifier {
 
 /// Plugs the verifier into the server: the pusher's email on success, the status and reason otherwise
 /// (reasons never contain the token).
+///
+/// Behind Cloud Run ([`Trust::CloudRun`]) the token read is `X-Serverless-Authorization` when the request
+/// has one: Cloud Run's invoker check uses that header in preference to `Authorization`, so in that case
+/// it is the one Cloud Run verified, and `Authorization` reached us unchecked.
 impl super::PushAuth for OidcVerifier {
     fn verify<'a>(
         &'a self,
-        authorization: Option<&'a str>,
+        headers: &'a http::HeaderMap,
     ) -> Pin<Box<dyn Future<Output = Result<String, super::Rejection>> + Send + 'a>> {
         Box::pin(async move {
-            OidcVerifier::verify(self, authorization)
-                .await
+            let value = match self.config.trust {
+                Trust::CloudRun => headers
+                    .get(SERVERLESS_AUTHORIZATION)
+                    .or_else(|| headers.get(http::header::AUTHORIZATION)),
+                Trust::Signed => headers.get(http::header::AUTHORIZATION),
+            };
+            let result = match value.map(|v| v.to_str()) {
+                None => Err(AuthError::Missing),
+                Some(Err(_)) => Err(AuthError::Malformed(
+                    "authorization header is not visible ASCII".into(),
+                )),
+                Some(Ok(v)) => OidcVerifier::verify(self, Some(v)).await,
+            };
+            result
                 .map(|pusher| pusher.email)
                 .map_err(|e| super::Rejection {
                     status: e.status(),
@@ -371,6 +492,9 @@ impl super::PushAuth for OidcVerifier {
         })
     }
 }
+
+/// The header Cloud Run's invoker check reads before `Authorization`.
+pub const SERVERLESS_AUTHORIZATION: &str = "x-serverless-authorization";
 
 /// The token of `Bearer <token>` (scheme case-insensitive).
 fn bearer_token(header: &str) -> Result<&str, AuthError> {
@@ -390,6 +514,16 @@ fn bearer_token(header: &str) -> Result<&str, AuthError> {
         ));
     }
     Ok(token)
+}
+
+/// The claims of a token whose signature a front end removed (base64url JSON, padding tolerated).
+fn decode_payload(payload: &str) -> Result<Value, AuthError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| AuthError::Malformed(format!("token payload is not base64url: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| AuthError::Malformed(format!("token payload is not JSON: {e}")))
 }
 
 /// `max-age` of a `Cache-Control` value, unless `no-store` / `no-cache` forbid reuse.
@@ -800,24 +934,271 @@ mod tests {
         assert_eq!(failing.hits.load(Ordering::SeqCst), 1);
     }
 
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
     #[tokio::test]
     async fn the_server_sees_the_pusher_email_or_a_rejection_with_its_status() {
         use crate::server::PushAuth;
         let server = key_server(200, JWKS, "max-age=60").await;
         let auth: Box<dyn PushAuth> = Box::new(verifier(&server));
         assert_eq!(
-            auth.verify(Some(&token_with(|_| {}))).await.unwrap(),
+            auth.verify(&headers(&[("authorization", &token_with(|_| {}))]))
+                .await
+                .unwrap(),
             PUSHER
         );
-        let rejection = auth.verify(None).await.unwrap_err();
+        let rejection = auth.verify(&headers(&[])).await.unwrap_err();
         assert_eq!(rejection.status, 401);
         let token = token_with(|c| c["aud"] = json!("https://elsewhere.example"));
-        let rejection = auth.verify(Some(&token)).await.unwrap_err();
+        let rejection = auth
+            .verify(&headers(&[("authorization", &token)]))
+            .await
+            .unwrap_err();
         assert_eq!(rejection.status, 403);
         assert!(
             !rejection
                 .message
                 .contains(token.trim_start_matches("Bearer "))
+        );
+    }
+
+    /// `Bearer <header>.<payload>.SIGNATURE_REMOVED_BY_GOOGLE`, as Cloud Run forwards a verified token.
+    fn stripped(bearer_token: &str) -> String {
+        let (rest, _signature) = bearer_token.rsplit_once('.').unwrap();
+        format!("{rest}.{SIGNATURE_REMOVED}")
+    }
+
+    fn cloud_run_verifier(server: &KeyServer) -> OidcVerifier {
+        let config = OidcConfig {
+            keys_url: server.url.clone(),
+            trust: Trust::CloudRun,
+            ..OidcConfig::new(AUDIENCE, vec![PUSHER.into()])
+        };
+        OidcVerifier::new(config, reqwest::Client::new())
+    }
+
+    #[tokio::test]
+    async fn a_stripped_token_is_401_when_the_service_does_not_trust_a_front_end() {
+        let server = key_server(200, JWKS, "max-age=60").await;
+        let err = verifier(&server)
+            .verify(Some(&stripped(&token_with(|_| {}))))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.clone(), err.status()),
+            (AuthError::SignatureRemoved, 401)
+        );
+        assert_eq!(server.hits.load(Ordering::SeqCst), 0, "no key fetch");
+    }
+
+    #[tokio::test]
+    async fn behind_cloud_run_a_stripped_token_of_an_allowed_account_is_accepted_without_keys() {
+        let server = key_server(200, JWKS, "max-age=60").await;
+        let v = cloud_run_verifier(&server);
+        let pusher = v
+            .verify(Some(&stripped(&token_with(|_| {}))))
+            .await
+            .unwrap();
+        assert_eq!(pusher.email, PUSHER);
+        assert_eq!(server.hits.load(Ordering::SeqCst), 0, "no key fetch");
+    }
+
+    #[tokio::test]
+    async fn behind_cloud_run_every_claim_of_a_stripped_token_is_still_checked() {
+        let server = key_server(200, JWKS, "max-age=60").await;
+        let v = cloud_run_verifier(&server);
+        type Edit = fn(&mut Value);
+        let cases: [(&str, Edit, u16); 10] = [
+            (
+                "wrong audience",
+                |c| c["aud"] = json!("https://someone-else.example"),
+                403,
+            ),
+            (
+                "email not allowed",
+                |c| c["email"] = json!("evil@attacker.iam.gserviceaccount.com"),
+                403,
+            ),
+            (
+                "expired",
+                |c| {
+                    c["iat"] = json!(now() - 7200);
+                    c["exp"] = json!(now() - 3600);
+                },
+                401,
+            ),
+            ("not valid yet", |c| c["nbf"] = json!(now() + 600), 401),
+            (
+                "array issuer",
+                |c| c["iss"] = json!(["https://accounts.google.com", "https://evil.example"]),
+                401,
+            ),
+            (
+                "other issuer",
+                |c| c["iss"] = json!("https://evil.example"),
+                401,
+            ),
+            (
+                "email not verified",
+                |c| c["email_verified"] = json!(false),
+                403,
+            ),
+            (
+                "issued in the future",
+                |c| c["iat"] = json!(now() + 600),
+                401,
+            ),
+            (
+                "lifetime of a day",
+                |c| c["exp"] = json!(now() + 24 * 3600),
+                401,
+            ),
+            (
+                "no exp",
+                |c| {
+                    c.as_object_mut().unwrap().remove("exp");
+                },
+                401,
+            ),
+        ];
+        for (what, edit, status) in cases {
+            let err = v
+                .verify(Some(&stripped(&token_with(edit))))
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), status, "{what}: {err}");
+        }
+        // The same checks for a fully signed token (one code path for both).
+        for (what, edit, status) in cases {
+            let err = verifier(&server)
+                .verify(Some(&token_with(edit)))
+                .await
+                .unwrap_err();
+            assert_eq!(err.status(), status, "signed, {what}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn behind_cloud_run_only_the_exact_marker_skips_the_signature() {
+        let server = key_server(200, JWKS, "max-age=60").await;
+        let v = cloud_run_verifier(&server);
+        let good = token_with(|_| {});
+        let (rest, _) = good.rsplit_once('.').unwrap();
+        for forged in [
+            format!("{rest}.signature_removed_by_google"),
+            format!("{rest}.SIGNATURE_REMOVED_BY_GOOGLE_"),
+            format!("{rest}.SIGNATURE_REMOVED"),
+            format!("{rest}."),
+            format!("{rest}.{SIGNATURE_REMOVED}.x"),
+        ] {
+            let err = v.verify(Some(&forged)).await.unwrap_err();
+            assert_eq!(err.status(), 401, "{}: {err}", &forged[forged.len() - 30..]);
+        }
+        // A token signed by another key under Google's kid: verified, and refused.
+        let err = v
+            .verify(Some(&bearer(&sign_with(OTHER_KEY, KID, &claims()))))
+            .await
+            .unwrap_err();
+        assert_eq!(err, AuthError::BadSignature);
+        // A genuinely signed token is verified against the keys and accepted.
+        assert_eq!(v.verify(Some(&good)).await.unwrap().email, PUSHER);
+    }
+
+    #[tokio::test]
+    async fn behind_cloud_run_x_serverless_authorization_is_the_token_read() {
+        use crate::server::PushAuth;
+        let server = key_server(200, JWKS, "max-age=60").await;
+        let v: Box<dyn PushAuth> = Box::new(cloud_run_verifier(&server));
+        // Cloud Run checked the caller's own token in X-Serverless-Authorization and passed the
+        // `Authorization` header through unchecked: a forged stripped token there must not count.
+        let forged = stripped(&token_with(|c| c["email"] = json!(PUSHER)));
+        let caller = stripped(&token_with(|c| {
+            c["email"] = json!("someone@other.iam.gserviceaccount.com")
+        }));
+        let rejection = v
+            .verify(&headers(&[
+                ("authorization", &forged),
+                (SERVERLESS_AUTHORIZATION, &caller),
+            ]))
+            .await
+            .unwrap_err();
+        assert_eq!(rejection.status, 403, "{}", rejection.message);
+        assert_eq!(
+            v.verify(&headers(&[(SERVERLESS_AUTHORIZATION, &forged)]))
+                .await
+                .unwrap(),
+            PUSHER
+        );
+        // Without the trust setting the header is ignored.
+        let signed: Box<dyn PushAuth> = Box::new(verifier(&server));
+        assert_eq!(
+            signed
+                .verify(&headers(&[(SERVERLESS_AUTHORIZATION, &token_with(|_| {}))]))
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_key_set_past_the_cap_is_refused_while_streaming() {
+        // 64 MiB in 64 KiB chunks, no Content-Length. The verifier must stop reading at the cap: the
+        // server then cannot write much more than the cap plus the socket buffers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/certs", listener.local_addr().unwrap());
+        let written = Arc::new(AtomicUsize::new(0));
+        let counter = written.clone();
+        tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..1024 {
+                let framed = [
+                    format!("{:x}\r\n", chunk.len()).into_bytes(),
+                    chunk.clone(),
+                    b"\r\n".to_vec(),
+                ]
+                .concat();
+                if socket.write_all(&framed).await.is_err() {
+                    return;
+                }
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        });
+        let config = OidcConfig {
+            keys_url: url,
+            ..OidcConfig::new(AUDIENCE, vec![PUSHER.into()])
+        };
+        let err = OidcVerifier::new(config, reqwest::Client::new())
+            .verify(Some(&token_with(|_| {})))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, AuthError::KeysUnavailable(m) if m.contains("larger than")),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent = written.load(Ordering::SeqCst);
+        assert!(
+            sent < 16 * 1024 * 1024,
+            "the server wrote {sent} bytes: the body was read past the cap"
         );
     }
 

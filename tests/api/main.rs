@@ -4,6 +4,8 @@
 mod architecture;
 mod deployment;
 mod faults;
+mod frontend;
+mod hygiene;
 mod job;
 mod notify;
 mod scan;

@@ -25,6 +25,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::support::frontend::{FrontEnd, FrontEndConfig, Injection};
 use crate::support::{Gcloud, PubsubEmulator, free_port, start_sim_with};
 
 // ---------------------------------------------------------------------------------------------
@@ -1298,6 +1299,20 @@ async fn secrets_never_appear_in_logs_errors_or_debug_output() {
 // ---------------------------------------------------------------------------------------------
 // End to end: serve and job with the Pub/Sub emulator.
 
+/// The audience of the push subscriptions in front of `serve` (Cloud Run's service URL).
+const PUSH_AUDIENCE: &str = "https://gke-iam-remediator-abc123-uc.a.run.app";
+/// The push subscriptions' service account.
+const PUSHER: &str = "pubsub-push@ops-project.iam.gserviceaccount.com";
+
+fn oidc_fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/oidc")
+            .join(name),
+    )
+    .unwrap()
+}
+
 fn e2e_policy(mode: &str) -> String {
     format!(
         "mode: {mode}
@@ -1374,7 +1389,33 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
         ("REMEDIATOR_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH)),
         ("REMEDIATOR_WEBHOOK_URL", hook.url("/h/url-secret-7c3d")),
         ("REMEDIATOR_WEBHOOK_KEY", "hook-key-9b2e7d".to_owned()),
+        // Notification delivery needs authenticated pushes: serve sits behind a Cloud Run front end.
+        ("REMEDIATOR_PUSH_AUTH", "cloud-run".to_owned()),
+        ("REMEDIATOR_PUSH_AUDIENCE", PUSH_AUDIENCE.to_owned()),
+        ("REMEDIATOR_PUSH_ALLOWED_EMAILS", PUSHER.to_owned()),
+        (
+            "REMEDIATOR_OIDC_KEYS_URL",
+            crate::serve::key_server(oidc_fixture("jwks.json")).await,
+        ),
     ])
+    .await;
+    // The emulator cannot attach push tokens: the front end injects the one Pub/Sub would, then
+    // checks and strips it as Cloud Run does.
+    let front = FrontEnd::start(
+        FrontEndConfig {
+            audiences: vec![PUSH_AUDIENCE.to_owned()],
+            invokers: vec![PUSHER.to_owned()],
+            jwks: oidc_fixture("jwks.json"),
+            invoker_check: true,
+            inject: Some(Injection {
+                key_pem: oidc_fixture("signing-private.pem"),
+                kid: "test-signing-key-1".to_owned(),
+                email: PUSHER.to_owned(),
+                audience: PUSH_AUDIENCE.to_owned(),
+            }),
+        },
+        &serve.url,
+    )
     .await;
     for (sub, topic, endpoint) in [
         ("iam-events-push", "iam-events", "/pubsub/push"),
@@ -1386,7 +1427,7 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
             &format!("subscriptions/{sub}"),
             json!({
                 "topic": format!("projects/{OPS}/topics/{topic}"),
-                "pushConfig": {"pushEndpoint": format!("{}{endpoint}", serve.url)},
+                "pushConfig": {"pushEndpoint": format!("{}{endpoint}", front.url)},
                 "ackDeadlineSeconds": 60,
             }),
         )
@@ -1452,7 +1493,7 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
         "subscription": format!("projects/{OPS}/subscriptions/notifications-push"),
     });
     let post = || {
-        http.post(format!("{}/pubsub/notify", serve.url))
+        http.post(format!("{}/pubsub/notify", front.url))
             .json(&envelope)
             .send()
     };
@@ -1472,7 +1513,7 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
     // Not a notification: acknowledged, nothing sent.
     let junk = json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode("{\"hello\":1}"), "messageId": "9"}});
     let r = http
-        .post(format!("{}/pubsub/notify", serve.url))
+        .post(format!("{}/pubsub/notify", front.url))
         .json(&junk)
         .send()
         .await

@@ -95,6 +95,22 @@ impl Serve {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Waits for the process to exit, killing it after `grace` (as Cloud Run does after SIGTERM).
+    pub async fn wait_exit(&mut self, grace: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.expect("wait for serve"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                self.child.wait().await.expect("wait for serve")
+            }
+        }
+    }
+
+    /// The process id (for signals and /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("serve is running")
+    }
 }
 
 pub struct Loop {
@@ -250,7 +266,7 @@ pub async fn policy_file(text: &str) -> String {
 }
 
 /// Removes the GKE service agent's binding with the real gcloud, as a person would.
-async fn remove_agent_binding(gcloud: &Gcloud) {
+pub async fn remove_agent_binding(gcloud: &Gcloud) {
     let args = [
         "projects",
         "remove-iam-policy-binding",
@@ -264,12 +280,12 @@ async fn remove_agent_binding(gcloud: &Gcloud) {
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
-fn has(sim: &SimHandle, role: &str, member: &str) -> bool {
+pub fn has(sim: &SimHandle, role: &str, member: &str) -> bool {
     let p = sim.policy("projects/acme-prod").unwrap();
     p.grants_unconditionally(&Role::parse(role).unwrap(), &Member::parse(member).unwrap())
 }
 
-async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if f() {
@@ -550,7 +566,7 @@ async fn bad_push_requests_get_a_clear_answer_and_the_service_keeps_serving() {
 }
 
 /// Serves a JWKS document on 127.0.0.1 (Google's key endpoint stand-in); stops with the test.
-async fn key_server(jwks: String) -> String {
+pub async fn key_server(jwks: String) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -574,7 +590,7 @@ async fn key_server(jwks: String) -> String {
     format!("http://{addr}/oauth2/v3/certs")
 }
 
-fn token(key_pem: &str, kid: &str, claims: Value) -> String {
+pub fn token(key_pem: &str, kid: &str, claims: Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = Some(kid.to_owned());
     jsonwebtoken::encode(

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod frontend;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
