@@ -538,7 +538,45 @@ impl Remediator {
     }
 
     /// Verify, decide and (when enabled) restore one project.
+    ///
+    /// When an account was undeleted or enabled, or an API enabled, what the first pass concluded
+    /// about the permissions depending on it is stale: the project is verified again (once) and the
+    /// report is the second pass's, keeping the first pass's restorations.
     pub async fn remediate(&self, info: &ProjectInfo) -> ProjectReport {
+        let first = self.pass(info).await;
+        let revived = first
+            .actions
+            .iter()
+            .any(|a| a.outcome == Outcome::Restored && !matches!(a.action, Action::Grant { .. }));
+        if !revived || first.error.is_some() {
+            return first;
+        }
+        let mut second = self.pass(info).await;
+        if second.error.is_some() {
+            return first;
+        }
+        for f in &mut second.findings {
+            let earlier = first.findings.iter().find(|e| {
+                e.finding.requirement == f.finding.requirement
+                    && e.finding.principal == f.finding.principal
+            });
+            if let Some(e) = earlier
+                && e.outcome == Outcome::Restored
+                && f.outcome == Outcome::Healthy
+            {
+                f.decision = e.decision.clone();
+                f.outcome = Outcome::Restored;
+            }
+        }
+        let mut actions = first.actions;
+        actions.append(&mut second.actions);
+        second.actions = actions;
+        second.flap_guard = second.flap_guard.or(first.flap_guard);
+        second
+    }
+
+    /// One verify -> decide -> apply pass.
+    async fn pass(&self, info: &ProjectInfo) -> ProjectReport {
         let mut state = match self.read_state(info).await {
             Ok(s) => s,
             Err(e) => return failed_report(info, &e),

@@ -235,6 +235,15 @@ impl Client {
         &self,
         call: Call<'_, B>,
     ) -> Result<T, ApiError> {
+        if let Some(bad) = unsafe_path_char(&call.path) {
+            // Ids and names from messages end up in paths: one that could reach another resource
+            // (`?`, `#`, `%`, `..`, spaces) is refused before anything is sent.
+            return Err(ApiError::Invalid {
+                api: call.api,
+                method: call.method,
+                message: format!("refusing a request path with {bad}"),
+            });
+        }
         let url = self.url(call.api, &call.path);
         let mut attempt = 0u32;
         loop {
@@ -364,5 +373,49 @@ fn http_status_name(code: u16) -> &'static str {
         503 => "UNAVAILABLE",
         500..=599 => "INTERNAL",
         _ => "UNKNOWN",
+    }
+}
+/// What makes a request path unsafe, if anything: every path is built from Google ids, emails and
+/// resource names, which use only letters, digits and `-._@~:/`.
+fn unsafe_path_char(path: &str) -> Option<String> {
+    if path
+        .split('/')
+        .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+    {
+        return Some("an empty, `.` or `..` segment".to_owned());
+    }
+    path.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._@~:/".contains(*c)))
+        .map(|c| format!("the character {c:?}"))
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::unsafe_path_char;
+
+    #[test]
+    fn paths_built_from_google_names_are_safe() {
+        for p in [
+            "v1/projects/shop-prod:getIamPolicy",
+            "v1/projects/-/serviceAccounts/n@p.iam.gserviceaccount.com",
+            "v1/projects/1/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations/0a1b-2c:markClaimed",
+            "v1/organizations/123/roles/custom_role",
+        ] {
+            assert_eq!(unsafe_path_char(p), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn a_name_that_could_reach_another_resource_is_refused() {
+        for p in [
+            "v1/projects/excluded-b?x=:prod-a",
+            "v1/projects/a#b",
+            "v1/projects/a%2Fb",
+            "v1/projects/../organizations/1",
+            "v1/projects/a b",
+            "v1/projects//x",
+        ] {
+            assert!(unsafe_path_char(p).is_some(), "{p}");
+        }
     }
 }

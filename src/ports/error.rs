@@ -99,6 +99,16 @@ pub enum ApiError {
         /// The decoding error with the field path.
         message: String,
     },
+    /// The request was refused before sending (an id or name that is not safe in a URL path).
+    #[error("{api} {method}: {message}")]
+    Invalid {
+        /// API called.
+        api: Api,
+        /// Method called.
+        method: &'static str,
+        /// Why.
+        message: String,
+    },
     /// Credentials could not produce a token.
     #[error("credentials: {0}")]
     Auth(String),

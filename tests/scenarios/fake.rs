@@ -108,6 +108,8 @@ pub struct World {
     pub racing_writes: u32,
     /// Before the next project policy write, someone else adds these (role, member) grants first.
     pub racing_adds: Vec<(String, String)>,
+    /// Deleted service accounts by unique id (project, account), undeletable.
+    pub deleted_accounts: BTreeMap<String, (String, ServiceAccount)>,
     /// Every call, in order: `method target`.
     pub journal: Vec<String>,
     etag_seq: u64,
@@ -295,6 +297,34 @@ impl FakeCloud {
                     ..Policy::default()
                 },
             );
+        });
+    }
+
+    /// Someone deletes a service account: it disappears and its bindings name it as deleted.
+    pub fn delete_account(&self, project: &str, email: &str) {
+        self.with(|w| {
+            let accounts = w.accounts.entry(project.to_owned()).or_default();
+            let Some(i) = accounts.iter().position(|a| a.email == email) else {
+                return;
+            };
+            let account = accounts.remove(i);
+            let uid = account.unique_id.clone().unwrap_or_default();
+            let deleted = Member::parse(&format!("deleted:serviceAccount:{email}?uid={uid}"))
+                .expect("member");
+            let live = format!("serviceAccount:{email}");
+            let etag = w.next_etag();
+            for policy in w.policies.values_mut() {
+                for b in &mut policy.bindings {
+                    for m in &mut b.members {
+                        if m.as_str() == live {
+                            *m = deleted.clone();
+                        }
+                    }
+                }
+                policy.etag = Some(etag.clone());
+            }
+            w.deleted_accounts
+                .insert(uid, (project.to_owned(), account));
         });
     }
 
@@ -669,7 +699,26 @@ impl ServiceAccounts for FakeCloud {
             if let Some(f) = self.enter("serviceAccounts.undelete", unique_id).await {
                 return Err(status_error(Api::Iam, "serviceAccounts.undelete", &f));
             }
-            Ok(())
+            self.with(|w| {
+                let Some((project, account)) = w.deleted_accounts.remove(unique_id) else {
+                    return Err(not_found(Api::Iam, "serviceAccounts.undelete", unique_id));
+                };
+                // As IAM does: the account's bindings come back under its own name.
+                let deleted = format!("deleted:serviceAccount:{}?uid={unique_id}", account.email);
+                let live =
+                    Member::parse(&format!("serviceAccount:{}", account.email)).expect("member");
+                for policy in w.policies.values_mut() {
+                    for b in &mut policy.bindings {
+                        for m in &mut b.members {
+                            if m.as_str() == deleted {
+                                *m = live.clone();
+                            }
+                        }
+                    }
+                }
+                w.accounts.entry(project).or_default().push(account);
+                Ok(())
+            })
         }
         .boxed()
     }

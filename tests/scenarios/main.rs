@@ -851,6 +851,30 @@ async fn a_recommendation_whose_etag_moved_is_not_marked() {
     assert_eq!(s.cloud.calls("recommendations.markSucceeded"), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn after_an_undelete_the_project_is_verified_again_and_no_stale_verdict_is_published() {
+    let s = Scenario::new("mode: enforce\nrestore: [node-sa-permissions, node-sa-exists]\n");
+    let email = format!("nodes@{P}.iam.gserviceaccount.com");
+    s.cloud.delete_account(P, &email);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert_eq!(s.cloud.calls("serviceAccounts.undelete"), 1);
+    assert!(
+        s.cloud.holds(P, NODE_ROLE, &node_sa(P)),
+        "its binding is back"
+    );
+    let published: Vec<(String, String)> = s
+        .sink
+        .published()
+        .iter()
+        .map(|n| (n.requirement.clone(), n.outcome.to_string()))
+        .collect();
+    assert_eq!(
+        published,
+        vec![("node-sa-exists".to_owned(), "restored".to_owned())],
+        "nothing stale about the account's permissions"
+    );
+}
+
 // ---- notifications and verdicts ---------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
