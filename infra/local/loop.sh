@@ -14,7 +14,10 @@ policy=${2:-}
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+# Ctrl-C / SIGTERM: clean up and exit (a trap alone would return to the polling loop).
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_line() { for _ in $(seq 1 150); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.2; done; echo "timed out waiting for $2 in $1" >&2; cat "$1" >&2; exit 1; }
@@ -62,7 +65,7 @@ Ready. In another terminal, point gcloud at the simulator and break something:
   for api in CLOUDRESOURCEMANAGER IAM CONTAINER RECOMMENDER SERVICEUSAGE POLICYTROUBLESHOOTER; do
     export CLOUDSDK_API_ENDPOINT_OVERRIDES_\$api=$sim; done
   gcloud projects remove-iam-policy-binding demo-project --role roles/container.defaultNodeServiceAgent \\
-    --member serviceAccount:service-100000000001@gcp-sa-gkenode.iam.gserviceaccount.com
+    --member serviceAccount:service-100000000001@gcp-sa-gkenode.iam.gserviceaccount.com --condition=None
   gcloud projects get-iam-policy demo-project
 
 Logs: $work/serve.log (serve), $work/sim.log (simulator). Notifications are printed below. Ctrl-C stops everything.
