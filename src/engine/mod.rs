@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use crate::domain::iam::ResourceRef;
-use crate::domain::report::{Failure, Outcome, ProjectReport};
+use crate::domain::report::{Failure, FindingReport, Outcome, ProjectReport};
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::intake::{self, Classification, Hint, Scope, Verdict};
 use crate::notify::{self, Evidence};
@@ -199,6 +199,9 @@ pub struct Engine {
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
     flap: Arc<flap::FlapLedger>,
+    /// Restorations this instance notified: (project, role, member) -> when.
+    notified:
+        Mutex<HashMap<(String, crate::domain::iam::Role, crate::domain::iam::Member), Instant>>,
     /// Counters.
     pub stats: EngineStats,
 }
@@ -221,6 +224,7 @@ impl Engine {
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
             flap: Arc::default(),
+            notified: Mutex::default(),
             stats: EngineStats::default(),
         })
     }
@@ -603,11 +607,24 @@ impl Engine {
         let evidence = evidence_of(hint);
         let now = SystemTime::now();
         let mut verdict = error::error_policy(report);
+        let recovered = match self.recover(report, hint).await {
+            Ok(r) => r,
+            Err(e) => {
+                // Whether a restoration of ours still needs its notification is unknown: ask again.
+                return Verdict::Retry(format!(
+                    "cannot tell whether a restoration of ours was notified: {e}"
+                ));
+            }
+        };
+        let report = recovered.as_ref().unwrap_or(report);
         for finding in &report.findings {
             if finding.outcome == Outcome::Healthy && !self.config.notify_healthy {
                 continue;
             }
             let n = notify::build(report, finding, mode, &evidence, trace_id, now);
+            if !self.published.lock().await.insert(&n.id) {
+                continue;
+            }
             tracing::info!(
                 project = %n.project_id,
                 requirement = %n.requirement,
@@ -616,19 +633,21 @@ impl Engine {
                 notification_id = %n.id,
                 "finding outcome"
             );
-            if !self.published.lock().await.insert(&n.id) {
-                continue;
-            }
             if let Some(publisher) = &self.publisher {
                 match publisher.publish(&n).await {
                     Ok(_) => {
                         self.stats.notifications.fetch_add(1, Ordering::Relaxed);
+                        if n.outcome == Outcome::Restored {
+                            self.note_notified(report, finding).await;
+                        }
                     }
                     Err(e) => {
                         self.published.lock().await.remove(&n.id);
                         verdict = Verdict::Retry(e.to_string());
                     }
                 }
+            } else if n.outcome == Outcome::Restored {
+                self.note_notified(report, finding).await;
             }
         }
         if let Some(rec) = &hint.evidence.recommendation
@@ -637,6 +656,112 @@ impl Engine {
             recommendation::settle_named(self.gcp.as_ref(), &rec.name, report).await;
         }
         verdict
+    }
+
+    /// Remembers that this instance notified a restoration of a binding (a later stale hint about it
+    /// then needs no audit-log read).
+    async fn note_notified(&self, report: &ProjectReport, finding: &FindingReport) {
+        if let (Some(role), Some(member)) = (&finding.finding.role, &finding.finding.principal) {
+            let mut seen = self.notified.lock().await;
+            if seen.len() > 100_000 {
+                seen.clear();
+            }
+            seen.insert(
+                (report.project_id.clone(), role.clone(), member.clone()),
+                Instant::now(),
+            );
+        }
+    }
+
+    /// The outbox: a removal hint whose run found the binding healthy, with no write of its own, may
+    /// be the redelivery of a message whose restoration was made (by this or another instance, which
+    /// may have died or failed to publish) but never notified. Cloud Audit Logs record our writes with
+    /// the etag they produced, so the `restored` notification is rebuilt with the same id (consumers
+    /// de-duplicate on it). Returns the report with those findings restored, if any.
+    async fn recover(
+        &self,
+        report: &ProjectReport,
+        hint: &Hint,
+    ) -> Result<Option<ProjectReport>, ApiError> {
+        let (Some(me), Some(since)) = (
+            self.config.self_email.as_deref(),
+            hint.evidence.log_timestamp.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        if self.config.policy.mode != Mode::Enforce
+            || !hint.is_removal
+            || !report.actions.is_empty()
+        {
+            return Ok(None);
+        }
+        let window = Duration::from_secs(u64::from(self.config.policy.limits.window_minutes) * 60);
+        let candidates: Vec<usize> = {
+            let seen = self.notified.lock().await;
+            report
+                .findings
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.outcome == Outcome::Healthy)
+                // Only the principals the removal named: the rest were never broken by this event.
+                .filter(|(_, f)| {
+                    f.finding
+                        .principal
+                        .as_ref()
+                        .is_some_and(|p| hint.evidence.removed.iter().any(|(_, m)| m == p))
+                })
+                .filter_map(|(i, f)| {
+                    let key = (
+                        report.project_id.clone(),
+                        f.finding.role.clone()?,
+                        f.finding.principal.clone()?,
+                    );
+                    let fresh = seen.get(&key).is_some_and(|at| at.elapsed() < window);
+                    (!fresh).then_some(i)
+                })
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let Ok(project) = crate::domain::iam::ProjectId::parse(&report.project_id) else {
+            return Ok(None);
+        };
+        let own = match self.gcp.own_restorations(&project, me, since).await {
+            Ok(own) => own,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::warn!(project = %report.project_id, error = %e, "cannot read our own restorations from Cloud Audit Logs: a lost notification cannot be recovered");
+                return Ok(None);
+            }
+        };
+        let mut out = report.clone();
+        let mut any = false;
+        for i in candidates {
+            let f = &mut out.findings[i];
+            let (Some(role), Some(member)) = (f.finding.role.clone(), f.finding.principal.clone())
+            else {
+                continue;
+            };
+            // Newest first: the write that restored it after the removal.
+            let Some(r) = own.iter().find(|r| r.role == role && r.member == member) else {
+                continue;
+            };
+            let action = crate::domain::plan::Action::Grant { role, member };
+            out.actions.push(crate::domain::report::ActionReport {
+                action: action.clone(),
+                outcome: Outcome::Restored,
+                etag_before: None,
+                etag_after: r.etag_after.clone(),
+                attempts: 1,
+                error: None,
+            });
+            f.decision = crate::domain::plan::Decision::Restore { action };
+            f.outcome = Outcome::Restored;
+            any = true;
+            tracing::info!(project = %report.project_id, requirement = %f.finding.requirement, "a restoration of ours found in the audit log without its notification");
+        }
+        Ok(any.then_some(out))
     }
 }
 

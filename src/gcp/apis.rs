@@ -3,7 +3,6 @@
 //! Wire models follow the discovery documents (field names exactly as Google's); each method names
 //! the permission it needs so a 403 can say which one the caller lacks.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -14,8 +13,8 @@ use super::client::{Call, Client};
 use crate::domain::iam::{Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role};
 use crate::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
 use crate::ports::{
-    Api, ApiError, ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, ProjectInfo,
-    Recommendation, RecommendationMark, ServiceAccount,
+    Api, ApiError, ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, OwnRestoration,
+    ProjectInfo, Recommendation, RecommendationMark, ServiceAccount,
 };
 
 // The recommender's wire verbs for each mark (a wire detail, so kept here).
@@ -707,15 +706,16 @@ impl Gcp {
             .await
     }
 
-    /// Counts the bindings the remediator itself added to a project since `since` (RFC 3339), from
-    /// the project's Admin Activity audit log (`logging.entries.list`): a record shared by every
-    /// instance, so the flapping limit holds across a scaled-out service.
-    pub async fn count_own_restorations(
+    /// The bindings the remediator itself added to a project since `since` (RFC 3339), newest first,
+    /// from the project's Admin Activity audit log (`logging.entries.list`): a record shared by every
+    /// instance, so the flapping limit holds across a scaled-out service and a restoration whose
+    /// notification was lost can be found again.
+    pub async fn own_restorations(
         &self,
         project: &ProjectId,
         self_email: &str,
         since: &str,
-    ) -> Result<BTreeMap<(Role, Member), u32>, ApiError> {
+    ) -> Result<Vec<OwnRestoration>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -729,7 +729,7 @@ impl Gcp {
              protoPayload.methodName=\"SetIamPolicy\" AND \
              protoPayload.authenticationInfo.principalEmail=\"{self_email}\" AND timestamp>=\"{since}\""
         );
-        let mut counts: BTreeMap<(Role, Member), u32> = BTreeMap::new();
+        let mut out = Vec::new();
         let mut token = String::new();
         for _ in 0..20 {
             let mut body = json!({
@@ -753,6 +753,11 @@ impl Gcp {
                 .await?;
             for entry in &page.entries {
                 let payload = &entry["protoPayload"];
+                let etag_after = payload
+                    .pointer("/response/etag")
+                    .and_then(|e| e.as_str())
+                    .map(str::to_owned);
+                let timestamp = entry["timestamp"].as_str().unwrap_or_default().to_owned();
                 let deltas = payload
                     .pointer("/serviceData/policyDelta/bindingDeltas")
                     .or_else(|| payload.pointer("/metadata/policyDelta/bindingDeltas"))
@@ -766,7 +771,12 @@ impl Gcp {
                         continue;
                     };
                     if let (Ok(role), Ok(member)) = (Role::parse(role), Member::parse(member)) {
-                        *counts.entry((role, member)).or_default() += 1;
+                        out.push(OwnRestoration {
+                            role,
+                            member,
+                            etag_after: etag_after.clone(),
+                            timestamp: timestamp.clone(),
+                        });
                     }
                 }
             }
@@ -775,6 +785,6 @@ impl Gcp {
             }
             token = page.next_page_token;
         }
-        Ok(counts)
+        Ok(out)
     }
 }

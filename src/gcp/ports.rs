@@ -5,11 +5,11 @@ use futures::future::BoxFuture;
 
 use super::Gcp;
 use crate::domain::iam::{Policy, ProjectId, ResourceRef, Role};
-use crate::domain::state::{Restorations, RoleLookup, Troubleshot};
+use crate::domain::state::{RoleLookup, Troubleshot};
 use crate::ports::{
-    ApiError, AuditLog, ClusterList, Clusters, Policies, ProjectInfo, Projects, Recommendation,
-    RecommendationMark, Recommendations, Roles, ServiceAccount, ServiceAccounts, Services,
-    Troubleshooter,
+    ApiError, AuditLog, ClusterList, Clusters, OwnRestoration, Policies, ProjectInfo, Projects,
+    Recommendation, RecommendationMark, Recommendations, Roles, ServiceAccount, ServiceAccounts,
+    Services, Troubleshooter,
 };
 
 impl Projects for Gcp {
@@ -134,13 +134,13 @@ impl Recommendations for Gcp {
 }
 
 impl AuditLog for Gcp {
-    fn count_own_restorations<'a>(
+    fn own_restorations<'a>(
         &'a self,
         project: &'a ProjectId,
         self_email: &'a str,
         since: &'a str,
-    ) -> BoxFuture<'a, Result<Restorations, ApiError>> {
-        Gcp::count_own_restorations(self, project, self_email, since).boxed()
+    ) -> BoxFuture<'a, Result<Vec<OwnRestoration>, ApiError>> {
+        Gcp::own_restorations(self, project, self_email, since).boxed()
     }
 }
 

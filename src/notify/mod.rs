@@ -278,14 +278,23 @@ pub fn build(
     };
     // Same finding + outcome + policy state => same id; a new restoration (new etag), or the same
     // outcome reached again on a policy that changed since (a new etag), => a new id.
-    let state_marker = actions
+    // A restoration is identified by the etag its write produced alone, so the notification rebuilt
+    // from the audit log (the outbox) has the id the first attempt had.
+    let restored_etag = actions
         .iter()
-        .find_map(|a| a.etag_after.clone().or_else(|| a.etag_before.clone()))
-        .or_else(|| project.policy_etag.clone())
-        .map_or_else(
-            || f.detail.clone(),
-            |etag| format!("{etag}\u{1f}{}", f.detail),
-        );
+        .find_map(|a| a.etag_after.clone())
+        .filter(|_| finding.outcome == Outcome::Restored);
+    let state_marker = match restored_etag {
+        Some(etag) => etag,
+        None => actions
+            .iter()
+            .find_map(|a| a.etag_after.clone().or_else(|| a.etag_before.clone()))
+            .or_else(|| project.policy_etag.clone())
+            .map_or_else(
+                || f.detail.clone(),
+                |etag| format!("{etag}\u{1f}{}", f.detail),
+            ),
+    };
     let principal = f.principal.as_ref().map(|p| p.to_string());
     let key = [
         project.project_id.as_str(),

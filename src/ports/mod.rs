@@ -17,8 +17,8 @@ use crate::notify::Notification;
 
 pub use error::{Api, ApiError};
 pub use model::{
-    ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, ProjectInfo, Recommendation,
-    RecommendationMark, RecommendationState, ServiceAccount,
+    ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, OwnRestoration, ProjectInfo,
+    Recommendation, RecommendationMark, RecommendationState, ServiceAccount,
 };
 pub use retry::RetryPolicy;
 
@@ -135,13 +135,29 @@ pub trait Recommendations: Send + Sync {
 
 /// Cloud Audit Logs as the shared record of our own restorations.
 pub trait AuditLog: Send + Sync {
+    /// Every binding `self_email` added to the project since `since` (RFC 3339), newest first.
+    fn own_restorations<'a>(
+        &'a self,
+        project: &'a ProjectId,
+        self_email: &'a str,
+        since: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OwnRestoration>, ApiError>>;
+
     /// How many times `self_email` restored each binding on the project since `since` (RFC 3339).
     fn count_own_restorations<'a>(
         &'a self,
         project: &'a ProjectId,
         self_email: &'a str,
         since: &'a str,
-    ) -> BoxFuture<'a, Result<Restorations, ApiError>>;
+    ) -> BoxFuture<'a, Result<Restorations, ApiError>> {
+        Box::pin(async move {
+            let mut counts = Restorations::new();
+            for r in self.own_restorations(project, self_email, since).await? {
+                *counts.entry((r.role, r.member)).or_default() += 1;
+            }
+            Ok(counts)
+        })
+    }
 }
 
 /// The Policy Troubleshooter (permissions that reach a principal through groups).

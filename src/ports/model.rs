@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::domain::iam::{ProjectId, ProjectNumber, ResourceRef};
+use crate::domain::iam::{Member, ProjectId, ProjectNumber, ResourceRef, Role};
 use crate::domain::state::Cluster;
 
 /// A project as listed or fetched.
@@ -82,4 +82,17 @@ pub enum RecommendationMark {
     Succeeded,
     /// `markFailed`.
     Failed,
+}
+
+/// One binding the remediator itself added, as Cloud Audit Logs recorded its `SetIamPolicy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnRestoration {
+    /// The role granted.
+    pub role: Role,
+    /// The member granted.
+    pub member: Member,
+    /// The policy etag the write produced (`response.etag`), when recorded.
+    pub etag_after: Option<String>,
+    /// When (RFC 3339).
+    pub timestamp: String,
 }

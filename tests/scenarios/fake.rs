@@ -13,11 +13,11 @@ use futures::future::BoxFuture;
 use gke_iam_remediator::domain::iam::{
     Binding, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role,
 };
-use gke_iam_remediator::domain::state::{Cluster, NodePool, Restorations, RoleLookup, Troubleshot};
+use gke_iam_remediator::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
 use gke_iam_remediator::notify::Notification;
 use gke_iam_remediator::ports::{
-    Api, ApiError, AuditLog, ClusterList, Clusters, NotificationSink, Policies, ProjectInfo,
-    Projects, PublishError, Recommendation, RecommendationMark, RecommendationState,
+    Api, ApiError, AuditLog, ClusterList, Clusters, NotificationSink, OwnRestoration, Policies,
+    ProjectInfo, Projects, PublishError, Recommendation, RecommendationMark, RecommendationState,
     Recommendations, Roles, ServiceAccount, ServiceAccounts, Services, Troubleshooter,
 };
 
@@ -96,8 +96,8 @@ pub struct World {
     pub accounts: BTreeMap<String, Vec<ServiceAccount>>,
     /// Recommendations by name.
     pub recommendations: BTreeMap<String, Recommendation>,
-    /// Restorations our writes made, per project (what Cloud Audit Logs would count).
-    pub restorations: BTreeMap<String, Restorations>,
+    /// Bindings our writes added, per project, newest last (what Cloud Audit Logs records).
+    pub restorations: BTreeMap<String, Vec<OwnRestoration>>,
     /// Troubleshooter answers by (email, permission).
     pub troubleshooter: BTreeMap<(String, String), Troubleshot>,
     /// Scripted faults per method name, consumed one per call.
@@ -578,16 +578,25 @@ impl Policies for FakeCloud {
                         &Fault::ABORTED,
                     ));
                 }
-                // Count what this write added as our restorations (as the audit log would).
-                let counts = w.restorations.entry(project.to_string()).or_default();
+                // Record what this write added as our restorations (as the audit log would).
+                let etag = w.next_etag();
+                let timestamp = gke_iam_remediator::clock::rfc3339(
+                    std::time::SystemTime::now(),
+                    gke_iam_remediator::clock::Precision::Millis,
+                );
+                let log = w.restorations.entry(project.to_string()).or_default();
                 for b in policy.bindings.iter().filter(|b| b.condition.is_none()) {
                     for m in &b.members {
                         if !stored.grants_unconditionally(&b.role, m) {
-                            *counts.entry((b.role.clone(), m.clone())).or_default() += 1;
+                            log.push(OwnRestoration {
+                                role: b.role.clone(),
+                                member: m.clone(),
+                                etag_after: Some(etag.clone()),
+                                timestamp: timestamp.clone(),
+                            });
                         }
                     }
                 }
-                let etag = w.next_etag();
                 let written = Policy {
                     etag: Some(etag),
                     ..policy.clone()
@@ -847,21 +856,27 @@ impl Recommendations for FakeCloud {
 }
 
 impl AuditLog for FakeCloud {
-    fn count_own_restorations<'a>(
+    fn own_restorations<'a>(
         &'a self,
         project: &'a ProjectId,
         _self_email: &'a str,
-        _since: &'a str,
-    ) -> BoxFuture<'a, Result<Restorations, ApiError>> {
+        since: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OwnRestoration>, ApiError>> {
         async move {
             if let Some(f) = self.enter("entries.list", project.as_str()).await {
                 return Err(status_error(Api::Logging, "entries.list", &f));
             }
             Ok(self.with(|w| {
-                w.restorations
+                let mut out: Vec<OwnRestoration> = w
+                    .restorations
                     .get(project.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| r.timestamp.as_str() >= since)
                     .cloned()
-                    .unwrap_or_default()
+                    .collect();
+                out.reverse();
+                out
             }))
         }
         .boxed()

@@ -98,7 +98,10 @@ impl Scenario {
             },
             "resource": {"labels": {"project_id": project}, "type": "project"},
             "severity": "NOTICE",
-            "timestamp": "2026-12-01T09:15:03.118273Z"
+            "timestamp": gke_iam_remediator::clock::rfc3339(
+                std::time::SystemTime::now(),
+                gke_iam_remediator::clock::Precision::Millis,
+            )
         });
         self.message(entry)
     }
@@ -900,6 +903,69 @@ async fn a_failed_publish_asks_pubsub_to_redeliver() {
     s.sink.set_failing(true);
     let verdict = s.deliver(m).await;
     assert!(matches!(verdict, Verdict::Retry(_)), "{verdict:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restoration_whose_notification_could_not_be_published_is_notified_when_the_message_returns()
+ {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.sink.set_failing(true);
+    assert!(matches!(s.deliver(m.clone()).await, Verdict::Retry(_)));
+    assert!(
+        s.cloud.holds(P, NODE_ROLE, &node_sa(P)),
+        "the write happened"
+    );
+    s.sink.set_failing(false);
+    // Pub/Sub redelivers the same message: the project is healthy now, yet the restoration is notified.
+    assert_eq!(s.deliver(m.clone()).await, Verdict::Ack);
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+    let n = &s.sink.published()[0];
+    assert_eq!(n.actions.len(), 1);
+    assert_eq!(n.actions[0].etag_after, s.cloud.policy(P).etag);
+    // Once notified, a further redelivery publishes nothing more.
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restoration_by_an_instance_that_died_before_notifying_is_notified_by_the_next_one() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.sink.set_failing(true);
+    s.deliver(m.clone()).await;
+    let lost_id = {
+        // What the dead instance would have published: rebuild it from its own run for comparison.
+        s.cloud.with(|w| w.restorations[P].len())
+    };
+    assert_eq!(lost_id, 1);
+    // A fresh instance over the same Google gets the redelivery.
+    let sink = RecordingSink::default();
+    let ports: Arc<dyn Cloud> = Arc::new(s.cloud.clone());
+    let publisher: Arc<dyn NotificationSink> = Arc::new(sink.clone());
+    let mut config = EngineConfig::new(
+        PolicyFile::from_yaml(ENFORCE, "p.yaml")
+            .unwrap()
+            .remediation,
+    );
+    config.self_email = Some(SELF.to_owned());
+    let next = Engine::new(ports, config, Some(publisher));
+    assert_eq!(next.handle(&m, None).await, Verdict::Ack);
+    assert_eq!(sink.outcomes(), vec!["restored"]);
+    assert_eq!(s.writes(), 1, "no second write");
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_audit_log_cannot_say_whether_a_restoration_was_notified_the_message_is_retried() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.sink.set_failing(true);
+    s.deliver(m.clone()).await;
+    s.sink.set_failing(false);
+    s.cloud.fail_next("entries.list", Fault::UNAVAILABLE, 1);
+    assert!(matches!(s.deliver(m.clone()).await, Verdict::Retry(_)));
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
 }
 
 #[tokio::test(start_paused = true)]
