@@ -184,7 +184,18 @@ async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Ar
         None => None,
     };
     let mut config = EngineConfig::new(runtime.policy.remediation.clone());
-    config.self_email = args.self_email.clone();
+    config.self_email = match &args.self_email {
+        Some(email) => Some(email.clone()),
+        None => own_identity().await,
+    };
+    match &config.self_email {
+        Some(email) => {
+            tracing::info!(self_email = %email, "our own identity: its changes are ignored, its restorations counted")
+        }
+        None => tracing::warn!(
+            "our own identity is unknown (REMEDIATOR_SELF_EMAIL unset, no metadata server): the flapping limit counts this instance's restorations only"
+        ),
+    }
     config.sweep_scope = parse_scope(&args.sweep_scope)?;
     config.coalesce_window = Duration::from_millis(args.coalesce_ms);
     config.notify_healthy = args.notify_healthy;
@@ -353,4 +364,87 @@ fn push_verifier(
     Ok(Box::new(crate::server::oidc::OidcVerifier::new(
         config, http,
     )))
+}
+
+/// On Cloud Run (a service sets `K_SERVICE`, a job `CLOUD_RUN_JOB`) the runtime identity is known to
+/// the metadata server; elsewhere it is not guessed.
+async fn own_identity() -> Option<String> {
+    if std::env::var_os("K_SERVICE").is_none() && std::env::var_os("CLOUD_RUN_JOB").is_none() {
+        return None;
+    }
+    let host = std::env::var("GCE_METADATA_HOST")
+        .unwrap_or_else(|_| "metadata.google.internal".to_owned());
+    match metadata_email(&host).await {
+        Ok(email) => Some(email),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read our identity from the metadata server");
+            None
+        }
+    }
+}
+
+/// The default service account's email from the metadata server at `host`.
+async fn metadata_email(host: &str) -> Result<String, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/email");
+    let response = http
+        .get(&url)
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    let email = response.text().await.map_err(|e| e.to_string())?;
+    let email = email.trim();
+    crate::domain::iam::ServiceAccountEmail::parse(email)
+        .map(|e| e.as_str().to_owned())
+        .map_err(|e| format!("{url}: not a service account email: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A metadata server that answers one request, and what it was asked.
+    async fn metadata_server(body: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            let request = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(reply.as_bytes()).await.unwrap();
+            request
+        });
+        (host, task)
+    }
+
+    #[tokio::test]
+    async fn our_identity_is_read_from_the_metadata_server_with_its_header() {
+        let (host, asked) = metadata_server("remediator@ops.iam.gserviceaccount.com\n").await;
+        let email = super::metadata_email(&host).await.unwrap();
+        assert_eq!(email, "remediator@ops.iam.gserviceaccount.com");
+        let request = asked.await.unwrap().to_ascii_lowercase();
+        assert!(request.contains("metadata-flavor: google"), "{request}");
+        assert!(
+            request.starts_with("get /computemetadata/v1/instance/service-accounts/default/email "),
+            "{request}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_metadata_answer_that_is_not_a_service_account_is_refused() {
+        let (host, _asked) = metadata_server("<html>captive portal</html>").await;
+        assert!(super::metadata_email(&host).await.is_err());
+    }
 }
