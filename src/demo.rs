@@ -11,7 +11,7 @@ use crate::domain::evaluate::Status;
 use crate::gcp::{Client, ClientConfig, Credentials, Gcp, ProjectInfo};
 use crate::remediate::{Options, Outcome, ProjectReport, Remediator};
 use crate::scan::render_table;
-use crate::sim;
+use gcp_sim as sim;
 
 /// The bundled demo world.
 pub const DEMO_WORLD: &str = include_str!("../infra/worlds/demo.yaml");

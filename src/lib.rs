@@ -16,7 +16,6 @@
 //! - [`clock`]: RFC 3339 timestamps.
 //! - [`pubsub`]: the official Pub/Sub clients, emulator-aware.
 //! - [`app`]: configuration and wiring of `serve` and `job`.
-//! - [`sim`]: the local Google Cloud simulator (`sim` subcommand, tests, demo).
 
 pub mod app;
 pub mod clock;
@@ -32,5 +31,4 @@ pub mod remediate;
 pub mod scan;
 pub mod server;
 pub mod service;
-pub mod sim;
 pub mod telemetry;

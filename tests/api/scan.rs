@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use gke_iam_remediator::sim::{self, SimHandle, SimOptions, World};
+use gcp_sim::{self as sim, SimHandle, SimOptions, World};
 use serde_json::Value;
 
 const REMEDIATOR: &str = "sim:gke-iam-remediator@platform-ops.iam.gserviceaccount.com";

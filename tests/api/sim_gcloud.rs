@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gke_iam_remediator::sim::SimOptions;
+use gcp_sim::SimOptions;
 
 use serde_json::json;
 
@@ -81,7 +81,7 @@ async fn gcloud_add_and_remove_iam_policy_binding_really_change_the_policy() {
     let gcloud = Gcloud::new(&sim.base_url(), "demo-project");
     let role = "roles/container.defaultNodeServiceAccount";
     let member = format!("serviceAccount:{NODE_SA}");
-    let has = |sim: &gke_iam_remediator::sim::SimHandle| {
+    let has = |sim: &gcp_sim::SimHandle| {
         sim.policy("projects/demo-project")
             .expect("policy")
             .bindings
@@ -249,7 +249,7 @@ async fn gcloud_lists_recommendations_and_enables_services() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcloud_does_not_retry_a_conflict_made_by_the_concurrent_writer() {
     let sim = start_sim(&world_file("healthy.yaml")).await;
-    sim.set_concurrent_writer(Some(gke_iam_remediator::sim::ConcurrentWriter {
+    sim.set_concurrent_writer(Some(gcp_sim::ConcurrentWriter {
         project: "demo-project".into(),
         probability: 1.0,
         max_writes: 1,

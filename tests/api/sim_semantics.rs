@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use gke_iam_remediator::sim::{Faults, Latency, World};
+use gcp_sim::{Faults, Latency, World};
 use serde_json::{Value, json};
 
 use crate::support::{Api, start_sim, world_file};

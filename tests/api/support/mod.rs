@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use gke_iam_remediator::sim::{self, SimHandle, SimOptions, World};
+use gcp_sim::{self as sim, SimHandle, SimOptions, World};
 use serde_json::{Value, json};
 
 /// Reads a world shipped in `infra/worlds/`.

@@ -311,11 +311,7 @@ fn create_pool(c: &mut Ctx<'_>, p: &str, loc: &str, name: &str, body: &Value) ->
         .to_owned();
     let sa = match spec.pointer("/config/serviceAccount") {
         None | Some(Value::Null) => "default".to_owned(),
-        Some(Value::String(s))
-            if s == "default" || crate::domain::iam::ServiceAccountEmail::parse(s).is_ok() =>
-        {
-            s.clone()
-        }
+        Some(Value::String(s)) if s == "default" || crate::model::is_email(s) => s.clone(),
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "Invalid argument: nodePool.config.serviceAccount {other} is not a service account."

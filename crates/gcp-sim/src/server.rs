@@ -393,7 +393,7 @@ mod tests {
 
     fn shared() -> Shared {
         let world =
-            World::from_yaml(include_str!("../../infra/worlds/demo.yaml"), "demo.yaml").unwrap();
+            World::from_yaml(include_str!("../../../infra/worlds/demo.yaml"), "demo.yaml").unwrap();
         Shared {
             state: Mutex::new(State::from_world(&world)),
             world: Mutex::new(world),

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::iam::{Member, Role, ServiceAccountEmail};
+use crate::model::{is_email, is_member, is_project_id, is_role};
 
 /// Error loading a world file. Displays as one line naming the file, line and field.
 #[derive(Debug, thiserror::Error)]
@@ -367,7 +367,7 @@ impl World {
             }
             for (i, r) in org.custom_roles.iter().enumerate() {
                 let prefix = format!("organizations/{}/roles/", org.id);
-                if !r.name.starts_with(&prefix) || Role::parse(&r.name).is_err() {
+                if !r.name.starts_with(&prefix) || !is_role(&r.name) {
                     return Err(invalid(
                         format!("organization.custom_roles[{i}].name"),
                         &r.name,
@@ -427,7 +427,7 @@ impl World {
             }
         }
         for (i, r) in self.roles.iter().enumerate() {
-            if !r.name.starts_with("roles/") || Role::parse(&r.name).is_err() {
+            if !r.name.starts_with("roles/") || !is_role(&r.name) {
                 return Err(invalid(
                     format!("roles[{i}].name"),
                     &r.name,
@@ -436,7 +436,7 @@ impl World {
             }
         }
         for (i, g) in self.groups.iter().enumerate() {
-            if ServiceAccountEmail::parse(&g.email).is_err() {
+            if !is_email(&g.email) {
                 return Err(invalid(
                     format!("groups[{i}].email"),
                     &g.email,
@@ -444,7 +444,7 @@ impl World {
                 ));
             }
             for (j, m) in g.members.iter().enumerate() {
-                if Member::parse(m).is_err() {
+                if !is_member(m) {
                     return Err(invalid(
                         format!("groups[{i}].members[{j}]"),
                         m,
@@ -459,7 +459,7 @@ impl World {
         let mut sa_ids = BTreeSet::new();
         for (i, p) in self.projects.iter().enumerate() {
             let at = |field: &str| format!("projects[{i}].{field}");
-            if crate::domain::iam::ProjectId::parse(&p.id).is_err() {
+            if !is_project_id(&p.id) {
                 return Err(invalid(
                     at("id"),
                     &p.id,
@@ -501,7 +501,7 @@ impl World {
             }
             for (j, r) in p.custom_roles.iter().enumerate() {
                 let prefix = format!("projects/{}/roles/", p.id);
-                if !r.name.starts_with(&prefix) || Role::parse(&r.name).is_err() {
+                if !r.name.starts_with(&prefix) || !is_role(&r.name) {
                     return Err(invalid(
                         at(&format!("custom_roles[{j}].name")),
                         &r.name,
@@ -510,7 +510,7 @@ impl World {
                 }
             }
             for (j, sa) in p.service_accounts.iter().enumerate() {
-                if ServiceAccountEmail::parse(&sa.email).is_err() {
+                if !is_email(&sa.email) {
                     return Err(invalid(
                         at(&format!("service_accounts[{j}].email")),
                         &sa.email,
@@ -552,9 +552,7 @@ impl World {
                             format!("duplicate node pool {}", np.name),
                         ));
                     }
-                    if np.service_account != "default"
-                        && ServiceAccountEmail::parse(&np.service_account).is_err()
-                    {
+                    if np.service_account != "default" && !is_email(&np.service_account) {
                         return Err(invalid(
                             at(&format!("clusters[{j}].node_pools[{k}].service_account")),
                             &np.service_account,
@@ -594,7 +592,7 @@ where
     F: Fn(String, &str, String) -> WorldError,
 {
     for (i, b) in policy.bindings.iter().enumerate() {
-        if Role::parse(&b.role).is_err() {
+        if !is_role(&b.role) {
             return Err(invalid(
                 format!("{at}.bindings[{i}].role"),
                 &b.role,
@@ -602,7 +600,7 @@ where
             ));
         }
         for (j, m) in b.members.iter().enumerate() {
-            if Member::parse(m).is_err() {
+            if !is_member(m) {
                 return Err(invalid(
                     format!("{at}.bindings[{i}].members[{j}]"),
                     m,

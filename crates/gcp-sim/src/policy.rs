@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::state::stable_hash;
-use crate::domain::iam::{Binding, MAX_PRINCIPALS_PER_POLICY, Member, Policy};
+use crate::model::{Binding, MAX_PRINCIPALS_PER_POLICY, Policy, is_member};
 
 /// Reads `options.requestedPolicyVersion` (0 when absent) and checks it is 0, 1 or 3.
 pub fn requested_version(body: &Value) -> ApiResult<i64> {
@@ -55,11 +55,7 @@ pub fn render(stored: &Policy, requested: i64) -> Policy {
             let h = stable_hash(&format!("{}|{}|{:?}", b.role, c.expression, c.title));
             let h2 = stable_hash(&format!("{h}{}", c.expression));
             let suffix = format!("{h:016x}{:04x}", h2 & 0xffff);
-            if let Ok(role) =
-                crate::domain::iam::Role::parse(&format!("{}_withcond_{suffix}", b.role))
-            {
-                b.role = role;
-            }
+            b.role = format!("{}_withcond_{suffix}", b.role);
         }
     }
     out
@@ -220,7 +216,7 @@ pub fn apply_set(
                 }
             }
             for m in &b.members {
-                if Member::parse(m.as_str()).is_err() {
+                if !is_member(m) {
                     return Err(ApiError::invalid(format!(
                         "Invalid argument: The member {m} is of an unknown type. Please set a valid type prefix for the member."
                     )));
@@ -231,7 +227,7 @@ pub fn apply_set(
                     )));
                 }
             }
-            let mut members: Vec<Member> = Vec::new();
+            let mut members: Vec<String> = Vec::new();
             for m in &b.members {
                 if !members.contains(m) {
                     members.push(m.clone());

@@ -375,7 +375,7 @@ pub fn write_policy(
     r: &PolicyRef,
     req: &SetRequest,
     request_resource: &str,
-) -> ApiResult<crate::domain::iam::Policy> {
+) -> ApiResult<crate::model::Policy> {
     let stored = c.st.policy(r).cloned().ok_or_else(missing)?;
     let mut next = policy::apply_set(&stored, req, |role| role_check(c.st, role))?;
     next.etag = Some(c.st.next_etag());
@@ -441,13 +441,10 @@ pub fn concurrent_add(c: &mut Ctx<'_>, idx: usize, role: &str, member: &str) -> 
     let Some(mut p) = c.st.policy(&r).cloned() else {
         return false;
     };
-    let (Ok(role), Ok(member)) = (
-        crate::domain::iam::Role::parse(role),
-        crate::domain::iam::Member::parse(member),
-    ) else {
+    if !crate::model::is_role(role) || !crate::model::is_member(member) {
         return false;
-    };
-    p.add_member(&role, &member);
+    }
+    p.add_member(role, member);
     p.version = 3;
     let body = json!({"policy": p});
     let Ok(req) = policy::parse_set(&body) else {

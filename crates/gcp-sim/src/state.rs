@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::roles::{self, RoleDef};
 use super::world::{
     World, WorldBinding, WorldCluster, WorldCondition, WorldFolder, WorldGroup, WorldOrganization,
     WorldPolicy, WorldProject, WorldRecommendation, WorldRole, WorldServiceAccount,
 };
-use crate::domain::iam::{Binding, Condition, Member, Policy, Role};
+use crate::model::{Binding, Condition, Policy, is_member, is_role};
 
 /// How long a deleted service account can be undeleted.
 pub const UNDELETE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -191,22 +191,16 @@ fn to_policy(p: Option<&WorldPolicy>) -> Policy {
     let bindings: Vec<Binding> = p
         .bindings
         .iter()
-        .filter_map(|b| {
-            Some(Binding {
-                role: Role::parse(&b.role).ok()?,
-                members: b
-                    .members
-                    .iter()
-                    .filter_map(|m| Member::parse(m).ok())
-                    .collect(),
-                condition: b.condition.as_ref().map(|c| Condition {
-                    expression: c.expression.clone(),
-                    title: c.title.clone(),
-                    description: c.description.clone(),
-                    location: None,
-                }),
-                other: Map::new(),
-            })
+        .filter(|b| is_role(&b.role))
+        .map(|b| Binding {
+            role: b.role.clone(),
+            members: b.members.iter().filter(|m| is_member(m)).cloned().collect(),
+            condition: b.condition.as_ref().map(|c| Condition {
+                expression: c.expression.clone(),
+                title: c.title.clone(),
+                description: c.description.clone(),
+                location: None,
+            }),
         })
         .collect();
     let mut policy = Policy {
@@ -593,17 +587,17 @@ impl State {
         if self.org.is_some() {
             refs.push(PolicyRef::Organization);
         }
-        let Ok(to_member) = Member::parse(to) else {
+        if !is_member(to) {
             return;
-        };
+        }
         for r in refs {
             let etag = if bump { Some(self.next_etag()) } else { None };
             if let Some(policy) = self.policy_mut(&r) {
                 let mut changed = false;
                 for b in &mut policy.bindings {
                     for m in &mut b.members {
-                        if m.as_str().eq_ignore_ascii_case(from) {
-                            *m = to_member.clone();
+                        if m.eq_ignore_ascii_case(from) {
+                            *m = to.to_owned();
                             changed = true;
                         }
                     }
@@ -616,15 +610,7 @@ impl State {
     }
 }
 
-/// RFC 3339 with microseconds, as Cloud Logging writes timestamps.
-pub fn rfc3339(t: SystemTime) -> String {
-    crate::clock::rfc3339(t, crate::clock::Precision::Micros)
-}
-
-/// The current time in RFC 3339.
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
-}
+pub use crate::clock::now_rfc3339;
 
 /// A random UUID-shaped string.
 pub fn random_uuid() -> String {
@@ -638,15 +624,4 @@ pub fn random_uuid() -> String {
         0x8000 | ((b >> 48) & 0x3fff),
         b & 0xffff_ffff_ffff
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_a_known_instant() {
-        let t = std::time::UNIX_EPOCH + Duration::from_micros(1_733_000_000_123_456);
-        assert_eq!(rfc3339(t), "2024-11-30T20:53:20.123456Z");
-    }
 }

@@ -12,6 +12,7 @@
 //! [`SimOptions::default_principal`].
 
 mod audit;
+mod clock;
 mod container;
 mod control;
 mod crm;
@@ -20,6 +21,7 @@ mod faults;
 mod iam;
 mod journal;
 mod logging;
+pub mod model;
 mod policy;
 mod recommender;
 mod roles;
@@ -45,9 +47,9 @@ use tokio::task::JoinHandle;
 pub use error::ApiError;
 pub use faults::{ConcurrentWriter, Faults, Latency};
 pub use journal::{JournalEntry, Stats};
+pub use model::{Binding, Condition, Policy};
 pub use world::{World, WorldError};
 
-use crate::domain::iam::Policy;
 use server::{Shared, lock};
 
 /// Options of a simulator instance.
@@ -102,9 +104,7 @@ pub async fn start(
     listen: SocketAddr,
     options: SimOptions,
 ) -> Result<SimHandle, SimError> {
-    if crate::domain::iam::Member::parse(&options.default_principal).is_err()
-        || !options.default_principal.contains(':')
-    {
+    if !model::is_member(&options.default_principal) || !options.default_principal.contains(':') {
         return Err(SimError::Principal(options.default_principal));
     }
     let listener = TcpListener::bind(listen)
