@@ -20,6 +20,7 @@ mod error;
 mod faults;
 mod iam;
 mod journal;
+mod logfilter;
 mod logging;
 pub mod model;
 mod policy;

@@ -137,7 +137,9 @@ pub struct State {
     /// Finished long-running operations by name (Service Usage and Container).
     pub operations: BTreeMap<String, Value>,
     /// Every audit-log entry the simulator wrote, oldest first (bounded), for `logging.entries.list`.
-    pub log_entries: std::collections::VecDeque<Value>,
+    pub log_entries: std::collections::VecDeque<(u64, Value)>,
+    /// Sequence number of the last recorded log entry.
+    pub log_seq: u64,
     etag_salt: u64,
     etag_seq: u64,
 }
@@ -259,6 +261,7 @@ impl State {
             projects: Vec::new(),
             operations: BTreeMap::new(),
             log_entries: std::collections::VecDeque::new(),
+            log_seq: 0,
             etag_salt: rand::random(),
             etag_seq: 0,
         };
