@@ -228,11 +228,17 @@ async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited
             "{sa} must not be granted"
         );
     }
-    // Everything that was there is still there, in order, conditions intact.
-    for (old, new) in before.bindings.iter().zip(&after.bindings) {
-        assert_eq!(old.role, new.role);
-        assert_eq!(old.condition, new.condition);
-        assert_eq!(new.members[..old.members.len()], old.members[..]);
+    // Everything that was there is still there, conditions intact (IAM serves bindings and members
+    // sorted, so the order is the server's, not the writer's).
+    for old in &before.bindings {
+        let new = after
+            .bindings
+            .iter()
+            .find(|b| b.role == old.role && b.condition == old.condition)
+            .unwrap_or_else(|| panic!("binding {} disappeared", old.role));
+        for m in &old.members {
+            assert!(new.members.contains(m), "{m} lost from {}", old.role);
+        }
     }
     let actions = doc["projects"][0]["actions"].as_array().unwrap();
     assert!(
@@ -519,6 +525,8 @@ async fn an_unknown_role_and_a_policy_at_the_principal_limit_give_findings_not_w
     }
     let world = format!(
         r#"
+# The custom role below is defined nowhere (as when a policy still names a purged role).
+strict_roles: false
 projects:
   - id: full-project
     number: "300000000001"
@@ -556,11 +564,13 @@ projects:
         "the limit was exceeded: {}",
         after.principal_count()
     );
-    assert_eq!(
-        before.bindings[..3],
-        after.bindings[..3],
-        "existing bindings changed"
-    );
+    // IAM serves bindings sorted by role, so a new one may sit between old ones: compare by content.
+    for old in &before.bindings {
+        assert!(
+            after.bindings.contains(old),
+            "existing binding changed: {old:?}"
+        );
+    }
     let text = run.stdout;
     assert!(
         text.contains("1500") || text.contains("principal"),

@@ -197,6 +197,9 @@ pub fn dispatch(
     user_agent: String,
     query: Vec<(String, String)>,
 ) -> ApiResult<Value> {
+    if let Some(fields) = super::schema::body_of(route.endpoint) {
+        super::schema::check(body, fields)?;
+    }
     let deny = lock(&shared.faults).faults.deny.clone();
     let mut st = lock(&shared.state);
     let mut ctx = Ctx {

@@ -1,12 +1,20 @@
-//! Service Usage v1: services get (project id or number), list, `:enable` and `:disable` returning
-//! finished (`done: true`) operations, and `GET /v1/operations/…`. Disabling a service that is not
-//! enabled answers 400 `FAILED_PRECONDITION`. Names and parents use the project NUMBER.
+//! Service Usage v1: services get (project id or number), list (paged), `:enable` and `:disable`
+//! returning long-running operations (done at once unless the world sets `operation_polls`), and
+//! `GET /v1/operations/…`. Names and parents use the project NUMBER.
+//!
+//! Services exist when they are in the simulator's catalog ([`KNOWN`]) or named by some project of the
+//! world; anything else answers 403 `Not found or permission denied for service(s)` as Google does.
+//! Enabling a service enables what it depends on ([`DEPENDS`], an approximation of Google's graph);
+//! disabling a service an enabled one depends on answers 400 FAILED_PRECONDITION unless
+//! `disableDependentServices` is set, which disables the dependents too. Disabling a service that is
+//! not enabled answers 400 `FAILED_PRECONDITION`.
 
 use http::Method;
 use serde_json::{Value, json};
 
 use super::audit::{AuditRecord, authz, operation_id};
 use super::error::{ApiError, ApiResult};
+use super::paging;
 use super::server::{Ctx, Route, endpoint};
 
 const API: &str = "serviceusage";
@@ -37,14 +45,89 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
         ("GET", ["v1", "operations", rest @ ..], None) if !rest.is_empty() => {
             let name = format!("operations/{}", rest.join("/"));
             endpoint(API, "serviceusage.operations.get", move |c, _| {
-                c.st.operations
-                    .get(&name)
-                    .cloned()
+                c.st.poll_operation(&name, running_op)
                     .ok_or_else(|| ApiError::not_found(format!("Operation {name} not found.")))
             })
         }
         _ => None,
     }
+}
+
+/// Services the simulator knows besides those a world names.
+pub const KNOWN: [&str; 40] = [
+    "artifactregistry.googleapis.com",
+    "autoscaling.googleapis.com",
+    "bigquery.googleapis.com",
+    "binaryauthorization.googleapis.com",
+    "certificatemanager.googleapis.com",
+    "cloudasset.googleapis.com",
+    "cloudbuild.googleapis.com",
+    "cloudfunctions.googleapis.com",
+    "cloudkms.googleapis.com",
+    "cloudresourcemanager.googleapis.com",
+    "cloudscheduler.googleapis.com",
+    "cloudtrace.googleapis.com",
+    "compute.googleapis.com",
+    "container.googleapis.com",
+    "containeranalysis.googleapis.com",
+    "containerfilesystem.googleapis.com",
+    "containerregistry.googleapis.com",
+    "dns.googleapis.com",
+    "eventarc.googleapis.com",
+    "gkebackup.googleapis.com",
+    "gkeconnect.googleapis.com",
+    "gkehub.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "logging.googleapis.com",
+    "mesh.googleapis.com",
+    "monitoring.googleapis.com",
+    "networkconnectivity.googleapis.com",
+    "oslogin.googleapis.com",
+    "policytroubleshooter.googleapis.com",
+    "pubsub.googleapis.com",
+    "recommender.googleapis.com",
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "servicenetworking.googleapis.com",
+    "serviceusage.googleapis.com",
+    "sqladmin.googleapis.com",
+    "stackdriver.googleapis.com",
+    "storage-api.googleapis.com",
+    "storage.googleapis.com",
+];
+
+/// `service` -> services it needs (enabled with it). An approximation of Google's dependency graph.
+pub const DEPENDS: [(&str, &[&str]); 6] = [
+    (
+        "container.googleapis.com",
+        &["compute.googleapis.com", "iamcredentials.googleapis.com"],
+    ),
+    ("compute.googleapis.com", &["oslogin.googleapis.com"]),
+    ("gkehub.googleapis.com", &["gkeconnect.googleapis.com"]),
+    ("cloudfunctions.googleapis.com", &["run.googleapis.com"]),
+    ("run.googleapis.com", &["containerregistry.googleapis.com"]),
+    (
+        "containerregistry.googleapis.com",
+        &["artifactregistry.googleapis.com"],
+    ),
+];
+
+fn deps(service: &str) -> &'static [&'static str] {
+    DEPENDS
+        .iter()
+        .find(|(s, _)| *s == service)
+        .map(|(_, d)| *d)
+        .unwrap_or(&[])
+}
+
+fn exists(c: &Ctx<'_>, s: &str) -> bool {
+    KNOWN.contains(&s) || c.st.known_services.contains(s)
+}
+
+/// A Service Usage operation as it looks while running.
+fn running_op(done: &Value) -> Value {
+    json!({"name": done["name"], "metadata": done["metadata"], "done": false})
 }
 
 fn title(service: &str) -> String {
@@ -77,10 +160,17 @@ fn check(c: &Ctx<'_>, p: &str, s: &str, permission: &str) -> ApiResult<usize> {
     let i =
         c.st.project_idx(p)
             .ok_or_else(|| ApiError::permission_denied(permission))?;
-    if !s.ends_with(".googleapis.com") || s.len() <= ".googleapis.com".len() {
-        return Err(ApiError::denied_or_missing(format!(
+    if !exists(c, s) {
+        let mut e = ApiError::denied_or_missing(format!(
             "Not found or permission denied for service(s): {s}."
-        )));
+        ));
+        e.details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "SERVICE_CONFIG_NOT_FOUND_OR_PERMISSION_DENIED",
+            "domain": "serviceusage.googleapis.com",
+            "metadata": {"services": s}
+        }));
+        return Err(e);
     }
     Ok(i)
 }
@@ -102,11 +192,23 @@ fn list(c: &mut Ctx<'_>, p: &str) -> ApiResult<Value> {
         .iter()
         .map(|s| service_json(&proj.number, s, true))
         .collect();
-    Ok(if services.is_empty() {
-        json!({})
-    } else {
-        json!({ "services": services })
-    })
+    if let Some(f) = c.q("filter").filter(|f| !f.is_empty())
+        && f.replace(' ', "") != "state:ENABLED"
+    {
+        return Err(ApiError::invalid(format!(
+            "Invalid filter {f}: the simulator lists enabled services only (state:ENABLED)."
+        )));
+    }
+    paging::page(
+        c.q("pageSize"),
+        c.q("pageToken"),
+        services,
+        "services",
+        paging::Limits {
+            default: 50,
+            max: 200,
+        },
+    )
 }
 
 fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiResult<Value> {
@@ -116,6 +218,15 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
         "serviceusage.services.disable"
     };
     let i = check(c, p, s, permission)?;
+    let dependents_too = match body.get("disableDependentServices") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid value at 'disable_dependent_services' (TYPE_BOOL)",
+            ));
+        }
+    };
     let proj = &mut c.st.projects[i];
     if !enable && !proj.services.contains(s) {
         return Err(ApiError::precondition(format!(
@@ -124,9 +235,36 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
         )));
     }
     if enable {
-        proj.services.insert(s.to_owned());
+        // The service and, transitively, what it depends on.
+        let mut todo = vec![s.to_owned()];
+        while let Some(x) = todo.pop() {
+            if proj.services.insert(x.clone()) || x == s {
+                todo.extend(deps(&x).iter().map(|d| (*d).to_owned()));
+            }
+        }
     } else {
+        // Enabled services that depend on `s`, transitively.
+        let mut dependents: Vec<String> = Vec::new();
+        let mut frontier = vec![s.to_owned()];
+        while let Some(x) = frontier.pop() {
+            for other in &proj.services {
+                if deps(other).contains(&x.as_str()) && !dependents.contains(other) {
+                    dependents.push(other.clone());
+                    frontier.push(other.clone());
+                }
+            }
+        }
+        if !dependents.is_empty() && !dependents_too {
+            return Err(ApiError::precondition(format!(
+                "The service {s} is depended on by the following active service(s): {}; \
+                 Please specify disable_dependent_services=true if you want to proceed with disabling all services.",
+                dependents.join(",")
+            )));
+        }
         proj.services.remove(s);
+        for d in dependents {
+            proj.services.remove(&d);
+        }
     }
     let (id, number) = (proj.id.clone(), proj.number.clone());
     let (method, kind) = if enable {
@@ -138,7 +276,7 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
     let name = format!("operations/acf.p2-{number}-{}", operation_id(""));
     let response = json!({"@type": format!("type.googleapis.com/google.api.serviceusage.v1.{kind}ServiceResponse"), "service": service});
     let op = json!({"name": name, "metadata": {"@type": "type.googleapis.com/google.protobuf.Empty"}, "done": true, "response": response});
-    c.st.operations.insert(name.clone(), op.clone());
+    let answered = c.st.start_operation(&name, running_op(&op), op.clone());
     let full_method = format!("google.api.serviceusage.v1.ServiceUsage.{method}");
     let mut request = json!({"@type": format!("type.googleapis.com/google.api.serviceusage.v1.{kind}ServiceRequest"), "name": format!("projects/{p}/services/{s}")});
     if let Some(obj) = body.as_object() {
@@ -163,5 +301,5 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
         operation: Some(json!({"id": name, "producer": "serviceusage.googleapis.com", "last": true})),
         ..Default::default()
     });
-    Ok(op)
+    Ok(answered)
 }

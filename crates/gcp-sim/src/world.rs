@@ -282,6 +282,18 @@ pub struct WorldGroup {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct World {
+    /// `setIamPolicy` rejects members that do not exist, as Google does (default `true`); `false` opts
+    /// into accepting any well-formed member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_members: Option<bool>,
+    /// Policies may bind only roles that exist (default `true`); `false` lets a world bind a role nobody
+    /// defines (as a policy can still name a purged custom role), answered 404 by `roles.get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_roles: Option<bool>,
+    /// `operations.get` polls a new long-running operation needs before it is done (default 0: done at
+    /// once). Also settable at run time with `PUT /_sim/operations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_polls: Option<u32>,
     /// The organization, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<WorldOrganization>,
@@ -352,6 +364,18 @@ impl World {
             message,
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        // An empty set means "any role" (`strict_roles: false`).
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        if self.strict_roles != Some(false) {
+            known.extend(crate::roles::bundled().into_iter().map(|r| r.name));
+            known.extend(self.roles.iter().map(|r| r.name.clone()));
+            if let Some(org) = &self.organization {
+                known.extend(org.custom_roles.iter().map(|r| r.name.clone()));
+            }
+            for p in &self.projects {
+                known.extend(p.custom_roles.iter().map(|r| r.name.clone()));
+            }
+        }
         let mut containers: BTreeSet<String> = BTreeSet::new();
         if let Some(org) = &self.organization {
             if !digits(&org.id) {
@@ -363,7 +387,7 @@ impl World {
             }
             containers.insert(format!("organizations/{}", org.id));
             if let Some(p) = &org.iam_policy {
-                check_policy(p, "organization.iam_policy", &invalid)?;
+                check_policy(p, "organization.iam_policy", &known, &invalid)?;
             }
             for (i, r) in org.custom_roles.iter().enumerate() {
                 let prefix = format!("organizations/{}/roles/", org.id);
@@ -404,7 +428,7 @@ impl World {
                 ));
             }
             if let Some(p) = &f.iam_policy {
-                check_policy(p, &format!("folders[{i}].iam_policy"), &invalid)?;
+                check_policy(p, &format!("folders[{i}].iam_policy"), &known, &invalid)?;
             }
         }
         // Folder parent chains must end at the organization (no cycles).
@@ -497,7 +521,7 @@ impl World {
                 ));
             }
             if let Some(pol) = &p.iam_policy {
-                check_policy(pol, &at("iam_policy"), &invalid)?;
+                check_policy(pol, &at("iam_policy"), &known, &invalid)?;
             }
             for (j, r) in p.custom_roles.iter().enumerate() {
                 let prefix = format!("projects/{}/roles/", p.id);
@@ -587,7 +611,12 @@ impl World {
     }
 }
 
-fn check_policy<F>(policy: &WorldPolicy, at: &str, invalid: &F) -> Result<(), WorldError>
+fn check_policy<F>(
+    policy: &WorldPolicy,
+    at: &str,
+    known: &BTreeSet<String>,
+    invalid: &F,
+) -> Result<(), WorldError>
 where
     F: Fn(String, &str, String) -> WorldError,
 {
@@ -597,6 +626,16 @@ where
                 format!("{at}.bindings[{i}].role"),
                 &b.role,
                 format!("`{}` is not a role name", b.role),
+            ));
+        }
+        if !known.is_empty() && !known.contains(&b.role) {
+            return Err(invalid(
+                format!("{at}.bindings[{i}].role"),
+                &b.role,
+                format!(
+                    "unknown role `{}`: not a predefined role the simulator knows, nor a custom role of this world (add it under `roles` or `custom_roles`)",
+                    b.role
+                ),
             ));
         }
         for (j, m) in b.members.iter().enumerate() {
@@ -634,6 +673,20 @@ mod tests {
         assert!(err.starts_with("w.yaml:4:"), "{err}");
         assert!(err.contains("projects[0]"), "{err}");
         assert!(err.contains("clusterz"), "{err}");
+    }
+
+    #[test]
+    fn unknown_roles_name_file_line_and_role() {
+        let text = "projects:\n  - id: demo-project\n    number: \"1\"\n    iam_policy:\n      bindings:\n        - role: roles/compute.viewer\n          members: [user:a@example.com]\n        - role: roles/made.up\n          members: [user:a@example.com]\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:8:"), "{err}");
+        assert!(
+            err.contains("projects[0].iam_policy.bindings[1].role"),
+            "{err}"
+        );
+        assert!(err.contains("roles/made.up"), "{err}");
+        let custom = "projects:\n  - id: demo-project\n    number: \"1\"\n    custom_roles: [{name: projects/demo-project/roles/x}]\n    iam_policy:\n      bindings: [{role: projects/demo-project/roles/x, members: [user:a@example.com]}]\n";
+        assert!(World::from_yaml(custom, "w.yaml").is_ok());
     }
 
     #[test]
