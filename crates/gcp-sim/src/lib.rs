@@ -1,11 +1,15 @@
 //! The local Google Cloud simulator (`gke-iam-remediator sim`): one HTTP server speaking the REST
-//! surfaces this project uses (Resource Manager v1/v3, IAM v1, Container v1, Recommender v1, Service
-//! Usage v1, Policy Troubleshooter v3) from a YAML world file, faithfully enough for the real `gcloud`.
+//! surfaces this project uses (Resource Manager v1/v2/v3, IAM v1, Container v1, Recommender v1, Service
+//! Usage v1, Policy Troubleshooter v1/v3, Logging v2) from a YAML world file, strict as Google by default
+//! and checked by Google's own clients (`tests/conformance/`) and the real `gcloud`. Its own crate: it
+//! shares no type with the client it serves.
 //!
-//! Module map: [`world`] (file model), `state` (live resources), `server` (routing, callers, faults,
-//! journal), `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
-//! `recommender`, `serviceusage`, `troubleshooter`), `policy` (IAM policy semantics), `roles` (bundled
-//! role data), `faults`, `journal`, `audit` (audit-log LogEntries to Pub/Sub), `error` (Google error JSON).
+//! Module map: [`world`] (file model), `state` (live resources and their indexes), [`model`] (its own
+//! IAM wire model), `server` (routing, callers, faults, journal), `schema` (unknown request fields),
+//! `paging`, `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
+//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`), `policy` (IAM policy
+//! semantics), `roles` (bundled role data and catalog), `faults`, `journal`, `audit` (audit-log
+//! LogEntries to Pub/Sub), `error` (Google error JSON), `clock` (RFC 3339).
 //!
 //! Callers: `Authorization: Bearer sim:EMAIL` names the caller (`serviceAccount:EMAIL` when the email ends
 //! in `gserviceaccount.com`, else `user:EMAIL`); no token or any other token means
