@@ -690,6 +690,23 @@ mod tests {
     }
 
     #[test]
+    fn every_world_of_the_repository_loads_strictly() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files: Vec<_> = std::fs::read_dir(root.join("infra/worlds"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.push(root.join("tests/conformance/world.yaml"));
+        assert!(files.len() >= 10, "{files:?}");
+        for f in files {
+            let w = World::load(&f).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(w.strict_members, None, "{}", f.display());
+            assert_eq!(w.strict_roles, None, "{}", f.display());
+        }
+    }
+
+    #[test]
     fn dangling_parent_names_the_field() {
         let text = "projects:\n  - id: demo-project\n    number: \"1\"\n    parent: folders/9\n";
         let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
