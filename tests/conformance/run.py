@@ -618,6 +618,10 @@ def _(c):
                                              "page_size": 2}).pages)
     names = [s.config.name for p in pages for s in p.services]
     expect(len(names) == 5 and len(pages) == 3, (names, len(pages)))
+    every = list(c.su.list_services(request={"parent": f"projects/{NUMBER}"}))
+    states = {s.state for s in every}
+    expect(len(every) >= 40 and states == {service_usage_v1.State.ENABLED, service_usage_v1.State.DISABLED},
+           (len(every), states))
 
 
 @case("serviceusage.services.enable")

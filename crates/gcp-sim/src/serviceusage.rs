@@ -1,4 +1,5 @@
-//! Service Usage v1: services get (project id or number), list (paged), `:enable` and `:disable`
+//! Service Usage v1: services get (project id or number), list (paged; every known service with its
+//! state, or one state with `filter=state:ENABLED|DISABLED`), `:enable` and `:disable`
 //! returning long-running operations (done at once unless the world sets `operation_polls`), and
 //! `GET /v1/operations/…`. Names and parents use the project NUMBER.
 //!
@@ -186,19 +187,28 @@ fn list(c: &mut Ctx<'_>, p: &str) -> ApiResult<Value> {
     let i =
         c.st.project_idx(p)
             .ok_or_else(|| ApiError::permission_denied("serviceusage.services.list"))?;
+    // Like Google: without a filter every service the simulator knows, with its state; a
+    // `state:ENABLED` / `state:DISABLED` filter selects one state.
+    let want = match c.q("filter").map(|f| f.replace(' ', "")) {
+        None => None,
+        Some(f) if f.is_empty() => None,
+        Some(f) if f == "state:ENABLED" => Some(true),
+        Some(f) if f == "state:DISABLED" => Some(false),
+        Some(f) => {
+            return Err(ApiError::invalid(format!(
+                "Invalid filter {f}: expected state:ENABLED or state:DISABLED."
+            )));
+        }
+    };
     let proj = &c.st.projects[i];
-    let services: Vec<Value> = proj
-        .services
-        .iter()
-        .map(|s| service_json(&proj.number, s, true))
+    let mut all: std::collections::BTreeSet<&str> = KNOWN.iter().copied().collect();
+    all.extend(c.st.known_services.iter().map(String::as_str));
+    let services: Vec<Value> = all
+        .into_iter()
+        .map(|s| (s, proj.services.contains(s)))
+        .filter(|(_, enabled)| want.is_none_or(|w| w == *enabled))
+        .map(|(s, enabled)| service_json(&proj.number, s, enabled))
         .collect();
-    if let Some(f) = c.q("filter").filter(|f| !f.is_empty())
-        && f.replace(' ', "") != "state:ENABLED"
-    {
-        return Err(ApiError::invalid(format!(
-            "Invalid filter {f}: the simulator lists enabled services only (state:ENABLED)."
-        )));
-    }
     paging::page(
         c.q("pageSize"),
         c.q("pageToken"),
