@@ -377,3 +377,106 @@ async fn a_gcloud_remove_iam_policy_binding_arrives_as_an_audit_log_entry_on_the
     assert_eq!(delete["resource"]["labels"]["email_id"], NODE_SA);
     sim.shutdown().await;
 }
+
+/// The conformance world (strict defaults, a deleted account, NAP on a Standard cluster).
+fn conformance_world() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/world.yaml"
+    ))
+    .expect("tests/conformance/world.yaml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcloud_lists_organizations_folders_and_roles_and_strict_grants_fail_like_google() {
+    let sim = start_sim(&conformance_world()).await;
+    let gcloud = Gcloud::new(&sim.base_url(), "conf-project");
+
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("a JSON list")
+            .iter()
+            .map(|x| x["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let orgs = gcloud
+        .run(&["organizations", "list", "--format=json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(names(orgs), ["organizations/123456789012"]);
+    let folders = gcloud
+        .run(&[
+            "resource-manager",
+            "folders",
+            "list",
+            "--organization=123456789012",
+            "--format=json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(names(folders), ["folders/111", "folders/333"]);
+    let roles = gcloud
+        .run(&[
+            "iam",
+            "roles",
+            "list",
+            "--filter=name:roles/compute.viewer",
+            "--format=value(name)",
+        ])
+        .await
+        .ok();
+    assert_eq!(roles.stdout.trim(), "roles/compute.viewer");
+
+    gcloud
+        .run(&[
+            "projects",
+            "add-iam-policy-binding",
+            "conf-project",
+            "--member=user:dev@example.com",
+            "--role=roles/compute.viewer",
+            "--format=none",
+        ])
+        .await
+        .ok();
+    for (member, role, message) in [
+        (
+            "serviceAccount:gone@conf-project.iam.gserviceaccount.com",
+            "roles/compute.viewer",
+            "INVALID_ARGUMENT: Service account gone@conf-project.iam.gserviceaccount.com does not exist.",
+        ),
+        (
+            "user:dev@example.com",
+            "roles/made.up",
+            "INVALID_ARGUMENT: Role roles/made.up is not supported for this resource.",
+        ),
+    ] {
+        let out = gcloud
+            .run(&[
+                "projects",
+                "add-iam-policy-binding",
+                "conf-project",
+                &format!("--member={member}"),
+                &format!("--role={role}"),
+                "--format=none",
+            ])
+            .await;
+        assert_eq!(out.code, 1, "{member} {role}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{}", out.stderr);
+    }
+
+    // The write above is in the audit log; an OR filter finds it (and nothing else matches `nothing`).
+    let read = gcloud
+        .run(&[
+            "logging",
+            "read",
+            "resource.type=nothing OR protoPayload.methodName=\"SetIamPolicy\"",
+            "--project=conf-project",
+            "--format=value(protoPayload.methodName)",
+        ])
+        .await
+        .ok();
+    assert_eq!(read.stdout.trim(), "SetIamPolicy", "{}", read.stderr);
+    sim.shutdown().await;
+}

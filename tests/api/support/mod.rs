@@ -105,7 +105,8 @@ pub struct Gcloud {
 }
 
 /// APIs whose endpoint is overridden.
-pub const OVERRIDDEN_APIS: [&str; 6] = [
+pub const OVERRIDDEN_APIS: [&str; 7] = [
+    "LOGGING",
     "CLOUDRESOURCEMANAGER",
     "IAM",
     "CONTAINER",
