@@ -854,6 +854,13 @@ async fn set_iam_policy_rejects_members_that_do_not_exist_unless_the_world_is_le
     sim.shutdown().await;
 }
 
+async fn pubsub_state(api: &Api) -> Value {
+    api.get("v1/projects/400000000001/services/pubsub.googleapis.com")
+        .await
+        .1["state"]
+        .clone()
+}
+
 #[tokio::test]
 async fn standard_clusters_with_an_autoprovisioning_account_run_nap_and_operations_can_stay_pending()
  {
@@ -891,7 +898,22 @@ async fn standard_clusters_with_an_autoprovisioning_account_run_nap_and_operatio
     assert_eq!((status, op["done"].as_bool()), (200, Some(false)), "{op}");
     let path = format!("v1/{}", op["name"].as_str().unwrap());
     assert_eq!(api.get(&path).await.1["done"], false);
+    assert_eq!(
+        pubsub_state(&api).await,
+        "DISABLED",
+        "not before the operation is done"
+    );
     assert_eq!(api.get(&path).await.1["done"], true);
+    assert_eq!(pubsub_state(&api).await, "ENABLED");
+    // Back to operations that are done at once for the rest.
+    let (status, _) = api
+        .call(
+            "PUT",
+            "_sim/operations",
+            Some(json!({"polls_until_done": 0})),
+        )
+        .await;
+    assert_eq!(status, 200);
     // Made-up services do not exist; compute cannot go while container depends on it.
     let (status, err) = api
         .post(

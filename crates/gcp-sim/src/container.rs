@@ -375,6 +375,7 @@ fn create_pool(c: &mut Ctx<'_>, p: &str, loc: &str, name: &str, body: &Value) ->
         &format!("container/{project_id}/{op_name}"),
         running_op(&op),
         op.clone(),
+        None,
     );
     let cluster_res = format!("projects/{project_id}/zones/{cluster_location}/clusters/{name}");
     let resource_name = format!("{cluster_res}/nodePools/{pool_name}");

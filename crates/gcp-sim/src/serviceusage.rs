@@ -17,6 +17,7 @@ use super::audit::{AuditRecord, authz, operation_id};
 use super::error::{ApiError, ApiResult};
 use super::paging;
 use super::server::{Ctx, Route, endpoint};
+use super::state::ServiceChange;
 
 const API: &str = "serviceusage";
 
@@ -237,7 +238,12 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
             ));
         }
     };
-    let proj = &mut c.st.projects[i];
+    let proj = &c.st.projects[i];
+    let mut change = ServiceChange {
+        project: i,
+        enable: Vec::new(),
+        disable: Vec::new(),
+    };
     if !enable && !proj.services.contains(s) {
         return Err(ApiError::precondition(format!(
             "Service {s} is not enabled on project {}; it cannot be disabled.",
@@ -248,8 +254,12 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
         // The service and, transitively, what it depends on.
         let mut todo = vec![s.to_owned()];
         while let Some(x) = todo.pop() {
-            if proj.services.insert(x.clone()) || x == s {
+            if change.enable.contains(&x) {
+                continue;
+            }
+            if x == s || !proj.services.contains(&x) {
                 todo.extend(deps(&x).iter().map(|d| (*d).to_owned()));
+                change.enable.push(x);
             }
         }
     } else {
@@ -271,10 +281,8 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
                 dependents.join(",")
             )));
         }
-        proj.services.remove(s);
-        for d in dependents {
-            proj.services.remove(&d);
-        }
+        change.disable.push(s.to_owned());
+        change.disable.extend(dependents);
     }
     let (id, number) = (proj.id.clone(), proj.number.clone());
     let (method, kind) = if enable {
@@ -286,7 +294,9 @@ fn change(c: &mut Ctx<'_>, p: &str, s: &str, enable: bool, body: &Value) -> ApiR
     let name = format!("operations/acf.p2-{number}-{}", operation_id(""));
     let response = json!({"@type": format!("type.googleapis.com/google.api.serviceusage.v1.{kind}ServiceResponse"), "service": service});
     let op = json!({"name": name, "metadata": {"@type": "type.googleapis.com/google.protobuf.Empty"}, "done": true, "response": response});
-    let answered = c.st.start_operation(&name, running_op(&op), op.clone());
+    // The change takes effect when the operation is done (at once unless `operation_polls`).
+    let answered =
+        c.st.start_operation(&name, running_op(&op), op.clone(), Some(change));
     let full_method = format!("google.api.serviceusage.v1.ServiceUsage.{method}");
     let mut request = json!({"@type": format!("type.googleapis.com/google.api.serviceusage.v1.{kind}ServiceRequest"), "name": format!("projects/{p}/services/{s}")});
     if let Some(obj) = body.as_object() {

@@ -21,6 +21,17 @@ use crate::model::{Binding, Condition, Policy, is_member, is_role};
 /// How long a deleted service account can be undeleted.
 pub const UNDELETE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Services a Service Usage operation enables or disables in one project when it is done.
+#[derive(Debug, Clone)]
+pub struct ServiceChange {
+    /// Index into `State::projects`.
+    pub project: usize,
+    /// Services to enable.
+    pub enable: Vec<String>,
+    /// Services to disable.
+    pub disable: Vec<String>,
+}
+
 /// The organization.
 #[derive(Debug, Clone)]
 pub struct OrgState {
@@ -142,8 +153,8 @@ pub struct State {
     pub projects: Vec<ProjectState>,
     /// Finished long-running operations by name (Service Usage and Container).
     pub operations: BTreeMap<String, Value>,
-    /// Operations still running: name -> (polls left, the finished operation).
-    pub running_operations: BTreeMap<String, (u32, Value)>,
+    /// Operations still running: name -> (polls left, the finished operation, its deferred effect).
+    pub running_operations: BTreeMap<String, (u32, Value, Option<ServiceChange>)>,
     /// `operations.get` polls a new operation needs before it is done (0: done at once).
     pub operation_polls: u32,
     /// Every audit-log entry the simulator wrote, oldest first (bounded), for `logging.entries.list`.
@@ -503,14 +514,36 @@ impl State {
 
     /// Records a new long-running operation and returns what the starting call answers: `done` when
     /// operations finish at once, else `running` (done after `operation_polls` `operations.get` calls).
-    pub fn start_operation(&mut self, key: &str, running: Value, done: Value) -> Value {
+    /// `change` takes effect when the operation is done.
+    pub fn start_operation(
+        &mut self,
+        key: &str,
+        running: Value,
+        done: Value,
+        change: Option<ServiceChange>,
+    ) -> Value {
         if self.operation_polls == 0 {
+            self.apply_change(change);
             self.operations.insert(key.to_owned(), done.clone());
             return done;
         }
         self.running_operations
-            .insert(key.to_owned(), (self.operation_polls, done));
+            .insert(key.to_owned(), (self.operation_polls, done, change));
         running
+    }
+
+    fn apply_change(&mut self, change: Option<ServiceChange>) {
+        let Some(c) = change else {
+            return;
+        };
+        if let Some(p) = self.projects.get_mut(c.project) {
+            for s in c.enable {
+                p.services.insert(s);
+            }
+            for s in c.disable {
+                p.services.remove(&s);
+            }
+        }
     }
 
     /// One `operations.get`: a running operation counts the poll down (and is done at zero).
@@ -519,12 +552,13 @@ impl State {
         key: &str,
         running: impl Fn(&Value) -> Value,
     ) -> Option<Value> {
-        if let Some((left, done)) = self.running_operations.get_mut(key) {
+        if let Some((left, done, _)) = self.running_operations.get_mut(key) {
             *left = left.saturating_sub(1);
             if *left > 0 {
                 return Some(running(done));
             }
-            let (_, done) = self.running_operations.remove(key)?;
+            let (_, done, change) = self.running_operations.remove(key)?;
+            self.apply_change(change);
             self.operations.insert(key.to_owned(), done.clone());
             return Some(done);
         }
