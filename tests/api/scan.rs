@@ -609,3 +609,43 @@ async fn an_unreadable_folder_policy_makes_findings_unknown_not_missing() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn enabling_the_container_api_waits_for_the_service_usage_operation() {
+    // Service Usage operations need two polls here; the API is enabled only once the operation is done.
+    let world = format!(
+        "operation_polls: 2\n{}",
+        crate::support::world_file("api-disabled.yaml")
+    );
+    let sim = start_sim(&world).await;
+    let policy = write_policy("mode: enforce\nrestore: [container-api-enabled]\n");
+
+    let run = scan_apply_json("demo-project", &policy, &sim).await;
+
+    let polls = sim
+        .journal()
+        .iter()
+        .filter(|e| e.endpoint == "serviceusage.operations.get")
+        .count();
+    let calls: Vec<String> = sim.journal().iter().map(|e| e.endpoint.clone()).collect();
+    assert!(
+        polls >= 2,
+        "the operation was polled to the end: {polls} polls\n{calls:?}\n{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let client = reqwest::Client::new();
+    let svc: Value = client
+        .get(format!(
+            "{}v1/projects/demo-project/services/container.googleapis.com",
+            sim.base_url()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(svc["state"], "ENABLED", "{}", run.stderr);
+    sim.shutdown().await;
+}
