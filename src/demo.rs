@@ -13,7 +13,7 @@ use crate::engine::{Options, Remediator};
 use crate::gcp::{Client, ClientConfig, Credentials, Gcp};
 use crate::ports::{Api, Cloud, ProjectInfo};
 use crate::scan::render_table;
-use crate::sim;
+use gcp_sim as sim;
 
 /// The bundled demo world.
 pub const DEMO_WORLD: &str = include_str!("../infra/worlds/demo.yaml");

@@ -5,7 +5,7 @@
 //! Imports run one way, top to bottom; nothing lower imports anything higher:
 //!
 //! ```text
-//! main -> app -> { server, scan, job, demo, sim } -> engine -> { ports, intake, policy, notify } -> domain
+//! main -> app -> { server, scan, job, demo } -> engine -> { ports, intake, policy, notify } -> domain
 //!                                     gcp, pubsub: adapters implementing ports
 //! ```
 //!
@@ -20,7 +20,8 @@
 //! - [`domain`]: the pure core: IAM newtypes, requirements, rules, evaluation, plan, report model.
 //! - [`gcp`], [`pubsub`]: adapters implementing the ports (REST with auth, limits and retries; Pub/Sub).
 //! - [`telemetry`], [`clock`]: Cloud Logging JSON with trace correlation; RFC 3339 timestamps.
-//! - [`sim`]: the local Google Cloud simulator (`sim` subcommand, tests, demo).
+//!
+//! The simulator is its own crate (`crates/gcp-sim`); `main` and `demo` use it, it never uses this one.
 
 pub mod app;
 pub mod clock;
@@ -36,5 +37,4 @@ pub mod ports;
 pub mod pubsub;
 pub mod scan;
 pub mod server;
-pub mod sim;
 pub mod telemetry;

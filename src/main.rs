@@ -2,7 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
-use gke_iam_remediator::{app, demo, scan, sim};
+use gcp_sim as sim;
+use gke_iam_remediator::{app, demo, scan};
 
 /// Keeps the IAM bindings GKE needs in place: detect, restore safely, notify.
 #[derive(Parser)]

@@ -48,7 +48,7 @@ pub fn classify_data(data: &[u8]) {
 /// A simulator world file (YAML or JSON).
 pub fn world_file(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = gke_iam_remediator::sim::World::from_yaml(text, "fuzz.yaml");
+        let _ = gcp_sim::World::from_yaml(text, "fuzz.yaml");
     }
 }
 

@@ -591,9 +591,11 @@ impl Gcp {
         Ok(s.state == "ENABLED")
     }
 
-    /// `services.enable`; the operation is expected to be done (Service Usage answers quickly).
+    /// `services.enable`: the answer is a long-running operation, polled (`operations.get`, up to 60
+    /// times, 1 s apart) until it is done; the service is enabled only then. A done operation carrying
+    /// an `error` is a failure.
     pub async fn enable_service(&self, project: &ProjectId, service: &str) -> Result<(), ApiError> {
-        let _: serde_json::Value = self
+        let mut op: serde_json::Value = self
             .client
             .send(post(
                 Api::ServiceUsage,
@@ -603,6 +605,42 @@ impl Gcp {
                 &json!({}),
             ))
             .await?;
+        for _ in 0..60 {
+            if op["done"] == true {
+                break;
+            }
+            let Some(name) = op["name"].as_str().map(str::to_owned) else {
+                return Err(bad(
+                    Api::ServiceUsage,
+                    "services.enable",
+                    "operation without a name".into(),
+                ));
+            };
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            op = self
+                .client
+                .send(get(
+                    Api::ServiceUsage,
+                    "operations.get",
+                    "serviceusage.services.enable",
+                    format!("v1/{name}"),
+                ))
+                .await?;
+        }
+        if op["done"] != true {
+            return Err(bad(
+                Api::ServiceUsage,
+                "services.enable",
+                "the operation was not done after 60 polls".into(),
+            ));
+        }
+        if let Some(e) = op.get("error") {
+            return Err(bad(
+                Api::ServiceUsage,
+                "services.enable",
+                format!("the operation failed: {e}"),
+            ));
+        }
         Ok(())
     }
 

@@ -28,9 +28,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "demo",
-        &["domain", "engine", "gcp", "ports", "scan", "sim", "clock"],
+        &["domain", "engine", "gcp", "ports", "scan", "clock"],
     ),
-    ("sim", &["clock", "domain"]),
     (
         "app",
         &[

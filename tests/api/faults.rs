@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gke_iam_remediator::sim::{ConcurrentWriter, Faults, Latency, SimHandle, SimOptions};
+use gcp_sim::{ConcurrentWriter, Faults, Latency, SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use crate::serve::{Loop, OPS, SELF, Serve, policy_file, removal_entry};

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
-use gke_iam_remediator::sim::{SimHandle, SimOptions};
+use gcp_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use crate::serve::{

@@ -1363,7 +1363,7 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
     emulator_put(&http, &emulator, "topics/notifications", json!({})).await;
     let sim = start_sim_with(
         WORLD,
-        gke_iam_remediator::sim::SimOptions {
+        gcp_sim::SimOptions {
             audit_log_topic: Some(format!("projects/{OPS}/topics/iam-events")),
             pubsub_emulator_host: Some(emulator.host.clone()),
             default_principal: "user:admin@example.com".to_owned(),

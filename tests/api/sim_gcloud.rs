@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gke_iam_remediator::sim::SimOptions;
+use gcp_sim::SimOptions;
 
 use serde_json::json;
 
@@ -81,7 +81,7 @@ async fn gcloud_add_and_remove_iam_policy_binding_really_change_the_policy() {
     let gcloud = Gcloud::new(&sim.base_url(), "demo-project");
     let role = "roles/container.defaultNodeServiceAccount";
     let member = format!("serviceAccount:{NODE_SA}");
-    let has = |sim: &gke_iam_remediator::sim::SimHandle| {
+    let has = |sim: &gcp_sim::SimHandle| {
         sim.policy("projects/demo-project")
             .expect("policy")
             .bindings
@@ -249,7 +249,7 @@ async fn gcloud_lists_recommendations_and_enables_services() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gcloud_does_not_retry_a_conflict_made_by_the_concurrent_writer() {
     let sim = start_sim(&world_file("healthy.yaml")).await;
-    sim.set_concurrent_writer(Some(gke_iam_remediator::sim::ConcurrentWriter {
+    sim.set_concurrent_writer(Some(gcp_sim::ConcurrentWriter {
         project: "demo-project".into(),
         probability: 1.0,
         max_writes: 1,
@@ -375,5 +375,108 @@ async fn a_gcloud_remove_iam_policy_binding_arrives_as_an_audit_log_entry_on_the
         "projects/-/serviceAccounts/104619873021358217463"
     );
     assert_eq!(delete["resource"]["labels"]["email_id"], NODE_SA);
+    sim.shutdown().await;
+}
+
+/// The conformance world (strict defaults, a deleted account, NAP on a Standard cluster).
+fn conformance_world() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/conformance/world.yaml"
+    ))
+    .expect("tests/conformance/world.yaml")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcloud_lists_organizations_folders_and_roles_and_strict_grants_fail_like_google() {
+    let sim = start_sim(&conformance_world()).await;
+    let gcloud = Gcloud::new(&sim.base_url(), "conf-project");
+
+    let names = |v: serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .expect("a JSON list")
+            .iter()
+            .map(|x| x["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    let orgs = gcloud
+        .run(&["organizations", "list", "--format=json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(names(orgs), ["organizations/123456789012"]);
+    let folders = gcloud
+        .run(&[
+            "resource-manager",
+            "folders",
+            "list",
+            "--organization=123456789012",
+            "--format=json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(names(folders), ["folders/111", "folders/333"]);
+    let roles = gcloud
+        .run(&[
+            "iam",
+            "roles",
+            "list",
+            "--filter=name:roles/compute.viewer",
+            "--format=value(name)",
+        ])
+        .await
+        .ok();
+    assert_eq!(roles.stdout.trim(), "roles/compute.viewer");
+
+    gcloud
+        .run(&[
+            "projects",
+            "add-iam-policy-binding",
+            "conf-project",
+            "--member=user:dev@example.com",
+            "--role=roles/compute.viewer",
+            "--format=none",
+        ])
+        .await
+        .ok();
+    for (member, role, message) in [
+        (
+            "serviceAccount:gone@conf-project.iam.gserviceaccount.com",
+            "roles/compute.viewer",
+            "INVALID_ARGUMENT: Service account gone@conf-project.iam.gserviceaccount.com does not exist.",
+        ),
+        (
+            "user:dev@example.com",
+            "roles/made.up",
+            "INVALID_ARGUMENT: Role roles/made.up is not supported for this resource.",
+        ),
+    ] {
+        let out = gcloud
+            .run(&[
+                "projects",
+                "add-iam-policy-binding",
+                "conf-project",
+                &format!("--member={member}"),
+                &format!("--role={role}"),
+                "--format=none",
+            ])
+            .await;
+        assert_eq!(out.code, 1, "{member} {role}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{}", out.stderr);
+    }
+
+    // The write above is in the audit log; an OR filter finds it (and nothing else matches `nothing`).
+    let read = gcloud
+        .run(&[
+            "logging",
+            "read",
+            "resource.type=nothing OR protoPayload.methodName=\"SetIamPolicy\"",
+            "--project=conf-project",
+            "--format=value(protoPayload.methodName)",
+        ])
+        .await
+        .ok();
+    assert_eq!(read.stdout.trim(), "SetIamPolicy", "{}", read.stderr);
     sim.shutdown().await;
 }

@@ -3,12 +3,14 @@
 
 use std::time::{Duration, Instant};
 
-use gke_iam_remediator::sim::{Faults, Latency, World};
+use gcp_sim::{Faults, Latency, World};
 use serde_json::{Value, json};
 
 use crate::support::{Api, start_sim, world_file};
 
 const WORLD: &str = r#"
+# roles/undefined.inThisWorld below is bound but defined nowhere: opt out of strict roles for it.
+strict_roles: false
 organization: {id: "123456789012"}
 folders:
   - id: "111"
@@ -198,7 +200,11 @@ async fn limits_unknown_roles_and_missing_projects_answer_like_google() {
     let (status, err) = api
         .get("v1/projects/-/serviceAccounts/ghost@demo-project.iam.gserviceaccount.com")
         .await;
-    assert_eq!(status, 403, "{err}");
+    assert_eq!(
+        (status, err["error"]["status"].as_str()),
+        (404, Some("NOT_FOUND")),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -326,7 +332,7 @@ async fn deleting_a_service_account_marks_its_members_deleted_and_undelete_rever
     assert_eq!(status, 200);
     let member = "deleted:serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com?uid=104619873021358217463";
     assert!(read_policy(&api).await.to_string().contains(member));
-    assert_eq!(api.get(sa).await.0, 403);
+    assert_eq!(api.get(sa).await.0, 404, "a deleted account is not found");
 
     let (status, body) = api
         .post(
@@ -734,5 +740,248 @@ async fn custom_roles_are_served_and_only_known_roles_can_be_newly_bound() {
         err["error"]["message"],
         "Role (projects/demo-project/roles/ghost) does not exist in the resource's hierarchy."
     );
+    sim.shutdown().await;
+}
+
+/// A world for the strictness checks: strict by default, one lenient twin.
+const STRICT: &str = r#"
+projects:
+  - id: strict-project
+    number: "400000000001"
+    services: [container.googleapis.com, compute.googleapis.com]
+    iam_policy:
+      bindings:
+        - role: roles/owner
+          members: [user:admin@example.com]
+    service_accounts:
+      - {email: nodes@strict-project.iam.gserviceaccount.com}
+      - {email: gone@strict-project.iam.gserviceaccount.com, deleted: true}
+    clusters:
+      - {name: nap, location: us-central1, autoprovisioning_service_account: nodes@strict-project.iam.gserviceaccount.com, node_pools: [{name: p1, service_account: nodes@strict-project.iam.gserviceaccount.com}]}
+"#;
+
+async fn grant(api: &Api, member: &str) -> (u16, Value) {
+    let mut p = api
+        .post("v1/projects/strict-project:getIamPolicy", json!({}))
+        .await
+        .1;
+    p["bindings"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "roles/compute.viewer", "members": [member]}));
+    api.post(
+        "v1/projects/strict-project:setIamPolicy",
+        json!({"policy": p}),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn set_iam_policy_rejects_members_that_do_not_exist_unless_the_world_is_lenient() {
+    let sim = start_sim(STRICT).await;
+    let api = Api::new(&sim);
+    for (member, message) in [
+        (
+            "serviceAccount:ghost@strict-project.iam.gserviceaccount.com",
+            "Service account ghost@strict-project.iam.gserviceaccount.com does not exist.",
+        ),
+        (
+            "serviceAccount:gone@strict-project.iam.gserviceaccount.com",
+            "Service account gone@strict-project.iam.gserviceaccount.com does not exist.",
+        ),
+        (
+            "serviceAccount:service-400000000001@gcp-sa-pubsub.iam.gserviceaccount.com",
+            "Service account service-400000000001@gcp-sa-pubsub.iam.gserviceaccount.com does not exist.",
+        ),
+        (
+            "group:nobody@example.com",
+            "Group nobody@example.com does not exist.",
+        ),
+    ] {
+        let (status, err) = grant(&api, member).await;
+        assert_eq!(status, 400, "{member}: {err}");
+        assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(err["error"]["message"], message);
+    }
+    for member in [
+        "serviceAccount:nodes@strict-project.iam.gserviceaccount.com",
+        "serviceAccount:400000000001-compute@developer.gserviceaccount.com",
+        "serviceAccount:service-400000000001@container-engine-robot.iam.gserviceaccount.com",
+        "serviceAccount:400000000001@cloudservices.gserviceaccount.com",
+        "user:someone@example.com",
+    ] {
+        let (status, err) = grant(&api, member).await;
+        assert_eq!(status, 200, "{member}: {err}");
+    }
+    // Sorted as IAM serves it, whatever order it was written in.
+    let p = api
+        .post("v1/projects/strict-project:getIamPolicy", json!({}))
+        .await
+        .1;
+    let roles: Vec<&str> = p["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["roles/compute.viewer", "roles/owner"]);
+    let members = p["bindings"][0]["members"].as_array().unwrap();
+    assert!(
+        members.windows(2).all(|w| w[0].as_str() < w[1].as_str()),
+        "{p}"
+    );
+    // Unknown fields are refused with Google's message.
+    let (status, err) = api
+        .post(
+            "v1/projects/strict-project:setIamPolicy",
+            json!({"policy": {"bindings": [], "bogus": 1}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        err["error"]["message"],
+        "Invalid JSON payload received. Unknown name \"bogus\" at 'policy': Cannot find field."
+    );
+    sim.load_world(
+        World::from_yaml(&format!("strict_members: false\n{STRICT}"), "lenient").unwrap(),
+    );
+    let (status, err) = grant(
+        &api,
+        "serviceAccount:ghost@strict-project.iam.gserviceaccount.com",
+    )
+    .await;
+    assert_eq!(status, 200, "{err}");
+    sim.shutdown().await;
+}
+
+async fn pubsub_state(api: &Api) -> Value {
+    api.get("v1/projects/400000000001/services/pubsub.googleapis.com")
+        .await
+        .1["state"]
+        .clone()
+}
+
+#[tokio::test]
+async fn standard_clusters_with_an_autoprovisioning_account_run_nap_and_operations_can_stay_pending()
+ {
+    let sim = start_sim(STRICT).await;
+    let api = Api::new(&sim);
+    let (status, cl) = api
+        .get("v1/projects/strict-project/locations/us-central1/clusters/nap")
+        .await;
+    assert_eq!(status, 200, "{cl}");
+    assert_eq!(cl["autoscaling"]["enableNodeAutoprovisioning"], true);
+    assert_eq!(
+        cl["autoscaling"]["autoprovisioningNodePoolDefaults"]["serviceAccount"],
+        "nodes@strict-project.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        cl["nodeConfig"]["serviceAccount"],
+        "nodes@strict-project.iam.gserviceaccount.com"
+    );
+    assert!(cl["loggingService"].is_string() && cl["endpoint"].is_string());
+
+    let (status, _) = api
+        .call(
+            "PUT",
+            "_sim/operations",
+            Some(json!({"polls_until_done": 2})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, op) = api
+        .post(
+            "v1/projects/400000000001/services/pubsub.googleapis.com:enable",
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, op["done"].as_bool()), (200, Some(false)), "{op}");
+    let path = format!("v1/{}", op["name"].as_str().unwrap());
+    assert_eq!(api.get(&path).await.1["done"], false);
+    assert_eq!(
+        pubsub_state(&api).await,
+        "DISABLED",
+        "not before the operation is done"
+    );
+    assert_eq!(api.get(&path).await.1["done"], true);
+    assert_eq!(pubsub_state(&api).await, "ENABLED");
+    // Back to operations that are done at once for the rest.
+    let (status, _) = api
+        .call(
+            "PUT",
+            "_sim/operations",
+            Some(json!({"polls_until_done": 0})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Made-up services do not exist; compute cannot go while container depends on it.
+    let (status, err) = api
+        .post(
+            "v1/projects/400000000001/services/made-up.googleapis.com:enable",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 403, "{err}");
+    let (status, err) = api
+        .post(
+            "v1/projects/400000000001/services/compute.googleapis.com:disable",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["status"].as_str()),
+        (400, Some("FAILED_PRECONDITION")),
+        "{err}"
+    );
+    let (status, _) = api
+        .post(
+            "v1/projects/400000000001/services/compute.googleapis.com:disable",
+            json!({"disableDependentServices": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, svc) = api
+        .get("v1/projects/400000000001/services/container.googleapis.com")
+        .await;
+    assert_eq!(svc["state"], "DISABLED", "dependents go with it");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn logging_pages_to_the_last_entry_and_reads_or_not_and_unquoted_values() {
+    let sim = start_sim(STRICT).await;
+    let api = Api::new(&sim);
+    for i in 0..5 {
+        let (status, err) = grant(&api, &format!("user:u{i}@example.com")).await;
+        assert_eq!(status, 200, "{err}");
+    }
+    let mut token = String::new();
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let (status, page) = api
+            .post(
+                "v2/entries:list",
+                json!({"resourceNames": ["projects/strict-project"], "pageSize": 2,
+                       "filter": "protoPayload.methodName=SetIamPolicy AND (resource.type=project OR resource.type=\"nothing\") AND NOT severity<NOTICE",
+                       "orderBy": "timestamp desc", "pageToken": token}),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        seen += page["entries"].as_array().map_or(0, Vec::len);
+        match page["nextPageToken"].as_str() {
+            Some(t) => token = t.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!((seen, pages), (5, 3));
+    let (status, _) = api
+        .post(
+            "v2/entries:list",
+            json!({"resourceNames": ["projects/strict-project"], "filter": "thud=1"}),
+        )
+        .await;
+    assert_eq!(status, 400);
     sim.shutdown().await;
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use gke_iam_remediator::sim::{self, SimHandle, SimOptions, World};
+use gcp_sim::{self as sim, SimHandle, SimOptions, World};
 use serde_json::{Value, json};
 
 /// Reads a world shipped in `infra/worlds/`.
@@ -107,7 +107,8 @@ pub struct Gcloud {
 }
 
 /// APIs whose endpoint is overridden.
-pub const OVERRIDDEN_APIS: [&str; 6] = [
+pub const OVERRIDDEN_APIS: [&str; 7] = [
+    "LOGGING",
     "CLOUDRESOURCEMANAGER",
     "IAM",
     "CONTAINER",

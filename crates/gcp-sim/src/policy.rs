@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
 use super::state::stable_hash;
-use crate::domain::iam::{Binding, MAX_PRINCIPALS_PER_POLICY, Member, Policy};
+use crate::model::{Binding, MAX_PRINCIPALS_PER_POLICY, Policy, is_member};
 
 /// Reads `options.requestedPolicyVersion` (0 when absent) and checks it is 0, 1 or 3.
 pub fn requested_version(body: &Value) -> ApiResult<i64> {
@@ -55,11 +55,7 @@ pub fn render(stored: &Policy, requested: i64) -> Policy {
             let h = stable_hash(&format!("{}|{}|{:?}", b.role, c.expression, c.title));
             let h2 = stable_hash(&format!("{h}{}", c.expression));
             let suffix = format!("{h:016x}{:04x}", h2 & 0xffff);
-            if let Ok(role) =
-                crate::domain::iam::Role::parse(&format!("{}_withcond_{suffix}", b.role))
-            {
-                b.role = role;
-            }
+            b.role = format!("{}_withcond_{suffix}", b.role);
         }
     }
     out
@@ -157,11 +153,35 @@ pub enum RoleCheck {
     UnknownCustom,
 }
 
+/// Sorts as IAM returns a policy: bindings by role, the unconditional binding of a role before its
+/// conditional ones (by condition title, then expression); members sorted and de-duplicated.
+pub fn normalize(policy: &mut Policy) {
+    for b in &mut policy.bindings {
+        b.members.sort();
+        b.members.dedup();
+    }
+    policy.bindings.sort_by(|a, b| {
+        let key = |x: &Binding| {
+            (
+                x.role.clone(),
+                x.condition.is_some(),
+                x.condition.as_ref().and_then(|c| c.title.clone()),
+                x.condition.as_ref().map(|c| c.expression.clone()),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+}
+
 /// Validates a set request against the stored policy and builds the new stored policy (etag not set).
+///
+/// `missing_member` answers Google's "does not exist" message for a member that names no principal; it
+/// is asked only about members the stored policy does not already hold (those exist by construction).
 pub fn apply_set(
     stored: &Policy,
     req: &SetRequest,
     check_role: impl Fn(&str) -> RoleCheck,
+    missing_member: impl Fn(&str) -> Option<String>,
 ) -> ApiResult<Policy> {
     let incoming = &req.policy;
     if !matches!(incoming.version, 0 | 1 | 3) {
@@ -197,8 +217,8 @@ pub fn apply_set(
                     b.role
                 )));
             }
-            // Roles already bound in the stored policy stay writable even if the simulator has no
-            // definition for them (a world may bind roles it does not define); new ones must exist.
+            // A role already bound stays writable (only a `strict_roles: false` world can bind a role
+            // nobody defines); a new one must exist.
             let already_bound = stored.bindings.iter().any(|x| x.role == b.role);
             match if already_bound {
                 RoleCheck::Ok
@@ -220,7 +240,12 @@ pub fn apply_set(
                 }
             }
             for m in &b.members {
-                if Member::parse(m.as_str()).is_err() {
+                if !m.contains(':') && !matches!(m.as_str(), "allUsers" | "allAuthenticatedUsers") {
+                    return Err(ApiError::invalid(
+                        "Policy members must be of the form \"<type>:<value>\".",
+                    ));
+                }
+                if !is_member(m) {
                     return Err(ApiError::invalid(format!(
                         "Invalid argument: The member {m} is of an unknown type. Please set a valid type prefix for the member."
                     )));
@@ -231,7 +256,16 @@ pub fn apply_set(
                     )));
                 }
             }
-            let mut members: Vec<Member> = Vec::new();
+            for m in &b.members {
+                let known = stored
+                    .bindings
+                    .iter()
+                    .any(|x| x.members.iter().any(|y| y == m));
+                if !known && let Some(message) = missing_member(m) {
+                    return Err(ApiError::invalid(message));
+                }
+            }
+            let mut members: Vec<String> = Vec::new();
             for m in &b.members {
                 if !members.contains(m) {
                     members.push(m.clone());
@@ -270,6 +304,7 @@ pub fn apply_set(
         )));
     }
     next.version = if next.has_conditions() { 3 } else { 1 };
+    normalize(&mut next);
     Ok(next)
 }
 
@@ -346,14 +381,14 @@ mod tests {
         );
         let req = parse_set(&json!({"policy":{"etag":"BwYB","bindings":[]}})).unwrap();
         assert_eq!(
-            apply_set(&stored, &req, |_| RoleCheck::Ok)
+            apply_set(&stored, &req, |_| RoleCheck::Ok, |_| None)
                 .unwrap_err()
                 .status,
             "ABORTED"
         );
         let req = parse_set(&json!({"policy":{"bindings":[]}})).unwrap();
         assert!(
-            apply_set(&stored, &req, |_| RoleCheck::Ok)
+            apply_set(&stored, &req, |_| RoleCheck::Ok, |_| None)
                 .unwrap()
                 .bindings
                 .is_empty()

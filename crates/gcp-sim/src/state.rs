@@ -5,21 +5,32 @@
 //! Owns lookups (project by id or number, service account by email or unique id, ancestors) and the
 //! write primitives every API shares (new etags, deleted-member rewrites). It knows nothing about HTTP.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::roles::{self, RoleDef};
 use super::world::{
     World, WorldBinding, WorldCluster, WorldCondition, WorldFolder, WorldGroup, WorldOrganization,
     WorldPolicy, WorldProject, WorldRecommendation, WorldRole, WorldServiceAccount,
 };
-use crate::domain::iam::{Binding, Condition, Member, Policy, Role};
+use crate::model::{Binding, Condition, Policy, is_member, is_role};
 
 /// How long a deleted service account can be undeleted.
 pub const UNDELETE_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Services a Service Usage operation enables or disables in one project when it is done.
+#[derive(Debug, Clone)]
+pub struct ServiceChange {
+    /// Index into `State::projects`.
+    pub project: usize,
+    /// Services to enable.
+    pub enable: Vec<String>,
+    /// Services to disable.
+    pub disable: Vec<String>,
+}
 
 /// The organization.
 #[derive(Debug, Clone)]
@@ -132,14 +143,32 @@ pub struct State {
     pub world_roles: Vec<WorldRole>,
     /// Groups: email -> members.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// Every service some project of the world names (they exist, whatever the catalog says).
+    pub known_services: BTreeSet<String>,
+    /// `setIamPolicy` rejects members that name no principal (the world's `strict_members`).
+    pub strict_members: bool,
+    /// The world's `strict_roles` (kept for dumps).
+    pub strict_roles: Option<bool>,
     /// Projects in world order.
     pub projects: Vec<ProjectState>,
     /// Finished long-running operations by name (Service Usage and Container).
     pub operations: BTreeMap<String, Value>,
+    /// Operations still running: name -> (polls left, the finished operation, its deferred effect).
+    pub running_operations: BTreeMap<String, (u32, Value, Option<ServiceChange>)>,
+    /// `operations.get` polls a new operation needs before it is done (0: done at once).
+    pub operation_polls: u32,
     /// Every audit-log entry the simulator wrote, oldest first (bounded), for `logging.entries.list`.
-    pub log_entries: std::collections::VecDeque<Value>,
+    pub log_entries: std::collections::VecDeque<(u64, Value)>,
+    /// Sequence number of the last recorded log entry.
+    pub log_seq: u64,
     etag_salt: u64,
     etag_seq: u64,
+    /// Project position by id and by number.
+    project_keys: HashMap<String, usize>,
+    /// Service account positions (project, account) by lower-case email, live and deleted.
+    sa_emails: HashMap<String, Vec<(usize, usize)>>,
+    /// Service account position by unique id.
+    sa_ids: HashMap<String, (usize, usize)>,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -191,22 +220,16 @@ fn to_policy(p: Option<&WorldPolicy>) -> Policy {
     let bindings: Vec<Binding> = p
         .bindings
         .iter()
-        .filter_map(|b| {
-            Some(Binding {
-                role: Role::parse(&b.role).ok()?,
-                members: b
-                    .members
-                    .iter()
-                    .filter_map(|m| Member::parse(m).ok())
-                    .collect(),
-                condition: b.condition.as_ref().map(|c| Condition {
-                    expression: c.expression.clone(),
-                    title: c.title.clone(),
-                    description: c.description.clone(),
-                    location: None,
-                }),
-                other: Map::new(),
-            })
+        .filter(|b| is_role(&b.role))
+        .map(|b| Binding {
+            role: b.role.clone(),
+            members: b.members.iter().filter(|m| is_member(m)).cloned().collect(),
+            condition: b.condition.as_ref().map(|c| Condition {
+                expression: c.expression.clone(),
+                title: c.title.clone(),
+                description: c.description.clone(),
+                location: None,
+            }),
         })
         .collect();
     let mut policy = Policy {
@@ -215,6 +238,7 @@ fn to_policy(p: Option<&WorldPolicy>) -> Policy {
         audit_configs: p.audit_configs.clone(),
         ..Default::default()
     };
+    super::policy::normalize(&mut policy);
     if policy.has_conditions() {
         policy.version = 3;
     }
@@ -262,11 +286,24 @@ impl State {
                 .iter()
                 .map(|g| (g.email.to_ascii_lowercase(), g.members.clone()))
                 .collect(),
+            strict_members: world.strict_members.unwrap_or(true),
+            strict_roles: world.strict_roles,
+            known_services: world
+                .projects
+                .iter()
+                .flat_map(|p| p.services.iter().cloned())
+                .collect(),
             projects: Vec::new(),
             operations: BTreeMap::new(),
+            running_operations: BTreeMap::new(),
+            operation_polls: world.operation_polls.unwrap_or(0),
             log_entries: std::collections::VecDeque::new(),
+            log_seq: 0,
             etag_salt: rand::random(),
             etag_seq: 0,
+            project_keys: HashMap::new(),
+            sa_emails: HashMap::new(),
+            sa_ids: HashMap::new(),
         };
         for r in roles::bundled() {
             st.predefined.insert(r.name.clone(), r);
@@ -383,6 +420,7 @@ impl State {
                 recommendations,
             });
         }
+        st.reindex();
         // Deleted accounts appear as deleted members everywhere.
         let deleted: Vec<(String, String)> = st
             .projects
@@ -404,6 +442,9 @@ impl State {
     /// The current state as a world document.
     pub fn to_world(&self) -> World {
         World {
+            strict_members: (!self.strict_members).then_some(false),
+            strict_roles: self.strict_roles,
+            operation_polls: (self.operation_polls > 0).then_some(self.operation_polls),
             organization: self.org.as_ref().map(|o| WorldOrganization {
                 id: o.id.clone(),
                 display_name: Some(o.display_name.clone()),
@@ -471,6 +512,59 @@ impl State {
         }
     }
 
+    /// Records a new long-running operation and returns what the starting call answers: `done` when
+    /// operations finish at once, else `running` (done after `operation_polls` `operations.get` calls).
+    /// `change` takes effect when the operation is done.
+    pub fn start_operation(
+        &mut self,
+        key: &str,
+        running: Value,
+        done: Value,
+        change: Option<ServiceChange>,
+    ) -> Value {
+        if self.operation_polls == 0 {
+            self.apply_change(change);
+            self.operations.insert(key.to_owned(), done.clone());
+            return done;
+        }
+        self.running_operations
+            .insert(key.to_owned(), (self.operation_polls, done, change));
+        running
+    }
+
+    fn apply_change(&mut self, change: Option<ServiceChange>) {
+        let Some(c) = change else {
+            return;
+        };
+        if let Some(p) = self.projects.get_mut(c.project) {
+            for s in c.enable {
+                p.services.insert(s);
+            }
+            for s in c.disable {
+                p.services.remove(&s);
+            }
+        }
+    }
+
+    /// One `operations.get`: a running operation counts the poll down (and is done at zero).
+    pub fn poll_operation(
+        &mut self,
+        key: &str,
+        running: impl Fn(&Value) -> Value,
+    ) -> Option<Value> {
+        if let Some((left, done, _)) = self.running_operations.get_mut(key) {
+            *left = left.saturating_sub(1);
+            if *left > 0 {
+                return Some(running(done));
+            }
+            let (_, done, change) = self.running_operations.remove(key)?;
+            self.apply_change(change);
+            self.operations.insert(key.to_owned(), done.clone());
+            return Some(done);
+        }
+        self.operations.get(key).cloned()
+    }
+
     /// A fresh IAM policy etag (base64 of 8 bytes, starting `Bw` like Google's).
     pub fn next_etag(&mut self) -> String {
         self.etag_seq += 1;
@@ -488,11 +582,91 @@ impl State {
         )
     }
 
+    /// Rebuilds the lookup indexes (projects by id and number, accounts by email and unique id).
+    fn reindex(&mut self) {
+        self.project_keys.clear();
+        self.sa_emails.clear();
+        self.sa_ids.clear();
+        for (pi, p) in self.projects.iter().enumerate() {
+            self.project_keys.insert(p.id.clone(), pi);
+            self.project_keys.insert(p.number.clone(), pi);
+            for (si, s) in p.service_accounts.iter().enumerate() {
+                self.sa_emails
+                    .entry(s.email.clone())
+                    .or_default()
+                    .push((pi, si));
+                self.sa_ids.insert(s.unique_id.clone(), (pi, si));
+            }
+        }
+    }
+
     /// Project index by id or number.
     pub fn project_idx(&self, id_or_number: &str) -> Option<usize> {
-        self.projects
-            .iter()
-            .position(|p| p.id == id_or_number || p.number == id_or_number)
+        self.project_keys.get(id_or_number).copied()
+    }
+
+    /// Positions (project, account) of the accounts with this email or unique id (live and deleted).
+    pub fn accounts(&self, email_or_id: &str) -> Vec<(usize, usize)> {
+        let key = email_or_id.to_ascii_lowercase();
+        match self.sa_emails.get(&key) {
+            Some(v) => v.clone(),
+            None => self.sa_ids.get(&key).copied().into_iter().collect(),
+        }
+    }
+
+    /// Google's "does not exist" message when `member` names no principal of this world: a
+    /// `serviceAccount:` that is not a live account of a world project nor a provisioned service agent,
+    /// or a `group:` the world does not list. `user:` and `domain:` members always exist (the simulator
+    /// has no directory of Google accounts). `None` when it exists or the world is lenient.
+    pub fn missing_member(&self, member: &str) -> Option<String> {
+        if !self.strict_members {
+            return None;
+        }
+        if let Some(email) = member.strip_prefix("serviceAccount:") {
+            let e = email.to_ascii_lowercase();
+            if self.live_account(&e).is_some() || self.service_agent_exists(&e) {
+                return None;
+            }
+            return Some(format!("Service account {email} does not exist."));
+        }
+        if let Some(g) = member.strip_prefix("group:") {
+            if self.groups.contains_key(&g.to_ascii_lowercase()) {
+                return None;
+            }
+            return Some(format!("Group {g} does not exist."));
+        }
+        None
+    }
+
+    /// True for the Google-managed agents of a world project that exist: the Google APIs service agent
+    /// (`NUMBER@cloudservices.gserviceaccount.com`, always) and `service-NUMBER@DOMAIN` agents whose
+    /// service is enabled in that project (see [`agent_service`]).
+    pub fn service_agent_exists(&self, email: &str) -> bool {
+        let Some((local, domain)) = email.split_once('@') else {
+            return false;
+        };
+        if domain == "cloudservices.gserviceaccount.com" {
+            return self
+                .project_idx(local)
+                .is_some_and(|i| self.projects[i].number == local);
+        }
+        let Some(number) = local.strip_prefix("service-") else {
+            return false;
+        };
+        let Some(service) = agent_service(domain) else {
+            return false;
+        };
+        self.project_idx(number).is_some_and(|i| {
+            self.projects[i].number == number && self.projects[i].services.contains(&service)
+        })
+    }
+
+    /// The live account with this email, if any.
+    pub fn live_account(&self, email: &str) -> Option<&SaState> {
+        self.accounts(email)
+            .into_iter()
+            .map(|(pi, si)| &self.projects[pi].service_accounts[si])
+            .find(|s| s.deleted_at.is_none())
     }
 
     /// Resolves `projects/X`, `folders/N` or `organizations/N`.
@@ -593,37 +767,46 @@ impl State {
         if self.org.is_some() {
             refs.push(PolicyRef::Organization);
         }
-        let Ok(to_member) = Member::parse(to) else {
+        if !is_member(to) {
             return;
-        };
+        }
         for r in refs {
             let etag = if bump { Some(self.next_etag()) } else { None };
             if let Some(policy) = self.policy_mut(&r) {
                 let mut changed = false;
                 for b in &mut policy.bindings {
                     for m in &mut b.members {
-                        if m.as_str().eq_ignore_ascii_case(from) {
-                            *m = to_member.clone();
+                        if m.eq_ignore_ascii_case(from) {
+                            *m = to.to_owned();
                             changed = true;
                         }
                     }
                 }
-                if changed && let Some(e) = etag {
-                    policy.etag = Some(e);
+                if changed {
+                    super::policy::normalize(policy);
+                    if let Some(e) = etag {
+                        policy.etag = Some(e);
+                    }
                 }
             }
         }
     }
 }
 
-/// RFC 3339 with microseconds, as Cloud Logging writes timestamps.
-pub fn rfc3339(t: SystemTime) -> String {
-    crate::clock::rfc3339(t, crate::clock::Precision::Micros)
-}
+pub use crate::clock::now_rfc3339;
 
-/// The current time in RFC 3339.
-pub fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
+/// The service whose enablement provisions the agents of an `…iam.gserviceaccount.com` domain:
+/// `container-engine-robot` and `gcp-sa-gkenode` (Kubernetes Engine), `compute-system` (Compute Engine),
+/// `serverless-robot-prod` (Cloud Run), `containerregistry`, and `gcp-sa-X` -> `X.googleapis.com`.
+pub fn agent_service(domain: &str) -> Option<String> {
+    let sub = domain.strip_suffix(".iam.gserviceaccount.com")?;
+    Some(match sub {
+        "container-engine-robot" | "gcp-sa-gkenode" => "container.googleapis.com".to_owned(),
+        "compute-system" => "compute.googleapis.com".to_owned(),
+        "serverless-robot-prod" => "run.googleapis.com".to_owned(),
+        "containerregistry" => "containerregistry.googleapis.com".to_owned(),
+        other => format!("{}.googleapis.com", other.strip_prefix("gcp-sa-")?),
+    })
 }
 
 /// A random UUID-shaped string.
@@ -638,15 +821,4 @@ pub fn random_uuid() -> String {
         0x8000 | ((b >> 48) & 0x3fff),
         b & 0xffff_ffff_ffff
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_formats_a_known_instant() {
-        let t = std::time::UNIX_EPOCH + Duration::from_micros(1_733_000_000_123_456);
-        assert_eq!(rfc3339(t), "2024-11-30T20:53:20.123456Z");
-    }
 }

@@ -8,12 +8,14 @@ use serde_json::{Value, json};
 
 use super::audit::{AuditRecord, authz};
 use super::error::{ApiError, ApiResult};
+use super::paging;
 use super::policy::{self, RoleCheck, SetRequest};
 use super::server::{Ctx, Route, endpoint};
 use super::state::{PolicyRef, ProjectState, State};
 
 const API: &str = "cloudresourcemanager";
 const CREATE_TIME: &str = "2024-01-15T10:00:00.000Z";
+const DIRECTORY_CUSTOMER: &str = "C0sim0001";
 
 /// Routes Resource Manager paths.
 pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route> {
@@ -82,6 +84,62 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
                 endpoint(API, key, move |c, b| set_iam_policy(c, &resource, b, v1))
             }
         }
+        (
+            "POST",
+            [
+                v @ ("v1" | "v2" | "v3"),
+                kind @ ("projects" | "folders" | "organizations"),
+                id,
+            ],
+            Some("testIamPermissions"),
+        ) => {
+            if (*v == "v1" && *kind == "folders") || (*v == "v2" && *kind != "folders") {
+                return None;
+            }
+            let resource = format!("{kind}/{id}");
+            let key = match *kind {
+                "projects" => "cloudresourcemanager.projects.testIamPermissions",
+                "folders" => "cloudresourcemanager.folders.testIamPermissions",
+                _ => "cloudresourcemanager.organizations.testIamPermissions",
+            };
+            endpoint(API, key, move |c, b| test_permissions(c, &resource, b))
+        }
+        ("POST", ["v1", "organizations"], Some("search")) => {
+            endpoint(API, "cloudresourcemanager.organizations.search", |c, b| {
+                search_orgs(
+                    c,
+                    b.get("filter").and_then(Value::as_str).unwrap_or(""),
+                    false,
+                )
+            })
+        }
+        ("GET", ["v3", "organizations"], Some("search")) => {
+            endpoint(API, "cloudresourcemanager.organizations.search", |c, _| {
+                let q = c.q("query").unwrap_or("").to_owned();
+                search_orgs(c, &q, true)
+            })
+        }
+        ("GET", ["v2", "folders"], None) => {
+            endpoint(API, "cloudresourcemanager.folders.list", |c, _| {
+                list_folders_v(c, true)
+            })
+        }
+        ("POST", ["v2", "folders"], Some("search")) => {
+            endpoint(API, "cloudresourcemanager.folders.search", |c, b| {
+                let q = b
+                    .get("query")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                search_folders(c, &q, true)
+            })
+        }
+        ("GET", ["v3", "folders"], Some("search")) => {
+            endpoint(API, "cloudresourcemanager.folders.search", |c, _| {
+                let q = c.q("query").unwrap_or("").to_owned();
+                search_folders(c, &q, false)
+            })
+        }
         ("GET", [v @ ("v2" | "v3"), "folders", id], None) => {
             let id = id.to_string();
             let v2 = *v == "v2";
@@ -91,7 +149,7 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
         }
         ("GET", ["v3", "folders"], None) => {
             endpoint(API, "cloudresourcemanager.folders.list", |c, _| {
-                list_folders(c)
+                list_folders_v(c, false)
             })
         }
         ("GET", [v @ ("v1" | "v3"), "organizations", id], None) => {
@@ -169,29 +227,16 @@ fn get_project(c: &mut Ctx<'_>, id: &str, version: u8) -> ApiResult<Value> {
 }
 
 fn page(c: &Ctx<'_>, items: Vec<Value>, key: &str) -> ApiResult<Value> {
-    let size = match c.q("pageSize") {
-        Some(s) => s
-            .parse::<usize>()
-            .map_err(|_| ApiError::invalid("Invalid value for pageSize"))?,
-        None => 0,
-    };
-    let size = if size == 0 { 500 } else { size.min(1000) };
-    let start = match c.q("pageToken") {
-        Some("") | None => 0,
-        Some(t) => t
-            .parse::<usize>()
-            .map_err(|_| ApiError::invalid("Invalid page token."))?,
-    };
-    let total = items.len();
-    let slice: Vec<Value> = items.into_iter().skip(start).take(size).collect();
-    let mut v = json!({});
-    if !slice.is_empty() {
-        v[key] = Value::Array(slice);
-    }
-    if start + size < total {
-        v["nextPageToken"] = json!((start + size).to_string());
-    }
-    Ok(v)
+    paging::page(
+        c.q("pageSize"),
+        c.q("pageToken"),
+        items,
+        key,
+        paging::Limits {
+            default: 500,
+            max: 1000,
+        },
+    )
 }
 
 /// Matches a project against one `key:value` / `key=value` filter term (v1 filter or v3 query).
@@ -305,18 +350,183 @@ fn folder_json(f: &super::state::FolderState) -> Value {
     })
 }
 
-fn list_folders(c: &mut Ctx<'_>) -> ApiResult<Value> {
+fn folder_v2(f: &super::state::FolderState) -> Value {
+    json!({"name": format!("folders/{}", f.id), "parent": f.parent, "displayName": f.display_name,
+           "lifecycleState": "ACTIVE", "createTime": CREATE_TIME})
+}
+
+fn list_folders_v(c: &mut Ctx<'_>, v2: bool) -> ApiResult<Value> {
     c.require("resourcemanager.folders.list")?;
     let parent = c.q("parent").ok_or_else(|| {
         ApiError::invalid("Request contains an invalid argument: parent is required.")
     })?;
+    if c.st
+        .policy_ref(parent)
+        .is_none_or(|r| matches!(r, PolicyRef::Project(_)))
+    {
+        return Err(missing());
+    }
     let items: Vec<Value> =
         c.st.folders
             .values()
             .filter(|f| f.parent == parent)
-            .map(folder_json)
+            .map(if v2 { folder_v2 } else { folder_json })
             .collect();
     page(c, items, "folders")
+}
+
+/// `KEY=VALUE` / `KEY:VALUE` terms joined by spaces or `AND` (folder and organization search queries).
+fn query_terms(q: &str) -> ApiResult<Vec<(String, String)>> {
+    q.split_whitespace()
+        .filter(|t| !t.eq_ignore_ascii_case("AND"))
+        .map(|t| {
+            t.split_once('=')
+                .or_else(|| t.split_once(':'))
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+                .ok_or_else(|| ApiError::invalid(format!("Invalid query term: {t}")))
+        })
+        .collect()
+}
+
+fn search_folders(c: &mut Ctx<'_>, q: &str, v2: bool) -> ApiResult<Value> {
+    c.require("resourcemanager.folders.get")?;
+    let terms = query_terms(q)?;
+    let mut items = Vec::new();
+    for f in c.st.folders.values() {
+        let mut ok = true;
+        for (k, v) in &terms {
+            ok &= match k.as_str() {
+                "parent" => &f.parent == v,
+                "displayName" | "display_name" => v
+                    .strip_suffix('*')
+                    .map_or(&f.display_name == v, |p| f.display_name.starts_with(p)),
+                "state" | "lifecycleState" => v == "ACTIVE",
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "Request contains an invalid argument: unknown query field `{other}`."
+                    )));
+                }
+            };
+        }
+        if ok {
+            items.push(if v2 { folder_v2(f) } else { folder_json(f) });
+        }
+    }
+    page(c, items, "folders")
+}
+
+fn search_orgs(c: &mut Ctx<'_>, q: &str, v3: bool) -> ApiResult<Value> {
+    let terms = query_terms(q)?;
+    let mut items = Vec::new();
+    if let Some(o) = c.st.org.clone() {
+        let mut ok = true;
+        for (k, v) in &terms {
+            ok &= match k.as_str() {
+                "domain" | "displayName" | "display_name" => &o.display_name == v,
+                "directoryCustomerId" | "directory_customer_id" | "owner.directoryCustomerId" => {
+                    v == DIRECTORY_CUSTOMER
+                }
+                "state" | "lifecycleState" => v == "ACTIVE",
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "Request contains an invalid argument: unknown filter field `{other}`."
+                    )));
+                }
+            };
+        }
+        if ok {
+            items.push(get_org(c, &o.id, v3)?);
+        }
+    }
+    page(c, items, "organizations")
+}
+
+/// The caller's permissions on a resource: unconditional bindings of it and its ancestors whose
+/// member includes the caller (groups followed), minus permissions the faults deny.
+fn test_permissions(c: &mut Ctx<'_>, resource: &str, body: &Value) -> ApiResult<Value> {
+    let r = c.st.policy_ref(resource).ok_or_else(missing)?;
+    let requested: Vec<String> = match body.get("permissions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|p| {
+                p.as_str().map(str::to_owned).ok_or_else(|| {
+                    ApiError::invalid("Invalid value at 'permissions' (TYPE_STRING)")
+                })
+            })
+            .collect::<ApiResult<_>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "Invalid value at 'permissions' (TYPE_STRING)",
+            ));
+        }
+    };
+    for p in &requested {
+        let parts: Vec<&str> = p.split('.').collect();
+        if parts.len() != 3
+            || parts
+                .iter()
+                .any(|x| x.is_empty() || x.contains(char::is_whitespace))
+        {
+            return Err(ApiError::invalid(format!(
+                "Permission {p} is not valid for {resource}."
+            )));
+        }
+    }
+    let chain = match &r {
+        PolicyRef::Project(i) => c.st.ancestors(*i),
+        PolicyRef::Folder(id) => {
+            let mut out = vec![PolicyRef::Folder(id.clone())];
+            let mut parent = c.st.folders.get(id).map(|f| f.parent.clone());
+            let mut guard = 0;
+            while let Some(p) = parent.take() {
+                guard += 1;
+                if guard > 1000 {
+                    break;
+                }
+                if let Some(fid) = p.strip_prefix("folders/") {
+                    out.push(PolicyRef::Folder(fid.to_owned()));
+                    parent = c.st.folders.get(fid).map(|f| f.parent.clone());
+                } else if c.st.org.is_some() {
+                    out.push(PolicyRef::Organization);
+                }
+            }
+            out
+        }
+        PolicyRef::Organization => vec![PolicyRef::Organization],
+    };
+    let email = c
+        .caller
+        .split_once(':')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    let mut granted = Vec::new();
+    for p in &requested {
+        if c.deny.contains(p) {
+            continue;
+        }
+        let has = chain.iter().any(|r| {
+            c.st.policy(r).is_some_and(|pol| {
+                pol.bindings.iter().any(|b| {
+                    b.condition.is_none()
+                        && b.members
+                            .iter()
+                            .any(|m| super::troubleshooter::member_matches(c.st, m, &email, 0))
+                        && c.st
+                            .role(&b.role)
+                            .is_some_and(|d| d.included_permissions.iter().any(|x| x == p))
+                })
+            })
+        });
+        if has && !granted.contains(p) {
+            granted.push(p.clone());
+        }
+    }
+    Ok(if granted.is_empty() {
+        json!({})
+    } else {
+        json!({ "permissions": granted })
+    })
 }
 
 fn get_org(c: &mut Ctx<'_>, id: &str, v3: bool) -> ApiResult<Value> {
@@ -327,11 +537,11 @@ fn get_org(c: &mut Ctx<'_>, id: &str, v3: bool) -> ApiResult<Value> {
             .filter(|o| o.id == id)
             .ok_or_else(missing)?;
     Ok(if v3 {
-        json!({"name": format!("organizations/{}", o.id), "displayName": o.display_name, "directoryCustomerId": "C0sim0001",
+        json!({"name": format!("organizations/{}", o.id), "displayName": o.display_name, "directoryCustomerId": DIRECTORY_CUSTOMER,
                "state": "ACTIVE", "createTime": CREATE_TIME, "updateTime": CREATE_TIME, "etag": "BwW3sim0001="})
     } else {
         json!({"name": format!("organizations/{}", o.id), "displayName": o.display_name,
-               "owner": {"directoryCustomerId": "C0sim0001"}, "creationTime": CREATE_TIME, "lifecycleState": "ACTIVE"})
+               "owner": {"directoryCustomerId": DIRECTORY_CUSTOMER}, "creationTime": CREATE_TIME, "lifecycleState": "ACTIVE"})
     })
 }
 
@@ -375,9 +585,14 @@ pub fn write_policy(
     r: &PolicyRef,
     req: &SetRequest,
     request_resource: &str,
-) -> ApiResult<crate::domain::iam::Policy> {
+) -> ApiResult<crate::model::Policy> {
     let stored = c.st.policy(r).cloned().ok_or_else(missing)?;
-    let mut next = policy::apply_set(&stored, req, |role| role_check(c.st, role))?;
+    let mut next = policy::apply_set(
+        &stored,
+        req,
+        |role| role_check(c.st, role),
+        |member| c.st.missing_member(member),
+    )?;
     next.etag = Some(c.st.next_etag());
     let slot = c.st.policy_mut(r).ok_or_else(missing)?;
     *slot = next.clone();
@@ -441,13 +656,10 @@ pub fn concurrent_add(c: &mut Ctx<'_>, idx: usize, role: &str, member: &str) -> 
     let Some(mut p) = c.st.policy(&r).cloned() else {
         return false;
     };
-    let (Ok(role), Ok(member)) = (
-        crate::domain::iam::Role::parse(role),
-        crate::domain::iam::Member::parse(member),
-    ) else {
+    if !crate::model::is_role(role) || !crate::model::is_member(member) {
         return false;
-    };
-    p.add_member(&role, &member);
+    }
+    p.add_member(role, member);
     p.version = 3;
     let body = json!({"policy": p});
     let Ok(req) = policy::parse_set(&body) else {

@@ -197,6 +197,9 @@ pub fn dispatch(
     user_agent: String,
     query: Vec<(String, String)>,
 ) -> ApiResult<Value> {
+    if let Some(fields) = super::schema::body_of(route.endpoint) {
+        super::schema::check(body, fields)?;
+    }
     let deny = lock(&shared.faults).faults.deny.clone();
     let mut st = lock(&shared.state);
     let mut ctx = Ctx {
@@ -393,7 +396,7 @@ mod tests {
 
     fn shared() -> Shared {
         let world =
-            World::from_yaml(include_str!("../../infra/worlds/demo.yaml"), "demo.yaml").unwrap();
+            World::from_yaml(include_str!("../../../infra/worlds/demo.yaml"), "demo.yaml").unwrap();
         Shared {
             state: Mutex::new(State::from_world(&world)),
             world: Mutex::new(world),

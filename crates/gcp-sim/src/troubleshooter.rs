@@ -33,7 +33,7 @@ pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route
 }
 
 /// True if `member` (a binding member) includes the principal email, following groups.
-fn member_matches(st: &State, member: &str, email: &str, depth: u32) -> bool {
+pub fn member_matches(st: &State, member: &str, email: &str, depth: u32) -> bool {
     if depth > 8 {
         return false;
     }

@@ -200,11 +200,25 @@ fn cluster_json(project: &str, cl: &WorldCluster) -> Value {
         });
     } else {
         v["autopilot"] = json!({});
-        v["autoscaling"] = if cl.node_auto_provisioning {
+        // `autoprovisioning_service_account` on a Standard cluster means NAP is on with that account.
+        let nap = cl.node_auto_provisioning || cl.autoprovisioning_service_account.is_some();
+        v["autoscaling"] = if nap {
             json!({"enableNodeAutoprovisioning": true, "autoprovisioningNodePoolDefaults": defaults(), "autoscalingProfile": "BALANCED"})
         } else {
             json!({"autoscalingProfile": "BALANCED"})
         };
+    }
+    v["loggingService"] = json!("logging.googleapis.com/kubernetes");
+    v["monitoringService"] = json!("monitoring.googleapis.com/kubernetes");
+    v["endpoint"] = json!(format!(
+        "34.{}.{}.{}",
+        (h >> 16) & 0xff,
+        (h >> 8) & 0xff,
+        (h & 0xfe) + 1
+    ));
+    if let Some(first) = cl.node_pools.first() {
+        // Deprecated but still served: the first node pool's config.
+        v["nodeConfig"] = pool_json(project, cl, first)["config"].clone();
     }
     if !cl.node_pools.is_empty() {
         v["nodePools"] = Value::Array(
@@ -311,11 +325,7 @@ fn create_pool(c: &mut Ctx<'_>, p: &str, loc: &str, name: &str, body: &Value) ->
         .to_owned();
     let sa = match spec.pointer("/config/serviceAccount") {
         None | Some(Value::Null) => "default".to_owned(),
-        Some(Value::String(s))
-            if s == "default" || crate::domain::iam::ServiceAccountEmail::parse(s).is_ok() =>
-        {
-            s.clone()
-        }
+        Some(Value::String(s)) if s == "default" || crate::model::is_email(s) => s.clone(),
         Some(other) => {
             return Err(ApiError::invalid(format!(
                 "Invalid argument: nodePool.config.serviceAccount {other} is not a service account."
@@ -361,8 +371,12 @@ fn create_pool(c: &mut Ctx<'_>, p: &str, loc: &str, name: &str, body: &Value) ->
         "startTime": now,
         "endTime": now,
     });
-    c.st.operations
-        .insert(format!("container/{project_id}/{op_name}"), op.clone());
+    let answered = c.st.start_operation(
+        &format!("container/{project_id}/{op_name}"),
+        running_op(&op),
+        op.clone(),
+        None,
+    );
     let cluster_res = format!("projects/{project_id}/zones/{cluster_location}/clusters/{name}");
     let resource_name = format!("{cluster_res}/nodePools/{pool_name}");
     let resource = json!({"type": "gke_nodepool", "labels": {"cluster_name": name, "location": cluster_location, "nodepool_name": pool_name, "project_id": project_id}});
@@ -409,15 +423,23 @@ fn create_pool(c: &mut Ctx<'_>, p: &str, loc: &str, name: &str, body: &Value) ->
     };
     c.audit.push(first);
     c.audit.push(last);
-    Ok(op)
+    Ok(answered)
+}
+
+/// A container operation as it looks while running.
+fn running_op(done: &Value) -> Value {
+    let mut op = done.clone();
+    op["status"] = json!("RUNNING");
+    if let Some(o) = op.as_object_mut() {
+        o.remove("endTime");
+    }
+    op
 }
 
 fn get_operation(c: &mut Ctx<'_>, p: &str, op: &str) -> ApiResult<Value> {
     c.require("container.operations.get")?;
     let i = project(c, p)?;
     let key = format!("container/{}/{op}", c.st.projects[i].id);
-    c.st.operations
-        .get(&key)
-        .cloned()
+    c.st.poll_operation(&key, running_op)
         .ok_or_else(|| ApiError::not_found(format!("Not found: operation {op}.")))
 }

@@ -13,6 +13,7 @@
 //! | `GET /_sim/journal` / `DELETE /_sim/journal` | `{"entries":[JournalEntry..]}` |
 //! | `GET /_sim/stats` / `DELETE /_sim/stats` | `{"total":N,"by_endpoint":{..}}` |
 //! | `POST /_sim/flush-audit-logs` | waits until queued audit-log entries are published |
+//! | `PUT /_sim/operations` / `GET /_sim/operations` | `{"polls_until_done":N}`: new long-running operations are done after N `operations.get` calls (0: at once) |
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
@@ -47,6 +48,13 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de)
         .map_err(|e| ApiError::invalid(format!("invalid body at `{}`: {}", e.path(), e.inner())))
+}
+
+/// Body of `PUT /_sim/operations`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OperationsConfig {
+    polls_until_done: u32,
 }
 
 /// Replaces the world (and the live state) with a new one.
@@ -121,6 +129,16 @@ pub async fn handle(
         ("DELETE", "stats") => {
             lock(&shared.journal).reset_stats();
             ok(json!({"ok": true}))
+        }
+        ("PUT", "operations") => match parse::<OperationsConfig>(body) {
+            Ok(o) => {
+                lock(&shared.state).operation_polls = o.polls_until_done;
+                ok(json!({"ok": true}))
+            }
+            Err(e) => err(e),
+        },
+        ("GET", "operations") => {
+            ok(json!({"polls_until_done": lock(&shared.state).operation_polls}))
         }
         ("POST", "flush-audit-logs") => {
             shared.audit.flush().await;

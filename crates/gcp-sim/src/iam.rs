@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::audit::{AuditRecord, authz};
 use super::error::{ApiError, ApiResult};
+use super::paging;
 use super::roles::RoleDef;
 use super::server::{Ctx, Route, endpoint};
 use super::state::{SaState, UNDELETE_WINDOW, stable_hash};
@@ -20,6 +21,15 @@ const API: &str = "iam";
 /// Routes IAM paths.
 pub fn route(method: &Method, segs: &[&str], verb: Option<&str>) -> Option<Route> {
     match (method.as_str(), segs, verb) {
+        ("GET", ["v1", "roles"], None) => {
+            endpoint(API, "iam.roles.list", |c, _| list_roles(c, None))
+        }
+        ("GET", ["v1", kind @ ("projects" | "organizations"), parent, "roles"], None) => {
+            let parent = format!("{kind}/{parent}");
+            endpoint(API, "iam.roles.list", move |c, _| {
+                list_roles(c, Some(&parent))
+            })
+        }
         ("GET", ["v1", "roles", id], None) => {
             let name = format!("roles/{id}");
             endpoint(API, "iam.roles.get", move |c, _| get_role(c, &name))
@@ -104,6 +114,61 @@ fn get_role(c: &mut Ctx<'_>, name: &str) -> ApiResult<Value> {
     Ok(role_json(r, predefined))
 }
 
+/// `roles.list`: predefined roles (no parent) or a project's / organization's custom roles; `view=FULL`
+/// includes the permissions, `BASIC` (the default) leaves them out.
+fn list_roles(c: &mut Ctx<'_>, parent: Option<&str>) -> ApiResult<Value> {
+    c.require("iam.roles.list")?;
+    let full = match c.q("view") {
+        None | Some("") | Some("BASIC") => false,
+        Some("FULL") => true,
+        Some(v) => {
+            return Err(ApiError::invalid(format!(
+                "Invalid value at 'view' (type.googleapis.com/google.iam.admin.v1.RoleView), \"{v}\""
+            )));
+        }
+    };
+    let defs: Vec<&RoleDef> = match parent {
+        None => c.st.predefined.values().collect(),
+        Some(p) => match p.split_once('/') {
+            Some(("projects", id)) => {
+                let i = c.st.project_idx(id).ok_or_else(|| {
+                    ApiError::not_found(format!("Project {id} not found or deleted."))
+                })?;
+                c.st.projects[i].custom_roles.values().collect()
+            }
+            _ => c
+                .st
+                .org
+                .as_ref()
+                .filter(|o| format!("organizations/{}", o.id) == p)
+                .ok_or_else(|| ApiError::denied_or_missing("The caller does not have permission"))?
+                .custom_roles
+                .values()
+                .collect(),
+        },
+    };
+    let roles: Vec<Value> = defs
+        .into_iter()
+        .map(|r| {
+            let mut v = role_json(r, parent.is_none());
+            if !full && let Some(o) = v.as_object_mut() {
+                o.remove("includedPermissions");
+            }
+            v
+        })
+        .collect();
+    paging::page(
+        c.q("pageSize"),
+        c.q("pageToken"),
+        roles,
+        "roles",
+        paging::Limits {
+            default: 300,
+            max: 1000,
+        },
+    )
+}
+
 /// ServiceAccount JSON.
 fn sa_json(project: &str, s: &SaState) -> Value {
     let mut v = json!({
@@ -124,42 +189,26 @@ fn sa_json(project: &str, s: &SaState) -> Value {
 }
 
 /// Finds a live account; `deleted` selects deleted ones instead. Errors as Google answers.
-fn find(
-    c: &Ctx<'_>,
-    project: &str,
-    key: &str,
-    permission: &str,
-    deleted: bool,
-) -> ApiResult<(usize, usize)> {
-    let not_found = || {
-        if project == "-" {
-            ApiError::permission_denied(permission)
-        } else {
-            ApiError::not_found(format!("Unknown service account {key}."))
-        }
+fn find(c: &Ctx<'_>, project: &str, key: &str, deleted: bool) -> ApiResult<(usize, usize)> {
+    let only = if project == "-" {
+        None
+    } else {
+        Some(c.st.project_idx(project).ok_or_else(|| {
+            ApiError::not_found(format!("Project {project} not found or deleted."))
+        })?)
     };
-    if project != "-" && c.st.project_idx(project).is_none() {
-        return Err(ApiError::not_found(format!(
-            "Project {project} not found or deleted."
-        )));
-    }
-    let key_l = key.to_ascii_lowercase();
-    for (pi, p) in c.st.projects.iter().enumerate() {
-        if project != "-" && p.id != project && p.number != project {
-            continue;
-        }
-        for (si, s) in p.service_accounts.iter().enumerate() {
-            if (s.email == key_l || s.unique_id == key_l) && s.deleted_at.is_some() == deleted {
-                return Ok((pi, si));
-            }
-        }
-    }
-    Err(not_found())
+    c.st.accounts(key)
+        .into_iter()
+        .find(|&(pi, si)| {
+            only.is_none_or(|p| p == pi)
+                && c.st.projects[pi].service_accounts[si].deleted_at.is_some() == deleted
+        })
+        .ok_or_else(|| ApiError::not_found(format!("Unknown service account {key}.")))
 }
 
 fn get_sa(c: &mut Ctx<'_>, project: &str, key: &str) -> ApiResult<Value> {
     c.require("iam.serviceAccounts.get")?;
-    let (pi, si) = find(c, project, key, "iam.serviceAccounts.get", false)?;
+    let (pi, si) = find(c, project, key, false)?;
     let p = &c.st.projects[pi];
     Ok(sa_json(&p.id, &p.service_accounts[si]))
 }
@@ -177,11 +226,16 @@ fn list_sas(c: &mut Ctx<'_>, project: &str) -> ApiResult<Value> {
         .filter(|s| s.deleted_at.is_none())
         .map(|s| sa_json(&p.id, s))
         .collect();
-    Ok(if accounts.is_empty() {
-        json!({})
-    } else {
-        json!({ "accounts": accounts })
-    })
+    paging::page(
+        c.q("pageSize"),
+        c.q("pageToken"),
+        accounts,
+        "accounts",
+        paging::Limits {
+            default: 20,
+            max: 100,
+        },
+    )
 }
 
 fn record(
@@ -218,7 +272,7 @@ fn set_disabled(c: &mut Ctx<'_>, project: &str, key: &str, disabled: bool) -> Ap
         "iam.serviceAccounts.enable"
     };
     c.require(permission)?;
-    let (pi, si) = find(c, project, key, permission, false)?;
+    let (pi, si) = find(c, project, key, false)?;
     c.st.projects[pi].service_accounts[si].disabled = disabled;
     let method = if disabled {
         "DisableServiceAccount"
@@ -239,7 +293,7 @@ fn set_disabled(c: &mut Ctx<'_>, project: &str, key: &str, disabled: bool) -> Ap
 
 fn delete(c: &mut Ctx<'_>, project: &str, key: &str) -> ApiResult<Value> {
     c.require("iam.serviceAccounts.delete")?;
-    let (pi, si) = find(c, project, key, "iam.serviceAccounts.delete", false)?;
+    let (pi, si) = find(c, project, key, false)?;
     let s = &mut c.st.projects[pi].service_accounts[si];
     s.deleted_at = Some(SystemTime::now());
     let (email, uid) = (s.email.clone(), s.unique_id.clone());
@@ -267,11 +321,11 @@ fn undelete(c: &mut Ctx<'_>, project: &str, key: &str) -> ApiResult<Value> {
             "Invalid unique id {key}: undelete takes the numeric unique id of the account."
         )));
     }
-    let (pi, si) = match find(c, project, key, "iam.serviceAccounts.undelete", true) {
+    let (pi, si) = match find(c, project, key, true) {
         Ok(found) => found,
         Err(e) => {
             // An active account is "restored" as is.
-            return match find(c, project, key, "iam.serviceAccounts.undelete", false) {
+            return match find(c, project, key, false) {
                 Ok((pi, si)) => {
                     let p = &c.st.projects[pi];
                     Ok(json!({"restoredAccount": sa_json(&p.id, &p.service_accounts[si])}))
@@ -291,12 +345,7 @@ fn undelete(c: &mut Ctx<'_>, project: &str, key: &str) -> ApiResult<Value> {
         ));
     }
     let email = s.email.clone();
-    if c.st
-        .projects
-        .iter()
-        .flat_map(|p| p.service_accounts.iter())
-        .any(|x| x.email == email && x.deleted_at.is_none())
-    {
+    if c.st.live_account(&email).is_some() {
         return Err(ApiError::precondition(format!(
             "Cannot undelete: an account with email {email} already exists."
         )));

@@ -4,12 +4,14 @@
 //!
 //! Etag mismatch (not documented by Google) answers 409 `ABORTED` as AIP-154 prescribes; a missing
 //! etag on claimed/succeeded/failed answers 400 `INVALID_ARGUMENT`; a transition the method does not
-//! allow answers 400 `FAILED_PRECONDITION`. Other recommenders list as empty.
+//! allow answers 400 `FAILED_PRECONDITION`. Other known recommenders list as empty; an unknown one is
+//! 400 INVALID_ARGUMENT. `locations/-` lists every location.
 
 use http::Method;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
+use super::paging;
 use super::server::{Ctx, Route, endpoint};
 use super::state::{ProjectState, RecState};
 
@@ -170,25 +172,62 @@ fn filter_matches(r: &RecState, filter: &str) -> ApiResult<bool> {
 
 fn list(c: &mut Ctx<'_>, p: &str, loc: &str, recommender: &str) -> ApiResult<Value> {
     let i = project(c, p, "recommender.containerDiagnosisRecommendations.list")?;
+    known_recommender(recommender)?;
     if recommender != DIAGNOSIS {
         return Ok(json!({}));
     }
     let filter = c.q("filter").unwrap_or("").to_owned();
     let proj = &c.st.projects[i];
     let mut out = Vec::new();
-    for r in proj.recommendations.iter().filter(|r| r.location == loc) {
+    for r in proj
+        .recommendations
+        .iter()
+        .filter(|r| loc == "-" || r.location == loc)
+    {
         if filter_matches(r, &filter)? {
             out.push(rec_json(proj, r));
         }
     }
-    Ok(if out.is_empty() {
-        json!({})
+    paging::page(
+        c.q("pageSize"),
+        c.q("pageToken"),
+        out,
+        "recommendations",
+        paging::Limits {
+            default: 100,
+            max: 1000,
+        },
+    )
+}
+
+/// Recommenders Google serves that a GKE platform team meets; any other id is an error. Google does not
+/// document the answer for an unknown recommender: the simulator chooses 400 INVALID_ARGUMENT.
+const RECOMMENDERS: [&str; 11] = [
+    DIAGNOSIS,
+    "google.iam.policy.Recommender",
+    "google.iam.serviceAccount.ChangeRiskRecommender",
+    "google.resourcemanager.projectUtilization.Recommender",
+    "google.compute.instance.MachineTypeRecommender",
+    "google.compute.instance.IdleResourceRecommender",
+    "google.compute.disk.IdleResourceRecommender",
+    "google.compute.address.IdleResourceRecommender",
+    "google.cloudsql.instance.IdleRecommender",
+    "google.logging.productSuggestion.ContainerRecommender",
+    "google.monitoring.productSuggestion.ComputeRecommender",
+];
+
+fn known_recommender(recommender: &str) -> ApiResult<()> {
+    if RECOMMENDERS.contains(&recommender) {
+        Ok(())
     } else {
-        json!({ "recommendations": out })
-    })
+        Err(ApiError::invalid(format!(
+            "Recommender {recommender} is not a valid recommender id."
+        )))
+    }
 }
 
 fn find(c: &Ctx<'_>, i: usize, loc: &str, recommender: &str, id: &str) -> ApiResult<usize> {
+    known_recommender(recommender)?;
     let proj = &c.st.projects[i];
     proj.recommendations
         .iter()

@@ -1,5 +1,8 @@
 //! Bundled predefined roles: real permission lists for the GKE roles (JSON dumps in `roles/`, crawled
-//! from `roles.get`) and hand-written lists for the common roles worlds use.
+//! from `roles.get`), hand-written lists for the common roles worlds use (below), and the catalog of
+//! the other predefined roles a GKE platform team meets (`roles/catalog.json`, written by
+//! `tools/role-catalog.py`, every entry `approximate: true`). A role in none of them does not exist:
+//! `roles.get` answers 404, `setIamPolicy` 400, and a world file binding it fails to load.
 //!
 //! Hand-written lists are approximations of the real (much longer) lists: they contain a representative
 //! subset, and every permission this project's checks look at is stated deliberately:
@@ -39,6 +42,22 @@ struct RoleDump {
     stage: Option<String>,
     included_permissions: Vec<String>,
 }
+
+/// One entry of `roles/catalog.json`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CatalogEntry {
+    name: String,
+    title: String,
+    description: String,
+    stage: String,
+    /// Always true: the list is an approximation of Google's.
+    #[allow(dead_code)]
+    approximate: bool,
+    included_permissions: Vec<String>,
+}
+
+const CATALOG: &str = include_str!("roles/catalog.json");
 
 const DUMPS: [&str; 4] = [
     include_str!("roles/container.defaultNodeServiceAccount.json"),
@@ -326,6 +345,16 @@ fn sorted(mut perms: Vec<String>) -> Vec<String> {
 /// Every bundled predefined role.
 pub fn bundled() -> Vec<RoleDef> {
     let mut out = Vec::new();
+    // Later entries win: catalog approximations, then the dumps and hand-written lists.
+    for e in serde_json::from_str::<Vec<CatalogEntry>>(CATALOG).unwrap_or_default() {
+        out.push(RoleDef {
+            name: e.name,
+            title: e.title,
+            description: e.description,
+            stage: e.stage,
+            included_permissions: e.included_permissions,
+        });
+    }
     for text in DUMPS {
         // The dumps are compiled in; a broken one is a build mistake caught by the unit test below.
         if let Ok(d) = serde_json::from_str::<RoleDump>(text) {
@@ -400,11 +429,32 @@ mod tests {
     fn bundled_roles_carry_the_node_permissions_where_expected() {
         let roles = bundled();
         assert_eq!(
+            serde_json::from_str::<Vec<CatalogEntry>>(CATALOG)
+                .unwrap()
+                .len(),
+            89
+        );
+        for name in [
+            "roles/compute.viewer",
+            "roles/container.developer",
+            "roles/resourcemanager.folderViewer",
+            "roles/resourcemanager.organizationAdmin",
+            "roles/pubsub.subscriber",
+            "roles/run.invoker",
+            "roles/secretmanager.secretAccessor",
+            "roles/serviceusage.serviceUsageConsumer",
+            "roles/iam.workloadIdentityUser",
+            "roles/logging.viewer",
+            "roles/monitoring.editor",
+        ] {
+            assert!(roles.iter().any(|r| r.name == name), "{name}");
+        }
+        assert!(
             roles
                 .iter()
                 .filter(|r| r.name.starts_with("roles/container."))
-                .count(),
-            6
+                .count()
+                >= 12
         );
         let has = |role: &str, perm: &str| {
             roles

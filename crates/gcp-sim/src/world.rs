@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::iam::{Member, Role, ServiceAccountEmail};
+use crate::model::{is_email, is_member, is_project_id, is_role};
 
 /// Error loading a world file. Displays as one line naming the file, line and field.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +282,18 @@ pub struct WorldGroup {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct World {
+    /// `setIamPolicy` rejects members that do not exist, as Google does (default `true`); `false` opts
+    /// into accepting any well-formed member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_members: Option<bool>,
+    /// Policies may bind only roles that exist (default `true`); `false` lets a world bind a role nobody
+    /// defines (as a policy can still name a purged custom role), answered 404 by `roles.get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_roles: Option<bool>,
+    /// `operations.get` polls a new long-running operation needs before it is done (default 0: done at
+    /// once). Also settable at run time with `PUT /_sim/operations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_polls: Option<u32>,
     /// The organization, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<WorldOrganization>,
@@ -352,6 +364,18 @@ impl World {
             message,
         };
         let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        // An empty set means "any role" (`strict_roles: false`).
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        if self.strict_roles != Some(false) {
+            known.extend(crate::roles::bundled().into_iter().map(|r| r.name));
+            known.extend(self.roles.iter().map(|r| r.name.clone()));
+            if let Some(org) = &self.organization {
+                known.extend(org.custom_roles.iter().map(|r| r.name.clone()));
+            }
+            for p in &self.projects {
+                known.extend(p.custom_roles.iter().map(|r| r.name.clone()));
+            }
+        }
         let mut containers: BTreeSet<String> = BTreeSet::new();
         if let Some(org) = &self.organization {
             if !digits(&org.id) {
@@ -363,11 +387,11 @@ impl World {
             }
             containers.insert(format!("organizations/{}", org.id));
             if let Some(p) = &org.iam_policy {
-                check_policy(p, "organization.iam_policy", &invalid)?;
+                check_policy(p, "organization.iam_policy", &known, &invalid)?;
             }
             for (i, r) in org.custom_roles.iter().enumerate() {
                 let prefix = format!("organizations/{}/roles/", org.id);
-                if !r.name.starts_with(&prefix) || Role::parse(&r.name).is_err() {
+                if !r.name.starts_with(&prefix) || !is_role(&r.name) {
                     return Err(invalid(
                         format!("organization.custom_roles[{i}].name"),
                         &r.name,
@@ -404,7 +428,7 @@ impl World {
                 ));
             }
             if let Some(p) = &f.iam_policy {
-                check_policy(p, &format!("folders[{i}].iam_policy"), &invalid)?;
+                check_policy(p, &format!("folders[{i}].iam_policy"), &known, &invalid)?;
             }
         }
         // Folder parent chains must end at the organization (no cycles).
@@ -427,7 +451,7 @@ impl World {
             }
         }
         for (i, r) in self.roles.iter().enumerate() {
-            if !r.name.starts_with("roles/") || Role::parse(&r.name).is_err() {
+            if !r.name.starts_with("roles/") || !is_role(&r.name) {
                 return Err(invalid(
                     format!("roles[{i}].name"),
                     &r.name,
@@ -436,7 +460,7 @@ impl World {
             }
         }
         for (i, g) in self.groups.iter().enumerate() {
-            if ServiceAccountEmail::parse(&g.email).is_err() {
+            if !is_email(&g.email) {
                 return Err(invalid(
                     format!("groups[{i}].email"),
                     &g.email,
@@ -444,7 +468,7 @@ impl World {
                 ));
             }
             for (j, m) in g.members.iter().enumerate() {
-                if Member::parse(m).is_err() {
+                if !is_member(m) {
                     return Err(invalid(
                         format!("groups[{i}].members[{j}]"),
                         m,
@@ -459,7 +483,7 @@ impl World {
         let mut sa_ids = BTreeSet::new();
         for (i, p) in self.projects.iter().enumerate() {
             let at = |field: &str| format!("projects[{i}].{field}");
-            if crate::domain::iam::ProjectId::parse(&p.id).is_err() {
+            if !is_project_id(&p.id) {
                 return Err(invalid(
                     at("id"),
                     &p.id,
@@ -497,11 +521,11 @@ impl World {
                 ));
             }
             if let Some(pol) = &p.iam_policy {
-                check_policy(pol, &at("iam_policy"), &invalid)?;
+                check_policy(pol, &at("iam_policy"), &known, &invalid)?;
             }
             for (j, r) in p.custom_roles.iter().enumerate() {
                 let prefix = format!("projects/{}/roles/", p.id);
-                if !r.name.starts_with(&prefix) || Role::parse(&r.name).is_err() {
+                if !r.name.starts_with(&prefix) || !is_role(&r.name) {
                     return Err(invalid(
                         at(&format!("custom_roles[{j}].name")),
                         &r.name,
@@ -510,7 +534,7 @@ impl World {
                 }
             }
             for (j, sa) in p.service_accounts.iter().enumerate() {
-                if ServiceAccountEmail::parse(&sa.email).is_err() {
+                if !is_email(&sa.email) {
                     return Err(invalid(
                         at(&format!("service_accounts[{j}].email")),
                         &sa.email,
@@ -552,9 +576,7 @@ impl World {
                             format!("duplicate node pool {}", np.name),
                         ));
                     }
-                    if np.service_account != "default"
-                        && ServiceAccountEmail::parse(&np.service_account).is_err()
-                    {
+                    if np.service_account != "default" && !is_email(&np.service_account) {
                         return Err(invalid(
                             at(&format!("clusters[{j}].node_pools[{k}].service_account")),
                             &np.service_account,
@@ -589,20 +611,35 @@ impl World {
     }
 }
 
-fn check_policy<F>(policy: &WorldPolicy, at: &str, invalid: &F) -> Result<(), WorldError>
+fn check_policy<F>(
+    policy: &WorldPolicy,
+    at: &str,
+    known: &BTreeSet<String>,
+    invalid: &F,
+) -> Result<(), WorldError>
 where
     F: Fn(String, &str, String) -> WorldError,
 {
     for (i, b) in policy.bindings.iter().enumerate() {
-        if Role::parse(&b.role).is_err() {
+        if !is_role(&b.role) {
             return Err(invalid(
                 format!("{at}.bindings[{i}].role"),
                 &b.role,
                 format!("`{}` is not a role name", b.role),
             ));
         }
+        if !known.is_empty() && !known.contains(&b.role) {
+            return Err(invalid(
+                format!("{at}.bindings[{i}].role"),
+                &b.role,
+                format!(
+                    "unknown role `{}`: not a predefined role the simulator knows, nor a custom role of this world (add it under `roles` or `custom_roles`)",
+                    b.role
+                ),
+            ));
+        }
         for (j, m) in b.members.iter().enumerate() {
-            if Member::parse(m).is_err() {
+            if !is_member(m) {
                 return Err(invalid(
                     format!("{at}.bindings[{i}].members[{j}]"),
                     m,
@@ -636,6 +673,37 @@ mod tests {
         assert!(err.starts_with("w.yaml:4:"), "{err}");
         assert!(err.contains("projects[0]"), "{err}");
         assert!(err.contains("clusterz"), "{err}");
+    }
+
+    #[test]
+    fn unknown_roles_name_file_line_and_role() {
+        let text = "projects:\n  - id: demo-project\n    number: \"1\"\n    iam_policy:\n      bindings:\n        - role: roles/compute.viewer\n          members: [user:a@example.com]\n        - role: roles/made.up\n          members: [user:a@example.com]\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:8:"), "{err}");
+        assert!(
+            err.contains("projects[0].iam_policy.bindings[1].role"),
+            "{err}"
+        );
+        assert!(err.contains("roles/made.up"), "{err}");
+        let custom = "projects:\n  - id: demo-project\n    number: \"1\"\n    custom_roles: [{name: projects/demo-project/roles/x}]\n    iam_policy:\n      bindings: [{role: projects/demo-project/roles/x, members: [user:a@example.com]}]\n";
+        assert!(World::from_yaml(custom, "w.yaml").is_ok());
+    }
+
+    #[test]
+    fn every_world_of_the_repository_loads_strictly() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files: Vec<_> = std::fs::read_dir(root.join("infra/worlds"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+            .collect();
+        files.push(root.join("tests/conformance/world.yaml"));
+        assert!(files.len() >= 10, "{files:?}");
+        for f in files {
+            let w = World::load(&f).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(w.strict_members, None, "{}", f.display());
+            assert_eq!(w.strict_roles, None, "{}", f.display());
+        }
     }
 
     #[test]

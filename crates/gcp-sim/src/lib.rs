@@ -1,17 +1,22 @@
 //! The local Google Cloud simulator (`gke-iam-remediator sim`): one HTTP server speaking the REST
-//! surfaces this project uses (Resource Manager v1/v3, IAM v1, Container v1, Recommender v1, Service
-//! Usage v1, Policy Troubleshooter v3) from a YAML world file, faithfully enough for the real `gcloud`.
+//! surfaces this project uses (Resource Manager v1/v2/v3, IAM v1, Container v1, Recommender v1, Service
+//! Usage v1, Policy Troubleshooter v1/v3, Logging v2) from a YAML world file, strict as Google by default
+//! and checked by Google's own clients (`tests/conformance/`) and the real `gcloud`. Its own crate: it
+//! shares no type with the client it serves.
 //!
-//! Module map: [`world`] (file model), `state` (live resources), `server` (routing, callers, faults,
-//! journal), `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
-//! `recommender`, `serviceusage`, `troubleshooter`), `policy` (IAM policy semantics), `roles` (bundled
-//! role data), `faults`, `journal`, `audit` (audit-log LogEntries to Pub/Sub), `error` (Google error JSON).
+//! Module map: [`world`] (file model), `state` (live resources and their indexes), [`model`] (its own
+//! IAM wire model), `server` (routing, callers, faults, journal), `schema` (unknown request fields),
+//! `paging`, `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
+//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`), `policy` (IAM policy
+//! semantics), `roles` (bundled role data and catalog), `faults`, `journal`, `audit` (audit-log
+//! LogEntries to Pub/Sub), `error` (Google error JSON), `clock` (RFC 3339).
 //!
 //! Callers: `Authorization: Bearer sim:EMAIL` names the caller (`serviceAccount:EMAIL` when the email ends
 //! in `gserviceaccount.com`, else `user:EMAIL`); no token or any other token means
 //! [`SimOptions::default_principal`].
 
 mod audit;
+mod clock;
 mod container;
 mod control;
 mod crm;
@@ -19,10 +24,14 @@ mod error;
 mod faults;
 mod iam;
 mod journal;
+mod logfilter;
 mod logging;
+pub mod model;
+mod paging;
 mod policy;
 mod recommender;
 mod roles;
+mod schema;
 mod server;
 mod serviceusage;
 mod state;
@@ -45,9 +54,9 @@ use tokio::task::JoinHandle;
 pub use error::ApiError;
 pub use faults::{ConcurrentWriter, Faults, Latency};
 pub use journal::{JournalEntry, Stats};
+pub use model::{Binding, Condition, Policy};
 pub use world::{World, WorldError};
 
-use crate::domain::iam::Policy;
 use server::{Shared, lock};
 
 /// Options of a simulator instance.
@@ -102,9 +111,7 @@ pub async fn start(
     listen: SocketAddr,
     options: SimOptions,
 ) -> Result<SimHandle, SimError> {
-    if crate::domain::iam::Member::parse(&options.default_principal).is_err()
-        || !options.default_principal.contains(':')
-    {
+    if !model::is_member(&options.default_principal) || !options.default_principal.contains(':') {
         return Err(SimError::Principal(options.default_principal));
     }
     let listener = TcpListener::bind(listen)
