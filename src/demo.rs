@@ -42,13 +42,17 @@ pub async fn run(args: DemoArgs) -> i32 {
 }
 
 fn project_ids(world_text: &str) -> anyhow::Result<Vec<String>> {
-    let value: serde_yaml::Value = serde_yaml::from_str(world_text)?;
-    let ids = value
-        .get("projects")
-        .and_then(|p| p.as_sequence())
+    let node = marked_yaml::parse_yaml(0, world_text)?;
+    let ids = node
+        .as_mapping()
+        .and_then(|m| m.get_sequence("projects"))
         .map(|seq| {
             seq.iter()
-                .filter_map(|p| p.get("id")?.as_str().map(str::to_owned))
+                .filter_map(|p| {
+                    p.as_mapping()?
+                        .get_scalar("id")
+                        .map(|s| s.as_str().to_owned())
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -213,6 +213,9 @@ async fn cloud_run_model_a_removal_pushed_by_the_emulator_through_the_front_end_
     );
     eprintln!("removal -> restored through the Cloud Run front end: {back:?}");
 
+    // The front end records a forwarded push when serve's answer comes back, which can be just after
+    // the restoration is visible.
+    wait_until(Duration::from_secs(10), || !fe.seen().is_empty()).await;
     let seen = fe.seen();
     assert!(fe.stats.injected.load(Ordering::SeqCst) >= 1);
     assert!(!seen.is_empty());

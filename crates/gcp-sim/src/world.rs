@@ -322,25 +322,24 @@ fn default_sa() -> String {
 impl World {
     /// Parses and validates a world document (YAML or JSON). `origin` names the file in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<World, WorldError> {
-        let de = serde_yaml::Deserializer::from_str(text);
-        let world: World = serde_path_to_error::deserialize(de).map_err(|e| {
-            let field = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, column) = inner
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            let mut message = inner.to_string();
-            if let Some(idx) = message.find(" at line ") {
-                message.truncate(idx);
-            }
-            WorldError::Parse {
+        let parse_error =
+            |line: usize, column: usize, field: String, message: String| WorldError::Parse {
                 origin: origin.to_owned(),
                 line,
                 column,
                 field,
                 message,
-            }
+            };
+        // marked-yaml keeps a position on every node, so errors point at the offending key or value.
+        let options = marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true);
+        let node = marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| {
+            let (line, column) = load_error_position(&e);
+            parse_error(line, column, ".".to_owned(), format!("malformed YAML: {e}"))
+        })?;
+        let world: World = marked_yaml::from_node(&node).map_err(|e| {
+            let field = e.path().filter(|p| !p.is_empty()).unwrap_or(".").to_owned();
+            let (line, column) = e.start_mark().map_or((0, 0), |m| (m.line(), m.column()));
+            parse_error(line, column, field, e.into_inner().to_string())
         })?;
         world.validate(text, origin)?;
         Ok(world)
@@ -652,6 +651,21 @@ where
 }
 
 /// 1-based line of the first occurrence of `needle` in `text` (0 if absent or empty).
+/// Where a YAML load error is, as (line, column).
+fn load_error_position(e: &marked_yaml::LoadError) -> (usize, usize) {
+    use marked_yaml::LoadError as L;
+    let mark = match e {
+        L::TopLevelMustBeMapping(m)
+        | L::TopLevelMustBeSequence(m)
+        | L::UnexpectedAnchor(m)
+        | L::MappingKeyMustBeScalar(m)
+        | L::UnexpectedTag(m)
+        | L::ScanError(m, _) => Some(*m),
+        L::DuplicateKey(d) => d.key.span().start().copied(),
+    };
+    mark.map_or((0, 0), |m| (m.line(), m.column()))
+}
+
 fn line_of(text: &str, needle: &str) -> usize {
     if needle.is_empty() {
         return 0;
