@@ -84,7 +84,7 @@ def main() -> int:
         if breakage == "node-role":
             bindings.append({"role": "roles/logging.logWriter", "members": [node_member]})
         elif breakage == "conditional":
-            bindings.append({"role": NODE_ROLE, "members": [node_member], "condition": {"title": "until-2030", "expression": "request.time < timestamp('2030-01-01T00:00:00Z')"}})
+            bindings.append({"role": NODE_ROLE, "members": [node_member], "condition": {"title": "gke-logs-bucket-only", "expression": "resource.name.startsWith('projects/_/buckets/gke-logs')"}})
         elif how < 0.6:
             bindings.append({"role": NODE_ROLE, "members": [node_member]})
         elif how < 0.75:

@@ -5,9 +5,11 @@
 //! group is `unknown`, never `missing`. A finding says exactly which permissions or binding are absent.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::condition;
 use super::iam::{Member, MemberKind, Policy, ResourceRef, Role, ServiceAccountEmail};
 use super::requirements::{self as req, CONTAINER_API, NODE_SA_PERMISSIONS, RequirementId};
 use super::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
@@ -74,6 +76,9 @@ pub struct Finding {
     pub granted_via: Vec<String>,
     /// A sentence for people.
     pub detail: String,
+    /// When a grant that holds now only for a time ends (RFC 3339): the finding is `ok` until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl Finding {
@@ -95,6 +100,7 @@ impl Finding {
             node_pools: Vec::new(),
             granted_via: Vec::new(),
             detail,
+            expires_at: None,
         }
     }
 }
@@ -314,8 +320,40 @@ fn evaluate_existence(
 #[derive(Default)]
 struct PermissionTally {
     granted: BTreeMap<String, Vec<String>>,
+    /// Per permission granted only through time-bound grants: the latest end among them.
+    until: BTreeMap<String, SystemTime>,
     conditional: BTreeSet<String>,
     unknown: BTreeSet<String>,
+}
+
+/// How a binding's condition bears on its grant now.
+enum Grant {
+    /// No condition, or one that holds now for good.
+    Always,
+    /// Holds now, until then.
+    Until(SystemTime),
+    /// False now (expired, or not started): grants nothing.
+    Never,
+    /// Undecidable: needs review.
+    Conditional,
+}
+
+fn grant_of(binding: &super::iam::Binding, now: SystemTime) -> Grant {
+    match &binding.condition {
+        None => Grant::Always,
+        Some(c) => match condition::evaluate(&c.expression, now) {
+            condition::Verdict::True { expires_at: None } => Grant::Always,
+            condition::Verdict::True {
+                expires_at: Some(t),
+            } => Grant::Until(t),
+            condition::Verdict::False => Grant::Never,
+            condition::Verdict::Unknown => Grant::Conditional,
+        },
+    }
+}
+
+fn stamp(t: SystemTime) -> String {
+    crate::clock::rfc3339(t, crate::clock::Precision::Millis)
 }
 
 fn evaluate_permissions(
@@ -350,17 +388,38 @@ fn evaluate_permissions(
                     Vec::new()
                 }
             };
+            let grant = grant_of(binding, state.read_at);
             for perm in relevant {
-                if direct && binding.condition.is_none() {
-                    tally
-                        .granted
-                        .entry(perm)
-                        .or_default()
-                        .push(format!("{} on {resource}", binding.role));
-                } else if direct {
-                    tally.conditional.insert(perm);
-                } else {
+                if !direct {
                     tally.unknown.insert(perm);
+                    continue;
+                }
+                match grant {
+                    Grant::Always => {
+                        tally.until.remove(&perm);
+                        tally
+                            .granted
+                            .entry(perm)
+                            .or_default()
+                            .push(format!("{} on {resource}", binding.role));
+                    }
+                    Grant::Until(t) => {
+                        let permanent =
+                            tally.granted.contains_key(&perm) && !tally.until.contains_key(&perm);
+                        if !permanent {
+                            let end = tally.until.entry(perm.clone()).or_insert(t);
+                            *end = (*end).max(t);
+                        }
+                        tally.granted.entry(perm).or_default().push(format!(
+                            "{} on {resource} until {}",
+                            binding.role,
+                            stamp(t)
+                        ));
+                    }
+                    Grant::Never => {}
+                    Grant::Conditional => {
+                        tally.conditional.insert(perm);
+                    }
                 }
             }
         }
@@ -424,6 +483,13 @@ fn evaluate_permissions(
         status,
         detail,
     );
+    if status == Status::Ok {
+        // Time-bound: the permissions hold until the first of them ends.
+        f.expires_at = tally.until.values().min().map(|t| stamp(*t));
+        if let Some(end) = &f.expires_at {
+            f.detail = format!("{} until {end} (a time-bound grant)", f.detail);
+        }
+    }
     f.missing_permissions = missing;
     f.conditional_permissions = conditional;
     f.unknown_permissions = unknown;
@@ -442,21 +508,37 @@ fn evaluate_role_binding(
     let member = Member::service_account(email);
     let mut via = Vec::new();
     let mut conditional = false;
+    let mut until: Option<SystemTime> = None;
+    let mut permanent = false;
     for (resource, policy) in all_policies(state) {
         for b in policy
             .bindings
             .iter()
             .filter(|b| b.role == role && b.members.contains(&member))
         {
-            if b.condition.is_none() {
-                via.push(format!("{role} on {resource}"));
-            } else {
-                conditional = true;
+            match grant_of(b, state.read_at) {
+                Grant::Always => {
+                    permanent = true;
+                    via.push(format!("{role} on {resource}"));
+                }
+                Grant::Until(t) => {
+                    until = Some(until.map_or(t, |u| u.max(t)));
+                    via.push(format!("{role} on {resource} until {}", stamp(t)));
+                }
+                Grant::Never => {}
+                Grant::Conditional => conditional = true,
             }
         }
     }
+    let expires_at = until.filter(|_| !permanent).map(stamp);
     let (status, detail) = if !via.is_empty() {
-        (Status::Ok, format!("{email} holds {role}"))
+        match &expires_at {
+            Some(end) => (
+                Status::Ok,
+                format!("{email} holds {role} until {end} (a time-bound grant)"),
+            ),
+            None => (Status::Ok, format!("{email} holds {role}")),
+        }
     } else if conditional {
         (
             Status::Conditional,
@@ -473,6 +555,7 @@ fn evaluate_role_binding(
     };
     let mut f = Finding::new(id, Some(member), status, detail);
     f.granted_via = via;
+    f.expires_at = expires_at;
     f
 }
 

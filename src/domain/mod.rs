@@ -2,6 +2,7 @@
 //! state, the decide step and the report model. Nothing in here performs I/O; the engine feeds it
 //! data read through the ports.
 
+pub mod condition;
 pub mod evaluate;
 pub mod iam;
 pub mod plan;

@@ -133,7 +133,8 @@ fn binding_strategy() -> impl Strategy<Value = Binding> {
                 members,
                 condition: cond.map(|t| Condition {
                     title: Some(t),
-                    expression: "request.time < timestamp('2030-01-01T00:00:00Z')".to_owned(),
+                    // Undecidable now: the grant stays conditional (needs review).
+                    expression: "resource.name.startsWith('projects/_/buckets/logs')".to_owned(),
                     ..Default::default()
                 }),
                 other: Map::new(),
@@ -202,6 +203,7 @@ fn state_strategy() -> impl Strategy<Value = ProjectState> {
                 troubleshooter: BTreeMap::new(),
                 restorations: BTreeMap::new(),
                 unreadable: Vec::new(),
+                read_at: std::time::SystemTime::now(),
             };
             for sa in evaluate::node_service_accounts(&state) {
                 state.accounts.insert(
@@ -358,6 +360,7 @@ fn simple_state(bindings: Vec<Binding>, folder: Vec<Binding>) -> ProjectState {
         troubleshooter: BTreeMap::new(),
         restorations: BTreeMap::new(),
         unreadable: Vec::new(),
+        read_at: std::time::SystemTime::now(),
     };
     state.accounts.insert(
         ServiceAccountEmail::parse("gke-a@demo-project.iam.gserviceaccount.com").unwrap(),
@@ -371,7 +374,7 @@ fn bind(role: &str, member: &str, condition: bool) -> Binding {
         role: Role::parse(role).unwrap(),
         members: vec![Member::parse(member).unwrap()],
         condition: condition.then(|| Condition {
-            expression: "true".to_owned(),
+            expression: "resource.type == 'storage.googleapis.com/Bucket'".to_owned(),
             ..Default::default()
         }),
         other: Map::new(),
@@ -421,6 +424,70 @@ fn a_conditional_grant_is_conditional_and_never_restored() {
     assert_eq!(f.status, Status::Conditional);
     let plan = enforce_plan(&[f], &state);
     assert!(plan.is_empty());
+}
+
+fn timed(role: &str, member: &str, expression: &str) -> Binding {
+    let mut b = bind(role, member, true);
+    if let Some(c) = b.condition.as_mut() {
+        c.expression = expression.to_owned();
+    }
+    b
+}
+
+#[test]
+fn an_expired_time_bound_grant_is_missing_and_restored_beside_it_untouched() {
+    let expired = timed(
+        req::ROLE_DEFAULT_NODE_SA,
+        NODE,
+        "request.time < timestamp('2020-06-30T00:00:00Z')",
+    );
+    let state = simple_state(vec![expired.clone()], vec![]);
+    let f = node_finding(&state);
+    assert_eq!(f.status, Status::Missing, "{}", f.detail);
+    let plan = enforce_plan(std::slice::from_ref(&f), &state);
+    assert_eq!(plan.grants().count(), 1, "{plan:?}");
+    let mut after = state.policy.clone();
+    plan::apply_grants(&mut after, &plan);
+    assert!(
+        after.bindings.contains(&expired),
+        "the conditional binding is kept as it was"
+    );
+    assert!(after.grants_unconditionally(
+        &Role::parse(req::ROLE_DEFAULT_NODE_SA).unwrap(),
+        &Member::parse(NODE).unwrap()
+    ));
+}
+
+#[test]
+fn a_live_time_bound_grant_is_ok_with_its_end_and_nothing_is_planned() {
+    let live = timed(
+        req::ROLE_DEFAULT_NODE_SA,
+        NODE,
+        "request.time < timestamp('2999-03-31T00:00:00Z')",
+    );
+    let state = simple_state(vec![live], vec![]);
+    let f = node_finding(&state);
+    assert_eq!(f.status, Status::Ok, "{}", f.detail);
+    assert_eq!(f.expires_at.as_deref(), Some("2999-03-31T00:00:00.000Z"));
+    assert!(enforce_plan(&[f], &state).is_empty());
+}
+
+#[test]
+fn a_permanent_grant_beside_a_time_bound_one_never_expires() {
+    let state = simple_state(
+        vec![
+            timed(
+                req::ROLE_DEFAULT_NODE_SA,
+                NODE,
+                "request.time < timestamp('2999-03-31T00:00:00Z')",
+            ),
+            bind(req::ROLE_DEFAULT_NODE_SA, NODE, false),
+        ],
+        vec![],
+    );
+    let f = node_finding(&state);
+    assert_eq!(f.status, Status::Ok);
+    assert_eq!(f.expires_at, None);
 }
 
 #[test]

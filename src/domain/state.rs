@@ -150,4 +150,6 @@ pub struct ProjectState {
     /// Ancestors whose policy (or parent) could not be read: a grant there is possible but unknown, so
     /// nothing that could come from them is reported `missing`.
     pub unreadable: Vec<String>,
+    /// When the state was read: IAM conditions on time are evaluated at this instant.
+    pub read_at: std::time::SystemTime,
 }

@@ -350,6 +350,7 @@ impl Remediator {
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
             unreadable,
+            read_at: std::time::SystemTime::now(),
         };
         state.accounts = self.read_accounts(&state).await?;
         Ok(state)

@@ -210,6 +210,9 @@ pub struct Notification {
     /// `instance-only` with the reason the shared record was not used).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flap_guard: Option<FlapGuard>,
+    /// When the time-bound grant the principal holds ends (RFC 3339), if it is time-bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl Notification {
@@ -348,6 +351,7 @@ pub fn build(
         )
         .then(|| project.flap_guard.clone())
         .flatten(),
+        expires_at: f.expires_at.clone(),
     }
 }
 

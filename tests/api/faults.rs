@@ -54,7 +54,7 @@ projects:
           members: [serviceAccount:gke-nodes@fa-one.iam.gserviceaccount.com]
         - role: roles/storage.objectViewer
           members: [user:reader@example.com]
-          condition: {title: until-2030, expression: "request.time < timestamp('2030-01-01T00:00:00Z')"}
+          condition: {title: gke-logs-bucket-only, expression: "resource.name.startsWith('projects/_/buckets/gke-logs')"}
     service_accounts:
       - {email: gke-nodes@fa-one.iam.gserviceaccount.com, unique_id: "140000000000000000001"}
     clusters:

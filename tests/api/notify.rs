@@ -80,6 +80,7 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         node_pools: vec!["us-central1/c1/pool-1".to_owned()],
         granted_via: Vec::new(),
         detail: format!("{principal} lacks {role} on projects/{project}"),
+        expires_at: None,
     };
     let action = |o: Outcome, after: Option<&str>, error: Option<&str>| ActionReport {
         action: grant.clone(),

@@ -37,7 +37,7 @@ projects:
           members: [serviceAccount:split@acme-prod.iam.gserviceaccount.com]
         - role: roles/container.defaultNodeServiceAccount
           members: [serviceAccount:conditional@acme-prod.iam.gserviceaccount.com]
-          condition: {title: until-2030, expression: "request.time < timestamp('2030-01-01T00:00:00Z')"}
+          condition: {title: gke-logs-bucket-only, expression: "resource.name.startsWith('projects/_/buckets/gke-logs')"}
         - role: roles/container.defaultNodeServiceAccount
           members: [serviceAccount:healthy@acme-prod.iam.gserviceaccount.com]
     service_accounts:

@@ -816,6 +816,28 @@ async fn a_recommendation_stays_active_when_the_node_account_holds_its_role_only
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_expired_time_bound_grant_is_restored_with_an_unconditional_one_and_kept() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    let expired = fake::conditional_binding(
+        NODE_ROLE,
+        &[&node_sa(P)],
+        "request.time < timestamp('2026-06-30T00:00:00Z')",
+    );
+    s.cloud.with(|w| {
+        let policy = w.policies.get_mut(&fake::project_ref(P)).unwrap();
+        policy.bindings.push(expired.clone());
+    });
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    assert!(
+        s.cloud.policy(P).bindings.contains(&expired),
+        "the expired binding is untouched"
+    );
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failed_restore_marks_the_recommendation_failed() {
     let s = Scenario::new(ENFORCE);
     s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
