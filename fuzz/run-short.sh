@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 secs=${1:-20}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(push_envelope classify_data world_file policy_file)
+[[ ${#targets[@]} -gt 0 ]] || targets=(push_envelope classify_data world_file policy_file condition)
 engine=${FUZZ_ENGINE:-auto}
 if [[ "$engine" == auto ]]; then
     if cargo fuzz --help >/dev/null 2>&1; then engine=libfuzzer; else engine=fallback; fi

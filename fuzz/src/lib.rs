@@ -55,7 +55,14 @@ pub fn world_file(data: &[u8]) {
 /// A remediation policy file.
 pub fn policy_file(data: &[u8]) {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = gke_iam_remediator::config::RemediationPolicy::from_yaml(text, "fuzz.yaml");
+        let _ = gke_iam_remediator::policy::PolicyFile::from_yaml(text, "fuzz.yaml");
+    }
+}
+
+/// An IAM condition expression, evaluated now (never panics, whatever the text).
+pub fn condition(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = gke_iam_remediator::domain::condition::evaluate(text, std::time::SystemTime::now());
     }
 }
 
@@ -66,6 +73,7 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "classify_data" => classify_data,
         "world_file" => world_file,
         "policy_file" => policy_file,
+        "condition" => condition,
         _ => return None,
     })
 }
