@@ -425,6 +425,10 @@ impl Parser {
 /// Microseconds since the epoch of an RFC 3339 timestamp (`2026-06-30T00:00:00Z`, fractional seconds
 /// and `+hh:mm` offsets allowed).
 fn parse_rfc3339(s: &str) -> Option<i128> {
+    // Every valid timestamp is ASCII; checking first makes every slice below land on a char boundary.
+    if !s.is_ascii() {
+        return None;
+    }
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') {
         return None;
@@ -579,6 +583,14 @@ mod tests {
             ),
             Verdict::False
         );
+    }
+
+    #[test]
+    fn a_timestamp_with_non_ascii_text_is_undecidable_not_a_panic() {
+        // Found by the fuzzer: a multi-byte character inside the offset.
+        let e = "request.time < timestamp('2027-01-01T00:00:00+0\u{3fd}Ap')";
+        assert_eq!(evaluate(e, at(NOW)), Verdict::Unknown);
+        assert_eq!(parse_rfc3339("2027-01-01T00:00:00\u{e9}Z"), None);
     }
 
     #[test]
