@@ -793,10 +793,20 @@ async fn forged_and_hostile_pushes_grant_nothing_outside_the_requirement_list() 
     }))
     .await;
     for (name, r) in results {
-        let r = r
-            .unwrap_or_else(|_| panic!("{name}: no answer within 120 s"))
-            .unwrap_or_else(|e| panic!("{name}: the connection failed: {e}"));
-        let code = r.status().as_u16();
+        let r = r.unwrap_or_else(|_| panic!("{name}: no answer within 120 s"));
+        let code = match r {
+            Ok(r) => r.status().as_u16(),
+            // An oversized body is answered 413 from its Content-Length and the connection closed; a
+            // client still writing may see the close (EPIPE / reset) before it reads the answer.
+            Err(e)
+                if name == "3 MB body"
+                    && (format!("{e:?}").contains("BrokenPipe")
+                        || format!("{e:?}").contains("ConnectionReset")) =>
+            {
+                413
+            }
+            Err(e) => panic!("{name}: the connection failed: {e}"),
+        };
         *codes.entry(code).or_default() += 1;
         assert!(
             matches!(code, 200..=299 | 400 | 413 | 415 | 503),

@@ -539,15 +539,25 @@ async fn bad_push_requests_get_a_clear_answer_and_the_service_keeps_serving() {
         );
     }
     let huge = vec![b' '; 3 * 1024 * 1024];
-    let r = lp
+    let sent = lp
         .http
         .post(&url)
         .header("content-type", "application/json")
         .body(huge)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 413);
+        .await;
+    match sent {
+        Ok(r) => assert_eq!(r.status().as_u16(), 413),
+        // serve answers 413 from the Content-Length alone and closes the connection; a client still
+        // writing the body may see the close (EPIPE / reset) before it reads the answer.
+        Err(e) => {
+            let text = format!("{e:?}");
+            assert!(
+                text.contains("BrokenPipe") || text.contains("ConnectionReset"),
+                "the oversized push failed some other way: {text}"
+            );
+        }
+    }
     let r = lp.http.get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 405);
     let r = lp
