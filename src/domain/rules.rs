@@ -1,7 +1,7 @@
 //! The remediation rules the core applies: mode, scope, exemptions, limits and the grace delay.
 //!
 //! Pure data with the matching rules (globs, scope membership). The policy *file* that produces these
-//! values, with positioned errors, is `crate::policy`.
+//! values, with positioned errors, is the policy module one layer up (this module never names it).
 
 use std::collections::BTreeSet;
 
