@@ -861,6 +861,26 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_deny_rule_or_org_policy_names_its_exact_line_column_and_field() {
+        let text = "organization:\n  id: \"1\"\n  deny_policies:\n    - id: no-logs\n      rules:\n        - denied_principals: [principalSet://goog/public:all]\n          denied_permissions: [logging.logEntries.create]\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:7:32:"), "{err}");
+        assert!(
+            err.contains("organization.deny_policies[0].rules[0].denied_permissions[0]"),
+            "{err}"
+        );
+        assert!(err.contains("not a v2 permission"), "{err}");
+        let text = "folders:\n  - id: \"2\"\n    parent: organizations/1\n    org_policies:\n      - {constraint: iam.x, enforce: true, reset: true}\norganization: {id: \"1\"}\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:5:"), "{err}");
+        assert!(err.contains("folders[0].org_policies[0]"), "{err}");
+        let text = "organization:\n  id: \"1\"\n  deny_policies:\n    - id: x\n      rules: []\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:4:"), "{err}");
+        assert!(err.contains("deny_policies[0].id"), "{err}");
+    }
+
+    #[test]
     fn dangling_parent_names_the_field() {
         let text = "projects:\n  - id: demo-project\n    number: \"1\"\n    parent: folders/9\n";
         let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
