@@ -8,7 +8,7 @@ use gcp_sim::Faults;
 use serde_json::Value;
 
 use crate::scan::remediator;
-use crate::support::{Api, TempFile, start_sim, world_file};
+use crate::support::{Api, Gcloud, TempFile, start_sim, world_file};
 
 const PROD_PARENT: &str =
     "v2/policies/cloudresourcemanager.googleapis.com%252Fprojects%252Fdeny-prod/denypolicies";
@@ -530,4 +530,102 @@ async fn deny_policies_and_org_policy_add_at_most_two_calls_per_project() {
         "no default account in use"
     );
     assert!(doc["api_calls"]["total"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gcloud_lists_deny_policies_and_describes_the_effective_org_policy() {
+    let sim = start_sim(&world_file("deny-policies.yaml")).await;
+    let gcloud = Gcloud::new(&sim.base_url(), "deny-prod");
+    let list = gcloud
+        .run(&[
+            "iam",
+            "policies",
+            "list",
+            "--attachment-point=cloudresourcemanager.googleapis.com/projects/deny-prod",
+            "--kind=denypolicies",
+            "--format=json",
+        ])
+        .await
+        .ok()
+        .json();
+    let names: Vec<&str> = list["policies"]
+        .as_array()
+        .expect("gcloud prints the raw ListPoliciesResponse")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "policies/cloudresourcemanager.googleapis.com%2Fprojects%2F300000000001/denypolicies/lapsed-freeze",
+            "policies/cloudresourcemanager.googleapis.com%2Fprojects%2F300000000001/denypolicies/prod-tag-only",
+        ]
+    );
+    let got = gcloud
+        .run(&[
+            "iam",
+            "policies",
+            "get",
+            "fence-metrics",
+            "--attachment-point=cloudresourcemanager.googleapis.com/folders/111",
+            "--kind=denypolicies",
+            "--format=json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(got["rules"].as_array().map(Vec::len), Some(2), "{got}");
+    sim.shutdown().await;
+
+    let sim = start_sim(&world_file("org-policy.yaml")).await;
+    let gcloud = Gcloud::new(&sim.base_url(), "op-prod");
+    let effective = gcloud
+        .run(&[
+            "org-policies",
+            "describe",
+            "iam.automaticIamGrantsForDefaultServiceAccounts",
+            "--effective",
+            "--project=op-prod",
+            "--format=json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        effective["spec"]["rules"][0]["enforce"], true,
+        "{effective}"
+    );
+    let missing = gcloud
+        .run(&[
+            "org-policies",
+            "describe",
+            "constraints/iam.automaticIamGrantsForDefaultServiceAccounts",
+            "--project=op-prod",
+            "--format=json",
+        ])
+        .await;
+    assert_ne!(
+        missing.code, 0,
+        "nothing is set on the project itself: {}",
+        missing.stderr
+    );
+    sim.shutdown().await;
+
+    let sim = start_sim(&world_file("nested-groups.yaml")).await;
+    let gcloud = Gcloud::new(&sim.base_url(), "ng-project");
+    let check = gcloud
+        .run(&[
+            "identity",
+            "groups",
+            "memberships",
+            "check-transitive-membership",
+            "--group-email=gke-all@example.com",
+            "--member-email=nested@ng-project.iam.gserviceaccount.com",
+            "--format=json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(check["hasMembership"], true, "{check}");
+    sim.shutdown().await;
 }
