@@ -238,15 +238,10 @@ impl Deliverer {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Arc<Self>, DeliverError> {
         let options = DeliverOptions::from_config(config);
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("gke-iam-remediator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DeliverError::Channel {
-                channel: "*".to_owned(),
-                message: format!("HTTP client: {e}"),
-            })?;
+        let http = crate::http::client().map_err(|message| DeliverError::Channel {
+            channel: "*".to_owned(),
+            message,
+        })?;
         let secret = |channel: &str, variable: &str| -> Result<SecretString, DeliverError> {
             match env(variable) {
                 Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
@@ -263,6 +258,7 @@ impl Deliverer {
                     &c.name,
                     secret(&c.name, url_env)?,
                     http.clone(),
+                    options.timeout,
                 )),
                 ChannelSpec::Webhook { url, key_env } => {
                     let url = match url {
@@ -274,6 +270,7 @@ impl Deliverer {
                         url,
                         secret(&c.name, key_env)?,
                         http.clone(),
+                        options.timeout,
                     ))
                 }
                 ChannelSpec::Email(email) => {
