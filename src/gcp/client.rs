@@ -100,6 +100,8 @@ pub fn default_rate_limits() -> BTreeMap<Api, f64> {
         (Api::ServiceUsage, 5.0),
         (Api::PolicyTroubleshooter, 5.0),
         (Api::Logging, 1.0),
+        (Api::OrgPolicy, 10.0),
+        (Api::CloudIdentity, 5.0),
     ])
 }
 
@@ -377,6 +379,10 @@ fn http_status_name(code: u16) -> &'static str {
 /// What makes a request path unsafe, if anything: every path is built from Google ids, emails and
 /// resource names, which use only letters, digits and `-._@~:/`.
 fn unsafe_path_char(path: &str) -> Option<String> {
+    // IAM v2 names carry their attachment point percent-encoded inside one segment, and that
+    // encoding is encoded again on the wire (`%252F`, as gcloud and Google's clients send it): an
+    // escaped slash stays inside its segment, so that one sequence is allowed.
+    let path = &path.replace("%252F", "~");
     if path
         .split('/')
         .any(|seg| seg == ".." || seg == "." || seg.is_empty())

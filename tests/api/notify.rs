@@ -81,6 +81,9 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         granted_via: Vec::new(),
         detail: format!("{principal} lacks {role} on projects/{project}"),
         expires_at: None,
+        denied_permissions: Vec::new(),
+        denied_by: Vec::new(),
+        org_policy: None,
     };
     let action = |o: Outcome, after: Option<&str>, error: Option<&str>| ActionReport {
         action: grant.clone(),
