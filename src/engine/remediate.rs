@@ -19,7 +19,7 @@ mod access;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
-use crate::domain::report::{ActionReport, Failure, FindingReport, Outcome, ProjectReport};
+use crate::domain::report::{self, ActionReport, Failure, FindingReport, Outcome, ProjectReport};
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
@@ -65,6 +65,8 @@ pub struct Options {
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
+    /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
+    pub clock: crate::clock::Clock,
 }
 
 impl Options {
@@ -90,6 +92,7 @@ impl Options {
             self_email: None,
             flap: Arc::default(),
             budget: None,
+            clock: crate::clock::Clock::default(),
         }
     }
 
@@ -354,7 +357,7 @@ impl Remediator {
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
             unreadable,
-            read_at: std::time::SystemTime::now(),
+            read_at: self.options.clock.now(),
             access,
         };
         state.accounts = self.read_accounts(&state).await?;
@@ -630,7 +633,11 @@ impl Remediator {
                 finding: finding.clone(),
                 decision: decision.clone(),
                 outcome: match decision {
-                    Decision::Healthy => Outcome::Healthy,
+                    Decision::Healthy => report::healthy_outcome(
+                        finding,
+                        state.read_at,
+                        self.options.policy.limits.expiry_warning_days,
+                    ),
                     Decision::Restore { action } => {
                         outcomes.get(action).copied().unwrap_or(Outcome::Failed)
                     }
