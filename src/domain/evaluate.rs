@@ -344,6 +344,8 @@ struct PermissionTally {
     until: BTreeMap<String, SystemTime>,
     conditional: BTreeSet<String>,
     unknown: BTreeSet<String>,
+    /// Permissions a time-bound grant gave until it ended (or will give once it starts).
+    lapsed: BTreeSet<String>,
 }
 
 /// How a binding's condition bears on its grant now.
@@ -440,7 +442,9 @@ fn evaluate_permissions(
                             stamp(t)
                         ));
                     }
-                    Grant::Never => {}
+                    Grant::Never => {
+                        tally.lapsed.insert(perm);
+                    }
                     Grant::Conditional => {
                         tally.conditional.insert(perm);
                     }
@@ -492,6 +496,8 @@ fn evaluate_permissions(
         let mut d = format!("{email} lacks {}", missing.join(", "));
         if gone {
             d.push_str(" (the account is deleted)");
+        } else if missing.iter().any(|p| tally.lapsed.contains(p)) {
+            d.push_str(" (a time-bound grant of it is not in effect now: expired or not started; it is left as it is)");
         }
         (Status::Missing, d)
     } else if !conditional.is_empty() {

@@ -398,6 +398,22 @@ async fn scan_apply_grants_expired_time_bound_accounts_and_leaves_live_and_undec
             "serviceAccount:window@tb-project.iam.gserviceaccount.com",
         ]
     );
+    let expired = doc["projects"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["principal"] == "serviceAccount:expired@tb-project.iam.gserviceaccount.com"
+                && f["requirement"] == "node-sa-permissions"
+        })
+        .unwrap();
+    assert!(
+        expired["detail"]
+            .as_str()
+            .unwrap()
+            .contains("time-bound grant"),
+        "{expired}"
+    );
     // The expired conditional binding is still there, untouched.
     let p = sim.policy("projects/tb-project").unwrap();
     assert!(p.bindings.iter().any(|b| {
