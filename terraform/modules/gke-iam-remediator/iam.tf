@@ -55,6 +55,9 @@ locals {
     "recommender.containerDiagnosisRecommendations.get",    # recommendations.get
     "recommender.containerDiagnosisRecommendations.update", # markClaimed / markSucceeded / markFailed
     "logging.logEntries.list",                              # entries.list: its own restorations (flapping limit)
+    "iam.denypolicies.list",                                # IAM v2 policies.listPolicies (deny policies)
+    "iam.denypolicies.get",                                 # IAM v2 policies.get (their rules)
+    "orgpolicy.policy.get",                                 # Org Policy v2 getEffectivePolicy
   ]
   # Permissions that only exist above a project (they cannot be part of a project-level custom role).
   reader_permissions_hierarchy = [
