@@ -476,7 +476,22 @@ fn evaluate_permissions(
         unknown.append(&mut missing);
     }
     // Deny policies override every grant: a denied permission is denied whatever was found above.
-    let (denied, denied_by) = deny_pass(state, email, &mut missing, &mut conditional, &mut unknown);
+    let unique_id = match account {
+        Some(
+            AccountState::Active { unique_id }
+            | AccountState::Disabled { unique_id }
+            | AccountState::Deleted { unique_id },
+        ) => unique_id.as_deref(),
+        _ => None,
+    };
+    let (denied, denied_by) = deny_pass(
+        state,
+        email,
+        unique_id,
+        &mut missing,
+        &mut conditional,
+        &mut unknown,
+    );
     let (status, detail) = if !denied.is_empty() {
         let policies: BTreeSet<&str> = denied_by
             .iter()
@@ -600,6 +615,7 @@ fn account_home(state: &ProjectState, email: &ServiceAccountEmail) -> Vec<String
 fn deny_pass(
     state: &ProjectState,
     email: &ServiceAccountEmail,
+    unique_id: Option<&str>,
     missing: &mut Vec<String>,
     conditional: &mut Vec<String>,
     unknown: &mut Vec<String>,
@@ -614,6 +630,7 @@ fn deny_pass(
         email,
         under: &under,
         memberships: &state.access.memberships,
+        unique_id,
     };
     for perm in NODE_SA_PERMISSIONS {
         match deny::evaluate(&state.access.deny_policies, &subject, perm, state.read_at) {

@@ -755,7 +755,7 @@ proptest! {
                 Vec::new()
             };
             let memberships = super::deny::Memberships::new();
-            let subject = super::deny::Subject { email: &email, under: &under, memberships: &memberships };
+            let subject = super::deny::Subject { email: &email, under: &under, memberships: &memberships, unique_id: Some("1") };
             let any_denied = req::NODE_SA_PERMISSIONS.iter().any(|p| {
                 matches!(super::deny::evaluate(&deny, &subject, p, state.read_at), super::deny::DenyVerdict::Denied(_))
             });
@@ -783,7 +783,7 @@ proptest! {
             }
         }
         let memberships = super::deny::Memberships::new();
-        let subject = super::deny::Subject { email: &email, under: &[], memberships: &memberships };
+        let subject = super::deny::Subject { email: &email, under: &[], memberships: &memberships, unique_id: None };
         let v = super::deny::evaluate(&deny, &subject, req::NODE_SA_PERMISSIONS[perm], std::time::SystemTime::now());
         prop_assert_eq!(v, super::deny::DenyVerdict::NotDenied);
     }
