@@ -343,7 +343,12 @@ impl Remediator {
                 _ => None,
             })
             .collect();
-        let access = self.read_access(info, &chain).await?;
+        // Deny rules bear only on node accounts' permissions: a project without clusters needs none.
+        let access = if clusters.clusters.is_empty() {
+            Default::default()
+        } else {
+            self.read_access(info, &chain).await?
+        };
         let mut state = ProjectState {
             project_id: info.project_id.clone(),
             project_number: info.project_number.clone(),
