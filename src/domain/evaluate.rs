@@ -523,6 +523,24 @@ fn evaluate_permissions(
                 conditional.join(", ")
             ),
         )
+    } else if let Some(by) = denied_by
+        .iter()
+        .find(|b| b.uncertain.is_some() && unknown.contains(&b.permission))
+    {
+        let maybe: Vec<&str> = denied_by
+            .iter()
+            .filter(|b| b.uncertain.is_some() && unknown.contains(&b.permission))
+            .map(|b| b.permission.as_str())
+            .collect();
+        (
+            Status::Unknown,
+            format!(
+                "{email} is granted {}, but the IAM deny policy {} may block it: {}",
+                maybe.join(", "),
+                by.policy,
+                by.uncertain.as_deref().unwrap_or_default()
+            ),
+        )
     } else if !unknown.is_empty() {
         let why = if state.unreadable.is_empty() {
             "only through a group or an unreadable role".to_owned()
