@@ -4,6 +4,7 @@
 
 pub mod condition;
 pub mod evaluate;
+pub mod explain;
 pub mod iam;
 pub mod plan;
 pub mod report;

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod deployment;
+mod explain;
 mod faults;
 mod frontend;
 mod hygiene;
