@@ -30,6 +30,7 @@ pub mod domain;
 pub mod engine;
 pub mod explain;
 pub mod gcp;
+pub mod http;
 pub mod intake;
 pub mod job;
 pub mod notify;

@@ -3,6 +3,7 @@
 //! data read through the ports.
 
 pub mod condition;
+pub mod deny;
 pub mod evaluate;
 pub mod explain;
 pub mod iam;

@@ -335,6 +335,9 @@ mod tests {
                 .unwrap_or_default(),
             detail: String::new(),
             expires_at: end.map(str::to_owned),
+            denied_permissions: Vec::new(),
+            denied_by: Vec::new(),
+            org_policy: None,
         }
     }
 

@@ -14,6 +14,8 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::flap::{FlapLedger, FlapSource};
+
+mod access;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
@@ -128,6 +130,7 @@ pub struct RunCaches {
     roles: Cache<Role, RoleLookup>,
     policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
     parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
+    access: access::AccessCaches,
 }
 
 /// The remediator: caches and budget for one run.
@@ -340,6 +343,7 @@ impl Remediator {
                 _ => None,
             })
             .collect();
+        let access = self.read_access(info, &chain).await?;
         let mut state = ProjectState {
             project_id: info.project_id.clone(),
             project_number: info.project_number.clone(),
@@ -354,6 +358,7 @@ impl Remediator {
             restorations: BTreeMap::new(),
             unreadable,
             read_at: self.options.clock.now(),
+            access,
         };
         state.accounts = self.read_accounts(&state).await?;
         Ok(state)
@@ -440,6 +445,12 @@ impl Remediator {
             catalog.insert(role, lookup);
         }
         let mut findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        if self.resolve_groups(state, &catalog, &findings).await {
+            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        }
+        if self.read_default_account_cause(state, &findings).await {
+            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        }
         if self.options.troubleshooter {
             let mut asked = false;
             for f in findings

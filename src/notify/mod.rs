@@ -189,7 +189,7 @@ pub struct Notification {
     pub mode: Mode,
     /// `info`, `warning`, `error`, `critical`.
     pub severity: Severity,
-    /// Finding status (`ok`, `missing`, `conditional`, `unknown`, `incomplete`).
+    /// Finding status (`ok`, `missing`, `conditional`, `unknown`, `incomplete`, `denied`).
     pub status: Status,
     /// A sentence for people.
     pub detail: String,
@@ -218,6 +218,12 @@ pub struct Notification {
     /// When the time-bound grant the principal holds ends (RFC 3339), if it is time-bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Required permissions an IAM deny policy blocks (status `denied`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_permissions: Vec<String>,
+    /// Full names of the deny policies that block them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_by: Vec<String>,
 }
 
 impl Notification {
@@ -368,6 +374,17 @@ pub fn build(
         .then(|| project.flap_guard.clone())
         .flatten(),
         expires_at: f.expires_at.clone(),
+        denied_permissions: f.denied_permissions.clone(),
+        denied_by: {
+            let mut names: Vec<String> = f
+                .denied_by
+                .iter()
+                .filter(|b| b.uncertain.is_none())
+                .map(|b| b.policy.clone())
+                .collect();
+            names.dedup();
+            names
+        },
     }
 }
 

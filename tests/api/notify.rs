@@ -87,6 +87,9 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         },
         detail: format!("{principal} lacks {role} on projects/{project}"),
         expires_at: (outcome == Outcome::Expiring).then(|| "2026-12-10T00:00:00.000Z".to_owned()),
+        denied_permissions: Vec::new(),
+        denied_by: Vec::new(),
+        org_policy: None,
     };
     let action = |o: Outcome, after: Option<&str>, error: Option<&str>| ActionReport {
         action: grant.clone(),

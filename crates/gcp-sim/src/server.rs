@@ -21,7 +21,9 @@ use super::faults::{ConcurrentWriter, FaultState, Faults};
 use super::journal::{Journal, JournalEntry};
 use super::state::{State, now_rfc3339};
 use super::world::World;
-use super::{SimOptions, container, crm, iam, logging, recommender, serviceusage, troubleshooter};
+use super::{
+    SimOptions, cloudasset, container, crm, iam, logging, recommender, serviceusage, troubleshooter,
+};
 
 /// Largest request body accepted (bytes).
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -169,6 +171,7 @@ pub fn find_route(method: &Method, path: &str) -> Option<Route> {
         .or_else(|| serviceusage::route(method, &s, v))
         .or_else(|| troubleshooter::route(method, &s, v))
         .or_else(|| logging::route(method, &s, v))
+        .or_else(|| cloudasset::route(method, &s, v))
 }
 
 /// The caller named by the `Authorization` header (`Bearer sim:EMAIL`), else the default principal.
