@@ -316,9 +316,13 @@ pub fn render(e: &Explanation) -> String {
     }
     for p in &e.permissions {
         for d in &p.denied_by {
+            let how = match &d.uncertain {
+                Some(why) => format!("may be denied ({why})"),
+                None => "is denied".to_owned(),
+            };
             s.push_str(&format!(
-                "  {} is denied by {}: {}\n",
-                p.permission, d.policy, d.detail
+                "  {} {how} by rule #{} of deny policy {} (attached to {}): no grant can fix that\n",
+                p.permission, d.rule, d.policy, d.attached_to
             ));
         }
     }

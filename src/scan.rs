@@ -545,13 +545,15 @@ struct Row<'a> {
 /// A principal's cell for one required permission of a `node-sa-permissions` finding.
 fn permission_cell(f: &crate::domain::evaluate::Finding, permission: &str) -> Cell {
     let has = |list: &[String]| list.iter().any(|p| p == permission);
-    if has(&f.missing_permissions) {
+    if has(&f.denied_permissions) {
+        ("DENIED".to_owned(), Tone::Bad)
+    } else if has(&f.missing_permissions) {
         ("MISSING".to_owned(), Tone::Bad)
     } else if has(&f.conditional_permissions) {
         ("condition".to_owned(), Tone::Warn)
     } else if has(&f.unknown_permissions) {
         ("unknown".to_owned(), Tone::Warn)
-    } else if f.principal.is_none() {
+    } else if f.principal.is_none() || f.status == Status::Incomplete {
         (f.status.as_str().to_owned(), Tone::Warn)
     } else if f.expires_at.is_some() {
         ("ok (until)".to_owned(), Tone::Warn)
@@ -563,7 +565,7 @@ fn permission_cell(f: &crate::domain::evaluate::Finding, permission: &str) -> Ce
 fn status_cell(status: Status) -> Cell {
     let tone = match status {
         Status::Ok => Tone::Good,
-        Status::Missing => Tone::Bad,
+        Status::Missing | Status::Denied => Tone::Bad,
         _ => Tone::Warn,
     };
     (status.as_str().to_owned(), tone)
@@ -961,6 +963,9 @@ mod tests {
                 detail: format!("detail of {principal}"),
                 expires_at: (outcome == Outcome::Expiring)
                     .then(|| "2026-12-10T00:00:00.000Z".to_owned()),
+                denied_permissions: Vec::new(),
+                denied_by: Vec::new(),
+                org_policy: None,
             },
             decision,
             outcome,

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::condition;
+use super::deny::DeniedBy;
 use super::evaluate::{self, Finding, Status};
 use super::iam::{Member, MemberKind, ResourceRef, Role, ServiceAccountEmail};
 use super::plan::Action;
@@ -118,27 +119,18 @@ pub struct GrantTrace {
     pub note: Option<String>,
 }
 
-/// A deny rule that blocks the permission (filled when deny policies are read).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DenyTrace {
-    /// The deny policy's name.
-    pub policy: String,
-    /// What the rule says, for people.
-    pub detail: String,
-}
-
 /// The trace of one required permission.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PermissionTrace {
     /// The permission (`logging.logEntries.create`).
     pub permission: String,
-    /// The verdict, as `scan` reports it for this permission: `ok`, `missing`, `conditional` or
-    /// `unknown` (and `denied` where a deny rule blocks it).
+    /// The verdict, as `scan` reports it for this permission: `ok`, `missing`, `conditional`,
+    /// `unknown`, `denied` (a deny rule blocks it) or `incomplete` (deny policies unreadable).
     pub verdict: Status,
     /// Every binding that could grant it, nearest level first.
     pub grants: Vec<GrantTrace>,
-    /// Deny rules that block it (empty when none, or when deny policies were not read).
-    pub denied_by: Vec<DenyTrace>,
+    /// The deny rules that block it (or may: `uncertain` says why), as `scan` found them.
+    pub denied_by: Vec<DeniedBy>,
     /// The Policy Troubleshooter's answer, when it was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub troubleshooter: Option<&'static str>,
@@ -228,12 +220,16 @@ fn condition_trace(c: &super::iam::Condition, now: SystemTime) -> ConditionTrace
 /// The verdict `scan` gives one permission, read off its finding (which lists what is lacking).
 fn verdict_of(finding: &Finding, permission: &str) -> Status {
     let has = |list: &[String]| list.iter().any(|p| p == permission);
-    if has(&finding.missing_permissions) {
+    if has(&finding.denied_permissions) {
+        Status::Denied
+    } else if has(&finding.missing_permissions) {
         Status::Missing
     } else if has(&finding.conditional_permissions) {
         Status::Conditional
     } else if has(&finding.unknown_permissions) {
         Status::Unknown
+    } else if finding.status == Status::Incomplete {
+        Status::Incomplete
     } else {
         Status::Ok
     }
@@ -318,15 +314,18 @@ fn trace_permission(
                 Some((ConditionNow::Unknown, _)) => Effect::Conditional,
             };
             let readable = note.is_none();
-            let mut push = |matched: &Member, via_group: Option<String>, note: Option<String>| {
-                let effect = if via_group.is_some() || !readable {
-                    if by_condition == Effect::Nothing {
-                        Effect::Nothing
-                    } else {
-                        Effect::Unknown
-                    }
-                } else {
-                    by_condition
+            let mut push = |matched: &Member,
+                            via_group: Option<String>,
+                            member: Option<bool>,
+                            note: Option<String>| {
+                // A group grants what it grants to its members: known members as if direct, known
+                // non-members nothing, and unknown membership (or an unreadable role) is unknown.
+                let effect = match (member, readable) {
+                    (Some(false), _) => Effect::Nothing,
+                    _ if by_condition == Effect::Nothing => Effect::Nothing,
+                    (Some(true), true) => by_condition,
+                    (None, true) if via_group.is_none() => by_condition,
+                    _ => Effect::Unknown,
                 };
                 grants.push(GrantTrace {
                     role: binding.role.to_string(),
@@ -341,15 +340,24 @@ fn trace_permission(
                 });
             };
             if let Some(m) = direct {
-                push(m, None, note.clone());
+                push(m, None, None, note.clone());
             }
             for g in groups {
+                let group = g.as_str().trim_start_matches("group:").to_ascii_lowercase();
+                let known = state
+                    .access
+                    .memberships
+                    .get(&(group, email.as_str().to_ascii_lowercase()));
+                let why = match known {
+                    Some(true) => "a member (Cloud Identity transitive membership)",
+                    Some(false) => "not a member (Cloud Identity transitive membership)",
+                    None => "membership not known (Cloud Identity not readable or not asked)",
+                };
                 push(
                     g,
                     Some(g.to_string()),
-                    note.clone().or_else(|| {
-                        Some("membership of the group is not known to IAM's policy".to_owned())
-                    }),
+                    known.copied(),
+                    note.clone().or_else(|| Some(why.to_owned())),
                 );
             }
         }
@@ -363,23 +371,32 @@ fn trace_permission(
             Troubleshot::NotGranted => "CANNOT_ACCESS",
             Troubleshot::Unknown => "UNKNOWN",
         });
-    let fix = (verdict != Status::Ok)
-        .then(|| RequirementId::NodeSaPermissions.restore_role())
-        .flatten()
-        .map(|role| {
-            gcloud_command(
-                project,
-                &Action::Grant {
-                    role,
-                    member: member.clone(),
-                },
-            )
-        });
+    // A grant fixes what is lacking; never a denied permission (a deny rule overrides every grant).
+    let fix = matches!(
+        verdict,
+        Status::Missing | Status::Conditional | Status::Unknown
+    )
+    .then(|| RequirementId::NodeSaPermissions.restore_role())
+    .flatten()
+    .map(|role| {
+        gcloud_command(
+            project,
+            &Action::Grant {
+                role,
+                member: member.clone(),
+            },
+        )
+    });
     PermissionTrace {
         permission: permission.to_owned(),
         verdict,
         grants,
-        denied_by: Vec::new(),
+        denied_by: finding
+            .denied_by
+            .iter()
+            .filter(|d| d.permission == permission)
+            .cloned()
+            .collect(),
         troubleshooter,
         fix,
     }
@@ -435,6 +452,7 @@ mod tests {
             restorations: BTreeMap::new(),
             unreadable: Vec::new(),
             read_at: at("2026-12-01T00:00:00Z"),
+            access: Default::default(),
         }
     }
 
