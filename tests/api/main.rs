@@ -4,6 +4,7 @@
 mod access;
 mod architecture;
 mod deployment;
+mod explain;
 mod faults;
 mod frontend;
 mod hygiene;
