@@ -15,6 +15,7 @@ use crate::domain::evaluate::Status;
 use crate::domain::iam::ResourceRef;
 use crate::domain::plan::{Action, Decision};
 use crate::domain::report::{self, Outcome, ProjectReport, Summary};
+use crate::engine::snapshot::{self, Discovery, SnapshotSettings};
 use crate::engine::{Options, Remediator};
 use crate::gcp::{CallCounts, Client, ClientConfig, Credentials, Gcp};
 use crate::policy::{ConfigError, PolicyFile};
@@ -140,6 +141,10 @@ pub struct ScanArgs {
     /// Projects checked concurrently.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Check every project of a folder or organization live, without first reading a Cloud Asset
+    /// Inventory snapshot.
+    #[arg(long, env = "REMEDIATOR_NO_ASSET_INVENTORY")]
+    pub no_asset_inventory: bool,
     /// Google connection settings.
     #[command(flatten)]
     pub gcp: GcpArgs,
@@ -153,6 +158,8 @@ pub struct ScanDocument<'a> {
     pub schema: &'static str,
     /// `dry-run` or `enforce` (enforce only with `--apply`).
     pub mode: &'static str,
+    /// How projects were discovered and checked (`cloud-asset-inventory` or `per-project`).
+    pub discovery: &'a Discovery,
     /// Per-project results.
     pub projects: &'a [ProjectReport],
     /// Totals.
@@ -212,8 +219,11 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
             "note: --apply with a dry-run policy writes nothing; set `mode: enforce` in the policy file to restore"
         );
     }
-    let (projects, failures) = remediator.resolve(&args.projects, &roots).await?;
+    let (projects, failures, discovery, from_snapshot) =
+        discover(&remediator, &args.projects, &roots, args.no_asset_inventory).await?;
     let mut reports = run_with_progress(&remediator, &projects).await;
+    reports.extend(from_snapshot);
+    reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
     reports.extend(failures);
     let summary = report::summarize(&reports);
     let counts = gcp.client().counts();
@@ -228,6 +238,7 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
             let doc = ScanDocument {
                 schema: "gke-iam-remediator.scan/v1",
                 mode,
+                discovery: &discovery,
                 projects: &reports,
                 summary: &summary,
                 api_calls: &counts,
@@ -238,6 +249,9 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         }
         Format::Table => {
             let _ = write!(out, "{}", render_table(&reports, mode));
+            if !roots.is_empty() {
+                let _ = writeln!(out, "{}", discovery.describe());
+            }
             let _ = writeln!(
                 out,
                 "{} project(s), {} using GKE, {} API call(s) in {:.2}s",
@@ -249,6 +263,72 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         }
     }
     Ok(exit_code(&reports))
+}
+
+/// The projects to check live, those that cannot be found, how they were discovered, and the
+/// reports of projects a Cloud Asset Inventory snapshot showed healthy. Folders and organizations go
+/// through the snapshot first (unless turned off); without Cloud Asset access every project is read
+/// live, and that is said once.
+async fn discover(
+    remediator: &Remediator,
+    projects: &[String],
+    roots: &[ResourceRef],
+    off: bool,
+) -> Result<
+    (
+        Vec<ProjectInfo>,
+        Vec<ProjectReport>,
+        Discovery,
+        Vec<ProjectReport>,
+    ),
+    SetupError,
+> {
+    if roots.is_empty() || off {
+        let (infos, failures) = remediator.resolve(projects, roots).await?;
+        let reason = (off && !roots.is_empty()).then(|| "turned off".to_owned());
+        return Ok((
+            infos,
+            failures,
+            Discovery::PerProject { reason },
+            Vec::new(),
+        ));
+    }
+    match snapshot::survey(remediator, roots, &SnapshotSettings::default()).await {
+        Ok(survey) => {
+            let known: std::collections::BTreeSet<String> = survey
+                .healthy
+                .iter()
+                .map(|r| r.project_id.clone())
+                .chain(
+                    survey
+                        .suspects
+                        .iter()
+                        .map(|s| s.info.project_id.to_string()),
+                )
+                .collect();
+            let explicit: Vec<String> = projects
+                .iter()
+                .filter(|p| !known.contains(*p))
+                .cloned()
+                .collect();
+            let (mut infos, failures) = remediator.resolve(&explicit, &[]).await?;
+            for s in &survey.suspects {
+                tracing::debug!(project = %s.info.project_id, reason = %s.reason, "re-verifying live");
+            }
+            infos.extend(survey.suspects.iter().map(|s| s.info.clone()));
+            infos.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+            let discovery = Discovery::of(&survey);
+            Ok((infos, failures, discovery, survey.healthy))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project is checked live");
+            let (infos, failures) = remediator.resolve(projects, roots).await?;
+            let discovery = Discovery::PerProject {
+                reason: Some(e.to_string()),
+            };
+            Ok((infos, failures, discovery, Vec::new()))
+        }
+    }
 }
 
 async fn run_with_progress(

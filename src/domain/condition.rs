@@ -422,6 +422,12 @@ impl Parser {
     }
 }
 
+/// An RFC 3339 timestamp (`2026-06-30T00:00:00Z`, fractional seconds and `+hh:mm` offsets allowed)
+/// as a time, if it is one.
+pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    parse_rfc3339(s).map(from_micros)
+}
+
 /// Microseconds since the epoch of an RFC 3339 timestamp (`2026-06-30T00:00:00Z`, fractional seconds
 /// and `+hh:mm` offsets allowed).
 fn parse_rfc3339(s: &str) -> Option<i128> {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod flap;
 pub mod recommendation;
 pub mod remediate;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct EngineConfig {
     pub notify_healthy: bool,
     /// Ask the Policy Troubleshooter for group-granted permissions.
     pub troubleshooter: bool,
+    /// Sweeps of folders and organizations start from a Cloud Asset Inventory snapshot (re-verifying
+    /// live only what it cannot call healthy); off: every project is read live.
+    pub asset_inventory: bool,
 }
 
 impl EngineConfig {
@@ -67,6 +71,7 @@ impl EngineConfig {
             sweep_scope: Vec::new(),
             notify_healthy: false,
             troubleshooter: false,
+            asset_inventory: true,
         }
     }
 }
@@ -543,15 +548,63 @@ impl Engine {
 
     /// Sweeps projects and everything under folders or organizations exactly as a sweep message
     /// would be handled (one write budget for the whole sweep, every outcome logged and published),
-    /// then settles the node-SA recommendations of every swept project (enforce only). Returns each
-    /// project's report and how many recommendations were marked.
+    /// then settles the node-SA recommendations of every project checked live (enforce only).
+    ///
+    /// Folders and organizations are read from a Cloud Asset Inventory snapshot first
+    /// ([`snapshot::survey`]): projects it shows healthy are reported from it, the rest are checked
+    /// live (the only path that writes). Without Cloud Asset access every project is checked live, and
+    /// the returned [`Discovery`](snapshot::Discovery) says so. Returns each project's report, how many
+    /// recommendations were marked, and how projects were discovered.
     pub async fn sweep(
         self: &Arc<Self>,
         projects: &[String],
         roots: &[ResourceRef],
-    ) -> Result<(Vec<RunResult>, usize), ApiError> {
+    ) -> Result<(Vec<RunResult>, usize, snapshot::Discovery), ApiError> {
         let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
-        let (infos, failures) = resolver.resolve(projects, roots).await?;
+        let (infos, failures, discovery, from_snapshot) = if roots.is_empty() {
+            let (infos, failures) = resolver.resolve(projects, roots).await?;
+            let d = snapshot::Discovery::PerProject { reason: None };
+            (infos, failures, d, Vec::new())
+        } else if !self.config.asset_inventory {
+            let (infos, failures) = resolver.resolve(projects, roots).await?;
+            let d = snapshot::Discovery::PerProject {
+                reason: Some("turned off".to_owned()),
+            };
+            (infos, failures, d, Vec::new())
+        } else {
+            match snapshot::survey(&resolver, roots, &snapshot::SnapshotSettings::default()).await {
+                Ok(survey) => {
+                    let known: HashSet<String> = survey
+                        .healthy
+                        .iter()
+                        .map(|r| r.project_id.clone())
+                        .chain(
+                            survey
+                                .suspects
+                                .iter()
+                                .map(|s| s.info.project_id.to_string()),
+                        )
+                        .collect();
+                    let explicit: Vec<String> = projects
+                        .iter()
+                        .filter(|p| !known.contains(*p))
+                        .cloned()
+                        .collect();
+                    let (mut infos, failures) = resolver.resolve(&explicit, &[]).await?;
+                    infos.extend(survey.suspects.iter().map(|s| s.info.clone()));
+                    let d = snapshot::Discovery::of(&survey);
+                    (infos, failures, d, survey.healthy)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project of the sweep is checked live");
+                    let (infos, failures) = resolver.resolve(projects, roots).await?;
+                    let d = snapshot::Discovery::PerProject {
+                        reason: Some(e.to_string()),
+                    };
+                    (infos, failures, d, Vec::new())
+                }
+            }
+        };
         for f in &failures {
             tracing::error!(project = %f.project_id, error = ?f.error, "project cannot be swept");
         }
@@ -589,7 +642,14 @@ impl Engine {
                 marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
             }
         }
-        Ok((reports, marked))
+        // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
+        // but their recommendations are left to a live check.
+        for report in from_snapshot.into_iter().map(Arc::new) {
+            self.conclude(&report, &hint, None).await;
+            reports.push(report);
+        }
+        reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        Ok((reports, marked, discovery))
     }
 
     /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.

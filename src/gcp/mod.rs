@@ -8,6 +8,7 @@
 
 pub mod apis;
 pub mod client;
+mod cloudasset;
 mod ports;
 
 pub use apis::Gcp;

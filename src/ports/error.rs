@@ -19,11 +19,13 @@ pub enum Api {
     PolicyTroubleshooter,
     /// logging.googleapis.com
     Logging,
+    /// cloudasset.googleapis.com
+    CloudAsset,
 }
 
 impl Api {
     /// Every API.
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 8] = [
         Self::ResourceManager,
         Self::Iam,
         Self::Container,
@@ -31,6 +33,7 @@ impl Api {
         Self::ServiceUsage,
         Self::PolicyTroubleshooter,
         Self::Logging,
+        Self::CloudAsset,
     ];
 
     /// The API's short name, as in its host name and in `--rate-limit NAME=N`.
@@ -43,6 +46,7 @@ impl Api {
             Self::ServiceUsage => "serviceusage",
             Self::PolicyTroubleshooter => "policytroubleshooter",
             Self::Logging => "logging",
+            Self::CloudAsset => "cloudasset",
         }
     }
 
