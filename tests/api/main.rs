@@ -2,6 +2,7 @@
 //! gcloud CLI, the official Pub/Sub emulator), in one binary to keep link times down.
 
 mod architecture;
+mod asset_sweep;
 mod deployment;
 mod faults;
 mod frontend;
