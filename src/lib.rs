@@ -29,6 +29,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod gcp;
+pub mod http;
 pub mod intake;
 pub mod job;
 pub mod notify;

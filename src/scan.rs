@@ -376,11 +376,12 @@ async fn run_with_progress(
 pub fn exit_code(reports: &[ProjectReport]) -> i32 {
     if reports.iter().any(|r| r.error.is_some()) {
         2
-    } else if reports
-        .iter()
-        .flat_map(|r| &r.findings)
-        .any(|f| !matches!(f.outcome, Outcome::Healthy | Outcome::Restored))
-    {
+    } else if reports.iter().flat_map(|r| &r.findings).any(|f| {
+        !matches!(
+            f.outcome,
+            Outcome::Healthy | Outcome::Restored | Outcome::Expiring
+        )
+    }) {
         1
     } else {
         0

@@ -3,6 +3,7 @@
 //! data read through the ports.
 
 pub mod condition;
+pub mod deny;
 pub mod evaluate;
 pub mod iam;
 pub mod plan;

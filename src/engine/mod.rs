@@ -59,6 +59,8 @@ pub struct EngineConfig {
     /// Sweeps of folders and organizations start from a Cloud Asset Inventory snapshot (re-verifying
     /// live only what it cannot call healthy); off: every project is read live.
     pub asset_inventory: bool,
+    /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
+    pub clock: crate::clock::Clock,
 }
 
 impl EngineConfig {
@@ -72,6 +74,7 @@ impl EngineConfig {
             notify_healthy: false,
             troubleshooter: false,
             asset_inventory: true,
+            clock: crate::clock::Clock::default(),
         }
     }
 }
@@ -530,6 +533,7 @@ impl Engine {
             options.troubleshooter = self.config.troubleshooter;
             options.self_email = self.config.self_email.clone();
             options.flap = self.flap.clone();
+            options.clock = self.config.clock.clone();
             options.budget = batch
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

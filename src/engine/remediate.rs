@@ -14,10 +14,12 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::flap::{FlapLedger, FlapSource};
+
+mod access;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
-use crate::domain::report::{ActionReport, Failure, FindingReport, Outcome, ProjectReport};
+use crate::domain::report::{self, ActionReport, Failure, FindingReport, Outcome, ProjectReport};
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
@@ -63,6 +65,8 @@ pub struct Options {
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
+    /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
+    pub clock: crate::clock::Clock,
 }
 
 impl Options {
@@ -88,6 +92,7 @@ impl Options {
             self_email: None,
             flap: Arc::default(),
             budget: None,
+            clock: crate::clock::Clock::default(),
         }
     }
 
@@ -125,6 +130,7 @@ pub struct RunCaches {
     roles: Cache<Role, RoleLookup>,
     policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
     parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
+    access: access::AccessCaches,
 }
 
 /// The remediator: caches and budget for one run.
@@ -337,6 +343,7 @@ impl Remediator {
                 _ => None,
             })
             .collect();
+        let access = self.read_access(info, &chain).await?;
         let mut state = ProjectState {
             project_id: info.project_id.clone(),
             project_number: info.project_number.clone(),
@@ -350,7 +357,8 @@ impl Remediator {
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
             unreadable,
-            read_at: std::time::SystemTime::now(),
+            read_at: self.options.clock.now(),
+            access,
         };
         state.accounts = self.read_accounts(&state).await?;
         Ok(state)
@@ -426,6 +434,12 @@ impl Remediator {
             catalog.insert(role, lookup);
         }
         let mut findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        if self.resolve_groups(state, &catalog, &findings).await {
+            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        }
+        if self.read_default_account_cause(state, &findings).await {
+            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        }
         if self.options.troubleshooter {
             let mut asked = false;
             for f in findings
@@ -619,7 +633,11 @@ impl Remediator {
                 finding: finding.clone(),
                 decision: decision.clone(),
                 outcome: match decision {
-                    Decision::Healthy => Outcome::Healthy,
+                    Decision::Healthy => report::healthy_outcome(
+                        finding,
+                        state.read_at,
+                        self.options.policy.limits.expiry_warning_days,
+                    ),
                     Decision::Restore { action } => {
                         outcomes.get(action).copied().unwrap_or(Outcome::Failed)
                     }
@@ -906,6 +924,17 @@ impl Remediator {
     /// A role definition through the run's cache.
     pub(crate) async fn cached_role(&self, role: &Role) -> RoleLookup {
         self.role(role).await
+    }
+
+    /// The deny policies attached to a folder or organization (`folders/N`, `organizations/N`)
+    /// through the run's cache, or why they cannot be read.
+    pub(crate) async fn cached_ancestor_deny_policies(
+        &self,
+        point: &str,
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
+        self.cached_deny_policies(point)
+            .await
+            .map_err(|e| e.message)
     }
 
     /// An ancestor's policy through the run's cache, or why it cannot be read.

@@ -14,8 +14,13 @@
 //!
 //! What the snapshot does not hold is read live through the run's caches (predefined role
 //! definitions, the policies of ancestors above a folder root) or makes the project a suspect (custom
-//! roles not in the snapshot, node service accounts of projects outside it, undecodable assets). IAM
-//! deny policies are not read from the snapshot (the per-project path does not read them yet either).
+//! roles not in the snapshot, node service accounts of projects outside it, undecodable assets).
+//!
+//! IAM deny policies are not Cloud Asset assets: those attached to folders and the organization are
+//! read live once per sweep (cached) and applied exactly as the per-project path applies them; those
+//! attached to a project itself are not read for projects the snapshot shows healthy (that would be
+//! one call per project again). A project-level deny policy that denies a node permission is
+//! therefore seen only when the project is checked live (an event, a suspect, a per-project scan).
 //! When Cloud Asset Inventory cannot be read at all (403 without `cloudasset.assets.list*`, the API
 //! disabled, or any other failure), [`survey`] fails and the caller falls back to the per-project path.
 
@@ -484,7 +489,22 @@ async fn judge(
         restorations: BTreeMap::new(),
         unreadable: Vec::new(),
         read_at: now,
+        access: Default::default(),
     };
+    // Deny policies are not assets: those of the folders and the organization are read live through
+    // the run's cache (a few calls per sweep); those attached to the project itself are not read here
+    // (one call per project would undo the snapshot), see the module notes.
+    // As there, an unreadable one makes verdicts that would be `ok` incomplete (so: a suspect).
+    for (resource, _) in &state.ancestors {
+        let point = resource.to_string();
+        match remediator.cached_ancestor_deny_policies(&point).await {
+            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
+            Err(e) => state
+                .access
+                .deny_unreadable
+                .push(format!("the deny policies of {point} ({e})")),
+        }
+    }
     let options = remediator.options();
     state.accounts = accounts(snapshot, &state, &options.checks)?;
     let mut catalog = RoleCatalog::default();

@@ -19,13 +19,17 @@ pub enum Api {
     PolicyTroubleshooter,
     /// logging.googleapis.com
     Logging,
+    /// orgpolicy.googleapis.com
+    OrgPolicy,
+    /// cloudidentity.googleapis.com
+    CloudIdentity,
     /// cloudasset.googleapis.com
     CloudAsset,
 }
 
 impl Api {
     /// Every API.
-    pub const ALL: [Api; 8] = [
+    pub const ALL: [Api; 10] = [
         Self::ResourceManager,
         Self::Iam,
         Self::Container,
@@ -33,6 +37,8 @@ impl Api {
         Self::ServiceUsage,
         Self::PolicyTroubleshooter,
         Self::Logging,
+        Self::OrgPolicy,
+        Self::CloudIdentity,
         Self::CloudAsset,
     ];
 
@@ -46,6 +52,8 @@ impl Api {
             Self::ServiceUsage => "serviceusage",
             Self::PolicyTroubleshooter => "policytroubleshooter",
             Self::Logging => "logging",
+            Self::OrgPolicy => "orgpolicy",
+            Self::CloudIdentity => "cloudidentity",
             Self::CloudAsset => "cloudasset",
         }
     }

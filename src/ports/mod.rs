@@ -5,6 +5,7 @@
 //! future so the traits stay object-safe (`Arc<dyn Cloud>`), and every failure is an [`ApiError`]
 //! the engine classifies (transient, conflict, not found, denied) without knowing the transport.
 
+pub mod access;
 pub mod assets;
 pub mod error;
 pub mod model;
@@ -16,6 +17,7 @@ use crate::domain::iam::{Policy, ProjectId, ResourceRef, Role};
 use crate::domain::state::{Restorations, RoleLookup, Troubleshot};
 use crate::notify::Notification;
 
+pub use access::{DenyPolicies, GroupMembership, OrgPolicies};
 pub use assets::{Asset, AssetBody, AssetContent, AssetInventory, AssetPage};
 pub use error::{Api, ApiError};
 pub use model::{
@@ -184,6 +186,9 @@ pub trait Cloud:
     + Recommendations
     + AuditLog
     + Troubleshooter
+    + DenyPolicies
+    + OrgPolicies
+    + GroupMembership
     + AssetInventory
 {
 }
@@ -198,6 +203,9 @@ impl<T> Cloud for T where
         + Recommendations
         + AuditLog
         + Troubleshooter
+        + DenyPolicies
+        + OrgPolicies
+        + GroupMembership
         + AssetInventory
 {
 }

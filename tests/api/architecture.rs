@@ -10,11 +10,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["clock"]),
     ("clock", &[]),
     ("telemetry", &[]),
+    ("http", &[]),
     ("intake", &["domain"]),
-    ("notify", &["domain", "intake", "clock"]),
+    ("notify", &["domain", "intake", "clock", "http"]),
     ("policy", &["domain", "notify"]),
     ("ports", &["domain", "notify"]),
-    ("gcp", &["domain", "ports", "clock"]),
+    ("gcp", &["domain", "ports", "clock", "http"]),
     ("pubsub", &["ports", "notify"]),
     (
         "engine",
@@ -45,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "server",
             "telemetry",
             "gcp",
+            "http",
         ],
     ),
 ];

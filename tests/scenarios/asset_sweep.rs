@@ -2,6 +2,7 @@
 //! everything else is re-verified live, only the live path writes, and without Cloud Asset access the
 //! sweep falls back to reading every project live.
 
+use gke_iam_remediator::domain::deny::{DenyPolicy, DenyRule};
 use gke_iam_remediator::domain::iam::ResourceRef;
 use gke_iam_remediator::engine::snapshot::Discovery;
 use serde_json::Value;
@@ -67,6 +68,25 @@ async fn the_snapshot_path_gives_the_same_verdicts_as_the_per_project_path() {
             .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
         s.cloud
             .delete_account("team-3", "nodes@team-3.iam.gserviceaccount.com");
+        // A deny policy on the organization takes a node permission from team-2's nodes.
+        s.cloud.with(|w| {
+            w.deny_policies.insert(
+                "organizations/777".to_owned(),
+                vec![DenyPolicy {
+                    name: "policies/cloudresourcemanager.googleapis.com%2Forganizations%2F777/denypolicies/no-logs".to_owned(),
+                    attached_to: "organizations/777".to_owned(),
+                    display_name: String::new(),
+                    rules: vec![DenyRule {
+                        denied_principals: vec![
+                            "principal://iam.googleapis.com/projects/-/serviceAccounts/nodes@team-2.iam.gserviceaccount.com"
+                                .to_owned(),
+                        ],
+                        denied_permissions: vec!["logging.googleapis.com/logEntries.create".to_owned()],
+                        ..DenyRule::default()
+                    }],
+                }],
+            )
+        });
     }
     let (a, _, da) = live.engine.sweep(&[], &[org()]).await.unwrap();
     let (b, _, db) = snap.engine.sweep(&[], &[org()]).await.unwrap();
@@ -76,7 +96,11 @@ async fn the_snapshot_path_gives_the_same_verdicts_as_the_per_project_path() {
             reason: Some("turned off".to_owned())
         }
     );
-    assert_eq!(counts(&db), (3, 2));
+    assert_eq!(
+        counts(&db),
+        (2, 3),
+        "team-1, team-2 (denied) and team-3 re-verified"
+    );
     let json = |r: &[std::sync::Arc<gke_iam_remediator::domain::report::ProjectReport>]| {
         r.iter()
             .map(|p| serde_json::to_value(&**p).unwrap())
