@@ -193,7 +193,8 @@ pub fn roles_needed(state: &ProjectState) -> BTreeSet<Role> {
         .collect()
 }
 
-fn all_policies(state: &ProjectState) -> impl Iterator<Item = (String, &Policy)> {
+/// The project's policy and its ancestors', nearest first, with the resource name of each.
+pub fn all_policies(state: &ProjectState) -> impl Iterator<Item = (String, &Policy)> {
     std::iter::once((format!("projects/{}", state.project_id), &state.policy))
         .chain(state.ancestors.iter().map(|(r, p)| (r.to_string(), p)))
 }
@@ -374,6 +375,16 @@ fn grant_of(binding: &super::iam::Binding, now: SystemTime) -> Grant {
 
 fn stamp(t: SystemTime) -> String {
     crate::clock::rfc3339(t, crate::clock::Precision::Millis)
+}
+
+/// The `node-sa-permissions` verdict for one service account of the project (node account or not):
+/// what `scan` reports for a node account, without its clusters.
+pub fn node_permissions(
+    state: &ProjectState,
+    roles: &RoleCatalog,
+    email: &ServiceAccountEmail,
+) -> Finding {
+    evaluate_permissions(state, roles, email, state.accounts.get(email))
 }
 
 fn evaluate_permissions(

@@ -5,6 +5,7 @@
 pub mod condition;
 pub mod deny;
 pub mod evaluate;
+pub mod explain;
 pub mod iam;
 pub mod plan;
 pub mod report;

@@ -238,32 +238,40 @@ pub struct Summary {
     pub missing_node_service_accounts: Vec<String>,
 }
 
-/// Summarises reports.
-pub fn summarize(reports: &[ProjectReport]) -> Summary {
-    let mut s = Summary {
-        projects: reports.len(),
-        ..Default::default()
-    };
-    for r in reports {
-        s.gke_projects += usize::from(r.gke);
-        s.errors += usize::from(r.error.is_some());
+impl Summary {
+    /// Counts one more project (reports can be summarised as they complete, without keeping them).
+    pub fn add(&mut self, r: &ProjectReport) {
+        self.projects += 1;
+        self.gke_projects += usize::from(r.gke);
+        self.errors += usize::from(r.error.is_some());
         for f in &r.findings {
-            *s.by_status
+            *self
+                .by_status
                 .entry(f.finding.status.as_str().to_owned())
                 .or_default() += 1;
-            *s.by_outcome
+            *self
+                .by_outcome
                 .entry(f.outcome.as_str().to_owned())
                 .or_default() += 1;
             if f.finding.requirement == RequirementId::NodeSaPermissions
                 && f.finding.status == Status::Missing
                 && let Some(p) = &f.finding.principal
             {
-                s.missing_node_service_accounts.push(p.to_string());
+                let p = p.to_string();
+                if let Err(at) = self.missing_node_service_accounts.binary_search(&p) {
+                    self.missing_node_service_accounts.insert(at, p);
+                }
             }
         }
     }
-    s.missing_node_service_accounts.sort();
-    s.missing_node_service_accounts.dedup();
+}
+
+/// Summarises reports.
+pub fn summarize(reports: &[ProjectReport]) -> Summary {
+    let mut s = Summary::default();
+    for r in reports {
+        s.add(r);
+    }
     s
 }
 

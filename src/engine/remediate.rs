@@ -424,6 +424,17 @@ impl Remediator {
         Ok(out)
     }
 
+    /// The definitions of `roles`, through this run's cache (`explain` reads the roles bound to the
+    /// account it explains besides those evaluation needs).
+    pub async fn role_catalog(&self, roles: BTreeSet<Role>) -> RoleCatalog {
+        let lookups = futures::future::join_all(roles.iter().map(|r| self.role(r))).await;
+        let mut catalog = RoleCatalog::default();
+        for (role, lookup) in roles.into_iter().zip(lookups) {
+            catalog.insert(role, lookup);
+        }
+        catalog
+    }
+
     /// Evaluates state, fetching any role definitions it needs (cached per run) and asking the
     /// troubleshooter when enabled.
     pub async fn evaluate(&self, state: &mut ProjectState) -> Vec<Finding> {

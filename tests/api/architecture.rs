@@ -24,6 +24,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("server", &["engine", "intake", "notify", "ports", "domain"]),
     ("scan", &["domain", "engine", "gcp", "policy", "ports"]),
     (
+        "explain",
+        &["domain", "engine", "gcp", "policy", "ports", "scan"],
+    ),
+    (
         "job",
         &["domain", "engine", "intake", "ports", "pubsub", "notify"],
     ),

@@ -3,6 +3,7 @@
 //! sentences. Each drives the real `Engine` (or `Remediator`) exactly as `serve` and `job` do, with
 //! Pub/Sub messages shaped as the log sink, the Recommender and Cloud Scheduler send them.
 
+mod access;
 mod asset_sweep;
 mod fake;
 

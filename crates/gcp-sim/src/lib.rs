@@ -15,19 +15,24 @@
 //! in `gserviceaccount.com`, else `user:EMAIL`); no token or any other token means
 //! [`SimOptions::default_principal`].
 
+mod access;
 mod audit;
+mod cel;
 mod clock;
 mod cloudasset;
+mod cloudidentity;
 mod container;
 mod control;
 mod crm;
 mod error;
 mod faults;
 mod iam;
+mod iam_v2;
 mod journal;
 mod logfilter;
 mod logging;
 pub mod model;
+mod orgpolicy;
 mod paging;
 mod policy;
 mod recommender;
