@@ -39,7 +39,7 @@ locals {
       "container.googleapis.com",
       "recommender.googleapis.com",
     ],
-    var.enable_asset_feed ? ["cloudasset.googleapis.com"] : [],
+    var.enable_asset_feed || var.sink_level != "project" ? ["cloudasset.googleapis.com"] : [],
     var.policy_troubleshooter ? ["policytroubleshooter.googleapis.com"] : [],
   ))
 }
