@@ -251,3 +251,63 @@ async fn a_custom_role_the_snapshot_does_not_hold_makes_the_project_a_suspect() 
         "healthy once read live"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_request_for_a_folder_starts_from_the_snapshot() {
+    let s = Scenario::new(DRY_RUN);
+    let teams = super::three_broken_projects(&s.cloud);
+    // team-1 and team-3 get their node role back: only team-2 stays broken.
+    for id in [&teams[0], &teams[2]] {
+        s.cloud.add_binding(id, NODE_ROLE, &node_sa(id));
+    }
+    assert_eq!(
+        s.deliver(s.sweep_folder("42")).await,
+        gke_iam_remediator::intake::Verdict::Ack
+    );
+    assert_eq!(
+        s.cloud.calls("assets.list"),
+        2,
+        "one policy and one resource listing"
+    );
+    assert_eq!(s.reads("team-1"), 0);
+    assert_eq!(s.reads("team-3"), 0);
+    assert_eq!(s.reads("team-2"), 1);
+    assert_eq!(s.reads(P), 0, "shop-prod is not under folder 42");
+    assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_about_a_folder_policy_is_never_answered_from_the_snapshot() {
+    let s = Scenario::new(DRY_RUN);
+    super::three_broken_projects(&s.cloud);
+    let entry = serde_json::json!({
+        "insertId": "folder-change-1",
+        "logName": "folders/42/logs/cloudaudit.googleapis.com%2Factivity",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": "alice@example.com"},
+            "methodName": "SetIamPolicy",
+            "resourceName": "folders/42",
+            "serviceName": "cloudresourcemanager.googleapis.com",
+            "serviceData": {
+                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+                "policyDelta": {"bindingDeltas": [
+                    {"action": "REMOVE", "member": node_sa("team-1"), "role": NODE_ROLE}
+                ]}
+            },
+            "status": {}
+        },
+        "resource": {"labels": {"folder_id": "42"}, "type": "folder"},
+        "severity": "NOTICE",
+        "timestamp": "2026-12-01T10:00:00Z"
+    });
+    s.deliver(s.message(entry)).await;
+    assert_eq!(
+        s.cloud.calls("assets.list"),
+        0,
+        "events read live state only"
+    );
+    for id in ["team-1", "team-2", "team-3"] {
+        assert_eq!(s.reads(id), 1, "{id}");
+    }
+}
