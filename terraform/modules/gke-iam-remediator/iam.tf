@@ -67,7 +67,13 @@ locals {
     "resourcemanager.folders.getIamPolicy",       # inherited grants
     "resourcemanager.organizations.getIamPolicy", # inherited grants
   ]
-  reader_permissions = var.sink_level == "project" ? local.reader_permissions_project : concat(local.reader_permissions_project, local.reader_permissions_hierarchy)
+  # Sweeps of a folder or organization start from a Cloud Asset Inventory snapshot (src/gcp/cloudasset.rs);
+  # without these permissions they fall back to reading every project.
+  reader_permissions_sweep = [
+    "cloudasset.assets.listResource",  # assets.list contentType=RESOURCE
+    "cloudasset.assets.listIamPolicy", # assets.list contentType=IAM_POLICY
+  ]
+  reader_permissions = var.sink_level == "project" ? local.reader_permissions_project : concat(local.reader_permissions_project, local.reader_permissions_hierarchy, local.reader_permissions_sweep)
 
   optin_permissions = concat(
     var.restore_container_api_enabled ? ["serviceusage.services.enable"] : [],
