@@ -3,6 +3,7 @@
 
 mod access;
 mod architecture;
+mod asset_sweep;
 mod deployment;
 mod explain;
 mod faults;
