@@ -233,3 +233,47 @@ fn every_qa_world_has_a_test() {
     names.sort();
     assert_eq!(names, ["deny-rules.yaml", "time-org-groups.yaml"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_cloud_identity_the_troubleshooter_settles_deny_rules_that_name_groups() {
+    let text = crate::support::world_file("qa/deny-rules.yaml");
+    let truth = truth_of(&text);
+    let sim = start_sim(&text).await;
+    sim.set_faults(gcp_sim::Faults {
+        deny: ["cloudidentity.memberships.checkTransitiveMembership".to_owned()].into(),
+        ..Default::default()
+    });
+    let scan = |extra: &'static [&'static str]| {
+        let sim = &sim;
+        async move {
+            let mut args = vec![
+                "scan",
+                "--organization",
+                "535353535353",
+                "--format",
+                "json",
+                "--rate-limit",
+                "policytroubleshooter=100",
+            ];
+            args.extend(extra);
+            node_verdicts(&remediator(&args, sim).await)
+        }
+    };
+    let without = scan(&[]).await;
+    let with = scan(&["--troubleshooter"]).await;
+
+    // Each names a group in a deny rule: as denied principals (grouped@), or as the exception of
+    // public:all (nodes-b@ outside it, vip@ inside).
+    for account in ["grouped@qa-deny-a", "nodes-b@qa-deny-b", "vip@qa-deny-b"] {
+        let key = format!("serviceAccount:{account}.iam.gserviceaccount.com");
+        assert_eq!(
+            without[&key].status, "unknown",
+            "{account} without Cloud Identity"
+        );
+        assert_eq!(
+            with[&key], truth.verdicts[&key],
+            "{account} through the troubleshooter"
+        );
+    }
+    sim.shutdown().await;
+}
