@@ -953,6 +953,18 @@ impl Remediator {
             .map_err(|e| e.message)
     }
 
+    /// The deny policies attached to the project itself, read live (never cached), or why they
+    /// cannot be read.
+    pub(crate) async fn project_deny_policies(
+        &self,
+        info: &ProjectInfo,
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
+        self.gcp
+            .list_deny_policies(&format!("projects/{}", info.project_number))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// An ancestor's policy through the run's cache, or why it cannot be read.
     pub(crate) async fn cached_ancestor_policy(
         &self,

@@ -18,9 +18,10 @@
 //!
 //! IAM deny policies are not Cloud Asset assets: those attached to folders and the organization are
 //! read live once per sweep (cached) and applied exactly as the per-project path applies them; those
-//! attached to a project itself are not read for projects the snapshot shows healthy (that would be
-//! one call per project again). A project-level deny policy that denies a node permission is
-//! therefore seen only when the project is checked live (an event, a suspect, a per-project scan).
+//! attached to a project with clusters are read live for that project (one IAM call each; a project
+//! without clusters has no node account a deny rule could block, and the per-project path reads none
+//! for it either). A project is never called healthy from the snapshot on a guess about its deny
+//! policies.
 //! When Cloud Asset Inventory cannot be read at all (403 without `cloudasset.assets.list*`, the API
 //! disabled, or any other failure), [`survey`] fails and the caller falls back to the per-project path.
 
@@ -381,17 +382,31 @@ pub async fn survey(
         ..Survey::default()
     };
     let projects = std::mem::take(&mut snapshot.projects);
-    for (_, (info, ancestors, root)) in projects {
-        if let Some(reason) = &stale {
-            survey.suspects.push(Suspect {
+    if let Some(reason) = &stale {
+        survey.suspects = projects
+            .into_values()
+            .map(|(info, _, _)| Suspect {
                 info,
                 reason: reason.clone(),
-            });
-            continue;
-        }
-        match judge(remediator, &snapshot, &roots[root], &info, &ancestors, now).await {
-            Ok(report) => survey.healthy.push(report),
-            Err(reason) => survey.suspects.push(Suspect { info, reason }),
+            })
+            .collect();
+    } else {
+        // Projects are judged concurrently (the live reads they need, such as a project's deny
+        // policies, go through the client's rate limits), in the snapshot's order.
+        use futures::StreamExt;
+        let snapshot = &snapshot;
+        let mut judged = futures::stream::iter(projects.into_values())
+            .map(|(info, ancestors, root)| async move {
+                let verdict =
+                    judge(remediator, snapshot, &roots[root], &info, &ancestors, now).await;
+                (info, verdict)
+            })
+            .buffered(remediator.options().concurrency.max(1));
+        while let Some((info, verdict)) = judged.next().await {
+            match verdict {
+                Ok(report) => survey.healthy.push(report),
+                Err(reason) => survey.suspects.push(Suspect { info, reason }),
+            }
         }
     }
     tracing::info!(
@@ -492,9 +507,10 @@ async fn judge(
         access: Default::default(),
     };
     // Deny policies are not assets: those of the folders and the organization are read live through
-    // the run's cache (a few calls per sweep); those attached to the project itself are not read here
-    // (one call per project would undo the snapshot), see the module notes.
-    // As there, an unreadable one makes verdicts that would be `ok` incomplete (so: a suspect).
+    // the run's cache (a few calls per sweep); those attached to a project with clusters are read live
+    // for that project (one IAM call; deny rules bear only on node accounts, so a project without
+    // clusters needs none, as on the per-project path). As there, an unreadable one makes verdicts
+    // that would be `ok` incomplete (so: a suspect).
     for (resource, _) in &state.ancestors {
         let point = resource.to_string();
         match remediator.cached_ancestor_deny_policies(&point).await {
@@ -503,6 +519,15 @@ async fn judge(
                 .access
                 .deny_unreadable
                 .push(format!("the deny policies of {point} ({e})")),
+        }
+    }
+    if !state.clusters.is_empty() {
+        match remediator.project_deny_policies(info).await {
+            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
+            Err(e) => state.access.deny_unreadable.push(format!(
+                "the deny policies of projects/{} ({e})",
+                info.project_number
+            )),
         }
     }
     let options = remediator.options();

@@ -110,6 +110,53 @@ async fn the_snapshot_path_gives_the_same_verdicts_as_the_per_project_path() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_deny_rule_attached_to_a_project_the_snapshot_shows_healthy_is_read_and_makes_it_denied()
+{
+    let live = Scenario::with(DRY_RUN, |c| c.asset_inventory = false);
+    let snap = Scenario::new(DRY_RUN);
+    for s in [&live, &snap] {
+        teams(&s.cloud, 2);
+        s.cloud.with(|w| {
+            w.deny_policies.insert(
+                "projects/900000000002".to_owned(),
+                vec![DenyPolicy {
+                    name: "policies/cloudresourcemanager.googleapis.com%2Fprojects%2F900000000002/denypolicies/no-metrics".to_owned(),
+                    attached_to: "projects/900000000002".to_owned(),
+                    display_name: String::new(),
+                    rules: vec![DenyRule {
+                        denied_principals: vec![
+                            "principal://iam.googleapis.com/projects/-/serviceAccounts/nodes@team-2.iam.gserviceaccount.com"
+                                .to_owned(),
+                        ],
+                        denied_permissions: vec!["monitoring.googleapis.com/timeSeries.create".to_owned()],
+                        ..DenyRule::default()
+                    }],
+                }],
+            )
+        });
+    }
+    let (a, _, _) = live.engine.sweep(&[], &[org()]).await.unwrap();
+    let (b, _, db) = snap.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(counts(&db), (2, 1), "team-2 is a suspect, re-verified live");
+    assert_eq!(snap.reads("team-2"), 1);
+    let status = |r: &[std::sync::Arc<gke_iam_remediator::domain::report::ProjectReport>]| {
+        r.iter()
+            .find(|p| p.project_id == "team-2")
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| f.finding.status.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert!(status(&b).contains(&"denied"), "{:?}", status(&b));
+    assert_eq!(status(&a), status(&b), "both paths agree");
+    assert!(
+        snap.sink.outcomes().iter().all(|o| o != "would-restore"),
+        "a denied permission is never restored by a grant"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_cloud_asset_access_the_sweep_reads_every_project_live_and_says_so() {
     let s = Scenario::new(DRY_RUN);
     teams(&s.cloud, 2);
