@@ -671,14 +671,29 @@ fn deny_pass(
                 denied.push(perm.to_owned());
                 by.push(rule);
             }
-            DenyVerdict::Unknown(rule) => {
+            DenyVerdict::Unknown(mut rule) => {
                 let held = ![&*missing, &*conditional, &*unknown]
                     .iter()
                     .any(|l| l.iter().any(|p| p == perm));
-                if held {
-                    unknown.push(perm.to_owned());
+                // The Policy Troubleshooter (v3) answers with allow and deny policies applied: for a
+                // permission the allow policies grant, CAN_ACCESS means no deny rule applies and
+                // CANNOT_ACCESS that one does.
+                match (
+                    held,
+                    state.troubleshooter.get(&(email.clone(), perm.to_owned())),
+                ) {
+                    (true, Some(Troubleshot::Granted)) => {}
+                    (true, Some(Troubleshot::NotGranted)) => {
+                        rule.uncertain = None;
+                        denied.push(perm.to_owned());
+                        by.push(rule);
+                    }
+                    (true, _) => {
+                        unknown.push(perm.to_owned());
+                        by.push(rule);
+                    }
+                    (false, _) => by.push(rule),
                 }
-                by.push(rule);
             }
         }
     }

@@ -11,6 +11,7 @@ mod frontend;
 mod hygiene;
 mod job;
 mod notify;
+mod qa_worlds;
 mod scan;
 mod serve;
 mod sim_gcloud;
