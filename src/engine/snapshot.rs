@@ -508,9 +508,9 @@ async fn judge(
     };
     // Deny policies are not assets: those of the folders and the organization are read live through
     // the run's cache (a few calls per sweep); those attached to a project with clusters are read live
-    // for that project (one IAM call; deny rules bear only on node accounts, so a project without
-    // clusters needs none, as on the per-project path). As there, an unreadable one makes verdicts
-    // that would be `ok` incomplete (so: a suspect).
+    // for that project below, once it looks healthy (deny rules bear only on node accounts, so a
+    // project without clusters needs none, as on the per-project path). As there, an unreadable one
+    // makes verdicts that would be `ok` incomplete (so: a suspect).
     for (resource, _) in &state.ancestors {
         let point = resource.to_string();
         match remediator.cached_ancestor_deny_policies(&point).await {
@@ -519,15 +519,6 @@ async fn judge(
                 .access
                 .deny_unreadable
                 .push(format!("the deny policies of {point} ({e})")),
-        }
-    }
-    if !state.clusters.is_empty() {
-        match remediator.project_deny_policies(info).await {
-            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
-            Err(e) => state.access.deny_unreadable.push(format!(
-                "the deny policies of projects/{} ({e})",
-                info.project_number
-            )),
         }
     }
     let options = remediator.options();
@@ -548,7 +539,21 @@ async fn judge(
         }
         catalog.insert(role, lookup);
     }
-    let findings = evaluate::evaluate(&state, &catalog, &options.checks);
+    let mut findings = evaluate::evaluate(&state, &catalog, &options.checks);
+    // A deny rule can only take access away, so a project that is not healthy without its own deny
+    // policies is a suspect without reading them (the live path reads them once); a healthy-looking
+    // one with clusters has them read before it may be called healthy.
+    let healthy_so_far = findings.iter().all(|f| f.status == evaluate::Status::Ok);
+    if healthy_so_far && !state.clusters.is_empty() {
+        match remediator.project_deny_policies(info).await {
+            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
+            Err(e) => state.access.deny_unreadable.push(format!(
+                "the deny policies of projects/{} ({e})",
+                info.project_number
+            )),
+        }
+        findings = evaluate::evaluate(&state, &catalog, &options.checks);
+    }
     if let Some(f) = findings.iter().find(|f| f.status != evaluate::Status::Ok) {
         return Err(format!(
             "the snapshot shows {} {} for {}",
