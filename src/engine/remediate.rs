@@ -343,7 +343,12 @@ impl Remediator {
                 _ => None,
             })
             .collect();
-        let access = self.read_access(info, &chain).await?;
+        // Deny rules bear only on node accounts' permissions: a project without clusters needs none.
+        let access = if clusters.clusters.is_empty() {
+            Default::default()
+        } else {
+            self.read_access(info, &chain).await?
+        };
         let mut state = ProjectState {
             project_id: info.project_id.clone(),
             project_number: info.project_number.clone(),
@@ -920,5 +925,39 @@ impl Drop for Reservation {
         if !self.kept {
             self.budget.used.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// What a Cloud Asset Inventory sweep ([`super::snapshot`]) shares with the per-project path of the
+/// same run: the Google ports, role definitions and the policies of ancestors above the snapshot's
+/// scope, each read at most once per run whichever path asks first.
+impl Remediator {
+    /// The Google ports.
+    pub(crate) fn cloud(&self) -> &Arc<dyn Cloud> {
+        &self.gcp
+    }
+
+    /// A role definition through the run's cache.
+    pub(crate) async fn cached_role(&self, role: &Role) -> RoleLookup {
+        self.role(role).await
+    }
+
+    /// The deny policies attached to a folder or organization (`folders/N`, `organizations/N`)
+    /// through the run's cache, or why they cannot be read.
+    pub(crate) async fn cached_ancestor_deny_policies(
+        &self,
+        point: &str,
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
+        self.cached_deny_policies(point)
+            .await
+            .map_err(|e| e.message)
+    }
+
+    /// An ancestor's policy through the run's cache, or why it cannot be read.
+    pub(crate) async fn cached_ancestor_policy(
+        &self,
+        resource: &ResourceRef,
+    ) -> Result<Policy, String> {
+        self.ancestor_policy(resource).await.map_err(|e| e.message)
     }
 }

@@ -24,22 +24,22 @@ const RESOURCE_MANAGER_TYPES: [&str; 3] = [
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TemporalAsset {
+pub(super) struct TemporalAsset {
     #[serde(default)]
-    asset: Option<Asset>,
+    pub(super) asset: Option<Asset>,
     #[serde(default)]
-    prior_asset: Option<Asset>,
+    pub(super) prior_asset: Option<Asset>,
     #[serde(default)]
-    prior_asset_state: Option<String>,
+    pub(super) prior_asset_state: Option<String>,
     #[serde(default)]
-    deleted: Option<bool>,
+    pub(super) deleted: Option<bool>,
     #[serde(default)]
-    window: Option<Window>,
+    pub(super) window: Option<Window>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Asset {
+pub(super) struct Asset {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -50,20 +50,20 @@ struct Asset {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Window {
+pub(super) struct Window {
     #[serde(default)]
     start_time: Option<String>,
 }
 
 /// Only bindings matter here; roles and members are kept as strings until a removal is found.
 #[derive(Deserialize, Default)]
-struct FeedPolicy {
+pub(super) struct FeedPolicy {
     #[serde(default)]
     bindings: Vec<FeedBinding>,
 }
 
 #[derive(Deserialize)]
-struct FeedBinding {
+pub(super) struct FeedBinding {
     #[serde(default)]
     role: String,
     #[serde(default)]
@@ -86,41 +86,41 @@ fn grants(policy: &FeedPolicy) -> BTreeSet<(&str, &str, Option<String>)> {
         .collect()
 }
 
-/// Classifies a TemporalAsset (a JSON object with `asset` or `priorAsset`).
+/// Classifies a TemporalAsset (a JSON object with `asset` or `priorAsset`) from a parsed JSON value.
 pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
     let temporal: TemporalAsset = decode(value, "asset feed message")?;
+    Ok(classify_temporal(message, temporal))
+}
+
+/// Classifies a decoded TemporalAsset.
+pub(super) fn classify_temporal(message: &Message, temporal: TemporalAsset) -> Classification {
     let Some(asset) = temporal.asset.as_ref().or(temporal.prior_asset.as_ref()) else {
-        return Ok(Classification::ignored(
-            "asset feed message without an asset",
-        ));
+        return Classification::ignored("asset feed message without an asset");
     };
     let asset_type = asset.asset_type.as_deref().unwrap_or_default();
     let name = asset.name.as_deref().unwrap_or_default();
     if temporal.deleted == Some(true) {
-        return Ok(Classification::ignored(format!(
-            "asset `{}` was deleted",
-            sanitize(name, 120)
-        )));
+        return Classification::ignored(format!("asset `{}` was deleted", sanitize(name, 120)));
     }
     if !RESOURCE_MANAGER_TYPES.contains(&asset_type) {
-        return Ok(Classification::ignored(format!(
+        return Classification::ignored(format!(
             "asset type `{}` is not a project, folder or organization",
             sanitize(asset_type, 100)
-        )));
+        ));
     }
     let Some(scope) = name
         .strip_prefix("//cloudresourcemanager.googleapis.com/")
         .and_then(resource_scope)
     else {
-        return Ok(Classification::ignored(format!(
+        return Classification::ignored(format!(
             "asset name `{}` is not a resource-manager name",
             sanitize(name, 120)
-        )));
+        ));
     };
     let Some(current) = temporal.asset.as_ref().and_then(|a| a.iam_policy.as_ref()) else {
-        return Ok(Classification::ignored(
+        return Classification::ignored(
             "asset feed message carries no iamPolicy (not an IAM_POLICY feed)",
-        ));
+        );
     };
     let prior_state = temporal.prior_asset_state.as_deref().unwrap_or("PRESENT");
     let prior = match (
@@ -132,10 +132,10 @@ pub(super) fn classify(message: &Message, value: Value) -> Result<Classification
     ) {
         ("PRESENT", Some(prior)) => prior,
         _ => {
-            return Ok(Classification::ignored(format!(
+            return Classification::ignored(format!(
                 "asset feed message has no prior policy to compare (priorAssetState {})",
                 sanitize(prior_state, 40)
-            )));
+            ));
         }
     };
 
@@ -149,9 +149,7 @@ pub(super) fn classify(message: &Message, value: Value) -> Result<Classification
         pairs
     };
     if removed.is_empty() {
-        return Ok(Classification::ignored(
-            "asset feed policy change removed no grant",
-        ));
+        return Classification::ignored("asset feed policy change removed no grant");
     }
 
     let mut evidence = Evidence::new(Source::AssetFeed, message);
@@ -169,11 +167,11 @@ pub(super) fn classify(message: &Message, value: Value) -> Result<Classification
             evidence.removed.push((role, member));
         }
     }
-    Ok(Classification::Hints(vec![Hint {
+    Classification::Hints(vec![Hint {
         scope,
         requirements: requirements_for_removed_roles(removed.iter().map(|(role, _)| *role)),
         node_service_accounts,
         is_removal: true,
         evidence,
-    }]))
+    }])
 }

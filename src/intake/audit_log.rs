@@ -16,9 +16,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{
-    Classification, Evidence, Hint, IntakeError, Message, Scope, Source, decode, is_agent_role,
-    member_service_account, project_scope, requirements_for_removed_roles, resource_scope,
-    sanitize,
+    Classification, Evidence, Hint, IntakeError, Message, Obj, Scope, Source, decode,
+    is_agent_role, member_service_account, project_scope, requirements_for_removed_roles,
+    resource_scope, sanitize,
 };
 use crate::domain::iam::{Member, Role, ServiceAccountEmail};
 use crate::domain::requirements::{CONTAINER_API, RequirementId};
@@ -26,24 +26,26 @@ use crate::domain::requirements::{CONTAINER_API, RequirementId};
 const AUDIT_LOG_TYPE: &str = "type.googleapis.com/google.cloud.audit.AuditLog";
 const TIMESTAMP_ATTRIBUTE: &str = "logging.googleapis.com/timestamp";
 
+/// A LogEntry. `P` is the audit log payload: [`RawAuditLog`] when decoded from a parsed JSON value (the
+/// fallback path), [`TypedAuditLog`] when decoded straight from the message bytes in one pass.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct LogEntry {
+pub(super) struct LogEntry<P> {
     #[serde(default)]
-    insert_id: Option<String>,
+    pub(super) insert_id: Option<String>,
     #[serde(default)]
-    log_name: Option<String>,
+    pub(super) log_name: Option<String>,
     #[serde(default)]
-    timestamp: Option<String>,
+    pub(super) timestamp: Option<String>,
     #[serde(default)]
-    resource: Option<MonitoredResource>,
+    pub(super) resource: Option<MonitoredResource>,
     #[serde(default)]
-    operation: Option<Operation>,
-    proto_payload: AuditLog,
+    pub(super) operation: Option<Operation>,
+    pub(super) proto_payload: P,
 }
 
 #[derive(Deserialize, Default)]
-struct MonitoredResource {
+pub(super) struct MonitoredResource {
     #[serde(default, rename = "type")]
     kind: Option<String>,
     #[serde(default)]
@@ -51,16 +53,23 @@ struct MonitoredResource {
 }
 
 #[derive(Deserialize, Default)]
-struct Operation {
+pub(super) struct Operation {
     #[serde(default)]
     first: Option<bool>,
     #[serde(default)]
     last: Option<bool>,
 }
 
+/// The AuditLog payload. `R` is the shape of `request` and `D` that of `serviceData` / `metadata`: JSON
+/// values in [`RawAuditLog`], typed structs in [`TypedAuditLog`].
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuditLog {
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "R: Deserialize<'de>, D: Deserialize<'de>")
+)]
+pub(super) struct AuditLog<R, D> {
+    #[serde(default, rename = "@type")]
+    payload_type: Option<String>,
     #[serde(default)]
     service_name: Option<String>,
     #[serde(default)]
@@ -73,13 +82,154 @@ struct AuditLog {
     authentication_info: Option<AuthenticationInfo>,
     #[serde(default)]
     authorization_info: Vec<AuthorizationInfo>,
-    /// Kept as JSON: its shape depends on the method and is read only where needed.
     #[serde(default)]
-    request: Option<Value>,
+    request: Option<R>,
     #[serde(default)]
-    service_data: Option<Value>,
+    service_data: Option<D>,
     #[serde(default)]
-    metadata: Option<Value>,
+    metadata: Option<D>,
+}
+
+/// The payload decoded from a `serde_json::Value` (the fallback path, whose errors name the failing
+/// field): `request` and the delta holders are kept as JSON and read only where needed.
+type RawAuditLog = AuditLog<Value, Value>;
+
+/// The payload decoded from bytes in the same pass as the rest of the message: every part read is typed.
+/// Objects are required where the raw path looks fields up by name (a non-object there fails this
+/// decode, and the message is classified by the raw path instead).
+pub(super) type TypedAuditLog = AuditLog<Obj<TypedRequest>, Obj<DeltaHolder>>;
+
+/// What the classification reads from `request`.
+struct RequestView<'a> {
+    name: Option<&'a str>,
+    parent: Option<&'a str>,
+    service_accounts: Vec<ServiceAccountEmail>,
+}
+
+/// The parts of an [`AuditLog`] whose shape differs between the raw and the typed decode.
+trait Parts {
+    /// `request`'s name, parent and requested node service accounts, when a request is present.
+    fn request_view(&self) -> Option<RequestView<'_>>;
+    /// `policyDelta.bindingDeltas` of `serviceData` then `metadata` (duplicates once).
+    fn deltas(&self) -> Result<Vec<BindingDelta>, IntakeError>;
+}
+
+impl Parts for RawAuditLog {
+    fn request_view(&self) -> Option<RequestView<'_>> {
+        let request = self.request.as_ref()?;
+        Some(RequestView {
+            name: request.get("name").and_then(Value::as_str),
+            parent: request.get("parent").and_then(Value::as_str),
+            service_accounts: requested_service_accounts(request),
+        })
+    }
+
+    fn deltas(&self) -> Result<Vec<BindingDelta>, IntakeError> {
+        let mut deltas = deltas_at(
+            self.service_data.clone(),
+            "audit log protoPayload.serviceData",
+        )?;
+        for delta in deltas_at(self.metadata.clone(), "audit log protoPayload.metadata")? {
+            if !deltas.contains(&delta) {
+                deltas.push(delta);
+            }
+        }
+        Ok(deltas)
+    }
+}
+
+impl Parts for TypedAuditLog {
+    fn request_view(&self) -> Option<RequestView<'_>> {
+        let Obj(request) = self.request.as_ref()?;
+        fn config(c: &Option<Obj<TypedNodeConfig>>) -> Option<&str> {
+            c.as_ref().and_then(|Obj(c)| c.service_account.as_deref())
+        }
+        let cluster = request.cluster.as_ref().map(|Obj(c)| c);
+        let direct = [
+            request
+                .node_pool
+                .as_ref()
+                .and_then(|Obj(p)| config(&p.config)),
+            cluster.and_then(|c| config(&c.node_config)),
+            cluster
+                .and_then(|c| c.autoscaling.as_ref())
+                .and_then(|Obj(a)| config(&a.autoprovisioning_node_pool_defaults)),
+        ];
+        let pools = cluster
+            .and_then(|c| c.node_pools.as_ref())
+            .into_iter()
+            .flatten()
+            .take(1000)
+            .map(|Obj(p)| config(&p.config));
+        Some(RequestView {
+            name: request.name.as_deref(),
+            parent: request.parent.as_deref(),
+            service_accounts: unique_accounts(direct.into_iter().chain(pools).flatten()),
+        })
+    }
+
+    fn deltas(&self) -> Result<Vec<BindingDelta>, IntakeError> {
+        fn at(holder: &Option<Obj<DeltaHolder>>) -> &[BindingDelta] {
+            holder
+                .as_ref()
+                .and_then(|Obj(h)| h.policy_delta.as_ref())
+                .map(|d| d.binding_deltas.as_slice())
+                .unwrap_or_default()
+        }
+        let mut deltas = at(&self.service_data).to_vec();
+        for delta in at(&self.metadata) {
+            if !deltas.contains(delta) {
+                deltas.push(delta.clone());
+            }
+        }
+        Ok(deltas)
+    }
+}
+
+/// `request` of a CreateCluster / CreateNodePool / UpdateNodePool (or any method: only `name` and
+/// `parent` are read elsewhere), typed.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TypedRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    node_pool: Option<Obj<TypedNodePool>>,
+    #[serde(default)]
+    cluster: Option<Obj<TypedCluster>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TypedCluster {
+    #[serde(default)]
+    node_config: Option<Obj<TypedNodeConfig>>,
+    #[serde(default)]
+    autoscaling: Option<Obj<TypedAutoscaling>>,
+    #[serde(default)]
+    node_pools: Option<Vec<Obj<TypedNodePool>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TypedAutoscaling {
+    #[serde(default)]
+    autoprovisioning_node_pool_defaults: Option<Obj<TypedNodeConfig>>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct TypedNodePool {
+    #[serde(default)]
+    config: Option<Obj<TypedNodeConfig>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct TypedNodeConfig {
+    #[serde(default)]
+    service_account: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -118,20 +268,20 @@ pub const HANDLED_METHODS: &[(&str, &str)] = &[
 /// `AuditData` / the `metadata` struct: only `policyDelta` matters.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct DeltaHolder {
+pub(super) struct DeltaHolder {
     #[serde(default)]
     policy_delta: Option<PolicyDelta>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct PolicyDelta {
+pub(super) struct PolicyDelta {
     #[serde(default)]
-    binding_deltas: Vec<BindingDelta>,
+    pub(super) binding_deltas: Vec<BindingDelta>,
 }
 
 #[derive(Deserialize, Clone, PartialEq)]
-struct BindingDelta {
+pub(super) struct BindingDelta {
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
@@ -140,19 +290,46 @@ struct BindingDelta {
     member: Option<String>,
 }
 
-/// Classifies a LogEntry (a JSON object with `protoPayload`).
+/// Classifies a LogEntry (a JSON object with `protoPayload`) from a parsed JSON value: the fallback
+/// path, whose errors name the failing field.
 pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
     let payload_type = value
         .get("protoPayload")
         .and_then(|p| p.get("@type"))
         .and_then(Value::as_str);
     if payload_type != Some(AUDIT_LOG_TYPE) {
-        return Ok(Classification::ignored(format!(
-            "log entry protoPayload is `{}`, not an AuditLog",
-            sanitize(payload_type.unwrap_or("(no @type)"), 100)
-        )));
+        return Ok(not_an_audit_log(payload_type));
     }
-    let entry: LogEntry = decode(value, "audit log entry")?;
+    let entry: LogEntry<RawAuditLog> = decode(value, "audit log entry")?;
+    classify_entry(message, &entry)
+}
+
+/// Classifies a LogEntry decoded in one pass from the message bytes.
+pub(super) fn classify_typed(
+    message: &Message,
+    entry: &LogEntry<TypedAuditLog>,
+) -> Result<Classification, IntakeError> {
+    let payload_type = entry.proto_payload.payload_type.as_deref();
+    if payload_type != Some(AUDIT_LOG_TYPE) {
+        return Ok(not_an_audit_log(payload_type));
+    }
+    classify_entry(message, entry)
+}
+
+fn not_an_audit_log(payload_type: Option<&str>) -> Classification {
+    Classification::ignored(format!(
+        "log entry protoPayload is `{}`, not an AuditLog",
+        sanitize(payload_type.unwrap_or("(no @type)"), 100)
+    ))
+}
+
+fn classify_entry<R, D>(
+    message: &Message,
+    entry: &LogEntry<AuditLog<R, D>>,
+) -> Result<Classification, IntakeError>
+where
+    AuditLog<R, D>: Parts,
+{
     let payload = &entry.proto_payload;
     let service = payload.service_name.as_deref().unwrap_or_default();
     let method = payload.method_name.as_deref().unwrap_or_default();
@@ -190,13 +367,13 @@ pub(super) fn classify(message: &Message, value: Value) -> Result<Classification
 
     let short_method = method.rsplit('.').next().unwrap_or(method);
     match (service, short_method) {
-        ("cloudresourcemanager.googleapis.com", "SetIamPolicy") => set_iam_policy(&entry, evidence),
+        ("cloudresourcemanager.googleapis.com", "SetIamPolicy") => set_iam_policy(entry, evidence),
         ("iam.googleapis.com", "DeleteServiceAccount" | "DisableServiceAccount") => {
-            service_account_removed(&entry, evidence)
+            service_account_removed(entry, evidence)
         }
-        ("serviceusage.googleapis.com", "DisableService") => disable_service(&entry, evidence),
+        ("serviceusage.googleapis.com", "DisableService") => disable_service(entry, evidence),
         ("container.googleapis.com", "CreateCluster" | "CreateNodePool" | "UpdateNodePool") => {
-            node_pool_change(&entry, evidence)
+            node_pool_change(entry, evidence)
         }
         _ => Ok(Classification::ignored(format!(
             "audit log method `{}` of `{}` is not an event we act on",
@@ -206,7 +383,13 @@ pub(super) fn classify(message: &Message, value: Value) -> Result<Classification
     }
 }
 
-fn set_iam_policy(entry: &LogEntry, mut evidence: Evidence) -> Result<Classification, IntakeError> {
+fn set_iam_policy<R, D>(
+    entry: &LogEntry<AuditLog<R, D>>,
+    mut evidence: Evidence,
+) -> Result<Classification, IntakeError>
+where
+    AuditLog<R, D>: Parts,
+{
     let payload = &entry.proto_payload;
     let scope = payload
         .resource_name
@@ -226,15 +409,7 @@ fn set_iam_policy(entry: &LogEntry, mut evidence: Evidence) -> Result<Classifica
         )));
     };
 
-    let mut deltas = deltas_at(
-        payload.service_data.clone(),
-        "audit log protoPayload.serviceData",
-    )?;
-    for delta in deltas_at(payload.metadata.clone(), "audit log protoPayload.metadata")? {
-        if !deltas.contains(&delta) {
-            deltas.push(delta);
-        }
-    }
+    let deltas = payload.deltas()?;
     let removes: Vec<&BindingDelta> = deltas
         .iter()
         .filter(|d| {
@@ -286,17 +461,17 @@ fn deltas_at(holder: Option<Value>, what: &'static str) -> Result<Vec<BindingDel
     Ok(holder.policy_delta.unwrap_or_default().binding_deltas)
 }
 
-fn service_account_removed(
-    entry: &LogEntry,
+fn service_account_removed<R, D>(
+    entry: &LogEntry<AuditLog<R, D>>,
     evidence: Evidence,
-) -> Result<Classification, IntakeError> {
+) -> Result<Classification, IntakeError>
+where
+    AuditLog<R, D>: Parts,
+{
     let payload = &entry.proto_payload;
     let labels = entry.resource.as_ref().map(|r| &r.labels);
-    let request_name = payload
-        .request
-        .as_ref()
-        .and_then(|r| r.get("name"))
-        .and_then(Value::as_str);
+    let request = payload.request_view();
+    let request_name = request.as_ref().and_then(|r| r.name);
 
     // The email: `resource.labels.email_id`, else whichever name holds an email (names may hold the
     // numeric unique id instead).
@@ -343,13 +518,16 @@ fn service_account_removed(
     }]))
 }
 
-fn disable_service(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
+fn disable_service<R, D>(
+    entry: &LogEntry<AuditLog<R, D>>,
+    evidence: Evidence,
+) -> Result<Classification, IntakeError>
+where
+    AuditLog<R, D>: Parts,
+{
     let payload = &entry.proto_payload;
-    let request_name = payload
-        .request
-        .as_ref()
-        .and_then(|r| r.get("name"))
-        .and_then(Value::as_str);
+    let request = payload.request_view();
+    let request_name = request.as_ref().and_then(|r| r.name);
     let service = request_name
         .into_iter()
         .chain(payload.resource_name.as_deref())
@@ -391,12 +569,18 @@ fn disable_service(entry: &LogEntry, evidence: Evidence) -> Result<Classificatio
     }]))
 }
 
-fn node_pool_change(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
+fn node_pool_change<R, D>(
+    entry: &LogEntry<AuditLog<R, D>>,
+    evidence: Evidence,
+) -> Result<Classification, IntakeError>
+where
+    AuditLog<R, D>: Parts,
+{
     let payload = &entry.proto_payload;
     let operation = entry.operation.as_ref();
     let is_first = operation.and_then(|o| o.first).unwrap_or(false);
     let is_last_only = operation.and_then(|o| o.last).unwrap_or(false) && !is_first;
-    let Some(request) = payload.request.as_ref() else {
+    let Some(request) = payload.request_view() else {
         // Only the `operation.first` entry carries the request; the last one merely confirms success.
         return Ok(Classification::ignored(format!(
             "{} entry without a request ({})",
@@ -413,12 +597,7 @@ fn node_pool_change(entry: &LogEntry, evidence: Evidence) -> Result<Classificati
         .as_deref()
         .and_then(project_of_name)
         .into_iter()
-        .chain(
-            request
-                .get("parent")
-                .and_then(Value::as_str)
-                .and_then(project_of_name),
-        )
+        .chain(request.parent.and_then(project_of_name))
         .chain(
             entry
                 .resource
@@ -437,7 +616,7 @@ fn node_pool_change(entry: &LogEntry, evidence: Evidence) -> Result<Classificati
             RequirementId::NodeSaPermissions,
             RequirementId::NodeSaExists,
         ],
-        node_service_accounts: requested_service_accounts(request),
+        node_service_accounts: request.service_accounts,
         is_removal: false,
         evidence,
     }]))
@@ -466,6 +645,11 @@ fn requested_service_accounts(request: &Value) -> Vec<ServiceAccountEmail> {
                 .filter_map(|pool| pool.pointer("/config/serviceAccount")),
         )
         .filter_map(Value::as_str);
+    unique_accounts(candidates)
+}
+
+/// The valid service account emails among `candidates`, each once, in order.
+fn unique_accounts<'a>(candidates: impl Iterator<Item = &'a str>) -> Vec<ServiceAccountEmail> {
     let mut emails: Vec<ServiceAccountEmail> = Vec::new();
     for candidate in candidates {
         if let Ok(email) = ServiceAccountEmail::parse(candidate)

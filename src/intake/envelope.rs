@@ -109,17 +109,18 @@ pub fn parse_push(
     }
     let kind = body_kind(content_type)?;
     let unwrapped_by_header = headers.contains_key(HEADER_MESSAGE_ID);
-    let message = if kind == BodyKind::Json && !unwrapped_by_header && looks_wrapped(body) {
-        parse_wrapped(body)?
-    } else {
-        parse_unwrapped(body, headers)?
+    let wrapped_json = kind == BodyKind::Json && !unwrapped_by_header;
+    let message = match wrapped_json.then(|| parse_wrapped_once(body)).flatten() {
+        Some(message) => message?,
+        None if wrapped_json && looks_wrapped(body) => parse_wrapped(body)?,
+        None => parse_unwrapped(body, headers)?,
     };
     super::check_message_bounds(&message)?;
     Ok(message)
 }
 
 /// True if the body is a JSON object with a top-level `message` key (checked cheaply, without parsing).
-fn looks_wrapped(body: &[u8]) -> bool {
+pub(super) fn looks_wrapped(body: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(body) else {
         return false;
     };
@@ -144,9 +145,26 @@ fn looks_wrapped(body: &[u8]) -> bool {
     }
 }
 
-fn parse_wrapped(body: &[u8]) -> Result<Message, IntakeError> {
+/// The common case in one pass: a body that is a well-formed envelope decodes straight into [`Envelope`].
+/// `None` when it is not (malformed, no `message`, a field of the wrong type, too deep): then the body is
+/// classified by [`looks_wrapped`] and parsed by [`parse_wrapped`] or [`parse_unwrapped`] as before, with
+/// their errors.
+pub(super) fn parse_wrapped_once(body: &[u8]) -> Option<Result<Message, IntakeError>> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' || super::check_depth(body, super::MAX_JSON_DEPTH).is_err() {
+        return None;
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    Some(message_of(envelope))
+}
+
+pub(super) fn parse_wrapped(body: &[u8]) -> Result<Message, IntakeError> {
     let value = parse_json(body, "push body")?;
-    let envelope: Envelope = decode(value, "push envelope")?;
+    message_of(decode(value, "push envelope")?)
+}
+
+/// The message of a decoded envelope, its data decoded from base64 once.
+fn message_of(envelope: Envelope) -> Result<Message, IntakeError> {
     let m = envelope.message;
     let message_id = m
         .message_id

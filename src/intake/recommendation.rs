@@ -74,21 +74,21 @@ impl RecommendationName {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Recommendation {
+pub(super) struct Recommendation {
     #[serde(default)]
-    name: Option<String>,
+    pub(super) name: Option<String>,
     #[serde(default)]
-    recommender_subtype: Option<String>,
+    pub(super) recommender_subtype: Option<String>,
     #[serde(default)]
-    etag: Option<String>,
+    pub(super) etag: Option<String>,
     #[serde(default)]
-    state_info: Option<StateInfo>,
+    pub(super) state_info: Option<StateInfo>,
     #[serde(default)]
-    target_resources: Vec<String>,
+    pub(super) target_resources: Vec<String>,
 }
 
 #[derive(Deserialize)]
-struct StateInfo {
+pub(super) struct StateInfo {
     #[serde(default)]
     state: Option<String>,
 }
@@ -135,7 +135,14 @@ pub(super) fn classify_body(
     message: &Message,
     value: Value,
 ) -> Result<Classification, IntakeError> {
-    let body: Recommendation = decode(value, "recommendation")?;
+    classify_recommendation(message, decode(value, "recommendation")?)
+}
+
+/// Classifies a decoded recommendation body.
+pub(super) fn classify_recommendation(
+    message: &Message,
+    body: Recommendation,
+) -> Result<Classification, IntakeError> {
     let subtype = body.recommender_subtype.as_deref().unwrap_or_default();
     if subtype != NODE_SA_MISSING_PERMISSIONS {
         return Ok(Classification::ignored(format!(
@@ -186,16 +193,7 @@ pub(super) fn classify_reference(
 ) -> Result<Classification, IntakeError> {
     let reference: Reference = decode(value, "recommendation reference")?;
     match reference.recommendation {
-        Value::String(raw) => match RecommendationName::parse(raw.trim()) {
-            Some(name) => Ok(classify_name(message, name, reference.etag)),
-            None => Err(IntakeError::Invalid {
-                what: "recommendation name",
-                reason: format!(
-                    "`{}` is not projects/P/locations/L/recommenders/R/recommendations/ID",
-                    sanitize(&raw, 200)
-                ),
-            }),
-        },
+        Value::String(raw) => classify_reference_name(message, &raw, reference.etag),
         body @ Value::Object(_) => classify_body(message, body),
         other => Err(IntakeError::Json {
             what: "recommendation reference",
@@ -203,6 +201,24 @@ pub(super) fn classify_reference(
             message: format!(
                 "expected a name or a recommendation object, found {}",
                 super::json_kind(&other)
+            ),
+        }),
+    }
+}
+
+/// Classifies `{"recommendation": NAME, "etag"?: ETAG}`.
+pub(super) fn classify_reference_name(
+    message: &Message,
+    raw: &str,
+    etag: Option<String>,
+) -> Result<Classification, IntakeError> {
+    match RecommendationName::parse(raw.trim()) {
+        Some(name) => Ok(classify_name(message, name, etag)),
+        None => Err(IntakeError::Invalid {
+            what: "recommendation name",
+            reason: format!(
+                "`{}` is not projects/P/locations/L/recommenders/R/recommendations/ID",
+                sanitize(raw, 200)
             ),
         }),
     }

@@ -23,7 +23,7 @@ struct SweepMessage {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct SweepRequest {
+pub(super) struct SweepRequest {
     #[serde(default)]
     projects: Vec<String>,
     #[serde(default)]
@@ -32,11 +32,19 @@ struct SweepRequest {
     organization: Option<String>,
 }
 
-/// Classifies a sweep request (a JSON object with `sweep`).
+/// Classifies a sweep request (a JSON object with `sweep`) from a parsed JSON value.
 pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
     let request = decode::<SweepMessage>(value, "sweep request")?
         .sweep
         .unwrap_or_default();
+    classify_request(message, request)
+}
+
+/// Classifies the decoded `sweep` object of a sweep request.
+pub(super) fn classify_request(
+    message: &Message,
+    request: SweepRequest,
+) -> Result<Classification, IntakeError> {
     if request.projects.len() > MAX_SWEEP_PROJECTS {
         return Err(IntakeError::Invalid {
             what: "sweep request",

@@ -1010,3 +1010,171 @@ fn a_decode_error_quoting_a_huge_client_string_is_cut_before_it_can_reach_a_log(
         err.to_string().len()
     );
 }
+
+// --- One pass and the fallback agree --------------------------------------------------------------
+
+/// Every JSON file of the intake fixtures and the classify-data fuzz seeds.
+fn json_samples() -> Vec<(String, Value)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in ["tests/fixtures/intake", "fuzz/seeds/classify_data"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Ok(value) = serde_json::from_str::<Value>(&text) {
+                out.push((path.display().to_string(), value));
+            }
+        }
+    }
+    out
+}
+
+/// The value with the node at `index` (pre-order) replaced by `with(node)`; `None` past the last node.
+fn replace_node(value: &Value, index: usize, with: &dyn Fn(&Value) -> Value) -> Option<Value> {
+    fn walk(v: &mut Value, left: &mut usize, with: &dyn Fn(&Value) -> Value) -> bool {
+        if *left == 0 {
+            *v = with(v);
+            return true;
+        }
+        *left -= 1;
+        match v {
+            Value::Object(map) => map.values_mut().any(|c| walk(c, left, with)),
+            Value::Array(items) => items.iter_mut().any(|c| walk(c, left, with)),
+            _ => false,
+        }
+    }
+    let mut copy = value.clone();
+    let mut left = index;
+    walk(&mut copy, &mut left, with).then_some(copy)
+}
+
+/// Data that the one-pass decode and the `Value` fallback both see: each sample, and each sample with
+/// each of its nodes (up to 200) replaced by null, a number, a string, an empty array, an empty object,
+/// or wrapped in an array, plus a duplicated first key.
+fn data_variants() -> Vec<(String, String)> {
+    type Replace<'a> = &'a dyn Fn(&Value) -> Value;
+    let replacements: [(&str, Replace); 6] = [
+        ("null", &|_| Value::Null),
+        ("number", &|_| serde_json::json!(5)),
+        ("string", &|_| serde_json::json!("projects/other-project")),
+        ("empty array", &|_| serde_json::json!([])),
+        ("empty object", &|_| serde_json::json!({})),
+        ("wrapped in an array", &|v| serde_json::json!([v])),
+    ];
+    let mut out = Vec::new();
+    for (name, value) in json_samples() {
+        out.push((name.clone(), value.to_string()));
+        for index in 1..200 {
+            let mut any = false;
+            for (label, with) in &replacements {
+                if let Some(v) = replace_node(&value, index, *with) {
+                    any = true;
+                    out.push((format!("{name}, node {index} {label}"), v.to_string()));
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        if let Some((key, first)) = value.as_object().and_then(|o| o.iter().next()) {
+            let text = value.to_string();
+            let duplicated = format!("{{\"{key}\":{first},{}", &text[1..]);
+            out.push((format!("{name}, first key twice"), duplicated));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_one_pass_decode_classifies_every_sample_and_mutation_as_the_fallback_does() {
+    let mut one_pass = 0;
+    let variants = data_variants();
+    for (name, data) in &variants {
+        let m = message(data);
+        let fallback = classify_value(&m, data.trim());
+        let typed = serde_json::from_str::<TypedData>(data.trim())
+            .ok()
+            .and_then(|d| classify_typed(&m, d));
+        if let Some(typed) = typed {
+            one_pass += 1;
+            assert_eq!(typed, fallback, "{name}: {data}");
+        }
+        assert_eq!(classify_unbounded(&m), fallback, "{name}: {data}");
+    }
+    // Not vacuous: most variants take the one pass (the rest are refused by the typed decode).
+    assert!(
+        one_pass * 2 > variants.len(),
+        "{one_pass} of {}",
+        variants.len()
+    );
+}
+
+#[test]
+fn every_known_shape_among_the_samples_is_classified_in_one_pass() {
+    for (name, value) in json_samples() {
+        let keys = value
+            .as_object()
+            .map(|o| o.keys().cloned().collect::<Vec<_>>());
+        let known = keys.as_ref().is_some_and(|k| {
+            k.iter().any(|k| {
+                [
+                    "protoPayload",
+                    "recommenderSubtype",
+                    "asset",
+                    "priorAsset",
+                    "sweep",
+                ]
+                .contains(&k.as_str())
+            })
+        });
+        if !known || name.contains("malformed") || name.contains("wrong-type") {
+            continue;
+        }
+        let data = value.to_string();
+        let typed = serde_json::from_str::<TypedData>(&data)
+            .ok()
+            .and_then(|d| classify_typed(&message(&data), d));
+        assert!(typed.is_some(), "{name} fell back to the Value path");
+    }
+}
+
+#[test]
+fn the_one_pass_envelope_decode_gives_the_fallback_message_for_every_envelope_and_mutation() {
+    let mut one_pass = 0;
+    let mut total = 0;
+    for (name, value) in json_samples() {
+        if value.get("message").is_none() {
+            continue;
+        }
+        let mut bodies = vec![(name.clone(), value.to_string())];
+        for index in 1..200 {
+            match replace_node(&value, index, &|_| Value::Null) {
+                Some(v) => bodies.push((format!("{name}, node {index} null"), v.to_string())),
+                None => break,
+            }
+            if let Some(v) = replace_node(&value, index, &|v| serde_json::json!([v])) {
+                bodies.push((format!("{name}, node {index} in an array"), v.to_string()));
+            }
+            if let Some(v) = replace_node(&value, index, &|_| serde_json::json!(7)) {
+                bodies.push((format!("{name}, node {index} a number"), v.to_string()));
+            }
+        }
+        for (label, body) in bodies {
+            total += 1;
+            if let Some(fast) = envelope::parse_wrapped_once(body.as_bytes()) {
+                one_pass += 1;
+                assert!(envelope::looks_wrapped(body.as_bytes()), "{label}: {body}");
+                assert_eq!(
+                    fast,
+                    envelope::parse_wrapped(body.as_bytes()),
+                    "{label}: {body}"
+                );
+            }
+        }
+    }
+    assert!(one_pass * 4 > total, "{one_pass} of {total}");
+}

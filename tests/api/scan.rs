@@ -66,6 +66,7 @@ pub async fn start_sim(world: &str) -> SimHandle {
         .expect("simulator starts")
 }
 
+/// What a run of the binary printed and returned.
 pub struct Run {
     pub code: i32,
     pub stdout: String,
@@ -445,9 +446,26 @@ async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_grant_through_a_group_is_unknown_until_the_troubleshooter_settles_it() {
+async fn a_grant_through_a_group_is_settled_by_cloud_identity_else_by_the_troubleshooter_else_unknown()
+ {
     let sim = start_sim(&crate::support::world_file("groups.yaml")).await;
     let node = "serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com";
+    let resolved = json(
+        &remediator(
+            &["scan", "--project", "demo-project", "--format", "json"],
+            &sim,
+        )
+        .await,
+    );
+    assert!(
+        principals_with(&resolved, "node-sa-permissions", "ok").contains(node),
+        "Cloud Identity's transitive check settles it: {resolved:#}"
+    );
+    // A caller without Cloud Identity's transitive checks (another edition, no Groups Reader role).
+    sim.set_faults(gcp_sim::Faults {
+        deny: ["cloudidentity.memberships.checkTransitiveMembership".to_owned()].into(),
+        ..Default::default()
+    });
 
     let without = json(
         &remediator(

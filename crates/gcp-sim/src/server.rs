@@ -24,6 +24,7 @@ use super::world::World;
 use super::{
     SimOptions, cloudasset, container, crm, iam, logging, recommender, serviceusage, troubleshooter,
 };
+use super::{cloudidentity, iam_v2, orgpolicy};
 
 /// Largest request body accepted (bytes).
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -172,6 +173,9 @@ pub fn find_route(method: &Method, path: &str) -> Option<Route> {
         .or_else(|| troubleshooter::route(method, &s, v))
         .or_else(|| logging::route(method, &s, v))
         .or_else(|| cloudasset::route(method, &s, v))
+        .or_else(|| iam_v2::route(method, &s, v))
+        .or_else(|| orgpolicy::route(method, &s, v))
+        .or_else(|| cloudidentity::route(method, &s, v))
 }
 
 /// The caller named by the `Authorization` header (`Bearer sim:EMAIL`), else the default principal.
