@@ -104,10 +104,9 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
         )));
     };
     let mut state = remediator.read_state(info).await?;
-    if args.troubleshooter {
-        // The same evaluation scan runs: it asks the troubleshooter about what may come through groups.
-        remediator.evaluate(&mut state).await;
-    }
+    // The same evaluation scan runs: it resolves group memberships (Cloud Identity) and, when asked,
+    // the troubleshooter into the state, so the trace reads what the verdict read.
+    remediator.evaluate(&mut state).await;
     let emails: Vec<ServiceAccountEmail> = match (&member, &args.cluster) {
         (Some(m), _) => vec![m.clone()],
         (None, Some(cluster)) => {
