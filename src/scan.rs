@@ -694,7 +694,11 @@ fn notes(project: &str, f: &crate::domain::report::FindingReport) -> Vec<String>
         Decision::NotAllowed { reason }
         | Decision::Blocked { reason }
         | Decision::NeedsReview { reason } => {
-            out.push(format!("not restored: {reason}"));
+            if *reason == f.finding.detail {
+                out.push("not restored".to_owned());
+            } else {
+                out.push(format!("not restored: {reason}"));
+            }
             if f.finding.status == Status::Missing
                 && let (Some(role), Some(member)) = (&f.finding.role, &f.finding.principal)
             {
