@@ -241,7 +241,9 @@ impl Gcp {
             .any(|r| r.enforce == Some(true)))
     }
 
-    /// Cloud Identity `groups.lookup` then `groups.memberships.checkTransitiveMembership`.
+    /// Cloud Identity `groups.lookup` then `groups.memberships.checkTransitiveMembership`:
+    /// whether `member_email` is in the group `group_email`, directly or through nested groups. The
+    /// group's id (`groups:lookup`) is remembered per process, so each group is looked up once.
     pub async fn is_transitive_member(
         &self,
         group_email: &str,
@@ -260,20 +262,39 @@ impl Gcp {
         struct Name {
             name: String,
         }
-        let mut lookup = get(
-            Api::CloudIdentity,
-            LOOKUP,
-            "cloudidentity.groups.get",
-            "v1/groups:lookup".to_owned(),
-        );
-        lookup.query.push(("groupKey.id", group_email.to_owned()));
-        let group: Name = self.client().send(lookup).await?;
-        let Some(id) = group.name.strip_prefix("groups/").filter(|id| plain(id)) else {
-            return Err(ApiError::Decode {
-                api: Api::CloudIdentity,
-                method: LOOKUP,
-                message: format!("unexpected group name `{}`", group.name),
-            });
+        let key = group_email.to_ascii_lowercase();
+        let known = self
+            .group_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .cloned();
+        let id = match known {
+            Some(id) => id,
+            None => {
+                let mut lookup = get(
+                    Api::CloudIdentity,
+                    LOOKUP,
+                    "cloudidentity.groups.get",
+                    "v1/groups:lookup".to_owned(),
+                );
+                lookup.query.push(("groupKey.id", group_email.to_owned()));
+                let group: Name = self.client().send(lookup).await?;
+                let Some(id) = group.name.strip_prefix("groups/").filter(|id| plain(id)) else {
+                    return Err(ApiError::Decode {
+                        api: Api::CloudIdentity,
+                        method: LOOKUP,
+                        message: format!("unexpected group name `{}`", group.name),
+                    });
+                };
+                let mut ids = self.group_ids.lock().unwrap_or_else(|e| e.into_inner());
+                // Bounded: a process that has seen this many groups starts over.
+                if ids.len() >= GROUP_ID_CACHE {
+                    ids.clear();
+                }
+                ids.insert(key.clone(), id.to_owned());
+                id.to_owned()
+            }
         };
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -291,8 +312,15 @@ impl Gcp {
         check
             .query
             .push(("query", format!("member_key_id == '{member_email}'")));
-        let answer: Answer = self.client().send(check).await?;
-        Ok(answer.has_membership)
+        let answer: Result<Answer, ApiError> = self.client().send(check).await;
+        if answer.as_ref().is_err_and(ApiError::is_not_found) {
+            // The group was deleted (or re-created under a new id): look it up again next time.
+            self.group_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+        Ok(answer?.has_membership)
     }
 }
 
@@ -324,3 +352,6 @@ impl GroupMembership for Gcp {
         Gcp::is_transitive_member(self, group_email, member_email).boxed()
     }
 }
+
+/// Group ids remembered at most (then the memory starts over).
+const GROUP_ID_CACHE: usize = 10_000;

@@ -112,6 +112,8 @@ impl RawCluster {
 #[derive(Clone, Debug)]
 pub struct Gcp {
     client: Arc<Client>,
+    /// Cloud Identity group ids by group email (`groups:lookup` answers), shared by clones.
+    pub(crate) group_ids: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 fn get(
@@ -173,7 +175,10 @@ fn bad(api: Api, method: &'static str, message: String) -> ApiError {
 impl Gcp {
     /// Wraps a client.
     pub fn new(client: Arc<Client>) -> Self {
-        Self { client }
+        Self {
+            client,
+            group_ids: Arc::default(),
+        }
     }
 
     /// The underlying client (for counters).
