@@ -33,10 +33,11 @@ need_bin() {
     done
 }
 
-# wait_listening FILE PID: waits (max 30 s) for "listening on http://ADDR" in FILE; prints http://ADDR
+# wait_listening FILE PID: waits (max $START_TIMEOUT s, default 30; a 10,000-project world takes longer
+# to load) for "listening on http://ADDR" in FILE; prints http://ADDR
 wait_listening() {
     local file=$1 pid=$2 i
-    for ((i = 0; i < 300; i++)); do
+    for ((i = 0; i < ${START_TIMEOUT:-30} * 10; i++)); do
         if grep -q '^listening on ' "$file" 2>/dev/null; then
             sed -n 's/^listening on \(http:\/\/[^ ]*\).*/\1/p' "$file" | head -1
             return 0
@@ -48,7 +49,7 @@ wait_listening() {
         fi
         sleep 0.1
     done
-    echo "process $pid did not print its address within 30 s" >&2
+    echo "process $pid did not print its address within ${START_TIMEOUT:-30} s" >&2
     return 1
 }
 
