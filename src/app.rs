@@ -358,9 +358,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
 fn push_verifier(
     config: crate::server::oidc::OidcConfig,
 ) -> anyhow::Result<Box<dyn server::PushAuth>> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let http = crate::http::client().map_err(anyhow::Error::msg)?;
     Ok(Box::new(crate::server::oidc::OidcVerifier::new(
         config, http,
     )))
@@ -385,13 +383,11 @@ async fn own_identity() -> Option<String> {
 
 /// The default service account's email from the metadata server at `host`.
 async fn metadata_email(host: &str) -> Result<String, String> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = crate::http::client()?;
     let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/email");
     let response = http
         .get(&url)
+        .timeout(Duration::from_secs(3))
         .header("Metadata-Flavor", "Google")
         .send()
         .await

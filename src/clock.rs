@@ -1,7 +1,29 @@
 //! RFC 3339 timestamps without a date-time dependency: the one formatter every module uses
 //! (notifications, audit-log entries of the simulator, Logging filters).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The wall clock IAM conditions are evaluated against: the system's, moved forward by an offset
+/// that only tests set (so a time-bound grant can be seen to expire without waiting for it).
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    ahead_ms: Arc<AtomicU64>,
+}
+
+impl Clock {
+    /// Now, as IAM would see it.
+    pub fn now(&self) -> SystemTime {
+        SystemTime::now() + Duration::from_millis(self.ahead_ms.load(Ordering::Relaxed))
+    }
+
+    /// Moves this clock (and every copy of it) forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.ahead_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
 
 /// Fractional-second digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -172,11 +172,15 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
         .filter(|a| a.outcome == Outcome::Restored)
         .count();
     let review = count(&second, Status::Conditional) + count(&second, Status::Unknown);
+    let denied = count(&second, Status::Denied);
     println!("-- Story --");
     println!(
         "  missing before: {missing_before}; restored: {restored}; missing after: {missing_after}"
     );
     println!("  left for a person (conditional/unknown grants are never rewritten): {review}");
+    println!(
+        "  denied by an IAM deny policy (no grant can restore it; the finding names the policy): {denied}"
+    );
     println!(
         "  API calls: {} scan + {} restore + {} re-scan; every write was etag-guarded and read back",
         calls_first, calls_fix, calls_second

@@ -5,13 +5,13 @@
 //! Imports run one way, top to bottom; nothing lower imports anything higher:
 //!
 //! ```text
-//! main -> app -> { server, scan, job, demo } -> engine -> { ports, intake, policy, notify } -> domain
+//! main -> app -> { server, scan, explain, job, demo } -> engine -> { ports, intake, policy, notify } -> domain
 //!                                     gcp, pubsub: adapters implementing ports
 //! ```
 //!
 //! - [`app`]: wiring: settings read once -> adapters -> engine -> mode (`serve`, `job`).
 //! - [`server`]: the `serve` HTTP service (push hygiene, OIDC, shutdown).
-//! - [`scan`], [`job`], [`demo`]: the commands (`job` owns the one Pub/Sub pull loop).
+//! - [`scan`], [`explain`], [`job`], [`demo`]: the commands (`job` owns the one Pub/Sub pull loop).
 //! - [`engine`]: coalescing, de-duplication, grace, verify -> decide -> apply, the error policy.
 //! - [`ports`]: one small async trait per Google API the engine uses, and the notification sink.
 //! - [`intake`]: Pub/Sub messages -> hints (never trusted, only re-verified) and the verdict.
@@ -28,7 +28,9 @@ pub mod clock;
 pub mod demo;
 pub mod domain;
 pub mod engine;
+pub mod explain;
 pub mod gcp;
+pub mod http;
 pub mod intake;
 pub mod job;
 pub mod notify;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use gcp_sim as sim;
-use gke_iam_remediator::{app, demo, scan};
+use gke_iam_remediator::{app, demo, explain, scan};
 
 /// Keeps the IAM bindings GKE needs in place: detect, restore safely, notify.
 #[derive(Parser)]
@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Check projects, folders or an organization; optionally restore (`--apply`).
     Scan(scan::ScanArgs),
+    /// Explain, per required permission, why a service account holds it or not, and the fix.
+    Explain(explain::ExplainArgs),
     /// Run the self-contained demo: simulator, broken world, scan, restore, scan again.
     Demo(demo::DemoArgs),
     /// Run the local Google Cloud simulator.
@@ -44,6 +46,7 @@ async fn main() {
     }
     let code = match cli.command {
         Command::Scan(args) => scan::run(args).await,
+        Command::Explain(args) => explain::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => match sim::run_cli(args).await {
             Ok(()) => 0,

@@ -1,7 +1,8 @@
 //! The `scan` command: check projects (and folders / organizations) against the requirement list,
 //! print a table for people or a stable JSON document for machines, and optionally restore.
 //!
-//! Exit codes: 0 every finding ok (or restored), 1 findings remain, 2 error.
+//! Exit codes: 0 every finding ok (or restored, or expiring), 1 findings remain, 2 error. Output is
+//! streamed through one buffered writer: each report is written as it completes, then dropped.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -14,11 +15,11 @@ use serde::Serialize;
 use crate::domain::evaluate::Status;
 use crate::domain::iam::ResourceRef;
 use crate::domain::plan::{Action, Decision};
-use crate::domain::report::{self, Outcome, ProjectReport, Summary};
+use crate::domain::report::{Outcome, ProjectReport, Summary};
 use crate::engine::{Options, Remediator};
 use crate::gcp::{CallCounts, Client, ClientConfig, Credentials, Gcp};
 use crate::policy::{ConfigError, PolicyFile};
-use crate::ports::{Api, ApiError, ProjectInfo, RetryPolicy};
+use crate::ports::{Api, ApiError, RetryPolicy};
 
 /// Connection settings shared by every command that calls Google.
 #[derive(clap::Args, Debug, Clone)]
@@ -57,6 +58,9 @@ pub enum SetupError {
     /// A bad command-line value.
     #[error("{0}")]
     Usage(String),
+    /// Standard output could not be written.
+    #[error("writing the output: {0}")]
+    Output(#[from] std::io::Error),
 }
 
 impl GcpArgs {
@@ -140,6 +144,9 @@ pub struct ScanArgs {
     /// Projects checked concurrently.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Table: show healthy rows and healthy projects too (by default they are counted, not shown).
+    #[arg(long)]
+    pub all: bool,
     /// Google connection settings.
     #[command(flatten)]
     pub gcp: GcpArgs,
@@ -213,94 +220,237 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         );
     }
     let (projects, failures) = remediator.resolve(&args.projects, &roots).await?;
-    let mut reports = run_with_progress(&remediator, &projects).await;
-    reports.extend(failures);
-    let summary = report::summarize(&reports);
-    let counts = gcp.client().counts();
     let mode = if remediator.options().writes() {
         "enforce"
     } else {
         "dry-run"
     };
-    let mut out = std::io::stdout().lock();
-    match args.format {
-        Format::Json => {
-            let doc = ScanDocument {
-                schema: "gke-iam-remediator.scan/v1",
-                mode,
-                projects: &reports,
-                summary: &summary,
-                api_calls: &counts,
-                elapsed_ms: started.elapsed().as_millis(),
-            };
-            let _ = serde_json::to_writer_pretty(&mut out, &doc);
-            let _ = writeln!(out);
-        }
-        Format::Table => {
-            let _ = write!(out, "{}", render_table(&reports, mode));
-            let _ = writeln!(
-                out,
-                "{} project(s), {} using GKE, {} API call(s) in {:.2}s",
-                summary.projects,
-                summary.gke_projects,
-                counts.total,
-                started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    Ok(exit_code(&reports))
-}
-
-async fn run_with_progress(
-    remediator: &Arc<Remediator>,
-    projects: &[ProjectInfo],
-) -> Vec<ProjectReport> {
-    let tty = std::io::stderr().is_terminal() && projects.len() > 1;
-    if !tty {
-        return remediator.run(projects).await;
-    }
-    let total = projects.len();
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let reporter = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            loop {
-                let n = done.load(std::sync::atomic::Ordering::Relaxed);
-                eprint!("\r\x1b[2Kchecking projects: {n}/{total}");
-                if n >= total {
-                    eprintln!();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
+    let stdout = std::io::stdout();
+    let style = Style {
+        color: stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        all: args.all,
+        // One project asked for by name is always shown, healthy or not.
+        healthy_projects: args.all || projects.len() + failures.len() == 1,
     };
-    use futures::StreamExt;
-    let reports = futures::stream::iter(projects)
-        .map(|p| {
-            let done = done.clone();
-            async move {
-                let r = remediator.remediate(p).await;
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                r
-            }
-        })
-        .buffered(remediator.options().concurrency)
-        .collect()
-        .await;
-    let _ = reporter.await;
-    reports
+    // One buffered writer for everything on stdout: a report is written (and dropped) as soon as it
+    // and every report before it are done, so memory stays flat in the number of projects.
+    let out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
+    let mut sink = match args.format {
+        Format::Json => Output::Json(JsonStream::start(out, mode)?),
+        Format::Table => Output::Table(TableStream::new(out, style)),
+    };
+    let mut tally = Tally::default();
+    let progress = Progress::start(projects.len());
+    {
+        use futures::StreamExt;
+        let mut reports = futures::stream::iter(&projects)
+            .map(|p| remediator.remediate(p))
+            .buffered(remediator.options().concurrency);
+        while let Some(report) = reports.next().await {
+            progress.tick();
+            tally.add(&report);
+            sink.project(&report)?;
+        }
+    }
+    progress.finish().await;
+    for report in &failures {
+        tally.add(report);
+        sink.project(report)?;
+    }
+    let counts = gcp.client().counts();
+    let elapsed = started.elapsed();
+    match sink {
+        Output::Json(j) => j.finish(&tally.summary, &counts, elapsed)?,
+        Output::Table(t) => t.finish(&tally, mode, &counts, elapsed)?,
+    }
+    Ok(tally.exit_code)
 }
 
-/// 2 if a project could not be checked, 1 if any finding is neither healthy nor restored, else 0.
+/// Where `scan` writes: the JSON document or the table, one project at a time.
+enum Output<W: Write> {
+    Json(JsonStream<W>),
+    Table(TableStream<W>),
+}
+
+impl<W: Write> Output<W> {
+    fn project(&mut self, report: &ProjectReport) -> std::io::Result<()> {
+        match self {
+            Self::Json(j) => j.project(report),
+            Self::Table(t) => t.project(report),
+        }
+    }
+}
+
+/// What `scan` accumulates while reports stream past: the summary and the exit code.
+#[derive(Default)]
+struct Tally {
+    summary: Summary,
+    exit_code: i32,
+    by_outcome: BTreeMap<&'static str, usize>,
+}
+
+impl Tally {
+    fn add(&mut self, report: &ProjectReport) {
+        self.summary.add(report);
+        self.exit_code = self.exit_code.max(exit_code(std::slice::from_ref(report)));
+        for f in &report.findings {
+            *self.by_outcome.entry(outcome_label(f.outcome)).or_default() += 1;
+        }
+    }
+}
+
+/// Progress on stderr, on a TTY only, for more than one project.
+struct Progress {
+    done: Arc<std::sync::atomic::AtomicUsize>,
+    reporter: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(total: usize) -> Self {
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reporter = (std::io::stderr().is_terminal() && total > 1).then(|| {
+            let done = done.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = done.load(std::sync::atomic::Ordering::Relaxed);
+                    eprint!("\r\x1b[2Kchecking projects: {n}/{total}");
+                    if n >= total {
+                        eprintln!();
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        });
+        Self { done, reporter }
+    }
+
+    fn tick(&self) {
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn finish(self) {
+        if let Some(r) = self.reporter {
+            let _ = r.await;
+        }
+    }
+}
+
+/// The `scan/v1` JSON document written incrementally: the same document [`ScanDocument`] describes,
+/// with each project serialised as it completes.
+pub struct JsonStream<W: Write> {
+    out: W,
+    first: bool,
+}
+
+impl<W: Write> JsonStream<W> {
+    /// Writes the opening of the document.
+    pub fn start(mut out: W, mode: &str) -> std::io::Result<Self> {
+        write!(
+            out,
+            "{{\n  \"schema\": {},\n  \"mode\": {},\n  \"projects\": [",
+            serde_json::to_string(SCAN_SCHEMA)?,
+            serde_json::to_string(mode)?
+        )?;
+        Ok(Self { out, first: true })
+    }
+
+    /// Writes one project.
+    pub fn project(&mut self, report: &ProjectReport) -> std::io::Result<()> {
+        if !self.first {
+            self.out.write_all(b",")?;
+        }
+        self.first = false;
+        self.out.write_all(b"\n")?;
+        serde_json::to_writer_pretty(&mut self.out, report)?;
+        Ok(())
+    }
+
+    /// Writes the totals and closes the document.
+    pub fn finish(
+        mut self,
+        summary: &Summary,
+        api_calls: &CallCounts,
+        elapsed: Duration,
+    ) -> std::io::Result<()> {
+        let close = if self.first { "]" } else { "\n  ]" };
+        write!(self.out, "{close},\n  \"summary\": ")?;
+        serde_json::to_writer_pretty(&mut self.out, summary)?;
+        write!(self.out, ",\n  \"api_calls\": ")?;
+        serde_json::to_writer_pretty(&mut self.out, api_calls)?;
+        writeln!(self.out, ",\n  \"elapsed_ms\": {}\n}}", elapsed.as_millis())?;
+        self.out.flush()
+    }
+}
+
+/// The table for people, written one project at a time.
+struct TableStream<W: Write> {
+    out: W,
+    style: Style,
+    hidden_projects: usize,
+    hidden_rows: usize,
+}
+
+impl<W: Write> TableStream<W> {
+    fn new(out: W, style: Style) -> Self {
+        Self {
+            out,
+            style,
+            hidden_projects: 0,
+            hidden_rows: 0,
+        }
+    }
+
+    fn project(&mut self, report: &ProjectReport) -> std::io::Result<()> {
+        let block = render_project(report, self.style);
+        self.hidden_rows += block.hidden_rows;
+        match block.text {
+            Some(text) => self.out.write_all(text.as_bytes()),
+            None => {
+                self.hidden_projects += 1;
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(
+        mut self,
+        tally: &Tally,
+        mode: &str,
+        counts: &CallCounts,
+        elapsed: Duration,
+    ) -> std::io::Result<()> {
+        let line = summary_line(
+            &tally.summary,
+            &tally.by_outcome,
+            (self.hidden_projects, self.hidden_rows),
+            mode,
+            self.style,
+        );
+        writeln!(
+            self.out,
+            "{line}; {} API call(s) in {:.2}s",
+            counts.total,
+            elapsed.as_secs_f64()
+        )?;
+        self.out.flush()
+    }
+}
+
+/// The schema id of the `scan --format json` document.
+pub const SCAN_SCHEMA: &str = "gke-iam-remediator.scan/v1";
+
+/// 2 if a project could not be checked, 1 if any finding is neither healthy, restored nor merely
+/// expiring, else 0.
 pub fn exit_code(reports: &[ProjectReport]) -> i32 {
     if reports.iter().any(|r| r.error.is_some()) {
         2
-    } else if reports
-        .iter()
-        .flat_map(|r| &r.findings)
-        .any(|f| !matches!(f.outcome, Outcome::Healthy | Outcome::Restored))
-    {
+    } else if reports.iter().flat_map(|r| &r.findings).any(|f| {
+        !matches!(
+            f.outcome,
+            Outcome::Healthy | Outcome::Restored | Outcome::Expiring
+        )
+    }) {
         1
     } else {
         0
@@ -309,22 +459,7 @@ pub fn exit_code(reports: &[ProjectReport]) -> i32 {
 
 /// The exact gcloud command a person would run to restore a grant.
 pub fn gcloud_fix(project: &str, action: &Action) -> String {
-    match action {
-        Action::Grant { role, member } => {
-            format!(
-                "gcloud projects add-iam-policy-binding {project} --member={member} --role={role} --condition=None"
-            )
-        }
-        Action::EnableService { service } => {
-            format!("gcloud services enable {service} --project={project}")
-        }
-        Action::EnableServiceAccount { email } => {
-            format!("gcloud iam service-accounts enable {email}")
-        }
-        Action::UndeleteServiceAccount { unique_id, .. } => {
-            format!("gcloud beta iam service-accounts undelete {unique_id}")
-        }
-    }
+    crate::domain::explain::gcloud_command(project, action)
 }
 
 fn short(member: &str) -> &str {
@@ -346,125 +481,678 @@ pub fn describe_action(project: &str, action: &Action) -> String {
     }
 }
 
-/// Renders the table for people: one line per finding, details and the fix under anything not ok.
-pub fn render_table(reports: &[ProjectReport], mode: &str) -> String {
-    let mut s = String::new();
-    for r in reports {
-        let number = if r.project_number.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", r.project_number)
-        };
-        s.push_str(&format!("PROJECT {}{number}\n", r.project_id));
-        if let Some(e) = &r.error {
-            s.push_str(&format!("  ERROR {e}\n\n"));
-            continue;
-        }
-        if !r.gke && r.findings.is_empty() {
-            s.push_str(
-                "  not a GKE project (Container API disabled, no clusters): nothing to check\n\n",
-            );
-            continue;
-        }
-        s.push_str(&format!(
-            "  {:<12} {:<24} {:<14} {}\n",
-            "STATUS", "REQUIREMENT", "OUTCOME", "PRINCIPAL"
-        ));
-        for f in &r.findings {
-            let principal = f
-                .finding
-                .principal
-                .as_ref()
-                .map(|p| short(p.as_str()).to_owned())
-                .unwrap_or_else(|| "-".to_owned());
-            s.push_str(&format!(
-                "  {:<12} {:<24} {:<14} {}\n",
-                f.finding.status.as_str(),
-                f.finding.requirement.as_str(),
-                outcome_label(f.outcome),
-                principal,
-            ));
-            if f.finding.status == Status::Ok {
-                continue;
-            }
-            s.push_str(&format!("  {:<12} {}\n", "", f.finding.detail));
-            if !f.finding.clusters.is_empty() {
-                s.push_str(&format!(
-                    "  {:<12} used by {}\n",
-                    "",
-                    f.finding.clusters.join(", ")
-                ));
-            }
-            match &f.decision {
-                Decision::Restore { action } if f.outcome != Outcome::Restored => {
-                    s.push_str(&format!(
-                        "  {:<12} fix: {}\n",
-                        "",
-                        gcloud_fix(&r.project_id, action)
-                    ));
-                }
-                Decision::NotAllowed { reason }
-                | Decision::Blocked { reason }
-                | Decision::NeedsReview { reason } => {
-                    s.push_str(&format!("  {:<12} not restored: {reason}\n", ""));
-                    if f.finding.status == Status::Missing
-                        && let (Some(role), Some(member)) = (&f.finding.role, &f.finding.principal)
-                    {
-                        let fix = Action::Grant {
-                            role: role.clone(),
-                            member: member.clone(),
-                        };
-                        s.push_str(&format!(
-                            "  {:<12} fix: {}\n",
-                            "",
-                            gcloud_fix(&r.project_id, &fix)
-                        ));
-                    }
-                }
-                _ => {}
-            }
-        }
-        for a in &r.actions {
-            let verb = match a.outcome {
-                Outcome::Restored => "restored",
-                Outcome::WouldRestore => "would restore",
-                Outcome::NotAllowed => "not restored",
-                _ => "FAILED",
-            };
-            let etags = match (&a.etag_before, &a.etag_after) {
-                (Some(b), Some(after)) => {
-                    format!(" (policy etag {b} -> {after}, {} attempt(s))", a.attempts)
-                }
-                _ => String::new(),
-            };
-            let err = a
-                .error
-                .as_ref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default();
-            s.push_str(&format!(
-                "  {verb}: {}{etags}{err}\n",
-                describe_action(&r.project_id, &a.action)
-            ));
-        }
-        s.push('\n');
+/// How the table is drawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Style {
+    /// ANSI colour (a TTY without `NO_COLOR`).
+    pub color: bool,
+    /// Show healthy rows too (`--all`).
+    pub all: bool,
+    /// Show projects whose every finding is healthy (with their rows collapsed unless `all`).
+    pub healthy_projects: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tone {
+    Bad,
+    Warn,
+    Good,
+    Plain,
+    Head,
+}
+
+fn paint(style: Style, tone: Tone, text: &str) -> String {
+    let code = match tone {
+        _ if !style.color => return text.to_owned(),
+        Tone::Bad => "31;1",
+        Tone::Warn => "33",
+        Tone::Good => "32",
+        Tone::Head => "1",
+        Tone::Plain => return text.to_owned(),
+    };
+    format!("\x1b[{code}m{text}\x1b[0m")
+}
+
+/// Problems first: the lower, the more urgent.
+fn urgency(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Failed | Outcome::Escalated => 0,
+        Outcome::NotAllowed | Outcome::WouldRestore | Outcome::Unknown => 1,
+        Outcome::Expiring => 2,
+        Outcome::Restored => 3,
+        Outcome::Healthy => 4,
     }
-    let by: BTreeMap<&str, usize> =
-        reports
-            .iter()
-            .flat_map(|r| &r.findings)
-            .fold(BTreeMap::new(), |mut m, f| {
-                *m.entry(outcome_label(f.outcome)).or_default() += 1;
-                m
-            });
-    let parts: Vec<String> = by.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    s.push_str(&format!(
-        "mode: {mode}; findings: {}\n",
-        if parts.is_empty() {
-            "none".to_owned()
-        } else {
-            parts.join(", ")
+}
+
+fn outcome_tone(outcome: Outcome) -> Tone {
+    match urgency(outcome) {
+        0 => Tone::Bad,
+        1 | 2 => Tone::Warn,
+        _ => Tone::Good,
+    }
+}
+
+/// One cell: its text and how it is coloured.
+type Cell = (String, Tone);
+
+/// One line of a section: a principal (or a project-level check) and what is known about it.
+struct Row<'a> {
+    cells: Vec<Cell>,
+    outcome: Outcome,
+    findings: Vec<&'a crate::domain::report::FindingReport>,
+}
+
+/// A principal's cell for one required permission of a `node-sa-permissions` finding.
+fn permission_cell(f: &crate::domain::evaluate::Finding, permission: &str) -> Cell {
+    let has = |list: &[String]| list.iter().any(|p| p == permission);
+    if has(&f.denied_permissions) {
+        ("DENIED".to_owned(), Tone::Bad)
+    } else if has(&f.missing_permissions) {
+        ("MISSING".to_owned(), Tone::Bad)
+    } else if has(&f.conditional_permissions) {
+        ("condition".to_owned(), Tone::Warn)
+    } else if has(&f.unknown_permissions) {
+        ("unknown".to_owned(), Tone::Warn)
+    } else if f.principal.is_none() || f.status == Status::Incomplete {
+        (f.status.as_str().to_owned(), Tone::Warn)
+    } else if f.expires_at.is_some() {
+        ("ok (until)".to_owned(), Tone::Warn)
+    } else {
+        ("ok".to_owned(), Tone::Good)
+    }
+}
+
+fn status_cell(status: Status) -> Cell {
+    let tone = match status {
+        Status::Ok => Tone::Good,
+        Status::Missing | Status::Denied => Tone::Bad,
+        _ => Tone::Warn,
+    };
+    (status.as_str().to_owned(), tone)
+}
+
+fn worst(findings: &[&crate::domain::report::FindingReport]) -> Outcome {
+    findings
+        .iter()
+        .map(|f| f.outcome)
+        .min_by_key(|o| urgency(*o))
+        .unwrap_or(Outcome::Healthy)
+}
+
+/// What a person needs under a row that is not healthy: the detail, when a time-bound grant ends,
+/// the clusters, and why it was not restored or the fix.
+fn notes(project: &str, f: &crate::domain::report::FindingReport) -> Vec<String> {
+    let mut out = vec![f.finding.detail.clone()];
+    if !f.finding.clusters.is_empty() {
+        out.push(format!("used by {}", f.finding.clusters.join(", ")));
+    }
+    match &f.decision {
+        Decision::Restore { action } if f.outcome != Outcome::Restored => {
+            out.push(format!("fix: {}", gcloud_fix(project, action)));
         }
+        Decision::NotAllowed { reason }
+        | Decision::Blocked { reason }
+        | Decision::NeedsReview { reason } => {
+            out.push(format!("not restored: {reason}"));
+            if f.finding.status == Status::Missing
+                && let (Some(role), Some(member)) = (&f.finding.role, &f.finding.principal)
+            {
+                let fix = Action::Grant {
+                    role: role.clone(),
+                    member: member.clone(),
+                };
+                out.push(format!("fix: {}", gcloud_fix(project, &fix)));
+            }
+        }
+        Decision::Escalate { reason } => out.push(format!("escalated: {reason}")),
+        _ => {}
+    }
+    if f.outcome == Outcome::Expiring
+        && let (Some(role), Some(member)) = (&f.finding.role, &f.finding.principal)
+    {
+        let fix = Action::Grant {
+            role: role.clone(),
+            member: member.clone(),
+        };
+        out.push(format!(
+            "renew the grant, or make it permanent: {}",
+            gcloud_fix(project, &fix)
+        ));
+    }
+    out
+}
+
+/// A project's part of the table; `None` text when everything in it is healthy and hidden.
+pub struct Block {
+    /// The lines, if the project is shown.
+    pub text: Option<String>,
+    /// Healthy rows collapsed behind a count.
+    pub hidden_rows: usize,
+}
+
+const PERMISSION_HEADS: [&str; 4] = ["LOGGING", "TIMESERIES", "DESCRIPTORS", "AUTOSCALING"];
+
+/// Renders one project: a section of node service accounts (one line per account with its four
+/// permissions and whether it exists), one of service agents and one of project-level checks;
+/// problems first, healthy rows collapsed behind a count unless `style.all`.
+pub fn render_project(r: &ProjectReport, style: Style) -> Block {
+    use crate::domain::requirements::{NODE_SA_PERMISSIONS, RequirementId as R};
+    let number = if r.project_number.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", r.project_number)
+    };
+    let head = paint(
+        style,
+        Tone::Head,
+        &format!("PROJECT {}{number}", r.project_id),
+    );
+    if let Some(e) = &r.error {
+        let error = paint(style, Tone::Bad, "ERROR");
+        return Block {
+            text: Some(format!("{head}\n  {error} {e}\n\n")),
+            hidden_rows: 0,
+        };
+    }
+    let all_healthy =
+        r.actions.is_empty() && r.findings.iter().all(|f| f.outcome == Outcome::Healthy);
+    if all_healthy && !style.healthy_projects {
+        return Block {
+            text: None,
+            hidden_rows: 0,
+        };
+    }
+    if !r.gke && r.findings.is_empty() {
+        return Block {
+            text: Some(format!(
+                "{head}\n  not a GKE project (Container API disabled, no clusters): nothing to check\n\n"
+            )),
+            hidden_rows: 0,
+        };
+    }
+
+    // Node service accounts: one row per account, its permissions and its existence side by side.
+    let mut by_account: BTreeMap<&str, Vec<&crate::domain::report::FindingReport>> =
+        BTreeMap::new();
+    let mut agents = Vec::new();
+    let mut checks = Vec::new();
+    for f in &r.findings {
+        match (f.finding.requirement, &f.finding.principal) {
+            (R::NodeSaPermissions | R::NodeSaExists, Some(p)) => {
+                by_account.entry(p.as_str()).or_default().push(f)
+            }
+            (R::GkeServiceAgent | R::GkeNodeServiceAgent | R::GoogleApisServiceAgent, Some(_)) => {
+                agents.push(f)
+            }
+            _ => checks.push(f),
+        }
+    }
+    let mut nodes: Vec<Row> = by_account
+        .into_iter()
+        .map(|(principal, findings)| {
+            let perms = findings
+                .iter()
+                .find(|f| f.finding.requirement == R::NodeSaPermissions);
+            let exists = findings
+                .iter()
+                .find(|f| f.finding.requirement == R::NodeSaExists);
+            let mut cells = vec![(short(principal).to_owned(), Tone::Plain)];
+            for p in NODE_SA_PERMISSIONS {
+                cells.push(perms.map_or(("-".to_owned(), Tone::Plain), |f| {
+                    permission_cell(&f.finding, p)
+                }));
+            }
+            cells.push(exists.map_or(("-".to_owned(), Tone::Plain), |f| {
+                status_cell(f.finding.status)
+            }));
+            let outcome = worst(&findings);
+            cells.push((outcome_label(outcome).to_owned(), outcome_tone(outcome)));
+            Row {
+                cells,
+                outcome,
+                findings,
+            }
+        })
+        .collect();
+    let mut agent_rows: Vec<Row> = agents
+        .into_iter()
+        .map(|f| {
+            let principal = f.finding.principal.as_ref().map_or("-", |p| p.as_str());
+            let role = f.finding.role.as_ref().map_or("-", |r| r.as_str());
+            Row {
+                cells: vec![
+                    (short(principal).to_owned(), Tone::Plain),
+                    (role.to_owned(), Tone::Plain),
+                    status_cell(f.finding.status),
+                    (outcome_label(f.outcome).to_owned(), outcome_tone(f.outcome)),
+                ],
+                outcome: f.outcome,
+                findings: vec![f],
+            }
+        })
+        .collect();
+    let mut check_rows: Vec<Row> = checks
+        .into_iter()
+        .map(|f| Row {
+            cells: vec![
+                (f.finding.requirement.as_str().to_owned(), Tone::Plain),
+                status_cell(f.finding.status),
+                (outcome_label(f.outcome).to_owned(), outcome_tone(f.outcome)),
+            ],
+            outcome: f.outcome,
+            findings: vec![f],
+        })
+        .collect();
+
+    let mut s = format!("{head}\n");
+    let mut hidden = 0;
+    let node_head: Vec<&str> = std::iter::once("NODE SERVICE ACCOUNT")
+        .chain(PERMISSION_HEADS)
+        .chain(["EXISTS", "OUTCOME"])
+        .collect();
+    for (heads, rows) in [
+        (node_head, &mut nodes),
+        (
+            vec!["SERVICE AGENT", "ROLE", "STATUS", "OUTCOME"],
+            &mut agent_rows,
+        ),
+        (vec!["PROJECT CHECK", "STATUS", "OUTCOME"], &mut check_rows),
+    ] {
+        rows.sort_by_key(|row| urgency(row.outcome));
+        let shown: Vec<&Row> = rows
+            .iter()
+            .filter(|row| style.all || row.outcome != Outcome::Healthy)
+            .collect();
+        hidden += rows.len() - shown.len();
+        if shown.is_empty() {
+            continue;
+        }
+        let mut widths: Vec<usize> = heads.iter().map(|h| h.len()).collect();
+        for row in &shown {
+            for (w, (text, _)) in widths.iter_mut().zip(&row.cells) {
+                *w = (*w).max(text.chars().count());
+            }
+        }
+        let line = |cells: Vec<Cell>| -> String {
+            let last = cells.len() - 1;
+            let parts: Vec<String> = cells
+                .into_iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, ((text, tone), w))| {
+                    let pad = if i == last {
+                        String::new()
+                    } else {
+                        " ".repeat(w - text.chars().count())
+                    };
+                    format!("{}{pad}", paint(style, tone, &text))
+                })
+                .collect();
+            format!("  {}\n", parts.join("  "))
+        };
+        s.push_str(&line(
+            heads
+                .iter()
+                .map(|h| ((*h).to_owned(), Tone::Head))
+                .collect(),
+        ));
+        for row in shown {
+            s.push_str(&line(row.cells.clone()));
+            for f in row
+                .findings
+                .iter()
+                .filter(|f| f.outcome != Outcome::Healthy)
+            {
+                for note in notes(&r.project_id, f) {
+                    s.push_str(&format!("      {note}\n"));
+                }
+            }
+        }
+    }
+    if hidden > 0 && !style.all {
+        s.push_str(&format!(
+            "  {hidden} healthy row(s) not shown (--all shows them)\n"
+        ));
+    }
+    for a in &r.actions {
+        let (verb, tone) = match a.outcome {
+            Outcome::Restored => ("restored", Tone::Good),
+            Outcome::WouldRestore => ("would restore", Tone::Warn),
+            Outcome::NotAllowed => ("not restored", Tone::Warn),
+            _ => ("FAILED", Tone::Bad),
+        };
+        let etags = match (&a.etag_before, &a.etag_after) {
+            (Some(b), Some(after)) => {
+                format!(" (policy etag {b} -> {after}, {} attempt(s))", a.attempts)
+            }
+            _ => String::new(),
+        };
+        let err = a
+            .error
+            .as_ref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "  {}: {}{etags}{err}\n",
+            paint(style, tone, verb),
+            describe_action(&r.project_id, &a.action)
+        ));
+    }
+    s.push('\n');
+    Block {
+        text: Some(s),
+        hidden_rows: hidden,
+    }
+}
+
+/// The one-line summary at the end of the table.
+fn summary_line(
+    summary: &Summary,
+    by_outcome: &BTreeMap<&'static str, usize>,
+    (hidden_projects, hidden_rows): (usize, usize),
+    mode: &str,
+    style: Style,
+) -> String {
+    // Problems first, in the order of urgency; healthy last.
+    let mut parts: Vec<(u8, String)> = by_outcome
+        .iter()
+        .map(|(label, n)| {
+            let outcome = Outcome::ALL
+                .into_iter()
+                .find(|o| outcome_label(*o) == *label)
+                .unwrap_or(Outcome::Unknown);
+            let text = format!("{n} {label}");
+            (urgency(outcome), paint(style, outcome_tone(outcome), &text))
+        })
+        .collect();
+    parts.sort_by_key(|(u, _)| *u);
+    let findings = if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = format!(
+        "mode: {mode}; {} project(s), {} using GKE, {} error(s); findings: {findings}",
+        summary.projects, summary.gke_projects, summary.errors
+    );
+    if hidden_projects > 0 {
+        line.push_str(&format!("; {hidden_projects} healthy project(s) not shown"));
+    }
+    if hidden_projects + hidden_rows > 0 {
+        line.push_str(" (--all shows them)");
+    }
+    line
+}
+
+/// Renders the whole table at once (the demo prints it): every project shown, healthy rows
+/// collapsed, no colour.
+pub fn render_table(reports: &[ProjectReport], mode: &str) -> String {
+    let style = Style {
+        color: false,
+        all: false,
+        healthy_projects: true,
+    };
+    let mut s = String::new();
+    let mut tally = Tally::default();
+    let mut hidden_rows = 0;
+    for r in reports {
+        tally.add(r);
+        let block = render_project(r, style);
+        hidden_rows += block.hidden_rows;
+        s.push_str(block.text.as_deref().unwrap_or_default());
+    }
+    s.push_str(&summary_line(
+        &tally.summary,
+        &tally.by_outcome,
+        (0, hidden_rows),
+        mode,
+        style,
     ));
+    s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::evaluate::Finding;
+    use crate::domain::iam::Member;
+    use crate::domain::report::{self, FindingReport};
+    use crate::domain::requirements::RequirementId;
+
+    fn finding(
+        requirement: RequirementId,
+        principal: &str,
+        status: Status,
+        outcome: Outcome,
+    ) -> FindingReport {
+        let member = Member::parse(principal).unwrap();
+        let role = requirement.restore_role();
+        let decision = match outcome {
+            Outcome::WouldRestore => Decision::Restore {
+                action: Action::Grant {
+                    role: role.clone().unwrap(),
+                    member: member.clone(),
+                },
+            },
+            Outcome::Unknown => Decision::NeedsReview {
+                reason: "granted only under an IAM condition".to_owned(),
+            },
+            _ => Decision::Healthy,
+        };
+        FindingReport {
+            finding: Finding {
+                requirement,
+                principal: Some(member),
+                status,
+                missing_permissions: if status == Status::Missing {
+                    vec!["monitoring.timeSeries.create".to_owned()]
+                } else {
+                    Vec::new()
+                },
+                conditional_permissions: Vec::new(),
+                unknown_permissions: Vec::new(),
+                role,
+                clusters: vec!["us-central1/c1".to_owned()],
+                node_pools: Vec::new(),
+                granted_via: Vec::new(),
+                detail: format!("detail of {principal}"),
+                expires_at: (outcome == Outcome::Expiring)
+                    .then(|| "2026-12-10T00:00:00.000Z".to_owned()),
+                denied_permissions: Vec::new(),
+                denied_by: Vec::new(),
+                org_policy: None,
+            },
+            decision,
+            outcome,
+        }
+    }
+
+    fn project(id: &str, findings: Vec<FindingReport>) -> ProjectReport {
+        ProjectReport {
+            project_id: id.to_owned(),
+            project_number: "100".to_owned(),
+            gke: true,
+            folders: Vec::new(),
+            policy_etag: Some("BwE=".to_owned()),
+            flap_guard: None,
+            findings,
+            actions: Vec::new(),
+            error: None,
+        }
+    }
+
+    fn sample() -> Vec<ProjectReport> {
+        let healthy = |id: &str| {
+            project(
+                id,
+                vec![
+                    finding(
+                        RequirementId::NodeSaPermissions,
+                        &format!("serviceAccount:ok@{id}.iam.gserviceaccount.com"),
+                        Status::Ok,
+                        Outcome::Healthy,
+                    ),
+                    finding(
+                        RequirementId::GkeServiceAgent,
+                        "serviceAccount:service-100@container-engine-robot.iam.gserviceaccount.com",
+                        Status::Ok,
+                        Outcome::Healthy,
+                    ),
+                ],
+            )
+        };
+        let mut broken = healthy("broken");
+        broken.findings.push(finding(
+            RequirementId::NodeSaPermissions,
+            "serviceAccount:bad@broken.iam.gserviceaccount.com",
+            Status::Missing,
+            Outcome::WouldRestore,
+        ));
+        broken.findings.push(finding(
+            RequirementId::NodeSaExists,
+            "serviceAccount:bad@broken.iam.gserviceaccount.com",
+            Status::Ok,
+            Outcome::Healthy,
+        ));
+        broken.findings.push(finding(
+            RequirementId::NodeSaPermissions,
+            "serviceAccount:soon@broken.iam.gserviceaccount.com",
+            Status::Ok,
+            Outcome::Expiring,
+        ));
+        vec![healthy("fine-a"), broken, healthy("fine-b")]
+    }
+
+    #[test]
+    fn the_streamed_json_is_the_scan_document() {
+        let reports = sample();
+        let summary = report::summarize(&reports);
+        let counts = CallCounts::default();
+        let mut buf = Vec::new();
+        {
+            let mut stream = JsonStream::start(&mut buf, "dry-run").unwrap();
+            for r in &reports {
+                stream.project(r).unwrap();
+            }
+            stream
+                .finish(&summary, &counts, Duration::from_millis(12))
+                .unwrap();
+        }
+        let streamed: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let whole = serde_json::to_value(ScanDocument {
+            schema: SCAN_SCHEMA,
+            mode: "dry-run",
+            projects: &reports,
+            summary: &summary,
+            api_calls: &counts,
+            elapsed_ms: 12,
+        })
+        .unwrap();
+        assert_eq!(streamed, whole);
+        // No project at all is still a valid document.
+        let mut empty = Vec::new();
+        JsonStream::start(&mut empty, "enforce")
+            .unwrap()
+            .finish(&Summary::default(), &counts, Duration::ZERO)
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&empty).unwrap();
+        assert_eq!(doc["projects"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn summarising_as_reports_stream_past_equals_summarising_them_all() {
+        let reports = sample();
+        let mut s = Summary::default();
+        for r in reports.iter().rev() {
+            s.add(r);
+        }
+        let whole = report::summarize(&reports);
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::to_value(&whole).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_table_shows_one_line_per_node_account_problems_first_and_collapses_healthy_rows() {
+        let style = Style::default();
+        let reports = sample();
+        assert!(
+            render_project(&reports[0], style).text.is_none(),
+            "a healthy project is counted, not shown"
+        );
+        let block = render_project(&reports[1], style);
+        let text = block.text.unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("NODE SERVICE ACCOUNT") && lines[1].contains("TIMESERIES"));
+        // The broken account first, on one line with its four permissions and existence.
+        assert!(
+            lines[2].starts_with("  bad@broken.iam.gserviceaccount.com"),
+            "{text}"
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "bad@broken.iam.gserviceaccount.com",
+                "ok",
+                "MISSING",
+                "ok",
+                "ok",
+                "ok",
+                "would-restore"
+            ]
+        );
+        assert!(
+            text.contains("fix: gcloud projects add-iam-policy-binding broken"),
+            "{text}"
+        );
+        let soon = lines.iter().position(|l| l.contains("soon@")).unwrap();
+        assert!(soon > 2 && lines[soon].contains("expiring"), "{text}");
+        assert!(
+            !text.contains("ok@broken"),
+            "healthy rows are collapsed: {text}"
+        );
+        assert_eq!(block.hidden_rows, 2, "{text}");
+        assert!(
+            text.contains("2 healthy row(s) not shown (--all shows them)"),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "no colour unless asked");
+
+        let all = Style {
+            all: true,
+            healthy_projects: true,
+            color: false,
+        };
+        let text = render_project(&reports[1], all).text.unwrap();
+        assert!(
+            text.contains("ok@broken") && text.contains("SERVICE AGENT"),
+            "{text}"
+        );
+        assert!(render_project(&reports[0], all).text.is_some());
+    }
+
+    #[test]
+    fn colour_is_ansi_and_only_when_asked() {
+        let reports = sample();
+        let style = Style {
+            color: true,
+            ..Style::default()
+        };
+        let text = render_project(&reports[1], style).text.unwrap();
+        assert!(text.contains("\x1b[31;1mMISSING\x1b[0m"), "{text}");
+    }
+
+    #[test]
+    fn the_summary_is_one_line_with_problems_first() {
+        let text = render_table(&sample(), "dry-run");
+        let last = text.lines().last().unwrap();
+        assert!(last.starts_with("mode: dry-run; 3 project(s), 3 using GKE, 0 error(s); findings: 1 would-restore, 1 expiring, 7 healthy"), "{last}");
+    }
 }

@@ -422,6 +422,11 @@ impl Parser {
     }
 }
 
+/// An RFC 3339 timestamp (as written in `expires_at`) as an instant; `None` if it is not one.
+pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
+    parse_rfc3339(s).map(from_micros)
+}
+
 /// Microseconds since the epoch of an RFC 3339 timestamp (`2026-06-30T00:00:00Z`, fractional seconds
 /// and `+hh:mm` offsets allowed).
 pub fn parse_rfc3339(s: &str) -> Option<i128> {

@@ -10,9 +10,13 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::condition;
+use super::deny::{self, DeniedBy, DenyVerdict, Subject};
 use super::iam::{Member, MemberKind, Policy, ResourceRef, Role, ServiceAccountEmail};
 use super::requirements::{self as req, CONTAINER_API, NODE_SA_PERMISSIONS, RequirementId};
-use super::state::{AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot};
+use super::state::{
+    AUTOMATIC_GRANTS_CONSTRAINT, AccountState, ApiState, OrgPolicyFact, ProjectState, RoleCatalog,
+    RoleLookup, Troubleshot,
+};
 
 /// The verdict on one requirement for one principal.
 #[derive(
@@ -28,8 +32,10 @@ pub enum Status {
     Conditional,
     /// Cannot be decided from IAM alone (group membership, unreadable role or account).
     Unknown,
-    /// The data read was partial (for example `missingZones`).
+    /// The data read was partial (for example `missingZones`, or deny policies that could not be read).
     Incomplete,
+    /// An IAM deny policy blocks a required permission: no grant can restore it.
+    Denied,
 }
 
 impl std::fmt::Display for Status {
@@ -47,6 +53,7 @@ impl Status {
             Self::Conditional => "conditional",
             Self::Unknown => "unknown",
             Self::Incomplete => "incomplete",
+            Self::Denied => "denied",
         }
     }
 }
@@ -79,6 +86,16 @@ pub struct Finding {
     /// When a grant that holds now only for a time ends (RFC 3339): the finding is `ok` until then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Required permissions an IAM deny policy blocks (status `denied`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_permissions: Vec<String>,
+    /// The deny rules that block (or may block, `uncertain`) a required permission.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub denied_by: Vec<DeniedBy>,
+    /// An organization policy constraint that explains the gap (the Compute Engine default account
+    /// created without roles under `iam.automaticIamGrantsForDefaultServiceAccounts`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_policy: Option<String>,
 }
 
 impl Finding {
@@ -101,6 +118,9 @@ impl Finding {
             granted_via: Vec::new(),
             detail,
             expires_at: None,
+            denied_permissions: Vec::new(),
+            denied_by: Vec::new(),
+            org_policy: None,
         }
     }
 }
@@ -173,7 +193,8 @@ pub fn roles_needed(state: &ProjectState) -> BTreeSet<Role> {
         .collect()
 }
 
-fn all_policies(state: &ProjectState) -> impl Iterator<Item = (String, &Policy)> {
+/// The project's policy and its ancestors', nearest first, with the resource name of each.
+pub fn all_policies(state: &ProjectState) -> impl Iterator<Item = (String, &Policy)> {
     std::iter::once((format!("projects/{}", state.project_id), &state.policy))
         .chain(state.ancestors.iter().map(|(r, p)| (r.to_string(), p)))
 }
@@ -356,6 +377,16 @@ fn stamp(t: SystemTime) -> String {
     crate::clock::rfc3339(t, crate::clock::Precision::Millis)
 }
 
+/// The `node-sa-permissions` verdict for one service account of the project (node account or not):
+/// what `scan` reports for a node account, without its clusters.
+pub fn node_permissions(
+    state: &ProjectState,
+    roles: &RoleCatalog,
+    email: &ServiceAccountEmail,
+) -> Finding {
+    evaluate_permissions(state, roles, email, state.accounts.get(email))
+}
+
 fn evaluate_permissions(
     state: &ProjectState,
     roles: &RoleCatalog,
@@ -366,14 +397,18 @@ fn evaluate_permissions(
     let mut tally = PermissionTally::default();
     for (resource, policy) in all_policies(state) {
         for binding in &policy.bindings {
-            let direct = binding.members.iter().any(|m| m.is_service_account(email));
-            let via_group = binding
-                .members
-                .iter()
-                .any(|m| m.kind() == MemberKind::Group);
+            let (through, via_group) = group_grant(binding, email, &state.access.memberships);
+            let direct =
+                binding.members.iter().any(|m| m.is_service_account(email)) || through.is_some();
             if !direct && !via_group {
                 continue;
             }
+            let via_text = match &through {
+                Some(g) if !binding.members.iter().any(|m| m.is_service_account(email)) => {
+                    format!(" through {g}")
+                }
+                _ => String::new(),
+            };
             let relevant: Vec<String> = match roles.get(&binding.role) {
                 RoleLookup::Found(perms) => NODE_SA_PERMISSIONS
                     .iter()
@@ -401,7 +436,7 @@ fn evaluate_permissions(
                             .granted
                             .entry(perm)
                             .or_default()
-                            .push(format!("{} on {resource}", binding.role));
+                            .push(format!("{} on {resource}{via_text}", binding.role));
                     }
                     Grant::Until(t) => {
                         let permanent =
@@ -411,7 +446,7 @@ fn evaluate_permissions(
                             *end = (*end).max(t);
                         }
                         tally.granted.entry(perm).or_default().push(format!(
-                            "{} on {resource} until {}",
+                            "{} on {resource}{via_text} until {}",
                             binding.role,
                             stamp(t)
                         ));
@@ -447,7 +482,24 @@ fn evaluate_permissions(
         // A grant may sit in a policy we could not read: never call that missing.
         unknown.append(&mut missing);
     }
-    let (status, detail) = if !missing.is_empty() {
+    // Deny policies override every grant: a denied permission is denied whatever was found above.
+    let (denied, denied_by) = deny_pass(state, email, &mut missing, &mut conditional, &mut unknown);
+    let (status, detail) = if !denied.is_empty() {
+        let policies: BTreeSet<&str> = denied_by
+            .iter()
+            .filter(|b| b.uncertain.is_none())
+            .map(|b| b.policy.as_str())
+            .collect();
+        let mut d = format!(
+            "{email} is denied {} by the IAM deny policy {}: a deny rule overrides every grant, so granting a role cannot restore it",
+            denied.join(", "),
+            policies.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        if !missing.is_empty() {
+            d.push_str(&format!("; it also lacks {}", missing.join(", ")));
+        }
+        (Status::Denied, d)
+    } else if !missing.is_empty() {
         let mut d = format!("{email} lacks {}", missing.join(", "));
         if gone {
             d.push_str(" (the account is deleted)");
@@ -474,6 +526,14 @@ fn evaluate_permissions(
             Status::Unknown,
             format!("{email} may hold {} {why}", unknown.join(", ")),
         )
+    } else if !state.access.deny_unreadable.is_empty() {
+        (
+            Status::Incomplete,
+            format!(
+                "{email} is granted every node permission, but whether a deny rule blocks one is unknown: {} could not be read",
+                state.access.deny_unreadable.join(", ")
+            ),
+        )
     } else {
         (Status::Ok, format!("{email} holds every node permission"))
     };
@@ -483,6 +543,9 @@ fn evaluate_permissions(
         status,
         detail,
     );
+    f.denied_permissions = denied;
+    f.denied_by = denied_by;
+    org_policy_cause(state, email, &mut f);
     if status == Status::Ok {
         // Time-bound: the permissions hold until the first of them ends.
         f.expires_at = tally.until.values().min().map(|t| stamp(*t));
@@ -495,6 +558,106 @@ fn evaluate_permissions(
     f.unknown_permissions = unknown;
     f.granted_via = via.into_iter().collect();
     f
+}
+
+/// Whether a binding reaches `email` through a group: the group known (Cloud Identity) to contain
+/// it, and whether some other group of the binding may.
+fn group_grant(
+    binding: &super::iam::Binding,
+    email: &ServiceAccountEmail,
+    memberships: &deny::Memberships,
+) -> (Option<String>, bool) {
+    let mut through = None;
+    let mut maybe = false;
+    for m in binding
+        .members
+        .iter()
+        .filter(|m| m.kind() == MemberKind::Group)
+    {
+        let group = m.as_str().trim_start_matches("group:").to_ascii_lowercase();
+        match memberships.get(&(group, email.as_str().to_ascii_lowercase())) {
+            Some(true) => through = Some(m.to_string()),
+            Some(false) => {}
+            None => maybe = true,
+        }
+    }
+    (through, maybe)
+}
+
+/// The resources an account of the checked project lives under (`projects/NUMBER`, its folders, its
+/// organization); empty for accounts of other projects (where they live is not known here).
+fn account_home(state: &ProjectState, email: &ServiceAccountEmail) -> Vec<String> {
+    let own = email
+        .as_str()
+        .ends_with(&format!("@{}.iam.gserviceaccount.com", state.project_id))
+        || *email == ServiceAccountEmail::compute_default(&state.project_number);
+    if !own {
+        return Vec::new();
+    }
+    std::iter::once(format!("projects/{}", state.project_number))
+        .chain(state.ancestors.iter().map(|(r, _)| r.to_string()))
+        .collect()
+}
+
+/// Applies the deny policies to the required permissions: a denied permission leaves every other
+/// list; one that may be denied is no longer counted as held. Returns the denied permissions and
+/// the rules involved.
+fn deny_pass(
+    state: &ProjectState,
+    email: &ServiceAccountEmail,
+    missing: &mut Vec<String>,
+    conditional: &mut Vec<String>,
+    unknown: &mut Vec<String>,
+) -> (Vec<String>, Vec<DeniedBy>) {
+    let mut denied = Vec::new();
+    let mut by = Vec::new();
+    if state.access.deny_policies.is_empty() {
+        return (denied, by);
+    }
+    let under = account_home(state, email);
+    let subject = Subject {
+        email,
+        under: &under,
+        memberships: &state.access.memberships,
+    };
+    for perm in NODE_SA_PERMISSIONS {
+        match deny::evaluate(&state.access.deny_policies, &subject, perm, state.read_at) {
+            DenyVerdict::NotDenied => {}
+            DenyVerdict::Denied(rule) => {
+                missing.retain(|p| p != perm);
+                conditional.retain(|p| p != perm);
+                unknown.retain(|p| p != perm);
+                denied.push(perm.to_owned());
+                by.push(rule);
+            }
+            DenyVerdict::Unknown(rule) => {
+                let held = ![&*missing, &*conditional, &*unknown]
+                    .iter()
+                    .any(|l| l.iter().any(|p| p == perm));
+                if held {
+                    unknown.push(perm.to_owned());
+                }
+                by.push(rule);
+            }
+        }
+    }
+    (denied, by)
+}
+
+/// Names the org policy that left the Compute Engine default account without roles, when it is
+/// enforced and that account lacks (or is denied) what it needs.
+fn org_policy_cause(state: &ProjectState, email: &ServiceAccountEmail, f: &mut Finding) {
+    let default_account = *email == ServiceAccountEmail::compute_default(&state.project_number);
+    if default_account
+        && matches!(f.status, Status::Missing | Status::Denied)
+        && state.access.automatic_grants == OrgPolicyFact::Enforced
+    {
+        f.detail.push_str(&format!(
+            " (the organization policy constraint {AUTOMATIC_GRANTS_CONSTRAINT} is enforced on this project: the Compute Engine default service account was created without any role and needs {} granted explicitly)",
+            f.role.as_ref().map_or("its roles", |r| r.as_str())
+        ));
+        f.org_policy = Some(format!("constraints/{AUTOMATIC_GRANTS_CONSTRAINT}"));
+    }
 }
 
 fn evaluate_role_binding(
@@ -557,6 +720,38 @@ fn evaluate_role_binding(
     f.granted_via = via;
     f.expires_at = expires_at;
     f
+}
+
+/// Groups whose (transitive) membership of `email` would settle an `unknown` verdict and is not
+/// known yet: groups bound to a role granting one of `permissions` (or a role that could not be
+/// read) on the project or an ancestor, and groups the deny rules name. Lower case, sorted.
+pub fn groups_to_resolve(
+    state: &ProjectState,
+    roles: &RoleCatalog,
+    email: &ServiceAccountEmail,
+    permissions: &[String],
+) -> Vec<String> {
+    let mut out: BTreeSet<String> = all_policies(state)
+        .flat_map(|(_, p)| p.bindings.iter())
+        .filter(|b| match roles.get(&b.role) {
+            RoleLookup::Found(perms) => permissions.iter().any(|p| perms.contains(p)),
+            RoleLookup::NotFound => false,
+            RoleLookup::Unreadable(_) => true,
+        })
+        .flat_map(|b| b.members.iter())
+        .filter(|m| m.kind() == MemberKind::Group)
+        .map(|m| m.as_str().trim_start_matches("group:").to_ascii_lowercase())
+        .collect();
+    out.extend(deny::groups_named(&state.access.deny_policies));
+    let who = email.as_str().to_ascii_lowercase();
+    out.into_iter()
+        .filter(|g| {
+            !state
+                .access
+                .memberships
+                .contains_key(&(g.clone(), who.clone()))
+        })
+        .collect()
 }
 
 /// Unique ids of deleted service accounts, from `deleted:serviceAccount:EMAIL?uid=N` members.

@@ -3,7 +3,9 @@
 //! data read through the ports.
 
 pub mod condition;
+pub mod deny;
 pub mod evaluate;
+pub mod explain;
 pub mod iam;
 pub mod plan;
 pub mod report;

@@ -189,6 +189,12 @@ fn decide_one(
                 reason: finding.detail.clone(),
             };
         }
+        Status::Denied => {
+            // A deny rule overrides every grant: granting would change nothing and hide the cause.
+            return Decision::NotAllowed {
+                reason: finding.detail.clone(),
+            };
+        }
         Status::Missing => {}
     }
     if !ctx.policy.restore.contains(&finding.requirement) {

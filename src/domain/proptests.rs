@@ -204,6 +204,7 @@ fn state_strategy() -> impl Strategy<Value = ProjectState> {
                 restorations: BTreeMap::new(),
                 unreadable: Vec::new(),
                 read_at: std::time::SystemTime::now(),
+                access: Default::default(),
             };
             for sa in evaluate::node_service_accounts(&state) {
                 state.accounts.insert(
@@ -361,6 +362,7 @@ fn simple_state(bindings: Vec<Binding>, folder: Vec<Binding>) -> ProjectState {
         restorations: BTreeMap::new(),
         unreadable: Vec::new(),
         read_at: std::time::SystemTime::now(),
+        access: Default::default(),
     };
     state.accounts.insert(
         ServiceAccountEmail::parse("gke-a@demo-project.iam.gserviceaccount.com").unwrap(),

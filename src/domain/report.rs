@@ -5,6 +5,7 @@
 //! them.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -88,6 +89,9 @@ pub enum Outcome {
     Failed,
     /// Restored too often within the window: not restored again.
     Escalated,
+    /// Holds now, only through a time-bound grant that ends within `limits.expiry_warning_days`:
+    /// a warning; nothing is written (it is healthy until it ends).
+    Expiring,
 }
 
 impl std::fmt::Display for Outcome {
@@ -98,13 +102,14 @@ impl std::fmt::Display for Outcome {
 
 impl Outcome {
     /// Every outcome, in the order the README documents them.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Restored,
         Self::WouldRestore,
         Self::NotAllowed,
         Self::Unknown,
         Self::Failed,
         Self::Escalated,
+        Self::Expiring,
         Self::Healthy,
     ];
 
@@ -118,8 +123,44 @@ impl Outcome {
             Self::Unknown => "unknown",
             Self::Failed => "failed",
             Self::Escalated => "escalated",
+            Self::Expiring => "expiring",
         }
     }
+}
+
+/// The outcome of a finding the plan leaves alone (decision `healthy`): `expiring` when it is `ok` only
+/// through a time-bound grant that ends within `warning_days` of `now`, else `healthy`. An
+/// `expires_at` that cannot be read is treated as ending now (warn rather than stay silent).
+pub fn healthy_outcome(finding: &Finding, now: SystemTime, warning_days: u32) -> Outcome {
+    let Some(end) = finding.expires_at.as_deref() else {
+        return Outcome::Healthy;
+    };
+    if finding.status != Status::Ok || warning_days == 0 {
+        return Outcome::Healthy;
+    }
+    let end = super::condition::parse_timestamp(end).unwrap_or(now);
+    let window = Duration::from_secs(u64::from(warning_days) * 86_400);
+    if end <= now + window {
+        Outcome::Expiring
+    } else {
+        Outcome::Healthy
+    }
+}
+
+/// The grants behind an `expiring` finding: its `granted_via` entries that end at its `expires_at`
+/// (`roles/x on projects/p until T`). With the expiry they identify the warning: the same grant and
+/// end warn once; a renewed grant (a new end) warns again.
+pub fn expiring_grants(finding: &Finding) -> Vec<&str> {
+    let Some(end) = finding.expires_at.as_deref() else {
+        return Vec::new();
+    };
+    let suffix = format!(" until {end}");
+    finding
+        .granted_via
+        .iter()
+        .filter(|g| g.ends_with(&suffix))
+        .map(String::as_str)
+        .collect()
 }
 
 /// The result of one action of a plan.
@@ -197,32 +238,40 @@ pub struct Summary {
     pub missing_node_service_accounts: Vec<String>,
 }
 
-/// Summarises reports.
-pub fn summarize(reports: &[ProjectReport]) -> Summary {
-    let mut s = Summary {
-        projects: reports.len(),
-        ..Default::default()
-    };
-    for r in reports {
-        s.gke_projects += usize::from(r.gke);
-        s.errors += usize::from(r.error.is_some());
+impl Summary {
+    /// Counts one more project (reports can be summarised as they complete, without keeping them).
+    pub fn add(&mut self, r: &ProjectReport) {
+        self.projects += 1;
+        self.gke_projects += usize::from(r.gke);
+        self.errors += usize::from(r.error.is_some());
         for f in &r.findings {
-            *s.by_status
+            *self
+                .by_status
                 .entry(f.finding.status.as_str().to_owned())
                 .or_default() += 1;
-            *s.by_outcome
+            *self
+                .by_outcome
                 .entry(f.outcome.as_str().to_owned())
                 .or_default() += 1;
             if f.finding.requirement == RequirementId::NodeSaPermissions
                 && f.finding.status == Status::Missing
                 && let Some(p) = &f.finding.principal
             {
-                s.missing_node_service_accounts.push(p.to_string());
+                let p = p.to_string();
+                if let Err(at) = self.missing_node_service_accounts.binary_search(&p) {
+                    self.missing_node_service_accounts.insert(at, p);
+                }
             }
         }
     }
-    s.missing_node_service_accounts.sort();
-    s.missing_node_service_accounts.dedup();
+}
+
+/// Summarises reports.
+pub fn summarize(reports: &[ProjectReport]) -> Summary {
+    let mut s = Summary::default();
+    for r in reports {
+        s.add(r);
+    }
     s
 }
 
@@ -264,6 +313,58 @@ pub fn target_cluster(target_resources: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ok_until(end: Option<&str>) -> Finding {
+        Finding {
+            requirement: RequirementId::NodeSaPermissions,
+            principal: None,
+            status: Status::Ok,
+            missing_permissions: Vec::new(),
+            conditional_permissions: Vec::new(),
+            unknown_permissions: Vec::new(),
+            role: None,
+            clusters: Vec::new(),
+            node_pools: Vec::new(),
+            granted_via: end
+                .map(|e| {
+                    vec![
+                        "roles/x on organizations/1".to_owned(),
+                        format!("roles/y on projects/p until {e}"),
+                    ]
+                })
+                .unwrap_or_default(),
+            detail: String::new(),
+            expires_at: end.map(str::to_owned),
+            denied_permissions: Vec::new(),
+            denied_by: Vec::new(),
+            org_policy: None,
+        }
+    }
+
+    #[test]
+    fn a_grant_ending_within_the_warning_window_is_expiring_and_later_ones_are_healthy() {
+        let now = super::super::condition::parse_timestamp("2026-12-01T00:00:00Z").unwrap();
+        let soon = ok_until(Some("2026-12-10T00:00:00.000Z"));
+        let later = ok_until(Some("2027-03-31T00:00:00.000Z"));
+        let edge = ok_until(Some("2026-12-15T00:00:00.000Z"));
+        assert_eq!(healthy_outcome(&soon, now, 14), Outcome::Expiring);
+        assert_eq!(healthy_outcome(&edge, now, 14), Outcome::Expiring);
+        assert_eq!(healthy_outcome(&later, now, 14), Outcome::Healthy);
+        assert_eq!(healthy_outcome(&soon, now, 0), Outcome::Healthy, "0 = off");
+        assert_eq!(healthy_outcome(&ok_until(None), now, 14), Outcome::Healthy);
+        let mut conditional = soon.clone();
+        conditional.status = Status::Conditional;
+        assert_eq!(healthy_outcome(&conditional, now, 14), Outcome::Healthy);
+    }
+
+    #[test]
+    fn the_expiring_grants_are_those_that_end_at_the_expiry() {
+        let f = ok_until(Some("2026-12-10T00:00:00.000Z"));
+        assert_eq!(
+            expiring_grants(&f),
+            vec!["roles/y on projects/p until 2026-12-10T00:00:00.000Z"]
+        );
+    }
 
     #[test]
     fn the_target_cluster_is_read_from_the_recommendation_resource_name() {

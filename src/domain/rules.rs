@@ -92,6 +92,9 @@ pub struct Limits {
     pub max_restorations_per_binding: u32,
     /// The flapping window.
     pub window_minutes: u32,
+    /// A finding `ok` only through a time-bound grant that ends within this many days is `expiring`
+    /// (a warning, never a write). 0 turns the warning off.
+    pub expiry_warning_days: u32,
 }
 
 impl Default for Limits {
@@ -101,6 +104,7 @@ impl Default for Limits {
             max_write_attempts: 5,
             max_restorations_per_binding: 3,
             window_minutes: 60,
+            expiry_warning_days: 14,
         }
     }
 }

@@ -152,4 +152,37 @@ pub struct ProjectState {
     pub unreadable: Vec<String>,
     /// When the state was read: IAM conditions on time are evaluated at this instant.
     pub read_at: std::time::SystemTime,
+    /// Deny policies, the org policy on default-account grants, and group memberships.
+    pub access: AccessFacts,
 }
+
+/// The effective `iam.automaticIamGrantsForDefaultServiceAccounts` of a project, when read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum OrgPolicyFact {
+    /// Not read (not needed).
+    #[default]
+    NotRead,
+    /// Enforced: default service accounts are created without roles.
+    Enforced,
+    /// Not enforced.
+    NotEnforced,
+    /// Could not be read.
+    Unreadable(String),
+}
+
+/// What IAM v2 deny policies, Org Policy and Cloud Identity say about a project. Empty by default.
+#[derive(Clone, Debug, Default)]
+pub struct AccessFacts {
+    /// Deny policies of the project, its folders and its organization.
+    pub deny_policies: Vec<super::deny::DenyPolicy>,
+    /// Attachment points whose deny policies could not be read, with why: a verdict that would be
+    /// `ok` is `incomplete` then.
+    pub deny_unreadable: Vec<String>,
+    /// The constraint that keeps the Compute Engine default account without roles.
+    pub automatic_grants: OrgPolicyFact,
+    /// Cloud Identity transitive memberships: (group, member email) -> member.
+    pub memberships: super::deny::Memberships,
+}
+
+/// The boolean constraint that, enforced, creates default service accounts without roles.
+pub const AUTOMATIC_GRANTS_CONSTRAINT: &str = "iam.automaticIamGrantsForDefaultServiceAccounts";

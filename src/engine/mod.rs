@@ -55,6 +55,8 @@ pub struct EngineConfig {
     pub notify_healthy: bool,
     /// Ask the Policy Troubleshooter for group-granted permissions.
     pub troubleshooter: bool,
+    /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
+    pub clock: crate::clock::Clock,
 }
 
 impl EngineConfig {
@@ -67,6 +69,7 @@ impl EngineConfig {
             sweep_scope: Vec::new(),
             notify_healthy: false,
             troubleshooter: false,
+            clock: crate::clock::Clock::default(),
         }
     }
 }
@@ -548,6 +551,7 @@ impl Engine {
             options.troubleshooter = self.config.troubleshooter;
             options.self_email = self.config.self_email.clone();
             options.flap = self.flap.clone();
+            options.clock = self.config.clock.clone();
             options.budget = batch
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

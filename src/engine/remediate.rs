@@ -14,10 +14,12 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::flap::{FlapLedger, FlapSource};
+
+mod access;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
-use crate::domain::report::{ActionReport, Failure, FindingReport, Outcome, ProjectReport};
+use crate::domain::report::{self, ActionReport, Failure, FindingReport, Outcome, ProjectReport};
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
@@ -63,6 +65,8 @@ pub struct Options {
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
+    /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
+    pub clock: crate::clock::Clock,
 }
 
 impl Options {
@@ -88,6 +92,7 @@ impl Options {
             self_email: None,
             flap: Arc::default(),
             budget: None,
+            clock: crate::clock::Clock::default(),
         }
     }
 
@@ -125,6 +130,7 @@ pub struct RunCaches {
     roles: Cache<Role, RoleLookup>,
     policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
     parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
+    access: access::AccessCaches,
 }
 
 /// The remediator: caches and budget for one run.
@@ -389,9 +395,17 @@ impl Remediator {
     /// those two are known, its node service accounts and the role definitions its policy grants
     /// them, at once.
     pub async fn read_state(&self, info: &ProjectInfo) -> Result<ProjectState, ApiError> {
-        let (own, ancestry) = tokio::join!(self.read_own(info), self.ancestry(info.parent.clone()));
+        // The ancestors, then what is read beyond allow policies (deny policies of the project and of
+        // each ancestor, at once), beside the project's own two rounds.
+        let beyond = async {
+            let ancestry = self.ancestry(info.parent.clone()).await?;
+            let access = self.read_access(info, &ancestry.0).await?;
+            Ok::<_, ApiError>((ancestry, access))
+        };
+        let (own, beyond) = tokio::join!(self.read_own(info), beyond);
         let (mut state, accounts) = own?;
-        let (chain, ancestors, mut unreadable) = ancestry?;
+        let ((chain, ancestors, mut unreadable), access) = beyond?;
+        state.access = access;
         state.folders = chain
             .iter()
             .filter_map(|r| match r {
@@ -436,7 +450,8 @@ impl Remediator {
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
             unreadable: Vec::new(),
-            read_at: std::time::SystemTime::now(),
+            read_at: self.options.clock.now(),
+            access: Default::default(),
         };
         let (accounts, ()) = tokio::join!(self.read_accounts(&state), self.prefetch_roles(&state));
         Ok((state, accounts?))
@@ -547,6 +562,17 @@ impl Remediator {
         Ok(out)
     }
 
+    /// The definitions of `roles`, through this run's cache (`explain` reads the roles bound to the
+    /// account it explains besides those evaluation needs).
+    pub async fn role_catalog(&self, roles: BTreeSet<Role>) -> RoleCatalog {
+        let lookups = futures::future::join_all(roles.iter().map(|r| self.role(r))).await;
+        let mut catalog = RoleCatalog::default();
+        for (role, lookup) in roles.into_iter().zip(lookups) {
+            catalog.insert(role, lookup);
+        }
+        catalog
+    }
+
     /// Evaluates state, fetching any role definitions it needs (cached per run) and asking the
     /// troubleshooter when enabled.
     pub async fn evaluate(&self, state: &mut ProjectState) -> Vec<Finding> {
@@ -557,6 +583,12 @@ impl Remediator {
             catalog.insert(role, lookup);
         }
         let mut findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        if self.resolve_groups(state, &catalog, &findings).await {
+            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        }
+        if self.read_default_account_cause(state, &findings).await {
+            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        }
         if self.options.troubleshooter {
             let mut asked = false;
             for f in findings
@@ -750,7 +782,11 @@ impl Remediator {
                 finding: finding.clone(),
                 decision: decision.clone(),
                 outcome: match decision {
-                    Decision::Healthy => Outcome::Healthy,
+                    Decision::Healthy => report::healthy_outcome(
+                        finding,
+                        state.read_at,
+                        self.options.policy.limits.expiry_warning_days,
+                    ),
                     Decision::Restore { action } => {
                         outcomes.get(action).copied().unwrap_or(Outcome::Failed)
                     }

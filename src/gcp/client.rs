@@ -100,6 +100,8 @@ pub fn default_rate_limits() -> BTreeMap<Api, f64> {
         (Api::ServiceUsage, 5.0),
         (Api::PolicyTroubleshooter, 5.0),
         (Api::Logging, 1.0),
+        (Api::OrgPolicy, 10.0),
+        (Api::CloudIdentity, 5.0),
     ])
 }
 
@@ -145,6 +147,7 @@ pub struct CallCounts {
 #[derive(Debug)]
 pub struct Client {
     http: reqwest::Client,
+    timeout: Duration,
     endpoint: Option<String>,
     credentials: Credentials,
     retry: RetryPolicy,
@@ -174,13 +177,7 @@ pub struct Call<'a, B: Serialize> {
 impl Client {
     /// Builds a client. Fails only if the TLS stack cannot be initialised.
     pub fn new(config: ClientConfig) -> Result<Arc<Self>, ApiError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
-            .user_agent(concat!("gke-iam-remediator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ApiError::Auth(format!("cannot build the HTTP client: {e}")))?;
+        let http = crate::http::client().map_err(ApiError::Auth)?;
         let limiters = Api::ALL
             .into_iter()
             .map(|api| {
@@ -199,6 +196,7 @@ impl Client {
             .map(|e| if e.ends_with('/') { e } else { format!("{e}/") });
         Ok(Arc::new(Self {
             http,
+            timeout: config.timeout,
             endpoint,
             credentials: config.credentials,
             retry: config.retry,
@@ -273,7 +271,10 @@ impl Client {
         if let Some(counter) = self.calls.get(&call.api) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let mut request = self.http.request(call.http_method.clone(), url);
+        let mut request = self
+            .http
+            .request(call.http_method.clone(), url)
+            .timeout(self.timeout);
         if !call.query.is_empty() {
             let pairs: Vec<(&str, &str)> =
                 call.query.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -378,6 +379,10 @@ fn http_status_name(code: u16) -> &'static str {
 /// What makes a request path unsafe, if anything: every path is built from Google ids, emails and
 /// resource names, which use only letters, digits and `-._@~:/`.
 fn unsafe_path_char(path: &str) -> Option<String> {
+    // IAM v2 names carry their attachment point percent-encoded inside one segment, and that
+    // encoding is encoded again on the wire (`%252F`, as gcloud and Google's clients send it): an
+    // escaped slash stays inside its segment, so that one sequence is allowed.
+    let path = &path.replace("%252F", "~");
     if path
         .split('/')
         .any(|seg| seg == ".." || seg == "." || seg.is_empty())

@@ -6,6 +6,7 @@
 //! `google-cloud-*` clients: the handful of methods we need stay small and explicit, one HTTP stack
 //! serves every API, and a single `--api-endpoint` can point all of them at the simulator.
 
+mod access;
 pub mod apis;
 pub mod client;
 mod ports;

@@ -21,6 +21,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use secrecy::SecretString;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::email::EmailChannel;
@@ -159,6 +160,19 @@ pub struct DeliveryStats {
 
 type SendOutcome = Option<Result<(), String>>;
 
+/// The first 128 bits of SHA-256 over a (target, notification id) pair: what the de-duplication set keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct DeliveredKey([u8; 16]);
+
+impl DeliveredKey {
+    fn of(pair: &str) -> Self {
+        let digest = Sha256::digest(pair.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
+    }
+}
+
 struct Batch {
     seq: u64,
     target: Target,
@@ -170,8 +184,10 @@ struct Batch {
 #[derive(Default)]
 struct State {
     seq: u64,
-    delivered: HashSet<String>,
-    delivered_order: VecDeque<String>,
+    /// Delivered (target, notification id) pairs, as fixed-size digests: the memory this set holds is
+    /// `dedupe_capacity` times a few dozen bytes, however long the ids or recipient lists are.
+    delivered: HashSet<DeliveredKey>,
+    delivered_order: VecDeque<DeliveredKey>,
     pending: HashMap<String, Batch>,
     inflight: HashMap<String, watch::Receiver<SendOutcome>>,
 }
@@ -222,15 +238,10 @@ impl Deliverer {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Arc<Self>, DeliverError> {
         let options = DeliverOptions::from_config(config);
-        let http = reqwest::Client::builder()
-            .timeout(options.timeout)
-            .connect_timeout(options.timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("gke-iam-remediator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| DeliverError::Channel {
-                channel: "*".to_owned(),
-                message: format!("HTTP client: {e}"),
-            })?;
+        let http = crate::http::client().map_err(|message| DeliverError::Channel {
+            channel: "*".to_owned(),
+            message,
+        })?;
         let secret = |channel: &str, variable: &str| -> Result<SecretString, DeliverError> {
             match env(variable) {
                 Some(v) if !v.is_empty() => Ok(SecretString::from(v)),
@@ -247,6 +258,7 @@ impl Deliverer {
                     &c.name,
                     secret(&c.name, url_env)?,
                     http.clone(),
+                    options.timeout,
                 )),
                 ChannelSpec::Webhook { url, key_env } => {
                     let url = match url {
@@ -258,6 +270,7 @@ impl Deliverer {
                         url,
                         secret(&c.name, key_env)?,
                         http.clone(),
+                        options.timeout,
                     ))
                 }
                 ChannelSpec::Email(email) => {
@@ -336,7 +349,7 @@ impl Deliverer {
         let mut flush_now = None;
         let rx = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if st.delivered.contains(&dk) {
+            if st.delivered.contains(&DeliveredKey::of(&dk)) {
                 self.stats.already_delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(channel = %target.channel, notification_id = %n.id, "already delivered: not sent again");
                 return Ok(());
@@ -415,8 +428,9 @@ impl Deliverer {
             for id in &batch.ids {
                 let dk = format!("{key}\u{1f}{id}");
                 st.inflight.remove(&dk);
-                if result.is_ok() && st.delivered.insert(dk.clone()) {
-                    st.delivered_order.push_back(dk);
+                let digest = DeliveredKey::of(&dk);
+                if result.is_ok() && st.delivered.insert(digest) {
+                    st.delivered_order.push_back(digest);
                     while st.delivered_order.len() > self.options.dedupe_capacity {
                         if let Some(old) = st.delivered_order.pop_front() {
                             st.delivered.remove(&old);

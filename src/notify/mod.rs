@@ -36,6 +36,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Unknown => "Needs review",
         Outcome::Failed => "Restore failed",
         Outcome::Escalated => "Escalated: keeps being removed",
+        Outcome::Expiring => "Expiring soon: a time-bound grant ends",
         Outcome::Healthy => "Healthy",
     }
 }
@@ -49,6 +50,7 @@ pub fn outcome_emoji(outcome: Outcome) -> &'static str {
         Outcome::Unknown => "\u{2753}",
         Outcome::Failed => "\u{274c}",
         Outcome::Escalated => "\u{1f6a8}",
+        Outcome::Expiring => "\u{23f3}",
         Outcome::Healthy => "\u{1f49a}",
     }
 }
@@ -75,7 +77,9 @@ impl Severity {
     pub fn of(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Healthy | Outcome::Restored => Self::Info,
-            Outcome::WouldRestore | Outcome::NotAllowed | Outcome::Unknown => Self::Warning,
+            Outcome::WouldRestore | Outcome::NotAllowed | Outcome::Unknown | Outcome::Expiring => {
+                Self::Warning
+            }
             Outcome::Failed => Self::Error,
             Outcome::Escalated => Self::Critical,
         }
@@ -178,13 +182,14 @@ pub struct Notification {
     /// Role that restores the requirement, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// `restored`, `would-restore`, `healthy`, `not-allowed`, `unknown`, `failed`, `escalated`.
+    /// `restored`, `would-restore`, `healthy`, `not-allowed`, `unknown`, `failed`, `escalated`,
+    /// `expiring`.
     pub outcome: Outcome,
     /// `dry-run` or `enforce`.
     pub mode: Mode,
     /// `info`, `warning`, `error`, `critical`.
     pub severity: Severity,
-    /// Finding status (`ok`, `missing`, `conditional`, `unknown`, `incomplete`).
+    /// Finding status (`ok`, `missing`, `conditional`, `unknown`, `incomplete`, `denied`).
     pub status: Status,
     /// A sentence for people.
     pub detail: String,
@@ -213,6 +218,12 @@ pub struct Notification {
     /// When the time-bound grant the principal holds ends (RFC 3339), if it is time-bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Required permissions an IAM deny policy blocks (status `denied`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_permissions: Vec<String>,
+    /// Full names of the deny policies that block them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_by: Vec<String>,
 }
 
 impl Notification {
@@ -287,8 +298,19 @@ pub fn build(
         .iter()
         .find_map(|a| a.etag_after.clone())
         .filter(|_| finding.outcome == Outcome::Restored);
-    let state_marker = match restored_etag {
-        Some(etag) => etag,
+    // An expiring grant is identified by the grant and its end alone (not the policy etag): the
+    // same grant warns once however often it is checked, a renewed one (a new end) warns again.
+    let expiring = (finding.outcome == Outcome::Expiring).then(|| {
+        let mut grants = crate::domain::report::expiring_grants(f);
+        grants.sort_unstable();
+        format!(
+            "{}\u{1f}{}",
+            f.expires_at.as_deref().unwrap_or("-"),
+            grants.join("\u{1e}")
+        )
+    });
+    let state_marker = match restored_etag.or(expiring) {
+        Some(marker) => marker,
         None => actions
             .iter()
             .find_map(|a| a.etag_after.clone().or_else(|| a.etag_before.clone()))
@@ -352,6 +374,17 @@ pub fn build(
         .then(|| project.flap_guard.clone())
         .flatten(),
         expires_at: f.expires_at.clone(),
+        denied_permissions: f.denied_permissions.clone(),
+        denied_by: {
+            let mut names: Vec<String> = f
+                .denied_by
+                .iter()
+                .filter(|b| b.uncertain.is_none())
+                .map(|b| b.policy.clone())
+                .collect();
+            names.dedup();
+            names
+        },
     }
 }
 
@@ -376,5 +409,6 @@ mod tests {
         assert_eq!(Severity::of(Outcome::Restored), Severity::Info);
         assert_eq!(Severity::of(Outcome::Failed), Severity::Error);
         assert_eq!(Severity::of(Outcome::Escalated), Severity::Critical);
+        assert_eq!(Severity::of(Outcome::Expiring), Severity::Warning);
     }
 }

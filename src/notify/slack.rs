@@ -10,6 +10,7 @@
 //! secret: it never appears in errors, logs or `Debug`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -285,6 +286,7 @@ pub struct SlackChannel {
     name: String,
     url: SecretString,
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for SlackChannel {
@@ -297,12 +299,13 @@ impl std::fmt::Debug for SlackChannel {
 }
 
 impl SlackChannel {
-    /// A channel posting to the incoming-webhook `url`; `http` carries the timeout.
-    pub fn new(name: &str, url: SecretString, http: reqwest::Client) -> Self {
+    /// A channel posting to the incoming-webhook `url`, each attempt bounded by `timeout`.
+    pub fn new(name: &str, url: SecretString, http: reqwest::Client, timeout: Duration) -> Self {
         Self {
             name: name.to_owned(),
             url,
             http,
+            timeout,
         }
     }
 }
@@ -321,7 +324,14 @@ impl Channel for SlackChannel {
             let body = serde_json::to_vec(&payload(&delivery.notifications)).unwrap_or_default();
             let mut headers = HeaderMap::new();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            super::webhook::post_json(&self.http, self.url.expose_secret(), headers, body).await
+            super::webhook::post_json(
+                &self.http,
+                self.url.expose_secret(),
+                headers,
+                body,
+                self.timeout,
+            )
+            .await
         })
     }
 }

@@ -81,6 +81,7 @@ pub struct WebhookChannel {
     url: SecretString,
     key: SecretString,
     http: reqwest::Client,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for WebhookChannel {
@@ -94,13 +95,20 @@ impl std::fmt::Debug for WebhookChannel {
 }
 
 impl WebhookChannel {
-    /// A channel posting to `url`, signing with `key`; `http` carries the timeout.
-    pub fn new(name: &str, url: SecretString, key: SecretString, http: reqwest::Client) -> Self {
+    /// A channel posting to `url`, signing with `key`, each attempt bounded by `timeout`.
+    pub fn new(
+        name: &str,
+        url: SecretString,
+        key: SecretString,
+        http: reqwest::Client,
+        timeout: Duration,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             url,
             key,
             http,
+            timeout,
         }
     }
 
@@ -118,7 +126,14 @@ impl WebhookChannel {
             "x-notification-count",
             header_value(&delivery.notifications.len().to_string()),
         );
-        post_json(&self.http, self.url.expose_secret(), headers, body).await
+        post_json(
+            &self.http,
+            self.url.expose_secret(),
+            headers,
+            body,
+            self.timeout,
+        )
+        .await
     }
 }
 
@@ -147,9 +162,11 @@ pub(crate) async fn post_json(
     url: &str,
     headers: HeaderMap,
     body: Vec<u8>,
+    timeout: Duration,
 ) -> Result<(), SendError> {
     let response = http
         .post(url)
+        .timeout(timeout)
         .headers(headers)
         .body(body)
         .send()

@@ -157,6 +157,12 @@ impl PolicyFile {
                 "must be at least 1".to_owned(),
             ));
         }
+        if r.limits.expiry_warning_days > 366 {
+            return Err((
+                "limits.expiry_warning_days".to_owned(),
+                "must be at most 366 (0 turns the warning off)".to_owned(),
+            ));
+        }
         if r.grace_seconds > 3600 {
             return Err((
                 "grace_seconds".to_owned(),
@@ -288,6 +294,26 @@ mod tests {
         assert!(text.starts_with("p.yaml:1:"), "{text}");
         let err = PolicyFile::from_yaml("mode: enfroce\n", "p.yaml").unwrap_err();
         assert!(err.to_string().contains("field `mode`"), "{err}");
+    }
+
+    #[test]
+    fn the_expiry_warning_defaults_to_fourteen_days_and_bad_values_are_positioned() {
+        let p = PolicyFile::from_yaml("", "p.yaml").unwrap().remediation;
+        assert_eq!(p.limits.expiry_warning_days, 14);
+        let p = PolicyFile::from_yaml("limits:\n  expiry_warning_days: 30\n", "p.yaml")
+            .unwrap()
+            .remediation;
+        assert_eq!(p.limits.expiry_warning_days, 30);
+        let err = PolicyFile::from_yaml("limits:\n  expiry_warning_days: 400\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.yaml:2:"), "{err}");
+        assert!(err.contains("limits.expiry_warning_days"), "{err}");
+        let err = PolicyFile::from_yaml("limits:\n  expiry_warning_days: -1\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.yaml:2:"), "{err}");
+        assert!(err.contains("expiry_warning_days"), "{err}");
     }
 }
 

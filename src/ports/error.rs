@@ -19,11 +19,15 @@ pub enum Api {
     PolicyTroubleshooter,
     /// logging.googleapis.com
     Logging,
+    /// orgpolicy.googleapis.com
+    OrgPolicy,
+    /// cloudidentity.googleapis.com
+    CloudIdentity,
 }
 
 impl Api {
     /// Every API.
-    pub const ALL: [Api; 7] = [
+    pub const ALL: [Api; 9] = [
         Self::ResourceManager,
         Self::Iam,
         Self::Container,
@@ -31,6 +35,8 @@ impl Api {
         Self::ServiceUsage,
         Self::PolicyTroubleshooter,
         Self::Logging,
+        Self::OrgPolicy,
+        Self::CloudIdentity,
     ];
 
     /// The API's short name, as in its host name and in `--rate-limit NAME=N`.
@@ -43,6 +49,8 @@ impl Api {
             Self::ServiceUsage => "serviceusage",
             Self::PolicyTroubleshooter => "policytroubleshooter",
             Self::Logging => "logging",
+            Self::OrgPolicy => "orgpolicy",
+            Self::CloudIdentity => "cloudidentity",
         }
     }
 

@@ -5,6 +5,7 @@
 //! future so the traits stay object-safe (`Arc<dyn Cloud>`), and every failure is an [`ApiError`]
 //! the engine classifies (transient, conflict, not found, denied) without knowing the transport.
 
+pub mod access;
 pub mod error;
 pub mod model;
 pub mod retry;
@@ -15,6 +16,7 @@ use crate::domain::iam::{Policy, ProjectId, ResourceRef, Role};
 use crate::domain::state::{Restorations, RoleLookup, Troubleshot};
 use crate::notify::Notification;
 
+pub use access::{DenyPolicies, GroupMembership, OrgPolicies};
 pub use error::{Api, ApiError};
 pub use model::{
     ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, OwnRestoration, ProjectInfo,
@@ -182,6 +184,9 @@ pub trait Cloud:
     + Recommendations
     + AuditLog
     + Troubleshooter
+    + DenyPolicies
+    + OrgPolicies
+    + GroupMembership
 {
 }
 
@@ -195,6 +200,9 @@ impl<T> Cloud for T where
         + Recommendations
         + AuditLog
         + Troubleshooter
+        + DenyPolicies
+        + OrgPolicies
+        + GroupMembership
 {
 }
 

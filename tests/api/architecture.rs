@@ -10,11 +10,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("domain", &["clock"]),
     ("clock", &[]),
     ("telemetry", &[]),
+    ("http", &[]),
     ("intake", &["domain"]),
-    ("notify", &["domain", "intake", "clock"]),
+    ("notify", &["domain", "intake", "clock", "http"]),
     ("policy", &["domain", "notify"]),
     ("ports", &["domain", "notify"]),
-    ("gcp", &["domain", "ports", "clock"]),
+    ("gcp", &["domain", "ports", "clock", "http"]),
     ("pubsub", &["ports", "notify"]),
     (
         "engine",
@@ -22,6 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("server", &["engine", "intake", "notify", "ports", "domain"]),
     ("scan", &["domain", "engine", "gcp", "policy", "ports"]),
+    (
+        "explain",
+        &["domain", "engine", "gcp", "policy", "ports", "scan"],
+    ),
     (
         "job",
         &["domain", "engine", "intake", "ports", "pubsub", "notify"],
@@ -45,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "server",
             "telemetry",
             "gcp",
+            "http",
         ],
     ),
 ];

@@ -1,8 +1,10 @@
 //! The integration-test binary: every scenario against real parts (the simulator over HTTP, the real
 //! gcloud CLI, the official Pub/Sub emulator), in one binary to keep link times down.
 
+mod access;
 mod architecture;
 mod deployment;
+mod explain;
 mod faults;
 mod frontend;
 mod hygiene;

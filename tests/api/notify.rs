@@ -53,7 +53,7 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         member: member.clone(),
     };
     let status = match outcome {
-        Outcome::Healthy => Status::Ok,
+        Outcome::Healthy | Outcome::Expiring => Status::Ok,
         Outcome::Unknown => Status::Conditional,
         _ => Status::Missing,
     };
@@ -78,9 +78,18 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         role: Some(role_),
         clusters: vec!["us-central1/c1".to_owned()],
         node_pools: vec!["us-central1/c1/pool-1".to_owned()],
-        granted_via: Vec::new(),
+        granted_via: if outcome == Outcome::Expiring {
+            vec![format!(
+                "{role} on projects/{project} until 2026-12-10T00:00:00.000Z"
+            )]
+        } else {
+            Vec::new()
+        },
         detail: format!("{principal} lacks {role} on projects/{project}"),
-        expires_at: None,
+        expires_at: (outcome == Outcome::Expiring).then(|| "2026-12-10T00:00:00.000Z".to_owned()),
+        denied_permissions: Vec::new(),
+        denied_by: Vec::new(),
+        org_policy: None,
     };
     let action = |o: Outcome, after: Option<&str>, error: Option<&str>| ActionReport {
         action: grant.clone(),
@@ -91,7 +100,7 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         error: error.map(|e| Failure::Permanent(e.to_owned())),
     };
     let (decision, actions) = match outcome {
-        Outcome::Healthy => (Decision::Healthy, vec![]),
+        Outcome::Healthy | Outcome::Expiring => (Decision::Healthy, vec![]),
         Outcome::Restored => (
             Decision::Restore {
                 action: grant.clone(),
@@ -181,13 +190,14 @@ fn notification(outcome: Outcome, project: &str, i: usize) -> Notification {
     )
 }
 
-const ALL_OUTCOMES: [Outcome; 7] = [
+const ALL_OUTCOMES: [Outcome; 8] = [
     Outcome::Restored,
     Outcome::WouldRestore,
     Outcome::NotAllowed,
     Outcome::Unknown,
     Outcome::Failed,
     Outcome::Escalated,
+    Outcome::Expiring,
     Outcome::Healthy,
 ];
 
@@ -835,7 +845,7 @@ async fn every_outcome_renders_a_slack_message_slack_accepts() {
         Verdict::Ack
     );
     let got = slack.all();
-    assert_eq!(got.len(), 12);
+    assert_eq!(got.len(), 14);
     assert!(
         got.iter().all(|r| r.status == 200),
         "{:?}",
@@ -843,8 +853,8 @@ async fn every_outcome_renders_a_slack_message_slack_accepts() {
             .map(|r| String::from_utf8_lossy(&r.body).into_owned())
             .collect::<Vec<_>>()
     );
-    assert_eq!(hook.ok().len(), 12);
-    assert_eq!(smtp.mails().len(), 12);
+    assert_eq!(hook.ok().len(), 14);
+    assert_eq!(smtp.mails().len(), 14);
 }
 
 #[tokio::test(flavor = "multi_thread")]

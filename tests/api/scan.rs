@@ -445,9 +445,26 @@ async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_grant_through_a_group_is_unknown_until_the_troubleshooter_settles_it() {
+async fn a_grant_through_a_group_is_settled_by_cloud_identity_else_by_the_troubleshooter_else_unknown()
+ {
     let sim = start_sim(&crate::support::world_file("groups.yaml")).await;
     let node = "serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com";
+    let resolved = json(
+        &remediator(
+            &["scan", "--project", "demo-project", "--format", "json"],
+            &sim,
+        )
+        .await,
+    );
+    assert!(
+        principals_with(&resolved, "node-sa-permissions", "ok").contains(node),
+        "Cloud Identity's transitive check settles it: {resolved:#}"
+    );
+    // A caller without Cloud Identity's transitive checks (another edition, no Groups Reader role).
+    sim.set_faults(gcp_sim::Faults {
+        deny: ["cloudidentity.memberships.checkTransitiveMembership".to_owned()].into(),
+        ..Default::default()
+    });
 
     let without = json(
         &remediator(
@@ -690,5 +707,52 @@ async fn enabling_the_container_api_waits_for_the_service_usage_operation() {
         .await
         .unwrap();
     assert_eq!(svc["state"], "ENABLED", "{}", run.stderr);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scan_table_is_one_line_per_account_healthy_rows_collapsed_and_uncoloured_off_a_tty() {
+    let sim = start_sim(WORLD).await;
+    let run = remediator(&["scan", "--project", "acme-prod"], &sim).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let text = &run.stdout;
+    assert!(!text.contains('\x1b'), "no colour off a TTY:\n{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let head = lines
+        .iter()
+        .position(|l| l.contains("NODE SERVICE ACCOUNT"))
+        .expect("the node account section");
+    assert!(lines[head].contains("LOGGING") && lines[head].contains("AUTOSCALING"));
+    let bare = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("bare@acme-prod"))
+        .expect("one line for the bare account");
+    assert_eq!(bare.matches("MISSING").count(), 4, "{bare}");
+    // Every service agent is healthy: their rows (and section) are collapsed behind the count.
+    assert!(
+        !text.contains("SERVICE AGENT") && !text.contains("container-engine-robot"),
+        "healthy rows are collapsed:\n{text}"
+    );
+    assert!(
+        text.contains("healthy row(s) not shown (--all shows them)"),
+        "{text}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("mode: dry-run; 1 project(s), 1 using GKE, 0 error(s); findings: "),
+        "{last}"
+    );
+
+    let all = remediator(&["scan", "--project", "acme-prod", "--all"], &sim).await;
+    let agent = "service-200000000001@container-engine-robot.iam.gserviceaccount.com";
+    assert!(
+        all.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with(agent)),
+        "{}",
+        all.stdout
+    );
+    assert!(all.stdout.contains("SERVICE AGENT"), "{}", all.stdout);
+    assert!(!all.stdout.contains("not shown"), "{}", all.stdout);
     sim.shutdown().await;
 }

@@ -170,7 +170,10 @@ async fn gcloud_lists_and_describes_clusters_and_node_pools() {
         ])
         .await
         .ok();
-    assert_eq!(pools.stdout, "pool-1\npool-2\npool-3\npool-4\n");
+    assert_eq!(
+        pools.stdout,
+        "pool-1\npool-2\npool-3\npool-4\npool-5\npool-6\n"
+    );
     let pool = gcloud
         .run(&[
             "container",

@@ -25,7 +25,7 @@ from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
 from google.cloud import container_v1, policytroubleshooter_v1, recommender_v1, resourcemanager_v3
-from google.cloud import service_usage_v1
+from google.cloud import iam_v2, orgpolicy_v2, service_usage_v1
 from google.cloud import logging as gcl_logging
 from google.iam.v1 import policy_pb2
 
@@ -88,6 +88,8 @@ class Ctx:
         self.recs = gapic(recommender_v1.RecommenderClient)
         self.su = gapic(service_usage_v1.ServiceUsageClient)
         self.checker = gapic(policytroubleshooter_v1.IamCheckerClient)
+        self.deny = gapic(iam_v2.PoliciesClient)
+        self.orgpolicy = gapic(orgpolicy_v2.OrgPolicyClient)
         self.logging = gcl_logging.Client(project=PROJECT, credentials=creds, _use_grpc=False,
                                           client_options={"api_endpoint": self.base})
 
@@ -101,6 +103,7 @@ class Ctx:
         self.gke1 = api("container", "v1")
         self.pt3 = api("policytroubleshooter", "v3")
         self.log2 = api("logging", "v2")
+        self.ci = api("cloudidentity", "v1")
 
     def control(self, method, path, body=None):
         h = httplib2.Http()
@@ -669,6 +672,72 @@ def _(c):
         "fullResourceName": f"//cloudresourcemanager.googleapis.com/projects/{PROJECT}",
         "permission": "resourcemanager.projects.get"}}).execute()
     expect(r["overallAccessState"] == "CANNOT_ACCESS", r)
+
+
+# ---------------------------------------------------------------- IAM v2 deny policies (GAPIC REST)
+
+ORG_DENY = "policies/cloudresourcemanager.googleapis.com%2Forganizations%2F123456789012/denypolicies"
+
+
+@case("iam.v2.policies.listPolicies")
+def _(c):
+    got = list(c.deny.list_policies(request={"parent": ORG_DENY, "page_size": 1}))
+    names = [p.name for p in got]
+    expect(names == [f"{ORG_DENY}/no-sa-keys", f"{ORG_DENY}/no-logs-for-c"], names)
+    expect(all(p.kind == "DenyPolicy" and not p.rules for p in got), got)
+    empty = list(c.deny.list_policies(parent=f"policies/cloudresourcemanager.googleapis.com%2Fprojects%2F{PROJECT}/denypolicies"))
+    expect(empty == [], empty)
+
+
+@case("iam.v2.policies.get")
+def _(c):
+    p = c.deny.get_policy(name=f"{ORG_DENY}/no-sa-keys")
+    rule = p.rules[0].deny_rule
+    expect(list(rule.denied_principals) == ["principalSet://goog/public:all"], rule)
+    expect(list(rule.exception_principals) == ["principalSet://goog/group/platform-admins@example.com"], rule)
+    expect(list(rule.denied_permissions) == ["iam.googleapis.com/serviceAccountKeys.create"], rule)
+    cond = c.deny.get_policy(name=f"{ORG_DENY}/no-logs-for-c").rules[0].deny_rule.denial_condition
+    expect(cond.expression.startswith("resource.matchTag("), cond)
+    raises(gexc.NotFound, lambda: c.deny.get_policy(name=f"{ORG_DENY}/nope"), status="NOT_FOUND")
+
+
+# ---------------------------------------------------------------- Org Policy v2 (GAPIC REST)
+
+AUTO = "iam.automaticIamGrantsForDefaultServiceAccounts"
+
+
+@case("orgpolicy.policies.getEffectivePolicy")
+def _(c):
+    p = c.orgpolicy.get_effective_policy(name=f"projects/{PROJECT}/policies/{AUTO}")
+    expect(p.name == f"projects/{NUMBER}/policies/{AUTO}" and p.spec.rules[0].enforce, p)
+    reset = c.orgpolicy.get_effective_policy(name=f"projects/{OTHER}/policies/{AUTO}")
+    expect(not reset.spec.rules[0].enforce, reset)
+
+
+@case("orgpolicy.policies.get")
+def _(c):
+    p = c.orgpolicy.get_policy(name=f"{ORG}/policies/{AUTO}")
+    expect(p.spec.rules[0].enforce and p.spec.etag, p)
+    expect(c.orgpolicy.get_policy(name=f"folders/333/policies/{AUTO}").spec.reset, "folder reset")
+    raises(gexc.NotFound, lambda: c.orgpolicy.get_policy(name=f"projects/{PROJECT}/policies/{AUTO}"), status="NOT_FOUND")
+
+
+# ---------------------------------------------------------------- Cloud Identity v1 (discovery)
+
+@case("cloudidentity.groups.memberships.checkTransitiveMembership")
+def _(c):
+    name = c.ci.groups().lookup(groupKey_id="platform-admins@example.com").execute()["name"]
+    expect(name.startswith("groups/"), name)
+    g = c.ci.groups().get(name=name).execute()
+    expect(g["groupKey"]["id"] == "platform-admins@example.com", g)
+    nested = c.ci.groups().memberships().checkTransitiveMembership(
+        parent=name, query="member_key_id == 'nodes-b@conf-project.iam.gserviceaccount.com'").execute()
+    expect(nested.get("hasMembership") is True, nested)
+    outside = c.ci.groups().memberships().checkTransitiveMembership(
+        parent=name, query="member_key_id=='nodes-a@conf-project.iam.gserviceaccount.com'").execute()
+    expect(not outside.get("hasMembership", False), outside)
+    e = raises(HttpError, lambda: c.ci.groups().lookup(groupKey_id="nobody@example.com").execute())
+    expect(e.resp.status == 403, e)
 
 
 # ---------------------------------------------------------------- Logging v2

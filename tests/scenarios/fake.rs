@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use gke_iam_remediator::domain::deny::DenyPolicy;
 use gke_iam_remediator::domain::iam::{
     Binding, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role,
 };
@@ -20,6 +21,7 @@ use gke_iam_remediator::ports::{
     ProjectInfo, Projects, PublishError, Recommendation, RecommendationMark, RecommendationState,
     Recommendations, Roles, ServiceAccount, ServiceAccounts, Services, Troubleshooter,
 };
+use gke_iam_remediator::ports::{DenyPolicies, GroupMembership, OrgPolicies};
 
 /// The node-SA role and the four permissions GKE nodes need.
 pub const NODE_ROLE: &str = "roles/container.defaultNodeServiceAccount";
@@ -112,6 +114,12 @@ pub struct World {
     pub deleted_accounts: BTreeMap<String, (String, ServiceAccount)>,
     /// Every call, in order: `method target`.
     pub journal: Vec<String>,
+    /// IAM v2 deny policies by attachment point (`projects/NUMBER`, `folders/N`, `organizations/N`).
+    pub deny_policies: BTreeMap<String, Vec<DenyPolicy>>,
+    /// Boolean constraints enforced, by (`projects/ID`, constraint).
+    pub enforced_constraints: BTreeSet<(String, String)>,
+    /// Cloud Identity groups: email -> members (emails, including nested group emails).
+    pub groups: BTreeMap<String, BTreeSet<String>>,
     etag_seq: u64,
 }
 
@@ -953,5 +961,82 @@ impl NotificationSink for RecordingSink {
 
     fn flush(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()
+    }
+}
+
+impl DenyPolicies for FakeCloud {
+    fn list_deny_policies<'a>(
+        &'a self,
+        attachment: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<DenyPolicy>, ApiError>> {
+        async move {
+            if let Some(f) = self.enter("denypolicies.list", attachment).await {
+                return Err(status_error(Api::Iam, "policies.listPolicies", &f));
+            }
+            Ok(self.with(|w| w.deny_policies.get(attachment).cloned().unwrap_or_default()))
+        }
+        .boxed()
+    }
+}
+
+impl OrgPolicies for FakeCloud {
+    fn boolean_constraint_enforced<'a>(
+        &'a self,
+        resource: &'a str,
+        constraint: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ApiError>> {
+        async move {
+            if let Some(f) = self.enter("orgpolicy.getEffectivePolicy", resource).await {
+                return Err(status_error(
+                    Api::OrgPolicy,
+                    "policies.getEffectivePolicy",
+                    &f,
+                ));
+            }
+            Ok(self.with(|w| {
+                w.enforced_constraints
+                    .contains(&(resource.to_owned(), constraint.to_owned()))
+            }))
+        }
+        .boxed()
+    }
+}
+
+impl GroupMembership for FakeCloud {
+    fn is_transitive_member<'a>(
+        &'a self,
+        group_email: &'a str,
+        member_email: &'a str,
+    ) -> BoxFuture<'a, Result<bool, ApiError>> {
+        async move {
+            if let Some(f) = self
+                .enter("cloudidentity.checkTransitiveMembership", group_email)
+                .await
+            {
+                return Err(status_error(
+                    Api::CloudIdentity,
+                    "groups.memberships.checkTransitiveMembership",
+                    &f,
+                ));
+            }
+            Ok(self.with(|w| {
+                // Breadth-first through nested groups.
+                let mut seen = BTreeSet::new();
+                let mut queue = vec![group_email.to_ascii_lowercase()];
+                while let Some(g) = queue.pop() {
+                    if !seen.insert(g.clone()) {
+                        continue;
+                    }
+                    for m in w.groups.get(&g).into_iter().flatten() {
+                        if m.eq_ignore_ascii_case(member_email) {
+                            return true;
+                        }
+                        queue.push(m.to_ascii_lowercase());
+                    }
+                }
+                false
+            }))
+        }
+        .boxed()
     }
 }

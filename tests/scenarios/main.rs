@@ -3,6 +3,7 @@
 //! sentences. Each drives the real `Engine` (or `Remediator`) exactly as `serve` and `job` do, with
 //! Pub/Sub messages shaped as the log sink, the Recommender and Cloud Scheduler send them.
 
+mod access;
 mod fake;
 
 use std::sync::Arc;
@@ -1175,7 +1176,8 @@ async fn a_scan_of_one_project_takes_two_rounds_of_api_latency() {
     cloud.add_healthy_project(P, P_NUMBER, None);
     cloud.set_latency(LATENCY);
     let (reports, took) = scan_projects(&cloud, &[P]).await;
-    // Round 1: the lookup, the policy and the clusters; round 2: the accounts and the role definitions.
+    // Round 1: the lookup, the policy, the clusters and the deny policies; round 2: the accounts and
+    // the role definitions.
     assert_eq!(took, 2 * LATENCY, "{:?}", cloud.journal());
     assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
     for method in [
@@ -1221,8 +1223,9 @@ async fn concurrent_reads_give_the_same_reports_as_instant_ones() {
         "the broken project is reported"
     );
     // Three projects at once; the deepest (two folders, then the organization) needs three rounds
-    // for its ancestors, each level's policy read beside its parent.
-    assert_eq!(took, 3 * LATENCY, "{:?}", slow.journal());
+    // for its ancestors, each level's policy read beside its parent, then one for the deny policies
+    // of every level at once.
+    assert_eq!(took, 4 * LATENCY, "{:?}", slow.journal());
 }
 
 #[tokio::test(start_paused = true)]
@@ -1235,6 +1238,142 @@ async fn a_projects_policy_and_clusters_are_read_at_once_and_its_accounts_and_ro
     let started = tokio::time::Instant::now();
     let reports = remediator.run(std::slice::from_ref(&info)).await;
     assert!(reports[0].error.is_none());
-    // Round 1: project policy, clusters and the organization's policy; round 2: accounts and roles.
+    // Round 1: project policy, clusters and the organization's policy; round 2: accounts, roles and
+    // the deny policies of the project and the organization.
     assert_eq!(started.elapsed(), 2 * LATENCY, "{:?}", cloud.journal());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time-bound grants that end soon: `expiring` (a warning, never a write).
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// An enforcing scenario whose only node grant is time-bound, ending `ends_in` from now on the
+/// returned clock (which conditions are evaluated against).
+fn expiring_scenario(ends_in: Duration) -> (Scenario, gke_iam_remediator::clock::Clock) {
+    let clock = gke_iam_remediator::clock::Clock::default();
+    let c = clock.clone();
+    let s = Scenario::with(ENFORCE, move |config| config.clock = c);
+    set_time_bound_node_grant(&s, clock.now() + ends_in);
+    (s, clock)
+}
+
+/// Replaces the node account's grant with one under `request.time < timestamp(ends)`.
+fn set_time_bound_node_grant(s: &Scenario, ends: std::time::SystemTime) {
+    let stamp =
+        gke_iam_remediator::clock::rfc3339(ends, gke_iam_remediator::clock::Precision::Millis);
+    let member = node_sa(P);
+    s.cloud.with(|w| {
+        let policy = w.policies.get_mut(&fake::project_ref(P)).unwrap();
+        policy
+            .bindings
+            .retain(|b| !b.members.iter().any(|m| m.as_str() == member));
+        policy.bindings.push(fake::conditional_binding(
+            NODE_ROLE,
+            &[&member],
+            &format!("request.time < timestamp('{stamp}')"),
+        ));
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_ending_inside_the_warning_window_is_expiring_and_nothing_is_written() {
+    let (s, _) = expiring_scenario(3 * DAY);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    let published = s.sink.published();
+    assert_eq!(s.sink.outcomes(), vec!["expiring"]);
+    let n = &published[0];
+    assert_eq!(n.severity.as_str(), "warning");
+    assert_eq!(n.status.as_str(), "ok");
+    assert_eq!(n.principal.as_deref(), Some(node_sa(P).as_str()));
+    assert!(n.expires_at.is_some(), "{n:?}");
+    assert!(n.actions.is_empty());
+    assert_eq!(s.writes(), 0, "it is healthy until it ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grant_ending_after_the_warning_window_is_healthy_and_silent() {
+    let (s, _) = expiring_scenario(30 * DAY);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert!(s.sink.outcomes().is_empty(), "{:?}", s.sink.outcomes());
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_warning_window_is_the_policy_limit() {
+    let clock = gke_iam_remediator::clock::Clock::default();
+    let c = clock.clone();
+    let s = Scenario::with(
+        "mode: enforce\nlimits:\n  expiry_warning_days: 45\n",
+        move |config| config.clock = c,
+    );
+    set_time_bound_node_grant(&s, clock.now() + 30 * DAY);
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.sink.outcomes(), vec!["expiring"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_expiring_grant_notifies_once_across_two_runs() {
+    let (s, clock) = expiring_scenario(3 * DAY);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    // An unrelated change moves the policy etag; a day passes: still the same grant and end.
+    s.cloud
+        .add_binding(P, "roles/viewer", "user:someone@example.com");
+    clock.advance(DAY);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert_eq!(runs(&s.engine), 2, "both sweeps ran");
+    assert_eq!(s.sink.outcomes(), vec!["expiring"], "one notification");
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_two_runs_of_one_expiring_grant_build_the_same_notification_id() {
+    // Two engines (two instances, or a restart): consumers de-duplicate on the id.
+    let clock = gke_iam_remediator::clock::Clock::default();
+    let ends = clock.now() + 3 * DAY;
+    let mut ids = Vec::new();
+    for etag_moves in [false, true] {
+        let c = clock.clone();
+        let s = Scenario::with(ENFORCE, move |config| config.clock = c);
+        set_time_bound_node_grant(&s, ends);
+        if etag_moves {
+            s.cloud
+                .add_binding(P, "roles/viewer", "user:someone@example.com");
+        }
+        s.deliver(s.sweep(&[P])).await;
+        ids.push(s.sink.published()[0].id.clone());
+    }
+    assert_eq!(ids[0], ids[1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewed_grant_with_a_new_expiry_notifies_again() {
+    let (s, clock) = expiring_scenario(3 * DAY);
+    s.deliver(s.sweep(&[P])).await;
+    set_time_bound_node_grant(&s, clock.now() + 10 * DAY);
+    s.deliver(s.sweep(&[P])).await;
+    let published = s.sink.published();
+    assert_eq!(s.sink.outcomes(), vec!["expiring", "expiring"]);
+    assert_ne!(published[0].id, published[1].id);
+    assert_ne!(published[0].expires_at, published[1].expires_at);
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expiring_grant_becomes_missing_when_it_ends_and_is_restored_unconditionally() {
+    let (s, clock) = expiring_scenario(3 * DAY);
+    s.deliver(s.sweep(&[P])).await;
+    assert!(!s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    clock.advance(4 * DAY);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert_eq!(s.sink.outcomes(), vec!["expiring", "restored"]);
+    assert!(s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+    assert!(
+        s.cloud
+            .policy(P)
+            .bindings
+            .iter()
+            .any(|b| b.condition.is_some()),
+        "the expired conditional binding is untouched"
+    );
 }

@@ -163,7 +163,8 @@ fn pool_json(project: &str, cl: &WorldCluster, np: &WorldNodePool) -> Value {
     })
 }
 
-fn cluster_json(project: &str, cl: &WorldCluster) -> Value {
+/// A cluster in the Container v1 `Cluster` shape (also Cloud Asset's `resource.data`).
+pub fn cluster_json(project: &str, cl: &WorldCluster) -> Value {
     let h = stable_hash(&format!("{project}/{}/{}", cl.location, cl.name));
     let mut v = json!({
         "name": cl.name,

@@ -1,13 +1,13 @@
 //! The local Google Cloud simulator (`gke-iam-remediator sim`): one HTTP server speaking the REST
 //! surfaces this project uses (Resource Manager v1/v2/v3, IAM v1, Container v1, Recommender v1, Service
-//! Usage v1, Policy Troubleshooter v1/v3, Logging v2) from a YAML world file, strict as Google by default
+//! Usage v1, Policy Troubleshooter v1/v3, Logging v2, Cloud Asset v1 `assets.list`) from a YAML world file, strict as Google by default
 //! and checked by Google's own clients (`tests/conformance/`) and the real `gcloud`. Its own crate: it
 //! shares no type with the client it serves.
 //!
 //! Module map: [`world`] (file model), `state` (live resources and their indexes), [`model`] (its own
 //! IAM wire model), `server` (routing, callers, faults, journal), `schema` (unknown request fields),
 //! `paging`, `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
-//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`), `policy` (IAM policy
+//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`, `cloudasset`), `policy` (IAM policy
 //! semantics), `roles` (bundled role data and catalog), `faults`, `journal`, `audit` (audit-log
 //! LogEntries to Pub/Sub), `error` (Google error JSON), `clock` (RFC 3339).
 //!
@@ -15,18 +15,24 @@
 //! in `gserviceaccount.com`, else `user:EMAIL`); no token or any other token means
 //! [`SimOptions::default_principal`].
 
+mod access;
 mod audit;
+mod cel;
 mod clock;
+mod cloudasset;
+mod cloudidentity;
 mod container;
 mod control;
 mod crm;
 mod error;
 mod faults;
 mod iam;
+mod iam_v2;
 mod journal;
 mod logfilter;
 mod logging;
 pub mod model;
+mod orgpolicy;
 mod paging;
 mod policy;
 mod recommender;

@@ -31,14 +31,25 @@ fn offset(token: &str) -> ApiResult<usize> {
         .ok_or_else(invalid)
 }
 
-/// The page of `items` the query (`pageSize`, `pageToken`) selects, as `{key: [...], nextPageToken}`.
-pub fn page(
+/// The range of a list of `total` items the query (`pageSize`, `pageToken`) selects, and the token of
+/// the next page (`None` on the last): for lists too large to render whole on every page.
+pub fn window(
     query_size: Option<&str>,
     query_token: Option<&str>,
-    items: Vec<Value>,
-    key: &str,
+    total: usize,
     limits: Limits,
-) -> ApiResult<Value> {
+) -> ApiResult<(std::ops::Range<usize>, Option<String>)> {
+    let (start, size) = bounds(query_size, query_token, limits)?;
+    let end = start.saturating_add(size).min(total);
+    let next = (start.saturating_add(size) < total).then(|| token(start + size));
+    Ok((start.min(total)..end, next))
+}
+
+fn bounds(
+    query_size: Option<&str>,
+    query_token: Option<&str>,
+    limits: Limits,
+) -> ApiResult<(usize, usize)> {
     let size = match query_size {
         None | Some("") => 0,
         Some(s) => s
@@ -59,6 +70,18 @@ pub fn page(
         None | Some("") => 0,
         Some(t) => offset(t)?,
     };
+    Ok((start, size))
+}
+
+/// The page of `items` the query (`pageSize`, `pageToken`) selects, as `{key: [...], nextPageToken}`.
+pub fn page(
+    query_size: Option<&str>,
+    query_token: Option<&str>,
+    items: Vec<Value>,
+    key: &str,
+    limits: Limits,
+) -> ApiResult<Value> {
+    let (start, size) = bounds(query_size, query_token, limits)?;
     let total = items.len();
     let slice: Vec<Value> = items.into_iter().skip(start).take(size).collect();
     let mut v = json!({});

@@ -21,7 +21,10 @@ use super::faults::{ConcurrentWriter, FaultState, Faults};
 use super::journal::{Journal, JournalEntry};
 use super::state::{State, now_rfc3339};
 use super::world::World;
-use super::{SimOptions, container, crm, iam, logging, recommender, serviceusage, troubleshooter};
+use super::{
+    SimOptions, cloudasset, container, crm, iam, logging, recommender, serviceusage, troubleshooter,
+};
+use super::{cloudidentity, iam_v2, orgpolicy};
 
 /// Largest request body accepted (bytes).
 const MAX_BODY: usize = 32 * 1024 * 1024;
@@ -169,6 +172,10 @@ pub fn find_route(method: &Method, path: &str) -> Option<Route> {
         .or_else(|| serviceusage::route(method, &s, v))
         .or_else(|| troubleshooter::route(method, &s, v))
         .or_else(|| logging::route(method, &s, v))
+        .or_else(|| cloudasset::route(method, &s, v))
+        .or_else(|| iam_v2::route(method, &s, v))
+        .or_else(|| orgpolicy::route(method, &s, v))
+        .or_else(|| cloudidentity::route(method, &s, v))
 }
 
 /// The caller named by the `Authorization` header (`Bearer sim:EMAIL`), else the default principal.

@@ -161,6 +161,8 @@ pub struct State {
     pub log_entries: std::collections::VecDeque<(u64, Value)>,
     /// Sequence number of the last recorded log entry.
     pub log_seq: u64,
+    /// IAM v2 deny policies and Org Policy v2 policies (read-only).
+    pub access: crate::access::AccessState,
     etag_salt: u64,
     etag_seq: u64,
     /// Project position by id and by number.
@@ -299,6 +301,7 @@ impl State {
             operation_polls: world.operation_polls.unwrap_or(0),
             log_entries: std::collections::VecDeque::new(),
             log_seq: 0,
+            access: crate::access::AccessState::from_world(world),
             etag_salt: rand::random(),
             etag_seq: 0,
             project_keys: HashMap::new(),
@@ -450,6 +453,8 @@ impl State {
                 display_name: Some(o.display_name.clone()),
                 iam_policy: from_policy(&o.policy),
                 custom_roles: o.custom_roles.values().map(world_role).collect(),
+                deny_policies: self.access.deny_of(&format!("organizations/{}", o.id)),
+                org_policies: self.access.org_of(&format!("organizations/{}", o.id)),
             }),
             folders: self
                 .folders
@@ -459,6 +464,8 @@ impl State {
                     parent: f.parent.clone(),
                     display_name: Some(f.display_name.clone()),
                     iam_policy: from_policy(&f.policy),
+                    deny_policies: self.access.deny_of(&format!("folders/{}", f.id)),
+                    org_policies: self.access.org_of(&format!("folders/{}", f.id)),
                 })
                 .collect(),
             roles: self.world_roles.clone(),
@@ -507,6 +514,8 @@ impl State {
                             state_metadata: r.state_metadata.clone(),
                         })
                         .collect(),
+                    deny_policies: self.access.deny_of(&format!("projects/{}", p.number)),
+                    org_policies: self.access.org_of(&format!("projects/{}", p.number)),
                 })
                 .collect(),
         }

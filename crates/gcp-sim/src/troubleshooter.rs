@@ -1,8 +1,10 @@
 //! Policy Troubleshooter v3 `POST /v3/iam:troubleshoot`: explains whether a principal has a permission on
 //! a project (or folder / organization), from the world's allow policies of the resource and its
 //! ancestors and from role definitions. Groups resolve through the world's `groups` key (a group not
-//! listed has no members), so `MEMBERSHIP_UNKNOWN_INFO` is never needed. Conditions are not evaluated:
-//! a matching conditional binding is `UNKNOWN_CONDITIONAL`. The world has no deny policies.
+//! listed has no members), so `MEMBERSHIP_UNKNOWN_INFO` is never needed. Conditions are evaluated by the
+//! simulator's own reading of time-bound CEL (`cel.rs`): an expired grant is not access, a live one is;
+//! any other condition is `UNKNOWN_CONDITIONAL`. Deny policies of the resource and its ancestors apply
+//! before allow policies (`denyPolicyExplanation`).
 
 use http::Method;
 use serde_json::{Map, Value, json};
@@ -147,9 +149,15 @@ fn troubleshoot(c: &mut Ctx<'_>, body: &Value) -> ApiResult<Value> {
                 );
             }
             let included = role_perm == "ROLE_PERMISSION_INCLUDED";
-            let state = match (included && any, b.condition.is_some()) {
-                (true, false) => "ALLOW_ACCESS_STATE_GRANTED",
-                (true, true) => "ALLOW_ACCESS_STATE_UNKNOWN_CONDITIONAL",
+            let truth = b
+                .condition
+                .as_ref()
+                .map(|cond| super::cel::evaluate_now(&cond.expression));
+            let state = match (included && any, truth) {
+                (true, None | Some(super::cel::Truth::True)) => "ALLOW_ACCESS_STATE_GRANTED",
+                (true, Some(super::cel::Truth::Unknown)) => {
+                    "ALLOW_ACCESS_STATE_UNKNOWN_CONDITIONAL"
+                }
                 _ => "ALLOW_ACCESS_STATE_NOT_GRANTED",
             };
             let upgrades = state == "ALLOW_ACCESS_STATE_GRANTED"
@@ -174,6 +182,15 @@ fn troubleshoot(c: &mut Ctx<'_>, body: &Value) -> ApiResult<Value> {
             });
             if let Some(cond) = &b.condition {
                 e["condition"] = serde_json::to_value(cond).unwrap_or(Value::Null);
+                match truth {
+                    Some(super::cel::Truth::True) => {
+                        e["conditionExplanation"] = json!({"value": true});
+                    }
+                    Some(super::cel::Truth::False) => {
+                        e["conditionExplanation"] = json!({"value": false});
+                    }
+                    _ => {}
+                }
             }
             bindings.push(e);
         }
@@ -187,6 +204,22 @@ fn troubleshoot(c: &mut Ctx<'_>, body: &Value) -> ApiResult<Value> {
             "relevance": if policy_state == "ALLOW_ACCESS_STATE_NOT_GRANTED" { "HEURISTIC_RELEVANCE_NORMAL" } else { "HEURISTIC_RELEVANCE_HIGH" },
         }));
     }
+    let deny = super::access::deny_state(c.st, &chain, &principal, &fqdn(&permission));
+    let (deny_state, deny_resources) = match &deny {
+        super::access::DenyState::NotDenied => ("DENY_ACCESS_STATE_NOT_DENIED", Vec::new()),
+        super::access::DenyState::Denied(key, name) => (
+            "DENY_ACCESS_STATE_DENIED",
+            vec![
+                json!({"denyAccessState": "DENY_ACCESS_STATE_DENIED", "fullResourceName": format!("//cloudresourcemanager.googleapis.com/{key}"), "explainedPolicies": [{"denyAccessState": "DENY_ACCESS_STATE_DENIED", "policy": {"name": name}}]}),
+            ],
+        ),
+        super::access::DenyState::Conditional(key, name) => (
+            "DENY_ACCESS_STATE_UNKNOWN_CONDITIONAL",
+            vec![
+                json!({"denyAccessState": "DENY_ACCESS_STATE_UNKNOWN_CONDITIONAL", "fullResourceName": format!("//cloudresourcemanager.googleapis.com/{key}"), "explainedPolicies": [{"denyAccessState": "DENY_ACCESS_STATE_UNKNOWN_CONDITIONAL", "policy": {"name": name}}]}),
+            ],
+        ),
+    };
     let (overall, allow) = if overall_granted {
         ("CAN_ACCESS", "ALLOW_ACCESS_STATE_GRANTED")
     } else if overall_conditional {
@@ -197,11 +230,18 @@ fn troubleshoot(c: &mut Ctx<'_>, body: &Value) -> ApiResult<Value> {
     } else {
         ("CANNOT_ACCESS", "ALLOW_ACCESS_STATE_NOT_GRANTED")
     };
+    let overall = match deny {
+        super::access::DenyState::Denied(..) => "CANNOT_ACCESS",
+        super::access::DenyState::Conditional(..) if overall == "CAN_ACCESS" => {
+            "UNKNOWN_CONDITIONAL"
+        }
+        _ => overall,
+    };
     Ok(json!({
         "accessTuple": {"principal": principal, "fullResourceName": resource, "permission": permission, "permissionFqdn": fqdn(&permission)},
         "overallAccessState": overall,
         "allowPolicyExplanation": {"allowAccessState": allow, "explainedPolicies": explained, "relevance": "HEURISTIC_RELEVANCE_HIGH"},
-        "denyPolicyExplanation": {"denyAccessState": "DENY_ACCESS_STATE_NOT_DENIED", "permissionDeniable": true, "explainedResources": [], "relevance": "HEURISTIC_RELEVANCE_NORMAL"},
+        "denyPolicyExplanation": {"denyAccessState": deny_state, "permissionDeniable": true, "explainedResources": deny_resources, "relevance": if deny_resources.is_empty() { "HEURISTIC_RELEVANCE_NORMAL" } else { "HEURISTIC_RELEVANCE_HIGH" }},
     }))
 }
 

@@ -8,7 +8,10 @@
 //!   every project; list it under `service_accounts` only to give it a unique id, disable or delete it.
 //! - A service account with `deleted: true` is treated as deleted at load time (undeletable for 30 days);
 //!   its `serviceAccount:` members in every policy are rewritten to `deleted:serviceAccount:EMAIL?uid=N`.
-//! - `groups` lets the Policy Troubleshooter resolve `group:` members; a group not listed has no members.
+//! - `groups` lets the Policy Troubleshooter and Cloud Identity resolve `group:` members, nested groups
+//!   included; a group not listed has no members.
+//! - `deny_policies` (IAM v2) and `org_policies` (boolean constraints, Org Policy v2) sit on the
+//!   organization, folders and projects; `access.rs` checks them and holds them at run time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -72,6 +75,12 @@ pub struct WorldOrganization {
     /// Organization-level custom roles (`organizations/O/roles/X`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub custom_roles: Vec<WorldRole>,
+    /// IAM v2 deny policies attached to the organization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_policies: Vec<WorldDenyPolicy>,
+    /// Org Policy v2 policies of boolean constraints set on the organization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub org_policies: Vec<WorldOrgPolicy>,
 }
 
 /// A folder.
@@ -88,6 +97,12 @@ pub struct WorldFolder {
     /// Folder IAM policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iam_policy: Option<WorldPolicy>,
+    /// IAM v2 deny policies attached to the folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_policies: Vec<WorldDenyPolicy>,
+    /// Org Policy v2 policies set on the folder.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub org_policies: Vec<WorldOrgPolicy>,
 }
 
 /// A role definition (predefined via `roles`, custom via `custom_roles`).
@@ -265,6 +280,12 @@ pub struct WorldProject {
     /// Recommendations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<WorldRecommendation>,
+    /// IAM v2 deny policies attached to the project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_policies: Vec<WorldDenyPolicy>,
+    /// Org Policy v2 policies set on the project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub org_policies: Vec<WorldOrgPolicy>,
 }
 
 /// A Google group and its members (for the Policy Troubleshooter).
@@ -277,6 +298,107 @@ pub struct WorldGroup {
     #[serde(default)]
     pub members: Vec<String>,
 }
+
+/// An IAM v2 deny policy attached to the organization, a folder or a project.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldDenyPolicy {
+    /// Policy id: 3-63 characters, lower-case letters, digits, `-` and `.`, starting with a letter.
+    pub id: DenyPolicyId,
+    /// Display name (at most 63 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The rules (at least one).
+    pub rules: Vec<WorldDenyRule>,
+}
+
+/// One deny rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldDenyRule {
+    /// A sentence (at most 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// v2 principal identifiers denied (at least one).
+    pub denied_principals: Vec<DenyPrincipal>,
+    /// v2 principal identifiers exempt (not `principalSet://goog/public:all`).
+    #[serde(default)]
+    pub exception_principals: Vec<DenyPrincipal>,
+    /// Permissions denied, v2 form `SERVICE.googleapis.com/RESOURCE.VERB` (wildcards `*`).
+    pub denied_permissions: Vec<DenyPermission>,
+    /// Permissions exempt.
+    #[serde(default)]
+    pub exception_permissions: Vec<DenyPermission>,
+    /// Optional condition: the rule applies when it is true or cannot be evaluated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denial_condition: Option<WorldCondition>,
+}
+
+/// A policy of a boolean constraint on one resource (Org Policy v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorldOrgPolicy {
+    /// Constraint name without `constraints/`, e.g. `iam.automaticIamGrantsForDefaultServiceAccounts`.
+    pub constraint: ConstraintName,
+    /// The unconditional rule's `enforce`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforce: Option<bool>,
+    /// `reset`: the constraint's default applies here, ignoring ancestors.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reset: bool,
+    /// `inheritFromParent` with no rule: the policy exists but the parent's decides.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub inherit_from_parent: bool,
+}
+
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(pub String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                $check(&s).map(|()| Self(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// A deny policy id.
+    DenyPolicyId,
+    crate::access::check_policy_id
+);
+checked_string!(
+    /// A v2 principal identifier of a deny rule.
+    DenyPrincipal,
+    crate::access::check_principal
+);
+checked_string!(
+    /// A v2 permission of a deny rule.
+    DenyPermission,
+    crate::access::check_permission
+);
+checked_string!(
+    /// A constraint name.
+    ConstraintName,
+    crate::access::check_constraint
+);
 
 /// A parsed and validated world.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -388,6 +510,12 @@ impl World {
             if let Some(p) = &org.iam_policy {
                 check_policy(p, "organization.iam_policy", &known, &invalid)?;
             }
+            crate::access::check_node(
+                &org.deny_policies,
+                &org.org_policies,
+                "organization",
+                &invalid,
+            )?;
             for (i, r) in org.custom_roles.iter().enumerate() {
                 let prefix = format!("organizations/{}/roles/", org.id);
                 if !r.name.starts_with(&prefix) || !is_role(&r.name) {
@@ -429,6 +557,12 @@ impl World {
             if let Some(p) = &f.iam_policy {
                 check_policy(p, &format!("folders[{i}].iam_policy"), &known, &invalid)?;
             }
+            crate::access::check_node(
+                &f.deny_policies,
+                &f.org_policies,
+                &format!("folders[{i}]"),
+                &invalid,
+            )?;
         }
         // Folder parent chains must end at the organization (no cycles).
         for (i, f) in self.folders.iter().enumerate() {
@@ -522,6 +656,12 @@ impl World {
             if let Some(pol) = &p.iam_policy {
                 check_policy(pol, &at("iam_policy"), &known, &invalid)?;
             }
+            crate::access::check_node(
+                &p.deny_policies,
+                &p.org_policies,
+                &format!("projects[{i}]"),
+                &invalid,
+            )?;
             for (j, r) in p.custom_roles.iter().enumerate() {
                 let prefix = format!("projects/{}/roles/", p.id);
                 if !r.name.starts_with(&prefix) || !is_role(&r.name) {
@@ -718,6 +858,26 @@ mod tests {
             assert_eq!(w.strict_members, None, "{}", f.display());
             assert_eq!(w.strict_roles, None, "{}", f.display());
         }
+    }
+
+    #[test]
+    fn a_malformed_deny_rule_or_org_policy_names_its_exact_line_column_and_field() {
+        let text = "organization:\n  id: \"1\"\n  deny_policies:\n    - id: no-logs\n      rules:\n        - denied_principals: [principalSet://goog/public:all]\n          denied_permissions: [logging.logEntries.create]\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:7:32:"), "{err}");
+        assert!(
+            err.contains("organization.deny_policies[0].rules[0].denied_permissions[0]"),
+            "{err}"
+        );
+        assert!(err.contains("not a v2 permission"), "{err}");
+        let text = "folders:\n  - id: \"2\"\n    parent: organizations/1\n    org_policies:\n      - {constraint: iam.x, enforce: true, reset: true}\norganization: {id: \"1\"}\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:5:"), "{err}");
+        assert!(err.contains("folders[0].org_policies[0]"), "{err}");
+        let text = "organization:\n  id: \"1\"\n  deny_policies:\n    - id: x\n      rules: []\n";
+        let err = World::from_yaml(text, "w.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("w.yaml:4:"), "{err}");
+        assert!(err.contains("deny_policies[0].id"), "{err}");
     }
 
     #[test]

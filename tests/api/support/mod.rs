@@ -107,8 +107,10 @@ pub struct Gcloud {
 }
 
 /// APIs whose endpoint is overridden.
-pub const OVERRIDDEN_APIS: [&str; 7] = [
+pub const OVERRIDDEN_APIS: [&str; 9] = [
     "LOGGING",
+    "ORGPOLICY",
+    "CLOUDIDENTITY",
     "CLOUDRESOURCEMANAGER",
     "IAM",
     "CONTAINER",

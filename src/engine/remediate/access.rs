@@ -1,0 +1,212 @@
+//! What the remediator reads beyond allow policies, each in its own function: deny policies of the
+//! project and its ancestors (ancestors' cached per run like their allow policies), the effective
+//! `iam.automaticIamGrantsForDefaultServiceAccounts` (only to explain a Compute Engine default account
+//! that lacks or is denied its permissions), and Cloud Identity memberships (only for groups that
+//! would settle an `unknown` verdict, cached per run). A caller that may not read deny policies or
+//! Cloud Identity is told once per run; its verdicts say what could not be read.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::{Cache, Remediator, Unreadable, cell, forget};
+use crate::domain::deny::DenyPolicy;
+use crate::domain::evaluate::{self, Finding, Status};
+use crate::domain::iam::{ResourceRef, ServiceAccountEmail};
+use crate::domain::state::{
+    AUTOMATIC_GRANTS_CONSTRAINT, AccessFacts, OrgPolicyFact, ProjectState, RoleCatalog,
+};
+use crate::ports::{ApiError, ProjectInfo};
+
+/// Per-run caches of the access reads.
+#[derive(Default)]
+pub struct AccessCaches {
+    deny: Cache<String, Result<Vec<DenyPolicy>, Unreadable>>,
+    members: Cache<(String, String), Option<bool>>,
+    deny_warned: AtomicBool,
+    identity_unavailable: AtomicBool,
+}
+
+impl Remediator {
+    /// The deny policies of the project (always fresh) and of its folders and organization (cached
+    /// per run). A transient failure fails the read (the run is retried); a refusal is recorded in
+    /// `deny_unreadable` and said once per run.
+    pub(super) async fn read_access(
+        &self,
+        info: &ProjectInfo,
+        chain: &[ResourceRef],
+    ) -> Result<AccessFacts, ApiError> {
+        let mut facts = AccessFacts::default();
+        let project = format!("projects/{}", info.project_number);
+        let mut points = vec![(project, false)];
+        points.extend(chain.iter().map(|r| (r.to_string(), true)));
+        // Every attachment point at once; the answers are taken in the points' order.
+        let results = futures::future::join_all(points.iter().map(|(point, cached)| async move {
+            if *cached {
+                self.cached_deny_policies(point).await
+            } else {
+                self.gcp
+                    .list_deny_policies(point)
+                    .await
+                    .map_err(Unreadable::from)
+            }
+        }))
+        .await;
+        for ((point, _), result) in points.into_iter().zip(results) {
+            match result {
+                Ok(mut policies) => facts.deny_policies.append(&mut policies),
+                Err(e) if e.transient => {
+                    return Err(ApiError::Transport {
+                        api: crate::ports::Api::Iam,
+                        method: "policies.listPolicies",
+                        message: e.message,
+                    });
+                }
+                Err(e) => {
+                    if !self.caches.access.deny_warned.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            attachment = %point,
+                            error = %e.message,
+                            "cannot read IAM deny policies (iam.denypolicies.list): verdicts that would be ok are reported incomplete"
+                        );
+                    }
+                    facts
+                        .deny_unreadable
+                        .push(format!("the deny policies of {point} ({})", e.message));
+                }
+            }
+        }
+        Ok(facts)
+    }
+
+    async fn cached_deny_policies(&self, point: &str) -> Result<Vec<DenyPolicy>, Unreadable> {
+        let key = point.to_owned();
+        let c = cell(&self.caches.access.deny, &key).await;
+        let result = c
+            .get_or_init(|| async {
+                self.gcp
+                    .list_deny_policies(point)
+                    .await
+                    .map_err(Unreadable::from)
+            })
+            .await
+            .clone();
+        if result.as_ref().is_err_and(|e| e.transient) {
+            forget(&self.caches.access.deny, &key).await;
+        }
+        result
+    }
+
+    /// Resolves, through Cloud Identity, the groups that would settle an `unknown` verdict of a node
+    /// account. Returns true when something new was learnt (evaluate again).
+    pub(super) async fn resolve_groups(
+        &self,
+        state: &mut ProjectState,
+        catalog: &RoleCatalog,
+        findings: &[Finding],
+    ) -> bool {
+        let mut learnt = false;
+        for f in findings.iter().filter(|f| {
+            f.status == Status::Unknown
+                || f.denied_by.iter().any(|b| b.uncertain.is_some())
+                || (f.status == Status::Missing && !f.unknown_permissions.is_empty())
+        }) {
+            if self
+                .caches
+                .access
+                .identity_unavailable
+                .load(Ordering::Relaxed)
+            {
+                return learnt;
+            }
+            let Some(email) = f
+                .principal
+                .as_ref()
+                .and_then(|m| m.as_str().strip_prefix("serviceAccount:"))
+                .and_then(|e| ServiceAccountEmail::parse(e).ok())
+            else {
+                continue;
+            };
+            let mut wanted = f.unknown_permissions.clone();
+            wanted.extend(f.denied_by.iter().map(|b| b.permission.clone()));
+            for group in evaluate::groups_to_resolve(state, catalog, &email, &wanted) {
+                let member = email.as_str().to_ascii_lowercase();
+                if let Some(answer) = self.membership(&group, &member).await {
+                    state.access.memberships.insert((group, member), answer);
+                    learnt = true;
+                }
+            }
+        }
+        learnt
+    }
+
+    async fn membership(&self, group: &str, member: &str) -> Option<bool> {
+        let key = (group.to_owned(), member.to_owned());
+        let c = cell(&self.caches.access.members, &key).await;
+        let answer = *c
+            .get_or_init(|| async {
+                match self.gcp.is_transitive_member(group, member).await {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        if !e.is_transient()
+                            && !self
+                                .caches
+                                .access
+                                .identity_unavailable
+                                .swap(true, Ordering::Relaxed)
+                        {
+                            tracing::warn!(
+                                error = %e,
+                                "cannot check group membership through Cloud Identity: group grants fall back to the Policy Troubleshooter (--troubleshooter) or stay unknown"
+                            );
+                        }
+                        None
+                    }
+                }
+            })
+            .await;
+        if answer.is_none() {
+            forget(&self.caches.access.members, &key).await;
+        }
+        answer
+    }
+
+    /// Reads the effective `iam.automaticIamGrantsForDefaultServiceAccounts` when the Compute Engine
+    /// default account lacks (or is denied) its permissions, so the finding can name the cause.
+    /// Returns true when it was read (evaluate again).
+    pub(super) async fn read_default_account_cause(
+        &self,
+        state: &mut ProjectState,
+        findings: &[Finding],
+    ) -> bool {
+        if state.access.automatic_grants != OrgPolicyFact::NotRead {
+            return false;
+        }
+        let default_account = format!(
+            "serviceAccount:{}",
+            ServiceAccountEmail::compute_default(&state.project_number)
+        );
+        let needed = findings.iter().any(|f| {
+            f.requirement == crate::domain::requirements::RequirementId::NodeSaPermissions
+                && matches!(f.status, Status::Missing | Status::Denied)
+                && f.principal
+                    .as_ref()
+                    .is_some_and(|p| p.as_str() == default_account)
+        });
+        if !needed {
+            return false;
+        }
+        let resource = format!("projects/{}", state.project_id);
+        state.access.automatic_grants = match self
+            .gcp
+            .boolean_constraint_enforced(&resource, AUTOMATIC_GRANTS_CONSTRAINT)
+            .await
+        {
+            Ok(true) => OrgPolicyFact::Enforced,
+            Ok(false) => OrgPolicyFact::NotEnforced,
+            Err(e) => {
+                tracing::debug!(error = %e, "effective org policy unreadable");
+                OrgPolicyFact::Unreadable(e.to_string())
+            }
+        };
+        true
+    }
+}

@@ -1,0 +1,346 @@
+//! The `explain` command: for one service account (`--member`) or every node account of one cluster
+//! (`--cluster LOCATION/NAME`), why each required node permission is or is not held, as a table for
+//! people or `--format json`.
+//!
+//! State is read through the engine exactly as `scan` reads it (same ports, caches and evaluation);
+//! the trace itself is the pure [`crate::domain::explain::explain`]. Never writes.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::domain::evaluate::{self, Status};
+use crate::domain::explain::{self, ConditionNow, Effect, Explanation};
+use crate::domain::iam::ServiceAccountEmail;
+use crate::engine::{Options, Remediator};
+use crate::policy::PolicyFile;
+use crate::scan::{Format, GcpArgs, SetupError};
+
+/// `explain` arguments.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExplainArgs {
+    /// The project whose IAM is explained.
+    #[arg(long, value_name = "PROJECT_ID")]
+    pub project: String,
+    /// The service account to explain (`serviceAccount:EMAIL` or `EMAIL`).
+    #[arg(
+        long,
+        value_name = "MEMBER",
+        required_unless_present = "cluster",
+        conflicts_with = "cluster"
+    )]
+    pub member: Option<String>,
+    /// Explain every node service account of this cluster (`LOCATION/NAME`).
+    #[arg(long, value_name = "LOCATION/NAME")]
+    pub cluster: Option<String>,
+    /// Output format (`table` for people, `json` for machines).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Ask the Policy Troubleshooter about permissions that may come through groups.
+    #[arg(long)]
+    pub troubleshooter: bool,
+    /// Google connection settings.
+    #[command(flatten)]
+    pub gcp: GcpArgs,
+}
+
+/// The `explain --format json` document. Fields may be added, never renamed.
+#[derive(Serialize)]
+pub struct ExplainDocument<'a> {
+    /// Schema id: `gke-iam-remediator.explain/v1`.
+    pub schema: &'static str,
+    /// One explanation per account.
+    pub explanations: &'a [Explanation],
+}
+
+/// Runs `explain` and returns the exit code: 0 every explained account holds every permission, 1
+/// something is lacking (or needs review), 2 an error.
+pub async fn run(args: ExplainArgs) -> i32 {
+    match run_inner(&args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn parse_member(raw: &str) -> Result<ServiceAccountEmail, SetupError> {
+    let email = match raw.split_once(':') {
+        Some(("serviceAccount", email)) => email,
+        Some((kind, _)) => {
+            return Err(SetupError::Usage(format!(
+                "--member `{raw}`: explain traces service accounts (serviceAccount:EMAIL), not `{kind}:` members"
+            )));
+        }
+        None => raw,
+    };
+    ServiceAccountEmail::parse(email)
+        .map_err(|e| SetupError::Usage(format!("--member `{raw}`: {e}")))
+}
+
+async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
+    let member = args.member.as_deref().map(parse_member).transpose()?;
+    let gcp = Arc::new(args.gcp.connect()?);
+    let mut options = Options::new(PolicyFile::default().remediation);
+    options.troubleshooter = args.troubleshooter;
+    let remediator = Remediator::new(gcp, options);
+    let (infos, failures) = remediator
+        .resolve(std::slice::from_ref(&args.project), &[])
+        .await?;
+    if let Some(f) = failures.first() {
+        let why = f.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+        return Err(SetupError::Usage(format!(
+            "project `{}` cannot be read: {why}",
+            f.project_id
+        )));
+    }
+    let Some(info) = infos.first() else {
+        return Err(SetupError::Usage(format!(
+            "project `{}` not found",
+            args.project
+        )));
+    };
+    let mut state = remediator.read_state(info).await?;
+    if args.troubleshooter {
+        // The same evaluation scan runs: it asks the troubleshooter about what may come through groups.
+        remediator.evaluate(&mut state).await;
+    }
+    let emails: Vec<ServiceAccountEmail> = match (&member, &args.cluster) {
+        (Some(m), _) => vec![m.clone()],
+        (None, Some(cluster)) => {
+            let accounts: Vec<ServiceAccountEmail> = evaluate::node_service_accounts(&state)
+                .into_iter()
+                .filter(|n| n.clusters.contains(cluster))
+                .map(|n| n.email)
+                .collect();
+            if accounts.is_empty() {
+                let known: BTreeSet<String> = state
+                    .clusters
+                    .iter()
+                    .map(|c| format!("{}/{}", c.location, c.name))
+                    .collect();
+                return Err(SetupError::Usage(format!(
+                    "cluster `{cluster}` not found in project {} (clusters: {})",
+                    info.project_id,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.into_iter().collect::<Vec<_>>().join(", ")
+                    }
+                )));
+            }
+            accounts
+        }
+        (None, None) => {
+            return Err(SetupError::Usage("give --member or --cluster".to_owned()));
+        }
+    };
+    let mut roles = BTreeSet::new();
+    for email in &emails {
+        roles.extend(explain::roles_needed(&state, email));
+    }
+    let catalog = remediator.role_catalog(roles).await;
+    let explanations: Vec<Explanation> = emails
+        .iter()
+        .map(|e| explain::explain(&state, &catalog, e))
+        .collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(
+                &mut out,
+                &ExplainDocument {
+                    schema: "gke-iam-remediator.explain/v1",
+                    explanations: &explanations,
+                },
+            )
+            .map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            for e in &explanations {
+                out.write_all(render(e).as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if explanations.iter().all(|e| e.status == Status::Ok) {
+        0
+    } else {
+        1
+    })
+}
+
+fn effect_label(effect: Effect) -> &'static str {
+    match effect {
+        Effect::Grants => "grants",
+        Effect::GrantsUntil => "grants until",
+        Effect::Nothing => "grants nothing",
+        Effect::Conditional => "conditional",
+        Effect::Unknown => "unknown",
+    }
+}
+
+/// One account's explanation as a table: one row per binding that could grant a permission (a
+/// permission nothing could grant gets a row of its own), then the conditions' expressions, the
+/// deny rules and the fix.
+pub fn render(e: &Explanation) -> String {
+    let mut s = format!(
+        "{} in project {} ({}): {}\n  {}\n",
+        e.member, e.project_id, e.project_number, e.status, e.detail
+    );
+    if !e.clusters.is_empty() {
+        s.push_str(&format!("  node account of {}\n", e.clusters.join(", ")));
+    }
+    for u in &e.unreadable {
+        s.push_str(&format!("  could not be read: {u}\n"));
+    }
+    let heads = [
+        "PERMISSION",
+        "VERDICT",
+        "EFFECT",
+        "ROLE",
+        "LEVEL",
+        "RESOURCE",
+        "BINDING",
+        "CONDITION NOW",
+        "THROUGH",
+    ];
+    let mut rows: Vec<[String; 9]> = Vec::new();
+    let mut conditions: Vec<String> = Vec::new();
+    for p in &e.permissions {
+        let verdict = match p.troubleshooter {
+            Some(t) => format!("{} ({t})", p.verdict),
+            None => p.verdict.to_string(),
+        };
+        if p.grants.is_empty() {
+            rows.push([
+                p.permission.clone(),
+                verdict.clone(),
+                "-".to_owned(),
+                "no binding grants it".to_owned(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for (i, g) in p.grants.iter().enumerate() {
+            let condition = match &g.condition {
+                None => "none".to_owned(),
+                Some(c) => {
+                    let key = format!("{} #{}", g.resource, g.binding);
+                    let line = format!(
+                        "  [{key}] {}{}",
+                        c.title
+                            .as_deref()
+                            .map(|t| format!("\"{t}\": "))
+                            .unwrap_or_default(),
+                        c.expression
+                    );
+                    if !conditions.contains(&line) {
+                        conditions.push(line);
+                    }
+                    match (c.now, &c.expires_at) {
+                        (ConditionNow::True, Some(end)) => format!("true until {end}"),
+                        (ConditionNow::True, None) => "true".to_owned(),
+                        (ConditionNow::False, _) => "false (expired)".to_owned(),
+                        (ConditionNow::Unknown, _) => "unknown".to_owned(),
+                    }
+                }
+            };
+            let effect = match (
+                &g.effect,
+                g.condition.as_ref().and_then(|c| c.expires_at.as_ref()),
+            ) {
+                (Effect::GrantsUntil, Some(end)) => format!("grants until {end}"),
+                (other, _) => effect_label(*other).to_owned(),
+            };
+            rows.push([
+                if i == 0 {
+                    p.permission.clone()
+                } else {
+                    String::new()
+                },
+                if i == 0 {
+                    verdict.clone()
+                } else {
+                    String::new()
+                },
+                effect,
+                g.role.clone(),
+                g.level.as_str().to_owned(),
+                g.resource.clone(),
+                format!("#{}", g.binding),
+                condition,
+                g.via_group.clone().unwrap_or_else(|| "direct".to_owned()),
+            ]);
+        }
+    }
+    let mut widths: Vec<usize> = heads.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        let n = cells.len();
+        let parts: Vec<String> = cells
+            .into_iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                if i + 1 == n {
+                    c.to_owned()
+                } else {
+                    format!("{c:<w$}")
+                }
+            })
+            .collect();
+        format!("  {}\n", parts.join("  ").trim_end())
+    };
+    s.push('\n');
+    s.push_str(&line(heads.to_vec()));
+    for row in &rows {
+        s.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    if !conditions.is_empty() {
+        s.push_str("\n  conditions (binding: expression):\n");
+        for c in &conditions {
+            s.push_str(&format!("  {c}\n"));
+        }
+    }
+    for p in &e.permissions {
+        for d in &p.denied_by {
+            let how = match &d.uncertain {
+                Some(why) => format!("may be denied ({why})"),
+                None => "is denied".to_owned(),
+            };
+            s.push_str(&format!(
+                "  {} {how} by rule #{} of deny policy {} (attached to {}): no grant can fix that\n",
+                p.permission, d.rule, d.policy, d.attached_to
+            ));
+        }
+    }
+    let mut fixes: Vec<&str> = e
+        .permissions
+        .iter()
+        .filter_map(|p| p.fix.as_deref())
+        .collect();
+    fixes.dedup();
+    if let Some(first) = fixes.first() {
+        let lacking: Vec<&str> = e
+            .permissions
+            .iter()
+            .filter(|p| p.fix.is_some())
+            .map(|p| p.permission.as_str())
+            .collect();
+        s.push_str(&format!("\n  fix ({}):\n    {first}\n", lacking.join(", ")));
+    }
+    s.push('\n');
+    s
+}
