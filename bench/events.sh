@@ -13,7 +13,8 @@
 #      REMEDIATOR_COALESCE_MS), RATE (2000 requests/s per API; serve's built-in default is 10/s for Resource
 #      Manager), PLOT (bench/results/events.png; empty: no plot), ROWS (where the measured rows are written as
 #      JSON lines, default bench/results/events.jsonl), BENCH_VENV (bench/.venv: created with matplotlib
-#      from PyPI when missing). CONCURRENCY=N is accepted as LEVELS=N.
+#      from PyPI when missing), RATE_APIS (the APIs RATE applies to; add `logging` to lift serve's 1/s
+#      Cloud Logging pacing, which is Logging's read quota). CONCURRENCY=N is accepted as LEVELS=N.
 source "$(dirname "$0")/lib/common.sh"
 need_bin "$BIN" "$LOADGEN"
 
@@ -40,7 +41,7 @@ jq -r '.projects[].id' "$WORLD" >"$BENCH_TMP/projects.txt"
 start_sim "$WORLD"
 
 rate_args=()
-for api in cloudresourcemanager iam container serviceusage recommender; do
+for api in ${RATE_APIS:-cloudresourcemanager iam container serviceusage recommender}; do
     rate_args+=(--rate-limit "$api=$RATE")
 done
 
