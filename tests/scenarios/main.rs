@@ -1377,3 +1377,23 @@ async fn an_expiring_grant_becomes_missing_when_it_ends_and_is_restored_uncondit
         "the expired conditional binding is untouched"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn removals_a_past_audit_log_read_covers_are_answered_without_reading_it_again() {
+    let s = Scenario::new(ENFORCE);
+    // Five removals of a binding that is healthy again, all made before the first arrives.
+    let removals: Vec<Message> = (0..5)
+        .map(|_| s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
+        .collect();
+    // Entry timestamps and arrivals are wall-clock (milliseconds): let one pass between them.
+    std::thread::sleep(Duration::from_millis(5));
+    for m in removals {
+        assert_eq!(s.deliver(m).await, Verdict::Ack);
+    }
+    assert_eq!(s.cloud.calls("entries.list"), 1, "{:?}", s.cloud.journal());
+    // A removal made after that read is not covered: whether it was ours to notify is read again.
+    std::thread::sleep(Duration::from_millis(5));
+    let later = s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com");
+    assert_eq!(s.deliver(later).await, Verdict::Ack);
+    assert_eq!(s.cloud.calls("entries.list"), 2, "{:?}", s.cloud.journal());
+}
