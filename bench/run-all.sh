@@ -5,7 +5,7 @@
 set -uo pipefail
 dir=$(dirname "$0")
 rc=0
-for b in footprint seed-vs-scan scale events; do
+for b in footprint seed-vs-scan scale org-sweep events; do
     echo
     bash "$dir/$b.sh" || { echo "bench/$b.sh FAILED (exit $?)"; rc=1; }
 done

@@ -33,15 +33,17 @@ echo "== scan output: $PROJECTS projects, latency ${LATENCY} ms, --concurrency $
 measure() { # label bin format
     local label=$1 bin=$2 format=$3 walls=() rss=() r m writes
     for ((r = 0; r < RUNS; r++)); do
-        m=$($MEASURE "$BENCH_TMP/out" --timeout 600 -- "$bin" scan --organization "$ORG" \
-            --format "$format" --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}")
+        m=$(RUST_LOG=error $MEASURE "$BENCH_TMP/out" --timeout 600 -- "$bin" scan --organization "$ORG" \
+            --format "$format" --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}" 2>/dev/null)
         walls+=("$(jq -r .wall_ms <<<"$m")")
         rss+=("$(jq -r .max_rss_kb <<<"$m")")
     done
     if [[ "$format" == json ]]; then jq -e '.projects | length' "$BENCH_TMP/out" >/dev/null || { echo "$label: invalid JSON" >&2; exit 1; }; fi
-    strace -f -qq -c -e trace=write -o "$BENCH_TMP/strace" "$bin" scan --organization "$ORG" --format "$format" \
-        --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}" >"$BENCH_TMP/out" 2>/dev/null || true
-    writes=$(awk '$NF == "write" {print $4}' "$BENCH_TMP/strace")
+    # write(2) calls on standard output only (sockets and eventfds are not output).
+    RUST_LOG=error strace -f -qq -e trace=write,writev -o "$BENCH_TMP/strace" "$bin" scan --organization "$ORG" \
+        --format "$format" --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}" \
+        >"$BENCH_TMP/out" 2>/dev/null || true
+    writes=$(grep -cE '(^|[0-9] )writev?\(1,' "$BENCH_TMP/strace" || true)
     printf '%-10s %-6s %10s %10s %12s %12s\n' "$label" "$format" \
         "$(printf '%s\n' "${walls[@]}" | median)" \
         "$(python3 -c "import sys; print(round($(printf '%s\n' "${rss[@]}" | median)/1024, 1))")" \

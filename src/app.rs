@@ -42,6 +42,10 @@ pub struct EngineArgs {
     /// Ask the Policy Troubleshooter to settle group-granted permissions.
     #[arg(long, env = "REMEDIATOR_TROUBLESHOOTER")]
     pub troubleshooter: bool,
+    /// Sweep folders and organizations project by project, without first reading a Cloud Asset
+    /// Inventory snapshot.
+    #[arg(long, env = "REMEDIATOR_NO_ASSET_INVENTORY")]
+    pub no_asset_inventory: bool,
     /// Log format.
     #[arg(
         long,
@@ -200,6 +204,7 @@ async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Ar
     config.coalesce_window = Duration::from_millis(args.coalesce_ms);
     config.notify_healthy = args.notify_healthy;
     config.troubleshooter = args.troubleshooter;
+    config.asset_inventory = !args.no_asset_inventory;
     Ok(Engine::new(runtime.cloud.clone(), config, publisher))
 }
 

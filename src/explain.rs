@@ -104,10 +104,10 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
         )));
     };
     let mut state = remediator.read_state(info).await?;
-    if args.troubleshooter {
-        // The same evaluation scan runs: it asks the troubleshooter about what may come through groups.
-        remediator.evaluate(&mut state).await;
-    }
+    // The same evaluation scan runs: it records in the state what Cloud Identity says about group
+    // memberships, the org policy behind a role-less default account and (with --troubleshooter) the
+    // troubleshooter's answers, so the trace and scan's verdict agree.
+    remediator.evaluate(&mut state).await;
     let emails: Vec<ServiceAccountEmail> = match (&member, &args.cluster) {
         (Some(m), _) => vec![m.clone()],
         (None, Some(cluster)) => {

@@ -32,6 +32,9 @@ pub struct JobSummary {
     pub recommendations_marked: usize,
     /// Failures (nacks, failed restores, project errors).
     pub failures: u64,
+    /// How the sweep discovered and checked projects (`cloud-asset-inventory` or `per-project`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<crate::engine::snapshot::Discovery>,
 }
 
 /// A job could not run.
@@ -155,7 +158,9 @@ pub async fn sweep(
     roots: &[ResourceRef],
     summary: &mut JobSummary,
 ) -> Result<Vec<Arc<ProjectReport>>, JobError> {
-    let (reports, marked) = engine.sweep(projects, roots).await?;
+    let (reports, marked, discovery) = engine.sweep(projects, roots).await?;
+    tracing::info!(discovery = %discovery.describe(), "sweep discovery");
+    summary.discovery = Some(discovery);
     summary.swept_projects = reports.len();
     let plain: Vec<ProjectReport> = reports.iter().map(|r| (**r).clone()).collect();
     summary.sweep_outcomes = report::summarize(&plain).by_outcome;

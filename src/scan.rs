@@ -16,10 +16,11 @@ use crate::domain::evaluate::Status;
 use crate::domain::iam::ResourceRef;
 use crate::domain::plan::{Action, Decision};
 use crate::domain::report::{Outcome, ProjectReport, Summary};
+use crate::engine::snapshot::{self, Discovery, SnapshotSettings};
 use crate::engine::{Options, Remediator};
 use crate::gcp::{CallCounts, Client, ClientConfig, Credentials, Gcp};
 use crate::policy::{ConfigError, PolicyFile};
-use crate::ports::{Api, ApiError, RetryPolicy};
+use crate::ports::{Api, ApiError, ProjectInfo, RetryPolicy};
 
 /// Connection settings shared by every command that calls Google.
 #[derive(clap::Args, Debug, Clone)]
@@ -147,6 +148,10 @@ pub struct ScanArgs {
     /// Table: show healthy rows and healthy projects too (by default they are counted, not shown).
     #[arg(long)]
     pub all: bool,
+    /// Check every project of a folder or organization live, without first reading a Cloud Asset
+    /// Inventory snapshot.
+    #[arg(long, env = "REMEDIATOR_NO_ASSET_INVENTORY")]
+    pub no_asset_inventory: bool,
     /// Google connection settings.
     #[command(flatten)]
     pub gcp: GcpArgs,
@@ -168,6 +173,8 @@ pub struct ScanDocument<'a> {
     pub api_calls: &'a CallCounts,
     /// Wall time.
     pub elapsed_ms: u128,
+    /// How projects were discovered and checked (`cloud-asset-inventory` or `per-project`).
+    pub discovery: &'a Discovery,
 }
 
 /// Runs `scan` and returns the process exit code.
@@ -219,7 +226,8 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
             "note: --apply with a dry-run policy writes nothing; set `mode: enforce` in the policy file to restore"
         );
     }
-    let (projects, failures) = remediator.resolve(&args.projects, &roots).await?;
+    let (projects, failures, discovery) =
+        discover(&remediator, &args.projects, &roots, args.no_asset_inventory).await?;
     let mode = if remediator.options().writes() {
         "enforce"
     } else {
@@ -243,8 +251,16 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     let progress = Progress::start(projects.len());
     {
         use futures::StreamExt;
-        let mut reports = futures::stream::iter(&projects)
-            .map(|p| remediator.remediate(p))
+        let mut reports = futures::stream::iter(projects)
+            .map(|p| {
+                let remediator = &remediator;
+                async move {
+                    match p {
+                        Project::Live(info) => remediator.remediate(&info).await,
+                        Project::FromSnapshot(report) => *report,
+                    }
+                }
+            })
             .buffered(remediator.options().concurrency);
         while let Some(report) = reports.next().await {
             progress.tick();
@@ -260,10 +276,91 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     let counts = gcp.client().counts();
     let elapsed = started.elapsed();
     match sink {
-        Output::Json(j) => j.finish(&tally.summary, &counts, elapsed)?,
-        Output::Table(t) => t.finish(&tally, mode, &counts, elapsed)?,
+        Output::Json(j) => j.finish(&tally.summary, &counts, elapsed, &discovery)?,
+        Output::Table(mut t) => {
+            if !roots.is_empty() {
+                writeln!(t.out, "{}", discovery.describe())?;
+            }
+            t.finish(&tally, mode, &counts, elapsed)?
+        }
     }
     Ok(tally.exit_code)
+}
+
+/// A project of the scan: to check live, or decided healthy from a Cloud Asset Inventory snapshot.
+enum Project {
+    Live(ProjectInfo),
+    FromSnapshot(Box<ProjectReport>),
+}
+
+impl Project {
+    fn id(&self) -> &str {
+        match self {
+            Self::Live(info) => info.project_id.as_str(),
+            Self::FromSnapshot(report) => &report.project_id,
+        }
+    }
+}
+
+/// The projects of the scan in project-id order, those that cannot be found, and how they were
+/// discovered. Folders and organizations go through a Cloud Asset Inventory snapshot first (unless
+/// turned off): projects it shows healthy come with their report, the rest are checked live; without
+/// Cloud Asset access every project is checked live, and that is said once.
+async fn discover(
+    remediator: &Remediator,
+    projects: &[String],
+    roots: &[ResourceRef],
+    off: bool,
+) -> Result<(Vec<Project>, Vec<ProjectReport>, Discovery), SetupError> {
+    let live = |infos: Vec<ProjectInfo>| infos.into_iter().map(Project::Live).collect();
+    if roots.is_empty() || off {
+        let (infos, failures) = remediator.resolve(projects, roots).await?;
+        let reason = (off && !roots.is_empty()).then(|| "turned off".to_owned());
+        return Ok((live(infos), failures, Discovery::PerProject { reason }));
+    }
+    match snapshot::survey(remediator, roots, &SnapshotSettings::default()).await {
+        Ok(survey) => {
+            let discovery = Discovery::of(&survey);
+            let known: std::collections::BTreeSet<String> = survey
+                .healthy
+                .iter()
+                .map(|r| r.project_id.clone())
+                .chain(
+                    survey
+                        .suspects
+                        .iter()
+                        .map(|s| s.info.project_id.to_string()),
+                )
+                .collect();
+            let explicit: Vec<String> = projects
+                .iter()
+                .filter(|p| !known.contains(*p))
+                .cloned()
+                .collect();
+            let (infos, failures) = remediator.resolve(&explicit, &[]).await?;
+            let mut out: Vec<Project> = live(infos);
+            for s in survey.suspects {
+                tracing::debug!(project = %s.info.project_id, reason = %s.reason, "re-verifying live");
+                out.push(Project::Live(s.info));
+            }
+            out.extend(
+                survey
+                    .healthy
+                    .into_iter()
+                    .map(|r| Project::FromSnapshot(Box::new(r))),
+            );
+            out.sort_by(|a, b| a.id().cmp(b.id()));
+            Ok((out, failures, discovery))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project is checked live");
+            let (infos, failures) = remediator.resolve(projects, roots).await?;
+            let discovery = Discovery::PerProject {
+                reason: Some(e.to_string()),
+            };
+            Ok((live(infos), failures, discovery))
+        }
+    }
 }
 
 /// Where `scan` writes: the JSON document or the table, one project at a time.
@@ -372,13 +469,17 @@ impl<W: Write> JsonStream<W> {
         summary: &Summary,
         api_calls: &CallCounts,
         elapsed: Duration,
+        discovery: &Discovery,
     ) -> std::io::Result<()> {
         let close = if self.first { "]" } else { "\n  ]" };
         write!(self.out, "{close},\n  \"summary\": ")?;
         serde_json::to_writer_pretty(&mut self.out, summary)?;
         write!(self.out, ",\n  \"api_calls\": ")?;
         serde_json::to_writer_pretty(&mut self.out, api_calls)?;
-        writeln!(self.out, ",\n  \"elapsed_ms\": {}\n}}", elapsed.as_millis())?;
+        write!(self.out, ",\n  \"elapsed_ms\": {}", elapsed.as_millis())?;
+        write!(self.out, ",\n  \"discovery\": ")?;
+        serde_json::to_writer_pretty(&mut self.out, discovery)?;
+        writeln!(self.out, "\n}}")?;
         self.out.flush()
     }
 }
@@ -593,7 +694,11 @@ fn notes(project: &str, f: &crate::domain::report::FindingReport) -> Vec<String>
         Decision::NotAllowed { reason }
         | Decision::Blocked { reason }
         | Decision::NeedsReview { reason } => {
-            out.push(format!("not restored: {reason}"));
+            if *reason == f.finding.detail {
+                out.push("not restored".to_owned());
+            } else {
+                out.push(format!("not restored: {reason}"));
+            }
             if f.finding.status == Status::Missing
                 && let (Some(role), Some(member)) = (&f.finding.role, &f.finding.principal)
             {
@@ -1033,6 +1138,12 @@ mod tests {
         let reports = sample();
         let summary = report::summarize(&reports);
         let counts = CallCounts::default();
+        let discovery = Discovery::CloudAssetInventory {
+            read_time: Some("2026-12-01T10:00:00Z".to_owned()),
+            asset_calls: 2,
+            from_snapshot: 2,
+            reverified: 1,
+        };
         let mut buf = Vec::new();
         {
             let mut stream = JsonStream::start(&mut buf, "dry-run").unwrap();
@@ -1040,7 +1151,7 @@ mod tests {
                 stream.project(r).unwrap();
             }
             stream
-                .finish(&summary, &counts, Duration::from_millis(12))
+                .finish(&summary, &counts, Duration::from_millis(12), &discovery)
                 .unwrap();
         }
         let streamed: serde_json::Value = serde_json::from_slice(&buf).unwrap();
@@ -1051,6 +1162,7 @@ mod tests {
             summary: &summary,
             api_calls: &counts,
             elapsed_ms: 12,
+            discovery: &discovery,
         })
         .unwrap();
         assert_eq!(streamed, whole);
@@ -1058,7 +1170,12 @@ mod tests {
         let mut empty = Vec::new();
         JsonStream::start(&mut empty, "enforce")
             .unwrap()
-            .finish(&Summary::default(), &counts, Duration::ZERO)
+            .finish(
+                &Summary::default(),
+                &counts,
+                Duration::ZERO,
+                &Discovery::PerProject { reason: None },
+            )
             .unwrap();
         let doc: serde_json::Value = serde_json::from_slice(&empty).unwrap();
         assert_eq!(doc["projects"], serde_json::json!([]));

@@ -159,6 +159,8 @@ pub struct Subject<'a> {
     pub under: &'a [String],
     /// Known group memberships.
     pub memberships: &'a Memberships,
+    /// The account's numeric unique id, when known (deny rules may name accounts by it).
+    pub unique_id: Option<&'a str>,
 }
 
 fn group_member(subject: &Subject<'_>, group: &str) -> Tri {
@@ -185,10 +187,11 @@ fn principal_matches(principal: &str, subject: &Subject<'_>) -> Tri {
             return Tri::Yes;
         }
         // A numeric unique id may name this very account.
-        return if sa.bytes().all(|b| b.is_ascii_digit()) {
-            Tri::Maybe
-        } else {
-            Tri::No
+        return match (sa.bytes().all(|b| b.is_ascii_digit()), subject.unique_id) {
+            (true, Some(id)) if id == sa => Tri::Yes,
+            (true, Some(_)) => Tri::No,
+            (true, None) => Tri::Maybe,
+            (false, _) => Tri::No,
         };
     }
     if p == "principalSet://goog/public:all" || p == "allUsers" || p == "allAuthenticatedUsers" {
@@ -359,6 +362,7 @@ mod tests {
             email: &email,
             under: &under,
             memberships: &memberships,
+            unique_id: Some("104"),
         };
         evaluate(policies, &subject, permission, SystemTime::now())
     }
@@ -513,6 +517,26 @@ mod tests {
             verdict(&r("principalSet://goog/cloudIdentityCustomerId/C01"), perm),
             DenyVerdict::Unknown(_)
         ));
+    }
+
+    #[test]
+    fn an_account_named_by_its_unique_id_is_matched_when_the_id_is_known() {
+        let by_id = |id: &str| {
+            policy(rule(
+                &[&format!(
+                    "principal://iam.googleapis.com/projects/-/serviceAccounts/{id}"
+                )],
+                &["logging.googleapis.com/logEntries.create"],
+            ))
+        };
+        assert!(matches!(
+            verdict(&by_id("104"), "logging.logEntries.create"),
+            DenyVerdict::Denied(_)
+        ));
+        assert_eq!(
+            verdict(&by_id("105"), "logging.logEntries.create"),
+            DenyVerdict::NotDenied
+        );
     }
 
     #[test]

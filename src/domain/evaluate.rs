@@ -345,6 +345,8 @@ struct PermissionTally {
     until: BTreeMap<String, SystemTime>,
     conditional: BTreeSet<String>,
     unknown: BTreeSet<String>,
+    /// Permissions a time-bound grant gave until it ended (or will give once it starts).
+    lapsed: BTreeSet<String>,
 }
 
 /// How a binding's condition bears on its grant now.
@@ -451,7 +453,9 @@ fn evaluate_permissions(
                             stamp(t)
                         ));
                     }
-                    Grant::Never => {}
+                    Grant::Never => {
+                        tally.lapsed.insert(perm);
+                    }
                     Grant::Conditional => {
                         tally.conditional.insert(perm);
                     }
@@ -483,7 +487,22 @@ fn evaluate_permissions(
         unknown.append(&mut missing);
     }
     // Deny policies override every grant: a denied permission is denied whatever was found above.
-    let (denied, denied_by) = deny_pass(state, email, &mut missing, &mut conditional, &mut unknown);
+    let unique_id = match account {
+        Some(
+            AccountState::Active { unique_id }
+            | AccountState::Disabled { unique_id }
+            | AccountState::Deleted { unique_id },
+        ) => unique_id.as_deref(),
+        _ => None,
+    };
+    let (denied, denied_by) = deny_pass(
+        state,
+        email,
+        unique_id,
+        &mut missing,
+        &mut conditional,
+        &mut unknown,
+    );
     let (status, detail) = if !denied.is_empty() {
         let policies: BTreeSet<&str> = denied_by
             .iter()
@@ -503,6 +522,8 @@ fn evaluate_permissions(
         let mut d = format!("{email} lacks {}", missing.join(", "));
         if gone {
             d.push_str(" (the account is deleted)");
+        } else if missing.iter().any(|p| tally.lapsed.contains(p)) {
+            d.push_str(" (a time-bound grant of it is not in effect now: expired or not started; it is left as it is)");
         }
         (Status::Missing, d)
     } else if !conditional.is_empty() {
@@ -511,6 +532,24 @@ fn evaluate_permissions(
             format!(
                 "{email} holds {} only under an IAM condition",
                 conditional.join(", ")
+            ),
+        )
+    } else if let Some(by) = denied_by
+        .iter()
+        .find(|b| b.uncertain.is_some() && unknown.contains(&b.permission))
+    {
+        let maybe: Vec<&str> = denied_by
+            .iter()
+            .filter(|b| b.uncertain.is_some() && unknown.contains(&b.permission))
+            .map(|b| b.permission.as_str())
+            .collect();
+        (
+            Status::Unknown,
+            format!(
+                "{email} is granted {}, but the IAM deny policy {} may block it: {}",
+                maybe.join(", "),
+                by.policy,
+                by.uncertain.as_deref().unwrap_or_default()
             ),
         )
     } else if !unknown.is_empty() {
@@ -605,6 +644,7 @@ fn account_home(state: &ProjectState, email: &ServiceAccountEmail) -> Vec<String
 fn deny_pass(
     state: &ProjectState,
     email: &ServiceAccountEmail,
+    unique_id: Option<&str>,
     missing: &mut Vec<String>,
     conditional: &mut Vec<String>,
     unknown: &mut Vec<String>,
@@ -619,6 +659,7 @@ fn deny_pass(
         email,
         under: &under,
         memberships: &state.access.memberships,
+        unique_id,
     };
     for perm in NODE_SA_PERMISSIONS {
         match deny::evaluate(&state.access.deny_policies, &subject, perm, state.read_at) {
@@ -630,14 +671,29 @@ fn deny_pass(
                 denied.push(perm.to_owned());
                 by.push(rule);
             }
-            DenyVerdict::Unknown(rule) => {
+            DenyVerdict::Unknown(mut rule) => {
                 let held = ![&*missing, &*conditional, &*unknown]
                     .iter()
                     .any(|l| l.iter().any(|p| p == perm));
-                if held {
-                    unknown.push(perm.to_owned());
+                // The Policy Troubleshooter (v3) answers with allow and deny policies applied: for a
+                // permission the allow policies grant, CAN_ACCESS means no deny rule applies and
+                // CANNOT_ACCESS that one does.
+                match (
+                    held,
+                    state.troubleshooter.get(&(email.clone(), perm.to_owned())),
+                ) {
+                    (true, Some(Troubleshot::Granted)) => {}
+                    (true, Some(Troubleshot::NotGranted)) => {
+                        rule.uncertain = None;
+                        denied.push(perm.to_owned());
+                        by.push(rule);
+                    }
+                    (true, _) => {
+                        unknown.push(perm.to_owned());
+                        by.push(rule);
+                    }
+                    (false, _) => by.push(rule),
                 }
-                by.push(rule);
             }
         }
     }

@@ -622,3 +622,169 @@ fn an_unreadable_ancestor_turns_missing_into_unknown() {
     assert_eq!(f.status, Status::Unknown, "{}", f.detail);
     assert!(f.detail.contains("folders/111"));
 }
+
+// ---- deny policies ------------------------------------------------------------------------------
+
+fn deny_principal_pool() -> Vec<String> {
+    let mut out = vec![
+        "principalSet://goog/public:all".to_owned(),
+        "principalSet://goog/group/gke-admins@example.com".to_owned(),
+        format!(
+            "principalSet://cloudresourcemanager.googleapis.com/projects/{NUMBER}/type/ServiceAccount"
+        ),
+        "principalSet://cloudresourcemanager.googleapis.com/folders/999/type/ServiceAccount"
+            .to_owned(),
+        "principal://goog/subject/alice@example.com".to_owned(),
+    ];
+    for sa in sa_pool() {
+        let email = if sa == "default" {
+            format!("{NUMBER}-compute@developer.gserviceaccount.com")
+        } else {
+            sa
+        };
+        out.push(format!(
+            "principal://iam.googleapis.com/projects/-/serviceAccounts/{email}"
+        ));
+    }
+    out
+}
+
+fn deny_permission_pool() -> Vec<&'static str> {
+    vec![
+        "logging.googleapis.com/logEntries.create",
+        "monitoring.googleapis.com/timeSeries.create",
+        "monitoring.googleapis.com/*.create",
+        "monitoring.googleapis.com/metricDescriptors.*",
+        "autoscaling.googleapis.com/*.*",
+        "iam.googleapis.com/roles.delete",
+    ]
+}
+
+fn denial_condition_pool() -> Vec<Option<&'static str>> {
+    vec![
+        None,
+        Some("request.time < timestamp('2020-01-01T00:00:00Z')"),
+        Some("request.time < timestamp('2099-01-01T00:00:00Z')"),
+        Some("resource.matchTag('1/env', 'prod')"),
+    ]
+}
+
+fn deny_policies_strategy() -> impl Strategy<Value = Vec<super::deny::DenyPolicy>> {
+    let rule = (
+        proptest::collection::btree_set(0..deny_principal_pool().len(), 1..3),
+        proptest::collection::btree_set(0..deny_principal_pool().len(), 0..2),
+        proptest::collection::btree_set(0..deny_permission_pool().len(), 1..3),
+        proptest::collection::btree_set(0..deny_permission_pool().len(), 0..2),
+        0..denial_condition_pool().len(),
+    )
+        .prop_map(|(dp, ep, dperm, eperm, cond)| super::deny::DenyRule {
+            denied_principals: dp
+                .into_iter()
+                .map(|i| deny_principal_pool()[i].clone())
+                .collect(),
+            exception_principals: ep
+                .into_iter()
+                .map(|i| deny_principal_pool()[i].clone())
+                .filter(|p| p != "principalSet://goog/public:all")
+                .collect(),
+            denied_permissions: dperm
+                .into_iter()
+                .map(|i| deny_permission_pool()[i].to_owned())
+                .collect(),
+            exception_permissions: eperm
+                .into_iter()
+                .map(|i| deny_permission_pool()[i].to_owned())
+                .collect(),
+            denial_condition: denial_condition_pool()[cond].map(str::to_owned),
+        });
+    proptest::collection::vec(proptest::collection::vec(rule, 1..3), 0..3).prop_map(|policies| {
+        policies
+            .into_iter()
+            .enumerate()
+            .map(|(i, rules)| super::deny::DenyPolicy {
+                name: format!("policies/cloudresourcemanager.googleapis.com%2Forganizations%2F1/denypolicies/p{i}"),
+                attached_to: "organizations/1".to_owned(),
+                display_name: String::new(),
+                rules,
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_denied_permission_is_never_ok_never_restored_and_deny_rules_never_add_a_grant(
+        state in state_strategy(),
+        deny in deny_policies_strategy(),
+        policy in remediation_policy_strategy(),
+    ) {
+        let plan_of = |s: &ProjectState| {
+            let findings = evaluate::evaluate(s, &catalog(), &all_checks());
+            let ctx = DecideContext { policy: &policy, state: s, writes_remaining: 10, restorations: &BTreeMap::new() };
+            (plan::decide(&findings, &ctx), findings)
+        };
+        let (open_plan, open_findings) = plan_of(&state);
+        let mut denied_state = state.clone();
+        denied_state.access.deny_policies = deny.clone();
+        let (plan, findings) = plan_of(&denied_state);
+        let open_grants: BTreeSet<_> = open_plan.grants().collect();
+        for g in plan.grants() {
+            prop_assert!(open_grants.contains(&g), "deny rules added a grant {g:?}");
+        }
+        for (f, d) in findings.iter().zip(&plan.decisions) {
+            if f.requirement != RequirementId::NodeSaPermissions {
+                continue;
+            }
+            let Some(email) = f.principal.as_ref().and_then(|m| m.as_str().strip_prefix("serviceAccount:")) else {
+                continue;
+            };
+            let email = ServiceAccountEmail::parse(email).unwrap();
+            let open = open_findings.iter().find(|o| o.requirement == f.requirement && o.principal == f.principal).unwrap();
+            // Deny rules only take away: what is not ok without them is not ok with them.
+            if open.status != Status::Ok {
+                prop_assert_ne!(f.status, Status::Ok);
+            }
+            // Where the account lives is known only for the project's own accounts.
+            let local = email.as_str().ends_with("@demo-project.iam.gserviceaccount.com")
+                || email.as_str().starts_with(&format!("{NUMBER}-compute@"));
+            let under = if local {
+                vec![format!("projects/{NUMBER}"), "folders/111".to_owned()]
+            } else {
+                Vec::new()
+            };
+            let memberships = super::deny::Memberships::new();
+            let subject = super::deny::Subject { email: &email, under: &under, memberships: &memberships, unique_id: Some("1") };
+            let any_denied = req::NODE_SA_PERMISSIONS.iter().any(|p| {
+                matches!(super::deny::evaluate(&deny, &subject, p, state.read_at), super::deny::DenyVerdict::Denied(_))
+            });
+            if any_denied {
+                prop_assert_eq!(f.status, Status::Denied, "{}", f.detail);
+                let restores = matches!(d, Decision::Restore { .. });
+                prop_assert!(!restores, "a denied finding is never restored");
+                prop_assert!(!f.denied_permissions.is_empty() && !f.denied_by.is_empty());
+            } else {
+                prop_assert_ne!(f.status, Status::Denied);
+            }
+        }
+    }
+
+    #[test]
+    fn an_account_excepted_from_every_rule_is_never_denied(
+        deny in deny_policies_strategy(),
+        perm in 0..req::NODE_SA_PERMISSIONS.len(),
+    ) {
+        let email = ServiceAccountEmail::parse("gke-a@demo-project.iam.gserviceaccount.com").unwrap();
+        let mut deny = deny;
+        for p in &mut deny {
+            for r in &mut p.rules {
+                r.exception_principals.push(format!("principal://iam.googleapis.com/projects/-/serviceAccounts/{email}"));
+            }
+        }
+        let memberships = super::deny::Memberships::new();
+        let subject = super::deny::Subject { email: &email, under: &[], memberships: &memberships, unique_id: None };
+        let v = super::deny::evaluate(&deny, &subject, req::NODE_SA_PERMISSIONS[perm], std::time::SystemTime::now());
+        prop_assert_eq!(v, super::deny::DenyVerdict::NotDenied);
+    }
+}

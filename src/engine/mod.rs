@@ -16,6 +16,7 @@ pub mod error;
 pub mod flap;
 pub mod recommendation;
 pub mod remediate;
+pub mod snapshot;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub struct EngineConfig {
     pub notify_healthy: bool,
     /// Ask the Policy Troubleshooter for group-granted permissions.
     pub troubleshooter: bool,
+    /// Sweeps of folders and organizations start from a Cloud Asset Inventory snapshot (re-verifying
+    /// live only what it cannot call healthy); off: every project is read live.
+    pub asset_inventory: bool,
     /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
     pub clock: crate::clock::Clock,
 }
@@ -69,6 +73,7 @@ impl EngineConfig {
             sweep_scope: Vec::new(),
             notify_healthy: false,
             troubleshooter: false,
+            asset_inventory: true,
             clock: crate::clock::Clock::default(),
         }
     }
@@ -393,15 +398,31 @@ impl Engine {
             // An inherited grant may have changed: nothing cached about ancestors may be reused.
             self.drop_caches().await;
         }
-        let projects = match self.resolve(&hint.scope).await {
-            Ok(p) => p,
-            Err(e) => {
+        // A sweep request of folders or organizations starts from a Cloud Asset Inventory snapshot;
+        // an event never does (the snapshot may not show the change the event reports yet).
+        let surveyed = match self.sweep_roots(hint) {
+            Some((projects, roots)) => self.survey_sweep(&projects, &roots).await,
+            None => None,
+        };
+        let (projects, from_snapshot) = match surveyed {
+            Some(Ok(found)) => found,
+            Some(Err(e)) => {
                 let verdict = error::scope_policy(&e);
                 if verdict == Verdict::Ack {
-                    tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
+                    tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the sweep's projects; acknowledged");
                 }
                 return verdict;
             }
+            None => match self.resolve(&hint.scope).await {
+                Ok(p) => (p, Vec::new()),
+                Err(e) => {
+                    let verdict = error::scope_policy(&e);
+                    if verdict == Verdict::Ack {
+                        tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
+                    }
+                    return verdict;
+                }
+            },
         };
         let delay = if hint.is_removal {
             Duration::from_secs(self.config.policy.grace_seconds)
@@ -418,12 +439,87 @@ impl Engine {
         )
         .await;
         let mut verdict = Verdict::Ack;
-        for report in runs {
+        for report in runs.into_iter().chain(from_snapshot) {
             if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id, arrived).await {
                 verdict = Verdict::Retry(r);
             }
         }
         verdict
+    }
+
+    /// A sweep request's projects from a Cloud Asset Inventory snapshot: those to check live and the
+    /// reports of those it showed healthy. `None` when the snapshot cannot be read (said in the log):
+    /// the caller then resolves the scope project by project.
+    async fn survey_sweep(
+        &self,
+        projects: &[String],
+        roots: &[ResourceRef],
+    ) -> Option<Result<(Vec<ProjectInfo>, Vec<RunResult>), ApiError>> {
+        let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
+        let survey = match snapshot::survey(
+            &resolver,
+            roots,
+            &snapshot::SnapshotSettings::default(),
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project of the sweep is checked live");
+                return None;
+            }
+        };
+        tracing::info!(discovery = %snapshot::Discovery::of(&survey).describe(), "sweep discovery");
+        let known: HashSet<String> = survey
+            .healthy
+            .iter()
+            .map(|r| r.project_id.clone())
+            .chain(
+                survey
+                    .suspects
+                    .iter()
+                    .map(|s| s.info.project_id.to_string()),
+            )
+            .collect();
+        let mut infos: Vec<ProjectInfo> = survey.suspects.into_iter().map(|s| s.info).collect();
+        for p in projects.iter().filter(|p| !known.contains(*p)) {
+            match self.project(p).await {
+                Ok(info) => infos.push(info),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let ready = survey.healthy.into_iter().map(Arc::new).collect();
+        Some(Ok((infos, ready)))
+    }
+
+    /// The projects and the folders/organizations of a sweep request that has any folder or
+    /// organization in scope (`None` for events and project-only scopes).
+    fn sweep_roots(&self, hint: &Hint) -> Option<(Vec<String>, Vec<ResourceRef>)> {
+        if hint.evidence.source != intake::Source::Sweep || !self.config.asset_inventory {
+            return None;
+        }
+        let scope: Vec<ResourceRef> = match &hint.scope {
+            Scope::Project(_) => return None,
+            Scope::Folder(id) => vec![ResourceRef::parse(&format!("folders/{id}")).ok()?],
+            Scope::Organization(id) => {
+                vec![ResourceRef::parse(&format!("organizations/{id}")).ok()?]
+            }
+            Scope::Configured => self.config.sweep_scope.clone(),
+        };
+        let (projects, roots): (Vec<ResourceRef>, Vec<ResourceRef>) = scope
+            .into_iter()
+            .partition(|r| matches!(r, ResourceRef::Project(_)));
+        if roots.is_empty() {
+            return None;
+        }
+        let projects = projects
+            .iter()
+            .filter_map(|r| match r {
+                ResourceRef::Project(p) => Some(p.to_string()),
+                _ => None,
+            })
+            .collect();
+        Some((projects, roots))
     }
 
     /// Joins (or starts) the next run for the project and waits for its report.
@@ -570,15 +666,19 @@ impl Engine {
 
     /// Sweeps projects and everything under folders or organizations exactly as a sweep message
     /// would be handled (one write budget for the whole sweep, every outcome logged and published),
-    /// then settles the node-SA recommendations of every swept project (enforce only). Returns each
-    /// project's report and how many recommendations were marked.
+    /// then settles the node-SA recommendations of every project checked live (enforce only).
+    ///
+    /// Folders and organizations are read from a Cloud Asset Inventory snapshot first
+    /// ([`snapshot::survey`]): projects it shows healthy are reported from it, the rest are checked
+    /// live (the only path that writes). Without Cloud Asset access every project is checked live, and
+    /// the returned [`Discovery`](snapshot::Discovery) says so. Returns each project's report, how many
+    /// recommendations were marked, and how projects were discovered.
     pub async fn sweep(
         self: &Arc<Self>,
         projects: &[String],
         roots: &[ResourceRef],
-    ) -> Result<(Vec<RunResult>, usize), ApiError> {
-        let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
-        let (infos, failures) = resolver.resolve(projects, roots).await?;
+    ) -> Result<(Vec<RunResult>, usize, snapshot::Discovery), ApiError> {
+        let (infos, failures, discovery, from_snapshot) = self.discover(projects, roots).await?;
         for f in &failures {
             tracing::error!(project = %f.project_id, error = ?f.error, "project cannot be swept");
         }
@@ -616,7 +716,78 @@ impl Engine {
                 marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
             }
         }
-        Ok((reports, marked))
+        // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
+        // but their recommendations are left to a live check.
+        for report in from_snapshot.into_iter().map(Arc::new) {
+            self.conclude(&report, &hint, None, SystemTime::now()).await;
+            reports.push(report);
+        }
+        reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        Ok((reports, marked, discovery))
+    }
+
+    /// The projects of a sweep to check live, those that cannot be found, how they were discovered,
+    /// and the reports of projects a Cloud Asset Inventory snapshot showed healthy: folders and
+    /// organizations through the snapshot first (unless turned off), every project live without
+    /// Cloud Asset access (said once in the log).
+    async fn discover(
+        &self,
+        projects: &[String],
+        roots: &[ResourceRef],
+    ) -> Result<
+        (
+            Vec<ProjectInfo>,
+            Vec<ProjectReport>,
+            snapshot::Discovery,
+            Vec<ProjectReport>,
+        ),
+        ApiError,
+    > {
+        let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
+        Ok(if roots.is_empty() {
+            let (infos, failures) = resolver.resolve(projects, roots).await?;
+            let d = snapshot::Discovery::PerProject { reason: None };
+            (infos, failures, d, Vec::new())
+        } else if !self.config.asset_inventory {
+            let (infos, failures) = resolver.resolve(projects, roots).await?;
+            let d = snapshot::Discovery::PerProject {
+                reason: Some("turned off".to_owned()),
+            };
+            (infos, failures, d, Vec::new())
+        } else {
+            match snapshot::survey(&resolver, roots, &snapshot::SnapshotSettings::default()).await {
+                Ok(survey) => {
+                    let known: HashSet<String> = survey
+                        .healthy
+                        .iter()
+                        .map(|r| r.project_id.clone())
+                        .chain(
+                            survey
+                                .suspects
+                                .iter()
+                                .map(|s| s.info.project_id.to_string()),
+                        )
+                        .collect();
+                    let explicit: Vec<String> = projects
+                        .iter()
+                        .filter(|p| !known.contains(*p))
+                        .cloned()
+                        .collect();
+                    let (mut infos, failures) = resolver.resolve(&explicit, &[]).await?;
+                    infos.extend(survey.suspects.iter().map(|s| s.info.clone()));
+                    let d = snapshot::Discovery::of(&survey);
+                    (infos, failures, d, survey.healthy)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project of the sweep is checked live");
+                    let (infos, failures) = resolver.resolve(projects, roots).await?;
+                    let d = snapshot::Discovery::PerProject {
+                        reason: Some(e.to_string()),
+                    };
+                    (infos, failures, d, Vec::new())
+                }
+            }
+        })
     }
 
     /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.

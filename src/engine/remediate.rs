@@ -23,7 +23,7 @@ use crate::domain::report::{self, ActionReport, Failure, FindingReport, Outcome,
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
-    AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
+    AccessFacts, AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
 };
 use crate::ports::{Api, ApiError, Cloud, ClusterList, ProjectInfo, RetryPolicy, ServiceAccount};
 
@@ -395,16 +395,17 @@ impl Remediator {
     /// those two are known, its node service accounts and the role definitions its policy grants
     /// them, at once.
     pub async fn read_state(&self, info: &ProjectInfo) -> Result<ProjectState, ApiError> {
-        // The ancestors, then what is read beyond allow policies (deny policies of the project and of
-        // each ancestor, at once), beside the project's own two rounds.
-        let beyond = async {
-            let ancestry = self.ancestry(info.parent.clone()).await?;
-            let access = self.read_access(info, &ancestry.0).await?;
-            Ok::<_, ApiError>((ancestry, access))
+        // The ancestors beside the project's own two rounds; the chain is handed to the second round,
+        // which reads the deny policies of the project and of every ancestor at once.
+        let (chain_tx, chain_rx) = tokio::sync::oneshot::channel();
+        let ancestry = async {
+            let ancestry = self.ancestry(info.parent.clone()).await;
+            let _ = chain_tx.send(ancestry.as_ref().ok().map(|(chain, _, _)| chain.clone()));
+            ancestry
         };
-        let (own, beyond) = tokio::join!(self.read_own(info), beyond);
-        let (mut state, accounts) = own?;
-        let ((chain, ancestors, mut unreadable), access) = beyond?;
+        let (own, ancestry) = tokio::join!(self.read_own(info, chain_rx), ancestry);
+        let (mut state, accounts, access) = own?;
+        let (chain, ancestors, mut unreadable) = ancestry?;
         state.access = access;
         state.folders = chain
             .iter()
@@ -421,7 +422,11 @@ impl Remediator {
 
     /// The project's own state: round one (policy, clusters; possibly prefetched), then round two
     /// (node accounts, role definitions), without ancestors.
-    async fn read_own(&self, info: &ProjectInfo) -> Result<(ProjectState, AccountReads), ApiError> {
+    async fn read_own(
+        &self,
+        info: &ProjectInfo,
+        chain: tokio::sync::oneshot::Receiver<Option<Vec<ResourceRef>>>,
+    ) -> Result<(ProjectState, AccountReads, AccessFacts), ApiError> {
         let prefetched = self
             .prefetched
             .lock()
@@ -453,8 +458,23 @@ impl Remediator {
             read_at: self.options.clock.now(),
             access: Default::default(),
         };
-        let (accounts, ()) = tokio::join!(self.read_accounts(&state), self.prefetch_roles(&state));
-        Ok((state, accounts?))
+        // Deny rules bear only on node accounts' permissions: a project without clusters needs none.
+        let access = async {
+            if state.clusters.is_empty() {
+                return Ok(AccessFacts::default());
+            }
+            match chain.await {
+                Ok(Some(chain)) => self.read_access(info, &chain).await,
+                // The ancestors could not be read: that error is the one reported.
+                _ => Ok(AccessFacts::default()),
+            }
+        };
+        let (accounts, (), access) = tokio::join!(
+            self.read_accounts(&state),
+            self.prefetch_roles(&state),
+            access
+        );
+        Ok((state, accounts?, access?))
     }
 
     /// Starts fetching the role definitions the project's own policy grants its node accounts and
@@ -1058,5 +1078,51 @@ impl Drop for Reservation {
         if !self.kept {
             self.budget.used.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+}
+
+/// What a Cloud Asset Inventory sweep ([`super::snapshot`]) shares with the per-project path of the
+/// same run: the Google ports, role definitions and the policies of ancestors above the snapshot's
+/// scope, each read at most once per run whichever path asks first.
+impl Remediator {
+    /// The Google ports.
+    pub(crate) fn cloud(&self) -> &Arc<dyn Cloud> {
+        &self.gcp
+    }
+
+    /// A role definition through the run's cache.
+    pub(crate) async fn cached_role(&self, role: &Role) -> RoleLookup {
+        self.role(role).await
+    }
+
+    /// The deny policies attached to a folder or organization (`folders/N`, `organizations/N`)
+    /// through the run's cache, or why they cannot be read.
+    pub(crate) async fn cached_ancestor_deny_policies(
+        &self,
+        point: &str,
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
+        self.cached_deny_policies(point)
+            .await
+            .map_err(|e| e.message)
+    }
+
+    /// The deny policies attached to the project itself, read live (never cached), or why they
+    /// cannot be read.
+    pub(crate) async fn project_deny_policies(
+        &self,
+        info: &ProjectInfo,
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
+        self.gcp
+            .list_deny_policies(&format!("projects/{}", info.project_number))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// An ancestor's policy through the run's cache, or why it cannot be read.
+    pub(crate) async fn cached_ancestor_policy(
+        &self,
+        resource: &ResourceRef,
+    ) -> Result<Policy, String> {
+        self.ancestor_policy(resource).await.map_err(|e| e.message)
     }
 }

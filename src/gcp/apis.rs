@@ -37,6 +37,78 @@ impl RecommendationMark {
     }
 }
 
+/// A Container v1 `Cluster` (the fields the checks read), from `clusters.list` or a Cloud Asset
+/// `resource.data`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Config {
+    #[serde(default)]
+    service_account: String,
+}
+#[derive(Deserialize)]
+pub(super) struct Pool {
+    name: String,
+    #[serde(default)]
+    config: Config,
+}
+#[derive(Deserialize, Default)]
+pub(super) struct Autopilot {
+    #[serde(default)]
+    enabled: bool,
+}
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Autoscaling {
+    #[serde(default)]
+    enable_node_autoprovisioning: bool,
+    #[serde(default)]
+    autoprovisioning_node_pool_defaults: Option<Config>,
+}
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RawCluster {
+    name: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    autopilot: Autopilot,
+    #[serde(default)]
+    autoscaling: Autoscaling,
+    #[serde(default)]
+    node_pools: Vec<Pool>,
+}
+
+impl RawCluster {
+    /// The cluster reduced to what the checks read.
+    pub(super) fn into_cluster(self) -> Cluster {
+        let autopilot = self.autopilot.enabled;
+        let nap = self.autoscaling.enable_node_autoprovisioning || autopilot;
+        Cluster {
+            name: self.name,
+            location: self.location,
+            autopilot,
+            node_pools: self
+                .node_pools
+                .into_iter()
+                .map(|p| NodePool {
+                    name: p.name,
+                    service_account: p.config.service_account,
+                })
+                .collect(),
+            autoprovisioning_service_account: if nap {
+                Some(
+                    self.autoscaling
+                        .autoprovisioning_node_pool_defaults
+                        .unwrap_or_default()
+                        .service_account,
+                )
+            } else {
+                None
+            },
+        }
+    }
+}
+
 /// The Google APIs the remediator uses.
 #[derive(Clone, Debug)]
 pub struct Gcp {
@@ -498,44 +570,6 @@ impl Gcp {
     /// Clusters in all locations (`locations/-`). A 403 `SERVICE_DISABLED` is returned as an error the
     /// caller can recognise with [`ApiError::is_service_disabled`].
     pub async fn list_clusters(&self, project: &ProjectId) -> Result<ClusterList, ApiError> {
-        #[derive(Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct Config {
-            #[serde(default)]
-            service_account: String,
-        }
-        #[derive(Deserialize)]
-        struct Pool {
-            name: String,
-            #[serde(default)]
-            config: Config,
-        }
-        #[derive(Deserialize, Default)]
-        struct Autopilot {
-            #[serde(default)]
-            enabled: bool,
-        }
-        #[derive(Deserialize, Default)]
-        #[serde(rename_all = "camelCase")]
-        struct Autoscaling {
-            #[serde(default)]
-            enable_node_autoprovisioning: bool,
-            #[serde(default)]
-            autoprovisioning_node_pool_defaults: Option<Config>,
-        }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct RawCluster {
-            name: String,
-            #[serde(default)]
-            location: String,
-            #[serde(default)]
-            autopilot: Autopilot,
-            #[serde(default)]
-            autoscaling: Autoscaling,
-            #[serde(default)]
-            node_pools: Vec<Pool>,
-        }
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct List {
@@ -556,33 +590,7 @@ impl Gcp {
         let clusters = list
             .clusters
             .into_iter()
-            .map(|c| {
-                let autopilot = c.autopilot.enabled;
-                let nap = c.autoscaling.enable_node_autoprovisioning || autopilot;
-                Cluster {
-                    name: c.name,
-                    location: c.location,
-                    autopilot,
-                    node_pools: c
-                        .node_pools
-                        .into_iter()
-                        .map(|p| NodePool {
-                            name: p.name,
-                            service_account: p.config.service_account,
-                        })
-                        .collect(),
-                    autoprovisioning_service_account: if nap {
-                        Some(
-                            c.autoscaling
-                                .autoprovisioning_node_pool_defaults
-                                .unwrap_or_default()
-                                .service_account,
-                        )
-                    } else {
-                        None
-                    },
-                }
-            })
+            .map(RawCluster::into_cluster)
             .collect();
         Ok(ClusterList {
             clusters,

@@ -9,6 +9,7 @@
 mod access;
 pub mod apis;
 pub mod client;
+mod cloudasset;
 mod ports;
 
 pub use apis::Gcp;

@@ -23,11 +23,13 @@ pub enum Api {
     OrgPolicy,
     /// cloudidentity.googleapis.com
     CloudIdentity,
+    /// cloudasset.googleapis.com
+    CloudAsset,
 }
 
 impl Api {
     /// Every API.
-    pub const ALL: [Api; 9] = [
+    pub const ALL: [Api; 10] = [
         Self::ResourceManager,
         Self::Iam,
         Self::Container,
@@ -37,6 +39,7 @@ impl Api {
         Self::Logging,
         Self::OrgPolicy,
         Self::CloudIdentity,
+        Self::CloudAsset,
     ];
 
     /// The API's short name, as in its host name and in `--rate-limit NAME=N`.
@@ -51,6 +54,7 @@ impl Api {
             Self::Logging => "logging",
             Self::OrgPolicy => "orgpolicy",
             Self::CloudIdentity => "cloudidentity",
+            Self::CloudAsset => "cloudasset",
         }
     }
 

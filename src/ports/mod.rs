@@ -6,6 +6,7 @@
 //! the engine classifies (transient, conflict, not found, denied) without knowing the transport.
 
 pub mod access;
+pub mod assets;
 pub mod error;
 pub mod model;
 pub mod retry;
@@ -17,6 +18,7 @@ use crate::domain::state::{Restorations, RoleLookup, Troubleshot};
 use crate::notify::Notification;
 
 pub use access::{DenyPolicies, GroupMembership, OrgPolicies};
+pub use assets::{Asset, AssetBody, AssetContent, AssetInventory, AssetPage};
 pub use error::{Api, ApiError};
 pub use model::{
     ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, OwnRestoration, ProjectInfo,
@@ -187,6 +189,7 @@ pub trait Cloud:
     + DenyPolicies
     + OrgPolicies
     + GroupMembership
+    + AssetInventory
 {
 }
 
@@ -203,6 +206,7 @@ impl<T> Cloud for T where
         + DenyPolicies
         + OrgPolicies
         + GroupMembership
+        + AssetInventory
 {
 }
 

@@ -300,6 +300,24 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
     let by = "policies/cloudresourcemanager.googleapis.com%2Forganizations%2F123456789012/denypolicies/no-logging-for-legacy";
     assert_eq!(legacy["denied_by"][0]["policy"], by);
     assert!(legacy["detail"].as_str().unwrap().contains(by), "{legacy}");
+    let tagged = doc["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["findings"].as_array().unwrap())
+        .find(|f| {
+            f["principal"] == "serviceAccount:tagged@deny-prod.iam.gserviceaccount.com"
+                && f["requirement"] == "node-sa-permissions"
+        })
+        .unwrap();
+    assert!(
+        tagged["detail"]
+            .as_str()
+            .unwrap()
+            .contains("prod-tag-only may block it"),
+        "{tagged}"
+    );
+    assert!(tagged["denied_by"][0]["uncertain"].is_string(), "{tagged}");
     // Nothing was written for the denied accounts.
     let prod = sim.policy("projects/deny-prod").unwrap();
     let members: Vec<String> = prod
@@ -397,6 +415,22 @@ async fn scan_apply_grants_expired_time_bound_accounts_and_leaves_live_and_undec
             "serviceAccount:expired@tb-project.iam.gserviceaccount.com",
             "serviceAccount:window@tb-project.iam.gserviceaccount.com",
         ]
+    );
+    let expired = doc["projects"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| {
+            f["principal"] == "serviceAccount:expired@tb-project.iam.gserviceaccount.com"
+                && f["requirement"] == "node-sa-permissions"
+        })
+        .unwrap();
+    assert!(
+        expired["detail"]
+            .as_str()
+            .unwrap()
+            .contains("time-bound grant"),
+        "{expired}"
     );
     // The expired conditional binding is still there, untouched.
     let p = sim.policy("projects/tb-project").unwrap();

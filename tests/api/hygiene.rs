@@ -127,8 +127,10 @@ async fn healthz_stays_up_while_hundreds_of_connections_trickle_header_bytes() {
     );
     assert!(failures.is_empty(), "healthz failed: {failures:?}");
     assert!(latencies.len() >= 10, "{latencies:?}");
+    // Failures are the property; the bound on latency only rules out probes answered by luck after
+    // a stall, and is loose because this machine may be busy with other builds.
     assert!(
-        worst < Duration::from_secs(1),
+        worst < Duration::from_secs(5),
         "worst healthz latency {worst:?}"
     );
     let c = &stats["connections"];

@@ -3,6 +3,7 @@
 
 mod access;
 mod architecture;
+mod asset_sweep;
 mod deployment;
 mod explain;
 mod faults;
@@ -10,6 +11,7 @@ mod frontend;
 mod hygiene;
 mod job;
 mod notify;
+mod qa_worlds;
 mod scan;
 mod serve;
 mod sim_gcloud;

@@ -66,6 +66,7 @@ pub async fn start_sim(world: &str) -> SimHandle {
         .expect("simulator starts")
 }
 
+/// What a run of the binary printed and returned.
 pub struct Run {
     pub code: i32,
     pub stdout: String,

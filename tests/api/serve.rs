@@ -539,8 +539,9 @@ async fn bad_push_requests_get_a_clear_answer_and_the_service_keeps_serving() {
         );
     }
     let huge = vec![b' '; 3 * 1024 * 1024];
-    let sent = lp
-        .http
+    // A client of its own: serve closes this connection after its 413, and a pooled client could
+    // otherwise hand the closed connection to the next request.
+    let sent = reqwest::Client::new()
         .post(&url)
         .header("content-type", "application/json")
         .body(huge)

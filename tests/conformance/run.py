@@ -4,10 +4,10 @@
 Usage: run.py BINARY   (BINARY is the built `gke-iam-remediator`; run.sh sets up the venv and calls this)
 
 Clients: the GAPIC libraries with transport="rest" where they offer REST (google-cloud-resource-manager,
--container, -recommender, -service-usage, -policy-troubleshooter), google-cloud-logging over its JSON HTTP
+-container, -recommender, -service-usage, -policy-troubleshooter, -asset), google-cloud-logging over its JSON HTTP
 connection (its GAPIC has no REST transport), and google-api-python-client with its static discovery
 documents for the rest (IAM admin v1, Resource Manager v1/v2, Container v1 zones, Policy Troubleshooter v3,
-Logging v2). Each case names one API method; it passes only if every assertion in it holds. Prints one line
+Logging v2, Cloud Asset v1). Each case names one API method; it passes only if every assertion in it holds. Prints one line
 per method and a summary; exits 1 on any failure.
 """
 
@@ -26,6 +26,7 @@ from googleapiclient.errors import HttpError
 
 from google.cloud import container_v1, policytroubleshooter_v1, recommender_v1, resourcemanager_v3
 from google.cloud import iam_v2, orgpolicy_v2, service_usage_v1
+from google.cloud import asset_v1
 from google.cloud import logging as gcl_logging
 from google.iam.v1 import policy_pb2
 
@@ -90,6 +91,7 @@ class Ctx:
         self.checker = gapic(policytroubleshooter_v1.IamCheckerClient)
         self.deny = gapic(iam_v2.PoliciesClient)
         self.orgpolicy = gapic(orgpolicy_v2.OrgPolicyClient)
+        self.assets = gapic(asset_v1.AssetServiceClient)
         self.logging = gcl_logging.Client(project=PROJECT, credentials=creds, _use_grpc=False,
                                           client_options={"api_endpoint": self.base})
 
@@ -104,6 +106,7 @@ class Ctx:
         self.pt3 = api("policytroubleshooter", "v3")
         self.log2 = api("logging", "v2")
         self.ci = api("cloudidentity", "v1")
+        self.ca1 = api("cloudasset", "v1")
 
     def control(self, method, path, body=None):
         h = httplib2.Http()
@@ -757,6 +760,59 @@ def _(c):
     e = raises(HttpError, lambda: c.log2.entries().list(body={"resourceNames": [f"projects/{PROJECT}"],
                                                               "filter": "thud=1"}).execute())
     expect(e.resp.status == 400, e)
+
+
+# ---------------------------------------------------------------- Cloud Asset Inventory v1
+
+CAI_CRM = ["cloudresourcemanager.googleapis.com/Project", "cloudresourcemanager.googleapis.com/Folder",
+           "cloudresourcemanager.googleapis.com/Organization"]
+
+
+@case("cloudasset.v1.assets.list")
+def _(c):
+    pager = c.assets.list_assets(request={"parent": ORG, "content_type": asset_v1.ContentType.IAM_POLICY,
+                                          "asset_types": CAI_CRM, "page_size": 1})
+    pages = list(pager.pages)
+    assets = [a for p in pages for a in p.assets]
+    names = [a.name for a in assets]
+    expect(len(pages) == len(assets) >= 3, (len(pages), names))
+    expect(f"//cloudresourcemanager.googleapis.com/projects/{NUMBER}" in names
+           and f"//cloudresourcemanager.googleapis.com/{ORG}" in names, names)
+    proj = next(a for a in assets if a.name.endswith(f"/projects/{NUMBER}"))
+    expect(list(proj.ancestors) == [f"projects/{NUMBER}", "folders/222", "folders/111", ORG], proj.ancestors)
+    expect(proj.asset_type == CAI_CRM[0] and proj.iam_policy.etag
+           and any(b.role == "roles/owner" for b in proj.iam_policy.bindings), proj)
+    expect(pages[0].read_time.year >= 2024, pages[0].read_time)
+    clusters = list(c.assets.list_assets(request={"parent": f"projects/{PROJECT}",
+                                                  "content_type": asset_v1.ContentType.RESOURCE,
+                                                  "asset_types": ["container.googleapis.com/Cluster"]}))
+    c1 = next(a for a in clusters if a.name.endswith("/locations/us-central1/clusters/c1"))
+    expect(c1.resource.data["nodePools"][0]["config"]["serviceAccount"] == SA_A, c1.resource.data)
+    expect(c1.resource.parent == f"//cloudresourcemanager.googleapis.com/projects/{NUMBER}", c1.resource.parent)
+    ap1 = next(a for a in clusters if a.name.endswith("/clusters/ap1"))
+    expect(ap1.resource.data["autopilot"]["enabled"] is True, ap1.resource.data["autopilot"])
+    raises(gexc.BadRequest, lambda: list(c.assets.list_assets(
+        request={"parent": ORG, "asset_types": ["container.googleapis.com/("]})), status="INVALID_ARGUMENT")
+    c.control("PUT", "faults", {"deny": ["cloudasset.assets.listIamPolicy"]})
+    try:
+        raises(gexc.Forbidden, lambda: list(c.assets.list_assets(
+            request={"parent": ORG, "content_type": asset_v1.ContentType.IAM_POLICY})), status="PERMISSION_DENIED")
+    finally:
+        c.control("PUT", "faults", {})
+
+
+@case("cloudasset.v1.assets.list (discovery client)")
+def _(c):
+    items, pages = all_pages(
+        # The comma form (list_next cannot carry a repeated query parameter to the next page).
+        c.ca1.assets().list(parent="folders/111", contentType="RESOURCE", pageSize=2,
+                            assetTypes="iam.googleapis.com/ServiceAccount,serviceusage.googleapis.com/Service"),
+        c.ca1.assets().list_next, "assets")
+    expect(pages == (len(items) + 1) // 2 and pages >= 2, (pages, len(items)))
+    emails = {a["resource"]["data"].get("email") for a in items if a["assetType"] == "iam.googleapis.com/ServiceAccount"}
+    expect(SA_A in emails and "gone@conf-project.iam.gserviceaccount.com" not in emails, emails)
+    services = {a["resource"]["data"]["name"] for a in items if a["assetType"] == "serviceusage.googleapis.com/Service"}
+    expect(f"projects/{NUMBER}/services/container.googleapis.com" in services, services)
 
 
 def main():

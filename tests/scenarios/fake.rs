@@ -16,10 +16,12 @@ use gke_iam_remediator::domain::iam::{
 };
 use gke_iam_remediator::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
 use gke_iam_remediator::notify::Notification;
+use gke_iam_remediator::ports::assets::asset_types;
 use gke_iam_remediator::ports::{
-    Api, ApiError, AuditLog, ClusterList, Clusters, NotificationSink, OwnRestoration, Policies,
-    ProjectInfo, Projects, PublishError, Recommendation, RecommendationMark, RecommendationState,
-    Recommendations, Roles, ServiceAccount, ServiceAccounts, Services, Troubleshooter,
+    Api, ApiError, Asset, AssetBody, AssetContent, AssetInventory, AssetPage, AuditLog,
+    ClusterList, Clusters, NotificationSink, OwnRestoration, Policies, ProjectInfo, Projects,
+    PublishError, Recommendation, RecommendationMark, RecommendationState, Recommendations, Roles,
+    ServiceAccount, ServiceAccounts, Services, Troubleshooter,
 };
 use gke_iam_remediator::ports::{DenyPolicies, GroupMembership, OrgPolicies};
 
@@ -114,6 +116,11 @@ pub struct World {
     pub deleted_accounts: BTreeMap<String, (String, ServiceAccount)>,
     /// Every call, in order: `method target`.
     pub journal: Vec<String>,
+    /// Cloud Asset Inventory: a frozen snapshot (see [`FakeCloud::freeze_assets`]); `None` serves the
+    /// live world.
+    pub frozen_assets: Option<Vec<(AssetContent, Asset)>>,
+    /// The `readTime` Cloud Asset Inventory answers (default: now).
+    pub asset_read_time: Option<String>,
     /// IAM v2 deny policies by attachment point (`projects/NUMBER`, `folders/N`, `organizations/N`).
     pub deny_policies: BTreeMap<String, Vec<DenyPolicy>>,
     /// Boolean constraints enforced, by (`projects/ID`, constraint).
@@ -961,6 +968,227 @@ impl NotificationSink for RecordingSink {
 
     fn flush(&self) -> BoxFuture<'_, ()> {
         async {}.boxed()
+    }
+}
+
+// ---- Cloud Asset Inventory ----------------------------------------------------------------------
+
+impl FakeCloud {
+    /// Cloud Asset Inventory keeps serving the world as it is now, whatever changes live later (a
+    /// snapshot lagging behind).
+    pub fn freeze_assets(&self) {
+        self.with(|w| {
+            let assets = assets_of(w);
+            w.frozen_assets = Some(assets);
+        });
+    }
+
+    /// Cloud Asset Inventory answers this `readTime`.
+    pub fn set_asset_read_time(&self, read_time: &str) {
+        self.with(|w| w.asset_read_time = Some(read_time.to_owned()));
+    }
+}
+
+/// `ancestors` of a resource with this parent: the resource first, then folders, then the org.
+fn chain(w: &World, first: String, mut parent: Option<ResourceRef>) -> Vec<String> {
+    let mut out = vec![first];
+    for _ in 0..16 {
+        match parent {
+            Some(ResourceRef::Folder(f)) => {
+                out.push(format!("folders/{f}"));
+                parent = w.folder_parents.get(&f).cloned().flatten();
+            }
+            Some(ResourceRef::Organization(o)) => {
+                out.push(format!("organizations/{o}"));
+                break;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
+/// Every asset of the world, both content types (the fake's Container API is on everywhere).
+fn assets_of(w: &World) -> Vec<(AssetContent, Asset)> {
+    let mut out = Vec::new();
+    let crm = |r: &str| format!("//cloudresourcemanager.googleapis.com/{r}");
+    let project_chain = |p: &ProjectInfo| {
+        chain(
+            w,
+            format!("projects/{}", p.project_number),
+            p.parent.clone(),
+        )
+    };
+    for (resource, policy) in &w.policies {
+        let (kind, ancestors) = match resource {
+            ResourceRef::Project(id) => {
+                let Some(p) = w.projects.get(id.as_str()) else {
+                    continue;
+                };
+                (asset_types::PROJECT, project_chain(p))
+            }
+            ResourceRef::Folder(f) => (
+                asset_types::FOLDER,
+                chain(
+                    w,
+                    format!("folders/{f}"),
+                    w.folder_parents.get(f).cloned().flatten(),
+                ),
+            ),
+            ResourceRef::Organization(o) => (
+                asset_types::ORGANIZATION,
+                vec![format!("organizations/{o}")],
+            ),
+        };
+        out.push((
+            AssetContent::IamPolicy,
+            Asset {
+                name: crm(&ancestors[0]),
+                asset_type: kind.to_owned(),
+                ancestors,
+                body: AssetBody::IamPolicy(policy.clone()),
+            },
+        ));
+    }
+    for p in w.projects.values() {
+        let ancestors = project_chain(p);
+        let resource = |name: String, kind: &str, body: AssetBody| {
+            (
+                AssetContent::Resource,
+                Asset {
+                    name,
+                    asset_type: kind.to_owned(),
+                    ancestors: ancestors.clone(),
+                    body,
+                },
+            )
+        };
+        out.push(resource(
+            crm(&ancestors[0]),
+            asset_types::PROJECT,
+            AssetBody::Project {
+                info: p.clone(),
+                active: true,
+            },
+        ));
+        out.push(resource(
+            format!(
+                "//serviceusage.googleapis.com/{}/services/container.googleapis.com",
+                ancestors[0]
+            ),
+            asset_types::SERVICE,
+            AssetBody::Service {
+                project_number: p.project_number.to_string(),
+                service: "container.googleapis.com".to_owned(),
+                enabled: true,
+            },
+        ));
+        for c in w.clusters.get(p.project_id.as_str()).into_iter().flatten() {
+            out.push(resource(
+                format!(
+                    "//container.googleapis.com/projects/{}/locations/{}/clusters/{}",
+                    p.project_id, c.location, c.name
+                ),
+                asset_types::CLUSTER,
+                AssetBody::Cluster {
+                    project_id: p.project_id.clone(),
+                    cluster: c.clone(),
+                },
+            ));
+        }
+        for a in w.accounts.get(p.project_id.as_str()).into_iter().flatten() {
+            out.push(resource(
+                format!(
+                    "//iam.googleapis.com/projects/{}/serviceAccounts/{}",
+                    p.project_id,
+                    a.unique_id.clone().unwrap_or_default()
+                ),
+                asset_types::SERVICE_ACCOUNT,
+                AssetBody::ServiceAccount {
+                    project_id: p.project_id.clone(),
+                    account: a.clone(),
+                },
+            ));
+        }
+        let own_roles = format!("projects/{}/roles/", p.project_id);
+        for (role, permissions) in w
+            .roles
+            .iter()
+            .filter(|(r, _)| r.as_str().starts_with(&own_roles))
+        {
+            out.push(resource(
+                format!("//iam.googleapis.com/{role}"),
+                asset_types::ROLE,
+                AssetBody::Role {
+                    role: role.clone(),
+                    permissions: permissions.clone(),
+                    deleted: false,
+                },
+            ));
+        }
+    }
+    out
+}
+
+impl AssetInventory for FakeCloud {
+    fn list_assets<'a>(
+        &'a self,
+        scope: &'a ResourceRef,
+        content: AssetContent,
+        types: &'a [&'a str],
+        page_size: u32,
+        page_token: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<AssetPage, ApiError>> {
+        async move {
+            let label = match content {
+                AssetContent::Resource => "RESOURCE",
+                AssetContent::IamPolicy => "IAM_POLICY",
+            };
+            let target = format!(
+                "{scope} {label} pageSize={page_size} pageToken={}",
+                page_token.unwrap_or("")
+            );
+            if let Some(f) = self.enter("assets.list", &target).await {
+                return Err(status_error(Api::CloudAsset, "assets.list", &f));
+            }
+            self.with(|w| {
+                let scope_name = match scope {
+                    ResourceRef::Project(id) => w
+                        .projects
+                        .get(id.as_str())
+                        .map(|p| format!("projects/{}", p.project_number))
+                        .unwrap_or_default(),
+                    other => other.to_string(),
+                };
+                let all = w.frozen_assets.clone().unwrap_or_else(|| assets_of(w));
+                let selected: Vec<Asset> = all
+                    .into_iter()
+                    .filter(|(c, a)| {
+                        *c == content
+                            && types.contains(&a.asset_type.as_str())
+                            && a.ancestors.contains(&scope_name)
+                    })
+                    .map(|(_, a)| a)
+                    .collect();
+                let start: usize = page_token
+                    .and_then(|t| t.strip_prefix("page-"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let size = page_size.clamp(1, 1000) as usize;
+                let end = (start + size).min(selected.len());
+                Ok(AssetPage {
+                    read_time: Some(w.asset_read_time.clone().unwrap_or_else(|| {
+                        gke_iam_remediator::clock::rfc3339(
+                            std::time::SystemTime::now(),
+                            gke_iam_remediator::clock::Precision::Millis,
+                        )
+                    })),
+                    assets: selected[start.min(end)..end].to_vec(),
+                    next_page_token: (end < selected.len()).then(|| format!("page-{end}")),
+                })
+            })
+        }
+        .boxed()
     }
 }
 

@@ -4,6 +4,7 @@
 //! Pub/Sub messages shaped as the log sink, the Recommender and Cloud Scheduler send them.
 
 mod access;
+mod asset_sweep;
 mod fake;
 
 use std::sync::Arc;
@@ -739,7 +740,7 @@ async fn a_job_sweep_publishes_every_outcome_and_keeps_one_budget() {
     let s = Scenario::new("mode: enforce\nlimits:\n  max_writes_per_run: 2\n");
     three_broken_projects(&s.cloud);
     let root = gke_iam_remediator::domain::iam::ResourceRef::parse("folders/42").unwrap();
-    let (reports, _) = s.engine.sweep(&[], &[root]).await.unwrap();
+    let (reports, _, _) = s.engine.sweep(&[], &[root]).await.unwrap();
     assert_eq!(reports.len(), 3);
     assert_eq!(s.writes(), 2);
     let mut outcomes = s.sink.outcomes();

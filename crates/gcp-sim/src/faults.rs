@@ -29,7 +29,8 @@ pub struct Faults {
     #[serde(default)]
     pub latency: Latency,
     /// API name (`cloudresourcemanager`, `iam`, `container`, `recommender`, `serviceusage`,
-    /// `policytroubleshooter`, or `*` for all) -> HTTP code (as a string) -> probability in `[0, 1]`.
+    /// `policytroubleshooter`, `logging`, `cloudasset`, `orgpolicy`, `cloudidentity` (IAM v2 deny
+    /// policies count as `iam`), or `*` for all) -> HTTP code (as a string) -> probability in `[0, 1]`.
     #[serde(default)]
     pub errors: BTreeMap<String, BTreeMap<String, f64>>,
     /// Permissions whose calls answer 403 PERMISSION_DENIED.

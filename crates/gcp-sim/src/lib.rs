@@ -1,13 +1,16 @@
 //! The local Google Cloud simulator (`gke-iam-remediator sim`): one HTTP server speaking the REST
 //! surfaces this project uses (Resource Manager v1/v2/v3, IAM v1, Container v1, Recommender v1, Service
-//! Usage v1, Policy Troubleshooter v1/v3, Logging v2, Cloud Asset v1 `assets.list`) from a YAML world file, strict as Google by default
+//! Usage v1, Policy Troubleshooter v1/v3, Logging v2, Cloud Asset v1 `assets.list`, IAM v2 deny policies,
+//! Org Policy v2, Cloud Identity v1 groups) from a YAML world file, strict as Google by default
 //! and checked by Google's own clients (`tests/conformance/`) and the real `gcloud`. Its own crate: it
 //! shares no type with the client it serves.
 //!
 //! Module map: [`world`] (file model), `state` (live resources and their indexes), [`model`] (its own
 //! IAM wire model), `server` (routing, callers, faults, journal), `schema` (unknown request fields),
 //! `paging`, `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
-//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`, `cloudasset`), `policy` (IAM policy
+//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`, `cloudasset`, `iam_v2`,
+//! `orgpolicy`, `cloudidentity`), `access` (deny and org policies: world checks, state, evaluation),
+//! `cel` (its own reading of time-bound IAM conditions), `policy` (IAM policy
 //! semantics), `roles` (bundled role data and catalog), `faults`, `journal`, `audit` (audit-log
 //! LogEntries to Pub/Sub), `error` (Google error JSON), `clock` (RFC 3339).
 //!

@@ -77,7 +77,10 @@ impl Remediator {
         Ok(facts)
     }
 
-    async fn cached_deny_policies(&self, point: &str) -> Result<Vec<DenyPolicy>, Unreadable> {
+    pub(super) async fn cached_deny_policies(
+        &self,
+        point: &str,
+    ) -> Result<Vec<DenyPolicy>, Unreadable> {
         let key = point.to_owned();
         let c = cell(&self.caches.access.deny, &key).await;
         let result = c

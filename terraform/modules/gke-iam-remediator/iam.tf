@@ -55,6 +55,9 @@ locals {
     "recommender.containerDiagnosisRecommendations.get",    # recommendations.get
     "recommender.containerDiagnosisRecommendations.update", # markClaimed / markSucceeded / markFailed
     "logging.logEntries.list",                              # entries.list: its own restorations (flapping limit)
+    "iam.denypolicies.list",                                # IAM v2 policies.listPolicies (deny policies)
+    "iam.denypolicies.get",                                 # IAM v2 policies.get (their rules)
+    "orgpolicy.policy.get",                                 # Org Policy v2 getEffectivePolicy
   ]
   # Permissions that only exist above a project (they cannot be part of a project-level custom role).
   reader_permissions_hierarchy = [
@@ -64,7 +67,13 @@ locals {
     "resourcemanager.folders.getIamPolicy",       # inherited grants
     "resourcemanager.organizations.getIamPolicy", # inherited grants
   ]
-  reader_permissions = var.sink_level == "project" ? local.reader_permissions_project : concat(local.reader_permissions_project, local.reader_permissions_hierarchy)
+  # Sweeps of a folder or organization start from a Cloud Asset Inventory snapshot (src/gcp/cloudasset.rs);
+  # without these permissions they fall back to reading every project.
+  reader_permissions_sweep = [
+    "cloudasset.assets.listResource",  # assets.list contentType=RESOURCE
+    "cloudasset.assets.listIamPolicy", # assets.list contentType=IAM_POLICY
+  ]
+  reader_permissions = var.sink_level == "project" ? local.reader_permissions_project : concat(local.reader_permissions_project, local.reader_permissions_hierarchy, local.reader_permissions_sweep)
 
   optin_permissions = concat(
     var.restore_container_api_enabled ? ["serviceusage.services.enable"] : [],

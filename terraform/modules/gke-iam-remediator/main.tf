@@ -38,8 +38,9 @@ locals {
       "serviceusage.googleapis.com",
       "container.googleapis.com",
       "recommender.googleapis.com",
+      "orgpolicy.googleapis.com",
     ],
-    var.enable_asset_feed ? ["cloudasset.googleapis.com"] : [],
+    var.enable_asset_feed || var.sink_level != "project" ? ["cloudasset.googleapis.com"] : [],
     var.policy_troubleshooter ? ["policytroubleshooter.googleapis.com"] : [],
   ))
 }

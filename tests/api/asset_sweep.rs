@@ -1,0 +1,210 @@
+//! Organization sweeps through Cloud Asset Inventory, end to end: the real binary against the
+//! simulator's Cloud Asset v1 endpoints, compared with the per-project path on a generated world.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::scan::{Run, remediator};
+use crate::support::{Api, TempDir, start_sim};
+
+const ORG: &str = "123456789012";
+
+/// Rate limits high enough that the per-project path of a test world takes seconds, not minutes.
+const FAST: [&str; 8] = [
+    "--rate-limit",
+    "cloudresourcemanager=2000",
+    "--rate-limit",
+    "iam=2000",
+    "--rate-limit",
+    "container=2000",
+    "--rate-limit",
+    "serviceusage=2000",
+];
+
+/// A world from `infra/gen-world.py` (the benchmark generator), as JSON text.
+fn generated_world(projects: u32, broken: f64, seed: u32) -> String {
+    let dir = TempDir::new("gen-world");
+    let out = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/infra/gen-world.py"))
+        .args(["--projects", &projects.to_string(), "--folders", "6"])
+        .args(["--seed", &seed.to_string(), "--org-id", ORG])
+        .args(["--broken-fraction", &broken.to_string()])
+        .current_dir(dir.path())
+        .output()
+        .expect("python3 runs gen-world.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 world")
+}
+
+fn doc(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
+}
+
+#[tokio::test]
+async fn both_sweep_paths_give_identical_verdicts_on_a_generated_organization() {
+    let sim = start_sim(&generated_world(150, 0.3, 7)).await;
+    let mut args = vec!["scan", "--organization", ORG, "--format", "json"];
+    args.extend(FAST);
+    let cai = remediator(&args, &sim).await;
+    args.push("--no-asset-inventory");
+    let live = remediator(&args, &sim).await;
+    assert_eq!(cai.code, 1, "broken projects: {}", cai.stderr);
+    assert_eq!(live.code, 1, "{}", live.stderr);
+    let (cai, live) = (doc(&cai), doc(&live));
+    assert_eq!(cai["discovery"]["path"], "cloud-asset-inventory");
+    assert_eq!(
+        live["discovery"],
+        json!({"path": "per-project", "reason": "turned off"})
+    );
+    let projects = live["projects"].as_array().unwrap();
+    assert_eq!(projects.len(), 150);
+    assert_eq!(
+        cai["projects"], live["projects"],
+        "the snapshot path's verdicts differ from the per-project path's"
+    );
+    let not_healthy = projects
+        .iter()
+        .filter(|p| {
+            p["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["status"] != "ok")
+        })
+        .count();
+    assert!(
+        not_healthy >= 20,
+        "the world has broken projects: {not_healthy}"
+    );
+    assert_eq!(cai["discovery"]["reverified"], not_healthy);
+    assert_eq!(cai["discovery"]["from_snapshot"], 150 - not_healthy);
+    // 150 projects: the policy listing and the resource listing fit a few pages of 1,000.
+    let asset_calls = cai["api_calls"]["by_api"]["cloudasset"].as_u64().unwrap();
+    assert!(asset_calls <= 4, "{asset_calls}");
+    assert_eq!(cai["discovery"]["asset_calls"], asset_calls);
+    let live_calls = live["api_calls"]["total"].as_u64().unwrap();
+    let cai_calls = cai["api_calls"]["total"].as_u64().unwrap();
+    // Every project decided from the snapshot spares at least its policy, cluster and account reads,
+    // less the one read of its own deny policies it still needs.
+    let spared = 2 * (150 - not_healthy) as u64;
+    assert!(
+        cai_calls + spared <= live_calls,
+        "{cai_calls} calls through the snapshot vs {live_calls} per project"
+    );
+}
+
+const SMALL: &str = r#"
+organization: {id: "123456789012"}
+projects:
+  - id: shop-prod
+    number: "200000000001"
+    parent: organizations/123456789012
+    services: [container.googleapis.com]
+    iam_policy:
+      bindings:
+        - role: roles/owner
+          members: [user:owner@example.com]
+  - id: platform-ops
+    number: "200000000002"
+    parent: organizations/123456789012
+    iam_policy:
+      bindings:
+        - role: roles/owner
+          members: [user:owner@example.com]
+"#;
+
+#[tokio::test]
+async fn with_the_cloud_asset_api_disabled_in_its_project_a_scan_checks_every_project_live_and_says_so()
+ {
+    // The scan's caller is a service account of platform-ops, which has no cloudasset.googleapis.com.
+    let sim = start_sim(SMALL).await;
+    let run = remediator(&["scan", "--organization", ORG], &sim).await;
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "discovery: per project (Cloud Asset Inventory not used: cloudasset assets.list: HTTP 403"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("Cloud Asset API has not been used in project 200000000002")
+    );
+    let json = remediator(&["scan", "--organization", ORG, "--format", "json"], &sim).await;
+    let d = doc(&json);
+    assert_eq!(d["discovery"]["path"], "per-project");
+    assert_eq!(d["projects"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_policy_written_through_set_iam_policy_is_in_the_next_asset_listing() {
+    let sim = start_sim(SMALL).await;
+    let api = Api::new(&sim);
+    let (code, p) = api
+        .post(
+            "v1/projects/shop-prod:getIamPolicy",
+            json!({"options": {"requestedPolicyVersion": 3}}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let mut policy = p.clone();
+    policy["bindings"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "roles/viewer", "members": ["user:carol@example.com"]}));
+    let (code, written) = api
+        .post(
+            "v1/projects/shop-prod:setIamPolicy",
+            json!({"policy": policy}),
+        )
+        .await;
+    assert_eq!(code, 200, "{written}");
+    let (code, page) = api
+        .get(&format!(
+            "v1/organizations/{ORG}/assets?contentType=IAM_POLICY&assetTypes=cloudresourcemanager.googleapis.com%2FProject&pageSize=1"
+        ))
+        .await;
+    assert_eq!(code, 200, "{page}");
+    let asset = &page["assets"][0];
+    assert_eq!(
+        asset["name"],
+        "//cloudresourcemanager.googleapis.com/projects/200000000001"
+    );
+    assert_eq!(asset["iamPolicy"]["etag"], written["etag"]);
+    assert!(
+        asset["iamPolicy"]["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["role"] == "roles/viewer")
+    );
+    assert!(
+        page["nextPageToken"].is_string(),
+        "two projects, pages of one"
+    );
+    // Denied callers get Google's 403 with the permission named.
+    let (code, _) = api
+        .put(
+            "_sim/faults",
+            json!({"deny": ["cloudasset.assets.listResource"]}),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, err) = api
+        .get(&format!(
+            "v1/organizations/{ORG}/assets?contentType=RESOURCE"
+        ))
+        .await;
+    assert_eq!(code, 403);
+    assert_eq!(
+        err["error"]["details"][0]["metadata"]["permission"],
+        "cloudasset.assets.listResource"
+    );
+}

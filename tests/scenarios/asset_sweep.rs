@@ -1,0 +1,360 @@
+//! Organization and folder sweeps through Cloud Asset Inventory: a snapshot decides what is healthy,
+//! everything else is re-verified live, only the live path writes, and without Cloud Asset access the
+//! sweep falls back to reading every project live.
+
+use gke_iam_remediator::domain::deny::{DenyPolicy, DenyRule};
+use gke_iam_remediator::domain::iam::ResourceRef;
+use gke_iam_remediator::engine::snapshot::Discovery;
+use serde_json::Value;
+
+use super::fake::{FakeCloud, Fault, NODE_ROLE};
+use super::{DRY_RUN, ENFORCE, P, Scenario, node_sa};
+
+fn org() -> ResourceRef {
+    ResourceRef::parse("organizations/777").unwrap()
+}
+
+/// Adds `n` healthy projects `team-1..` under the organization.
+fn teams(cloud: &FakeCloud, n: usize) -> Vec<String> {
+    (1..=n)
+        .map(|i| {
+            let id = format!("team-{i}");
+            cloud.add_healthy_project(&id, &format!("9{i:011}"), Some("organizations/777"));
+            id
+        })
+        .collect()
+}
+
+fn counts(d: &Discovery) -> (usize, usize) {
+    match d {
+        Discovery::CloudAssetInventory {
+            from_snapshot,
+            reverified,
+            ..
+        } => (*from_snapshot, *reverified),
+        other => panic!("not a snapshot sweep: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn healthy_projects_are_reported_from_the_snapshot_and_only_the_broken_one_is_read_live() {
+    let s = Scenario::new(DRY_RUN);
+    teams(&s.cloud, 3);
+    s.cloud
+        .remove_binding("team-2", NODE_ROLE, &node_sa("team-2"));
+    let (reports, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(reports.len(), 4, "shop-prod and three teams");
+    assert_eq!(counts(&discovery), (3, 1));
+    assert_eq!(s.reads("team-2"), 1, "the suspect is read live");
+    for healthy in ["team-1", "team-3", P] {
+        assert_eq!(s.reads(healthy), 0, "{healthy} came from the snapshot");
+    }
+    assert_eq!(
+        s.cloud.calls("projects.list"),
+        0,
+        "no walk of the hierarchy"
+    );
+    assert_eq!(s.cloud.calls("clusters.list"), 1);
+    assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_path_gives_the_same_verdicts_as_the_per_project_path() {
+    let live = Scenario::with(DRY_RUN, |c| c.asset_inventory = false);
+    let snap = Scenario::new(DRY_RUN);
+    for s in [&live, &snap] {
+        teams(&s.cloud, 4);
+        s.cloud
+            .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+        s.cloud
+            .delete_account("team-3", "nodes@team-3.iam.gserviceaccount.com");
+        // A deny policy on the organization takes a node permission from team-2's nodes.
+        s.cloud.with(|w| {
+            w.deny_policies.insert(
+                "organizations/777".to_owned(),
+                vec![DenyPolicy {
+                    name: "policies/cloudresourcemanager.googleapis.com%2Forganizations%2F777/denypolicies/no-logs".to_owned(),
+                    attached_to: "organizations/777".to_owned(),
+                    display_name: String::new(),
+                    rules: vec![DenyRule {
+                        denied_principals: vec![
+                            "principal://iam.googleapis.com/projects/-/serviceAccounts/nodes@team-2.iam.gserviceaccount.com"
+                                .to_owned(),
+                        ],
+                        denied_permissions: vec!["logging.googleapis.com/logEntries.create".to_owned()],
+                        ..DenyRule::default()
+                    }],
+                }],
+            )
+        });
+    }
+    let (a, _, da) = live.engine.sweep(&[], &[org()]).await.unwrap();
+    let (b, _, db) = snap.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(
+        da,
+        Discovery::PerProject {
+            reason: Some("turned off".to_owned())
+        }
+    );
+    assert_eq!(
+        counts(&db),
+        (2, 3),
+        "team-1, team-2 (denied) and team-3 re-verified"
+    );
+    let json = |r: &[std::sync::Arc<gke_iam_remediator::domain::report::ProjectReport>]| {
+        r.iter()
+            .map(|p| serde_json::to_value(&**p).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    assert_eq!(json(&a), json(&b));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deny_rule_attached_to_a_project_the_snapshot_shows_healthy_is_read_and_makes_it_denied()
+{
+    let live = Scenario::with(DRY_RUN, |c| c.asset_inventory = false);
+    let snap = Scenario::new(DRY_RUN);
+    for s in [&live, &snap] {
+        teams(&s.cloud, 2);
+        s.cloud.with(|w| {
+            w.deny_policies.insert(
+                "projects/900000000002".to_owned(),
+                vec![DenyPolicy {
+                    name: "policies/cloudresourcemanager.googleapis.com%2Fprojects%2F900000000002/denypolicies/no-metrics".to_owned(),
+                    attached_to: "projects/900000000002".to_owned(),
+                    display_name: String::new(),
+                    rules: vec![DenyRule {
+                        denied_principals: vec![
+                            "principal://iam.googleapis.com/projects/-/serviceAccounts/nodes@team-2.iam.gserviceaccount.com"
+                                .to_owned(),
+                        ],
+                        denied_permissions: vec!["monitoring.googleapis.com/timeSeries.create".to_owned()],
+                        ..DenyRule::default()
+                    }],
+                }],
+            )
+        });
+    }
+    let (a, _, _) = live.engine.sweep(&[], &[org()]).await.unwrap();
+    let (b, _, db) = snap.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(counts(&db), (2, 1), "team-2 is a suspect, re-verified live");
+    assert_eq!(snap.reads("team-2"), 1);
+    let status = |r: &[std::sync::Arc<gke_iam_remediator::domain::report::ProjectReport>]| {
+        r.iter()
+            .find(|p| p.project_id == "team-2")
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| f.finding.status.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert!(status(&b).contains(&"denied"), "{:?}", status(&b));
+    assert_eq!(status(&a), status(&b), "both paths agree");
+    assert!(
+        snap.sink.outcomes().iter().all(|o| o != "would-restore"),
+        "a denied permission is never restored by a grant"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_cloud_asset_access_the_sweep_reads_every_project_live_and_says_so() {
+    let s = Scenario::new(DRY_RUN);
+    teams(&s.cloud, 2);
+    s.cloud.break_method("assets.list", Fault::DENIED);
+    let (reports, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(reports.len(), 3);
+    let Discovery::PerProject { reason: Some(why) } = &discovery else {
+        panic!("{discovery:?}")
+    };
+    assert!(why.contains("403"), "{why}");
+    assert!(
+        discovery
+            .describe()
+            .contains("Cloud Asset Inventory not used")
+    );
+    for p in ["team-1", "team-2", P] {
+        assert_eq!(s.reads(p), 1, "{p} read live");
+    }
+    assert_eq!(
+        s.cloud.calls("assets.list"),
+        2,
+        "the two listings (policies, resources) refused once each, then the fallback"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_organization_is_listed_in_pages_of_a_thousand() {
+    let s = Scenario::new(DRY_RUN);
+    teams(&s.cloud, 1199);
+    let (reports, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(reports.len(), 1200);
+    assert_eq!(counts(&discovery), (1200, 0));
+    let pages: Vec<String> = s
+        .cloud
+        .journal()
+        .into_iter()
+        .filter(|c| c.starts_with("assets.list "))
+        .collect();
+    // 1,201 policies (1,200 projects and the organization): 2 pages. 1,200 projects, services,
+    // clusters and node accounts: 5 pages.
+    assert_eq!(pages.len(), 7, "{pages:#?}");
+    assert!(pages.iter().all(|p| p.contains("pageSize=1000")));
+    assert_eq!(
+        pages
+            .iter()
+            .filter(|p| p.contains("pageToken=page-1000"))
+            .count(),
+        2
+    );
+    assert_eq!(s.cloud.calls("getIamPolicy"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_project_broken_only_in_a_lagging_snapshot_is_verified_live_and_nothing_is_written() {
+    let s = Scenario::new(ENFORCE);
+    teams(&s.cloud, 2);
+    s.cloud
+        .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+    s.cloud.freeze_assets();
+    // Someone restores it before the sweep: the snapshot has not caught up.
+    s.cloud.add_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+    let (reports, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(counts(&discovery), (2, 1));
+    assert_eq!(s.reads("team-1"), 1);
+    assert_eq!(s.writes(), 0, "the snapshot alone never causes a write");
+    let team1 = reports.iter().find(|r| r.project_id == "team-1").unwrap();
+    assert!(team1.actions.is_empty());
+    assert!(
+        s.sink.outcomes().is_empty(),
+        "healthy outcomes are not published"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_project_broken_in_the_snapshot_and_live_is_restored_with_the_live_etag() {
+    let s = Scenario::new(ENFORCE);
+    teams(&s.cloud, 1);
+    s.cloud
+        .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+    s.cloud.freeze_assets();
+    // The policy moves on after the snapshot: its etag is stale.
+    s.cloud
+        .add_binding("team-1", "roles/viewer", "user:carol@example.com");
+    let live_etag = s.cloud.policy("team-1").etag;
+    let (_, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(counts(&discovery), (1, 1));
+    assert_eq!(s.writes(), 1);
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+    let n = &s.sink.published()[0];
+    assert_eq!(
+        n.actions[0].etag_before, live_etag,
+        "guarded by the live read"
+    );
+    assert!(s.cloud.holds("team-1", NODE_ROLE, &node_sa("team-1")));
+    assert!(
+        s.cloud
+            .holds("team-1", "roles/viewer", "user:carol@example.com")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_snapshot_sends_every_project_to_the_live_path() {
+    let s = Scenario::new(DRY_RUN);
+    teams(&s.cloud, 2);
+    s.cloud.set_asset_read_time("2020-01-01T00:00:00Z");
+    let (_, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(counts(&discovery), (0, 3));
+    for p in ["team-1", "team-2", P] {
+        assert_eq!(s.reads(p), 1);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_role_the_snapshot_does_not_hold_makes_the_project_a_suspect() {
+    let s = Scenario::new(DRY_RUN);
+    teams(&s.cloud, 1);
+    let role = "organizations/777/roles/gkeNodes";
+    s.cloud.with(|w| {
+        w.roles.insert(
+            gke_iam_remediator::domain::iam::Role::parse(role).unwrap(),
+            super::fake::NODE_PERMISSIONS
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+        )
+    });
+    s.cloud
+        .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+    s.cloud.add_binding("team-1", role, &node_sa("team-1"));
+    let (reports, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(counts(&discovery), (1, 1));
+    assert_eq!(s.reads("team-1"), 1);
+    let team1 = reports.iter().find(|r| r.project_id == "team-1").unwrap();
+    assert!(
+        team1
+            .findings
+            .iter()
+            .all(|f| f.outcome == gke_iam_remediator::domain::report::Outcome::Healthy),
+        "healthy once read live"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_request_for_a_folder_starts_from_the_snapshot() {
+    let s = Scenario::new(DRY_RUN);
+    let teams = super::three_broken_projects(&s.cloud);
+    // team-1 and team-3 get their node role back: only team-2 stays broken.
+    for id in [&teams[0], &teams[2]] {
+        s.cloud.add_binding(id, NODE_ROLE, &node_sa(id));
+    }
+    assert_eq!(
+        s.deliver(s.sweep_folder("42")).await,
+        gke_iam_remediator::intake::Verdict::Ack
+    );
+    assert_eq!(
+        s.cloud.calls("assets.list"),
+        2,
+        "one policy and one resource listing"
+    );
+    assert_eq!(s.reads("team-1"), 0);
+    assert_eq!(s.reads("team-3"), 0);
+    assert_eq!(s.reads("team-2"), 1);
+    assert_eq!(s.reads(P), 0, "shop-prod is not under folder 42");
+    assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_about_a_folder_policy_is_never_answered_from_the_snapshot() {
+    let s = Scenario::new(DRY_RUN);
+    super::three_broken_projects(&s.cloud);
+    let entry = serde_json::json!({
+        "insertId": "folder-change-1",
+        "logName": "folders/42/logs/cloudaudit.googleapis.com%2Factivity",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": "alice@example.com"},
+            "methodName": "SetIamPolicy",
+            "resourceName": "folders/42",
+            "serviceName": "cloudresourcemanager.googleapis.com",
+            "serviceData": {
+                "@type": "type.googleapis.com/google.iam.v1.logging.AuditData",
+                "policyDelta": {"bindingDeltas": [
+                    {"action": "REMOVE", "member": node_sa("team-1"), "role": NODE_ROLE}
+                ]}
+            },
+            "status": {}
+        },
+        "resource": {"labels": {"folder_id": "42"}, "type": "folder"},
+        "severity": "NOTICE",
+        "timestamp": "2026-12-01T10:00:00Z"
+    });
+    s.deliver(s.message(entry)).await;
+    assert_eq!(
+        s.cloud.calls("assets.list"),
+        0,
+        "events read live state only"
+    );
+    for id in ["team-1", "team-2", "team-3"] {
+        assert_eq!(s.reads(id), 1, "{id}");
+    }
+}
