@@ -9,13 +9,20 @@
 # World: infra/worlds/broken-node-sa.yaml by default (grants direct and unconditional on the project --
 # the seed script's own limits -- two clusters, four node pools/Autopilot, two of four SAs broken).
 #
-# Env: SEED_SCRIPT (default ../shared/seed/check-node-sa-permissions.sh from the repo root; skipped with a
-#      message if absent), WORLD, BENCH_LATENCY_MS (simulated latency per API call, default 20),
-#      SCAN_RUNS (scan repetitions for the median, default 5), SEED_RUNS (default 1: ~1.7 s per gcloud call).
+# Usage: bench/seed-vs-scan.sh [SEED_SCRIPT]
+#   SEED_SCRIPT: the seed script's path (default: $SEED_SCRIPT, else ../shared/seed/check-node-sa-permissions.sh
+#   from the repo root). It fails (exit 2, with what is missing) when the script, gcloud or jq is not found:
+#   a comparison that did not run is not a result.
+# Env: WORLD, BENCH_LATENCY_MS (simulated latency per API call, default 20), SCAN_RUNS (scan repetitions
+#      for the median, default 5), SEED_RUNS (default 1: ~1.7 s per gcloud call).
 source "$(dirname "$0")/lib/common.sh"
 need_bin "$BIN"
 
-SEED_SCRIPT=${SEED_SCRIPT:-$BENCH_ROOT/../shared/seed/check-node-sa-permissions.sh}
+if [[ $# -gt 1 || "${1:-}" == -* ]]; then
+    echo "usage: $0 [SEED_SCRIPT]" >&2
+    exit 2
+fi
+SEED_SCRIPT=${1:-${SEED_SCRIPT:-$BENCH_ROOT/../shared/seed/check-node-sa-permissions.sh}}
 WORLD=${WORLD:-$BENCH_ROOT/infra/worlds/broken-node-sa.yaml}
 LATENCY=${BENCH_LATENCY_MS:-20}
 SCAN_RUNS=${SCAN_RUNS:-5}
@@ -24,11 +31,14 @@ PROJECT=${PROJECT:-demo-project}
 
 echo "== seed script vs scan: world $(basename "$WORLD"), project $PROJECT, simulated latency ${LATENCY} ms per API call"
 if [[ ! -f "$SEED_SCRIPT" ]]; then
-    echo "SKIPPED: seed script not found at $SEED_SCRIPT (set SEED_SCRIPT=PATH to run this comparison)"
-    exit 0
+    echo "FAILED: seed script not found at $SEED_SCRIPT (pass its path: $0 PATH/check-node-sa-permissions.sh)" >&2
+    exit 2
 fi
 for tool in gcloud jq; do
-    command -v "$tool" >/dev/null || { echo "SKIPPED: $tool is not installed (the seed script needs it)"; exit 0; }
+    if ! command -v "$tool" >/dev/null; then
+        echo "FAILED: $tool is not installed or not on PATH (the seed script needs it)" >&2
+        exit 2
+    fi
 done
 
 start_sim "$WORLD"

@@ -429,7 +429,7 @@ pub fn parse_timestamp(s: &str) -> Option<SystemTime> {
 
 /// Microseconds since the epoch of an RFC 3339 timestamp (`2026-06-30T00:00:00Z`, fractional seconds
 /// and `+hh:mm` offsets allowed).
-fn parse_rfc3339(s: &str) -> Option<i128> {
+pub fn parse_rfc3339(s: &str) -> Option<i128> {
     // Every valid timestamp is ASCII; checking first makes every slice below land on a char boundary.
     if !s.is_ascii() {
         return None;

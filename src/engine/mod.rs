@@ -180,6 +180,24 @@ mod recent_tests {
 
 type RunResult = Arc<ProjectReport>;
 
+/// One audit-log read of our own restorations on a project, made for removal hints whose principals a
+/// run found healthy. It answers a later removal hint without a new read when that removal happened
+/// no earlier than `since` and no later than `arrived` (when the hint that caused the read arrived:
+/// before its run read state), for principals that run found healthy: whatever of ours restored such a
+/// principal after such a removal did so before that state read, so before this read.
+struct RecoveryRead {
+    /// `since` of the read (microseconds since the epoch).
+    since_us: i128,
+    /// When the hint that caused the read arrived (microseconds since the epoch).
+    arrived_us: i128,
+    /// Principals healthy in that run.
+    healthy: Vec<crate::domain::iam::Member>,
+    /// What the read returned.
+    own: Arc<Vec<crate::ports::OwnRestoration>>,
+    /// When the read was made.
+    at: Instant,
+}
+
 struct Batch {
     info: ProjectInfo,
     not_before: Instant,
@@ -207,6 +225,8 @@ pub struct Engine {
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
     flap: Arc<flap::FlapLedger>,
+    /// The last audit-log read of our own restorations per project (lost-notification recovery).
+    recoveries: Mutex<HashMap<String, RecoveryRead>>,
     /// Restorations this instance notified: (project, role, member) -> when.
     notified:
         Mutex<HashMap<(String, crate::domain::iam::Role, crate::domain::iam::Member), Instant>>,
@@ -232,6 +252,7 @@ impl Engine {
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
             flap: Arc::default(),
+            recoveries: Mutex::default(),
             notified: Mutex::default(),
             stats: EngineStats::default(),
         })
@@ -360,17 +381,19 @@ impl Engine {
                 .collect(),
             Scope::Configured => self.config.sweep_scope.clone(),
         };
-        let mut out = Vec::new();
-        for root in roots {
-            match &root {
-                ResourceRef::Project(p) => out.push(self.gcp.get_project(p.as_str()).await?),
-                _ => out.extend(self.gcp.list_projects_under(&root).await?),
+        // Every root at once, the results in the roots' order.
+        let listed = futures::future::try_join_all(roots.iter().map(|root| async move {
+            match root {
+                ResourceRef::Project(p) => Ok(vec![self.gcp.get_project(p.as_str()).await?]),
+                _ => self.gcp.list_projects_under(root).await,
             }
-        }
-        Ok(out)
+        }))
+        .await?;
+        Ok(listed.into_iter().flatten().collect())
     }
 
     async fn handle_hint(self: &Arc<Self>, hint: &Hint, trace_id: Option<&str>) -> Verdict {
+        let arrived = SystemTime::now();
         if matches!(hint.scope, Scope::Folder(_) | Scope::Organization(_)) {
             // An inherited grant may have changed: nothing cached about ancestors may be reused.
             self.drop_caches().await;
@@ -417,7 +440,7 @@ impl Engine {
         .await;
         let mut verdict = Verdict::Ack;
         for report in runs.into_iter().chain(from_snapshot) {
-            if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id).await {
+            if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id, arrived).await {
                 verdict = Verdict::Retry(r);
             }
         }
@@ -688,7 +711,7 @@ impl Engine {
         reports.extend(failures.into_iter().map(Arc::new));
         let mut marked = 0;
         for report in &reports {
-            self.conclude(report, &hint, None).await;
+            self.conclude(report, &hint, None, SystemTime::now()).await;
             if self.config.policy.mode == Mode::Enforce {
                 marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
             }
@@ -696,7 +719,7 @@ impl Engine {
         // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
         // but their recommendations are left to a live check.
         for report in from_snapshot.into_iter().map(Arc::new) {
-            self.conclude(&report, &hint, None).await;
+            self.conclude(&report, &hint, None, SystemTime::now()).await;
             reports.push(report);
         }
         reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
@@ -773,6 +796,7 @@ impl Engine {
         report: &ProjectReport,
         hint: &Hint,
         trace_id: Option<&str>,
+        arrived: SystemTime,
     ) -> Verdict {
         if let Some(e) = &report.error {
             tracing::error!(project = %report.project_id, error = %e, "project check failed");
@@ -782,7 +806,7 @@ impl Engine {
         let evidence = evidence_of(hint);
         let now = SystemTime::now();
         let mut verdict = error::error_policy(report);
-        let recovered = match self.recover(report, hint).await {
+        let recovered = match self.recover(report, hint, arrived).await {
             Ok(r) => r,
             Err(e) => {
                 // Whether a restoration of ours still needs its notification is unknown: ask again.
@@ -857,6 +881,7 @@ impl Engine {
         &self,
         report: &ProjectReport,
         hint: &Hint,
+        arrived: SystemTime,
     ) -> Result<Option<ProjectReport>, ApiError> {
         let (Some(me), Some(since)) = (
             self.config.self_email.as_deref(),
@@ -902,12 +927,65 @@ impl Engine {
         let Ok(project) = crate::domain::iam::ProjectId::parse(&report.project_id) else {
             return Ok(None);
         };
-        let own = match self.gcp.own_restorations(&project, me, since).await {
-            Ok(own) => own,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(e) => {
-                tracing::warn!(project = %report.project_id, error = %e, "cannot read our own restorations from Cloud Audit Logs: a lost notification cannot be recovered");
-                return Ok(None);
+        let since_us = crate::domain::condition::parse_rfc3339(since);
+        let cached = match since_us {
+            Some(s) => self
+                .recoveries
+                .lock()
+                .await
+                .get(&report.project_id)
+                .and_then(|r| {
+                    let covered = r.at.elapsed() < window
+                        && r.since_us <= s
+                        && s <= r.arrived_us
+                        && candidates.iter().all(|&i| {
+                            report.findings[i]
+                                .finding
+                                .principal
+                                .as_ref()
+                                .is_some_and(|p| r.healthy.contains(p))
+                        });
+                    covered.then(|| r.own.clone())
+                }),
+            None => None,
+        };
+        let own = match cached {
+            Some(own) => own,
+            None => {
+                let own = match self.gcp.own_restorations(&project, me, since).await {
+                    Ok(own) => Arc::new(own),
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(project = %report.project_id, error = %e, "cannot read our own restorations from Cloud Audit Logs: a lost notification cannot be recovered");
+                        return Ok(None);
+                    }
+                };
+                if let Some(since_us) = since_us {
+                    let arrived_us = arrived
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros() as i128);
+                    let healthy = report
+                        .findings
+                        .iter()
+                        .filter(|f| f.outcome == Outcome::Healthy)
+                        .filter_map(|f| f.finding.principal.clone())
+                        .collect();
+                    let mut recoveries = self.recoveries.lock().await;
+                    if recoveries.len() > 100_000 {
+                        recoveries.clear();
+                    }
+                    recoveries.insert(
+                        report.project_id.clone(),
+                        RecoveryRead {
+                            since_us,
+                            arrived_us,
+                            healthy,
+                            own: own.clone(),
+                            at: Instant::now(),
+                        },
+                    );
+                }
+                own
             }
         };
         let mut out = report.clone();
@@ -919,7 +997,17 @@ impl Engine {
                 continue;
             };
             // Newest first: the write that restored it after the removal.
-            let Some(r) = own.iter().find(|r| r.role == role && r.member == member) else {
+            // (A reused read may hold restorations from before this removal: those do not count.)
+            let after_removal = |r: &crate::ports::OwnRestoration| match since_us {
+                Some(s) => {
+                    crate::domain::condition::parse_rfc3339(&r.timestamp).is_none_or(|t| t >= s)
+                }
+                None => true,
+            };
+            let Some(r) = own
+                .iter()
+                .find(|r| r.role == role && r.member == member && after_removal(r))
+            else {
                 continue;
             };
             let action = crate::domain::plan::Action::Grant { role, member };

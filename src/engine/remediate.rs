@@ -23,9 +23,9 @@ use crate::domain::report::{self, ActionReport, Failure, FindingReport, Outcome,
 use crate::domain::requirements::RequirementId;
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
-    AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
+    AccessFacts, AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
 };
-use crate::ports::{Api, ApiError, Cloud, ProjectInfo, RetryPolicy};
+use crate::ports::{Api, ApiError, Cloud, ClusterList, ProjectInfo, RetryPolicy, ServiceAccount};
 
 /// The report of a project that could not be read at all.
 fn failed_report(info: &ProjectInfo, error: &ApiError) -> ProjectReport {
@@ -139,6 +139,27 @@ pub struct Remediator {
     options: Options,
     caches: Arc<RunCaches>,
     budget: Arc<WriteBudget>,
+    /// A project's first-round reads started while [`Remediator::resolve`] looked the project up,
+    /// taken (once) by the project's first read of live state.
+    prefetched: std::sync::Mutex<HashMap<ProjectId, OwnReads>>,
+}
+
+/// A project's first-round reads: its own policy and its clusters.
+type OwnReads = (Result<Policy, ApiError>, Result<ClusterList, ApiError>);
+
+/// What was read about a project's node service accounts, before it is interpreted with every policy
+/// (a deleted account's unique id is read from the `deleted:` members of the project's and its
+/// ancestors' policies).
+enum AccountReads {
+    /// Existence is not checked (or there are no node accounts): every account counts as active.
+    Unchecked(Vec<ServiceAccountEmail>),
+    /// Each account and what its read returned.
+    Read(
+        Vec<(
+            ServiceAccountEmail,
+            Result<Option<ServiceAccount>, ApiError>,
+        )>,
+    ),
 }
 
 async fn cell<K: std::hash::Hash + Eq + Clone, T>(
@@ -169,6 +190,7 @@ impl Remediator {
             options,
             caches,
             budget,
+            prefetched: std::sync::Mutex::default(),
         }
     }
 
@@ -187,29 +209,26 @@ impl Remediator {
         projects: &[String],
         roots: &[ResourceRef],
     ) -> Result<(Vec<ProjectInfo>, Vec<ProjectReport>), ApiError> {
+        // Every root's walk and every named project's lookup run at once (the client's rate limits pace
+        // them); a named project's policy and clusters are read while it is looked up, for its run.
+        let walks = futures::future::join_all(roots.iter().map(|root| self.walk(root)));
+        let lookups = futures::stream::iter(projects.iter())
+            .map(|p| self.look_up(p))
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect::<Vec<_>>();
+        let (walks, lookups) = tokio::join!(walks, lookups);
         let mut out: BTreeMap<String, ProjectInfo> = BTreeMap::new();
-        for root in roots {
-            match root {
-                ResourceRef::Folder(id) => {
-                    self.gcp.get_folder_parent(id).await?;
-                }
-                ResourceRef::Organization(_) => {
-                    self.gcp.get_iam_policy(root).await?;
-                }
-                ResourceRef::Project(_) => {}
-            }
-            for p in self.gcp.list_projects_under(root).await? {
+        for walk in walks {
+            for p in walk? {
                 out.insert(p.project_id.to_string(), p);
             }
         }
-        let wanted: Vec<&String> = projects.iter().filter(|p| !out.contains_key(*p)).collect();
-        let fetched = futures::stream::iter(wanted.iter().copied())
-            .map(|p| async move { (p, self.gcp.get_project(p).await) })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await;
         let mut failures = Vec::new();
-        for (id, p) in fetched {
+        for (id, p) in lookups {
+            if out.contains_key(id) {
+                // Also under a root: the root's listing stands (as if it was never looked up alone).
+                continue;
+            }
             match p {
                 Ok(p) => {
                     out.insert(p.project_id.to_string(), p);
@@ -229,6 +248,36 @@ impl Remediator {
         }
         failures.sort_by(|a, b| a.project_id.cmp(&b.project_id));
         Ok((out.into_values().collect(), failures))
+    }
+
+    /// Every project under a root, after checking the root itself can be read (concurrently: the
+    /// check's error, if any, is the one reported).
+    async fn walk(&self, root: &ResourceRef) -> Result<Vec<ProjectInfo>, ApiError> {
+        let check = async {
+            match root {
+                ResourceRef::Folder(id) => self.gcp.get_folder_parent(id).await.map(drop),
+                ResourceRef::Organization(_) => self.gcp.get_iam_policy(root).await.map(drop),
+                ResourceRef::Project(_) => Ok(()),
+            }
+        };
+        let (check, listed) = tokio::join!(check, self.gcp.list_projects_under(root));
+        check?;
+        listed
+    }
+
+    /// A named project's lookup, with its first-round reads started alongside and kept for its run.
+    async fn look_up<'a>(&self, key: &'a String) -> (&'a String, Result<ProjectInfo, ApiError>) {
+        let Ok(id) = ProjectId::parse(key) else {
+            return (key, self.gcp.get_project(key).await);
+        };
+        let (info, own) = tokio::join!(self.gcp.get_project(key), self.read_own_first_round(&id));
+        if info.as_ref().is_ok_and(|i| i.project_id == id) {
+            self.prefetched
+                .lock()
+                .expect("prefetch lock")
+                .insert(id, own);
+        }
+        (key, info)
     }
 
     /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order.
@@ -285,124 +334,228 @@ impl Remediator {
         result
     }
 
-    /// The folders and organization above a project, nearest first, and what could not be read.
-    async fn ancestors(
+    /// The folders and organization above a project, nearest first, with their policies, and what could
+    /// not be read. Each level's policy and parent are read at once (both cached per run), so a chain
+    /// of N levels takes N rounds.
+    async fn ancestry(
         &self,
         parent: Option<ResourceRef>,
-    ) -> Result<(Vec<ResourceRef>, Vec<String>), ApiError> {
-        let mut chain = Vec::new();
-        let mut unreadable = Vec::new();
+    ) -> Result<(Vec<ResourceRef>, Vec<(ResourceRef, Policy)>, Vec<String>), ApiError> {
+        let mut chain: Vec<ResourceRef> = Vec::new();
+        let mut policies = Vec::new();
+        let mut unreadable_parents = Vec::new();
+        let mut unreadable_policies = Vec::new();
         let mut next = parent;
         while let Some(resource) = next {
             if chain.contains(&resource) || chain.len() > 12 {
                 break;
             }
-            next = match &resource {
-                ResourceRef::Folder(f) => match self.folder_parent(f).await {
-                    Ok(p) => p,
-                    Err(e) if e.transient => return Err(ancestor_error(e.message)),
-                    Err(e) => {
-                        unreadable.push(format!("the parent of {resource} ({})", e.message));
-                        None
-                    }
-                },
-                _ => None,
+            let parent_of = async {
+                match &resource {
+                    ResourceRef::Folder(f) => Some(self.folder_parent(f).await),
+                    _ => None,
+                }
             };
+            let (policy, parent) = tokio::join!(self.ancestor_policy(&resource), parent_of);
+            next = match parent {
+                Some(Ok(p)) => p,
+                Some(Err(e)) if e.transient => return Err(ancestor_error(e.message)),
+                Some(Err(e)) => {
+                    unreadable_parents.push(format!("the parent of {resource} ({})", e.message));
+                    None
+                }
+                None => None,
+            };
+            match policy {
+                Ok(p) => policies.push((resource.clone(), p)),
+                Err(e) if e.transient => return Err(ancestor_error(e.message)),
+                Err(e) => {
+                    unreadable_policies.push(format!("the policy of {resource} ({})", e.message))
+                }
+            }
             chain.push(resource);
         }
-        Ok((chain, unreadable))
+        unreadable_parents.append(&mut unreadable_policies);
+        Ok((chain, policies, unreadable_parents))
+    }
+
+    /// The project's own policy and clusters, read at once.
+    async fn read_own_first_round(&self, project: &ProjectId) -> OwnReads {
+        let resource = ResourceRef::Project(project.clone());
+        tokio::join!(
+            self.gcp.get_iam_policy(&resource),
+            self.gcp.list_clusters(project)
+        )
     }
 
     /// Reads live state for a project (the policy read is the one the write will be guarded by).
+    ///
+    /// Two rounds of API latency when the ancestors are cached or absent: first the project's policy
+    /// and clusters (each ancestor's policy and parent alongside, level by level); then, as soon as
+    /// those two are known, its node service accounts and the role definitions its policy grants
+    /// them, at once.
     pub async fn read_state(&self, info: &ProjectInfo) -> Result<ProjectState, ApiError> {
-        let project = ResourceRef::Project(info.project_id.clone());
-        let (policy, clusters, chain) = tokio::join!(
-            self.gcp.get_iam_policy(&project),
-            self.gcp.list_clusters(&info.project_id),
-            self.ancestors(info.parent.clone()),
-        );
-        let policy = policy?;
-        let (chain, mut unreadable) = chain?;
-        let (container_api, clusters) = match clusters {
-            Ok(list) => (ApiState::Enabled, list),
-            Err(e) if e.is_service_disabled() => (ApiState::Disabled, Default::default()),
-            Err(e) => return Err(e),
+        // The ancestors beside the project's own two rounds; the chain is handed to the second round,
+        // which reads the deny policies of the project and of every ancestor at once.
+        let (chain_tx, chain_rx) = tokio::sync::oneshot::channel();
+        let ancestry = async {
+            let ancestry = self.ancestry(info.parent.clone()).await;
+            let _ = chain_tx.send(ancestry.as_ref().ok().map(|(chain, _, _)| chain.clone()));
+            ancestry
         };
-        let mut ancestors = Vec::new();
-        for resource in &chain {
-            match self.ancestor_policy(resource).await {
-                Ok(p) => ancestors.push((resource.clone(), p)),
-                Err(e) if e.transient => return Err(ancestor_error(e.message)),
-                Err(e) => unreadable.push(format!("the policy of {resource} ({})", e.message)),
-            }
-        }
-        let folders = chain
+        let (own, ancestry) = tokio::join!(self.read_own(info, chain_rx), ancestry);
+        let (mut state, accounts, access) = own?;
+        let (chain, ancestors, mut unreadable) = ancestry?;
+        state.access = access;
+        state.folders = chain
             .iter()
             .filter_map(|r| match r {
                 ResourceRef::Folder(f) => Some(f.clone()),
                 _ => None,
             })
             .collect();
-        // Deny rules bear only on node accounts' permissions: a project without clusters needs none.
-        let access = if clusters.clusters.is_empty() {
-            Default::default()
-        } else {
-            self.read_access(info, &chain).await?
+        state.ancestors = ancestors;
+        state.unreadable.append(&mut unreadable);
+        state.accounts = self.interpret_accounts(&state, accounts)?;
+        Ok(state)
+    }
+
+    /// The project's own state: round one (policy, clusters; possibly prefetched), then round two
+    /// (node accounts, role definitions), without ancestors.
+    async fn read_own(
+        &self,
+        info: &ProjectInfo,
+        chain: tokio::sync::oneshot::Receiver<Option<Vec<ResourceRef>>>,
+    ) -> Result<(ProjectState, AccountReads, AccessFacts), ApiError> {
+        let prefetched = self
+            .prefetched
+            .lock()
+            .expect("prefetch lock")
+            .remove(&info.project_id);
+        let (policy, clusters) = match prefetched {
+            Some(reads) => reads,
+            None => self.read_own_first_round(&info.project_id).await,
         };
-        let mut state = ProjectState {
+        let policy = policy?;
+        let (container_api, clusters) = match clusters {
+            Ok(list) => (ApiState::Enabled, list),
+            Err(e) if e.is_service_disabled() => (ApiState::Disabled, Default::default()),
+            Err(e) => return Err(e),
+        };
+        let state = ProjectState {
             project_id: info.project_id.clone(),
             project_number: info.project_number.clone(),
-            folders,
+            folders: Vec::new(),
             container_api,
             clusters: clusters.clusters,
             missing_zones: clusters.missing_zones,
             policy,
-            ancestors,
+            ancestors: Vec::new(),
             accounts: BTreeMap::new(),
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
-            unreadable,
+            unreadable: Vec::new(),
             read_at: self.options.clock.now(),
-            access,
+            access: Default::default(),
         };
-        state.accounts = self.read_accounts(&state).await?;
-        Ok(state)
+        // Deny rules bear only on node accounts' permissions: a project without clusters needs none.
+        let access = async {
+            if state.clusters.is_empty() {
+                return Ok(AccessFacts::default());
+            }
+            match chain.await {
+                Ok(Some(chain)) => self.read_access(info, &chain).await,
+                // The ancestors could not be read: that error is the one reported.
+                _ => Ok(AccessFacts::default()),
+            }
+        };
+        let (accounts, (), access) = tokio::join!(
+            self.read_accounts(&state),
+            self.prefetch_roles(&state),
+            access
+        );
+        Ok((state, accounts?, access?))
     }
 
-    async fn read_accounts(
-        &self,
-        state: &ProjectState,
-    ) -> Result<BTreeMap<ServiceAccountEmail, AccountState>, ApiError> {
-        let node_sas = evaluate::node_service_accounts(state);
-        let mut out = BTreeMap::new();
-        if node_sas.is_empty() || !self.options.checks.contains(&RequirementId::NodeSaExists) {
-            for sa in node_sas {
-                out.insert(sa.email, AccountState::Active { unique_id: None });
-            }
-            return Ok(out);
-        }
-        let policies: Vec<&Policy> = std::iter::once(&state.policy)
-            .chain(state.ancestors.iter().map(|(_, p)| p))
+    /// Starts fetching the role definitions the project's own policy grants its node accounts and
+    /// groups (into the run's cache, where [`Self::evaluate`] finds them; an unreadable one is left
+    /// for it to see once, as if it had fetched it itself).
+    async fn prefetch_roles(&self, state: &ProjectState) {
+        let needed = evaluate::roles_needed(state);
+        futures::future::join_all(needed.iter().map(|role| async move {
+            let c = cell(&self.caches.roles, role).await;
+            c.get_or_init(|| self.gcp.get_role(role)).await;
+        }))
+        .await;
+    }
+
+    /// Reads the node service accounts (one list for the project's own, one get for each other),
+    /// at once.
+    async fn read_accounts(&self, state: &ProjectState) -> Result<AccountReads, ApiError> {
+        let node_sas: Vec<ServiceAccountEmail> = evaluate::node_service_accounts(state)
+            .into_iter()
+            .map(|n| n.email)
             .collect();
-        let deleted = evaluate::deleted_accounts(&policies);
+        if node_sas.is_empty() || !self.options.checks.contains(&RequirementId::NodeSaExists) {
+            return Ok(AccountReads::Unchecked(node_sas));
+        }
         let own_domain = format!("@{}.iam.gserviceaccount.com", state.project_id);
         let compute_default = ServiceAccountEmail::compute_default(&state.project_number);
         let local =
             |e: &ServiceAccountEmail| e.as_str().ends_with(&own_domain) || e == &compute_default;
-        let listed = if node_sas.iter().any(|s| local(&s.email)) {
-            self.gcp.list_service_accounts(&state.project_id).await?
-        } else {
-            Vec::new()
+        let list = async {
+            if node_sas.iter().any(local) {
+                self.gcp.list_service_accounts(&state.project_id).await
+            } else {
+                Ok(Vec::new())
+            }
         };
-        for sa in node_sas {
-            let found = if local(&sa.email) {
+        let others =
+            futures::future::join_all(node_sas.iter().filter(|e| !local(e)).map(|e| async move {
+                (e.clone(), self.gcp.get_service_account(e.as_str()).await)
+            }));
+        let (listed, mut others) = tokio::join!(list, others);
+        let listed = listed?;
+        let mut out = Vec::new();
+        for email in node_sas {
+            let found = if local(&email) {
                 Ok(listed
                     .iter()
-                    .find(|a| a.email.eq_ignore_ascii_case(sa.email.as_str()))
+                    .find(|a| a.email.eq_ignore_ascii_case(email.as_str()))
                     .cloned())
             } else {
-                self.gcp.get_service_account(sa.email.as_str()).await
+                let at = others
+                    .iter()
+                    .position(|(e, _)| *e == email)
+                    .expect("every other account was read");
+                others.swap_remove(at).1
             };
+            out.push((email, found));
+        }
+        Ok(AccountReads::Read(out))
+    }
+
+    /// What the account reads mean, given every policy (project and ancestors).
+    fn interpret_accounts(
+        &self,
+        state: &ProjectState,
+        reads: AccountReads,
+    ) -> Result<BTreeMap<ServiceAccountEmail, AccountState>, ApiError> {
+        let reads = match reads {
+            AccountReads::Unchecked(emails) => {
+                return Ok(emails
+                    .into_iter()
+                    .map(|e| (e, AccountState::Active { unique_id: None }))
+                    .collect());
+            }
+            AccountReads::Read(reads) => reads,
+        };
+        let policies: Vec<&Policy> = std::iter::once(&state.policy)
+            .chain(state.ancestors.iter().map(|(_, p)| p))
+            .collect();
+        let deleted = evaluate::deleted_accounts(&policies);
+        let mut out = BTreeMap::new();
+        for (email, found) in reads {
             let account = match found {
                 Ok(Some(a)) if a.disabled => AccountState::Disabled {
                     unique_id: a.unique_id,
@@ -411,12 +564,12 @@ impl Remediator {
                     unique_id: a.unique_id,
                 },
                 Ok(None) => AccountState::Deleted {
-                    unique_id: deleted.get(&sa.email).cloned(),
+                    unique_id: deleted.get(&email).cloned(),
                 },
-                Err(e) if deleted.contains_key(&sa.email) => {
+                Err(e) if deleted.contains_key(&email) => {
                     tracing::debug!(error = %e, "account unreadable, deleted per policy");
                     AccountState::Deleted {
-                        unique_id: deleted.get(&sa.email).cloned(),
+                        unique_id: deleted.get(&email).cloned(),
                     }
                 }
                 Err(e) if e.is_transient() => return Err(e),
@@ -424,7 +577,7 @@ impl Remediator {
                     reason: e.to_string(),
                 },
             };
-            out.insert(sa.email, account);
+            out.insert(email, account);
         }
         Ok(out)
     }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::json;
@@ -283,11 +284,32 @@ impl Gcp {
         &self,
         root: &ResourceRef,
     ) -> Result<Vec<ProjectInfo>, ApiError> {
+        // Level by level: every folder of a level is listed at once (projects and subfolders of each
+        // concurrently, at most WALK_CONCURRENCY folders in flight; the client's rate limits pace the
+        // calls), in a fixed order, so the result does not depend on which answer came first.
+        const WALK_CONCURRENCY: usize = 16;
         let mut out = Vec::new();
-        let mut queue = vec![root.clone()];
-        while let Some(parent) = queue.pop() {
-            out.extend(self.list_direct_projects(&parent).await?);
-            queue.extend(self.list_direct_folders(&parent).await?);
+        let mut level = vec![root.clone()];
+        let mut seen = std::collections::HashSet::new();
+        while !level.is_empty() {
+            let listed: Vec<_> = futures::stream::iter(std::mem::take(&mut level))
+                .map(|parent| async move {
+                    futures::future::try_join(
+                        self.list_direct_projects(&parent),
+                        self.list_direct_folders(&parent),
+                    )
+                    .await
+                })
+                .buffered(WALK_CONCURRENCY)
+                .collect()
+                .await;
+            let mut next = Vec::new();
+            for result in listed {
+                let (projects, folders) = result?;
+                out.extend(projects);
+                next.extend(folders.into_iter().filter(|f| seen.insert(f.clone())));
+            }
+            level = next;
         }
         Ok(out)
     }

@@ -1155,6 +1155,95 @@ async fn a_project_that_cannot_be_found_is_reported_on_its_own_and_the_rest_are_
     assert!(failed[0].error.is_some());
 }
 
+// --- Concurrent reads: rounds of API latency ----------------------------------------------------
+
+/// The fake's per-call latency in these scenarios.
+const LATENCY: Duration = Duration::from_millis(20);
+
+/// Resolves `--project`s and checks them, as `scan` does; returns the reports and the tokio time taken.
+async fn scan_projects(cloud: &FakeCloud, projects: &[&str]) -> (Vec<ProjectReport>, Duration) {
+    let remediator = remediator(cloud);
+    let started = tokio::time::Instant::now();
+    let names: Vec<String> = projects.iter().map(|p| (*p).to_owned()).collect();
+    let (infos, failures) = remediator.resolve(&names, &[]).await.expect("resolve");
+    assert!(failures.is_empty(), "{failures:?}");
+    let reports = remediator.run(&infos).await;
+    (reports, started.elapsed())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scan_of_one_project_takes_two_rounds_of_api_latency() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, None);
+    cloud.set_latency(LATENCY);
+    let (reports, took) = scan_projects(&cloud, &[P]).await;
+    // Round 1: the lookup, the policy, the clusters and the deny policies; round 2: the accounts and
+    // the role definitions.
+    assert_eq!(took, 2 * LATENCY, "{:?}", cloud.journal());
+    assert!(reports[0].error.is_none(), "{:?}", reports[0].error);
+    for method in [
+        "projects.get",
+        "getIamPolicy",
+        "clusters.list",
+        "serviceAccounts.list",
+        "roles.get",
+    ] {
+        assert_eq!(cloud.calls(method), 1, "{method}: {:?}", cloud.journal());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_reads_give_the_same_reports_as_instant_ones() {
+    let slow = FakeCloud::default();
+    let instant = FakeCloud::default();
+    for cloud in [&slow, &instant] {
+        cloud.add_folder("100", "organizations/777");
+        cloud.add_folder("200", "folders/100");
+        cloud.add_healthy_project(P, P_NUMBER, Some("folders/200"));
+        cloud.add_healthy_project("shop-dev", "222222222222", Some("organizations/777"));
+        cloud.add_healthy_project("shop-test", "333333333333", None);
+        cloud.with(|w| {
+            let project = fake::project_ref("shop-dev");
+            w.policies.get_mut(&project).unwrap().bindings.remove(1);
+        });
+    }
+    slow.set_latency(LATENCY);
+    let projects = ["shop-test", P, "shop-dev"];
+    let (slow_reports, took) = scan_projects(&slow, &projects).await;
+    let (instant_reports, _) = scan_projects(&instant, &projects).await;
+    let json = |r: &[ProjectReport]| serde_json::to_string(r).unwrap();
+    assert_eq!(json(&slow_reports), json(&instant_reports));
+    // Sorted by project id, whatever answered first.
+    let ids: Vec<&str> = slow_reports.iter().map(|r| r.project_id.as_str()).collect();
+    assert_eq!(ids, ["shop-dev", "shop-prod", "shop-test"]);
+    assert!(
+        slow_reports.iter().any(|r| r
+            .findings
+            .iter()
+            .any(|f| f.outcome == Outcome::WouldRestore)),
+        "the broken project is reported"
+    );
+    // Three projects at once; the deepest (two folders, then the organization) needs three rounds
+    // for its ancestors, each level's policy read beside its parent, then one for the deny policies
+    // of every level at once.
+    assert_eq!(took, 4 * LATENCY, "{:?}", slow.journal());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_projects_policy_and_clusters_are_read_at_once_and_its_accounts_and_roles_next() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some("organizations/777"));
+    let info = cloud.get_project(P).await.unwrap();
+    cloud.set_latency(LATENCY);
+    let remediator = remediator(&cloud);
+    let started = tokio::time::Instant::now();
+    let reports = remediator.run(std::slice::from_ref(&info)).await;
+    assert!(reports[0].error.is_none());
+    // Round 1: project policy, clusters and the organization's policy; round 2: accounts, roles and
+    // the deny policies of the project and the organization.
+    assert_eq!(started.elapsed(), 2 * LATENCY, "{:?}", cloud.journal());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Time-bound grants that end soon: `expiring` (a warning, never a write).
 
@@ -1288,4 +1377,24 @@ async fn an_expiring_grant_becomes_missing_when_it_ends_and_is_restored_uncondit
             .any(|b| b.condition.is_some()),
         "the expired conditional binding is untouched"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn removals_a_past_audit_log_read_covers_are_answered_without_reading_it_again() {
+    let s = Scenario::new(ENFORCE);
+    // Five removals of a binding that is healthy again, all made before the first arrives.
+    let removals: Vec<Message> = (0..5)
+        .map(|_| s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
+        .collect();
+    // Entry timestamps and arrivals are wall-clock (milliseconds): let one pass between them.
+    std::thread::sleep(Duration::from_millis(5));
+    for m in removals {
+        assert_eq!(s.deliver(m).await, Verdict::Ack);
+    }
+    assert_eq!(s.cloud.calls("entries.list"), 1, "{:?}", s.cloud.journal());
+    // A removal made after that read is not covered: whether it was ours to notify is read again.
+    std::thread::sleep(Duration::from_millis(5));
+    let later = s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com");
+    assert_eq!(s.deliver(later).await, Verdict::Ack);
+    assert_eq!(s.cloud.calls("entries.list"), 2, "{:?}", s.cloud.journal());
 }

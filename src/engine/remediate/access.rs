@@ -38,15 +38,19 @@ impl Remediator {
         let project = format!("projects/{}", info.project_number);
         let mut points = vec![(project, false)];
         points.extend(chain.iter().map(|r| (r.to_string(), true)));
-        for (point, cached) in points {
-            let result = if cached {
-                self.cached_deny_policies(&point).await
+        // Every attachment point at once; the answers are taken in the points' order.
+        let results = futures::future::join_all(points.iter().map(|(point, cached)| async move {
+            if *cached {
+                self.cached_deny_policies(point).await
             } else {
                 self.gcp
-                    .list_deny_policies(&point)
+                    .list_deny_policies(point)
                     .await
                     .map_err(Unreadable::from)
-            };
+            }
+        }))
+        .await;
+        for ((point, _), result) in points.into_iter().zip(results) {
             match result {
                 Ok(mut policies) => facts.deny_policies.append(&mut policies),
                 Err(e) if e.transient => {
