@@ -1,6 +1,7 @@
 //! Load generator for `serve`: POSTs wrapped Pub/Sub push deliveries (Cloud Audit Log `SetIamPolicy`
 //! entries with a `REMOVE` delta) to `/pubsub/push` on loopback, spread over a list of projects, with a
-//! share of duplicates (the same `messageId` and body re-sent, as Pub/Sub's at-least-once delivery does).
+//! share of duplicates (the same `messageId` and data re-sent with the next `deliveryAttempt`, as Pub/Sub's
+//! at-least-once delivery does).
 //! Bounded in count (`--deliveries`), concurrency (`--concurrency`) and time (`--max-seconds`).
 //!
 //! ```sh
@@ -132,8 +133,9 @@ fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -> Va
     })
 }
 
-/// The wrapped push body Pub/Sub sends for one message.
-fn push_body(message_id: &str, entry: &Value) -> Vec<u8> {
+/// The wrapped push body Pub/Sub sends for one message, on its `attempt`-th delivery (a subscription
+/// with a dead-letter policy, as Terraform sets up, numbers deliveries).
+fn push_body(message_id: &str, entry: &Value, attempt: u32) -> Vec<u8> {
     let data = base64::engine::general_purpose::STANDARD
         .encode(serde_json::to_vec(entry).expect("entry serializes"));
     serde_json::to_vec(&json!({
@@ -145,7 +147,8 @@ fn push_body(message_id: &str, entry: &Value) -> Vec<u8> {
             "publishTime": "2026-11-29T00:31:01.5Z",
             "publish_time": "2026-11-29T00:31:01.5Z"
         },
-        "subscription": "projects/ops-project/subscriptions/loadgen"
+        "subscription": "projects/ops-project/subscriptions/loadgen",
+        "deliveryAttempt": attempt
     }))
     .expect("body serializes")
 }
@@ -165,18 +168,22 @@ async fn main() {
 
     // The delivery plan: unique messages, and duplicates re-sending an earlier message's exact body.
     let mut bodies: Vec<Arc<Vec<u8>>> = Vec::new();
+    // The same messages as Pub/Sub redelivers them (same id and data, the next attempt number).
+    let mut redeliveries: Vec<Arc<Vec<u8>>> = Vec::new();
     let mut plan: Vec<Arc<Vec<u8>>> = Vec::with_capacity(args.deliveries);
     let mut duplicates = 0usize;
     for i in 0..args.deliveries {
         if !bodies.is_empty() && rng.random::<f64>() < args.duplicates {
             let j = rng.random_range(0..bodies.len());
-            plan.push(bodies[j].clone());
+            plan.push(redeliveries[j].clone());
             duplicates += 1;
         } else {
             let project = &args.projects[rng.random_range(0..args.projects.len())];
             let member = format!("serviceAccount:gke-nodes@{project}.iam.gserviceaccount.com");
             let entry = removal_entry(&format!("lg-{i}"), &args.role, &member, project);
-            let body = Arc::new(push_body(&format!("lg-{}-{i}", args.seed), &entry));
+            let id = format!("lg-{}-{i}", args.seed);
+            let body = Arc::new(push_body(&id, &entry, 1));
+            redeliveries.push(Arc::new(push_body(&id, &entry, 2)));
             bodies.push(body.clone());
             plan.push(body);
         }

@@ -705,6 +705,7 @@ impl Engine {
                 recommendation: None,
                 message_id: None,
                 removed: Vec::new(),
+                delivery_attempt: None,
             },
         };
         let mut reports = reports;
@@ -893,6 +894,14 @@ impl Engine {
             || !hint.is_removal
             || !report.actions.is_empty()
         {
+            return Ok(None);
+        }
+        // A restoration whose notification was lost left its message unacknowledged, so that message
+        // comes back as a redelivery. A first delivery (Pub/Sub says attempt 1, as it does with the
+        // dead-letter policy Terraform sets) was never handed to an instance that could have died
+        // after writing: there is nothing of ours to recover, and the audit log is not read. Without
+        // the attempt number (no dead-letter policy, the pull job) every such hint is checked.
+        if hint.evidence.delivery_attempt == Some(1) {
             return Ok(None);
         }
         let window = Duration::from_secs(u64::from(self.config.policy.limits.window_minutes) * 60);

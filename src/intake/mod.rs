@@ -153,6 +153,10 @@ pub struct Evidence {
     pub message_id: Option<String>,
     /// `REMOVE` deltas seen (role, member), for reporting only; never used to decide a grant.
     pub removed: Vec<(Role, Member)>,
+    /// Pub/Sub's delivery attempt of the message (only with a dead-letter policy): `1` means no
+    /// earlier delivery of it was ever handed to any instance.
+    #[serde(skip)]
+    pub delivery_attempt: Option<u32>,
 }
 
 impl Evidence {
@@ -166,6 +170,7 @@ impl Evidence {
             recommendation: None,
             message_id: (!message.message_id.is_empty()).then(|| message.message_id.clone()),
             removed: Vec::new(),
+            delivery_attempt: message.delivery_attempt,
         }
     }
 }

@@ -980,6 +980,37 @@ async fn a_restoration_by_an_instance_that_died_before_notifying_is_notified_by_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_first_delivery_of_a_removal_found_healthy_is_acknowledged_without_reading_the_audit_log()
+{
+    let s = Scenario::new(ENFORCE);
+    // Someone removed the binding and put it back; Pub/Sub delivers the removal for the first time.
+    let mut m = s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com");
+    m.delivery_attempt = Some(1);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.cloud.calls("entries.list"), 0, "{:?}", s.cloud.journal());
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivery_numbered_by_pubsub_still_recovers_the_notification_a_dead_instance_lost() {
+    let s = Scenario::new(ENFORCE);
+    let mut m = s.break_node_role();
+    m.delivery_attempt = Some(1);
+    s.sink.set_failing(true);
+    s.deliver(m.clone()).await;
+    s.sink.set_failing(false);
+    assert!(
+        s.cloud.holds(P, NODE_ROLE, &node_sa(P)),
+        "the write happened"
+    );
+    // Pub/Sub redelivers it as attempt 2: the audit log is read and the restoration notified.
+    m.delivery_attempt = Some(2);
+    assert_eq!(s.deliver(m).await, Verdict::Ack);
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+    assert_eq!(s.writes(), 1, "no second write");
+}
+
+#[tokio::test(start_paused = true)]
 async fn when_the_audit_log_cannot_say_whether_a_restoration_was_notified_the_message_is_retried() {
     let s = Scenario::new(ENFORCE);
     let m = s.break_node_role();
