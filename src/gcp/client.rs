@@ -99,7 +99,9 @@ impl RateLimiter {
 pub fn default_rate_limits() -> BTreeMap<Api, f64> {
     BTreeMap::from([
         (Api::ResourceManager, 10.0),
-        (Api::Iam, 20.0),
+        // IAM's read quota is 6,000 per minute per consumer project: 80/s leaves a fifth of it to
+        // other tools (deny-policy lists, one per project with clusters, make sweeps IAM-bound).
+        (Api::Iam, 80.0),
         (Api::Container, 10.0),
         (Api::Recommender, 5.0),
         (Api::ServiceUsage, 5.0),
