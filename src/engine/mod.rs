@@ -221,6 +221,8 @@ pub struct Engine {
     publisher: Option<Arc<dyn NotificationSink>>,
     slots: Mutex<HashMap<String, Slot>>,
     handled: Mutex<Recent>,
+    /// Messages being handled now, by id: a second delivery of one waits for the first's verdict.
+    in_flight: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<Option<Verdict>>>>,
     published: Mutex<Recent>,
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
@@ -248,6 +250,7 @@ impl Engine {
             publisher,
             slots: Mutex::default(),
             handled: Mutex::new(Recent::new(100_000)),
+            in_flight: std::sync::Mutex::default(),
             published: Mutex::new(Recent::new(100_000)),
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
@@ -281,7 +284,21 @@ impl Engine {
             tracing::debug!(message_id = %id, "duplicate delivery of a handled message");
             return Verdict::Ack;
         }
+        // A delivery of a message another delivery is handling right now (Pub/Sub redelivers when an
+        // ack is late) shares that handling's verdict instead of running it again.
+        let (leader, waiting) = self.lead_or_follow(&id);
+        if let Some(mut rx) = waiting {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(message_id = %id, "duplicate delivery of a message in flight: sharing its verdict");
+            return match rx.wait_for(Option::is_some).await {
+                Ok(v) => v.clone().unwrap_or(Verdict::Ack),
+                Err(_) => Verdict::Retry("the delivery handling this message stopped".to_owned()),
+            };
+        }
         let verdict = self.handle_inner(message, trace_id).await;
+        if let Some(leader) = &leader {
+            leader.finish(verdict.clone());
+        }
         match &verdict {
             Verdict::Ack if !id.is_empty() => {
                 self.handled.lock().await.insert(&id);
@@ -329,6 +346,34 @@ impl Engine {
             }
         }
         verdict
+    }
+
+    /// Registers a delivery of `id` as the one handling it, or returns the receiver of the verdict of
+    /// the delivery already handling it. Messages without an id are always handled.
+    fn lead_or_follow(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> (
+        Option<Leader>,
+        Option<tokio::sync::watch::Receiver<Option<Verdict>>>,
+    ) {
+        if id.is_empty() {
+            return (None, None);
+        }
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = in_flight.get(id) {
+            return (None, Some(rx.clone()));
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        in_flight.insert(id.to_owned(), rx);
+        (
+            Some(Leader {
+                engine: self.clone(),
+                id: id.to_owned(),
+                tx,
+            }),
+            None,
+        )
     }
 
     fn is_own_change(&self, hint: &Hint) -> bool {
@@ -1050,5 +1095,29 @@ fn evidence_of(hint: &Hint) -> Evidence {
         log_timestamp: e.log_timestamp.clone(),
         recommendation: e.recommendation.as_ref().map(|r| r.name.clone()),
         message_id: e.message_id.clone(),
+    }
+}
+
+/// The delivery handling a message: it publishes its verdict to deliveries of the same message that
+/// arrive meanwhile, and leaves the in-flight table when done (or dropped, for example cancelled).
+struct Leader {
+    engine: Arc<Engine>,
+    id: String,
+    tx: tokio::sync::watch::Sender<Option<Verdict>>,
+}
+
+impl Leader {
+    fn finish(&self, verdict: Verdict) {
+        self.tx.send_replace(Some(verdict));
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.engine
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
     }
 }

@@ -980,6 +980,28 @@ async fn a_restoration_by_an_instance_that_died_before_notifying_is_notified_by_
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_second_delivery_of_a_message_in_flight_shares_its_verdict_instead_of_running_again() {
+    let s = Scenario::new(ENFORCE);
+    let mut m = s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com");
+    m.delivery_attempt = Some(2);
+    s.cloud.set_latency(Duration::from_millis(20));
+    let second = async {
+        // Pub/Sub redelivers while the first delivery is still reading the project.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        s.deliver(m.clone()).await
+    };
+    let (a, b) = tokio::join!(s.deliver(m.clone()), second);
+    assert_eq!((a, b), (Verdict::Ack, Verdict::Ack));
+    assert_eq!(s.reads(P), 1, "one run for both deliveries");
+    assert_eq!(
+        s.cloud.calls("entries.list"),
+        1,
+        "one audit-log read: {:?}",
+        s.cloud.journal()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_first_delivery_of_a_removal_found_healthy_is_acknowledged_without_reading_the_audit_log()
 {
     let s = Scenario::new(ENFORCE);
