@@ -321,22 +321,7 @@ async fn discover(
     match snapshot::survey(remediator, roots, &SnapshotSettings::default()).await {
         Ok(survey) => {
             let discovery = Discovery::of(&survey);
-            let known: std::collections::BTreeSet<String> = survey
-                .healthy
-                .iter()
-                .map(|r| r.project_id.clone())
-                .chain(
-                    survey
-                        .suspects
-                        .iter()
-                        .map(|s| s.info.project_id.to_string()),
-                )
-                .collect();
-            let explicit: Vec<String> = projects
-                .iter()
-                .filter(|p| !known.contains(*p))
-                .cloned()
-                .collect();
+            let explicit = survey.uncovered(projects);
             let (infos, failures) = remediator.resolve(&explicit, &[]).await?;
             let mut out: Vec<Project> = live(infos);
             for s in survey.suspects {

@@ -515,19 +515,9 @@ impl Engine {
             }
         };
         tracing::info!(discovery = %snapshot::Discovery::of(&survey).describe(), "sweep discovery");
-        let known: HashSet<String> = survey
-            .healthy
-            .iter()
-            .map(|r| r.project_id.clone())
-            .chain(
-                survey
-                    .suspects
-                    .iter()
-                    .map(|s| s.info.project_id.to_string()),
-            )
-            .collect();
+        let uncovered = survey.uncovered(projects);
         let mut infos: Vec<ProjectInfo> = survey.suspects.into_iter().map(|s| s.info).collect();
-        for p in projects.iter().filter(|p| !known.contains(*p)) {
+        for p in &uncovered {
             match self.project(p).await {
                 Ok(info) => infos.push(info),
                 Err(e) => return Some(Err(e)),
@@ -803,22 +793,7 @@ impl Engine {
         } else {
             match snapshot::survey(&resolver, roots, &snapshot::SnapshotSettings::default()).await {
                 Ok(survey) => {
-                    let known: HashSet<String> = survey
-                        .healthy
-                        .iter()
-                        .map(|r| r.project_id.clone())
-                        .chain(
-                            survey
-                                .suspects
-                                .iter()
-                                .map(|s| s.info.project_id.to_string()),
-                        )
-                        .collect();
-                    let explicit: Vec<String> = projects
-                        .iter()
-                        .filter(|p| !known.contains(*p))
-                        .cloned()
-                        .collect();
+                    let explicit = survey.uncovered(projects);
                     let (mut infos, failures) = resolver.resolve(&explicit, &[]).await?;
                     infos.extend(survey.suspects.iter().map(|s| s.info.clone()));
                     let d = snapshot::Discovery::of(&survey);

@@ -92,6 +92,24 @@ pub struct Survey {
     pub pages: u32,
 }
 
+impl Survey {
+    /// Of `projects` (named explicitly beside the roots), those the snapshot neither showed healthy
+    /// nor sent to be re-verified: they are resolved live by the caller.
+    pub fn uncovered(&self, projects: &[String]) -> Vec<String> {
+        let known: BTreeSet<&str> = self
+            .healthy
+            .iter()
+            .map(|r| r.project_id.as_str())
+            .chain(self.suspects.iter().map(|s| s.info.project_id.as_str()))
+            .collect();
+        projects
+            .iter()
+            .filter(|p| !known.contains(p.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
 /// Which path a scan or sweep used to discover and check projects (written in its output).
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(tag = "path", rename_all = "kebab-case")]

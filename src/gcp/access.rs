@@ -9,30 +9,12 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use reqwest::Method;
 use serde::Deserialize;
 
 use super::Gcp;
-use super::client::Call;
+use super::apis::get;
 use crate::domain::deny::{DenyPolicy, DenyRule};
 use crate::ports::{Api, ApiError, DenyPolicies, GroupMembership, OrgPolicies};
-
-fn get(
-    api: Api,
-    method: &'static str,
-    permission: &'static str,
-    path: String,
-) -> Call<'static, ()> {
-    Call {
-        api,
-        method,
-        permission,
-        http_method: Method::GET,
-        path,
-        query: Vec::new(),
-        body: None,
-    }
-}
 
 fn invalid(api: Api, method: &'static str, message: String) -> ApiError {
     ApiError::Invalid {

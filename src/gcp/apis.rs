@@ -117,7 +117,7 @@ pub struct Gcp {
     pub(crate) group_ids: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
-fn get(
+pub(super) fn get(
     api: Api,
     method: &'static str,
     permission: &'static str,
