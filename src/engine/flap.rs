@@ -7,15 +7,22 @@
 //! restorations it made (always known, even when Logging cannot be read or our identity is unknown).
 //! When the shared record cannot be read the count is this instance's alone, and every decision made
 //! on it says so ([`FlapSource::InstanceOnly`]).
+//!
+//! Shared reads are batched: a project that needs one joins whatever read is about to start, so one
+//! `entries.list` answers for every project waiting (up to [`AUDIT_LOG_BATCH`]) and a cold instance
+//! with a hundred projects to restore spends one or two of Logging's scarce reads, not a hundred,
+//! and no project's read queues behind another's.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::domain::iam::{Member, ProjectId, Role};
 use crate::domain::state::Restorations;
+use crate::ports::{AUDIT_LOG_BATCH, Cloud};
 
 pub use crate::domain::report::FlapGuard as FlapSource;
 
@@ -27,10 +34,23 @@ struct Entry {
     local: Vec<(Instant, Role, Member)>,
 }
 
+/// A run waiting for a shared read of its project's count.
+type Waiter = (ProjectId, oneshot::Sender<Result<Restorations, String>>);
+
+/// Shared reads asked for and not yet answered.
+#[derive(Default)]
+struct Reads {
+    /// In the order asked.
+    waiting: Vec<Waiter>,
+    /// Whether a task is reading (it takes whatever is waiting when it starts its next read).
+    reading: bool,
+}
+
 /// Per-project flapping counts of one process (shared by every run of the engine).
 #[derive(Default)]
 pub struct FlapLedger {
     entries: Mutex<HashMap<ProjectId, Entry>>,
+    reads: Mutex<Reads>,
 }
 
 impl std::fmt::Debug for FlapLedger {
@@ -45,6 +65,67 @@ impl std::fmt::Debug for FlapLedger {
 impl FlapLedger {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<ProjectId, Entry>) -> T) -> T {
         f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn with_reads<T>(&self, f: impl FnOnce(&mut Reads) -> T) -> T {
+        f(&mut self.reads.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads the shared count of `project` from the audit log (with every other project waiting for
+    /// one), stores it and returns the combined count, or why it could not be read.
+    pub async fn read_shared(
+        self: &Arc<Self>,
+        gcp: &Arc<dyn Cloud>,
+        project: &ProjectId,
+        self_email: &str,
+        window: Duration,
+    ) -> Result<Restorations, String> {
+        let (tx, rx) = oneshot::channel();
+        let start = self.with_reads(|r| {
+            r.waiting.push((project.clone(), tx));
+            !std::mem::replace(&mut r.reading, true)
+        });
+        if start {
+            tokio::spawn(read_waiting(
+                self.clone(),
+                gcp.clone(),
+                self_email.to_owned(),
+                window,
+            ));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the shared read was abandoned".to_owned()))
+    }
+
+    /// Takes up to [`AUDIT_LOG_BATCH`] distinct projects from the waiting list with all their
+    /// waiters, or ends the reading when nothing waits.
+    fn next_batch(
+        &self,
+    ) -> Option<
+        Vec<(
+            ProjectId,
+            Vec<oneshot::Sender<Result<Restorations, String>>>,
+        )>,
+    > {
+        self.with_reads(|r| {
+            if r.waiting.is_empty() {
+                r.reading = false;
+                return None;
+            }
+            let mut batch: Vec<(ProjectId, Vec<_>)> = Vec::new();
+            let mut left = Vec::new();
+            for (project, tx) in r.waiting.drain(..) {
+                if let Some((_, txs)) = batch.iter_mut().find(|(p, _)| *p == project) {
+                    txs.push(tx);
+                } else if batch.len() < AUDIT_LOG_BATCH {
+                    batch.push((project, vec![tx]));
+                } else {
+                    left.push((project, tx));
+                }
+            }
+            r.waiting = left;
+            Some(batch)
+        })
     }
 
     /// The count from a shared read made within `window`, plus this instance's restorations since
@@ -106,6 +187,56 @@ impl FlapLedger {
             }
         });
     }
+}
+
+/// Reads for whatever waits until nothing does. Should the task end early (a panic), the waiting
+/// runs are answered with an error and a later run starts a new task.
+async fn read_waiting(
+    ledger: Arc<FlapLedger>,
+    gcp: Arc<dyn Cloud>,
+    self_email: String,
+    window: Duration,
+) {
+    struct Reset(Arc<FlapLedger>, bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.with_reads(|r| {
+                    r.waiting.clear();
+                    r.reading = false;
+                });
+            }
+        }
+    }
+    let mut reset = Reset(ledger.clone(), false);
+    while let Some(batch) = ledger.next_batch() {
+        let since = crate::clock::rfc3339(
+            std::time::SystemTime::now() - window,
+            crate::clock::Precision::Millis,
+        );
+        let projects: Vec<ProjectId> = batch.iter().map(|(p, _)| p.clone()).collect();
+        match gcp
+            .count_own_restorations(&projects, &self_email, &since)
+            .await
+        {
+            Ok(mut counts) => {
+                for (project, txs) in batch {
+                    let audit = counts.remove(&project).unwrap_or_default();
+                    let combined = ledger.store(&project, audit, window);
+                    for tx in txs {
+                        let _ = tx.send(Ok(combined.clone()));
+                    }
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for tx in batch.into_iter().flat_map(|(_, txs)| txs) {
+                    let _ = tx.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+    reset.1 = true;
 }
 
 fn prune(entry: &mut Entry, window: Duration) {

@@ -694,17 +694,12 @@ impl Remediator {
                     .to_owned(),
             };
         };
-        let since = crate::clock::rfc3339(
-            std::time::SystemTime::now() - window,
-            crate::clock::Precision::Millis,
-        );
-        match self
-            .gcp
-            .count_own_restorations(&state.project_id, me, &since)
+        match ledger
+            .read_shared(&self.gcp, &state.project_id, me, window)
             .await
         {
             Ok(counts) => {
-                state.restorations = ledger.store(&state.project_id, counts, window);
+                state.restorations = counts;
                 FlapSource::AuditLog
             }
             Err(e) => {

@@ -3,6 +3,7 @@
 //! Wire models follow the discovery documents (field names exactly as Google's); each method names
 //! the permission it needs so a 403 can say which one the caller lacks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -12,10 +13,10 @@ use serde_json::json;
 
 use super::client::{Call, Client};
 use crate::domain::iam::{Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role};
-use crate::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
+use crate::domain::state::{Cluster, NodePool, Restorations, RoleLookup, Troubleshot};
 use crate::ports::{
-    Api, ApiError, ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE, OwnRestoration,
-    ProjectInfo, Recommendation, RecommendationMark, ServiceAccount,
+    AUDIT_LOG_BATCH, Api, ApiError, ClusterList, DIAGNOSIS_RECOMMENDER, NODE_SA_SUBTYPE,
+    OwnRestoration, ProjectInfo, Recommendation, RecommendationMark, ServiceAccount,
 };
 
 // The recommender's wire verbs for each mark (a wire detail, so kept here).
@@ -789,6 +790,55 @@ impl Gcp {
         self_email: &str,
         since: &str,
     ) -> Result<Vec<OwnRestoration>, ApiError> {
+        let (mut read, _) = self
+            .own_restorations_in(std::slice::from_ref(project), self_email, since)
+            .await?;
+        Ok(read.remove(project).unwrap_or_default())
+    }
+
+    /// How many times `self_email` restored each binding of each project since `since`: one
+    /// `entries.list` per [`AUDIT_LOG_BATCH`] projects (their names in `resourceNames`, their audit
+    /// logs OR-ed in the filter). An answer cut short by the page cap is an error, never a count
+    /// lower than the log's.
+    pub async fn count_own_restorations(
+        &self,
+        projects: &[ProjectId],
+        self_email: &str,
+        since: &str,
+    ) -> Result<BTreeMap<ProjectId, Restorations>, ApiError> {
+        let mut out = BTreeMap::new();
+        for batch in projects.chunks(AUDIT_LOG_BATCH) {
+            let (read, complete) = self.own_restorations_in(batch, self_email, since).await?;
+            if !complete {
+                return Err(ApiError::Transport {
+                    api: Api::Logging,
+                    method: "entries.list",
+                    message: format!(
+                        "more than {MAX_AUDIT_PAGES} pages of our own SetIamPolicy entries since {since}: the count would be short"
+                    ),
+                });
+            }
+            for project in batch {
+                let mut counts = Restorations::new();
+                for r in read.get(project).into_iter().flatten() {
+                    *counts
+                        .entry((r.role.clone(), r.member.clone()))
+                        .or_default() += 1;
+                }
+                out.insert(project.clone(), counts);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Our own restorations on each of `projects` (at most [`AUDIT_LOG_BATCH`]), newest first, and
+    /// whether every page was read.
+    async fn own_restorations_in(
+        &self,
+        projects: &[ProjectId],
+        self_email: &str,
+        since: &str,
+    ) -> Result<(BTreeMap<ProjectId, Vec<OwnRestoration>>, bool), ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Page {
@@ -797,16 +847,22 @@ impl Gcp {
             #[serde(default)]
             next_page_token: String,
         }
+        let logs: Vec<String> = projects
+            .iter()
+            .map(|p| format!("logName=\"projects/{p}/logs/cloudaudit.googleapis.com%2Factivity\""))
+            .collect();
         let filter = format!(
-            "logName=\"projects/{project}/logs/cloudaudit.googleapis.com%2Factivity\" AND \
-             protoPayload.methodName=\"SetIamPolicy\" AND \
-             protoPayload.authenticationInfo.principalEmail=\"{self_email}\" AND timestamp>=\"{since}\""
+            "({}) AND protoPayload.methodName=\"SetIamPolicy\" AND \
+             protoPayload.authenticationInfo.principalEmail=\"{self_email}\" AND timestamp>=\"{since}\"",
+            logs.join(" OR ")
         );
-        let mut out = Vec::new();
+        let resource_names: Vec<String> =
+            projects.iter().map(|p| format!("projects/{p}")).collect();
+        let mut out: BTreeMap<ProjectId, Vec<OwnRestoration>> = BTreeMap::new();
         let mut token = String::new();
-        for _ in 0..20 {
+        for _ in 0..MAX_AUDIT_PAGES {
             let mut body = json!({
-                "resourceNames": [format!("projects/{project}")],
+                "resourceNames": resource_names,
                 "filter": filter,
                 "orderBy": "timestamp desc",
                 "pageSize": 1000,
@@ -825,6 +881,15 @@ impl Gcp {
                 ))
                 .await?;
             for entry in &page.entries {
+                // The project whose audit log holds the entry (`projects/P/logs/...`).
+                let Some(project) = entry["logName"]
+                    .as_str()
+                    .and_then(|n| n.strip_prefix("projects/"))
+                    .and_then(|n| n.split('/').next())
+                    .and_then(|p| projects.iter().find(|q| q.as_str() == p))
+                else {
+                    continue;
+                };
                 let payload = &entry["protoPayload"];
                 let etag_after = payload
                     .pointer("/response/etag")
@@ -844,20 +909,25 @@ impl Gcp {
                         continue;
                     };
                     if let (Ok(role), Ok(member)) = (Role::parse(role), Member::parse(member)) {
-                        out.push(OwnRestoration {
-                            role,
-                            member,
-                            etag_after: etag_after.clone(),
-                            timestamp: timestamp.clone(),
-                        });
+                        out.entry(project.clone())
+                            .or_default()
+                            .push(OwnRestoration {
+                                role,
+                                member,
+                                etag_after: etag_after.clone(),
+                                timestamp: timestamp.clone(),
+                            });
                     }
                 }
             }
             if page.next_page_token.is_empty() {
-                break;
+                return Ok((out, true));
             }
             token = page.next_page_token;
         }
-        Ok(out)
+        Ok((out, false))
     }
 }
+
+/// Pages of 1,000 entries one audit-log read follows at most.
+const MAX_AUDIT_PAGES: usize = 20;

@@ -1,11 +1,13 @@
 //! [`Gcp`] as the engine's ports: each trait method delegates to the typed REST method of the same name.
 
+use std::collections::BTreeMap;
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::Gcp;
 use crate::domain::iam::{Policy, ProjectId, ResourceRef, Role};
-use crate::domain::state::{RoleLookup, Troubleshot};
+use crate::domain::state::{Restorations, RoleLookup, Troubleshot};
 use crate::ports::{
     ApiError, AuditLog, ClusterList, Clusters, OwnRestoration, Policies, ProjectInfo, Projects,
     Recommendation, RecommendationMark, Recommendations, Roles, ServiceAccount, ServiceAccounts,
@@ -141,6 +143,15 @@ impl AuditLog for Gcp {
         since: &'a str,
     ) -> BoxFuture<'a, Result<Vec<OwnRestoration>, ApiError>> {
         Gcp::own_restorations(self, project, self_email, since).boxed()
+    }
+
+    fn count_own_restorations<'a>(
+        &'a self,
+        projects: &'a [ProjectId],
+        self_email: &'a str,
+        since: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<ProjectId, Restorations>, ApiError>> {
+        Gcp::count_own_restorations(self, projects, self_email, since).boxed()
     }
 }
 

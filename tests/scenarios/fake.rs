@@ -14,7 +14,7 @@ use gke_iam_remediator::domain::deny::DenyPolicy;
 use gke_iam_remediator::domain::iam::{
     Binding, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role,
 };
-use gke_iam_remediator::domain::state::{Cluster, NodePool, RoleLookup, Troubleshot};
+use gke_iam_remediator::domain::state::{Cluster, NodePool, Restorations, RoleLookup, Troubleshot};
 use gke_iam_remediator::notify::Notification;
 use gke_iam_remediator::ports::assets::asset_types;
 use gke_iam_remediator::ports::{
@@ -892,6 +892,37 @@ impl AuditLog for FakeCloud {
                     .collect();
                 out.reverse();
                 out
+            }))
+        }
+        .boxed()
+    }
+
+    fn count_own_restorations<'a>(
+        &'a self,
+        projects: &'a [ProjectId],
+        _self_email: &'a str,
+        since: &'a str,
+    ) -> BoxFuture<'a, Result<BTreeMap<ProjectId, Restorations>, ApiError>> {
+        async move {
+            let names: Vec<&str> = projects.iter().map(ProjectId::as_str).collect();
+            if let Some(f) = self.enter("entries.list", &names.join(",")).await {
+                return Err(status_error(Api::Logging, "entries.list", &f));
+            }
+            Ok(self.with(|w| {
+                projects
+                    .iter()
+                    .map(|p| {
+                        let mut counts = Restorations::new();
+                        for r in w.restorations.get(p.as_str()).into_iter().flatten() {
+                            if r.timestamp.as_str() >= since {
+                                *counts
+                                    .entry((r.role.clone(), r.member.clone()))
+                                    .or_default() += 1;
+                            }
+                        }
+                        (p.clone(), counts)
+                    })
+                    .collect()
             }))
         }
         .boxed()

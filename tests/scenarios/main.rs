@@ -648,6 +648,106 @@ async fn the_flapping_count_is_read_only_when_a_write_is_planned() {
     assert_eq!(s.cloud.calls("entries.list"), 1);
 }
 
+/// `n` GKE projects besides P, each with its node role removed.
+fn broken_projects(s: &Scenario, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let id = format!("fleet-{i:03}");
+            s.cloud.add_healthy_project(
+                &id,
+                &format!("{}", 400_000_000_000u64 + i as u64),
+                Some("organizations/777"),
+            );
+            s.cloud.remove_binding(&id, NODE_ROLE, &node_sa(&id));
+            id
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cold_instance_restoring_many_projects_at_once_reads_the_audit_log_once_for_all_of_them()
+{
+    let s = Scenario::new(ENFORCE);
+    s.cloud.set_latency(Duration::from_millis(20));
+    let projects = broken_projects(&s, 150);
+    let verdicts =
+        futures::future::join_all(projects.iter().map(|p| s.deliver(s.sweep(&[p.as_str()])))).await;
+    assert!(verdicts.iter().all(|v| *v == Verdict::Ack), "{verdicts:?}");
+    assert_eq!(s.writes(), 150, "one write per broken project");
+    assert_eq!(s.sink.outcomes(), vec!["restored"; 150]);
+    // 150 projects need at least two reads of at most 100 names each; the first run may read alone.
+    let reads: Vec<String> = s
+        .cloud
+        .journal()
+        .into_iter()
+        .filter(|c| c.starts_with("entries.list "))
+        .collect();
+    assert!((2..=3).contains(&reads.len()), "{reads:?}");
+    let named: usize = reads.iter().map(|r| r.split(',').count()).sum();
+    assert_eq!(
+        named, 150,
+        "every project is named in exactly one read: {reads:?}"
+    );
+    assert!(
+        reads.iter().all(|r| r.split(',').count() <= 100),
+        "{reads:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_shared_audit_log_read_counts_each_project_on_its_own() {
+    let policy = "mode: enforce\nlimits:\n  max_restorations_per_binding: 1\n";
+    let a = Scenario::new(policy);
+    let projects = broken_projects(&a, 2);
+    // Another instance (same Google, same audit log) already restored the first project once.
+    let other = {
+        let ports: Arc<dyn Cloud> = Arc::new(a.cloud.clone());
+        let mut config =
+            EngineConfig::new(PolicyFile::from_yaml(policy, "p.yaml").unwrap().remediation);
+        config.self_email = Some(SELF.to_owned());
+        Engine::new(ports, config, None)
+    };
+    other.handle(&a.sweep(&[projects[0].as_str()]), None).await;
+    a.cloud
+        .remove_binding(&projects[0], NODE_ROLE, &node_sa(&projects[0]));
+    let before = a.cloud.calls("entries.list");
+    futures::future::join_all(projects.iter().map(|p| a.deliver(a.sweep(&[p.as_str()])))).await;
+    let mut outcomes = a.sink.outcomes();
+    outcomes.sort();
+    assert_eq!(outcomes, vec!["escalated", "restored"]);
+    assert!(
+        a.cloud
+            .holds(&projects[1], NODE_ROLE, &node_sa(&projects[1]))
+    );
+    assert!(
+        !a.cloud
+            .holds(&projects[0], NODE_ROLE, &node_sa(&projects[0]))
+    );
+    assert!(a.cloud.calls("entries.list") - before <= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_shared_read_leaves_every_waiting_project_on_this_instances_count() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  max_restorations_per_binding: 3\n");
+    s.cloud.set_latency(Duration::from_millis(20));
+    let projects = broken_projects(&s, 5);
+    s.cloud.break_method("entries.list", Fault::DENIED);
+    futures::future::join_all(projects.iter().map(|p| s.deliver(s.sweep(&[p.as_str()])))).await;
+    assert_eq!(s.sink.outcomes(), vec!["restored"; 5]);
+    for n in s.sink.published() {
+        let guard = serde_json::to_value(&n.flap_guard).unwrap();
+        assert_eq!(guard["source"], "instance-only", "{guard}");
+    }
+    // Once Logging answers again, the next restoration reads it (nothing stays stuck).
+    s.cloud.repair("entries.list");
+    s.cloud
+        .remove_binding(&projects[0], NODE_ROLE, &node_sa(&projects[0]));
+    s.deliver(s.sweep(&[projects[0].as_str()])).await;
+    let last = s.sink.published().pop().unwrap();
+    let guard = serde_json::to_value(&last.flap_guard).unwrap();
+    assert_eq!(guard["source"], "audit-log", "{guard}");
+}
+
 // ---- policy: scope, exemptions, budget --------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
