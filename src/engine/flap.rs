@@ -34,8 +34,11 @@ struct Entry {
     local: Vec<(Instant, Role, Member)>,
 }
 
+/// Where a waiting run is answered: the combined count, or why it could not be read.
+type Answer = oneshot::Sender<Result<Restorations, String>>;
+
 /// A run waiting for a shared read of its project's count.
-type Waiter = (ProjectId, oneshot::Sender<Result<Restorations, String>>);
+type Waiter = (ProjectId, Answer);
 
 /// Shared reads asked for and not yet answered.
 #[derive(Default)]
@@ -99,14 +102,7 @@ impl FlapLedger {
 
     /// Takes up to [`AUDIT_LOG_BATCH`] distinct projects from the waiting list with all their
     /// waiters, or ends the reading when nothing waits.
-    fn next_batch(
-        &self,
-    ) -> Option<
-        Vec<(
-            ProjectId,
-            Vec<oneshot::Sender<Result<Restorations, String>>>,
-        )>,
-    > {
+    fn next_batch(&self) -> Option<Vec<(ProjectId, Vec<Answer>)>> {
         self.with_reads(|r| {
             if r.waiting.is_empty() {
                 r.reading = false;
