@@ -6,7 +6,7 @@
 //! the trace itself is the pure [`crate::domain::explain::explain`]. Never writes.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -16,7 +16,7 @@ use crate::domain::explain::{self, ConditionNow, Effect, Explanation};
 use crate::domain::iam::ServiceAccountEmail;
 use crate::engine::{Options, Remediator};
 use crate::policy::PolicyFile;
-use crate::scan::{Format, GcpArgs, SetupError};
+use crate::scan::{Format, GcpArgs, SetupError, Style, Tone, paint};
 
 /// `explain` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -161,8 +161,13 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
             writeln!(out)?;
         }
         Format::Table => {
+            let style = Style {
+                color: std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                ..Style::default()
+            };
             for e in &explanations {
-                out.write_all(render(e).as_bytes())?;
+                out.write_all(render(e, style).as_bytes())?;
             }
         }
     }
@@ -172,6 +177,14 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     } else {
         1
     })
+}
+
+fn status_tone(status: Status) -> Tone {
+    match status {
+        Status::Ok => Tone::Good,
+        Status::Missing | Status::Denied => Tone::Bad,
+        Status::Conditional | Status::Unknown | Status::Incomplete => Tone::Warn,
+    }
 }
 
 fn effect_label(effect: Effect) -> &'static str {
@@ -186,11 +199,15 @@ fn effect_label(effect: Effect) -> &'static str {
 
 /// One account's explanation as a table: one row per binding that could grant a permission (a
 /// permission nothing could grant gets a row of its own), then the conditions' expressions, the
-/// deny rules and the fix.
-pub fn render(e: &Explanation) -> String {
+/// deny rules and the fix. Verdicts are coloured when `style` has colour (a TTY without `NO_COLOR`).
+pub fn render(e: &Explanation, style: Style) -> String {
     let mut s = format!(
         "{} in project {} ({}): {}\n  {}\n",
-        e.member, e.project_id, e.project_number, e.status, e.detail
+        paint(style, Tone::Head, e.member.as_str()),
+        e.project_id,
+        e.project_number,
+        paint(style, status_tone(e.status), e.status.as_str()),
+        e.detail
     );
     if !e.clusters.is_empty() {
         s.push_str(&format!("  node account of {}\n", e.clusters.join(", ")));
@@ -210,6 +227,8 @@ pub fn render(e: &Explanation) -> String {
         "THROUGH",
     ];
     let mut rows: Vec<[String; 9]> = Vec::new();
+    // The verdict shown in each row (the permission's first row), for its colour.
+    let mut verdicts: Vec<Option<Status>> = Vec::new();
     let mut conditions: Vec<String> = Vec::new();
     for p in &e.permissions {
         let verdict = match p.troubleshooter {
@@ -217,6 +236,7 @@ pub fn render(e: &Explanation) -> String {
             None => p.verdict.to_string(),
         };
         if p.grants.is_empty() {
+            verdicts.push(Some(p.verdict));
             rows.push([
                 p.permission.clone(),
                 verdict.clone(),
@@ -260,6 +280,7 @@ pub fn render(e: &Explanation) -> String {
                 (Effect::GrantsUntil, Some(end)) => format!("grants until {end}"),
                 (other, _) => effect_label(*other).to_owned(),
             };
+            verdicts.push((i == 0).then_some(p.verdict));
             rows.push([
                 if i == 0 {
                     p.permission.clone()
@@ -287,26 +308,39 @@ pub fn render(e: &Explanation) -> String {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| -> String {
+    // Padded first, painted after, so colour codes never count towards a width.
+    let line = |cells: Vec<(&str, Tone)>| -> String {
         let n = cells.len();
         let parts: Vec<String> = cells
             .into_iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (c, w))| {
-                if i + 1 == n {
+            .map(|(i, ((c, tone), w))| {
+                let padded = if i + 1 == n {
                     c.to_owned()
                 } else {
                     format!("{c:<w$}")
-                }
+                };
+                paint(style, tone, &padded)
             })
             .collect();
         format!("  {}\n", parts.join("  ").trim_end())
     };
     s.push('\n');
-    s.push_str(&line(heads.to_vec()));
-    for row in &rows {
-        s.push_str(&line(row.iter().map(String::as_str).collect()));
+    s.push_str(&line(heads.iter().map(|h| (*h, Tone::Head)).collect()));
+    for (row, verdict) in rows.iter().zip(&verdicts) {
+        s.push_str(&line(
+            row.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let tone = match verdict {
+                        Some(v) if i == 1 => status_tone(*v),
+                        _ => Tone::Plain,
+                    };
+                    (c.as_str(), tone)
+                })
+                .collect(),
+        ));
     }
     if !conditions.is_empty() {
         s.push_str("\n  conditions (binding: expression):\n");
@@ -317,8 +351,8 @@ pub fn render(e: &Explanation) -> String {
     for p in &e.permissions {
         for d in &p.denied_by {
             let how = match &d.uncertain {
-                Some(why) => format!("may be denied ({why})"),
-                None => "is denied".to_owned(),
+                Some(why) => paint(style, Tone::Warn, &format!("may be denied ({why})")),
+                None => paint(style, Tone::Bad, "is denied"),
             };
             s.push_str(&format!(
                 "  {} {how} by rule #{} of deny policy {} (attached to {}): no grant can fix that\n",
@@ -339,8 +373,92 @@ pub fn render(e: &Explanation) -> String {
             .filter(|p| p.fix.is_some())
             .map(|p| p.permission.as_str())
             .collect();
-        s.push_str(&format!("\n  fix ({}):\n    {first}\n", lacking.join(", ")));
+        s.push_str(&format!(
+            "\n  {} ({}):\n    {first}\n",
+            paint(style, Tone::Head, "fix"),
+            lacking.join(", ")
+        ));
     }
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::explain::{GrantTrace, Level, PermissionTrace};
+
+    fn sample() -> Explanation {
+        Explanation {
+            project_id: "shop".to_owned(),
+            project_number: "123".to_owned(),
+            member: "serviceAccount:nodes@shop.iam.gserviceaccount.com".to_owned(),
+            clusters: vec!["us-central1/c1".to_owned()],
+            status: Status::Missing,
+            detail: "lacks monitoring.timeSeries.create".to_owned(),
+            expires_at: None,
+            unreadable: Vec::new(),
+            permissions: vec![
+                PermissionTrace {
+                    permission: "logging.logEntries.create".to_owned(),
+                    verdict: Status::Ok,
+                    grants: vec![GrantTrace {
+                        role: "roles/logging.logWriter".to_owned(),
+                        resource: "folders/111".to_owned(),
+                        level: Level::Folder,
+                        binding: 0,
+                        member: "serviceAccount:nodes@shop.iam.gserviceaccount.com".to_owned(),
+                        via_group: None,
+                        condition: None,
+                        effect: Effect::Grants,
+                        note: None,
+                    }],
+                    denied_by: Vec::new(),
+                    troubleshooter: None,
+                    fix: None,
+                },
+                PermissionTrace {
+                    permission: "monitoring.timeSeries.create".to_owned(),
+                    verdict: Status::Missing,
+                    grants: Vec::new(),
+                    denied_by: Vec::new(),
+                    troubleshooter: None,
+                    fix: Some("gcloud projects add-iam-policy-binding shop ...".to_owned()),
+                },
+            ],
+        }
+    }
+
+    fn strip_ansi(s: &str) -> String {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for d in chars.by_ref() {
+                    if d == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn verdicts_are_coloured_only_when_asked_and_colour_never_shifts_a_column() {
+        let plain = render(&sample(), Style::default());
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let colour = render(
+            &sample(),
+            Style {
+                color: true,
+                ..Style::default()
+            },
+        );
+        assert!(colour.contains("\x1b[31;1mmissing"), "{colour}");
+        assert!(colour.contains("\x1b[32mok"), "{colour}");
+        assert_eq!(strip_ansi(&colour), plain);
+    }
 }

@@ -578,16 +578,23 @@ pub struct Style {
     pub healthy_projects: bool,
 }
 
+/// What a piece of terminal text says, for its colour.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Tone {
+pub enum Tone {
+    /// Broken, failed.
     Bad,
+    /// Needs a look.
     Warn,
+    /// Fine.
     Good,
+    /// No colour.
     Plain,
+    /// A heading (bold).
     Head,
 }
 
-fn paint(style: Style, tone: Tone, text: &str) -> String {
+/// `text` in the tone's ANSI colour when the style has colour, else as it is.
+pub fn paint(style: Style, tone: Tone, text: &str) -> String {
     let code = match tone {
         _ if !style.color => return text.to_owned(),
         Tone::Bad => "31;1",
