@@ -5,7 +5,7 @@
 //! run, even under concurrency), the run's write budget, and the etag-guarded read-modify-write with
 //! re-read, re-evaluate and re-plan on `409 ABORTED`. It never writes anything a plan did not decide.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -131,6 +131,10 @@ pub struct RunCaches {
     policies: Cache<ResourceRef, Result<Policy, Unreadable>>,
     parents: Cache<String, Result<Option<ResourceRef>, Unreadable>>,
     access: access::AccessCaches,
+    /// Projects whose last read found node accounts of their own: their next run lists the
+    /// project's service accounts in its first round, beside the policy and clusters (a hint about
+    /// what to read when, never about a verdict).
+    lists_accounts: std::sync::Mutex<HashSet<ProjectId>>,
 }
 
 /// The remediator: caches and budget for one run.
@@ -144,8 +148,13 @@ pub struct Remediator {
     prefetched: std::sync::Mutex<HashMap<ProjectId, OwnReads>>,
 }
 
-/// A project's first-round reads: its own policy and its clusters.
-type OwnReads = (Result<Policy, ApiError>, Result<ClusterList, ApiError>);
+/// A project's first-round reads: its own policy, its clusters and, when its last read found node
+/// accounts of its own, its service accounts.
+type OwnReads = (
+    Result<Policy, ApiError>,
+    Result<ClusterList, ApiError>,
+    Option<Result<Vec<ServiceAccount>, ApiError>>,
+);
 
 /// What was read about a project's node service accounts, before it is interpreted with every policy
 /// (a deleted account's unique id is read from the `deleted:` members of the project's and its
@@ -382,9 +391,23 @@ impl Remediator {
     /// The project's own policy and clusters, read at once.
     async fn read_own_first_round(&self, project: &ProjectId) -> OwnReads {
         let resource = ResourceRef::Project(project.clone());
+        let accounts = async {
+            let speculate = self.options.checks.contains(&RequirementId::NodeSaExists)
+                && self
+                    .caches
+                    .lists_accounts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(project);
+            match speculate {
+                true => Some(self.gcp.list_service_accounts(project).await),
+                false => None,
+            }
+        };
         tokio::join!(
             self.gcp.get_iam_policy(&resource),
-            self.gcp.list_clusters(project)
+            self.gcp.list_clusters(project),
+            accounts
         )
     }
 
@@ -432,7 +455,7 @@ impl Remediator {
             .lock()
             .expect("prefetch lock")
             .remove(&info.project_id);
-        let (policy, clusters) = match prefetched {
+        let (policy, clusters, listed) = match prefetched {
             Some(reads) => reads,
             None => self.read_own_first_round(&info.project_id).await,
         };
@@ -470,7 +493,7 @@ impl Remediator {
             }
         };
         let (accounts, (), access) = tokio::join!(
-            self.read_accounts(&state),
+            self.read_accounts(&state, listed),
             self.prefetch_roles(&state),
             access
         );
@@ -489,9 +512,13 @@ impl Remediator {
         .await;
     }
 
-    /// Reads the node service accounts (one list for the project's own, one get for each other),
-    /// at once.
-    async fn read_accounts(&self, state: &ProjectState) -> Result<AccountReads, ApiError> {
+    /// Reads the node service accounts (one list for the project's own, unless the first round
+    /// listed them already; one get for each other), at once.
+    async fn read_accounts(
+        &self,
+        state: &ProjectState,
+        listed: Option<Result<Vec<ServiceAccount>, ApiError>>,
+    ) -> Result<AccountReads, ApiError> {
         let node_sas: Vec<ServiceAccountEmail> = evaluate::node_service_accounts(state)
             .into_iter()
             .map(|n| n.email)
@@ -503,11 +530,24 @@ impl Remediator {
         let compute_default = ServiceAccountEmail::compute_default(&state.project_number);
         let local =
             |e: &ServiceAccountEmail| e.as_str().ends_with(&own_domain) || e == &compute_default;
-        let list = async {
-            if node_sas.iter().any(local) {
-                self.gcp.list_service_accounts(&state.project_id).await
+        let any_local = node_sas.iter().any(local);
+        {
+            let mut hint = self
+                .caches
+                .lists_accounts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if any_local {
+                hint.insert(state.project_id.clone());
             } else {
-                Ok(Vec::new())
+                hint.remove(&state.project_id);
+            }
+        }
+        let list = async {
+            match (any_local, listed) {
+                (false, _) => Ok(Vec::new()),
+                (true, Some(listed)) => listed,
+                (true, None) => self.gcp.list_service_accounts(&state.project_id).await,
             }
         };
         let others =

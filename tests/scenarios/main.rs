@@ -1346,6 +1346,54 @@ async fn a_scan_of_one_project_takes_two_rounds_of_api_latency() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_project_seen_with_node_accounts_of_its_own_lists_them_in_its_next_runs_first_round() {
+    let s = Scenario::new(DRY_RUN);
+    s.cloud.set_latency(LATENCY);
+    s.deliver(s.sweep(&[P])).await;
+    let first = s.cloud.journal();
+    let round_two_starts = |calls: &[String]| {
+        calls
+            .iter()
+            .position(|c| c.starts_with("denypolicies.list") || c.starts_with("roles.get"))
+            // Nothing left for a second round: everything was read in the first.
+            .unwrap_or(calls.len())
+    };
+    let listed_at = |calls: &[String]| {
+        calls
+            .iter()
+            .position(|c| c.starts_with("serviceAccounts.list"))
+            .expect("the accounts are listed")
+    };
+    assert!(
+        listed_at(&first)
+            > first
+                .iter()
+                .position(|c| c.starts_with("clusters.list"))
+                .unwrap(),
+        "the first run learns of its node accounts from the clusters: {first:?}"
+    );
+    s.deliver(s.sweep(&[P])).await;
+    let second = s.cloud.journal()[first.len()..].to_vec();
+    assert!(
+        listed_at(&second) < round_two_starts(&second),
+        "listed beside the policy and clusters: {second:?}"
+    );
+    assert_eq!(
+        second
+            .iter()
+            .filter(|c| c.starts_with("serviceAccounts.list"))
+            .count(),
+        1,
+        "{second:?}"
+    );
+    assert_eq!(
+        s.sink.outcomes(),
+        Vec::<String>::new(),
+        "healthy both times"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn concurrent_reads_give_the_same_reports_as_instant_ones() {
     let slow = FakeCloud::default();
     let instant = FakeCloud::default();
