@@ -16,7 +16,7 @@ use crate::domain::evaluate::Status;
 use crate::domain::iam::ResourceRef;
 use crate::domain::plan::{Action, Decision};
 use crate::domain::report::{Outcome, ProjectReport, Summary};
-use crate::engine::snapshot::{self, Discovery, SnapshotSettings};
+use crate::engine::snapshot::{self, Discovery};
 use crate::engine::{Options, Remediator};
 use crate::gcp::{CallCounts, Client, ClientConfig, Credentials, Gcp};
 use crate::policy::{ConfigError, PolicyFile};
@@ -303,49 +303,23 @@ impl Project {
 }
 
 /// The projects of the scan in project-id order, those that cannot be found, and how they were
-/// discovered. Folders and organizations go through a Cloud Asset Inventory snapshot first (unless
-/// turned off): projects it shows healthy come with their report, the rest are checked live; without
-/// Cloud Asset access every project is checked live, and that is said once.
+/// discovered ([`snapshot::discover`]).
 async fn discover(
     remediator: &Remediator,
     projects: &[String],
     roots: &[ResourceRef],
     off: bool,
 ) -> Result<(Vec<Project>, Vec<ProjectReport>, Discovery), SetupError> {
-    let live = |infos: Vec<ProjectInfo>| infos.into_iter().map(Project::Live).collect();
-    if roots.is_empty() || off {
-        let (infos, failures) = remediator.resolve(projects, roots).await?;
-        let reason = (off && !roots.is_empty()).then(|| "turned off".to_owned());
-        return Ok((live(infos), failures, Discovery::PerProject { reason }));
-    }
-    match snapshot::survey(remediator, roots, &SnapshotSettings::default()).await {
-        Ok(survey) => {
-            let discovery = Discovery::of(&survey);
-            let explicit = survey.uncovered(projects);
-            let (infos, failures) = remediator.resolve(&explicit, &[]).await?;
-            let mut out: Vec<Project> = live(infos);
-            for s in survey.suspects {
-                tracing::debug!(project = %s.info.project_id, reason = %s.reason, "re-verifying live");
-                out.push(Project::Live(s.info));
-            }
-            out.extend(
-                survey
-                    .healthy
-                    .into_iter()
-                    .map(|r| Project::FromSnapshot(Box::new(r))),
-            );
-            out.sort_by(|a, b| a.id().cmp(b.id()));
-            Ok((out, failures, discovery))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project is checked live");
-            let (infos, failures) = remediator.resolve(projects, roots).await?;
-            let discovery = Discovery::PerProject {
-                reason: Some(e.to_string()),
-            };
-            Ok((live(infos), failures, discovery))
-        }
-    }
+    let found = snapshot::discover(remediator, projects, roots, !off).await?;
+    let mut out: Vec<Project> = found.live.into_iter().map(Project::Live).collect();
+    out.extend(
+        found
+            .healthy
+            .into_iter()
+            .map(|r| Project::FromSnapshot(Box::new(r))),
+    );
+    out.sort_by(|a, b| a.id().cmp(b.id()));
+    Ok((out, found.failures, found.discovery))
 }
 
 /// Where `scan` writes: the JSON document or the table, one project at a time.

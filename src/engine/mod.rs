@@ -713,7 +713,12 @@ impl Engine {
         projects: &[String],
         roots: &[ResourceRef],
     ) -> Result<(Vec<RunResult>, usize, snapshot::Discovery), ApiError> {
-        let (infos, failures, discovery, from_snapshot) = self.discover(projects, roots).await?;
+        let snapshot::Discovered {
+            live: infos,
+            failures,
+            healthy: from_snapshot,
+            discovery,
+        } = self.discover(projects, roots).await?;
         for f in &failures {
             tracing::error!(project = %f.project_id, error = ?f.error, "project cannot be swept");
         }
@@ -763,52 +768,15 @@ impl Engine {
     }
 
     /// The projects of a sweep to check live, those that cannot be found, how they were discovered,
-    /// and the reports of projects a Cloud Asset Inventory snapshot showed healthy: folders and
-    /// organizations through the snapshot first (unless turned off), every project live without
-    /// Cloud Asset access (said once in the log).
+    /// and the reports of projects a Cloud Asset Inventory snapshot showed healthy
+    /// ([`snapshot::discover`]).
     async fn discover(
         &self,
         projects: &[String],
         roots: &[ResourceRef],
-    ) -> Result<
-        (
-            Vec<ProjectInfo>,
-            Vec<ProjectReport>,
-            snapshot::Discovery,
-            Vec<ProjectReport>,
-        ),
-        ApiError,
-    > {
+    ) -> Result<snapshot::Discovered, ApiError> {
         let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
-        Ok(if roots.is_empty() {
-            let (infos, failures) = resolver.resolve(projects, roots).await?;
-            let d = snapshot::Discovery::PerProject { reason: None };
-            (infos, failures, d, Vec::new())
-        } else if !self.config.asset_inventory {
-            let (infos, failures) = resolver.resolve(projects, roots).await?;
-            let d = snapshot::Discovery::PerProject {
-                reason: Some("turned off".to_owned()),
-            };
-            (infos, failures, d, Vec::new())
-        } else {
-            match snapshot::survey(&resolver, roots, &snapshot::SnapshotSettings::default()).await {
-                Ok(survey) => {
-                    let explicit = survey.uncovered(projects);
-                    let (mut infos, failures) = resolver.resolve(&explicit, &[]).await?;
-                    infos.extend(survey.suspects.iter().map(|s| s.info.clone()));
-                    let d = snapshot::Discovery::of(&survey);
-                    (infos, failures, d, survey.healthy)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project of the sweep is checked live");
-                    let (infos, failures) = resolver.resolve(projects, roots).await?;
-                    let d = snapshot::Discovery::PerProject {
-                        reason: Some(e.to_string()),
-                    };
-                    (infos, failures, d, Vec::new())
-                }
-            }
-        })
+        snapshot::discover(&resolver, projects, roots, self.config.asset_inventory).await
     }
 
     /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.

@@ -345,6 +345,64 @@ fn merge(into: &mut Snapshot, from: Snapshot) {
     into.pages += from.pages;
 }
 
+/// The projects of a scan or a `job --sweep`, and how they were found.
+#[derive(Debug)]
+pub struct Discovered {
+    /// Projects to check live: the named ones a snapshot does not cover, then its suspects.
+    pub live: Vec<ProjectInfo>,
+    /// Named projects that cannot be found or read, as reports.
+    pub failures: Vec<ProjectReport>,
+    /// Projects a snapshot shows healthy, with their reports.
+    pub healthy: Vec<ProjectReport>,
+    /// How they were discovered.
+    pub discovery: Discovery,
+}
+
+/// Discovers the projects of `projects` and `roots`: folders and organizations through a Cloud Asset
+/// Inventory snapshot first (unless `asset_inventory` is off), whose healthy projects come with their
+/// reports and whose suspects are checked live; without Cloud Asset access every project is checked
+/// live, and that is said once in the log.
+pub async fn discover(
+    remediator: &Remediator,
+    projects: &[String],
+    roots: &[ResourceRef],
+    asset_inventory: bool,
+) -> Result<Discovered, ApiError> {
+    let per_project = |live, failures, reason| Discovered {
+        live,
+        failures,
+        healthy: Vec::new(),
+        discovery: Discovery::PerProject { reason },
+    };
+    if roots.is_empty() || !asset_inventory {
+        let (live, failures) = remediator.resolve(projects, roots).await?;
+        let reason = (!roots.is_empty()).then(|| "turned off".to_owned());
+        return Ok(per_project(live, failures, reason));
+    }
+    match survey(remediator, roots, &SnapshotSettings::default()).await {
+        Ok(survey) => {
+            let discovery = Discovery::of(&survey);
+            let explicit = survey.uncovered(projects);
+            let (mut live, failures) = remediator.resolve(&explicit, &[]).await?;
+            for s in survey.suspects {
+                tracing::debug!(project = %s.info.project_id, reason = %s.reason, "re-verifying live");
+                live.push(s.info);
+            }
+            Ok(Discovered {
+                live,
+                failures,
+                healthy: survey.healthy,
+                discovery,
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project is checked live");
+            let (live, failures) = remediator.resolve(projects, roots).await?;
+            Ok(per_project(live, failures, Some(e.to_string())))
+        }
+    }
+}
+
 /// Reads the Cloud Asset Inventory snapshot of every root and evaluates each of its projects.
 ///
 /// Fails when a listing fails (after the client's retries): the caller then uses the per-project
