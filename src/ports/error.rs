@@ -124,6 +124,19 @@ pub enum ApiError {
     /// Credentials could not produce a token.
     #[error("credentials: {0}")]
     Auth(String),
+    /// The client-side IAM v2 read quota has no room now: the call was not sent, and is neither
+    /// waited for nor retried (not transient). Raise Google's quota and the limit together.
+    #[error(
+        "{api} {method}: IAM v2 read quota: {limit} deny-policy reads per minute (--rate-limit iam-v2={limit}) spent; not read now (Google's quota is per consumer project per minute: raise it and --rate-limit iam-v2 together to read more)"
+    )]
+    ReadQuotaSpent {
+        /// API called.
+        api: Api,
+        /// Method called.
+        method: &'static str,
+        /// Reads admitted in any minute.
+        limit: u32,
+    },
 }
 
 fn permission_hint(code: &u16, permission: &Option<String>) -> String {
@@ -155,6 +168,11 @@ impl ApiError {
             Self::Transport { .. } => true,
             _ => false,
         }
+    }
+
+    /// The client-side IAM v2 read quota was spent: nothing was sent.
+    pub fn is_read_quota_spent(&self) -> bool {
+        matches!(self, Self::ReadQuotaSpent { .. })
     }
 
     /// 404 NOT_FOUND.
