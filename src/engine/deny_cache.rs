@@ -139,6 +139,7 @@ mod tests {
                     api: crate::ports::Api::Iam,
                     method: "policies.listPolicies",
                     limit: 5,
+                    at_google: false,
                 })
             })
             .await;

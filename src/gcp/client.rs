@@ -340,6 +340,8 @@ impl Client {
     /// Sends an IAM v2 read within the IAM v2 read quota: each attempt (retries too, as Google counts
     /// them) must fit in the window now, leaving `reserve` of it to reads that take precedence;
     /// otherwise the answer is [`ApiError::ReadQuotaSpent`] at once, nothing sent and nothing waited for.
+    /// Google's own 429 is answered the same way, without retrying (its quota is shared by every
+    /// caller of the consumer project); other transient failures are retried as usual.
     pub async fn send_iam_v2<B: Serialize, T: DeserializeOwned>(
         &self,
         call: Call<'_, B>,
@@ -375,9 +377,23 @@ impl Client {
                         api: call.api,
                         method: call.method,
                         limit: self.iam_v2.limit(),
+                        at_google: false,
                     });
                 }
-                Pacing::Window(_) => self.send_once(&call, &url, false).await,
+                Pacing::Window(_) => match self.send_once(&call, &url, false).await {
+                    // Google's quota is the consumer project's, shared with every other caller: a
+                    // 429 means it is spent for up to a minute, and a retry would only spend more.
+                    Err(e) if e.code() == Some(429) => {
+                        tracing::debug!(api = %call.api, method = call.method, error = %e, "IAM v2 read quota spent at Google");
+                        return Err(ApiError::ReadQuotaSpent {
+                            api: call.api,
+                            method: call.method,
+                            limit: self.iam_v2.limit(),
+                            at_google: true,
+                        });
+                    }
+                    other => other,
+                },
                 Pacing::Steady => self.send_once(&call, &url, true).await,
             };
             match result {

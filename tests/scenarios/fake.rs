@@ -1208,6 +1208,7 @@ impl DenyPolicies for FakeCloud {
                     api: Api::Iam,
                     method: "policies.listPolicies",
                     limit: window.limit(),
+                    at_google: false,
                 });
             }
             if let Some(f) = self.enter("denypolicies.list", attachment).await {
