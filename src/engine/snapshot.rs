@@ -575,14 +575,20 @@ async fn judge(
     // IAM v2 budget as the per-project path.
     if quota_only && healthy_if_read(&state, &catalog, &options.checks) && !state.clusters.is_empty()
     {
+        // The project's own first, then its ancestors', in the order the per-project path reads them.
         match remediator.project_deny_policies(info).await {
-            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
+            Ok(policies) => {
+                state.access.deny_policies.splice(0..0, policies);
+            }
             Err(e) => {
                 quota_only &= e.quota;
-                state.access.deny_unreadable.push(format!(
-                    "the deny policies of projects/{} ({})",
-                    info.project_number, e.message
-                ));
+                state.access.deny_unreadable.insert(
+                    0,
+                    format!(
+                        "the deny policies of projects/{} ({})",
+                        info.project_number, e.message
+                    ),
+                );
             }
         }
     }
