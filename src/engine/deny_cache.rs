@@ -89,8 +89,9 @@ impl DenyPolicyCache {
         if entries.len() >= MAX_ENTRIES {
             // Bounded: keep what is being read or still fresh.
             entries.retain(|_, slot| {
-                slot.try_lock()
-                    .map_or(true, |e| e.as_ref().is_some_and(|f| f.at.elapsed() < max_age))
+                slot.try_lock().map_or(true, |e| {
+                    e.as_ref().is_some_and(|f| f.at.elapsed() < max_age)
+                })
             });
         }
         entries.entry(point.to_owned()).or_default().clone()
@@ -120,7 +121,14 @@ mod tests {
             reads.fetch_add(1, Ordering::SeqCst);
             Ok(vec![policy("p")])
         };
-        assert_eq!(cache.get_or_read("folders/1", max_age, read).await.unwrap().len(), 1);
+        assert_eq!(
+            cache
+                .get_or_read("folders/1", max_age, read)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         tokio::time::advance(Duration::from_secs(3599)).await;
         cache.get_or_read("folders/1", max_age, read).await.unwrap();
         assert_eq!(reads.load(Ordering::SeqCst), 1);

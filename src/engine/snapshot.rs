@@ -573,7 +573,9 @@ async fn judge(
     // policies is a suspect without reading them (the live path reads them once); a healthy-looking
     // one with clusters has them read before it may be called healthy, through the same cache and
     // IAM v2 budget as the per-project path.
-    if quota_only && healthy_if_read(&state, &catalog, &options.checks) && !state.clusters.is_empty()
+    if quota_only
+        && healthy_if_read(&state, &catalog, &options.checks)
+        && !state.clusters.is_empty()
     {
         // The project's own first, then its ancestors', in the order the per-project path reads them.
         match remediator.project_deny_policies(info).await {
@@ -599,8 +601,7 @@ async fn judge(
     let unread_by_quota = !state.access.deny_unreadable.is_empty()
         && quota_only
         && healthy_if_read(&state, &catalog, &options.checks);
-    if !unread_by_quota
-        && let Some(f) = findings.iter().find(|f| f.status != evaluate::Status::Ok)
+    if !unread_by_quota && let Some(f) = findings.iter().find(|f| f.status != evaluate::Status::Ok)
     {
         return Err(format!(
             "the snapshot shows {} {} for {}",

@@ -601,7 +601,10 @@ mod window_tests {
                 .iter()
                 .take_while(|u| **u < *t + IAM_V2_WINDOW)
                 .count();
-            assert!(in_window <= 5, "{in_window} admitted in the minute from {t:?}");
+            assert!(
+                in_window <= 5,
+                "{in_window} admitted in the minute from {t:?}"
+            );
         }
         // And it is not starved: about 5 a minute over ten minutes.
         assert!((45..=50).contains(&admitted.len()), "{}", admitted.len());
@@ -633,7 +636,10 @@ mod window_tests {
             assert!(window.try_acquire(1));
         }
         assert!(!window.try_acquire(1), "the fifth slot is kept");
-        assert!(window.try_acquire(0), "and taken by a read without a reserve");
+        assert!(
+            window.try_acquire(0),
+            "and taken by a read without a reserve"
+        );
         // A reserve never shuts a request out of an empty window, even with a limit of 1.
         let one = SlidingWindow::new(1, IAM_V2_WINDOW);
         assert!(one.try_acquire(1));

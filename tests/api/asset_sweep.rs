@@ -239,7 +239,11 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
         args.extend(&FAST[2..]);
         args.extend(discovery);
         let run = remediator(&args, &sim).await;
-        assert_ne!(run.code, 2, "a spent quota never fails the scan: {}", run.stderr);
+        assert_ne!(
+            run.code, 2,
+            "a spent quota never fails the scan: {}",
+            run.stderr
+        );
         let doc = doc(&run);
         let journal = sim.journal();
         let deny: Vec<_> = journal[before..]
@@ -264,7 +268,10 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
             .into_iter()
             .filter(|f| f["status"] == "incomplete")
             .collect();
-        assert!(!unread.is_empty(), "{discovery:?}: 40 projects cannot fit in 5 reads");
+        assert!(
+            !unread.is_empty(),
+            "{discovery:?}: 40 projects cannot fit in 5 reads"
+        );
         for f in &unread {
             let detail = f["detail"].as_str().unwrap();
             assert!(

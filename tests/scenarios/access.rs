@@ -361,7 +361,11 @@ async fn after_the_max_age_a_run_reads_deny_policies_again() {
     assert_eq!(s.cloud.calls("denypolicies.list"), 2, "still fresh");
     tokio::time::advance(Duration::from_secs(2 * 60)).await;
     s.deliver(s.sweep(&[P])).await;
-    assert_eq!(s.cloud.calls("denypolicies.list"), 4, "older than 10 minutes");
+    assert_eq!(
+        s.cloud.calls("denypolicies.list"),
+        4,
+        "older than 10 minutes"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -378,7 +382,11 @@ async fn a_spent_deny_read_budget_makes_a_would_be_ok_verdict_incomplete_naming_
     let info = cloud.get_project(P).await.unwrap();
     let start = tokio::time::Instant::now();
     let report = r.remediate(&info).await;
-    assert_eq!(start.elapsed(), Duration::ZERO, "nothing waited for the budget");
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "nothing waited for the budget"
+    );
     assert!(report.error.is_none(), "{:?}", report.error);
     let node = node_finding(&report);
     assert_eq!(node.finding.status.as_str(), "incomplete");
@@ -406,7 +414,11 @@ async fn a_spent_deny_read_budget_does_not_stop_a_missing_binding_from_being_gra
     let window = Arc::new(SlidingWindow::new(1, IAM_V2_WINDOW));
     assert!(window.try_acquire(0));
     cloud.with(|w| w.iam_v2_window = Some(window));
-    let r = remediator(&cloud, "mode: enforce\nrestore: [node-sa-permissions]\n", false);
+    let r = remediator(
+        &cloud,
+        "mode: enforce\nrestore: [node-sa-permissions]\n",
+        false,
+    );
     let info = cloud.get_project(P).await.unwrap();
     let report = r.remediate(&info).await;
     assert!(report.error.is_none(), "{:?}", report.error);

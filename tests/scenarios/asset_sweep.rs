@@ -396,9 +396,18 @@ async fn with_the_deny_read_budget_spent_both_paths_call_the_same_projects_incom
             .find(|f| f.finding.requirement.as_str() == "node-sa-permissions")
             .expect("a node account");
         if report.project_id == "team-1" {
-            assert_eq!(node.outcome.as_str(), "restored", "a spent budget stops no grant");
+            assert_eq!(
+                node.outcome.as_str(),
+                "restored",
+                "a spent budget stops no grant"
+            );
         } else {
-            assert_eq!(node.finding.status.as_str(), "incomplete", "{}", report.project_id);
+            assert_eq!(
+                node.finding.status.as_str(),
+                "incomplete",
+                "{}",
+                report.project_id
+            );
             assert!(
                 node.finding.detail.contains("IAM v2 read quota"),
                 "{}",

@@ -336,7 +336,10 @@ where
             match (quota, injected) {
                 (Some(limit), _) => Err(ApiError::iam_v2_read_quota(
                     limit,
-                    &format!("caller:{}", caller.split_once(':').map_or(caller.as_str(), |(_, e)| e)),
+                    &format!(
+                        "caller:{}",
+                        caller.split_once(':').map_or(caller.as_str(), |(_, e)| e)
+                    ),
                 )),
                 (None, Some(code)) => Err(ApiError::injected(code)),
                 (None, None) => match parse_body(&parts.method, &bytes) {

@@ -54,14 +54,15 @@ impl Remediator {
         let mut points = vec![(project, false)];
         points.extend(chain.iter().map(|r| (r.to_string(), true)));
         // Every attachment point at once; the answers are taken in the points' order.
-        let results = futures::future::join_all(points.iter().map(|(point, ancestor)| async move {
-            if *ancestor {
-                self.cached_deny_policies(point).await
-            } else {
-                self.fresh_deny_policies(point).await
-            }
-        }))
-        .await;
+        let results =
+            futures::future::join_all(points.iter().map(|(point, ancestor)| async move {
+                if *ancestor {
+                    self.cached_deny_policies(point).await
+                } else {
+                    self.fresh_deny_policies(point).await
+                }
+            }))
+            .await;
         for ((point, _), result) in points.into_iter().zip(results) {
             match result {
                 Ok(mut policies) => facts.deny_policies.append(&mut policies),
@@ -106,7 +107,13 @@ impl Remediator {
     /// The longest a deny-policy read is used.
     fn deny_max_age(&self) -> Duration {
         Duration::from_secs(
-            60 * u64::from(self.options.policy.limits.deny_policy_max_age_minutes.max(1)),
+            60 * u64::from(
+                self.options
+                    .policy
+                    .limits
+                    .deny_policy_max_age_minutes
+                    .max(1),
+            ),
         )
     }
 
