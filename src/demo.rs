@@ -86,6 +86,8 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
         api_endpoint: Some(handle.base_url()),
         credentials: Credentials::Static(format!("sim:{DEMO_IDENTITY}")),
         rate_limits: Api::ALL.into_iter().map(|a| (a, 1000.0)).collect(),
+        // The in-process simulator has no IAM v2 quota: the demo is not paced at Google's.
+        iam_v2_reads_per_minute: 1000,
         ..Default::default()
     })?;
     let gcp: Arc<dyn Cloud> = Arc::new(Gcp::new(client));

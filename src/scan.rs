@@ -33,7 +33,8 @@ pub struct GcpArgs {
     /// `sim:EMAIL` names the caller).
     #[arg(long, env = "REMEDIATOR_ACCESS_TOKEN", hide_env_values = true)]
     pub access_token: Option<String>,
-    /// Client-side rate limit per API, requests per second: `cloudresourcemanager=10`. Repeatable, or
+    /// Client-side rate limit per API, requests per second: `cloudresourcemanager=10`; and
+    /// `iam-v2=N`, IAM v2 (deny-policy) reads in any minute (default 5, Google's quota). Repeatable, or
     /// comma-separated in the environment.
     #[arg(
         long = "rate-limit",
@@ -73,12 +74,27 @@ impl GcpArgs {
             (None, None) => Credentials::application_default()?,
         };
         let mut rate_limits = crate::gcp::client::default_rate_limits();
+        let mut iam_v2_reads_per_minute = crate::gcp::client::IAM_V2_READS_PER_MINUTE;
         for spec in &self.rate_limits {
             let (name, value) = spec.split_once('=').ok_or_else(|| {
                 SetupError::Usage(format!("--rate-limit `{spec}`: expected API=N"))
             })?;
+            if name == crate::gcp::client::IAM_V2_KEY {
+                // Google's IAM v2 read quota is per minute, and so is this limit.
+                iam_v2_reads_per_minute = value
+                    .parse()
+                    .ok()
+                    .filter(|n: &u32| *n > 0)
+                    .ok_or_else(|| {
+                        SetupError::Usage(format!(
+                            "--rate-limit `{spec}`: N must be a whole number of deny-policy reads per minute, at least 1"
+                        ))
+                    })?;
+                continue;
+            }
             let api = Api::from_name(name).ok_or_else(|| {
-                let names: Vec<_> = Api::ALL.iter().map(|a| a.name()).collect();
+                let mut names: Vec<_> = Api::ALL.iter().map(|a| a.name()).collect();
+                names.push(crate::gcp::client::IAM_V2_KEY);
                 SetupError::Usage(format!(
                     "--rate-limit: unknown API `{name}`, expected one of {}",
                     names.join(", ")
@@ -103,6 +119,7 @@ impl GcpArgs {
                 ..RetryPolicy::default()
             },
             rate_limits,
+            iam_v2_reads_per_minute,
             timeout: Duration::from_secs(30),
         })?;
         Ok(Gcp::new(client))
@@ -314,7 +331,7 @@ async fn discover(
     let mut out: Vec<Project> = found.live.into_iter().map(Project::Live).collect();
     out.extend(
         found
-            .healthy
+            .reports
             .into_iter()
             .map(|r| Project::FromSnapshot(Box::new(r))),
     );

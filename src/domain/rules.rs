@@ -95,6 +95,10 @@ pub struct Limits {
     /// A finding `ok` only through a time-bound grant that ends within this many days is `expiring`
     /// (a warning, never a write). 0 turns the warning off.
     pub expiry_warning_days: u32,
+    /// How old a deny-policy read may be and still be used (every attachment point, the project's
+    /// own too): IAM v2 allows 5 reads per minute, so deny policies are read at most once per this
+    /// many minutes per attachment point per process.
+    pub deny_policy_max_age_minutes: u32,
 }
 
 impl Default for Limits {
@@ -105,6 +109,7 @@ impl Default for Limits {
             max_restorations_per_binding: 3,
             window_minutes: 60,
             expiry_warning_days: 14,
+            deny_policy_max_age_minutes: 60,
         }
     }
 }

@@ -9,9 +9,11 @@
 //! projects to re-verify.
 //!
 //! Layout: [`remediate`] verifies, decides and applies one project; [`error`] maps failures to the
-//! verdict Pub/Sub gets; [`recommendation`] settles recommendations. Everything reaches Google only
-//! through [`crate::ports`].
+//! verdict Pub/Sub gets; [`recommendation`] settles recommendations; [`deny_cache`] keeps deny
+//! policies for every run of the process (IAM v2 allows 5 reads a minute). Everything reaches Google
+//! only through [`crate::ports`].
 
+pub mod deny_cache;
 pub mod error;
 pub mod flap;
 pub mod recommendation;
@@ -227,6 +229,8 @@ pub struct Engine {
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
     flap: Arc<flap::FlapLedger>,
+    /// Deny policies read by any run of this engine (sweeps' discovery too).
+    deny_cache: Arc<deny_cache::DenyPolicyCache>,
     /// The last audit-log read of our own restorations per project (lost-notification recovery).
     recoveries: Mutex<HashMap<String, RecoveryRead>>,
     /// Restorations this instance notified: (project, role, member) -> when.
@@ -255,6 +259,7 @@ impl Engine {
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
             flap: Arc::default(),
+            deny_cache: Arc::default(),
             recoveries: Mutex::default(),
             notified: Mutex::default(),
             stats: EngineStats::default(),
@@ -492,6 +497,14 @@ impl Engine {
         verdict
     }
 
+    /// Options of a run that only resolves and surveys a scope: this engine's policy and its shared
+    /// deny-policy cache (a snapshot's deny reads serve the live runs after it, and the other way).
+    fn resolver_options(&self) -> Options {
+        let mut options = Options::new(self.config.policy.clone());
+        options.deny_cache = self.deny_cache.clone();
+        options
+    }
+
     /// A sweep request's projects from a Cloud Asset Inventory snapshot: those to check live and the
     /// reports of those it showed healthy. `None` when the snapshot cannot be read (said in the log):
     /// the caller then resolves the scope project by project.
@@ -500,7 +513,7 @@ impl Engine {
         projects: &[String],
         roots: &[ResourceRef],
     ) -> Option<Result<(Vec<ProjectInfo>, Vec<RunResult>), ApiError>> {
-        let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
+        let resolver = Remediator::new(self.gcp.clone(), self.resolver_options());
         let survey = match snapshot::survey(
             &resolver,
             roots,
@@ -523,7 +536,7 @@ impl Engine {
                 Err(e) => return Some(Err(e)),
             }
         }
-        let ready = survey.healthy.into_iter().map(Arc::new).collect();
+        let ready = survey.reports.into_iter().map(Arc::new).collect();
         Some(Ok((infos, ready)))
     }
 
@@ -682,6 +695,7 @@ impl Engine {
             options.troubleshooter = self.config.troubleshooter;
             options.self_email = self.config.self_email.clone();
             options.flap = self.flap.clone();
+            options.deny_cache = self.deny_cache.clone();
             options.clock = self.config.clock.clone();
             options.budget = batch
                 .lock()
@@ -716,7 +730,7 @@ impl Engine {
         let snapshot::Discovered {
             live: infos,
             failures,
-            healthy: from_snapshot,
+            reports: from_snapshot,
             discovery,
         } = self.discover(projects, roots).await?;
         for f in &failures {
@@ -775,7 +789,7 @@ impl Engine {
         projects: &[String],
         roots: &[ResourceRef],
     ) -> Result<snapshot::Discovered, ApiError> {
-        let resolver = Remediator::new(self.gcp.clone(), Options::new(self.config.policy.clone()));
+        let resolver = Remediator::new(self.gcp.clone(), self.resolver_options());
         snapshot::discover(&resolver, projects, roots, self.config.asset_inventory).await
     }
 

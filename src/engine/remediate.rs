@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
+use super::deny_cache::DenyPolicyCache;
 use super::flap::{FlapLedger, FlapSource};
 
 mod access;
@@ -62,6 +63,9 @@ pub struct Options {
     pub self_email: Option<String>,
     /// This process's flapping counts (shared by every run of an engine).
     pub flap: Arc<FlapLedger>,
+    /// This process's deny-policy reads (shared by every run of an engine or a scan), used while
+    /// younger than `limits.deny_policy_max_age_minutes`.
+    pub deny_cache: Arc<DenyPolicyCache>,
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
@@ -91,6 +95,7 @@ impl Options {
             },
             self_email: None,
             flap: Arc::default(),
+            deny_cache: Arc::default(),
             budget: None,
             clock: crate::clock::Clock::default(),
         }
@@ -104,17 +109,29 @@ impl Options {
 
 type Shared<T> = Arc<OnceCell<T>>;
 
-/// Why an ancestor could not be read, and whether trying again later could help.
+/// Why an ancestor (or deny policies) could not be read, and whether trying again later could help.
 #[derive(Clone, Debug)]
-struct Unreadable {
-    message: String,
-    transient: bool,
+pub(crate) struct Unreadable {
+    /// What happened.
+    pub(crate) message: String,
+    /// A transient failure: the run fails and is retried.
+    pub(crate) transient: bool,
+    /// The IAM v2 read quota was spent (nothing was sent): not read now, worth asking again later.
+    pub(crate) quota: bool,
+}
+
+impl Unreadable {
+    /// Worth asking again within the same run.
+    fn retry_later(&self) -> bool {
+        self.transient || self.quota
+    }
 }
 
 impl From<ApiError> for Unreadable {
     fn from(e: ApiError) -> Self {
         Self {
             transient: e.is_transient(),
+            quota: e.is_read_quota_spent(),
             message: e.to_string(),
         }
     }
@@ -1131,26 +1148,30 @@ impl Remediator {
     }
 
     /// The deny policies attached to a folder or organization (`folders/N`, `organizations/N`)
-    /// through the run's cache, or why they cannot be read.
+    /// through the run's cache and the process's, or why they cannot be read (said once per run).
     pub(crate) async fn cached_ancestor_deny_policies(
         &self,
         point: &str,
-    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
-        self.cached_deny_policies(point)
-            .await
-            .map_err(|e| e.message)
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, Unreadable> {
+        let result = self.cached_deny_policies(point).await;
+        if let Err(e) = &result {
+            self.deny_not_read(point, e);
+        }
+        result
     }
 
-    /// The deny policies attached to the project itself, read live (never cached), or why they
-    /// cannot be read.
+    /// The deny policies attached to the project itself through the process's cache, exactly as the
+    /// per-project path reads them, or why they cannot be read (said once per run).
     pub(crate) async fn project_deny_policies(
         &self,
         info: &ProjectInfo,
-    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, String> {
-        self.gcp
-            .list_deny_policies(&format!("projects/{}", info.project_number))
-            .await
-            .map_err(|e| e.to_string())
+    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, Unreadable> {
+        let point = format!("projects/{}", info.project_number);
+        let result = self.fresh_deny_policies(&point).await;
+        if let Err(e) = &result {
+            self.deny_not_read(&point, e);
+        }
+        result
     }
 
     /// An ancestor's policy through the run's cache, or why it cannot be read.

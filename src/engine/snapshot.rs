@@ -17,11 +17,15 @@
 //! roles not in the snapshot, node service accounts of projects outside it, undecodable assets).
 //!
 //! IAM deny policies are not Cloud Asset assets: those attached to folders and the organization are
-//! read live once per sweep (cached) and applied exactly as the per-project path applies them; those
-//! attached to a project with clusters are read live for that project (one IAM call each; a project
-//! without clusters has no node account a deny rule could block, and the per-project path reads none
-//! for it either). A project is never called healthy from the snapshot on a guess about its deny
-//! policies.
+//! read live (cached per run and per process) and applied exactly as the per-project path applies
+//! them; those attached to a project with clusters are read for a project that looks healthy (a
+//! project without clusters has no node account a deny rule could block, and the per-project path
+//! reads none for it either). Every one of these reads goes through the same process-wide cache and
+//! IAM v2 read budget as the per-project path (5 per minute by default, no read ever waiting for it):
+//! deny policies the budget leaves unread make a would-be-`ok` project `incomplete`, reported from the
+//! snapshot with the attachment points and the quota named (the per-project path gives the same
+//! verdict for the same reason, and re-verifying it live would read no more). A project is never
+//! called healthy from the snapshot on a guess about its deny policies.
 //! When Cloud Asset Inventory cannot be read at all (403 without `cloudasset.assets.list*`, the API
 //! disabled, or any other failure), [`survey`] fails and the caller falls back to the per-project path.
 
@@ -84,8 +88,10 @@ pub struct Suspect {
 pub struct Survey {
     /// The snapshot time (the oldest `readTime` of its pages).
     pub read_time: Option<String>,
-    /// Projects the snapshot shows healthy: their reports, exactly as the per-project path writes them.
-    pub healthy: Vec<ProjectReport>,
+    /// Projects reported from the snapshot, exactly as the per-project path writes them: those it
+    /// shows healthy, and those healthy but for deny policies the IAM v2 read quota left unread
+    /// (`incomplete`, naming the attachment points and the quota).
+    pub reports: Vec<ProjectReport>,
     /// Projects to re-verify live.
     pub suspects: Vec<Suspect>,
     /// `assets.list` calls made.
@@ -97,7 +103,7 @@ impl Survey {
     /// nor sent to be re-verified: they are resolved live by the caller.
     pub fn uncovered(&self, projects: &[String]) -> Vec<String> {
         let known: BTreeSet<&str> = self
-            .healthy
+            .reports
             .iter()
             .map(|r| r.project_id.as_str())
             .chain(self.suspects.iter().map(|s| s.info.project_id.as_str()))
@@ -121,7 +127,8 @@ pub enum Discovery {
         read_time: Option<String>,
         /// `assets.list` calls.
         asset_calls: u32,
-        /// Projects reported healthy from the snapshot.
+        /// Projects reported from the snapshot (healthy, or incomplete only for deny policies the IAM
+        /// v2 read quota left unread).
         from_snapshot: usize,
         /// Projects re-verified live.
         reverified: usize,
@@ -141,7 +148,7 @@ impl Discovery {
         Self::CloudAssetInventory {
             read_time: survey.read_time.clone(),
             asset_calls: survey.pages,
-            from_snapshot: survey.healthy.len(),
+            from_snapshot: survey.reports.len(),
             reverified: survey.suspects.len(),
         }
     }
@@ -155,7 +162,7 @@ impl Discovery {
                 from_snapshot,
                 reverified,
             } => format!(
-                "discovery: Cloud Asset Inventory snapshot{} in {asset_calls} call(s): {from_snapshot} project(s) healthy from the snapshot, {reverified} re-verified live",
+                "discovery: Cloud Asset Inventory snapshot{} in {asset_calls} call(s): {from_snapshot} project(s) reported from the snapshot, {reverified} re-verified live",
                 read_time
                     .as_deref()
                     .map(|t| format!(" of {t}"))
@@ -352,15 +359,16 @@ pub struct Discovered {
     pub live: Vec<ProjectInfo>,
     /// Named projects that cannot be found or read, as reports.
     pub failures: Vec<ProjectReport>,
-    /// Projects a snapshot shows healthy, with their reports.
-    pub healthy: Vec<ProjectReport>,
+    /// Projects reported from a snapshot (healthy, or incomplete only for deny policies the IAM v2
+    /// quota left unread), with their reports.
+    pub reports: Vec<ProjectReport>,
     /// How they were discovered.
     pub discovery: Discovery,
 }
 
 /// Discovers the projects of `projects` and `roots`: folders and organizations through a Cloud Asset
-/// Inventory snapshot first (unless `asset_inventory` is off), whose healthy projects come with their
-/// reports and whose suspects are checked live; without Cloud Asset access every project is checked
+/// Inventory snapshot first (unless `asset_inventory` is off), whose projects it can report come with
+/// their reports and whose suspects are checked live; without Cloud Asset access every project is checked
 /// live, and that is said once in the log.
 pub async fn discover(
     remediator: &Remediator,
@@ -371,7 +379,7 @@ pub async fn discover(
     let per_project = |live, failures, reason| Discovered {
         live,
         failures,
-        healthy: Vec::new(),
+        reports: Vec::new(),
         discovery: Discovery::PerProject { reason },
     };
     if roots.is_empty() || !asset_inventory {
@@ -391,7 +399,7 @@ pub async fn discover(
             Ok(Discovered {
                 live,
                 failures,
-                healthy: survey.healthy,
+                reports: survey.reports,
                 discovery,
             })
         }
@@ -480,14 +488,14 @@ pub async fn survey(
             .buffered(remediator.options().concurrency.max(1));
         while let Some((info, verdict)) = judged.next().await {
             match verdict {
-                Ok(report) => survey.healthy.push(report),
+                Ok(report) => survey.reports.push(report),
                 Err(reason) => survey.suspects.push(Suspect { info, reason }),
             }
         }
     }
     tracing::info!(
         pages = survey.pages,
-        healthy = survey.healthy.len(),
+        from_snapshot = survey.reports.len(),
         suspects = survey.suspects.len(),
         read_time = survey.read_time.as_deref().unwrap_or("-"),
         "Cloud Asset Inventory snapshot evaluated"
@@ -583,18 +591,23 @@ async fn judge(
         access: Default::default(),
     };
     // Deny policies are not assets: those of the folders and the organization are read live through
-    // the run's cache (a few calls per sweep); those attached to a project with clusters are read live
-    // for that project below, once it looks healthy (deny rules bear only on node accounts, so a
-    // project without clusters needs none, as on the per-project path). As there, an unreadable one
-    // makes verdicts that would be `ok` incomplete (so: a suspect).
+    // the run's cache and the process's (a few calls per sweep); those attached to a project with
+    // clusters are read below through the process's cache, once it looks healthy (deny rules bear only
+    // on node accounts, so a project without clusters needs none, as on the per-project path). As
+    // there, deny policies not read make verdicts that would be `ok` incomplete.
+    // `quota_only`: every deny policy not read was left unread by the IAM v2 read quota.
+    let mut quota_only = true;
     for (resource, _) in &state.ancestors {
         let point = resource.to_string();
         match remediator.cached_ancestor_deny_policies(&point).await {
             Ok(mut policies) => state.access.deny_policies.append(&mut policies),
-            Err(e) => state
-                .access
-                .deny_unreadable
-                .push(format!("the deny policies of {point} ({e})")),
+            Err(e) => {
+                quota_only &= e.quota;
+                state
+                    .access
+                    .deny_unreadable
+                    .push(format!("the deny policies of {point} ({})", e.message));
+            }
         }
     }
     let options = remediator.options();
@@ -615,22 +628,40 @@ async fn judge(
         }
         catalog.insert(role, lookup);
     }
-    let mut findings = evaluate::evaluate(&state, &catalog, &options.checks);
     // A deny rule can only take access away, so a project that is not healthy without its own deny
     // policies is a suspect without reading them (the live path reads them once); a healthy-looking
-    // one with clusters has them read before it may be called healthy.
-    let healthy_so_far = findings.iter().all(|f| f.status == evaluate::Status::Ok);
-    if healthy_so_far && !state.clusters.is_empty() {
+    // one with clusters has them read before it may be called healthy, through the same cache and
+    // IAM v2 budget as the per-project path.
+    if quota_only
+        && healthy_if_read(&state, &catalog, &options.checks)
+        && !state.clusters.is_empty()
+    {
+        // The project's own first, then its ancestors', in the order the per-project path reads them.
         match remediator.project_deny_policies(info).await {
-            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
-            Err(e) => state.access.deny_unreadable.push(format!(
-                "the deny policies of projects/{} ({e})",
-                info.project_number
-            )),
+            Ok(policies) => {
+                state.access.deny_policies.splice(0..0, policies);
+            }
+            Err(e) => {
+                quota_only &= e.quota;
+                state.access.deny_unreadable.insert(
+                    0,
+                    format!(
+                        "the deny policies of projects/{} ({})",
+                        info.project_number, e.message
+                    ),
+                );
+            }
         }
-        findings = evaluate::evaluate(&state, &catalog, &options.checks);
     }
-    if let Some(f) = findings.iter().find(|f| f.status != evaluate::Status::Ok) {
+    let findings = evaluate::evaluate(&state, &catalog, &options.checks);
+    // Healthy but for deny policies the IAM v2 quota left unread: reported from the snapshot as
+    // `incomplete`, as the per-project path reports it when the same budget is spent (re-verifying
+    // live could read no more within the quota, and would cost a few calls per project).
+    let unread_by_quota = !state.access.deny_unreadable.is_empty()
+        && quota_only
+        && healthy_if_read(&state, &catalog, &options.checks);
+    if !unread_by_quota && let Some(f) = findings.iter().find(|f| f.status != evaluate::Status::Ok)
+    {
         return Err(format!(
             "the snapshot shows {} {} for {}",
             f.requirement.as_str(),
@@ -651,7 +682,12 @@ async fn judge(
             restorations: &restorations,
         },
     );
-    if !plan.actions.is_empty() || plan.decisions.iter().any(|d| *d != Decision::Healthy) {
+    let settled = |d: &Decision| match d {
+        Decision::Healthy => true,
+        Decision::NeedsReview { .. } => unread_by_quota,
+        _ => false,
+    };
+    if !plan.actions.is_empty() || !plan.decisions.iter().all(settled) {
         return Err("the snapshot's plan is not empty".to_owned());
     }
     Ok(ProjectReport {
@@ -665,14 +701,38 @@ async fn judge(
             .into_iter()
             .zip(plan.decisions)
             .map(|(finding, decision)| FindingReport {
+                outcome: match decision {
+                    // As the per-project path reports a finding that needs review.
+                    Decision::NeedsReview { .. } => Outcome::Unknown,
+                    _ => Outcome::Healthy,
+                },
                 finding,
                 decision,
-                outcome: Outcome::Healthy,
             })
             .collect(),
         actions: Vec::new(),
         error: None,
     })
+}
+
+/// Whether every finding would be `ok` if the deny policies not read had been read and denied
+/// nothing (the best they can do: a deny rule only takes access away).
+fn healthy_if_read(
+    state: &ProjectState,
+    catalog: &RoleCatalog,
+    checks: &BTreeSet<RequirementId>,
+) -> bool {
+    let ok = |s: &ProjectState| {
+        evaluate::evaluate(s, catalog, checks)
+            .iter()
+            .all(|f| f.status == evaluate::Status::Ok)
+    };
+    if state.access.deny_unreadable.is_empty() {
+        return ok(state);
+    }
+    let mut read = state.clone();
+    read.access.deny_unreadable.clear();
+    ok(&read)
 }
 
 /// The node service accounts' existence as the per-project path would find it, from the snapshot:

@@ -1,6 +1,13 @@
 //! IAM v2 deny policies, Org Policy v2 and Cloud Identity over the shared [`Client`] (so they get
-//! the retry policy, the rate limiter and the call counters of every other API), implementing the
+//! the retry policy, the rate limits and the call counters of every other API), implementing the
 //! ports of `ports::access`.
+//!
+//! Deny-policy reads are IAM v2 reads: Google allows 5 per consumer project per minute. Each request
+//! (a list page, a `get` of a policy the list gave without rules) must fit in the client's IAM v2
+//! window *now*; no read ever waits for the budget, it fails at once with
+//! [`ApiError::ReadQuotaSpent`]. Folders and organizations take precedence: they are few, shared by
+//! every project beneath them and cached, so a read of a project's own deny policies leaves the last
+//! slot of each window to them ([`PROJECT_RESERVE`]).
 //!
 //! Hand-written rather than the generated `google-cloud-iam-v2` / `google-cloud-orgpolicy-v2` crates:
 //! we read three fields of an effective policy, five lists of a deny rule and one boolean of a
@@ -110,6 +117,11 @@ impl Gcp {
                 format!("`{attachment}` is not an attachment point"),
             ));
         }
+        let reserve = if attachment.starts_with("projects/") {
+            PROJECT_RESERVE
+        } else {
+            0
+        };
         // The attachment point is one path segment: its `/` are `%2F`, sent as `%252F`.
         let parent = format!(
             "v2/policies/cloudresourcemanager.googleapis.com%252F{}/denypolicies",
@@ -131,7 +143,7 @@ impl Gcp {
             if !token.is_empty() {
                 call.query.push(("pageToken", token.clone()));
             }
-            let page: Page = self.client().send(call).await?;
+            let page: Page = self.client().send_iam_v2(call, reserve).await?;
             listed.extend(page.policies);
             token = page.next_page_token;
             if token.is_empty() {
@@ -158,12 +170,15 @@ impl Gcp {
             };
             let full: WirePolicy = self
                 .client()
-                .send(get(
-                    Api::Iam,
-                    GET,
-                    "iam.denypolicies.get",
-                    format!("{parent}/{id}"),
-                ))
+                .send_iam_v2(
+                    get(
+                        Api::Iam,
+                        GET,
+                        "iam.denypolicies.get",
+                        format!("{parent}/{id}"),
+                    ),
+                    reserve,
+                )
                 .await?;
             out.push(to_policy(full, attachment));
         }
@@ -334,6 +349,9 @@ impl GroupMembership for Gcp {
         Gcp::is_transitive_member(self, group_email, member_email).boxed()
     }
 }
+
+/// The slots of each IAM v2 window a project's deny-policy read leaves to folders and organizations.
+const PROJECT_RESERVE: u32 = 1;
 
 /// Group ids remembered at most (then the memory starts over).
 const GROUP_ID_CACHE: usize = 10_000;

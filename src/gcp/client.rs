@@ -1,7 +1,15 @@
 //! The HTTP client shared by every Google REST adapter: endpoints, credentials, client-side rate
 //! limits, retries of transient failures with jittered exponential backoff, and call counters.
+//!
+//! Two kinds of pacing. Every API but one has a steady limiter ([`RateLimiter`], GCRA with a burst)
+//! that makes a call wait for its turn: their quotas are thousands per minute, so a wait is short.
+//! IAM v2 reads (deny policies) have Google's tightest quota, **5 per consumer project per
+//! minute**, and their own [`SlidingWindow`] (at most N in any 60 s, default
+//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`) that never makes a call wait: a read with
+//! no room answers at once [`ApiError::ReadQuotaSpent`], and the engine treats those deny policies
+//! as not read.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -95,12 +103,74 @@ impl RateLimiter {
     }
 }
 
+/// At most `limit` requests in any `window` (a log of the admission times of the last window), and
+/// never a wait: a request either fits now or is refused now.
+///
+/// Unlike [`RateLimiter`] there is no steady rate and no burst on top of it: with Google's quota of
+/// 5 per minute, a one-project scan (project, folders, organization: 2-4 reads) goes at once, and no
+/// 60 s span ever holds more than `limit` requests, whatever the pattern of calls.
+#[derive(Debug)]
+pub struct SlidingWindow {
+    limit: u32,
+    window: Duration,
+    admitted: std::sync::Mutex<VecDeque<Instant>>,
+}
+
+impl SlidingWindow {
+    /// `limit` (at least 1) requests in any `window`.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit: limit.max(1),
+            window,
+            admitted: std::sync::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The most requests admitted in any window.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Admits one request now if, counting it, the last window holds at most `limit - reserve`
+    /// requests (the reserve is kept for requests that take precedence; it never exceeds
+    /// `limit - 1`, so every request can be admitted into an empty window). Never waits.
+    pub fn try_acquire(&self, reserve: u32) -> bool {
+        let now = Instant::now();
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        // A request admitted at `t` counts in the windows [t, t + window): it is forgotten at
+        // `t + window`.
+        while admitted
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            admitted.pop_front();
+        }
+        let room = self.limit - reserve.min(self.limit - 1);
+        if admitted.len() < room as usize {
+            admitted.push_back(now);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Google's IAM v2 read quota (deny policies): 5 requests per consumer project per minute, and the
+/// default of `--rate-limit iam-v2=N`.
+pub const IAM_V2_READS_PER_MINUTE: u32 = 5;
+
+/// The window of the IAM v2 read quota.
+pub const IAM_V2_WINDOW: Duration = Duration::from_secs(60);
+
+/// The `--rate-limit` key of the IAM v2 read quota (deny-policy reads per minute).
+pub const IAM_V2_KEY: &str = "iam-v2";
+
 /// Default client-side rate limits (requests per second), under Google's default quotas.
 pub fn default_rate_limits() -> BTreeMap<Api, f64> {
     BTreeMap::from([
         (Api::ResourceManager, 10.0),
-        // IAM's read quota is 6,000 per minute per consumer project: 80/s leaves a fifth of it to
-        // other tools (deny-policy lists, one per project with clusters, make sweeps IAM-bound).
+        // IAM v1's read quota is 6,000 per minute per consumer project: 80/s leaves a fifth of it to
+        // other tools. IAM v2 (deny policies) is not paced here: see [`IAM_V2_READS_PER_MINUTE`].
         (Api::Iam, 80.0),
         (Api::Container, 10.0),
         (Api::Recommender, 5.0),
@@ -150,6 +220,8 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Requests per second per API.
     pub rate_limits: BTreeMap<Api, f64>,
+    /// IAM v2 reads (deny policies) in any minute ([`IAM_V2_READS_PER_MINUTE`] by default).
+    pub iam_v2_reads_per_minute: u32,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -161,6 +233,7 @@ impl Default for ClientConfig {
             credentials: Credentials::Anonymous,
             retry: RetryPolicy::default(),
             rate_limits: default_rate_limits(),
+            iam_v2_reads_per_minute: IAM_V2_READS_PER_MINUTE,
             timeout: Duration::from_secs(30),
         }
     }
@@ -186,6 +259,8 @@ pub struct Client {
     credentials: Credentials,
     retry: RetryPolicy,
     limiters: BTreeMap<Api, RateLimiter>,
+    /// IAM v2 reads: their own window, in place of the `iam` limiter.
+    iam_v2: SlidingWindow,
     calls: BTreeMap<Api, AtomicU64>,
     retries: AtomicU64,
 }
@@ -238,6 +313,7 @@ impl Client {
             credentials: config.credentials,
             retry: config.retry,
             limiters,
+            iam_v2: SlidingWindow::new(config.iam_v2_reads_per_minute, IAM_V2_WINDOW),
             calls,
             retries: AtomicU64::new(0),
         }))
@@ -270,6 +346,27 @@ impl Client {
         &self,
         call: Call<'_, B>,
     ) -> Result<T, ApiError> {
+        self.send_paced(call, Pacing::Steady).await
+    }
+
+    /// Sends an IAM v2 read within the IAM v2 read quota: each attempt (retries too, as Google counts
+    /// them) must fit in the window now, leaving `reserve` of it to reads that take precedence;
+    /// otherwise the answer is [`ApiError::ReadQuotaSpent`] at once, nothing sent and nothing waited for.
+    /// Google's own 429 is answered the same way, without retrying (its quota is shared by every
+    /// caller of the consumer project); other transient failures are retried as usual.
+    pub async fn send_iam_v2<B: Serialize, T: DeserializeOwned>(
+        &self,
+        call: Call<'_, B>,
+        reserve: u32,
+    ) -> Result<T, ApiError> {
+        self.send_paced(call, Pacing::Window(reserve)).await
+    }
+
+    async fn send_paced<B: Serialize, T: DeserializeOwned>(
+        &self,
+        call: Call<'_, B>,
+        pacing: Pacing,
+    ) -> Result<T, ApiError> {
         if let Some(bad) = unsafe_path_char(&call.path) {
             // Ids and names from messages end up in paths: one that could reach another resource
             // (`?`, `#`, `%`, `..`, spaces) is refused before anything is sent.
@@ -286,7 +383,31 @@ impl Client {
             if attempt > 1 {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
-            let result = self.send_once(&call, &url).await;
+            let result = match pacing {
+                Pacing::Window(reserve) if !self.iam_v2.try_acquire(reserve) => {
+                    return Err(ApiError::ReadQuotaSpent {
+                        api: call.api,
+                        method: call.method,
+                        limit: self.iam_v2.limit(),
+                        at_google: false,
+                    });
+                }
+                Pacing::Window(_) => match self.send_once(&call, &url, false).await {
+                    // Google's quota is the consumer project's, shared with every other caller: a
+                    // 429 means it is spent for up to a minute, and a retry would only spend more.
+                    Err(e) if e.code() == Some(429) => {
+                        tracing::debug!(api = %call.api, method = call.method, error = %e, "IAM v2 read quota spent at Google");
+                        return Err(ApiError::ReadQuotaSpent {
+                            api: call.api,
+                            method: call.method,
+                            limit: self.iam_v2.limit(),
+                            at_google: true,
+                        });
+                    }
+                    other => other,
+                },
+                Pacing::Steady => self.send_once(&call, &url, true).await,
+            };
             match result {
                 Err(e) if e.is_transient() && attempt < self.retry.max_attempts => {
                     tracing::debug!(api = %call.api, method = call.method, attempt, error = %e, "retrying");
@@ -301,8 +422,9 @@ impl Client {
         &self,
         call: &Call<'_, B>,
         url: &str,
+        steady: bool,
     ) -> Result<T, ApiError> {
-        if let Some(limiter) = self.limiters.get(&call.api) {
+        if let Some(limiter) = self.limiters.get(&call.api).filter(|_| steady) {
             limiter.acquire().await;
         }
         if let Some(counter) = self.calls.get(&call.api) {
@@ -342,6 +464,15 @@ impl Client {
             message: format!("at `{}`: {}", e.path(), e.inner()),
         })
     }
+}
+
+/// How a call is paced.
+#[derive(Clone, Copy)]
+enum Pacing {
+    /// The API's steady limiter (waits for a turn).
+    Steady,
+    /// The IAM v2 read window, keeping this much of it for reads that take precedence (never waits).
+    Window(u32),
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -466,6 +597,82 @@ mod limiter_tests {
             }
         }
         assert!((50..=56).contains(&within_a_minute), "{within_a_minute}");
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_one_project_scan_of_four_deny_reads_never_waits() {
+        let window = SlidingWindow::new(IAM_V2_READS_PER_MINUTE, IAM_V2_WINDOW);
+        let start = Instant::now();
+        for _ in 0..4 {
+            assert!(window.try_acquire(0));
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_never_admits_more_than_its_limit_in_any_sixty_seconds() {
+        let window = SlidingWindow::new(5, IAM_V2_WINDOW);
+        let start = Instant::now();
+        let mut admitted: Vec<Duration> = Vec::new();
+        // Tries every 700 ms for ten minutes, with an irregular pattern of reserves.
+        for i in 0..860u32 {
+            if window.try_acquire(i % 3) {
+                admitted.push(start.elapsed());
+            }
+            tokio::time::advance(Duration::from_millis(700)).await;
+        }
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted[i..]
+                .iter()
+                .take_while(|u| **u < *t + IAM_V2_WINDOW)
+                .count();
+            assert!(
+                in_window <= 5,
+                "{in_window} admitted in the minute from {t:?}"
+            );
+        }
+        // And it is not starved: about 5 a minute over ten minutes.
+        assert!((45..=50).contains(&admitted.len()), "{}", admitted.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spent_window_refuses_at_once_and_admits_again_when_the_oldest_read_ages_out() {
+        let window = SlidingWindow::new(5, IAM_V2_WINDOW);
+        assert!(window.try_acquire(0));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..4 {
+            assert!(window.try_acquire(0));
+        }
+        let start = Instant::now();
+        assert!(!window.try_acquire(0));
+        assert_eq!(start.elapsed(), Duration::ZERO, "a refusal never waits");
+        tokio::time::advance(Duration::from_secs(49)).await;
+        assert!(!window.try_acquire(0));
+        // The first read is a minute old: one slot, and only one, is free again.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(window.try_acquire(0));
+        assert!(!window.try_acquire(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reserve_keeps_the_last_slots_for_reads_that_take_precedence() {
+        let window = SlidingWindow::new(5, IAM_V2_WINDOW);
+        for _ in 0..4 {
+            assert!(window.try_acquire(1));
+        }
+        assert!(!window.try_acquire(1), "the fifth slot is kept");
+        assert!(
+            window.try_acquire(0),
+            "and taken by a read without a reserve"
+        );
+        // A reserve never shuts a request out of an empty window, even with a limit of 1.
+        let one = SlidingWindow::new(1, IAM_V2_WINDOW);
+        assert!(one.try_acquire(1));
     }
 }
 

@@ -163,6 +163,13 @@ impl PolicyFile {
                 "must be at most 366 (0 turns the warning off)".to_owned(),
             ));
         }
+        if r.limits.deny_policy_max_age_minutes == 0 || r.limits.deny_policy_max_age_minutes > 1440
+        {
+            return Err((
+                "limits.deny_policy_max_age_minutes".to_owned(),
+                "must be between 1 and 1440 (IAM v2 allows 5 deny-policy reads per minute: every read is cached at least a minute)".to_owned(),
+            ));
+        }
         if r.grace_seconds > 3600 {
             return Err((
                 "grace_seconds".to_owned(),
@@ -314,6 +321,24 @@ mod tests {
             .to_string();
         assert!(err.starts_with("p.yaml:2:"), "{err}");
         assert!(err.contains("expiry_warning_days"), "{err}");
+    }
+
+    #[test]
+    fn the_deny_policy_max_age_defaults_to_an_hour_and_bad_values_are_positioned() {
+        let p = PolicyFile::from_yaml("", "p.yaml").unwrap().remediation;
+        assert_eq!(p.limits.deny_policy_max_age_minutes, 60);
+        let p = PolicyFile::from_yaml("limits:\n  deny_policy_max_age_minutes: 15\n", "p.yaml")
+            .unwrap()
+            .remediation;
+        assert_eq!(p.limits.deny_policy_max_age_minutes, 15);
+        for bad in ["0", "1441"] {
+            let text = format!("mode: dry-run\nlimits:\n  deny_policy_max_age_minutes: {bad}\n");
+            let err = PolicyFile::from_yaml(&text, "p.yaml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("p.yaml:3:"), "{err}");
+            assert!(err.contains("limits.deny_policy_max_age_minutes"), "{err}");
+        }
     }
 }
 

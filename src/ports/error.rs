@@ -124,6 +124,33 @@ pub enum ApiError {
     /// Credentials could not produce a token.
     #[error("credentials: {0}")]
     Auth(String),
+    /// The IAM v2 read quota has no room now: the client-side window is spent (nothing was sent) or
+    /// Google answered 429 (other callers share the consumer project's quota). Neither waited for
+    /// nor retried (not transient). Raise Google's quota and the limit together.
+    #[error("{api} {method}: {}", quota_message(*.limit, *.at_google))]
+    ReadQuotaSpent {
+        /// API called.
+        api: Api,
+        /// Method called.
+        method: &'static str,
+        /// Reads the client admits in any minute.
+        limit: u32,
+        /// Google answered 429 `RESOURCE_EXHAUSTED` (the client's window had room).
+        at_google: bool,
+    },
+}
+
+fn quota_message(limit: u32, at_google: bool) -> String {
+    let raise = "raise Google's quota (per consumer project per minute) and --rate-limit iam-v2 together to read more";
+    if at_google {
+        format!(
+            "IAM v2 read quota spent at Google (429 RESOURCE_EXHAUSTED; other callers share the consumer project's quota; this process allows itself {limit} deny-policy reads per minute, --rate-limit iam-v2={limit}); not read now: {raise}"
+        )
+    } else {
+        format!(
+            "IAM v2 read quota: {limit} deny-policy reads per minute (--rate-limit iam-v2={limit}) spent; not read now: {raise}"
+        )
+    }
 }
 
 fn permission_hint(code: &u16, permission: &Option<String>) -> String {
@@ -155,6 +182,11 @@ impl ApiError {
             Self::Transport { .. } => true,
             _ => false,
         }
+    }
+
+    /// The client-side IAM v2 read quota was spent: nothing was sent.
+    pub fn is_read_quota_spent(&self) -> bool {
+        matches!(self, Self::ReadQuotaSpent { .. })
     }
 
     /// 404 NOT_FOUND.

@@ -255,6 +255,10 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
             "--apply",
             "--policy",
             policy.arg(),
+            // Two projects with deny policies at every level: 8 IAM v2 reads, more than Google's 5
+            // per minute.
+            "--rate-limit",
+            "iam-v2=100",
         ],
         &sim,
     )
@@ -330,9 +334,18 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
         !members.iter().any(|m| m.contains("blocked@")),
         "{members:?}"
     );
-    // A second scan: the restored accounts are ok, the denied ones still denied.
+    // A second scan: the restored accounts are ok, the denied ones still denied (7 IAM v2 reads:
+    // deny-prod's list and 2 gets, the folder's and the organization's list and get).
     let again = remediator(
-        &["scan", "--project", "deny-prod", "--format", "json"],
+        &[
+            "scan",
+            "--project",
+            "deny-prod",
+            "--format",
+            "json",
+            "--rate-limit",
+            "iam-v2=100",
+        ],
         &sim,
     )
     .await;
@@ -539,6 +552,9 @@ async fn deny_policies_and_org_policy_add_at_most_two_calls_per_project() {
             "deny-dev",
             "--format",
             "json",
+            // 8 IAM v2 reads (lists and gets), more than Google's 5 per minute.
+            "--rate-limit",
+            "iam-v2=100",
         ],
         &sim,
     )

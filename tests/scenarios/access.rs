@@ -1,6 +1,9 @@
 //! Deny policies, the org policy cause and groups through Cloud Identity, in-process over the fake.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use gke_iam_remediator::gcp::client::{IAM_V2_WINDOW, SlidingWindow};
 
 use gke_iam_remediator::domain::deny::{DenyPolicy, DenyRule};
 use gke_iam_remediator::domain::report::Outcome;
@@ -150,7 +153,7 @@ async fn a_transient_deny_policy_failure_asks_for_redelivery() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn ancestor_deny_policies_are_read_once_per_run_and_the_projects_own_every_time() {
+async fn ancestor_deny_policies_are_read_once_per_run_and_each_projects_own_once() {
     let cloud = FakeCloud::default();
     cloud.add_healthy_project(P, P_NUMBER, Some(ORG));
     cloud.add_healthy_project("shop-dev", "222222222222", Some(ORG));
@@ -319,4 +322,124 @@ async fn a_node_sa_recommendation_is_not_marked_succeeded_while_its_account_is_d
     assert_eq!(s.writes(), 0);
     assert_ne!(s.cloud.recommendation_state(&name), "SUCCEEDED");
     assert_eq!(s.cloud.calls("recommendations.markSucceeded"), 0);
+}
+
+/// The node account's `node-sa-permissions` finding of a report.
+fn node_finding(
+    report: &gke_iam_remediator::domain::report::ProjectReport,
+) -> &gke_iam_remediator::domain::report::FindingReport {
+    report
+        .findings
+        .iter()
+        .find(|f| {
+            f.finding.principal.as_ref().map(|p| p.as_str()) == Some(node_sa(P).as_str())
+                && f.finding.requirement.as_str() == "node-sa-permissions"
+        })
+        .expect("node account finding")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_run_of_the_same_project_within_the_max_age_reads_no_deny_policies() {
+    let s = Scenario::new(ENFORCE);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    let first = s.cloud.calls("denypolicies.list");
+    assert_eq!(first, 2, "the project and the organization");
+    // Long after the engine's short-lived run caches are gone, within the hour.
+    tokio::time::advance(Duration::from_secs(30 * 60)).await;
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    assert_eq!(s.cloud.calls("clusters.list"), 2, "the second run did run");
+    assert_eq!(s.cloud.calls("denypolicies.list"), first);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_the_max_age_a_run_reads_deny_policies_again() {
+    let s = Scenario::new("mode: enforce\nlimits:\n  deny_policy_max_age_minutes: 10\n");
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.cloud.calls("denypolicies.list"), 2);
+    tokio::time::advance(Duration::from_secs(9 * 60)).await;
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.cloud.calls("denypolicies.list"), 2, "still fresh");
+    tokio::time::advance(Duration::from_secs(2 * 60)).await;
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(
+        s.cloud.calls("denypolicies.list"),
+        4,
+        "older than 10 minutes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_deny_read_budget_makes_a_would_be_ok_verdict_incomplete_naming_the_quota_without_waiting_or_failing()
+ {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some(ORG));
+    let window = Arc::new(SlidingWindow::new(5, IAM_V2_WINDOW));
+    for _ in 0..5 {
+        assert!(window.try_acquire(0), "spent by other runs");
+    }
+    cloud.with(|w| w.iam_v2_window = Some(window));
+    let r = remediator(&cloud, ENFORCE, false);
+    let info = cloud.get_project(P).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let report = r.remediate(&info).await;
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "nothing waited for the budget"
+    );
+    assert!(report.error.is_none(), "{:?}", report.error);
+    let node = node_finding(&report);
+    assert_eq!(node.finding.status.as_str(), "incomplete");
+    assert_eq!(node.outcome, Outcome::Unknown);
+    let detail = &node.finding.detail;
+    let project = format!("projects/{P_NUMBER}");
+    for named in [
+        project.as_str(),
+        ORG,
+        "IAM v2 read quota",
+        "5 deny-policy reads per minute",
+        "--rate-limit iam-v2",
+    ] {
+        assert!(detail.contains(named), "{named} in: {detail}");
+    }
+    assert_eq!(cloud.calls("denypolicies.list"), 0, "nothing was sent");
+    assert_eq!(cloud.calls("setIamPolicy"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spent_deny_read_budget_does_not_stop_a_missing_binding_from_being_granted() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some(ORG));
+    cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    let window = Arc::new(SlidingWindow::new(1, IAM_V2_WINDOW));
+    assert!(window.try_acquire(0));
+    cloud.with(|w| w.iam_v2_window = Some(window));
+    let r = remediator(
+        &cloud,
+        "mode: enforce\nrestore: [node-sa-permissions]\n",
+        false,
+    );
+    let info = cloud.get_project(P).await.unwrap();
+    let report = r.remediate(&info).await;
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(node_finding(&report).outcome, Outcome::Restored);
+    assert!(cloud.holds(P, NODE_ROLE, &node_sa(P)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deny_policies_are_read_again_once_the_budget_has_room() {
+    let cloud = FakeCloud::default();
+    cloud.add_healthy_project(P, P_NUMBER, Some(ORG));
+    let window = Arc::new(SlidingWindow::new(2, IAM_V2_WINDOW));
+    assert!(window.try_acquire(0) && window.try_acquire(0));
+    cloud.with(|w| w.iam_v2_window = Some(window));
+    let r = remediator(&cloud, DRY_RUN, false);
+    let info = cloud.get_project(P).await.unwrap();
+    let first = r.remediate(&info).await;
+    assert_eq!(node_finding(&first).finding.status.as_str(), "incomplete");
+    // A refusal is not cached: a minute later the same run's next look reads them.
+    tokio::time::advance(IAM_V2_WINDOW).await;
+    let second = r.remediate(&info).await;
+    assert_eq!(node_finding(&second).finding.status.as_str(), "ok");
+    assert_eq!(cloud.calls("denypolicies.list"), 2);
 }

@@ -358,3 +358,63 @@ async fn an_event_about_a_folder_policy_is_never_answered_from_the_snapshot() {
         assert_eq!(s.reads(id), 1, "{id}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_the_deny_read_budget_spent_both_paths_call_the_same_projects_incomplete_and_restore_the_same()
+ {
+    use gke_iam_remediator::gcp::client::{IAM_V2_WINDOW, SlidingWindow};
+    let live = Scenario::with(ENFORCE, |c| c.asset_inventory = false);
+    let snap = Scenario::new(ENFORCE);
+    for s in [&live, &snap] {
+        teams(&s.cloud, 3);
+        s.cloud
+            .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+        // Spent by earlier runs of this process.
+        let window = std::sync::Arc::new(SlidingWindow::new(1, IAM_V2_WINDOW));
+        assert!(window.try_acquire(0));
+        s.cloud.with(|w| w.iam_v2_window = Some(window));
+    }
+    let (a, _, _) = live.engine.sweep(&[], &[org()]).await.unwrap();
+    let (b, _, db) = snap.engine.sweep(&[], &[org()]).await.unwrap();
+    // The healthy-looking projects are reported from the snapshot, incomplete: re-verifying them
+    // live could read no more deny policies within the same budget. Only team-1 is read live.
+    assert_eq!(counts(&db), (3, 1));
+    assert_eq!(snap.reads("team-1"), live.reads("team-1"));
+    for healthy in ["team-2", "team-3", P] {
+        assert_eq!(snap.reads(healthy), 0, "{healthy} came from the snapshot");
+    }
+    let json = |r: &[std::sync::Arc<gke_iam_remediator::domain::report::ProjectReport>]| {
+        r.iter()
+            .map(|p| serde_json::to_value(&**p).unwrap())
+            .collect::<Vec<Value>>()
+    };
+    assert_eq!(json(&a), json(&b));
+    for report in &b {
+        let node = report
+            .findings
+            .iter()
+            .find(|f| f.finding.requirement.as_str() == "node-sa-permissions")
+            .expect("a node account");
+        if report.project_id == "team-1" {
+            assert_eq!(
+                node.outcome.as_str(),
+                "restored",
+                "a spent budget stops no grant"
+            );
+        } else {
+            assert_eq!(
+                node.finding.status.as_str(),
+                "incomplete",
+                "{}",
+                report.project_id
+            );
+            assert!(
+                node.finding.detail.contains("IAM v2 read quota"),
+                "{}",
+                node.finding.detail
+            );
+        }
+    }
+    assert_eq!(live.writes(), 1);
+    assert_eq!(snap.writes(), 1);
+}

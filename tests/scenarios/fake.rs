@@ -15,6 +15,7 @@ use gke_iam_remediator::domain::iam::{
     Binding, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role,
 };
 use gke_iam_remediator::domain::state::{Cluster, NodePool, Restorations, RoleLookup, Troubleshot};
+use gke_iam_remediator::gcp::client::SlidingWindow;
 use gke_iam_remediator::notify::Notification;
 use gke_iam_remediator::ports::assets::asset_types;
 use gke_iam_remediator::ports::{
@@ -123,6 +124,9 @@ pub struct World {
     pub asset_read_time: Option<String>,
     /// IAM v2 deny policies by attachment point (`projects/NUMBER`, `folders/N`, `organizations/N`).
     pub deny_policies: BTreeMap<String, Vec<DenyPolicy>>,
+    /// The client-side IAM v2 read window, when a test sets one: a list with no room in it answers
+    /// at once that the quota is spent, as the REST adapter does (nothing sent, nothing journaled).
+    pub iam_v2_window: Option<Arc<SlidingWindow>>,
     /// Boolean constraints enforced, by (`projects/ID`, constraint).
     pub enforced_constraints: BTreeSet<(String, String)>,
     /// Cloud Identity groups: email -> members (emails, including nested group emails).
@@ -1229,6 +1233,15 @@ impl DenyPolicies for FakeCloud {
         attachment: &'a str,
     ) -> BoxFuture<'a, Result<Vec<DenyPolicy>, ApiError>> {
         async move {
+            let window = self.with(|w| w.iam_v2_window.clone());
+            if let Some(window) = window.filter(|w| !w.try_acquire(0)) {
+                return Err(ApiError::ReadQuotaSpent {
+                    api: Api::Iam,
+                    method: "policies.listPolicies",
+                    limit: window.limit(),
+                    at_google: false,
+                });
+            }
             if let Some(f) = self.enter("denypolicies.list", attachment).await {
                 return Err(status_error(Api::Iam, "policies.listPolicies", &f));
             }

@@ -109,6 +109,37 @@ impl ApiError {
         e
     }
 
+    /// Google's answer when a consumer's per-minute quota of IAM v2 read requests is spent.
+    pub fn iam_v2_read_quota(limit: u32, consumer: &str) -> Self {
+        let mut e = Self::new(
+            429,
+            "RESOURCE_EXHAUSTED",
+            format!(
+                "Quota exceeded for quota metric 'Read requests (IAM v2)' and limit 'Read requests per minute' of service 'iam.googleapis.com' for consumer '{consumer}'."
+            ),
+        );
+        e.details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "RATE_LIMIT_EXCEEDED",
+            "domain": "googleapis.com",
+            "metadata": {
+                "service": "iam.googleapis.com",
+                "consumer": consumer,
+                "quota_metric": "iam.googleapis.com/v2_read_requests",
+                "quota_limit": "ReadRequestsPerMinutePerProject",
+                "quota_limit_value": limit.to_string(),
+            },
+        }));
+        e.details.push(json!({
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [{
+                "description": "Request a higher quota limit.",
+                "url": "https://cloud.google.com/docs/quotas/help/request_increase",
+            }],
+        }));
+        e
+    }
+
     /// An injected fault: 429, 500 or 503 (any other code maps to a generic status).
     pub fn injected(code: u16) -> Self {
         match code {

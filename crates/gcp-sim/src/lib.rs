@@ -274,6 +274,11 @@ pub struct SimArgs {
     /// Caller of requests without a `Bearer sim:EMAIL` token.
     #[arg(long, value_name = "MEMBER", default_value = "user:admin@example.com")]
     pub default_principal: String,
+    /// Enforce Google's IAM v2 read quota (deny policies): at most N reads per caller in any minute,
+    /// the rest answered 429 RESOURCE_EXHAUSTED (Google's default is 5). Off by default; also the
+    /// `iam_v2_reads_per_minute` of `PUT /_sim/faults`.
+    #[arg(long, value_name = "N")]
+    pub iam_v2_reads_per_minute: Option<u32>,
 }
 
 /// Runs the simulator until SIGINT or SIGTERM; prints `listening on http://ADDR` once ready.
@@ -287,6 +292,12 @@ pub async fn run_cli(args: SimArgs) -> anyhow::Result<()> {
         default_principal: args.default_principal,
     };
     let handle = start(world, args.listen, options).await?;
+    if args.iam_v2_reads_per_minute.is_some() {
+        handle.set_faults(Faults {
+            iam_v2_reads_per_minute: args.iam_v2_reads_per_minute,
+            ..Faults::default()
+        });
+    }
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on http://{}", handle.addr())?;

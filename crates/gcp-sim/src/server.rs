@@ -321,16 +321,28 @@ where
             "The requested URL {path} was not found on this server."
         ))),
         Some(route) => {
-            let (delay, injected) = {
+            let (delay, injected, quota) = {
                 let mut f = lock(&shared.faults);
-                (f.delay_ms(), f.roll_error(route.api))
+                let quota = if route.endpoint.starts_with("iam.policies.") {
+                    f.take_iam_v2_read(&caller).err()
+                } else {
+                    None
+                };
+                (f.delay_ms(), f.roll_error(route.api), quota)
             };
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
             }
-            match injected {
-                Some(code) => Err(ApiError::injected(code)),
-                None => match parse_body(&parts.method, &bytes) {
+            match (quota, injected) {
+                (Some(limit), _) => Err(ApiError::iam_v2_read_quota(
+                    limit,
+                    &format!(
+                        "caller:{}",
+                        caller.split_once(':').map_or(caller.as_str(), |(_, e)| e)
+                    ),
+                )),
+                (None, Some(code)) => Err(ApiError::injected(code)),
+                (None, None) => match parse_body(&parts.method, &bytes) {
                     // A bug in a handler must not take the connection down: answer 500 instead.
                     Ok(body) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         dispatch(

@@ -1,11 +1,25 @@
 //! What the remediator reads beyond allow policies, each in its own function: deny policies of the
-//! project and its ancestors (ancestors' cached per run like their allow policies), the effective
-//! `iam.automaticIamGrantsForDefaultServiceAccounts` (only to explain a Compute Engine default account
-//! that lacks or is denied its permissions), and Cloud Identity memberships (only for groups that
-//! would settle an `unknown` verdict, cached per run). A caller that may not read deny policies or
-//! Cloud Identity is told once per run; its verdicts say what could not be read.
+//! project and its ancestors, the effective `iam.automaticIamGrantsForDefaultServiceAccounts` (only
+//! to explain a Compute Engine default account that lacks or is denied its permissions), and Cloud
+//! Identity memberships (only for groups that would settle an `unknown` verdict, cached per run). A
+//! caller that may not read deny policies or Cloud Identity is told once per run; its verdicts say
+//! what could not be read.
+//!
+//! **Deny policies and Google's IAM v2 quota** (5 reads per consumer project per minute). Every
+//! attachment point (the project, its folders, the organization) is read through the process-wide
+//! [`DenyPolicyCache`](crate::engine::deny_cache::DenyPolicyCache): a read younger than
+//! `limits.deny_policy_max_age_minutes` is used, and only a missing or older entry costs a read.
+//! Ancestors are also kept per run (with any refusal, said once). No read ever waits for the quota:
+//! when the client's IAM v2 window has no room the adapter answers at once that the quota is spent,
+//! and those deny policies are *not read*, exactly like deny policies the caller may not read: a
+//! verdict that would be `ok` is `incomplete` and names the attachment point and the quota, a missing
+//! binding is still restored (a deny rule can only take access away, and a grant that a deny rule
+//! blocks changes nothing). The rule for who gets the budget first: folders and organizations (few,
+//! shared by every project beneath them, cached) take precedence without waiting, because a read of
+//! a project's own deny policies leaves the last slot of each minute to them (the adapter's reserve).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::{Cache, Remediator, Unreadable, cell, forget};
 use crate::domain::deny::DenyPolicy;
@@ -26,9 +40,10 @@ pub struct AccessCaches {
 }
 
 impl Remediator {
-    /// The deny policies of the project (always fresh) and of its folders and organization (cached
-    /// per run). A transient failure fails the read (the run is retried); a refusal is recorded in
-    /// `deny_unreadable` and said once per run.
+    /// The deny policies of the project and of its folders and organization, all through the
+    /// process's cache (ancestors through the run's too). A transient failure fails the read (the run
+    /// is retried); a refusal or a spent IAM v2 quota is recorded in `deny_unreadable` and said once
+    /// per run.
     pub(super) async fn read_access(
         &self,
         info: &ProjectInfo,
@@ -39,17 +54,15 @@ impl Remediator {
         let mut points = vec![(project, false)];
         points.extend(chain.iter().map(|r| (r.to_string(), true)));
         // Every attachment point at once; the answers are taken in the points' order.
-        let results = futures::future::join_all(points.iter().map(|(point, cached)| async move {
-            if *cached {
-                self.cached_deny_policies(point).await
-            } else {
-                self.gcp
-                    .list_deny_policies(point)
-                    .await
-                    .map_err(Unreadable::from)
-            }
-        }))
-        .await;
+        let results =
+            futures::future::join_all(points.iter().map(|(point, ancestor)| async move {
+                if *ancestor {
+                    self.cached_deny_policies(point).await
+                } else {
+                    self.fresh_deny_policies(point).await
+                }
+            }))
+            .await;
         for ((point, _), result) in points.into_iter().zip(results) {
             match result {
                 Ok(mut policies) => facts.deny_policies.append(&mut policies),
@@ -61,13 +74,7 @@ impl Remediator {
                     });
                 }
                 Err(e) => {
-                    if !self.caches.access.deny_warned.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            attachment = %point,
-                            error = %e.message,
-                            "cannot read IAM deny policies (iam.denypolicies.list): verdicts that would be ok are reported incomplete"
-                        );
-                    }
+                    self.deny_not_read(&point, &e);
                     facts
                         .deny_unreadable
                         .push(format!("the deny policies of {point} ({})", e.message));
@@ -77,6 +84,57 @@ impl Remediator {
         Ok(facts)
     }
 
+    /// Says, once per run, that deny policies were not read and what that does to verdicts.
+    pub(in crate::engine) fn deny_not_read(&self, point: &str, e: &Unreadable) {
+        if self.caches.access.deny_warned.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if e.quota {
+            tracing::warn!(
+                attachment = %point,
+                error = %e.message,
+                "IAM deny policies not read: the IAM v2 read quota is spent (no read waits for it); verdicts that would be ok are reported incomplete, missing bindings are still restored"
+            );
+        } else {
+            tracing::warn!(
+                attachment = %point,
+                error = %e.message,
+                "cannot read IAM deny policies (iam.denypolicies.list): verdicts that would be ok are reported incomplete"
+            );
+        }
+    }
+
+    /// The longest a deny-policy read is used.
+    fn deny_max_age(&self) -> Duration {
+        Duration::from_secs(
+            60 * u64::from(
+                self.options
+                    .policy
+                    .limits
+                    .deny_policy_max_age_minutes
+                    .max(1),
+            ),
+        )
+    }
+
+    /// The deny policies of `point` through the process's cache: a fresh-enough read, else a read
+    /// now (never a wait for the IAM v2 quota).
+    pub(super) async fn fresh_deny_policies(
+        &self,
+        point: &str,
+    ) -> Result<Vec<DenyPolicy>, Unreadable> {
+        self.options
+            .deny_cache
+            .get_or_read(point, self.deny_max_age(), || {
+                self.gcp.list_deny_policies(point)
+            })
+            .await
+            .map_err(Unreadable::from)
+    }
+
+    /// An ancestor's deny policies through the run's cache (one answer per run, a refusal included)
+    /// over the process's. A transient failure or a spent quota is forgotten: the next project of the
+    /// run asks again.
     pub(super) async fn cached_deny_policies(
         &self,
         point: &str,
@@ -84,15 +142,10 @@ impl Remediator {
         let key = point.to_owned();
         let c = cell(&self.caches.access.deny, &key).await;
         let result = c
-            .get_or_init(|| async {
-                self.gcp
-                    .list_deny_policies(point)
-                    .await
-                    .map_err(Unreadable::from)
-            })
+            .get_or_init(|| self.fresh_deny_policies(point))
             .await
             .clone();
-        if result.as_ref().is_err_and(|e| e.transient) {
+        if result.as_ref().is_err_and(Unreadable::retry_later) {
             forget(&self.caches.access.deny, &key).await;
         }
         result
