@@ -162,7 +162,9 @@ impl Runtime {
     fn load(args: &EngineArgs) -> anyhow::Result<Self> {
         Ok(Self {
             policy: load_policy(&args.policy)?,
-            cloud: Arc::new(args.gcp.connect()?),
+            // Runs of `serve` and `job` are on a message's critical path: deny reads never wait for
+            // the IAM v2 quota unless `--iam-v2-wait` says so.
+            cloud: Arc::new(args.gcp.connect(std::time::Duration::ZERO)?),
             emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
                 .ok()
                 .filter(|h| !h.is_empty()),

@@ -83,7 +83,7 @@ fn parse_member(raw: &str) -> Result<ServiceAccountEmail, SetupError> {
 
 async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     let member = args.member.as_deref().map(parse_member).transpose()?;
-    let gcp = Arc::new(args.gcp.connect()?);
+    let gcp = Arc::new(args.gcp.connect(crate::scan::CLI_IAM_V2_WAIT)?);
     let mut options = Options::new(PolicyFile::default().remediation);
     options.troubleshooter = args.troubleshooter;
     let remediator = Remediator::new(gcp, options);

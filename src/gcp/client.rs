@@ -5,9 +5,10 @@
 //! that makes a call wait for its turn: their quotas are thousands per minute, so a wait is short.
 //! IAM v2 reads (deny policies) have Google's tightest quota, **5 per consumer project per
 //! minute**, and their own [`SlidingWindow`] (at most N in any 60 s, default
-//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`) that never makes a call wait: a read with
-//! no room answers at once [`ApiError::ReadQuotaSpent`], and the engine treats those deny policies
-//! as not read.
+//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). A read waits for its turn at most the
+//! client's `iam_v2_max_wait` (none for `serve` and `job`, whose runs are on the critical path; two
+//! minutes for `scan` and `explain`, `--iam-v2-wait`); a read with no turn in time answers at once
+//! [`ApiError::ReadQuotaSpent`], and the engine treats those deny policies as not read.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -135,25 +136,62 @@ impl SlidingWindow {
     /// requests (the reserve is kept for requests that take precedence; it never exceeds
     /// `limit - 1`, so every request can be admitted into an empty window). Never waits.
     pub fn try_acquire(&self, reserve: u32) -> bool {
+        self.reserve_slot(reserve, Duration::ZERO).is_some()
+    }
+
+    /// Admits one request as soon as the window has room for it (counting `reserve` as above), if
+    /// that is within `max_wait`: waits for its turn and returns true, or returns false at once.
+    /// Turns are taken in the order asked, so a waiting request is never overtaken.
+    pub async fn acquire_within(&self, reserve: u32, max_wait: Duration) -> bool {
+        match self.reserve_slot(reserve, max_wait) {
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The turn of one more request, no earlier than every turn already given, at which the window
+    /// ending there holds at most `limit - reserve` requests counting it; `None` (nothing taken) when
+    /// that is later than `max_wait` from now.
+    fn reserve_slot(&self, reserve: u32, max_wait: Duration) -> Option<Instant> {
         let now = Instant::now();
         let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
         // A request admitted at `t` counts in the windows [t, t + window): it is forgotten at
         // `t + window`.
         while admitted
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= self.window)
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
         {
             admitted.pop_front();
         }
-        let room = self.limit - reserve.min(self.limit - 1);
-        if admitted.len() < room as usize {
-            admitted.push_back(now);
-            true
-        } else {
-            false
+        let room = (self.limit - reserve.min(self.limit - 1)) as usize;
+        let mut at = admitted.back().map_or(now, |last| (*last).max(now));
+        loop {
+            // Turns are in order, so every earlier turn still counting at `at` is among the last.
+            let counting: Vec<&Instant> = admitted
+                .iter()
+                .filter(|t| at.saturating_duration_since(**t) < self.window)
+                .collect();
+            if counting.len() < room {
+                break;
+            }
+            // Wait until enough of them age out: the oldest that must go, plus the window, plus a
+            // margin so that a read woken (or received) a little late still never makes a window
+            // hold more than the limit.
+            at = *counting[counting.len() - room] + self.window + TURN_MARGIN;
         }
+        if at.saturating_duration_since(now) > max_wait {
+            return None;
+        }
+        admitted.push_back(at);
+        Some(at)
     }
 }
+
+/// How much later than the window strictly allows a waited-for turn starts.
+const TURN_MARGIN: Duration = Duration::from_secs(1);
 
 /// Google's IAM v2 read quota (deny policies): 5 requests per consumer project per minute, and the
 /// default of `--rate-limit iam-v2=N`.
@@ -222,6 +260,8 @@ pub struct ClientConfig {
     pub rate_limits: BTreeMap<Api, f64>,
     /// IAM v2 reads (deny policies) in any minute ([`IAM_V2_READS_PER_MINUTE`] by default).
     pub iam_v2_reads_per_minute: u32,
+    /// How long an IAM v2 read may wait for its turn in the window (zero: never; the default).
+    pub iam_v2_max_wait: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -234,6 +274,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             rate_limits: default_rate_limits(),
             iam_v2_reads_per_minute: IAM_V2_READS_PER_MINUTE,
+            iam_v2_max_wait: Duration::ZERO,
             timeout: Duration::from_secs(30),
         }
     }
@@ -261,6 +302,8 @@ pub struct Client {
     limiters: BTreeMap<Api, RateLimiter>,
     /// IAM v2 reads: their own window, in place of the `iam` limiter.
     iam_v2: SlidingWindow,
+    /// How long an IAM v2 read may wait for its turn.
+    iam_v2_max_wait: Duration,
     calls: BTreeMap<Api, AtomicU64>,
     retries: AtomicU64,
 }
@@ -314,6 +357,7 @@ impl Client {
             retry: config.retry,
             limiters,
             iam_v2: SlidingWindow::new(config.iam_v2_reads_per_minute, IAM_V2_WINDOW),
+            iam_v2_max_wait: config.iam_v2_max_wait,
             calls,
             retries: AtomicU64::new(0),
         }))
@@ -350,8 +394,9 @@ impl Client {
     }
 
     /// Sends an IAM v2 read within the IAM v2 read quota: each attempt (retries too, as Google counts
-    /// them) must fit in the window now, leaving `reserve` of it to reads that take precedence;
-    /// otherwise the answer is [`ApiError::ReadQuotaSpent`] at once, nothing sent and nothing waited for.
+    /// them) must get a turn in the window within the client's `iam_v2_max_wait`, leaving `reserve`
+    /// of it to reads that take precedence; otherwise the answer is [`ApiError::ReadQuotaSpent`] at
+    /// once, nothing sent.
     /// Google's own 429 is answered the same way, without retrying (its quota is shared by every
     /// caller of the consumer project); other transient failures are retried as usual.
     pub async fn send_iam_v2<B: Serialize, T: DeserializeOwned>(
@@ -384,7 +429,12 @@ impl Client {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
             let result = match pacing {
-                Pacing::Window(reserve) if !self.iam_v2.try_acquire(reserve) => {
+                Pacing::Window(reserve)
+                    if !self
+                        .iam_v2
+                        .acquire_within(reserve, self.iam_v2_max_wait)
+                        .await =>
+                {
                     return Err(ApiError::ReadQuotaSpent {
                         api: call.api,
                         method: call.method,
@@ -471,7 +521,8 @@ impl Client {
 enum Pacing {
     /// The API's steady limiter (waits for a turn).
     Steady,
-    /// The IAM v2 read window, keeping this much of it for reads that take precedence (never waits).
+    /// The IAM v2 read window, keeping this much of it for reads that take precedence (waits at
+    /// most the client's `iam_v2_max_wait` for a turn).
     Window(u32),
 }
 
@@ -657,6 +708,67 @@ mod window_tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(window.try_acquire(0));
         assert!(!window.try_acquire(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_allowed_to_wait_takes_the_next_turn_in_order_and_one_past_its_wait_is_refused_at_once()
+     {
+        let window = std::sync::Arc::new(SlidingWindow::new(2, IAM_V2_WINDOW));
+        let start = Instant::now();
+        let mut turns = Vec::new();
+        for _ in 0..7 {
+            let w = window.clone();
+            turns.push(tokio::spawn(async move {
+                w.acquire_within(0, Duration::from_secs(150))
+                    .await
+                    .then(|| start.elapsed())
+            }));
+            tokio::task::yield_now().await;
+        }
+        let mut got = Vec::new();
+        for t in turns {
+            got.push(t.await.unwrap());
+        }
+        let s = |n| Some(Duration::from_secs(n));
+        // Two a minute (each waited-for turn a second past the window), and the seventh's turn
+        // (183 s) is past its wait.
+        assert_eq!(got, vec![s(0), s(0), s(61), s(61), s(122), s(122), None]);
+        let before = Instant::now();
+        assert!(!window.acquire_within(0, Duration::from_secs(10)).await);
+        assert_eq!(before.elapsed(), Duration::ZERO, "refused without waiting");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_and_refused_reads_together_never_exceed_the_limit_in_any_sixty_seconds() {
+        let window = std::sync::Arc::new(SlidingWindow::new(5, IAM_V2_WINDOW));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..400u32 {
+            let w = window.clone();
+            let wait = Duration::from_secs(u64::from(i % 4) * 40);
+            tasks.push(tokio::spawn(async move {
+                w.acquire_within(i % 2, wait).await.then(|| start.elapsed())
+            }));
+            tokio::time::advance(Duration::from_millis(900)).await;
+        }
+        let mut admitted: Vec<Duration> = Vec::new();
+        for t in tasks {
+            admitted.extend(t.await.unwrap());
+        }
+        admitted.sort();
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted[i..]
+                .iter()
+                .take_while(|u| **u < *t + IAM_V2_WINDOW)
+                .count();
+            assert!(
+                in_window <= 5,
+                "{in_window} admitted in the minute from {t:?}"
+            );
+        }
+        // Six minutes of asking, and waits of up to two minutes past that: about five a minute for
+        // those eight minutes were admitted.
+        assert!((35..=40).contains(&admitted.len()), "{}", admitted.len());
     }
 
     #[tokio::test(start_paused = true)]

@@ -235,8 +235,10 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
         sim.reset_stats();
         let before = sim.journal().len();
         let mut args = vec!["scan", "--organization", ORG, "--format", "json"];
-        // Fast for every other API; IAM v2 at its default (Google's 5 per minute).
+        // Fast for every other API; IAM v2 at its default (Google's 5 per minute), and no read
+        // waits for it (as in `serve`).
         args.extend(&FAST[2..]);
+        args.extend(["--iam-v2-wait", "0"]);
         args.extend(discovery);
         let run = remediator(&args, &sim).await;
         assert_ne!(
@@ -291,4 +293,50 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
             ..gcp_sim::Faults::default()
         });
     }
+}
+
+#[tokio::test]
+async fn a_scan_waits_its_turn_in_googles_iam_v2_quota_and_reads_every_deny_policy() {
+    // An organization, six folders and a few GKE projects: more deny attachment points than
+    // Google's 5 reads a minute, fewer than scan's default wait (two minutes) can take.
+    let sim = start_sim(&generated_world(3, 0.0, 5)).await;
+    sim.set_faults(gcp_sim::Faults {
+        iam_v2_reads_per_minute: Some(5),
+        ..gcp_sim::Faults::default()
+    });
+    let mut args = vec!["scan", "--organization", ORG, "--format", "json"];
+    args.extend(&FAST[2..]);
+    let started = std::time::Instant::now();
+    let run = remediator(&args, &sim).await;
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let doc = doc(&run);
+    let deny: Vec<_> = sim
+        .journal()
+        .into_iter()
+        .filter(|e| e.endpoint.starts_with("iam.policies."))
+        .collect();
+    assert!(
+        deny.len() > 5,
+        "the world needs more than a minute's reads: {}",
+        deny.len()
+    );
+    assert!(
+        deny.iter().all(|e| e.status == 200),
+        "never a 429: {:?}",
+        deny.iter().map(|e| e.status).collect::<Vec<_>>()
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(59),
+        "the reads past the first five waited for the window: {took:?}"
+    );
+    let statuses: Vec<&str> = findings(&doc)
+        .iter()
+        .map(|f| f["status"].as_str().unwrap())
+        .collect();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|s| *s == "ok"),
+        "every deny policy read, nothing incomplete: {statuses:?}"
+    );
 }

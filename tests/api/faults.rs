@@ -238,6 +238,9 @@ async fn scan(sim: &SimHandle, extra: &[&str]) -> Run {
             .arg("scan")
             .args(["--format", "json", "--api-endpoint"])
             .arg(sim.base_url())
+            // The simulator enforces no IAM v2 quota here; these worlds have more deny-policy
+            // attachment points than Google's 5 reads a minute, and the faults are elsewhere.
+            .args(["--rate-limit", "iam-v2=10000"])
             .args(extra)
             .env("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}"))
             .env_remove("REMEDIATOR_POLICY")
