@@ -24,6 +24,8 @@ rate_args=()
 for api in cloudresourcemanager iam container serviceusage recommender; do
     rate_args+=(--rate-limit "$api=$RATE")
 done
+# shellcheck disable=SC2207
+rate_args+=($(iam_v2_args "$BIN"))
 
 echo "== scale: $PROJECTS projects, $FOLDERS folders, simulated latency ${LATENCY} ms per API call, --concurrency $CONCURRENCY, rate limit $RATE/s per API, $RUNS runs (median)"
 

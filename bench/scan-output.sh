@@ -34,7 +34,8 @@ measure() { # label bin format
     local label=$1 bin=$2 format=$3 walls=() rss=() r m writes
     for ((r = 0; r < RUNS; r++)); do
         m=$(RUST_LOG=error $MEASURE "$BENCH_TMP/out" --timeout 600 -- "$bin" scan --organization "$ORG" \
-            --format "$format" --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}" 2>/dev/null)
+            --format "$format" --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}" \
+            $(iam_v2_args "$bin") 2>/dev/null)
         walls+=("$(jq -r .wall_ms <<<"$m")")
         rss+=("$(jq -r .max_rss_kb <<<"$m")")
     done
@@ -42,7 +43,7 @@ measure() { # label bin format
     # write(2) calls on standard output only (sockets and eventfds are not output).
     RUST_LOG=error strace -f -qq -e trace=write,writev -o "$BENCH_TMP/strace" "$bin" scan --organization "$ORG" \
         --format "$format" --api-endpoint "$SIM" --concurrency "$CONCURRENCY" "${rate_args[@]}" \
-        >"$BENCH_TMP/out" 2>/dev/null || true
+        $(iam_v2_args "$bin") >"$BENCH_TMP/out" 2>/dev/null || true
     writes=$(grep -cE '(^|[0-9] )writev?\(1,' "$BENCH_TMP/strace" || true)
     printf '%-10s %-6s %10s %10s %12s %12s\n' "$label" "$format" \
         "$(printf '%s\n' "${walls[@]}" | median)" \
