@@ -46,15 +46,17 @@ pub struct GcpArgs {
     /// Attempts per call on 429/5xx (including the first).
     #[arg(long, default_value_t = 6)]
     pub max_attempts: u32,
-    /// Seconds a deny-policy read may wait for its turn in the IAM v2 quota before those deny
-    /// policies are reported not read (default: 120 for `scan` and `explain`, 0 for `serve` and
-    /// `job`, whose runs must not wait).
+    /// For how many seconds from the start deny-policy reads may wait for their turn in the IAM v2
+    /// quota; after that a read with no turn is not made and its deny policies are reported not
+    /// read (default: 120 for `scan` and `explain`, 0 for `serve` and `job`, whose runs must not
+    /// wait).
     #[arg(long, value_name = "SECONDS", env = "REMEDIATOR_IAM_V2_WAIT_SECONDS")]
     pub iam_v2_wait: Option<u64>,
 }
 
-/// How long `scan` and `explain` let a deny-policy read wait for the IAM v2 quota by default: a
-/// world with a dozen deny attachment points is read whole, at 5 reads a minute.
+/// For how long from the start `scan` and `explain` let deny-policy reads wait for the IAM v2 quota
+/// by default: a world with a dozen deny attachment points is read whole, at 5 reads a minute, and a
+/// large organization costs at most these two minutes more.
 pub const CLI_IAM_V2_WAIT: Duration = Duration::from_secs(120);
 
 /// Errors before any project is examined.

@@ -5,9 +5,9 @@
 //! that makes a call wait for its turn: their quotas are thousands per minute, so a wait is short.
 //! IAM v2 reads (deny policies) have Google's tightest quota, **5 per consumer project per
 //! minute**, and their own [`SlidingWindow`] (at most N in any 60 s, default
-//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). A read waits for its turn at most the
-//! client's `iam_v2_max_wait` (none for `serve` and `job`, whose runs are on the critical path; two
-//! minutes for `scan` and `explain`, `--iam-v2-wait`); a read with no turn in time answers at once
+//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). A read waits for its turn only within the
+//! client's wait span from its start (none for `serve` and `job`, whose runs are on the critical
+//! path; the first two minutes of `scan` and `explain`, `--iam-v2-wait`); a read with no turn in it answers at once
 //! [`ApiError::ReadQuotaSpent`], and the engine treats those deny policies as not read.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -260,7 +260,9 @@ pub struct ClientConfig {
     pub rate_limits: BTreeMap<Api, f64>,
     /// IAM v2 reads (deny policies) in any minute ([`IAM_V2_READS_PER_MINUTE`] by default).
     pub iam_v2_reads_per_minute: u32,
-    /// How long an IAM v2 read may wait for its turn in the window (zero: never; the default).
+    /// For how long from the client's creation an IAM v2 read may wait for its turn in the window
+    /// (zero: never; the default). A span from the start, not a wait per read: reads that come one
+    /// after another would otherwise each wait their turn, at 5 a minute, without end.
     pub iam_v2_max_wait: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
@@ -302,8 +304,8 @@ pub struct Client {
     limiters: BTreeMap<Api, RateLimiter>,
     /// IAM v2 reads: their own window, in place of the `iam` limiter.
     iam_v2: SlidingWindow,
-    /// How long an IAM v2 read may wait for its turn.
-    iam_v2_max_wait: Duration,
+    /// Until when an IAM v2 read may wait for its turn.
+    iam_v2_wait_until: Instant,
     calls: BTreeMap<Api, AtomicU64>,
     retries: AtomicU64,
 }
@@ -357,7 +359,7 @@ impl Client {
             retry: config.retry,
             limiters,
             iam_v2: SlidingWindow::new(config.iam_v2_reads_per_minute, IAM_V2_WINDOW),
-            iam_v2_max_wait: config.iam_v2_max_wait,
+            iam_v2_wait_until: Instant::now() + config.iam_v2_max_wait,
             calls,
             retries: AtomicU64::new(0),
         }))
@@ -394,7 +396,7 @@ impl Client {
     }
 
     /// Sends an IAM v2 read within the IAM v2 read quota: each attempt (retries too, as Google counts
-    /// them) must get a turn in the window within the client's `iam_v2_max_wait`, leaving `reserve`
+    /// them) must get a turn in the window before the client's wait span ends, leaving `reserve`
     /// of it to reads that take precedence; otherwise the answer is [`ApiError::ReadQuotaSpent`] at
     /// once, nothing sent.
     /// Google's own 429 is answered the same way, without retrying (its quota is shared by every
@@ -432,7 +434,11 @@ impl Client {
                 Pacing::Window(reserve)
                     if !self
                         .iam_v2
-                        .acquire_within(reserve, self.iam_v2_max_wait)
+                        .acquire_within(
+                            reserve,
+                            self.iam_v2_wait_until
+                                .saturating_duration_since(Instant::now()),
+                        )
                         .await =>
                 {
                     return Err(ApiError::ReadQuotaSpent {
@@ -521,8 +527,8 @@ impl Client {
 enum Pacing {
     /// The API's steady limiter (waits for a turn).
     Steady,
-    /// The IAM v2 read window, keeping this much of it for reads that take precedence (waits at
-    /// most the client's `iam_v2_max_wait` for a turn).
+    /// The IAM v2 read window, keeping this much of it for reads that take precedence (waits for a
+    /// turn only until the client's `iam_v2_wait_until`).
     Window(u32),
 }
 

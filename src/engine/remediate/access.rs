@@ -93,7 +93,7 @@ impl Remediator {
             tracing::warn!(
                 attachment = %point,
                 error = %e.message,
-                "IAM deny policies not read: the IAM v2 read quota is spent (no read waits for it); verdicts that would be ok are reported incomplete, missing bindings are still restored"
+                "IAM deny policies not read: the IAM v2 read quota is spent (no turn within --iam-v2-wait); verdicts that would be ok are reported incomplete, missing bindings are still restored"
             );
         } else {
             tracing::warn!(
