@@ -7,7 +7,7 @@
 //! minute**, and their own [`SlidingWindow`] (at most N in any 60 s, default
 //! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). A read waits for its turn only within the
 //! client's wait span from its start (none for `serve` and `job`, whose runs are on the critical
-//! path; the first two minutes of `scan` and `explain`, `--iam-v2-wait`); a read with no turn in it answers at once
+//! path; the first four minutes of `scan` and `explain`, `--iam-v2-wait`); a read with no turn in it answers at once
 //! [`ApiError::ReadQuotaSpent`], and the engine treats those deny policies as not read.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -298,7 +298,7 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
 #[tokio::test]
 async fn a_scan_waits_its_turn_in_googles_iam_v2_quota_and_reads_every_deny_policy() {
     // An organization, six folders and a few GKE projects: more deny attachment points than
-    // Google's 5 reads a minute, fewer than scan's default wait (two minutes) can take.
+    // Google's 5 reads a minute, fewer than scan's default wait (four minutes) can take.
     let sim = start_sim(&generated_world(3, 0.0, 5)).await;
     sim.set_faults(gcp_sim::Faults {
         iam_v2_reads_per_minute: Some(5),
