@@ -661,6 +661,20 @@ mod limiter_tests {
 mod window_tests {
     use super::*;
 
+    /// No 60 s window of the (sorted) admission times holds more than `limit`.
+    fn assert_at_most_per_window(admitted: &[Duration], limit: usize) {
+        for (i, t) in admitted.iter().enumerate() {
+            let in_window = admitted[i..]
+                .iter()
+                .take_while(|u| **u < *t + IAM_V2_WINDOW)
+                .count();
+            assert!(
+                in_window <= limit,
+                "{in_window} admitted in the minute from {t:?}"
+            );
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_one_project_scan_of_four_deny_reads_never_waits() {
         let window = SlidingWindow::new(IAM_V2_READS_PER_MINUTE, IAM_V2_WINDOW);
@@ -683,16 +697,7 @@ mod window_tests {
             }
             tokio::time::advance(Duration::from_millis(700)).await;
         }
-        for (i, t) in admitted.iter().enumerate() {
-            let in_window = admitted[i..]
-                .iter()
-                .take_while(|u| **u < *t + IAM_V2_WINDOW)
-                .count();
-            assert!(
-                in_window <= 5,
-                "{in_window} admitted in the minute from {t:?}"
-            );
-        }
+        assert_at_most_per_window(&admitted, 5);
         // And it is not starved: about 5 a minute over ten minutes.
         assert!((45..=50).contains(&admitted.len()), "{}", admitted.len());
     }
@@ -762,16 +767,7 @@ mod window_tests {
             admitted.extend(t.await.unwrap());
         }
         admitted.sort();
-        for (i, t) in admitted.iter().enumerate() {
-            let in_window = admitted[i..]
-                .iter()
-                .take_while(|u| **u < *t + IAM_V2_WINDOW)
-                .count();
-            assert!(
-                in_window <= 5,
-                "{in_window} admitted in the minute from {t:?}"
-            );
-        }
+        assert_at_most_per_window(&admitted, 5);
         // Six minutes of asking, and waits of up to two minutes past that: about five a minute for
         // those eight minutes were admitted.
         assert!((35..=40).contains(&admitted.len()), "{}", admitted.len());

@@ -285,19 +285,7 @@ async fn when_cloud_identity_refuses_the_troubleshooter_settles_the_group_grant_
         }
     });
     let info = cloud.get_project(P).await.unwrap();
-    let node = |report: &gke_iam_remediator::domain::report::ProjectReport| {
-        report
-            .findings
-            .iter()
-            .find(|f| {
-                f.finding.principal.as_ref().map(|p| p.as_str()) == Some(node_sa(P).as_str())
-                    && f.finding.requirement.as_str() == "node-sa-permissions"
-            })
-            .unwrap()
-            .finding
-            .status
-            .as_str()
-    };
+    let node = |report| node_finding(report).finding.status.as_str();
     let with = remediator(&cloud, ENFORCE, true).remediate(&info).await;
     assert_eq!(node(&with), "ok");
     assert_eq!(
