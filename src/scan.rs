@@ -132,7 +132,7 @@ impl GcpArgs {
             },
             rate_limits,
             iam_v2_reads_per_minute,
-            iam_v2_max_wait: self
+            iam_v2_wait_span: self
                 .iam_v2_wait
                 .map_or(default_iam_v2_wait, Duration::from_secs),
             timeout: Duration::from_secs(30),

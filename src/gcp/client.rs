@@ -263,7 +263,7 @@ pub struct ClientConfig {
     /// For how long from the client's creation an IAM v2 read may wait for its turn in the window
     /// (zero: never; the default). A span from the start, not a wait per read: reads that come one
     /// after another would otherwise each wait their turn, at 5 a minute, without end.
-    pub iam_v2_max_wait: Duration,
+    pub iam_v2_wait_span: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
 }
@@ -276,7 +276,7 @@ impl Default for ClientConfig {
             retry: RetryPolicy::default(),
             rate_limits: default_rate_limits(),
             iam_v2_reads_per_minute: IAM_V2_READS_PER_MINUTE,
-            iam_v2_max_wait: Duration::ZERO,
+            iam_v2_wait_span: Duration::ZERO,
             timeout: Duration::from_secs(30),
         }
     }
@@ -359,7 +359,7 @@ impl Client {
             retry: config.retry,
             limiters,
             iam_v2: SlidingWindow::new(config.iam_v2_reads_per_minute, IAM_V2_WINDOW),
-            iam_v2_wait_until: Instant::now() + config.iam_v2_max_wait,
+            iam_v2_wait_until: Instant::now() + config.iam_v2_wait_span,
             calls,
             retries: AtomicU64::new(0),
         }))
