@@ -92,8 +92,8 @@ pub struct ServeArgs {
     /// Largest accepted push body in bytes.
     #[arg(long, env = "REMEDIATOR_MAX_BODY_BYTES", default_value_t = crate::intake::MAX_PUSH_BODY_BYTES)]
     pub max_body_bytes: usize,
-    /// Most connections served at once (at the limit, the connection that waited longest for a
-    /// request head is closed for a new one). Default: the open-file limit less 256, at most 4096.
+    /// Most connections served at once (at the limit, one trickling a request head, else the one
+    /// silent longest, is closed for a new one). Default: the open-file limit less 256, at most 4096.
     #[arg(long, env = "REMEDIATOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Seconds a request head may take from its first byte.

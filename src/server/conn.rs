@@ -4,8 +4,9 @@
 //! Owns: the connection limit (a semaphore, as in mini-redis's accept loop), the idle timeout (no byte
 //! received while no request is in flight), the header timeout (a request head must be complete this long
 //! after its first byte arrived, however slowly the bytes trickle) and load shedding at the limit: a new
-//! connection evicts the connection that has waited longest for a request head, so a flood of slow
-//! clients cycles through while every prompt client (a probe, a Pub/Sub push) gets a slot. Connections
+//! connection evicts one that is trickling a request head (else the one that has sent nothing for
+//! longest), so a flood of slow clients cycles through while every prompt client (a probe, a Pub/Sub
+//! push) gets a slot. Connections
 //! with a request in flight are never evicted. The body deadline is applied where bodies are read (the
 //! handlers, [`super::read_body`]).
 
@@ -222,8 +223,8 @@ impl Connections {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Admits a new connection: at once when a slot is free, otherwise by evicting the connection that
-    /// has waited longest for a request head and taking its slot. `None` when every slot has a request in
+    /// Admits a new connection: at once when a slot is free, otherwise by evicting another (see
+    /// [`Self::evict_one`]) and taking its slot. `None` when every slot has a request in
     /// flight (the caller closes the connection).
     pub async fn admit(self: &Arc<Self>) -> Option<Admitted> {
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -259,9 +260,12 @@ impl Connections {
         })
     }
 
-    /// Tells the connection that has waited longest for a request head to close; false if every
-    /// connection has a request in flight. The newest connections are the last to go, so a prompt client
-    /// (whose head arrives within a millisecond) keeps its slot even while slow ones churn.
+    /// Tells one connection without a request in flight to close; false if every connection has one.
+    /// First to go are connections that started a request head and have not finished it (a prompt
+    /// client's head arrives in one read, so an unfinished head is the mark of a slow client), longest
+    /// trickling first; then connections that have sent nothing since they opened or since their last
+    /// response, longest waiting first. So a new prompt client whose first bytes are still on their way
+    /// keeps its slot however fast slow clients churn, and so does a kept-alive Pub/Sub connection.
     fn evict_one(&self) -> bool {
         let victim = {
             let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
@@ -269,9 +273,13 @@ impl Connections {
                 .iter()
                 .filter_map(|(id, slot)| {
                     let p = slot.phase();
-                    (!p.busy).then_some((p.waiting_since, *id, slot.clone()))
+                    let key = match p.first_byte {
+                        Some(first) => (0, first),
+                        None => (1, p.waiting_since),
+                    };
+                    (!p.busy).then_some((key, *id, slot.clone()))
                 })
-                .min_by_key(|(since, id, _)| (*since, *id))
+                .min_by_key(|(key, id, _)| (*key, *id))
                 .map(|(_, _, slot)| slot)
         };
         match victim {
@@ -424,6 +432,37 @@ mod tests {
         // Now every slot is busy or promised: the next connection is refused.
         assert!(c.admit().await.is_none());
         assert_eq!(c.stats.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_trickling_a_head_is_evicted_before_an_older_or_newer_one_that_sent_nothing()
+     {
+        let c = Connections::new(ConnLimits {
+            max_connections: 3,
+            header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+        });
+        let kept_alive = c.admit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let slow = c.admit().await.unwrap();
+        slow.slot.saw_bytes();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let fresh = c.admit().await.unwrap();
+
+        assert!(c.evict_one());
+        let closed = |slot: Arc<Slot>| {
+            let c = c.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(500), c.closed(&slot))
+                    .await
+                    .ok()
+            }
+        };
+        assert_eq!(closed(slow.slot.clone()).await, Some(Closed::Evicted));
+        // Then the one that has waited longest without a byte, never the newest.
+        assert!(c.evict_one());
+        assert_eq!(closed(kept_alive.slot.clone()).await, Some(Closed::Evicted));
+        assert_eq!(closed(fresh.slot.clone()).await, None);
     }
 
     #[tokio::test]
