@@ -86,6 +86,7 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     let gcp = Arc::new(args.gcp.connect(crate::scan::CLI_IAM_V2_WAIT)?);
     let mut options = Options::new(PolicyFile::default().remediation);
     options.troubleshooter = args.troubleshooter;
+    options.read_ahead = true;
     let remediator = Remediator::new(gcp, options);
     let (infos, failures) = remediator
         .resolve(std::slice::from_ref(&args.project), &[])

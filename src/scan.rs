@@ -251,6 +251,8 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     options.apply = args.apply;
     options.troubleshooter = args.troubleshooter;
     options.concurrency = args.concurrency.max(1);
+    // Projects named on the command line are few and waited for: one round of latency each.
+    options.read_ahead = true;
     let remediator = Arc::new(Remediator::new(gcp.clone(), options));
     let started = Instant::now();
     if args.apply && !remediator.options().writes() {

@@ -112,6 +112,19 @@ pub const NODE_SA_PERMISSIONS: [&str; 4] = [
     "autoscaling.sites.writeMetrics",
 ];
 
+/// The roles node service accounts usually hold for [`NODE_SA_PERMISSIONS`]: the restored role, the
+/// older per-permission roles GKE documented before it, and the basic roles that contain them. A
+/// command asked about projects by name reads these definitions beside a project's policy rather
+/// than after it (a guess about what to read early, never about a verdict).
+pub const NODE_SA_USUAL_ROLES: [&str; 6] = [
+    ROLE_DEFAULT_NODE_SA,
+    "roles/logging.logWriter",
+    "roles/monitoring.metricWriter",
+    "roles/autoscaling.metricsWriter",
+    ROLE_EDITOR,
+    "roles/owner",
+];
+
 /// The API whose enablement puts a project in scope.
 pub const CONTAINER_API: &str = "container.googleapis.com";
 

@@ -55,14 +55,46 @@ impl DenyPolicyCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Vec<DenyPolicy>, ApiError>>,
     {
+        self.get_or(point, max_age, || async {
+            let at = Instant::now();
+            (at, read().await)
+        })
+        .await
+    }
+
+    /// Like [`Self::get_or_read`] with a read already made (started at `started`, under another
+    /// name of the same attachment point): used unless a younger read is held, and kept when it
+    /// succeeded.
+    pub async fn get_or_use(
+        &self,
+        point: &str,
+        max_age: Duration,
+        started: Instant,
+        result: Result<Vec<DenyPolicy>, ApiError>,
+    ) -> Result<Vec<DenyPolicy>, ApiError> {
+        self.get_or(point, max_age, || async move { (started, result) })
+            .await
+    }
+
+    async fn get_or<F, Fut>(
+        &self,
+        point: &str,
+        max_age: Duration,
+        read: F,
+    ) -> Result<Vec<DenyPolicy>, ApiError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = (Instant, Result<Vec<DenyPolicy>, ApiError>)>,
+    {
         let slot = self.slot(point, max_age);
         let mut entry = slot.lock().await;
         if let Some(fresh) = entry.as_ref().filter(|f| f.at.elapsed() < max_age) {
             return Ok(fresh.policies.clone());
         }
-        let at = Instant::now();
-        let result = read().await;
-        if let Ok(policies) = &result {
+        let (at, result) = read().await;
+        if let Ok(policies) = &result
+            && at.elapsed() < max_age
+        {
             *entry = Some(Fresh {
                 at,
                 policies: policies.clone(),

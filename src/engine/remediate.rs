@@ -17,11 +17,12 @@ use super::deny_cache::DenyPolicyCache;
 use super::flap::{FlapLedger, FlapSource};
 
 mod access;
+use crate::domain::deny::DenyPolicy;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
 use crate::domain::plan::{self, Action, DecideContext, Decision, Plan};
 use crate::domain::report::{self, ActionReport, Failure, FindingReport, Outcome, ProjectReport};
-use crate::domain::requirements::RequirementId;
+use crate::domain::requirements::{NODE_SA_USUAL_ROLES, RequirementId};
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::domain::state::{
     AccessFacts, AccountState, ApiState, ProjectState, RoleCatalog, RoleLookup, Troubleshot,
@@ -71,6 +72,14 @@ pub struct Options {
     pub budget: Option<Arc<WriteBudget>>,
     /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
     pub clock: crate::clock::Clock,
+    /// Projects named to [`Remediator::resolve`] read ahead: their first round, beside the lookup,
+    /// the policy and the clusters, also lists their service accounts, reads their own deny policies
+    /// and the definitions of [`NODE_SA_USUAL_ROLES`], so a project whose node accounts hold the usual
+    /// roles is verified in one round of API latency instead of two. A few of those reads may turn
+    /// out unneeded (a project without clusters needs no deny policies), so this is for commands that
+    /// name few projects and wait for the answer (`scan --project`, `explain`), not for `serve`,
+    /// whose hints from earlier runs do the same without the waste.
+    pub read_ahead: bool,
 }
 
 impl Options {
@@ -98,6 +107,7 @@ impl Options {
             deny_cache: Arc::default(),
             budget: None,
             clock: crate::clock::Clock::default(),
+            read_ahead: false,
         }
     }
 
@@ -166,12 +176,17 @@ pub struct Remediator {
 }
 
 /// A project's first-round reads: its own policy, its clusters and, when its last read found node
-/// accounts of its own, its service accounts.
-type OwnReads = (
-    Result<Policy, ApiError>,
-    Result<ClusterList, ApiError>,
-    Option<Result<Vec<ServiceAccount>, ApiError>>,
-);
+/// accounts of its own or it reads ahead, its service accounts; when it reads ahead, its own deny
+/// policies too (with when that read started).
+struct OwnReads {
+    policy: Result<Policy, ApiError>,
+    clusters: Result<ClusterList, ApiError>,
+    accounts: Option<Result<Vec<ServiceAccount>, ApiError>>,
+    deny: Option<OwnDenyRead>,
+}
+
+/// A read of the project's own deny policies made before its number was known (by project id).
+pub(super) type OwnDenyRead = (tokio::time::Instant, Result<Vec<DenyPolicy>, ApiError>);
 
 /// What was read about a project's node service accounts, before it is interpreted with every policy
 /// (a deleted account's unique id is read from the `deleted:` members of the project's and its
@@ -296,7 +311,10 @@ impl Remediator {
         let Ok(id) = ProjectId::parse(key) else {
             return (key, self.gcp.get_project(key).await);
         };
-        let (info, own) = tokio::join!(self.gcp.get_project(key), self.read_own_first_round(&id));
+        let (info, own) = tokio::join!(
+            self.gcp.get_project(key),
+            self.read_own_first_round(&id, self.options.read_ahead)
+        );
         if info.as_ref().is_ok_and(|i| i.project_id == id) {
             self.prefetched
                 .lock()
@@ -405,27 +423,54 @@ impl Remediator {
         Ok((chain, policies, unreadable_parents))
     }
 
-    /// The project's own policy and clusters, read at once.
-    async fn read_own_first_round(&self, project: &ProjectId) -> OwnReads {
+    /// The project's own policy and clusters, read at once, with what the hints or `read_ahead` add.
+    async fn read_own_first_round(&self, project: &ProjectId, read_ahead: bool) -> OwnReads {
         let resource = ResourceRef::Project(project.clone());
+        let checks_accounts = self.options.checks.contains(&RequirementId::NodeSaExists);
         let accounts = async {
-            let speculate = self.options.checks.contains(&RequirementId::NodeSaExists)
-                && self
-                    .caches
-                    .lists_accounts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(project);
+            let speculate = checks_accounts
+                && (read_ahead
+                    || self
+                        .caches
+                        .lists_accounts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .contains(project));
             match speculate {
                 true => Some(self.gcp.list_service_accounts(project).await),
                 false => None,
             }
         };
-        tokio::join!(
+        let deny = async {
+            if !read_ahead {
+                return None;
+            }
+            let started = tokio::time::Instant::now();
+            let point = format!("projects/{project}");
+            Some((started, self.gcp.list_deny_policies(&point).await))
+        };
+        let roles = async {
+            if read_ahead {
+                let usual: Vec<Role> = NODE_SA_USUAL_ROLES
+                    .iter()
+                    .filter_map(|r| Role::parse(r).ok())
+                    .collect();
+                self.prefetch(&usual).await;
+            }
+        };
+        let (policy, clusters, accounts, deny, ()) = tokio::join!(
             self.gcp.get_iam_policy(&resource),
             self.gcp.list_clusters(project),
-            accounts
-        )
+            accounts,
+            deny,
+            roles
+        );
+        OwnReads {
+            policy,
+            clusters,
+            accounts,
+            deny,
+        }
     }
 
     /// Reads live state for a project (the policy read is the one the write will be guarded by).
@@ -472,9 +517,14 @@ impl Remediator {
             .lock()
             .expect("prefetch lock")
             .remove(&info.project_id);
-        let (policy, clusters, listed) = match prefetched {
+        let OwnReads {
+            policy,
+            clusters,
+            accounts: listed,
+            deny: own_deny,
+        } = match prefetched {
             Some(reads) => reads,
-            None => self.read_own_first_round(&info.project_id).await,
+            None => self.read_own_first_round(&info.project_id, false).await,
         };
         let policy = policy?;
         let (container_api, clusters) = match clusters {
@@ -498,13 +548,17 @@ impl Remediator {
             read_at: self.options.clock.now(),
             access: Default::default(),
         };
-        // Deny rules bear only on node accounts' permissions: a project without clusters needs none.
+        // Deny rules bear only on node accounts' permissions: a project without clusters needs none
+        // (one read ahead is kept for later runs all the same).
         let access = async {
             if state.clusters.is_empty() {
+                if let Some(read) = own_deny {
+                    self.keep_own_deny_read(info, read).await;
+                }
                 return Ok(AccessFacts::default());
             }
             match chain.await {
-                Ok(Some(chain)) => self.read_access(info, &chain).await,
+                Ok(Some(chain)) => self.read_access(info, &chain, own_deny).await,
                 // The ancestors could not be read: that error is the one reported.
                 _ => Ok(AccessFacts::default()),
             }
@@ -521,8 +575,13 @@ impl Remediator {
     /// groups (into the run's cache, where [`Self::evaluate`] finds them; an unreadable one is left
     /// for it to see once, as if it had fetched it itself).
     async fn prefetch_roles(&self, state: &ProjectState) {
-        let needed = evaluate::roles_needed(state);
-        futures::future::join_all(needed.iter().map(|role| async move {
+        let needed: Vec<Role> = evaluate::roles_needed(state).into_iter().collect();
+        self.prefetch(&needed).await;
+    }
+
+    /// Fetches these role definitions into the run's cache, at once (one read per role per run).
+    async fn prefetch(&self, roles: &[Role]) {
+        futures::future::join_all(roles.iter().map(|role| async move {
             let c = cell(&self.caches.roles, role).await;
             c.get_or_init(|| self.gcp.get_role(role)).await;
         }))
@@ -1152,7 +1211,7 @@ impl Remediator {
     pub(crate) async fn cached_ancestor_deny_policies(
         &self,
         point: &str,
-    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, Unreadable> {
+    ) -> Result<Vec<DenyPolicy>, Unreadable> {
         let result = self.cached_deny_policies(point).await;
         if let Err(e) = &result {
             self.deny_not_read(point, e);
@@ -1165,7 +1224,7 @@ impl Remediator {
     pub(crate) async fn project_deny_policies(
         &self,
         info: &ProjectInfo,
-    ) -> Result<Vec<crate::domain::deny::DenyPolicy>, Unreadable> {
+    ) -> Result<Vec<DenyPolicy>, Unreadable> {
         let point = format!("projects/{}", info.project_number);
         let result = self.fresh_deny_policies(&point).await;
         if let Err(e) = &result {

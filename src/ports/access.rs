@@ -9,8 +9,8 @@ use crate::domain::deny::DenyPolicy;
 
 /// IAM v2 deny policies.
 pub trait DenyPolicies: Send + Sync {
-    /// Every deny policy attached to `attachment` (`projects/NUMBER`, `folders/N`,
-    /// `organizations/N`), with its rules (list, then get each).
+    /// Every deny policy attached to `attachment` (`projects/NUMBER` or `projects/ID`, as Google
+    /// accepts either; `folders/N`, `organizations/N`), with its rules (list, then get each).
     fn list_deny_policies<'a>(
         &'a self,
         attachment: &'a str,

@@ -1245,7 +1245,15 @@ impl DenyPolicies for FakeCloud {
             if let Some(f) = self.enter("denypolicies.list", attachment).await {
                 return Err(status_error(Api::Iam, "policies.listPolicies", &f));
             }
-            Ok(self.with(|w| w.deny_policies.get(attachment).cloned().unwrap_or_default()))
+            Ok(self.with(|w| {
+                // Google takes a project's id or its number here; policies are kept under the number.
+                let by_number = attachment
+                    .strip_prefix("projects/")
+                    .and_then(|id| w.projects.get(id))
+                    .map(|p| format!("projects/{}", p.project_number));
+                let point = by_number.as_deref().unwrap_or(attachment);
+                w.deny_policies.get(point).cloned().unwrap_or_default()
+            }))
         }
         .boxed()
     }

@@ -10,6 +10,7 @@ mod fake;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gke_iam_remediator::domain::deny::{DenyPolicy, DenyRule};
 use gke_iam_remediator::domain::report::{Outcome, ProjectReport};
 use gke_iam_remediator::engine::{Engine, EngineConfig, Options, Remediator, recommendation};
 use gke_iam_remediator::intake::{Message, Verdict};
@@ -1315,7 +1316,17 @@ const LATENCY: Duration = Duration::from_millis(20);
 
 /// Resolves `--project`s and checks them, as `scan` does; returns the reports and the tokio time taken.
 async fn scan_projects(cloud: &FakeCloud, projects: &[&str]) -> (Vec<ProjectReport>, Duration) {
-    let remediator = remediator(cloud);
+    scan_with(&remediator(cloud), projects).await
+}
+
+/// The remediator of `scan` and `explain`: named projects read ahead.
+fn reading_ahead(cloud: &FakeCloud) -> Remediator {
+    let mut options = Options::new(PolicyFile::default().remediation);
+    options.read_ahead = true;
+    Remediator::new(Arc::new(cloud.clone()), options)
+}
+
+async fn scan_with(remediator: &Remediator, projects: &[&str]) -> (Vec<ProjectReport>, Duration) {
     let started = tokio::time::Instant::now();
     let names: Vec<String> = projects.iter().map(|p| (*p).to_owned()).collect();
     let (infos, failures) = remediator.resolve(&names, &[]).await.expect("resolve");
@@ -1325,7 +1336,7 @@ async fn scan_projects(cloud: &FakeCloud, projects: &[&str]) -> (Vec<ProjectRepo
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_scan_of_one_project_takes_two_rounds_of_api_latency() {
+async fn a_project_not_read_ahead_takes_two_rounds_of_api_latency() {
     let cloud = FakeCloud::default();
     cloud.add_healthy_project(P, P_NUMBER, None);
     cloud.set_latency(LATENCY);
@@ -1343,6 +1354,91 @@ async fn a_scan_of_one_project_takes_two_rounds_of_api_latency() {
     ] {
         assert_eq!(cloud.calls(method), 1, "{method}: {:?}", cloud.journal());
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_named_project_read_ahead_takes_one_round_and_gets_the_same_report() {
+    let ahead = FakeCloud::default();
+    let plain = FakeCloud::default();
+    for cloud in [&ahead, &plain] {
+        cloud.add_healthy_project(P, P_NUMBER, None);
+        cloud.add_healthy_project("shop-dev", "222222222222", None);
+        cloud.with(|w| {
+            let project = fake::project_ref("shop-dev");
+            w.policies.get_mut(&project).unwrap().bindings.remove(1);
+        });
+        cloud.set_latency(LATENCY);
+    }
+    let (ahead_reports, took) = scan_with(&reading_ahead(&ahead), &[P, "shop-dev"]).await;
+    let (plain_reports, plain_took) = scan_projects(&plain, &[P, "shop-dev"]).await;
+    // The lookup, the policy, the clusters, the service accounts, the project's own deny policies
+    // and the usual roles of node accounts, all at once.
+    assert_eq!(took, LATENCY, "{:?}", ahead.journal());
+    assert_eq!(plain_took, 2 * LATENCY);
+    let json = |r: &[ProjectReport]| serde_json::to_string(r).unwrap();
+    assert_eq!(json(&ahead_reports), json(&plain_reports));
+    assert!(
+        ahead_reports[0]
+            .findings
+            .iter()
+            .any(|f| f.outcome == Outcome::WouldRestore),
+        "the broken project is reported: {ahead_reports:?}"
+    );
+    // One read of each project's deny policies (by id, before the number is known).
+    assert_eq!(ahead.calls("denypolicies.list"), 2, "{:?}", ahead.journal());
+    assert!(
+        ahead
+            .journal()
+            .iter()
+            .any(|c| c == &format!("denypolicies.list projects/{P}")),
+        "{:?}",
+        ahead.journal()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deny_rule_on_a_project_is_found_by_the_read_ahead_made_with_the_projects_id() {
+    let ahead = FakeCloud::default();
+    let plain = FakeCloud::default();
+    for cloud in [&ahead, &plain] {
+        cloud.add_healthy_project(P, P_NUMBER, None);
+        cloud.with(|w| {
+            let point = format!("projects/{P_NUMBER}");
+            w.deny_policies.insert(
+                point.clone(),
+                vec![DenyPolicy {
+                    name: format!(
+                        "policies/cloudresourcemanager.googleapis.com%2Fprojects%2F{P_NUMBER}/denypolicies/no-logs"
+                    ),
+                    attached_to: point,
+                    display_name: String::new(),
+                    rules: vec![DenyRule {
+                        denied_principals: vec![format!(
+                            "principal://iam.googleapis.com/projects/-/serviceAccounts/nodes@{P}.iam.gserviceaccount.com"
+                        )],
+                        denied_permissions: vec![
+                            "logging.googleapis.com/logEntries.create".to_owned(),
+                        ],
+                        ..DenyRule::default()
+                    }],
+                }],
+            );
+        });
+    }
+    let (ahead_reports, _) = scan_with(&reading_ahead(&ahead), &[P]).await;
+    let (plain_reports, _) = scan_projects(&plain, &[P]).await;
+    let statuses = |r: &[ProjectReport]| {
+        r[0].findings
+            .iter()
+            .map(|f| f.finding.status.as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        statuses(&ahead_reports).contains(&"denied".to_owned()),
+        "{:?}",
+        statuses(&ahead_reports)
+    );
+    assert_eq!(statuses(&ahead_reports), statuses(&plain_reports));
 }
 
 #[tokio::test(start_paused = true)]

@@ -21,7 +21,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Cache, Remediator, Unreadable, cell, forget};
+use super::{Cache, OwnDenyRead, Remediator, Unreadable, cell, forget};
 use crate::domain::deny::DenyPolicy;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{ResourceRef, ServiceAccountEmail};
@@ -44,26 +44,34 @@ impl Remediator {
     /// process's cache (ancestors through the run's too). A transient failure fails the read (the run
     /// is retried); a refusal or a spent IAM v2 quota is recorded in `deny_unreadable` and said once
     /// per run.
+    ///
+    /// `own_deny` is a read of the project's own deny policies already made (read ahead), used
+    /// unless the process's cache holds a younger one.
     pub(super) async fn read_access(
         &self,
         info: &ProjectInfo,
         chain: &[ResourceRef],
+        own_deny: Option<OwnDenyRead>,
     ) -> Result<AccessFacts, ApiError> {
         let mut facts = AccessFacts::default();
-        let project = format!("projects/{}", info.project_number);
-        let mut points = vec![(project, false)];
-        points.extend(chain.iter().map(|r| (r.to_string(), true)));
+        let points: Vec<String> = std::iter::once(format!("projects/{}", info.project_number))
+            .chain(chain.iter().map(ResourceRef::to_string))
+            .collect();
         // Every attachment point at once; the answers are taken in the points' order.
-        let results =
-            futures::future::join_all(points.iter().map(|(point, ancestor)| async move {
-                if *ancestor {
-                    self.cached_deny_policies(point).await
-                } else {
-                    self.fresh_deny_policies(point).await
-                }
-            }))
-            .await;
-        for ((point, _), result) in points.into_iter().zip(results) {
+        let own = async {
+            match own_deny {
+                Some(read) => self.use_own_deny_read(&points[0], read).await,
+                None => self.fresh_deny_policies(&points[0]).await,
+            }
+        };
+        let ancestors = futures::future::join_all(
+            points[1..]
+                .iter()
+                .map(|point| self.cached_deny_policies(point)),
+        );
+        let (own, ancestors) = tokio::join!(own, ancestors);
+        let results = std::iter::once(own).chain(ancestors);
+        for (point, result) in points.into_iter().zip(results) {
             match result {
                 Ok(mut policies) => facts.deny_policies.append(&mut policies),
                 Err(e) if e.transient => {
@@ -130,6 +138,27 @@ impl Remediator {
             })
             .await
             .map_err(Unreadable::from)
+    }
+
+    /// A read ahead of the project's own deny policies, through the process's cache under the
+    /// project's number (a younger entry there wins).
+    async fn use_own_deny_read(
+        &self,
+        point: &str,
+        (started, result): OwnDenyRead,
+    ) -> Result<Vec<DenyPolicy>, Unreadable> {
+        self.options
+            .deny_cache
+            .get_or_use(point, self.deny_max_age(), started, result)
+            .await
+            .map_err(Unreadable::from)
+    }
+
+    /// Keeps a read ahead of the project's own deny policies that its run did not need (no
+    /// clusters) for later runs of the process.
+    pub(super) async fn keep_own_deny_read(&self, info: &ProjectInfo, read: OwnDenyRead) {
+        let point = format!("projects/{}", info.project_number);
+        let _ = self.use_own_deny_read(&point, read).await;
     }
 
     /// An ancestor's deny policies through the run's cache (one answer per run, a refusal included)
