@@ -103,6 +103,20 @@ impl DenyPolicyCache {
         result
     }
 
+    /// Forgets the read of `point` (its deny policies changed): the next run that needs them reads
+    /// them again. A read under way finishes first, and is forgotten too.
+    pub async fn forget(&self, point: &str) {
+        let slot = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(point)
+            .cloned();
+        if let Some(slot) = slot {
+            *slot.lock().await = None;
+        }
+    }
+
     /// Attachment points with an entry (fresh or not).
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -418,6 +418,28 @@ impl Engine {
         *self.caches.lock().await = (Instant::now(), Arc::default());
     }
 
+    /// Forgets the process's read of the deny policies attached to `scope` (a project by its number,
+    /// which may need a lookup). A failed lookup is the hint's verdict, as for any other scope.
+    async fn forget_deny_policies(&self, scope: &Scope) -> Result<(), Verdict> {
+        let point = match scope {
+            Scope::Project(key) => match self.project(key).await {
+                Ok(info) => format!("projects/{}", info.project_number),
+                Err(e) => {
+                    let verdict = error::scope_policy(&e);
+                    if verdict == Verdict::Ack {
+                        tracing::warn!(scope = ?scope, error = %e, "cannot resolve the project whose deny policies changed; acknowledged");
+                    }
+                    return Err(verdict);
+                }
+            },
+            Scope::Folder(id) => format!("folders/{id}"),
+            Scope::Organization(id) => format!("organizations/{id}"),
+            Scope::Configured => return Ok(()),
+        };
+        self.deny_cache.forget(&point).await;
+        Ok(())
+    }
+
     async fn resolve(&self, scope: &Scope) -> Result<Vec<ProjectInfo>, ApiError> {
         let roots: Vec<ResourceRef> = match scope {
             Scope::Project(key) => {
@@ -447,6 +469,11 @@ impl Engine {
         if matches!(hint.scope, Scope::Folder(_) | Scope::Organization(_)) {
             // An inherited grant may have changed: nothing cached about ancestors may be reused.
             self.drop_caches().await;
+        }
+        if hint.deny_policies_changed
+            && let Err(verdict) = self.forget_deny_policies(&hint.scope).await
+        {
+            return verdict;
         }
         // A sweep request of folders or organizations starts from a Cloud Asset Inventory snapshot;
         // an event never does (the snapshot may not show the change the event reports yet).
@@ -750,6 +777,7 @@ impl Engine {
             requirements: Vec::new(),
             node_service_accounts: Vec::new(),
             is_removal: false,
+            deny_policies_changed: false,
             evidence: intake::Evidence {
                 source: intake::Source::Sweep,
                 actor: None,

@@ -172,6 +172,7 @@ pub(super) fn classify_temporal(message: &Message, temporal: TemporalAsset) -> C
         requirements: requirements_for_removed_roles(removed.iter().map(|(role, _)| *role)),
         node_service_accounts,
         is_removal: true,
+        deny_policies_changed: false,
         evidence,
     }])
 }

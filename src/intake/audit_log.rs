@@ -2,8 +2,10 @@
 //!
 //! Owns the events of DESIGN section 3: resource-manager `SetIamPolicy` with a `REMOVE` delta (read under
 //! both `serviceData.policyDelta` and `metadata.policyDelta`), IAM `DeleteServiceAccount` /
-//! `DisableServiceAccount`, Service Usage `DisableService` of `container.googleapis.com`, and Container
-//! `CreateCluster` / `CreateNodePool` / `UpdateNodePool`. Everything else is ignored with a reason.
+//! `DisableServiceAccount`, Service Usage `DisableService` of `container.googleapis.com`, Container
+//! `CreateCluster` / `CreateNodePool` / `UpdateNodePool`, and IAM v2 `CreatePolicy` / `UpdatePolicy` /
+//! `DeletePolicy` of a deny policy (the attachment point's cached deny policies are stale, and a
+//! deny rule bears on node accounts' permissions). Everything else is ignored with a reason.
 //! It does not filter the remediator's own changes: the caller compares [`super::Evidence::actor`].
 //!
 //! LogEntry: <https://cloud.google.com/logging/docs/reference/v2/rest/v2/LogEntry>;
@@ -259,6 +261,9 @@ pub const HANDLED_METHODS: &[(&str, &str)] = &[
     ("cloudresourcemanager.googleapis.com", "SetIamPolicy"),
     ("iam.googleapis.com", "DeleteServiceAccount"),
     ("iam.googleapis.com", "DisableServiceAccount"),
+    ("iam.googleapis.com", "CreatePolicy"),
+    ("iam.googleapis.com", "UpdatePolicy"),
+    ("iam.googleapis.com", "DeletePolicy"),
     ("serviceusage.googleapis.com", "DisableService"),
     ("container.googleapis.com", "CreateCluster"),
     ("container.googleapis.com", "CreateNodePool"),
@@ -371,6 +376,9 @@ where
         ("iam.googleapis.com", "DeleteServiceAccount" | "DisableServiceAccount") => {
             service_account_removed(entry, evidence)
         }
+        ("iam.googleapis.com", "CreatePolicy" | "UpdatePolicy" | "DeletePolicy") => {
+            deny_policy_change(entry, evidence)
+        }
         ("serviceusage.googleapis.com", "DisableService") => disable_service(entry, evidence),
         ("container.googleapis.com", "CreateCluster" | "CreateNodePool" | "UpdateNodePool") => {
             node_pool_change(entry, evidence)
@@ -448,8 +456,72 @@ where
         requirements,
         node_service_accounts,
         is_removal: true,
+        deny_policies_changed: false,
         evidence,
     }]))
+}
+
+/// An IAM v2 deny policy created, updated or deleted: its attachment point (project, folder or
+/// organization) is re-verified with its deny policies read again. The attachment point is read from
+/// `resourceName`, else the request's `name` (update, delete) or `parent` (create).
+fn deny_policy_change<R, D>(
+    entry: &LogEntry<AuditLog<R, D>>,
+    evidence: Evidence,
+) -> Result<Classification, IntakeError>
+where
+    AuditLog<R, D>: Parts,
+{
+    let payload = &entry.proto_payload;
+    let request = payload.request_view();
+    let names = [
+        payload.resource_name.as_deref(),
+        request.as_ref().and_then(|r| r.name),
+        request.as_ref().and_then(|r| r.parent),
+    ];
+    let Some(scope) = names.into_iter().flatten().find_map(deny_attachment_scope) else {
+        return Ok(Classification::ignored(format!(
+            "{} names no deny policy of a project, folder or organization (resourceName `{}`)",
+            sanitize(payload.method_name.as_deref().unwrap_or_default(), 100),
+            sanitize(
+                payload
+                    .resource_name
+                    .as_deref()
+                    .unwrap_or("(no resourceName)"),
+                160
+            )
+        )));
+    };
+    Ok(Classification::Hints(vec![Hint {
+        scope,
+        // A deny rule can only take access away, and only node accounts' permissions are checked
+        // against deny rules.
+        requirements: vec![RequirementId::NodeSaPermissions],
+        node_service_accounts: Vec::new(),
+        is_removal: false,
+        deny_policies_changed: true,
+        evidence,
+    }]))
+}
+
+/// The scope of a deny policy's attachment point, from its name or its parent:
+/// `policies/cloudresourcemanager.googleapis.com%2Fprojects%2F123/denypolicies[/ID]`, the point's
+/// `/` written as `%2F`, `%252F` (as clients send it) or `/`.
+fn deny_attachment_scope(name: &str) -> Option<Scope> {
+    let rest = name.strip_prefix("policies/")?;
+    let decoded = ["%252F", "%252f", "%2F", "%2f"]
+        .iter()
+        .fold(rest.to_owned(), |s, encoded| s.replace(encoded, "/"));
+    let (point, after) = decoded.rsplit_once("/denypolicies")?;
+    if !(after.is_empty() || after.starts_with('/')) {
+        return None;
+    }
+    let point = point
+        .trim_start_matches('/')
+        .strip_prefix("cloudresourcemanager.googleapis.com/")?;
+    if point.split('/').count() != 2 {
+        return None;
+    }
+    resource_scope(point)
 }
 
 /// Reads `policyDelta.bindingDeltas` from `serviceData` or `metadata`, if that object has one.
@@ -514,6 +586,7 @@ where
         ],
         node_service_accounts: email.into_iter().collect(),
         is_removal: true,
+        deny_policies_changed: false,
         evidence,
     }]))
 }
@@ -565,6 +638,7 @@ where
         requirements: vec![RequirementId::ContainerApiEnabled],
         node_service_accounts: Vec::new(),
         is_removal: true,
+        deny_policies_changed: false,
         evidence,
     }]))
 }
@@ -618,6 +692,7 @@ where
         ],
         node_service_accounts: request.service_accounts,
         is_removal: false,
+        deny_policies_changed: false,
         evidence,
     }]))
 }

@@ -186,6 +186,10 @@ pub struct Hint {
     pub node_service_accounts: Vec<ServiceAccountEmail>,
     /// The event removed or disabled something, so the grace delay for infrastructure-as-code applies.
     pub is_removal: bool,
+    /// The deny policies attached to the scope itself were created, changed or deleted: any read of
+    /// them made before is stale (deny policies are otherwise cached for a while; see the engine's
+    /// deny cache).
+    pub deny_policies_changed: bool,
     /// What the message said.
     pub evidence: Evidence,
 }

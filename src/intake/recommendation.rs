@@ -240,6 +240,7 @@ fn hint_without_ref(message: &Message, scope: Scope) -> Hint {
         requirements: vec![RequirementId::NodeSaPermissions],
         node_service_accounts: Vec::new(),
         is_removal: false,
+        deny_policies_changed: false,
         evidence,
     }
 }

@@ -94,6 +94,7 @@ pub(super) fn classify_request(
                 requirements: Vec::new(),
                 node_service_accounts: Vec::new(),
                 is_removal: false,
+                deny_policies_changed: false,
                 evidence,
             }
         })

@@ -460,6 +460,70 @@ fn a_forged_entry_naming_roles_owner_yields_at_most_a_reverify_hint() {
 }
 
 #[test]
+fn creating_a_deny_policy_on_a_project_marks_its_deny_policies_changed_and_rechecks_node_permissions()
+ {
+    let hint = one_hint(fixture!("audit-create-deny-policy-project.json"));
+    // resourceName names the project by number (as Google returns names).
+    assert_eq!(hint.scope, project("123456789012"));
+    assert!(hint.deny_policies_changed);
+    assert_eq!(hint.requirements, vec![RequirementId::NodeSaPermissions]);
+    assert!(
+        !hint.is_removal,
+        "nothing to wait for: a deny rule is not ours to undo"
+    );
+    assert_eq!(
+        hint.evidence.method.as_deref(),
+        Some("google.iam.v2.Policies.CreatePolicy")
+    );
+    // Without resourceName, the request's parent (here by project id) names the attachment point.
+    let mut entry: Value =
+        serde_json::from_str(fixture!("audit-create-deny-policy-project.json")).unwrap();
+    entry["protoPayload"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceName");
+    let hint = one_hint(&entry.to_string());
+    assert_eq!(hint.scope, project("demo-project"));
+    assert!(hint.deny_policies_changed);
+}
+
+#[test]
+fn deleting_a_deny_policy_of_a_folder_is_read_from_the_request_name_under_either_encoding() {
+    let hint = one_hint(fixture!("audit-delete-deny-policy-folder.json"));
+    assert_eq!(hint.scope, Scope::Folder("334444035081".into()));
+    assert!(hint.deny_policies_changed);
+    for name in [
+        "policies/cloudresourcemanager.googleapis.com%2Forganizations%2F123/denypolicies/x",
+        "policies/cloudresourcemanager.googleapis.com/organizations/123/denypolicies/x",
+        "policies/%2F%2Fcloudresourcemanager.googleapis.com%2Forganizations%2F123/denypolicies/x",
+    ] {
+        let data = fixture!("audit-delete-deny-policy-folder.json").replace(
+            "policies/cloudresourcemanager.googleapis.com%252Ffolders%252F334444035081/denypolicies/fence-metrics",
+            name,
+        );
+        assert_eq!(
+            one_hint(&data).scope,
+            Scope::Organization("123".into()),
+            "{name}"
+        );
+    }
+    // Not a deny policy of a project, folder or organization: ignored, with the name in the reason.
+    for name in [
+        "policies/cloudresourcemanager.googleapis.com%2Ffolders%2Fnot-a-number/denypolicies/x",
+        "policies/cloudresourcemanager.googleapis.com%2Fprojects%2Fp/otherpolicies/x",
+        "policies/storage.googleapis.com%2Fbuckets%2Fb/denypolicies/x",
+        "projects/p/locations/global/policies/x",
+    ] {
+        let data = fixture!("audit-delete-deny-policy-folder.json").replace(
+            "policies/cloudresourcemanager.googleapis.com%252Ffolders%252F334444035081/denypolicies/fence-metrics",
+            name,
+        );
+        let reason = ignored_reason(&data);
+        assert!(reason.contains("names no deny policy"), "{name}: {reason}");
+    }
+}
+
+#[test]
 fn deleting_a_service_account_hints_at_existence_and_permissions_with_its_email() {
     let hint = one_hint(fixture!("audit-delete-service-account.json"));
     assert_eq!(hint.scope, project("demo-project"));
@@ -840,7 +904,9 @@ proptest! {
     }
 }
 
-const FIXTURES: [&str; 12] = [
+const FIXTURES: [&str; 14] = [
+    fixture!("audit-create-deny-policy-project.json"),
+    fixture!("audit-delete-deny-policy-folder.json"),
     fixture!("audit-set-iam-policy-remove-service-data.json"),
     fixture!("audit-set-iam-policy-remove-metadata-folder.json"),
     fixture!("audit-delete-service-account.json"),

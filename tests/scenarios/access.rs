@@ -431,3 +431,96 @@ async fn deny_policies_are_read_again_once_the_budget_has_room() {
     assert_eq!(node_finding(&second).finding.status.as_str(), "ok");
     assert_eq!(cloud.calls("denypolicies.list"), 2);
 }
+
+/// The audit-log entry of `method` (`CreatePolicy`, `UpdatePolicy`, `DeletePolicy`) on the deny policy
+/// `name`, as the log sink publishes it.
+fn deny_policy_event(
+    s: &Scenario,
+    method: &str,
+    name: &str,
+) -> gke_iam_remediator::intake::Message {
+    s.message(serde_json::json!({
+        "insertId": "deny-change-1",
+        "logName": "organizations/777/logs/cloudaudit.googleapis.com%2Factivity",
+        "protoPayload": {
+            "@type": "type.googleapis.com/google.cloud.audit.AuditLog",
+            "authenticationInfo": {"principalEmail": "alice@example.com"},
+            "serviceName": "iam.googleapis.com",
+            "methodName": format!("google.iam.v2.Policies.{method}"),
+            "resourceName": name,
+            "status": {}
+        },
+        "resource": {"type": "audited_resource", "labels": {"service": "iam.googleapis.com"}},
+        "severity": "NOTICE"
+    }))
+}
+
+/// The node account's notification of the last run, if any.
+fn node_notice(s: &Scenario) -> Option<gke_iam_remediator::notify::Notification> {
+    s.sink
+        .published()
+        .into_iter()
+        .rev()
+        .find(|n| n.principal.as_deref() == Some(node_sa(P).as_str()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deny_policy_created_on_a_project_is_read_at_once_not_when_the_cached_read_ages() {
+    let s = Scenario::new(ENFORCE);
+    assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
+    let reads = s.cloud.calls("denypolicies.list");
+    assert!(reads >= 1);
+    let point = format!("projects/{P_NUMBER}");
+    let name = format!(
+        "policies/cloudresourcemanager.googleapis.com%2Fprojects%2F{P_NUMBER}/denypolicies/no-logs"
+    );
+    s.cloud.with(|w| {
+        let mut policy = deny_logs_to(&node_email());
+        policy.name = name.clone();
+        policy.attached_to = point.clone();
+        w.deny_policies.insert(point.clone(), vec![policy]);
+    });
+    // Within the cache's age a run uses the earlier read: the new rule is not seen yet.
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.cloud.calls("denypolicies.list"), reads);
+    assert!(node_notice(&s).is_none(), "{:?}", s.sink.published());
+    // The creation's audit log entry makes the next run read them again.
+    let event = deny_policy_event(&s, "CreatePolicy", &name);
+    assert_eq!(s.deliver(event).await, Verdict::Ack);
+    assert_eq!(s.cloud.calls("denypolicies.list"), reads + 1);
+    let n = node_notice(&s).expect("the denied account is notified");
+    assert_eq!(n.status.as_str(), "denied");
+    assert_eq!(n.denied_by, vec![name]);
+    assert_eq!(s.writes(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deny_policy_deleted_from_the_organization_is_forgotten_at_once() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.with(|w| {
+        w.deny_policies
+            .insert(ORG.to_owned(), vec![deny_logs_to(&node_email())]);
+    });
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(node_notice(&s).expect("denied").status.as_str(), "denied");
+    let before = s.sink.published().len();
+    s.cloud.with(|w| {
+        w.deny_policies.remove(ORG);
+    });
+    let event = deny_policy_event(&s, "DeletePolicy", NO_LOGS);
+    assert_eq!(s.deliver(event).await, Verdict::Ack);
+    // Read again: the account is no longer denied (healthy accounts are not notified by default).
+    let after: Vec<_> = s.sink.published()[before..]
+        .iter()
+        .filter(|n| n.principal.as_deref() == Some(node_sa(P).as_str()))
+        .map(|n| n.status.as_str().to_owned())
+        .collect();
+    assert!(!after.contains(&"denied".to_owned()), "{after:?}");
+    // Only the organization's deny policies are read again; the project's read is still young.
+    let reads = |point: &str| {
+        let call = format!("denypolicies.list {point}");
+        s.cloud.journal().iter().filter(|c| **c == call).count()
+    };
+    assert_eq!(reads(ORG), 2, "{:?}", s.cloud.journal());
+    assert_eq!(reads(&format!("projects/{P_NUMBER}")), 1);
+}

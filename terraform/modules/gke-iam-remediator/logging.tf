@@ -9,7 +9,7 @@ locals {
   # The consistency test (tests/api/deployment.rs) checks this map against the code.
   audit_log_methods = {
     "cloudresourcemanager.googleapis.com" = ["SetIamPolicy"]
-    "iam.googleapis.com"                  = ["DeleteServiceAccount", "DisableServiceAccount"]
+    "iam.googleapis.com"                  = ["DeleteServiceAccount", "DisableServiceAccount", "CreatePolicy", "UpdatePolicy", "DeletePolicy"]
     "serviceusage.googleapis.com"         = ["DisableService"]
     "container.googleapis.com"            = ["CreateCluster", "CreateNodePool", "UpdateNodePool"]
   }
