@@ -406,7 +406,18 @@ impl Client {
         call: Call<'_, B>,
         reserve: u32,
     ) -> Result<T, ApiError> {
-        self.send_paced(call, Pacing::Window(reserve)).await
+        self.send_paced(call, Pacing::Window { reserve, wait: true }).await
+    }
+
+    /// [`Self::send_iam_v2`] without waiting: [`ApiError::ReadQuotaSpent`] at once unless a turn is
+    /// free now (for reads made ahead of need).
+    pub async fn send_iam_v2_now<B: Serialize, T: DeserializeOwned>(
+        &self,
+        call: Call<'_, B>,
+        reserve: u32,
+    ) -> Result<T, ApiError> {
+        self.send_paced(call, Pacing::Window { reserve, wait: false })
+            .await
     }
 
     async fn send_paced<B: Serialize, T: DeserializeOwned>(
@@ -431,13 +442,17 @@ impl Client {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
             let result = match pacing {
-                Pacing::Window(reserve)
+                Pacing::Window { reserve, wait }
                     if !self
                         .iam_v2
                         .acquire_within(
                             reserve,
-                            self.iam_v2_wait_until
-                                .saturating_duration_since(Instant::now()),
+                            match wait {
+                                true => self
+                                    .iam_v2_wait_until
+                                    .saturating_duration_since(Instant::now()),
+                                false => Duration::ZERO,
+                            },
                         )
                         .await =>
                 {
@@ -448,7 +463,7 @@ impl Client {
                         at_google: false,
                     });
                 }
-                Pacing::Window(_) => match self.send_once(&call, &url, false).await {
+                Pacing::Window { .. } => match self.send_once(&call, &url, false).await {
                     // Google's quota is the consumer project's, shared with every other caller: a
                     // 429 means it is spent for up to a minute, and a retry would only spend more.
                     Err(e) if e.code() == Some(429) => {
@@ -527,9 +542,14 @@ impl Client {
 enum Pacing {
     /// The API's steady limiter (waits for a turn).
     Steady,
-    /// The IAM v2 read window, keeping this much of it for reads that take precedence (waits for a
-    /// turn only until the client's `iam_v2_wait_until`).
-    Window(u32),
+    /// The IAM v2 read window, keeping `reserve` of it for reads that take precedence; with `wait`,
+    /// waits for a turn until the client's `iam_v2_wait_until`, else takes one only if free now.
+    Window {
+        /// Turns left to reads that take precedence.
+        reserve: u32,
+        /// Whether the call may wait for a turn.
+        wait: bool,
+    },
 }
 
 #[derive(serde::Deserialize, Default)]

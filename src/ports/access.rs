@@ -15,6 +15,16 @@ pub trait DenyPolicies: Send + Sync {
         &'a self,
         attachment: &'a str,
     ) -> BoxFuture<'a, Result<Vec<DenyPolicy>, ApiError>>;
+
+    /// Like [`Self::list_deny_policies`] for a read made ahead of need: `None` at once, nothing
+    /// read, when the list would first have to wait for a turn in the IAM v2 quota (a guess must
+    /// never hold up the reads that are needed). Without a quota to wait for, the same as the list.
+    fn list_deny_policies_now<'a>(
+        &'a self,
+        attachment: &'a str,
+    ) -> BoxFuture<'a, Option<Result<Vec<DenyPolicy>, ApiError>>> {
+        Box::pin(async move { Some(self.list_deny_policies(attachment).await) })
+    }
 }
 
 /// Organization Policy v2.

@@ -296,6 +296,54 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
 }
 
 #[tokio::test]
+async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_clusters_are_not_held()
+ {
+    // Seven named projects without clusters: they need no deny policies. Reading ahead takes the
+    // turns free at once (four of Google's five a minute, the last left to ancestors) and skips the
+    // rest; had it waited, the scan would have sat a minute in the window.
+    let world = generated_world(40, 0.0, 5);
+    let parsed: Value = serde_json::from_str(&world).unwrap();
+    let idle: Vec<String> = parsed["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["clusters"].as_array().is_none_or(|c| c.is_empty()))
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .take(7)
+        .collect();
+    assert_eq!(idle.len(), 7, "the generated world has projects without clusters");
+    let sim = start_sim(&world).await;
+    sim.set_faults(gcp_sim::Faults {
+        iam_v2_reads_per_minute: Some(5),
+        ..gcp_sim::Faults::default()
+    });
+    let mut args = vec!["scan", "--format", "json"];
+    for p in &idle {
+        args.extend(["--project", p.as_str()]);
+    }
+    args.extend(&FAST[2..]);
+    let started = std::time::Instant::now();
+    let run = remediator(&args, &sim).await;
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(doc(&run)["projects"].as_array().unwrap().len(), 7, "{}", run.stdout);
+    let deny: Vec<_> = sim
+        .journal()
+        .into_iter()
+        .filter(|e| e.endpoint.starts_with("iam.policies."))
+        .collect();
+    assert!(
+        (1..=4).contains(&deny.len()),
+        "the turns free at once, no more: {deny:?}"
+    );
+    assert!(deny.iter().all(|e| e.status == 200), "never a 429: {deny:?}");
+    assert!(
+        took < std::time::Duration::from_secs(45),
+        "no read waited for the next minute's turns: {took:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_scan_waits_its_turn_in_googles_iam_v2_quota_and_reads_every_deny_policy() {
     // An organization, six folders and a few GKE projects: more deny attachment points than
     // Google's 5 reads a minute, fewer than scan's default wait (four minutes) can take.
