@@ -447,7 +447,9 @@ impl Remediator {
             }
             let started = tokio::time::Instant::now();
             let point = format!("projects/{project}");
-            Some((started, self.gcp.list_deny_policies(&point).await))
+            // Never waits for an IAM v2 turn: without one now, the read is made when needed.
+            let read = self.gcp.list_deny_policies_now(&point).await?;
+            Some((started, read))
         };
         let roles = async {
             if read_ahead {
