@@ -221,6 +221,23 @@ pub struct ProjectReport {
     pub error: Option<Failure>,
 }
 
+impl ProjectReport {
+    /// The report of a project about which nothing could be decided: `error` says why.
+    pub fn failed(project_id: impl Into<String>, error: Failure) -> Self {
+        Self {
+            project_id: project_id.into(),
+            project_number: String::new(),
+            gke: false,
+            folders: Vec::new(),
+            policy_etag: None,
+            flap_guard: None,
+            findings: Vec::new(),
+            actions: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
 /// Counts used by the scan summary.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {

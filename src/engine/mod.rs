@@ -482,14 +482,7 @@ impl Engine {
             None => None,
         };
         let (projects, from_snapshot) = match surveyed {
-            Some(Ok(found)) => found,
-            Some(Err(e)) => {
-                let verdict = error::scope_policy(&e);
-                if verdict == Verdict::Ack {
-                    tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the sweep's projects; acknowledged");
-                }
-                return verdict;
-            }
+            Some(found) => found,
             None => match self.resolve(&hint.scope).await {
                 Ok(p) => (p, Vec::new()),
                 Err(e) => {
@@ -539,7 +532,7 @@ impl Engine {
         &self,
         projects: &[String],
         roots: &[ResourceRef],
-    ) -> Option<Result<(Vec<ProjectInfo>, Vec<RunResult>), ApiError>> {
+    ) -> Option<(Vec<ProjectInfo>, Vec<RunResult>)> {
         let resolver = Remediator::new(self.gcp.clone(), self.resolver_options());
         let survey = match snapshot::survey(
             &resolver,
@@ -555,16 +548,27 @@ impl Engine {
             }
         };
         tracing::info!(discovery = %snapshot::Discovery::of(&survey).describe(), "sweep discovery");
+        // Projects named beside the roots and outside them are looked up at once; one that cannot be
+        // is reported on its own (a transient failure redelivers the sweep), never failing the rest.
         let uncovered = survey.uncovered(projects);
+        let lookups = futures::future::join_all(
+            uncovered
+                .iter()
+                .map(|p| async move { (p, self.project(p).await) }),
+        )
+        .await;
         let mut infos: Vec<ProjectInfo> = survey.suspects.into_iter().map(|s| s.info).collect();
-        for p in &uncovered {
-            match self.project(p).await {
+        let mut ready: Vec<RunResult> = survey.reports.into_iter().map(Arc::new).collect();
+        for (p, lookup) in lookups {
+            match lookup {
                 Ok(info) => infos.push(info),
-                Err(e) => return Some(Err(e)),
+                Err(e) => ready.push(Arc::new(ProjectReport::failed(
+                    p.clone(),
+                    error::failure(&e),
+                ))),
             }
         }
-        let ready = survey.reports.into_iter().map(Arc::new).collect();
-        Some(Ok((infos, ready)))
+        Some((infos, ready))
     }
 
     /// The projects and the folders/organizations of a sweep request that has any folder or
@@ -669,19 +673,10 @@ impl Engine {
             }
             if rx.changed().await.is_err() {
                 // The driver vanished (panicked): report as a retryable failure.
-                return Arc::new(ProjectReport {
-                    project_id: String::new(),
-                    project_number: String::new(),
-                    gke: false,
-                    folders: Vec::new(),
-                    policy_etag: None,
-                    flap_guard: None,
-                    findings: Vec::new(),
-                    actions: Vec::new(),
-                    error: Some(Failure::Transient(
-                        "internal: the project run was abandoned".to_owned(),
-                    )),
-                });
+                return Arc::new(ProjectReport::failed(
+                    String::new(),
+                    Failure::Transient("internal: the project run was abandoned".to_owned()),
+                ));
             }
         }
     }

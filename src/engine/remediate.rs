@@ -274,17 +274,9 @@ impl Remediator {
                 Ok(p) => {
                     out.insert(p.project_id.to_string(), p);
                 }
-                Err(e) => failures.push(ProjectReport {
-                    project_id: id.clone(),
-                    project_number: String::new(),
-                    gke: false,
-                    folders: Vec::new(),
-                    policy_etag: None,
-                    flap_guard: None,
-                    findings: Vec::new(),
-                    actions: Vec::new(),
-                    error: Some(super::error::failure(&e)),
-                }),
+                Err(e) => {
+                    failures.push(ProjectReport::failed(id.clone(), super::error::failure(&e)))
+                }
             }
         }
         failures.sort_by(|a, b| a.project_id.cmp(&b.project_id));

@@ -406,7 +406,14 @@ impl Client {
         call: Call<'_, B>,
         reserve: u32,
     ) -> Result<T, ApiError> {
-        self.send_paced(call, Pacing::Window { reserve, wait: true }).await
+        self.send_paced(
+            call,
+            Pacing::Window {
+                reserve,
+                wait: true,
+            },
+        )
+        .await
     }
 
     /// [`Self::send_iam_v2`] without waiting: [`ApiError::ReadQuotaSpent`] at once unless a turn is
@@ -416,8 +423,14 @@ impl Client {
         call: Call<'_, B>,
         reserve: u32,
     ) -> Result<T, ApiError> {
-        self.send_paced(call, Pacing::Window { reserve, wait: false })
-            .await
+        self.send_paced(
+            call,
+            Pacing::Window {
+                reserve,
+                wait: false,
+            },
+        )
+        .await
     }
 
     async fn send_paced<B: Serialize, T: DeserializeOwned>(

@@ -311,7 +311,11 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
         .map(|p| p["id"].as_str().unwrap().to_owned())
         .take(7)
         .collect();
-    assert_eq!(idle.len(), 7, "the generated world has projects without clusters");
+    assert_eq!(
+        idle.len(),
+        7,
+        "the generated world has projects without clusters"
+    );
     let sim = start_sim(&world).await;
     sim.set_faults(gcp_sim::Faults {
         iam_v2_reads_per_minute: Some(5),
@@ -326,7 +330,12 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
     let run = remediator(&args, &sim).await;
     let took = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(doc(&run)["projects"].as_array().unwrap().len(), 7, "{}", run.stdout);
+    assert_eq!(
+        doc(&run)["projects"].as_array().unwrap().len(),
+        7,
+        "{}",
+        run.stdout
+    );
     let deny: Vec<_> = sim
         .journal()
         .into_iter()
@@ -336,7 +345,10 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
         (1..=4).contains(&deny.len()),
         "the turns free at once, no more: {deny:?}"
     );
-    assert!(deny.iter().all(|e| e.status == 200), "never a 429: {deny:?}");
+    assert!(
+        deny.iter().all(|e| e.status == 200),
+        "never a 429: {deny:?}"
+    );
     assert!(
         took < std::time::Duration::from_secs(45),
         "no read waited for the next minute's turns: {took:?}"
