@@ -440,10 +440,13 @@ impl Engine {
         Ok(())
     }
 
-    async fn resolve(&self, scope: &Scope) -> Result<Vec<ProjectInfo>, ApiError> {
+    /// The projects of a hint's scope, and a failure report for each project named in a configured
+    /// sweep scope that cannot be looked up (the rest are still checked). A hint for one project, or
+    /// a folder or organization that cannot be listed, fails as a whole.
+    async fn resolve(&self, scope: &Scope) -> Result<(Vec<ProjectInfo>, Vec<RunResult>), ApiError> {
         let roots: Vec<ResourceRef> = match scope {
             Scope::Project(key) => {
-                return Ok(vec![self.project(key).await?]);
+                return Ok((vec![self.project(key).await?], Vec::new()));
             }
             Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}"))
                 .into_iter()
@@ -456,12 +459,26 @@ impl Engine {
         // Every root at once, the results in the roots' order.
         let listed = futures::future::try_join_all(roots.iter().map(|root| async move {
             match root {
-                ResourceRef::Project(p) => Ok(vec![self.gcp.get_project(p.as_str()).await?]),
-                _ => self.gcp.list_projects_under(root).await,
+                ResourceRef::Project(p) => Ok(match self.gcp.get_project(p.as_str()).await {
+                    Ok(info) => (vec![info], None),
+                    Err(e) => (
+                        Vec::new(),
+                        Some(Arc::new(ProjectReport::failed(
+                            p.to_string(),
+                            error::failure(&e),
+                        ))),
+                    ),
+                }),
+                _ => Ok((self.gcp.list_projects_under(root).await?, None)),
             }
         }))
         .await?;
-        Ok(listed.into_iter().flatten().collect())
+        let (mut infos, mut failed) = (Vec::new(), Vec::new());
+        for (found, failure) in listed {
+            infos.extend(found);
+            failed.extend(failure);
+        }
+        Ok((infos, failed))
     }
 
     async fn handle_hint(self: &Arc<Self>, hint: &Hint, trace_id: Option<&str>) -> Verdict {
@@ -484,7 +501,7 @@ impl Engine {
         let (projects, from_snapshot) = match surveyed {
             Some(found) => found,
             None => match self.resolve(&hint.scope).await {
-                Ok(p) => (p, Vec::new()),
+                Ok(found) => found,
                 Err(e) => {
                     let verdict = error::scope_policy(&e);
                     if verdict == Verdict::Ack {

@@ -421,7 +421,14 @@ async fn with_the_deny_read_budget_spent_both_paths_call_the_same_projects_incom
 
 #[tokio::test(start_paused = true)]
 async fn a_configured_sweep_naming_a_project_that_is_gone_still_checks_every_other_project() {
+    for asset_inventory in [true, false] {
+        configured_sweep_with_a_gone_project(asset_inventory).await;
+    }
+}
+
+async fn configured_sweep_with_a_gone_project(asset_inventory: bool) {
     let s = Scenario::with(DRY_RUN, |c| {
+        c.asset_inventory = asset_inventory;
         c.sweep_scope = vec![
             org(),
             ResourceRef::parse("projects/gone-project").unwrap(),
@@ -432,12 +439,14 @@ async fn a_configured_sweep_naming_a_project_that_is_gone_still_checks_every_oth
     s.cloud.add_healthy_project("outside", "955555555555", None);
     s.cloud
         .remove_binding("outside", NODE_ROLE, &node_sa("outside"));
-    let verdict = s
-        .deliver(s.message(serde_json::json!({"sweep": {}})))
-        .await;
+    let verdict = s.deliver(s.message(serde_json::json!({"sweep": {}}))).await;
     // The missing project is reported on its own (not found: nothing to retry); the rest is checked.
     assert_eq!(verdict, gke_iam_remediator::intake::Verdict::Ack);
-    assert_eq!(s.reads("outside"), 1, "the project outside the organization is read live");
+    assert_eq!(
+        s.reads("outside"),
+        1,
+        "the project outside the organization is read live"
+    );
     assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
     assert!(
         s.cloud
