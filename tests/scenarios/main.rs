@@ -1272,10 +1272,14 @@ async fn cached_ancestor_policies_expire() {
 // ---- scope resolution -------------------------------------------------------------------------
 
 fn remediator(cloud: &FakeCloud) -> Remediator {
-    Remediator::new(
-        Arc::new(cloud.clone()),
-        Options::new(PolicyFile::default().remediation),
-    )
+    remediator_with(cloud, |_| {})
+}
+
+/// A remediator with the default policy and `configure`d options, over the fake.
+fn remediator_with(cloud: &FakeCloud, configure: impl FnOnce(&mut Options)) -> Remediator {
+    let mut options = Options::new(PolicyFile::default().remediation);
+    configure(&mut options);
+    Remediator::new(Arc::new(cloud.clone()), options)
 }
 
 #[tokio::test(start_paused = true)]
@@ -1321,9 +1325,7 @@ async fn scan_projects(cloud: &FakeCloud, projects: &[&str]) -> (Vec<ProjectRepo
 
 /// The remediator of `scan` and `explain`: named projects read ahead.
 fn reading_ahead(cloud: &FakeCloud) -> Remediator {
-    let mut options = Options::new(PolicyFile::default().remediation);
-    options.read_ahead = true;
-    Remediator::new(Arc::new(cloud.clone()), options)
+    remediator_with(cloud, |o| o.read_ahead = true)
 }
 
 async fn scan_with(remediator: &Remediator, projects: &[&str]) -> (Vec<ProjectReport>, Duration) {
