@@ -32,15 +32,8 @@ use crate::ports::{Api, ApiError, Cloud, ClusterList, ProjectInfo, RetryPolicy, 
 /// The report of a project that could not be read at all.
 fn failed_report(info: &ProjectInfo, error: &ApiError) -> ProjectReport {
     ProjectReport {
-        project_id: info.project_id.to_string(),
         project_number: info.project_number.to_string(),
-        gke: false,
-        folders: Vec::new(),
-        policy_etag: None,
-        flap_guard: None,
-        findings: Vec::new(),
-        actions: Vec::new(),
-        error: Some(super::error::failure(error)),
+        ..ProjectReport::failed(info.project_id.to_string(), super::error::failure(error))
     }
 }
 
