@@ -153,11 +153,9 @@ impl Gcp {
             if !token.is_empty() {
                 call.query.push(("pageToken", token.clone()));
             }
-            let page: Page = if list_now && token.is_empty() {
-                self.client().send_iam_v2_now(call, reserve).await?
-            } else {
-                self.client().send_iam_v2(call, reserve).await?
-            };
+            // Only the first page of a read ahead is taken without waiting.
+            let wait = !(list_now && token.is_empty());
+            let page: Page = self.client().send_iam_v2(call, reserve, wait).await?;
             listed.extend(page.policies);
             token = page.next_page_token;
             if token.is_empty() {
@@ -192,6 +190,7 @@ impl Gcp {
                         format!("{parent}/{id}"),
                     ),
                     reserve,
+                    true,
                 )
                 .await?;
             out.push(to_policy(full, attachment));

@@ -396,41 +396,19 @@ impl Client {
     }
 
     /// Sends an IAM v2 read within the IAM v2 read quota: each attempt (retries too, as Google counts
-    /// them) must get a turn in the window before the client's wait span ends, leaving `reserve`
-    /// of it to reads that take precedence; otherwise the answer is [`ApiError::ReadQuotaSpent`] at
-    /// once, nothing sent.
+    /// them) must get a turn in the window, leaving `reserve` of it to reads that take precedence:
+    /// with `wait`, before the client's wait span ends, else at once (for reads made ahead of need);
+    /// otherwise the answer is [`ApiError::ReadQuotaSpent`] at once, nothing sent.
     /// Google's own 429 is answered the same way, without retrying (its quota is shared by every
     /// caller of the consumer project); other transient failures are retried as usual.
     pub async fn send_iam_v2<B: Serialize, T: DeserializeOwned>(
         &self,
         call: Call<'_, B>,
         reserve: u32,
+        wait: bool,
     ) -> Result<T, ApiError> {
-        self.send_paced(
-            call,
-            Pacing::Window {
-                reserve,
-                wait: true,
-            },
-        )
-        .await
-    }
-
-    /// [`Self::send_iam_v2`] without waiting: [`ApiError::ReadQuotaSpent`] at once unless a turn is
-    /// free now (for reads made ahead of need).
-    pub async fn send_iam_v2_now<B: Serialize, T: DeserializeOwned>(
-        &self,
-        call: Call<'_, B>,
-        reserve: u32,
-    ) -> Result<T, ApiError> {
-        self.send_paced(
-            call,
-            Pacing::Window {
-                reserve,
-                wait: false,
-            },
-        )
-        .await
+        self.send_paced(call, Pacing::Window { reserve, wait })
+            .await
     }
 
     async fn send_paced<B: Serialize, T: DeserializeOwned>(
