@@ -45,6 +45,22 @@ fn generated_world(projects: u32, broken: f64, seed: u32) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 world")
 }
 
+/// Google's IAM v2 read quota in the simulator: 5 deny-policy reads a minute, from now.
+fn google_iam_v2_quota(sim: &gcp_sim::SimHandle) {
+    sim.set_faults(gcp_sim::Faults {
+        iam_v2_reads_per_minute: Some(5),
+        ..gcp_sim::Faults::default()
+    });
+}
+
+/// The deny-policy reads (IAM v2) among `journal`'s calls.
+fn deny_reads(journal: &[gcp_sim::JournalEntry]) -> Vec<&gcp_sim::JournalEntry> {
+    journal
+        .iter()
+        .filter(|e| e.endpoint.starts_with("iam.policies."))
+        .collect()
+}
+
 fn doc(run: &Run) -> Value {
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
@@ -227,10 +243,7 @@ fn findings(doc: &Value) -> Vec<&Value> {
 async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_default_limit_never_gets_a_429()
  {
     let sim = start_sim(&generated_world(40, 0.0, 11)).await;
-    sim.set_faults(gcp_sim::Faults {
-        iam_v2_reads_per_minute: Some(5),
-        ..gcp_sim::Faults::default()
-    });
+    google_iam_v2_quota(&sim);
     for discovery in [&[][..], &["--no-asset-inventory"][..]] {
         sim.reset_stats();
         let before = sim.journal().len();
@@ -248,10 +261,7 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
         );
         let doc = doc(&run);
         let journal = sim.journal();
-        let deny: Vec<_> = journal[before..]
-            .iter()
-            .filter(|e| e.endpoint.starts_with("iam.policies."))
-            .collect();
+        let deny = deny_reads(&journal[before..]);
         assert!(!deny.is_empty(), "{discovery:?}: deny policies were read");
         assert!(
             deny.iter().all(|e| e.status == 200),
@@ -288,10 +298,7 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
             "{discovery:?}: a healthy world"
         );
         // The quota is the simulator's for a minute: the other path gets a fresh one.
-        sim.set_faults(gcp_sim::Faults {
-            iam_v2_reads_per_minute: Some(5),
-            ..gcp_sim::Faults::default()
-        });
+        google_iam_v2_quota(&sim);
     }
 }
 
@@ -317,10 +324,7 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
         "the generated world has projects without clusters"
     );
     let sim = start_sim(&world).await;
-    sim.set_faults(gcp_sim::Faults {
-        iam_v2_reads_per_minute: Some(5),
-        ..gcp_sim::Faults::default()
-    });
+    google_iam_v2_quota(&sim);
     let mut args = vec!["scan", "--format", "json"];
     for p in &idle {
         args.extend(["--project", p.as_str()]);
@@ -336,11 +340,8 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
         "{}",
         run.stdout
     );
-    let deny: Vec<_> = sim
-        .journal()
-        .into_iter()
-        .filter(|e| e.endpoint.starts_with("iam.policies."))
-        .collect();
+    let journal = sim.journal();
+    let deny = deny_reads(&journal);
     assert!(
         (1..=4).contains(&deny.len()),
         "the turns free at once, no more: {deny:?}"
@@ -360,10 +361,7 @@ async fn a_scan_waits_its_turn_in_googles_iam_v2_quota_and_reads_every_deny_poli
     // An organization, six folders and a few GKE projects: more deny attachment points than
     // Google's 5 reads a minute, fewer than scan's default wait (four minutes) can take.
     let sim = start_sim(&generated_world(3, 0.0, 5)).await;
-    sim.set_faults(gcp_sim::Faults {
-        iam_v2_reads_per_minute: Some(5),
-        ..gcp_sim::Faults::default()
-    });
+    google_iam_v2_quota(&sim);
     let mut args = vec!["scan", "--organization", ORG, "--format", "json"];
     args.extend(&FAST[2..]);
     let started = std::time::Instant::now();
@@ -371,11 +369,8 @@ async fn a_scan_waits_its_turn_in_googles_iam_v2_quota_and_reads_every_deny_poli
     let took = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
     let doc = doc(&run);
-    let deny: Vec<_> = sim
-        .journal()
-        .into_iter()
-        .filter(|e| e.endpoint.starts_with("iam.policies."))
-        .collect();
+    let journal = sim.journal();
+    let deny = deny_reads(&journal);
     assert!(
         deny.len() > 5,
         "the world needs more than a minute's reads: {}",
