@@ -221,7 +221,11 @@ pub struct PubsubEmulator {
 }
 
 impl PubsubEmulator {
-    /// Starts the emulator and waits until `GET /` answers.
+    /// Starts the emulator and waits until `GET /` answers. The port is picked free, but another
+    /// server of the test run (a simulator, a `serve`, on an ephemeral port) may bind it before the
+    /// emulator's JVM does; the emulator then neither answers nor exits. So an answer other than the
+    /// emulator's, a connection that stays silent, or an exit means another port: the emulator is
+    /// started again there (at most three times).
     pub async fn start() -> PubsubEmulator {
         let bin = sdk_root().join("platform/pubsub-emulator/bin/cloud-pubsub-emulator");
         assert!(
@@ -229,9 +233,21 @@ impl PubsubEmulator {
             "the Pub/Sub emulator is missing at {} (install google-cloud-cli-pubsub-emulator)",
             bin.display()
         );
+        let mut exits = Vec::new();
+        for _ in 0..3 {
+            match Self::start_on_a_free_port(&bin).await {
+                Ok(emulator) => return emulator,
+                Err(exit) => exits.push(exit),
+            }
+        }
+        panic!("the Pub/Sub emulator could not be started, three times: {exits:?}");
+    }
+
+    /// One start; `Err` with why if the port turned out not to be the emulator's (it is killed).
+    async fn start_on_a_free_port(bin: &Path) -> Result<PubsubEmulator, String> {
         let port = free_port();
         let data = TempDir::new("pubsub-data");
-        let child = Command::new(&bin)
+        let child = Command::new(bin)
             .args([
                 "--host=127.0.0.1".to_owned(),
                 format!("--port={port}"),
@@ -242,21 +258,36 @@ impl PubsubEmulator {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         std::mem::forget(data);
-        let emulator = PubsubEmulator {
+        let mut emulator = PubsubEmulator {
             child,
             host: format!("127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = emulator
+            if let Ok(Some(status)) = emulator.child.try_wait() {
+                return Err(format!("port {port}: exited, {status}"));
+            }
+            let answer = emulator
                 .http
                 .get(format!("http://{}/", emulator.host))
+                .timeout(Duration::from_secs(5))
                 .send()
-                .await
-                && r.status().is_success()
-            {
-                break;
+                .await;
+            match answer {
+                Ok(r) if r.status().is_success() => return Ok(emulator),
+                // Someone else holds the port (dropping the emulator kills it).
+                Ok(r) => {
+                    return Err(format!(
+                        "port {port}: answered {} by another server",
+                        r.status()
+                    ));
+                }
+                Err(e) if e.is_timeout() => {
+                    return Err(format!("port {port}: a connection nobody answers"));
+                }
+                // Not listening yet: the JVM is starting.
+                Err(_) => {}
             }
             assert!(
                 Instant::now() < deadline,
@@ -264,7 +295,6 @@ impl PubsubEmulator {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        emulator
     }
 
     /// Creates a topic and a pull subscription on it.
