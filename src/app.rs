@@ -164,7 +164,7 @@ impl Runtime {
             policy: load_policy(&args.policy)?,
             // Runs of `serve` and `job` are on a message's critical path: deny reads never wait for
             // the IAM v2 quota unless `--iam-v2-wait` says so.
-            cloud: Arc::new(args.gcp.connect(std::time::Duration::ZERO)?),
+            cloud: Arc::new(args.gcp.connect(crate::scan::IamV2Reads::Window)?),
             emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
                 .ok()
                 .filter(|h| !h.is_empty()),

@@ -83,8 +83,10 @@ fn parse_member(raw: &str) -> Result<ServiceAccountEmail, SetupError> {
 
 async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     let member = args.member.as_deref().map(parse_member).transpose()?;
-    let gcp = Arc::new(args.gcp.connect(crate::scan::CLI_IAM_V2_WAIT)?);
+    let reads = crate::scan::IamV2Reads::Budget(crate::scan::CLI_IAM_V2_WAIT);
+    let gcp = Arc::new(args.gcp.connect(reads)?);
     let mut options = Options::new(PolicyFile::default().remediation);
+    options.deny_read_budget = Some(args.gcp.iam_v2_budget(crate::scan::CLI_IAM_V2_WAIT)?);
     options.troubleshooter = args.troubleshooter;
     options.read_ahead = true;
     let remediator = Remediator::new(gcp, options);

@@ -46,17 +46,19 @@ pub struct GcpArgs {
     /// Attempts per call on 429/5xx (including the first).
     #[arg(long, default_value_t = 6)]
     pub max_attempts: u32,
-    /// For how many seconds from the start deny-policy reads may wait for their turn in the IAM v2
-    /// quota; after that a read with no turn is not made and its deny policies are reported not
-    /// read (default: 240 for `scan` and `explain`, 0 for `serve` and `job`, whose runs must not
-    /// wait).
+    /// How long deny-policy reads may take in the IAM v2 quota. `scan` and `explain` (default 240)
+    /// make as many reads as the quota allows in that many seconds (5 a minute: turns at 0, 61,
+    /// 122 and 183 s, 20 reads), each waiting for its turn, in a fixed order, and no more: which
+    /// deny policies are read does not depend on timing. `serve` and `job` (default 0) let a read
+    /// wait for its turn only within that many seconds from the start; after that a read with no
+    /// turn free is not made. Deny policies not read are reported as such.
     #[arg(long, value_name = "SECONDS", env = "REMEDIATOR_IAM_V2_WAIT_SECONDS")]
     pub iam_v2_wait: Option<u64>,
 }
 
-/// For how long from the start `scan` and `explain` let deny-policy reads wait for the IAM v2 quota
-/// by default: a world with up to 20 deny attachment points is read whole (turns at 0, 61, 122 and
-/// 183 s, 5 reads each), and a large organization costs at most these four minutes more.
+/// The span of the quota `scan` and `explain` spend on deny-policy reads by default: a world with up
+/// to 20 deny-policy reads is read whole (turns at 0, 61, 122 and 183 s, 5 reads each), and a large
+/// organization costs at most these three minutes more.
 pub const CLI_IAM_V2_WAIT: Duration = Duration::from_secs(240);
 
 /// Errors before any project is examined.
@@ -76,15 +78,62 @@ pub enum SetupError {
     Output(#[from] std::io::Error),
 }
 
+/// How a mode holds its deny-policy reads to the IAM v2 quota.
+#[derive(Clone, Copy, Debug)]
+pub enum IamV2Reads {
+    /// A one-shot run (`scan`, `explain`): a budget of what the window allows within
+    /// `--iam-v2-wait` (else this many seconds), each read waiting for its turn until it is spent.
+    Budget(Duration),
+    /// A process that runs on (`serve`, `job`): the window alone; a read may wait for its turn only
+    /// within `--iam-v2-wait` seconds from the start (none by default).
+    Window,
+}
+
 impl GcpArgs {
-    /// Builds the Google adapters from the arguments; a deny-policy read waits for the IAM v2 quota
-    /// at most `--iam-v2-wait`, else `default_iam_v2_wait`.
-    pub fn connect(&self, default_iam_v2_wait: Duration) -> Result<Gcp, SetupError> {
+    /// Builds the Google adapters from the arguments.
+    pub fn connect(&self, reads: IamV2Reads) -> Result<Gcp, SetupError> {
         let credentials = match (&self.access_token, &self.api_endpoint) {
             (Some(token), _) => Credentials::Static(token.clone()),
             (None, Some(_)) => Credentials::Anonymous,
             (None, None) => Credentials::application_default()?,
         };
+        let (rate_limits, iam_v2_reads_per_minute) = self.rate_limits()?;
+        let wait = self.iam_v2_wait.map(Duration::from_secs);
+        let (iam_v2_wait_span, iam_v2_budget) = match reads {
+            IamV2Reads::Budget(default) => (
+                Duration::ZERO,
+                Some(crate::gcp::client::iam_v2_budget(
+                    iam_v2_reads_per_minute,
+                    wait.unwrap_or(default),
+                )),
+            ),
+            IamV2Reads::Window => (wait.unwrap_or_default(), None),
+        };
+        let client = Client::new(ClientConfig {
+            api_endpoint: self.api_endpoint.clone(),
+            credentials,
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts.max(1),
+                ..RetryPolicy::default()
+            },
+            rate_limits,
+            iam_v2_reads_per_minute,
+            iam_v2_wait_span,
+            iam_v2_budget,
+            timeout: Duration::from_secs(30),
+        })?;
+        Ok(Gcp::new(client))
+    }
+
+    /// The IAM v2 reads a one-shot run makes in all (see [`IamV2Reads::Budget`]).
+    pub fn iam_v2_budget(&self, default_wait: Duration) -> Result<u32, SetupError> {
+        let (_, per_minute) = self.rate_limits()?;
+        let wait = self.iam_v2_wait.map_or(default_wait, Duration::from_secs);
+        Ok(crate::gcp::client::iam_v2_budget(per_minute, wait))
+    }
+
+    /// The steady limits per API and the IAM v2 reads per minute, from `--rate-limit`.
+    fn rate_limits(&self) -> Result<(std::collections::BTreeMap<Api, f64>, u32), SetupError> {
         let mut rate_limits = crate::gcp::client::default_rate_limits();
         let mut iam_v2_reads_per_minute = crate::gcp::client::IAM_V2_READS_PER_MINUTE;
         for spec in &self.rate_limits {
@@ -123,21 +172,7 @@ impl GcpArgs {
                 })?;
             rate_limits.insert(api, n);
         }
-        let client = Client::new(ClientConfig {
-            api_endpoint: self.api_endpoint.clone(),
-            credentials,
-            retry: RetryPolicy {
-                max_attempts: self.max_attempts.max(1),
-                ..RetryPolicy::default()
-            },
-            rate_limits,
-            iam_v2_reads_per_minute,
-            iam_v2_wait_span: self
-                .iam_v2_wait
-                .map_or(default_iam_v2_wait, Duration::from_secs),
-            timeout: Duration::from_secs(30),
-        })?;
-        Ok(Gcp::new(client))
+        Ok((rate_limits, iam_v2_reads_per_minute))
     }
 }
 
@@ -246,8 +281,9 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
             "nothing to scan: give --project, --folder or --organization".to_owned(),
         ));
     }
-    let gcp = Arc::new(args.gcp.connect(CLI_IAM_V2_WAIT)?);
+    let gcp = Arc::new(args.gcp.connect(IamV2Reads::Budget(CLI_IAM_V2_WAIT))?);
     let mut options = Options::new(policy);
+    options.deny_read_budget = Some(args.gcp.iam_v2_budget(CLI_IAM_V2_WAIT)?);
     options.apply = args.apply;
     options.troubleshooter = args.troubleshooter;
     options.concurrency = args.concurrency.max(1);
@@ -285,12 +321,25 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     let progress = Progress::start(projects.len());
     {
         use futures::StreamExt;
+        // Projects checked live spend a short IAM v2 budget in the order they are listed (by id).
+        let live: Vec<ProjectInfo> = projects
+            .iter()
+            .filter_map(|p| match p {
+                Project::Live(info) => Some(info.clone()),
+                Project::FromSnapshot(_) => None,
+            })
+            .collect();
+        let order = &remediator.order_deny_reads(&live);
         let mut reports = futures::stream::iter(projects)
             .map(|p| {
                 let remediator = &remediator;
                 async move {
                     match p {
-                        Project::Live(info) => remediator.remediate(&info).await,
+                        Project::Live(info) => {
+                            let report = remediator.remediate(&info).await;
+                            order.pass(&info.project_id);
+                            report
+                        }
                         Project::FromSnapshot(report) => *report,
                     }
                 }

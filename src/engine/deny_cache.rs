@@ -194,6 +194,7 @@ mod tests {
                     method: "policies.listPolicies",
                     limit: 5,
                     at_google: false,
+                    budget: None,
                 })
             })
             .await;

@@ -14,6 +14,7 @@
 //! only through [`crate::ports`].
 
 pub mod deny_cache;
+pub mod deny_order;
 pub mod error;
 pub mod flap;
 pub mod recommendation;

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::deny_cache::DenyPolicyCache;
+use super::deny_order::DenyOrder;
 use super::flap::{FlapLedger, FlapSource};
 
 mod access;
@@ -60,6 +61,10 @@ pub struct Options {
     /// This process's deny-policy reads (shared by every run of an engine or a scan), used while
     /// younger than `limits.deny_policy_max_age_minutes`.
     pub deny_cache: Arc<DenyPolicyCache>,
+    /// The IAM v2 reads this one-shot run makes in all, when it has such a budget (`scan`,
+    /// `explain`): a sweep it might not cover reads deny policies in project order
+    /// ([`DenyOrder`]).
+    pub deny_read_budget: Option<u32>,
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
@@ -98,6 +103,7 @@ impl Options {
             self_email: None,
             flap: Arc::default(),
             deny_cache: Arc::default(),
+            deny_read_budget: None,
             budget: None,
             clock: crate::clock::Clock::default(),
             read_ahead: false,
@@ -166,6 +172,35 @@ pub struct Remediator {
     /// A project's first-round reads started while [`Remediator::resolve`] looked the project up,
     /// taken (once) by the project's first read of live state.
     prefetched: std::sync::Mutex<HashMap<ProjectId, OwnReads>>,
+    /// The order of deny-policy reads of the sweep under way, when its budget is short.
+    deny_order: std::sync::Mutex<Option<Arc<DenyOrder>>>,
+}
+
+/// A sweep's deny-read order set on its remediator, unset when dropped.
+pub(crate) struct OrderedDenyReads<'a> {
+    remediator: &'a Remediator,
+    order: Option<Arc<DenyOrder>>,
+}
+
+impl OrderedDenyReads<'_> {
+    /// `project` is done with deny reads (or never needed any).
+    pub(crate) fn pass(&self, project: &ProjectId) {
+        if let Some(order) = &self.order {
+            order.pass(project);
+        }
+    }
+}
+
+impl Drop for OrderedDenyReads<'_> {
+    fn drop(&mut self) {
+        if self.order.is_some() {
+            *self
+                .remediator
+                .deny_order
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
 }
 
 /// A project's first-round reads: its own policy, its clusters and, when its last read found node
@@ -225,6 +260,7 @@ impl Remediator {
             caches,
             budget,
             prefetched: std::sync::Mutex::default(),
+            deny_order: std::sync::Mutex::default(),
         }
     }
 
@@ -309,13 +345,40 @@ impl Remediator {
         (key, info)
     }
 
-    /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order.
+    /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order
+    /// (by id, as [`Self::resolve`] gives them): a short IAM v2 budget is spent in that order.
     pub async fn run(&self, projects: &[ProjectInfo]) -> Vec<ProjectReport> {
+        let order = self.order_deny_reads(projects);
         futures::stream::iter(projects)
-            .map(|p| self.remediate(p))
+            .map(|p| async {
+                let report = self.remediate(p).await;
+                order.pass(&p.project_id);
+                report
+            })
             .buffered(self.options.concurrency.max(1))
             .collect()
             .await
+    }
+
+    /// Orders the deny-policy reads of a sweep of `projects` in their order when the run's IAM v2
+    /// budget might not cover them ([`DenyOrder::needed`]), until the value returned is dropped.
+    /// The sweep must start its projects in that order, and pass each one when it ends.
+    pub(crate) fn order_deny_reads(&self, projects: &[ProjectInfo]) -> OrderedDenyReads<'_> {
+        let order = DenyOrder::needed(self.options.deny_read_budget, projects)
+            .then(|| DenyOrder::new(projects.iter().map(|p| &p.project_id)));
+        *self.deny_order.lock().unwrap_or_else(|e| e.into_inner()) = order.clone();
+        OrderedDenyReads {
+            remediator: self,
+            order,
+        }
+    }
+
+    /// The deny-read order of the sweep under way, if it keeps one.
+    pub(super) fn deny_order(&self) -> Option<Arc<DenyOrder>> {
+        self.deny_order
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     async fn role(&self, role: &Role) -> RoleLookup {
@@ -539,15 +602,19 @@ impl Remediator {
         // (one read ahead is kept for later runs all the same).
         let access = async {
             if state.clusters.is_empty() {
+                self.pass_deny_turn(&info.project_id);
                 if let Some(read) = own_deny {
                     self.keep_own_deny_read(info, read).await;
                 }
                 return Ok(AccessFacts::default());
             }
             match chain.await {
-                Ok(Some(chain)) => self.read_access(info, &chain, own_deny).await,
+                Ok(Some(chain)) => Ok(self.read_access(info, &chain, own_deny).await?.0),
                 // The ancestors could not be read: that error is the one reported.
-                _ => Ok(AccessFacts::default()),
+                _ => {
+                    self.pass_deny_turn(&info.project_id);
+                    Ok(AccessFacts::default())
+                }
             }
         };
         let (accounts, (), access) = tokio::join!(
@@ -1191,33 +1258,6 @@ impl Remediator {
     /// A role definition through the run's cache.
     pub(crate) async fn cached_role(&self, role: &Role) -> RoleLookup {
         self.role(role).await
-    }
-
-    /// The deny policies attached to a folder or organization (`folders/N`, `organizations/N`)
-    /// through the run's cache and the process's, or why they cannot be read (said once per run).
-    pub(crate) async fn cached_ancestor_deny_policies(
-        &self,
-        point: &str,
-    ) -> Result<Vec<DenyPolicy>, Unreadable> {
-        let result = self.cached_deny_policies(point).await;
-        if let Err(e) = &result {
-            self.deny_not_read(point, e);
-        }
-        result
-    }
-
-    /// The deny policies attached to the project itself through the process's cache, exactly as the
-    /// per-project path reads them, or why they cannot be read (said once per run).
-    pub(crate) async fn project_deny_policies(
-        &self,
-        info: &ProjectInfo,
-    ) -> Result<Vec<DenyPolicy>, Unreadable> {
-        let point = format!("projects/{}", info.project_number);
-        let result = self.fresh_deny_policies(&point).await;
-        if let Err(e) = &result {
-            self.deny_not_read(&point, e);
-        }
-        result
     }
 
     /// An ancestor's policy through the run's cache, or why it cannot be read.

@@ -16,16 +16,16 @@
 //! definitions, the policies of ancestors above a folder root) or makes the project a suspect (custom
 //! roles not in the snapshot, node service accounts of projects outside it, undecodable assets).
 //!
-//! IAM deny policies are not Cloud Asset assets: those attached to folders and the organization are
-//! read live (cached per run and per process) and applied exactly as the per-project path applies
-//! them; those attached to a project with clusters are read for a project that looks healthy (a
-//! project without clusters has no node account a deny rule could block, and the per-project path
-//! reads none for it either). Every one of these reads goes through the same process-wide cache and
-//! IAM v2 read budget as the per-project path (5 per minute by default, no read ever waiting for it):
-//! deny policies the budget leaves unread make a would-be-`ok` project `incomplete`, reported from the
-//! snapshot with the attachment points and the quota named (the per-project path gives the same
-//! verdict for the same reason, and re-verifying it live would read no more). A project is never
-//! called healthy from the snapshot on a guess about its deny policies.
+//! IAM deny policies are not Cloud Asset assets: they are read live for every project with clusters
+//! exactly as the per-project path reads them (its folders' and organization's through the run's and
+//! the process's caches, then its own; a project without clusters has no node account a deny rule
+//! could block, and neither path reads any for it), through the same IAM v2 read budget, and in the
+//! same order when that budget is short ([`crate::engine::deny_order`]): projects are judged by id,
+//! as the per-project path takes them, so both paths read the same attachment points. Deny policies
+//! the budget leaves unread make a would-be-`ok` project `incomplete`, reported from the snapshot
+//! with the attachment points and the quota named (the per-project path gives the same verdict for
+//! the same reason, and re-verifying it live could read no more). A project is never called healthy
+//! from the snapshot on a guess about its deny policies.
 //! When Cloud Asset Inventory cannot be read at all (403 without `cloudasset.assets.list*`, the API
 //! disabled, or any other failure), [`survey`] fails and the caller falls back to the per-project path.
 
@@ -476,13 +476,17 @@ pub async fn survey(
             .collect();
     } else {
         // Projects are judged concurrently (the live reads they need, such as a project's deny
-        // policies, go through the client's rate limits), in the snapshot's order.
+        // policies, go through the client's rate limits), in the snapshot's order (by project id,
+        // the per-project path's order, which a short IAM v2 budget is spent in).
         use futures::StreamExt;
         let snapshot = &snapshot;
+        let infos: Vec<ProjectInfo> = projects.values().map(|(info, _, _)| info.clone()).collect();
+        let order = &remediator.order_deny_reads(&infos);
         let mut judged = futures::stream::iter(projects.into_values())
             .map(|(info, ancestors, root)| async move {
                 let verdict =
                     judge(remediator, snapshot, &roots[root], &info, &ancestors, now).await;
+                order.pass(&info.project_id);
                 (info, verdict)
             })
             .buffered(remediator.options().concurrency.max(1));
@@ -590,25 +594,23 @@ async fn judge(
         read_at: now,
         access: Default::default(),
     };
-    // Deny policies are not assets: those of the folders and the organization are read live through
-    // the run's cache and the process's (a few calls per sweep); those attached to a project with
-    // clusters are read below through the process's cache, once it looks healthy (deny rules bear only
-    // on node accounts, so a project without clusters needs none, as on the per-project path). As
-    // there, deny policies not read make verdicts that would be `ok` incomplete.
-    // `quota_only`: every deny policy not read was left unread by the IAM v2 read quota.
+    // Deny policies are not assets: they are read live exactly as the per-project path reads them
+    // (through the run's cache and the process's, in the sweep's deny-read order if it keeps one),
+    // for a project with clusters only (deny rules bear only on node accounts). As there, deny
+    // policies not read make verdicts that would be `ok` incomplete. `quota_only`: every deny policy
+    // not read was left unread by the IAM v2 read quota.
     let mut quota_only = true;
-    for (resource, _) in &state.ancestors {
-        let point = resource.to_string();
-        match remediator.cached_ancestor_deny_policies(&point).await {
-            Ok(mut policies) => state.access.deny_policies.append(&mut policies),
-            Err(e) => {
-                quota_only &= e.quota;
-                state
-                    .access
-                    .deny_unreadable
-                    .push(format!("the deny policies of {point} ({})", e.message));
-            }
-        }
+    if state.clusters.is_empty() {
+        remediator.pass_deny_turn(&info.project_id);
+    } else {
+        let chain: Vec<ResourceRef> = state.ancestors.iter().map(|(r, _)| r.clone()).collect();
+        let (facts, only_quota) = remediator
+            .read_access(info, &chain, None)
+            .await
+            .map_err(|e| format!("its deny policies could not be read: {e}"))?;
+        state.access.deny_policies = facts.deny_policies;
+        state.access.deny_unreadable = facts.deny_unreadable;
+        quota_only = only_quota;
     }
     let options = remediator.options();
     state.accounts = accounts(snapshot, &state, &options.checks)?;
@@ -627,31 +629,6 @@ async fn judge(
             return Err(format!("the role {role} could not be read: {why}"));
         }
         catalog.insert(role, lookup);
-    }
-    // A deny rule can only take access away, so a project that is not healthy without its own deny
-    // policies is a suspect without reading them (the live path reads them once); a healthy-looking
-    // one with clusters has them read before it may be called healthy, through the same cache and
-    // IAM v2 budget as the per-project path.
-    if quota_only
-        && healthy_if_read(&state, &catalog, &options.checks)
-        && !state.clusters.is_empty()
-    {
-        // The project's own first, then its ancestors', in the order the per-project path reads them.
-        match remediator.project_deny_policies(info).await {
-            Ok(policies) => {
-                state.access.deny_policies.splice(0..0, policies);
-            }
-            Err(e) => {
-                quota_only &= e.quota;
-                state.access.deny_unreadable.insert(
-                    0,
-                    format!(
-                        "the deny policies of projects/{} ({})",
-                        info.project_number, e.message
-                    ),
-                );
-            }
-        }
     }
     let findings = evaluate::evaluate(&state, &catalog, &options.checks);
     // Healthy but for deny policies the IAM v2 quota left unread: reported from the snapshot as

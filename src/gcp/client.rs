@@ -5,10 +5,12 @@
 //! that makes a call wait for its turn: their quotas are thousands per minute, so a wait is short.
 //! IAM v2 reads (deny policies) have Google's tightest quota, **5 per consumer project per
 //! minute**, and their own [`SlidingWindow`] (at most N in any 60 s, default
-//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). A read waits for its turn only within the
-//! client's wait span from its start (none for `serve` and `job`, whose runs are on the critical
-//! path; the first four minutes of `scan` and `explain`, `--iam-v2-wait`); a read with no turn in it answers at once
-//! [`ApiError::ReadQuotaSpent`], and the engine treats those deny policies as not read.
+//! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). In `serve` and `job`, whose runs are on a
+//! message's critical path, a read takes a turn free now (or within the wait span from the start, if
+//! one is given); `scan` and `explain` have a budget instead ([`iam_v2_budget`]: what the window
+//! allows in `--iam-v2-wait`, 20 reads by default), each read waiting for its turn until the budget
+//! is spent. A read with no turn answers at once [`ApiError::ReadQuotaSpent`], and the engine treats
+//! those deny policies as not read.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -264,8 +266,51 @@ pub struct ClientConfig {
     /// (zero: never; the default). A span from the start, not a wait per read: reads that come one
     /// after another would otherwise each wait their turn, at 5 a minute, without end.
     pub iam_v2_wait_span: Duration,
+    /// The IAM v2 reads a one-shot run (`scan`, `explain`) makes in all ([`iam_v2_budget`]), in
+    /// place of the wait span: every read waits for its turn until the budget is spent, then every
+    /// read is refused, so which reads are made depends on the order they are asked in and on
+    /// nothing else. `None` (`serve`, `job`): the window alone, read after read, for as long as the
+    /// process runs.
+    pub iam_v2_budget: Option<u32>,
     /// Per-request timeout.
     pub timeout: Duration,
+}
+
+/// The IAM v2 reads a one-shot run allows itself: what `per_minute` reads a minute allow within
+/// `span` (turns at 0, 61, 122, ... s: 5 x 4 = 20 in the default 240 s), at least one minute's.
+pub fn iam_v2_budget(per_minute: u32, span: Duration) -> u32 {
+    let period = (IAM_V2_WINDOW + TURN_MARGIN).as_secs();
+    let periods = 1 + span.as_secs() / period;
+    per_minute
+        .max(1)
+        .saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX))
+}
+
+/// A count of reads left (see [`ClientConfig::iam_v2_budget`]).
+#[derive(Debug)]
+struct ReadBudget {
+    total: u32,
+    left: std::sync::atomic::AtomicU32,
+}
+
+impl ReadBudget {
+    fn new(total: u32) -> Self {
+        Self {
+            total,
+            left: std::sync::atomic::AtomicU32::new(total),
+        }
+    }
+
+    /// Takes one read, unless none is left.
+    fn take(&self) -> bool {
+        self.left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.left.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for ClientConfig {
@@ -277,6 +322,7 @@ impl Default for ClientConfig {
             rate_limits: default_rate_limits(),
             iam_v2_reads_per_minute: IAM_V2_READS_PER_MINUTE,
             iam_v2_wait_span: Duration::ZERO,
+            iam_v2_budget: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -304,8 +350,10 @@ pub struct Client {
     limiters: BTreeMap<Api, RateLimiter>,
     /// IAM v2 reads: their own window, in place of the `iam` limiter.
     iam_v2: SlidingWindow,
-    /// Until when an IAM v2 read may wait for its turn.
+    /// Until when an IAM v2 read may wait for its turn (without a budget).
     iam_v2_wait_until: Instant,
+    /// The IAM v2 reads a one-shot run allows itself in all, if it has such a budget.
+    iam_v2_budget: Option<ReadBudget>,
     calls: BTreeMap<Api, AtomicU64>,
     retries: AtomicU64,
 }
@@ -360,6 +408,7 @@ impl Client {
             limiters,
             iam_v2: SlidingWindow::new(config.iam_v2_reads_per_minute, IAM_V2_WINDOW),
             iam_v2_wait_until: Instant::now() + config.iam_v2_wait_span,
+            iam_v2_budget: config.iam_v2_budget.map(ReadBudget::new),
             calls,
             retries: AtomicU64::new(0),
         }))
@@ -411,6 +460,35 @@ impl Client {
             .await
     }
 
+    /// Takes a turn in the IAM v2 window for one read (see [`Self::send_iam_v2`]), or says there
+    /// is none. With a budget, a read is refused only once the budget is spent (and then every later
+    /// one is too); until then it waits for its turn in the window (the reserve still orders turns
+    /// within a minute), so which reads are made depends only on the order they are asked in.
+    async fn iam_v2_turn(&self, reserve: u32, wait: bool) -> bool {
+        let Some(budget) = &self.iam_v2_budget else {
+            let max_wait = match wait {
+                true => self
+                    .iam_v2_wait_until
+                    .saturating_duration_since(Instant::now()),
+                false => Duration::ZERO,
+            };
+            return self.iam_v2.acquire_within(reserve, max_wait).await;
+        };
+        if !budget.take() {
+            return false;
+        }
+        if wait {
+            return self.iam_v2.acquire_within(reserve, Duration::MAX).await;
+        }
+        // A read made ahead of need takes a turn only if one is free now, and gives the budget
+        // back if not.
+        let now = self.iam_v2.try_acquire(reserve);
+        if !now {
+            budget.give_back();
+        }
+        now
+    }
+
     async fn send_paced<B: Serialize, T: DeserializeOwned>(
         &self,
         call: Call<'_, B>,
@@ -433,25 +511,13 @@ impl Client {
                 self.retries.fetch_add(1, Ordering::Relaxed);
             }
             let result = match pacing {
-                Pacing::Window { reserve, wait }
-                    if !self
-                        .iam_v2
-                        .acquire_within(
-                            reserve,
-                            match wait {
-                                true => self
-                                    .iam_v2_wait_until
-                                    .saturating_duration_since(Instant::now()),
-                                false => Duration::ZERO,
-                            },
-                        )
-                        .await =>
-                {
+                Pacing::Window { reserve, wait } if !self.iam_v2_turn(reserve, wait).await => {
                     return Err(ApiError::ReadQuotaSpent {
                         api: call.api,
                         method: call.method,
                         limit: self.iam_v2.limit(),
                         at_google: false,
+                        budget: self.iam_v2_budget.as_ref().map(|b| b.total),
                     });
                 }
                 Pacing::Window { .. } => match self.send_once(&call, &url, false).await {
@@ -464,6 +530,7 @@ impl Client {
                             method: call.method,
                             limit: self.iam_v2.limit(),
                             at_google: true,
+                            budget: None,
                         });
                     }
                     other => other,
@@ -711,6 +778,55 @@ mod window_tests {
         assert_at_most_per_window(&admitted, 5);
         // And it is not starved: about 5 a minute over ten minutes.
         assert!((45..=50).contains(&admitted.len()), "{}", admitted.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budgeted_client_makes_exactly_its_budget_of_reads_each_in_its_turn_and_then_none() {
+        let client = Client::new(ClientConfig {
+            iam_v2_budget: Some(iam_v2_budget(5, Duration::from_secs(240))),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let start = Instant::now();
+        let mut turns = Vec::new();
+        for _ in 0..20 {
+            assert!(client.iam_v2_turn(0, true).await, "within the budget");
+            turns.push(start.elapsed());
+        }
+        assert_at_most_per_window(&turns, 5);
+        assert!(
+            turns[19] < Duration::from_secs(240),
+            "the budget fits the span: {:?}",
+            turns[19]
+        );
+        // Spent: refused at once, even a minute later when the window has room again.
+        let refused_at = Instant::now();
+        assert!(!client.iam_v2_turn(0, true).await);
+        assert_eq!(refused_at.elapsed(), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(!client.iam_v2_turn(0, false).await);
+        assert!(!client.iam_v2_turn(0, true).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_ahead_with_no_turn_free_now_gives_its_share_of_the_budget_back() {
+        let client = Client::new(ClientConfig {
+            iam_v2_budget: Some(6),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        for _ in 0..5 {
+            assert!(client.iam_v2_turn(0, false).await);
+        }
+        // The window is full: a read ahead is refused now, and the budget's sixth read is kept.
+        assert!(!client.iam_v2_turn(0, false).await);
+        let start = Instant::now();
+        assert!(
+            client.iam_v2_turn(0, true).await,
+            "the sixth read, in its turn"
+        );
+        assert!(start.elapsed() >= IAM_V2_WINDOW);
+        assert!(!client.iam_v2_turn(0, true).await, "then none");
     }
 
     #[tokio::test(start_paused = true)]

@@ -127,7 +127,7 @@ pub enum ApiError {
     /// The IAM v2 read quota has no room now: the client-side window is spent (nothing was sent) or
     /// Google answered 429 (other callers share the consumer project's quota). Neither waited for
     /// nor retried (not transient). Raise Google's quota and the limit together.
-    #[error("{api} {method}: {}", quota_message(*.limit, *.at_google))]
+    #[error("{api} {method}: {}", quota_message(*.limit, *.at_google, *.budget))]
     ReadQuotaSpent {
         /// API called.
         api: Api,
@@ -137,12 +137,18 @@ pub enum ApiError {
         limit: u32,
         /// Google answered 429 `RESOURCE_EXHAUSTED` (the client's window had room).
         at_google: bool,
+        /// The reads a one-shot run allows itself in all, when that budget is what is spent.
+        budget: Option<u32>,
     },
 }
 
-fn quota_message(limit: u32, at_google: bool) -> String {
+fn quota_message(limit: u32, at_google: bool, budget: Option<u32>) -> String {
     let raise = "raise Google's quota (per consumer project per minute) and --rate-limit iam-v2 together to read more";
-    if at_google {
+    if let Some(budget) = budget {
+        format!(
+            "IAM v2 read quota: this run's {budget} deny-policy reads (what {limit} a minute, --rate-limit iam-v2={limit}, allow within --iam-v2-wait) are spent; not read: {raise}, or give a longer --iam-v2-wait"
+        )
+    } else if at_google {
         format!(
             "IAM v2 read quota spent at Google (429 RESOURCE_EXHAUSTED; other callers share the consumer project's quota; this process allows itself {limit} deny-policy reads per minute, --rate-limit iam-v2={limit}); not read now: {raise}"
         )

@@ -457,3 +457,95 @@ async fn configured_sweep_with_a_gone_project(asset_inventory: bool) {
         s.cloud.journal()
     );
 }
+
+/// Sweeps the organization with a deny-read budget of `budget` (as `scan` does), through Cloud
+/// Asset Inventory or project by project; the reports as JSON by project id, and the deny-policy
+/// attachment points listed, in order.
+async fn budgeted_sweep(
+    cloud: &FakeCloud,
+    budget: u32,
+    asset_inventory: bool,
+) -> (Vec<Value>, Vec<String>) {
+    use gke_iam_remediator::engine::snapshot;
+    cloud.with(|w| w.iam_v2_budget = Some((budget, budget)));
+    let remediator = super::remediator_with(cloud, |o| o.deny_read_budget = Some(budget));
+    let found = snapshot::discover(&remediator, &[], &[org()], asset_inventory)
+        .await
+        .unwrap();
+    assert_eq!(
+        matches!(found.discovery, Discovery::CloudAssetInventory { .. }),
+        asset_inventory
+    );
+    let mut reports: Vec<Value> = found
+        .reports
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap())
+        .collect();
+    for report in remediator.run(&found.live).await {
+        reports.push(serde_json::to_value(&report).unwrap());
+    }
+    reports.sort_by(|a, b| a["project_id"].as_str().cmp(&b["project_id"].as_str()));
+    let listed = cloud.with(|w| {
+        w.journal
+            .iter()
+            .filter_map(|c| c.strip_prefix("denypolicies.list "))
+            .map(str::to_owned)
+            .collect()
+    });
+    (reports, listed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_deny_read_budget_is_spent_in_project_order_so_both_sweep_paths_read_the_same_points()
+ {
+    let mut runs = Vec::new();
+    for asset_inventory in [false, true] {
+        let cloud = FakeCloud::default();
+        cloud.set_latency(std::time::Duration::from_millis(20));
+        let ids = teams(&cloud, 6);
+        cloud.remove_binding("team-5", NODE_ROLE, &node_sa("team-5"));
+        // The first projects answer last: read as they come, the budget would go to the others.
+        cloud.with(|w| {
+            for (i, id) in ids.iter().enumerate() {
+                let slower = std::time::Duration::from_millis(100 * (6 - i as u64));
+                w.slow_targets.insert(id.clone(), slower);
+            }
+        });
+        runs.push(budgeted_sweep(&cloud, 3, asset_inventory).await);
+    }
+    let (per_project, cai) = (&runs[0], &runs[1]);
+    assert_eq!(
+        per_project.1,
+        vec![
+            "organizations/777",
+            "projects/900000000001",
+            "projects/900000000002"
+        ],
+        "the organization, then the first projects by id"
+    );
+    assert_eq!(cai.1, per_project.1, "the same points through Cloud Asset");
+    assert_eq!(cai.0, per_project.0, "identical reports");
+    let status = |reports: &[Value], id: &str| -> String {
+        reports
+            .iter()
+            .find(|r| r["project_id"] == id)
+            .and_then(|r| {
+                r["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| f["requirement"] == "node-sa-permissions")
+            })
+            .map(|f| f["status"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    for (id, expected) in [
+        ("team-1", "ok"),
+        ("team-2", "ok"),
+        ("team-3", "incomplete"),
+        ("team-5", "missing"),
+        ("team-6", "incomplete"),
+    ] {
+        assert_eq!(status(&cai.0, id), expected, "{id}");
+    }
+}

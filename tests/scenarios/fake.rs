@@ -127,6 +127,12 @@ pub struct World {
     /// The client-side IAM v2 read window, when a test sets one: a list with no room in it answers
     /// at once that the quota is spent, as the REST adapter does (nothing sent, nothing journaled).
     pub iam_v2_window: Option<Arc<SlidingWindow>>,
+    /// A one-shot run's IAM v2 read budget (total, left), when a test sets one: each deny-policy
+    /// list takes one, and once none is left a list answers at once that the quota is spent, as the
+    /// REST adapter of `scan` does.
+    pub iam_v2_budget: Option<(u32, u32)>,
+    /// Extra latency of calls on one target (a project id), to make calls finish out of order.
+    pub slow_targets: BTreeMap<String, Duration>,
     /// Boolean constraints enforced, by (`projects/ID`, constraint).
     pub enforced_constraints: BTreeSet<(String, String)>,
     /// Cloud Identity groups: email -> members (emails, including nested group emails).
@@ -420,7 +426,8 @@ impl FakeCloud {
     }
 
     async fn enter(&self, method: &'static str, target: &str) -> Option<Fault> {
-        let latency = *self.latency.lock().unwrap();
+        let latency = *self.latency.lock().unwrap()
+            + self.with(|w| w.slow_targets.get(target).copied().unwrap_or_default());
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
@@ -1240,6 +1247,24 @@ impl DenyPolicies for FakeCloud {
                     method: "policies.listPolicies",
                     limit: window.limit(),
                     at_google: false,
+                    budget: None,
+                });
+            }
+            let spent = self.with(|w| match &mut w.iam_v2_budget {
+                Some((total, 0)) => Some(*total),
+                Some((_, left)) => {
+                    *left -= 1;
+                    None
+                }
+                None => None,
+            });
+            if let Some(budget) = spent {
+                return Err(ApiError::ReadQuotaSpent {
+                    api: Api::Iam,
+                    method: "policies.listPolicies",
+                    limit: 5,
+                    at_google: false,
+                    budget: Some(budget),
                 });
             }
             if let Some(f) = self.enter("denypolicies.list", attachment).await {

@@ -9,14 +9,16 @@
 //! attachment point (the project, its folders, the organization) is read through the process-wide
 //! [`DenyPolicyCache`](crate::engine::deny_cache::DenyPolicyCache): a read younger than
 //! `limits.deny_policy_max_age_minutes` is used, and only a missing or older entry costs a read.
-//! Ancestors are also kept per run (with any refusal, said once). No read ever waits for the quota:
-//! when the client's IAM v2 window has no room the adapter answers at once that the quota is spent,
-//! and those deny policies are *not read*, exactly like deny policies the caller may not read: a
-//! verdict that would be `ok` is `incomplete` and names the attachment point and the quota, a missing
-//! binding is still restored (a deny rule can only take access away, and a grant that a deny rule
-//! blocks changes nothing). The rule for who gets the budget first: folders and organizations (few,
-//! shared by every project beneath them, cached) take precedence without waiting, because a read of
-//! a project's own deny policies leaves the last slot of each minute to them (the adapter's reserve).
+//! Ancestors are also kept per run (with any refusal, said once). When the client has no turn for a
+//! read (`serve` and `job`: none free now; `scan` and `explain`: their budget spent) the adapter
+//! answers at once that the quota is spent, and those deny policies are *not read*, exactly like
+//! deny policies the caller may not read: a verdict that would be `ok` is `incomplete` and names the
+//! attachment point and the quota, a missing binding is still restored (a deny rule can only take
+//! access away, and a grant that a deny rule blocks changes nothing). Who gets the budget first: in
+//! a sweep whose budget is short, the projects in the sweep's order, each reading its ancestors not
+//! yet read (outermost first) and then its own ([`crate::engine::deny_order`]); elsewhere folders and
+//! organizations (few, shared by every project beneath them, cached), because a read of a project's
+//! own deny policies leaves the last slot of each minute to them (the adapter's reserve).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -43,33 +45,49 @@ impl Remediator {
     /// The deny policies of the project and of its folders and organization, all through the
     /// process's cache (ancestors through the run's too). A transient failure fails the read (the run
     /// is retried); a refusal or a spent IAM v2 quota is recorded in `deny_unreadable` and said once
-    /// per run.
+    /// per run. Also says whether every deny policy not read was left unread by the quota.
     ///
     /// `own_deny` is a read of the project's own deny policies already made (read ahead), used
-    /// unless the process's cache holds a younger one.
-    pub(super) async fn read_access(
+    /// unless the process's cache holds a younger one. In a sweep that keeps a deny-read order, the
+    /// reads wait for the project's turn and are made one after another, the ancestors outermost
+    /// first and then the project's own; otherwise all at once.
+    pub(in crate::engine) async fn read_access(
         &self,
         info: &ProjectInfo,
         chain: &[ResourceRef],
         own_deny: Option<OwnDenyRead>,
-    ) -> Result<AccessFacts, ApiError> {
+    ) -> Result<(AccessFacts, bool), ApiError> {
         let mut facts = AccessFacts::default();
         let points: Vec<String> = std::iter::once(format!("projects/{}", info.project_number))
             .chain(chain.iter().map(ResourceRef::to_string))
             .collect();
-        // Every attachment point at once; the answers are taken in the points' order.
         let own = async {
             match own_deny {
                 Some(read) => self.use_own_deny_read(&points[0], read).await,
                 None => self.fresh_deny_policies(&points[0]).await,
             }
         };
-        let ancestors = futures::future::join_all(
-            points[1..]
-                .iter()
-                .map(|point| self.cached_deny_policies(point)),
-        );
-        let (own, ancestors) = tokio::join!(own, ancestors);
+        let (own, ancestors) = match self.deny_order() {
+            Some(order) => {
+                let _turn = order.turn(&info.project_id).await;
+                let mut ancestors = Vec::with_capacity(points.len() - 1);
+                for point in points[1..].iter().rev() {
+                    ancestors.push(self.cached_deny_policies(point).await);
+                }
+                ancestors.reverse();
+                (own.await, ancestors)
+            }
+            None => {
+                let ancestors = futures::future::join_all(
+                    points[1..]
+                        .iter()
+                        .map(|point| self.cached_deny_policies(point)),
+                );
+                tokio::join!(own, ancestors)
+            }
+        };
+        // The answers are taken in the points' order.
+        let mut quota_only = true;
         let results = std::iter::once(own).chain(ancestors);
         for (point, result) in points.into_iter().zip(results) {
             match result {
@@ -83,13 +101,21 @@ impl Remediator {
                 }
                 Err(e) => {
                     self.deny_not_read(&point, &e);
+                    quota_only &= e.quota;
                     facts
                         .deny_unreadable
                         .push(format!("the deny policies of {point} ({})", e.message));
                 }
             }
         }
-        Ok(facts)
+        Ok((facts, quota_only))
+    }
+
+    /// `project` reads no deny policies in this sweep (no clusters, or its run ended first).
+    pub(in crate::engine) fn pass_deny_turn(&self, project: &crate::domain::iam::ProjectId) {
+        if let Some(order) = self.deny_order() {
+            order.pass(project);
+        }
     }
 
     /// Says, once per run, that deny policies were not read and what that does to verdicts.
@@ -101,7 +127,7 @@ impl Remediator {
             tracing::warn!(
                 attachment = %point,
                 error = %e.message,
-                "IAM deny policies not read: the IAM v2 read quota is spent (no turn within --iam-v2-wait); verdicts that would be ok are reported incomplete, missing bindings are still restored"
+                "IAM deny policies not read: the IAM v2 read quota is spent; verdicts that would be ok are reported incomplete, missing bindings are still restored"
             );
         } else {
             tracing::warn!(
