@@ -240,10 +240,11 @@ fn findings(doc: &Value) -> Vec<&Value> {
 }
 
 #[tokio::test]
-async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_default_limit_never_gets_a_429()
+async fn with_googles_iam_v2_quota_enforced_by_the_simulator_both_sweep_paths_never_get_a_429_and_give_the_same_verdicts()
  {
     let sim = start_sim(&generated_world(40, 0.0, 11)).await;
     google_iam_v2_quota(&sim);
+    let mut verdicts = Vec::new();
     for discovery in [&[][..], &["--no-asset-inventory"][..]] {
         sim.reset_stats();
         let before = sim.journal().len();
@@ -297,9 +298,28 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_a_sweep_under_the_d
                 .all(|f| ["ok", "incomplete"].contains(&f["status"].as_str().unwrap())),
             "{discovery:?}: a healthy world"
         );
+        // Which projects the budget covered does not depend on the path: the same verdicts.
+        verdicts.push(
+            projects
+                .iter()
+                .flat_map(|p| {
+                    p["findings"].as_array().unwrap().iter().map(move |f| {
+                        let principal = f["principal"].as_str().unwrap_or("");
+                        format!(
+                            "{} {} {principal} {}",
+                            p["project_id"], f["requirement"], f["status"]
+                        )
+                    })
+                })
+                .collect::<std::collections::BTreeSet<String>>(),
+        );
         // The quota is the simulator's for a minute: the other path gets a fresh one.
         google_iam_v2_quota(&sim);
     }
+    assert_eq!(
+        verdicts[0], verdicts[1],
+        "both sweep paths, the same verdicts"
+    );
 }
 
 #[tokio::test]
