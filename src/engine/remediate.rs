@@ -539,7 +539,10 @@ impl Remediator {
             ancestry
         };
         let (own, ancestry) = tokio::join!(self.read_own(info, chain_rx), ancestry);
-        let (mut state, accounts, access) = own?;
+        let (mut state, accounts, access) = own.inspect_err(|_| {
+            // A failed read (retried or not) does not hold the sweep's later deny reads.
+            self.pass_deny_turn(&info.project_id);
+        })?;
         let (chain, ancestors, mut unreadable) = ancestry?;
         state.access = access;
         state.folders = chain

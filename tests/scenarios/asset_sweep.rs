@@ -549,3 +549,33 @@ async fn a_short_deny_read_budget_is_spent_in_project_order_so_both_sweep_paths_
         assert_eq!(status(&cai.0, id), expected, "{id}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_project_that_fails_before_its_deny_read_never_holds_the_projects_after_it() {
+    let cloud = FakeCloud::default();
+    cloud.set_latency(std::time::Duration::from_millis(20));
+    teams(&cloud, 4);
+    // team-1 is listed but its policy cannot be read: its run fails in its first round, and it
+    // slows down (the others finish their first round before it fails).
+    let team_1 = ResourceRef::parse("projects/team-1").unwrap();
+    cloud.with(|w| {
+        w.policies.remove(&team_1);
+        w.slow_targets
+            .insert("team-1".to_owned(), std::time::Duration::from_secs(30));
+    });
+    let sweep = budgeted_sweep(&cloud, 3, false);
+    let (reports, listed) = tokio::time::timeout(std::time::Duration::from_secs(120), sweep)
+        .await
+        .expect("the sweep never stalls behind a failed project");
+    assert_eq!(
+        listed,
+        vec![
+            "organizations/777",
+            "projects/900000000002",
+            "projects/900000000003"
+        ],
+        "team-1 read none, the budget went on in order"
+    );
+    assert!(!reports[0]["error"].is_null(), "{}", reports[0]);
+    assert_eq!(reports[0]["project_id"], "team-1");
+}
