@@ -13,7 +13,8 @@
 #
 # Env: PROJECTS (10000), FOLDERS (40), BROKEN (0.02), BENCH_LATENCY_MS (20), CONCURRENCY (64),
 #      PER_PROJECT_TIMEOUT (3600), SKIP_PER_PROJECT (0), SCAN_ARGS (more `scan` arguments for both runs,
-#      e.g. "--iam-v2-wait 0": deny-policy reads never wait for Google's 5 a minute).
+#      e.g. "--iam-v2-wait 0": deny-policy reads never wait for Google's 5 a minute), DENY_EVERY (0: with N,
+#      deny policies on the organization, every folder and every Nth GKE project, see infra/gen-world.py).
 source "$(dirname "$0")/lib/common.sh"
 need_bin "$BIN"
 START_TIMEOUT=${START_TIMEOUT:-300}
@@ -21,6 +22,7 @@ START_TIMEOUT=${START_TIMEOUT:-300}
 PROJECTS=${PROJECTS:-10000}
 FOLDERS=${FOLDERS:-40}
 BROKEN=${BROKEN:-0.02}
+DENY_EVERY=${DENY_EVERY:-0}
 LATENCY=${BENCH_LATENCY_MS:-20}
 CONCURRENCY=${CONCURRENCY:-64}
 PER_PROJECT_TIMEOUT=${PER_PROJECT_TIMEOUT:-3600}
@@ -29,7 +31,7 @@ ORG=123456789012
 
 world="$BENCH_TMP/world.json"
 python3 "$BENCH_ROOT/infra/gen-world.py" --projects "$PROJECTS" --folders "$FOLDERS" --seed 1 \
-    --broken-fraction "$BROKEN" --org-id "$ORG" >"$world" 2>"$BENCH_TMP/gen.err"
+    --broken-fraction "$BROKEN" --org-id "$ORG" --deny-every "$DENY_EVERY" >"$world" 2>"$BENCH_TMP/gen.err"
 echo "== org sweep${SCAN_ARGS:+ (scan $SCAN_ARGS)}: $PROJECTS projects, $FOLDERS folders, $(cat "$BENCH_TMP/gen.err" | sed 's/^generated //'), ${LATENCY} ms simulated latency, default rate limits, --concurrency $CONCURRENCY"
 start_sim "$world"
 sim_latency "$LATENCY"

@@ -7,8 +7,12 @@ The organization holds nested folders; most projects run GKE clusters whose node
 service account or the Compute Engine default account. Healthy projects grant the node role directly,
 through a project custom role, or on their folder (inherited). A --broken-fraction of projects is broken
 in one of the ways the design lists (node role missing, GKE service agent or node service agent binding
-missing, node account deleted or disabled, Container API disabled, conditional-only grant). Deterministic
-for a given seed. Python 3.11 standard library only.
+missing, node account deleted or disabled, Container API disabled, conditional-only grant). With
+--deny-every N, IAM deny policies are attached too: one on the organization (it denies log writing to the
+node account of the fourth GKE project), one on every folder (it denies metric writing to a node account
+of a project elsewhere) and one on every Nth GKE project (every 2Nth denies metric writing to the project's
+own node account, the others an account that does not exist). Deterministic for a given seed (the deny
+policies do not change the rest of the world). Python 3.11 standard library only.
 """
 
 import argparse
@@ -34,6 +38,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--broken-fraction", type=float, default=0.1)
     ap.add_argument("--org-id", default="123456789012")
+    ap.add_argument("--deny-every", type=int, default=0, help="attach deny policies (see above); 0: none")
     args = ap.parse_args()
     if args.projects < 1 or args.folders < 1 or not 0.0 <= args.broken_fraction <= 1.0:
         ap.error("need --projects >= 1, --folders >= 1 and 0 <= --broken-fraction <= 1")
@@ -134,10 +139,46 @@ def main() -> int:
             f["iam_policy"]["bindings"].append({"role": NODE_ROLE, "members": folder_grants[f["id"]]})
         if not f["iam_policy"]["bindings"]:
             del f["iam_policy"]
+    if args.deny_every > 0:
+        add_deny_policies(world, args.deny_every)
     json.dump(world, sys.stdout, indent=1)
     sys.stdout.write("\n")
     print(f"generated {args.projects} projects in {args.folders} folders, {broken_count} broken", file=sys.stderr)
     return 0
+
+
+def node_account(project: dict) -> str | None:
+    """The service account of the project's first node pool or Autopilot cluster, if it has clusters."""
+    for cluster in project.get("clusters", []):
+        value = cluster.get("autoprovisioning_service_account")
+        for pool in cluster.get("node_pools", []):
+            value = value or pool.get("service_account")
+        if value == "default":
+            return f"{project['number']}-compute@developer.gserviceaccount.com"
+        if value:
+            return value
+    return None
+
+
+def deny_policy(policy_id: str, account: str, permission: str) -> dict:
+    principal = f"principal://iam.googleapis.com/projects/-/serviceAccounts/{account}"
+    return {"id": policy_id, "rules": [{"denied_principals": [principal], "denied_permissions": [permission]}]}
+
+
+def add_deny_policies(world: dict, every: int) -> None:
+    gke = [p for p in world["projects"] if node_account(p)]
+    if not gke:
+        return
+    logs, metrics = "logging.googleapis.com/logEntries.create", "monitoring.googleapis.com/timeSeries.create"
+    world["organization"]["deny_policies"] = [deny_policy("org-no-logs", node_account(gke[min(3, len(gke) - 1)]), logs)]
+    for i, folder in enumerate(world["folders"]):
+        other = gke[(10 + i) % len(gke)]
+        folder["deny_policies"] = [deny_policy(f"folder-{i}-no-metrics", node_account(other), metrics)]
+    for i, project in enumerate(gke):
+        if i % every == 0:
+            own = i % (2 * every) == 0
+            account = node_account(project) if own else "nobody@example.iam.gserviceaccount.com"
+            project["deny_policies"] = [deny_policy(f"project-{i}-no-metrics", account, metrics)]
 
 
 if __name__ == "__main__":
