@@ -156,15 +156,23 @@ struct Runtime {
     policy: PolicyFile,
     cloud: Arc<dyn Cloud>,
     emulator_host: Option<String>,
+    /// The deny reads of a one-shot sweep (`job --sweep` without a subscription).
+    deny_read_budget: Option<u32>,
 }
 
 impl Runtime {
-    fn load(args: &EngineArgs) -> anyhow::Result<Self> {
+    /// `reads`: [`IamV2Reads::Window`] for a process that handles messages (their runs are on a
+    /// message's critical path: deny reads never wait for the IAM v2 quota unless `--iam-v2-wait`
+    /// says so); a one-shot sweep spends a budget, as `scan` does.
+    fn load(args: &EngineArgs, reads: crate::scan::IamV2Reads) -> anyhow::Result<Self> {
+        let deny_read_budget = match reads {
+            crate::scan::IamV2Reads::Budget(wait) => Some(args.gcp.iam_v2_budget(wait)?),
+            crate::scan::IamV2Reads::Window => None,
+        };
         Ok(Self {
+            deny_read_budget,
             policy: load_policy(&args.policy)?,
-            // Runs of `serve` and `job` are on a message's critical path: deny reads never wait for
-            // the IAM v2 quota unless `--iam-v2-wait` says so.
-            cloud: Arc::new(args.gcp.connect(crate::scan::IamV2Reads::Window)?),
+            cloud: Arc::new(args.gcp.connect(reads)?),
             emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
                 .ok()
                 .filter(|h| !h.is_empty()),
@@ -207,13 +215,14 @@ async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Ar
     config.notify_healthy = args.notify_healthy;
     config.troubleshooter = args.troubleshooter;
     config.asset_inventory = !args.no_asset_inventory;
+    config.deny_read_budget = runtime.deny_read_budget;
     Ok(Engine::new(runtime.cloud.clone(), config, publisher))
 }
 
 /// Runs `serve` until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.engine.log_format, args.engine.trace_project.clone());
-    let runtime = Runtime::load(&args.engine)?;
+    let runtime = Runtime::load(&args.engine, crate::scan::IamV2Reads::Window)?;
     let engine = build_engine(&args.engine, &runtime).await?;
     let deliverer = crate::notify::deliver::from_policy(&runtime.policy.notifications)?;
     let auth = server::auth::resolve(
@@ -268,7 +277,13 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
     if args.subscription.is_none() && !args.sweep {
         anyhow::bail!("nothing to do: give --subscription and/or --sweep");
     }
-    let runtime = Runtime::load(&args.engine)?;
+    // A sweep alone is one-shot, like `scan`: it spends a budget of deny reads (what the window
+    // allows in --iam-v2-wait, 0 by default: 5), in project order when that might not cover it.
+    let reads = match args.subscription {
+        None => crate::scan::IamV2Reads::Budget(Duration::ZERO),
+        Some(_) => crate::scan::IamV2Reads::Window,
+    };
+    let runtime = Runtime::load(&args.engine, reads)?;
     let mut summary = JobSummary::default();
     let pull_options = PullOptions {
         max_outstanding: 64,

@@ -47,11 +47,12 @@ pub struct GcpArgs {
     #[arg(long, default_value_t = 6)]
     pub max_attempts: u32,
     /// How long deny-policy reads may take in the IAM v2 quota. `scan` and `explain` (default 240)
-    /// make as many reads as the quota allows in that many seconds (5 a minute: turns at 0, 61,
-    /// 122 and 183 s, 20 reads), each waiting for its turn, in a fixed order, and no more: which
-    /// deny policies are read does not depend on timing. `serve` and `job` (default 0) let a read
-    /// wait for its turn only within that many seconds from the start; after that a read with no
-    /// turn free is not made. Deny policies not read are reported as such.
+    /// and `job --sweep` without `--subscription` (default 0) make as many reads as the quota
+    /// allows in that many seconds (5 a minute: turns at 0, 61, 122 and 183 s, 20 reads in 240),
+    /// each waiting for its turn, in a fixed order, and no more: which deny policies are read does
+    /// not depend on timing. `serve` and a `job` with a subscription (default 0) let a read wait
+    /// for its turn only within that many seconds from the start; after that a read with no turn
+    /// free is not made. Deny policies not read are reported as such.
     #[arg(long, value_name = "SECONDS", env = "REMEDIATOR_IAM_V2_WAIT_SECONDS")]
     pub iam_v2_wait: Option<u64>,
 }
@@ -81,11 +82,11 @@ pub enum SetupError {
 /// How a mode holds its deny-policy reads to the IAM v2 quota.
 #[derive(Clone, Copy, Debug)]
 pub enum IamV2Reads {
-    /// A one-shot run (`scan`, `explain`): a budget of what the window allows within
-    /// `--iam-v2-wait` (else this many seconds), each read waiting for its turn until it is spent.
+    /// A one-shot run (`scan`, `explain`, `job --sweep` alone): a budget of what the window allows
+    /// within `--iam-v2-wait` (else this many seconds), each read waiting for its turn until spent.
     Budget(Duration),
-    /// A process that runs on (`serve`, `job`): the window alone; a read may wait for its turn only
-    /// within `--iam-v2-wait` seconds from the start (none by default).
+    /// A process that handles messages (`serve`, `job --subscription`): the window alone; a read may
+    /// wait for its turn only within `--iam-v2-wait` seconds from the start (none by default).
     Window,
 }
 

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     pub asset_inventory: bool,
     /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
     pub clock: crate::clock::Clock,
+    /// The IAM v2 reads this process makes in all, when it has such a budget (`job --sweep` without
+    /// a subscription): a sweep it might not cover reads deny policies in project order
+    /// ([`deny_order::DenyOrder`]), on both paths.
+    pub deny_read_budget: Option<u32>,
 }
 
 impl EngineConfig {
@@ -78,6 +82,7 @@ impl EngineConfig {
             troubleshooter: false,
             asset_inventory: true,
             clock: crate::clock::Clock::default(),
+            deny_read_budget: None,
         }
     }
 }
@@ -208,6 +213,8 @@ struct Batch {
     first_removal: Option<Instant>,
     /// The write budget of the sweep this batch serves, if any (else the run has its own).
     budget: Option<Arc<WriteBudget>>,
+    /// The deny-read order of the sweep this batch serves, if it keeps one.
+    deny_order: Option<Arc<deny_order::DenyOrder>>,
     done: watch::Sender<Option<RunResult>>,
 }
 
@@ -523,7 +530,7 @@ impl Engine {
         let runs = futures::future::join_all(
             projects
                 .iter()
-                .map(|p| self.run_coalesced_in(p.clone(), delay, budget.clone())),
+                .map(|p| self.run_coalesced_in(p.clone(), delay, budget.clone(), None)),
         )
         .await;
         let mut verdict = Verdict::Ack;
@@ -540,6 +547,7 @@ impl Engine {
     fn resolver_options(&self) -> Options {
         let mut options = Options::new(self.config.policy.clone());
         options.deny_cache = self.deny_cache.clone();
+        options.deny_read_budget = self.config.deny_read_budget;
         options
     }
 
@@ -627,7 +635,7 @@ impl Engine {
     /// that long for others. A removal's grace delay is counted from the first removal of the batch,
     /// so a stream of removals cannot postpone the run forever.
     pub async fn run_coalesced(self: &Arc<Self>, info: ProjectInfo, delay: Duration) -> RunResult {
-        self.run_coalesced_in(info, delay, None).await
+        self.run_coalesced_in(info, delay, None, None).await
     }
 
     async fn run_coalesced_in(
@@ -635,6 +643,7 @@ impl Engine {
         info: ProjectInfo,
         delay: Duration,
         budget: Option<Arc<WriteBudget>>,
+        deny_order: Option<Arc<deny_order::DenyOrder>>,
     ) -> RunResult {
         let key = info.project_id.to_string();
         let now = Instant::now();
@@ -652,6 +661,9 @@ impl Engine {
                     if guard.budget.is_none() {
                         guard.budget = budget;
                     }
+                    if guard.deny_order.is_none() {
+                        guard.deny_order = deny_order;
+                    }
                     drop(guard);
                     b.clone()
                 }
@@ -667,6 +679,7 @@ impl Engine {
                         not_before: now + window.max(delay),
                         first_removal: removal.then_some(now),
                         budget,
+                        deny_order,
                         done: tx,
                     }));
                     slot.next = Some(b.clone());
@@ -737,11 +750,10 @@ impl Engine {
             options.flap = self.flap.clone();
             options.deny_cache = self.deny_cache.clone();
             options.clock = self.config.clock.clone();
-            options.budget = batch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .budget
-                .clone();
+            (options.budget, options.deny_order) = {
+                let batch = batch.lock().unwrap_or_else(|e| e.into_inner());
+                (batch.budget.clone(), batch.deny_order.clone())
+            };
             let remediator =
                 Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
             let report = Arc::new(remediator.remediate(&info).await);
@@ -779,11 +791,22 @@ impl Engine {
         let budget = Some(WriteBudget::new(
             self.config.policy.limits.max_writes_per_run,
         ));
-        let reports = futures::future::join_all(
-            infos
-                .into_iter()
-                .map(|p| self.run_coalesced_in(p, Duration::ZERO, budget.clone())),
-        )
+        // Every project at once; a short deny-read budget is spent in their order (by id).
+        let order = deny_order::DenyOrder::needed(self.config.deny_read_budget, &infos)
+            .then(|| deny_order::DenyOrder::new(infos.iter().map(|p| &p.project_id)));
+        let reports = futures::future::join_all(infos.into_iter().map(|p| {
+            let (budget, order) = (budget.clone(), order.clone());
+            async move {
+                let id = p.project_id.clone();
+                let report = self
+                    .run_coalesced_in(p, Duration::ZERO, budget, order.clone())
+                    .await;
+                if let Some(order) = order {
+                    order.pass(&id);
+                }
+                report
+            }
+        }))
         .await;
         let hint = Hint {
             scope: Scope::Configured,

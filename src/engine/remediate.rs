@@ -65,6 +65,8 @@ pub struct Options {
     /// `explain`): a sweep it might not cover reads deny policies in project order
     /// ([`DenyOrder`]).
     pub deny_read_budget: Option<u32>,
+    /// The deny-read order of the sweep this run belongs to (an engine's sweep), if it keeps one.
+    pub deny_order: Option<Arc<DenyOrder>>,
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
@@ -104,6 +106,7 @@ impl Options {
             flap: Arc::default(),
             deny_cache: Arc::default(),
             deny_read_budget: None,
+            deny_order: None,
             budget: None,
             clock: crate::clock::Clock::default(),
             read_ahead: false,
@@ -254,13 +257,14 @@ impl Remediator {
             .budget
             .clone()
             .unwrap_or_else(|| WriteBudget::new(options.policy.limits.max_writes_per_run));
+        let deny_order = std::sync::Mutex::new(options.deny_order.clone());
         Self {
             gcp,
             options,
             caches,
             budget,
             prefetched: std::sync::Mutex::default(),
-            deny_order: std::sync::Mutex::default(),
+            deny_order,
         }
     }
 
@@ -366,7 +370,9 @@ impl Remediator {
     pub(crate) fn order_deny_reads(&self, projects: &[ProjectInfo]) -> OrderedDenyReads<'_> {
         let order = DenyOrder::needed(self.options.deny_read_budget, projects)
             .then(|| DenyOrder::new(projects.iter().map(|p| &p.project_id)));
-        *self.deny_order.lock().unwrap_or_else(|e| e.into_inner()) = order.clone();
+        if order.is_some() {
+            *self.deny_order.lock().unwrap_or_else(|e| e.into_inner()) = order.clone();
+        }
         OrderedDenyReads {
             remediator: self,
             order,

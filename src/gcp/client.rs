@@ -266,11 +266,11 @@ pub struct ClientConfig {
     /// (zero: never; the default). A span from the start, not a wait per read: reads that come one
     /// after another would otherwise each wait their turn, at 5 a minute, without end.
     pub iam_v2_wait_span: Duration,
-    /// The IAM v2 reads a one-shot run (`scan`, `explain`) makes in all ([`iam_v2_budget`]), in
-    /// place of the wait span: every read waits for its turn until the budget is spent, then every
-    /// read is refused, so which reads are made depends on the order they are asked in and on
-    /// nothing else. `None` (`serve`, `job`): the window alone, read after read, for as long as the
-    /// process runs.
+    /// The IAM v2 reads a one-shot run (`scan`, `explain`, `job --sweep` alone) makes in all
+    /// ([`iam_v2_budget`]), in place of the wait span: every read waits for its turn until the
+    /// budget is spent, then every read is refused, so which reads are made depends on the order
+    /// they are asked in and on nothing else. `None` (`serve`, `job --subscription`): the window
+    /// alone, read after read, for as long as the process runs.
     pub iam_v2_budget: Option<u32>,
     /// Per-request timeout.
     pub timeout: Duration,

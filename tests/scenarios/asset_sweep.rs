@@ -579,3 +579,46 @@ async fn a_project_that_fails_before_its_deny_read_never_holds_the_projects_afte
     assert!(!reports[0]["error"].is_null(), "{}", reports[0]);
     assert_eq!(reports[0]["project_id"], "team-1");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_one_shot_job_sweep_spends_a_short_deny_read_budget_in_project_order_on_both_paths() {
+    let mut runs = Vec::new();
+    for asset_inventory in [false, true] {
+        let s = Scenario::with(DRY_RUN, |c| {
+            c.asset_inventory = asset_inventory;
+            c.deny_read_budget = Some(3);
+        });
+        s.cloud.set_latency(std::time::Duration::from_millis(20));
+        let ids = teams(&s.cloud, 6);
+        s.cloud.with(|w| {
+            w.iam_v2_budget = Some((3, 3));
+            for (i, id) in ids.iter().enumerate() {
+                let slower = std::time::Duration::from_millis(100 * (6 - i as u64));
+                w.slow_targets.insert(id.clone(), slower);
+            }
+        });
+        let (reports, _, _) = s.engine.sweep(&[], &[org()]).await.unwrap();
+        let reports: Vec<Value> = reports
+            .iter()
+            .map(|r| serde_json::to_value(&**r).unwrap())
+            .collect();
+        let listed: Vec<String> = s.cloud.with(|w| {
+            w.journal
+                .iter()
+                .filter_map(|c| c.strip_prefix("denypolicies.list "))
+                .map(str::to_owned)
+                .collect()
+        });
+        runs.push((reports, listed));
+    }
+    // shop-prod (the scenario's own project) sorts before the teams.
+    assert_eq!(runs[0].1.len(), 3, "{:?}", runs[0].1);
+    assert_eq!(runs[0].1[0], "organizations/777");
+    assert!(
+        !runs[0].1.contains(&"projects/900000000006".to_owned()),
+        "the last project by id, which answers first, gets no read: {:?}",
+        runs[0].1
+    );
+    assert_eq!(runs[1].1, runs[0].1, "the same points through Cloud Asset");
+    assert_eq!(runs[1].0, runs[0].0, "identical reports");
+}
