@@ -165,14 +165,12 @@ impl Runtime {
     /// message's critical path: deny reads never wait for the IAM v2 quota unless `--iam-v2-wait`
     /// says so); a one-shot sweep spends a budget, as `scan` does.
     fn load(args: &EngineArgs, reads: crate::scan::IamV2Reads) -> anyhow::Result<Self> {
-        let deny_read_budget = match reads {
-            crate::scan::IamV2Reads::Budget(wait) => Some(args.gcp.iam_v2_budget(wait)?),
-            crate::scan::IamV2Reads::Window => None,
-        };
+        let policy = load_policy(&args.policy)?;
+        let gcp = args.gcp.connect(reads)?;
         Ok(Self {
-            deny_read_budget,
-            policy: load_policy(&args.policy)?,
-            cloud: Arc::new(args.gcp.connect(reads)?),
+            deny_read_budget: gcp.client().iam_v2_budget(),
+            policy,
+            cloud: Arc::new(gcp),
             emulator_host: std::env::var("PUBSUB_EMULATOR_HOST")
                 .ok()
                 .filter(|h| !h.is_empty()),

@@ -126,13 +126,6 @@ impl GcpArgs {
         Ok(Gcp::new(client))
     }
 
-    /// The IAM v2 reads a one-shot run makes in all (see [`IamV2Reads::Budget`]).
-    pub fn iam_v2_budget(&self, default_wait: Duration) -> Result<u32, SetupError> {
-        let (_, per_minute) = self.rate_limits()?;
-        let wait = self.iam_v2_wait.map_or(default_wait, Duration::from_secs);
-        Ok(crate::gcp::client::iam_v2_budget(per_minute, wait))
-    }
-
     /// The steady limits per API and the IAM v2 reads per minute, from `--rate-limit`.
     fn rate_limits(&self) -> Result<(std::collections::BTreeMap<Api, f64>, u32), SetupError> {
         let mut rate_limits = crate::gcp::client::default_rate_limits();
@@ -284,7 +277,7 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     }
     let gcp = Arc::new(args.gcp.connect(IamV2Reads::Budget(CLI_IAM_V2_WAIT))?);
     let mut options = Options::new(policy);
-    options.deny_read_budget = Some(args.gcp.iam_v2_budget(CLI_IAM_V2_WAIT)?);
+    options.deny_read_budget = gcp.client().iam_v2_budget();
     options.apply = args.apply;
     options.troubleshooter = args.troubleshooter;
     options.concurrency = args.concurrency.max(1);

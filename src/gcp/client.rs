@@ -7,7 +7,7 @@
 //! minute**, and their own [`SlidingWindow`] (at most N in any 60 s, default
 //! [`IAM_V2_READS_PER_MINUTE`], `--rate-limit iam-v2=N`). In `serve` and `job`, whose runs are on a
 //! message's critical path, a read takes a turn free now (or within the wait span from the start, if
-//! one is given); `scan` and `explain` have a budget instead ([`iam_v2_budget`]: what the window
+//! one is given); `scan`, `explain` and `job --sweep` alone have a budget instead ([`iam_v2_budget`]: what the window
 //! allows in `--iam-v2-wait`, 20 reads by default), each read waiting for its turn until the budget
 //! is spent. A read with no turn answers at once [`ApiError::ReadQuotaSpent`], and the engine treats
 //! those deny policies as not read.
@@ -414,6 +414,11 @@ impl Client {
         }))
     }
 
+    /// The IAM v2 reads this client makes in all, if it has a budget ([`ClientConfig::iam_v2_budget`]).
+    pub fn iam_v2_budget(&self) -> Option<u32> {
+        self.iam_v2_budget.as_ref().map(|b| b.total)
+    }
+
     /// Counters of the calls made so far.
     pub fn counts(&self) -> CallCounts {
         let by_api: BTreeMap<String, u64> = self
@@ -518,7 +523,7 @@ impl Client {
                         method: call.method,
                         limit: self.iam_v2.limit(),
                         at_google: false,
-                        budget: self.iam_v2_budget.as_ref().map(|b| b.total),
+                        budget: self.iam_v2_budget(),
                     });
                 }
                 Pacing::Window { .. } => match self.send_once(&call, &url, false).await {
