@@ -124,6 +124,15 @@ mod tests {
         names.iter().map(|n| ProjectId::parse(n).unwrap()).collect()
     }
 
+    /// A task waiting for `project`'s turn (ended at once); `Some` when the turn came.
+    fn wait_for_turn(
+        order: &Arc<DenyOrder>,
+        project: &ProjectId,
+    ) -> tokio::task::JoinHandle<Option<()>> {
+        let (order, id) = (order.clone(), project.clone());
+        tokio::spawn(async move { order.turn(&id).await.map(drop) })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_project_gets_its_turn_only_after_every_project_before_it_has_passed() {
         let projects = ids(&["proj-c", "proj-a", "proj-b"]);
@@ -132,11 +141,7 @@ mod tests {
             projects[2].clone(),
             projects[0].clone(),
         ]);
-        let c = tokio::spawn({
-            let order = order.clone();
-            let id = projects[0].clone();
-            async move { order.turn(&id).await.map(|_| ()) }
-        });
+        let c = wait_for_turn(&order, &projects[0]);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!c.is_finished(), "proj-c waits for proj-a and proj-b");
         // proj-b passes first, out of order: proj-c still waits for proj-a.
@@ -162,11 +167,7 @@ mod tests {
         order.pass(&projects[0]);
         // A retried run takes its turn again: it has passed, so it does not wait.
         drop(order.turn(&projects[0]).await);
-        let c = tokio::spawn({
-            let order = order.clone();
-            let id = projects[2].clone();
-            async move { order.turn(&id).await.map(|_| ()) }
-        });
+        let c = wait_for_turn(&order, &projects[2]);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(!c.is_finished(), "proj-b has not passed");
         order.pass(&projects[1]);
