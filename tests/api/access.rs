@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use gcp_sim::Faults;
+use gcp_sim::{Faults, SimHandle};
 use serde_json::Value;
 
 use crate::scan::remediator;
@@ -239,31 +239,59 @@ fn expect(truth: &[(&str, &str, &str)]) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
+/// Whether [`scan_json`] only reports or also restores.
+#[derive(Clone, Copy, PartialEq)]
+enum Scan {
+    Report,
+    /// `--apply` under a policy file that enforces.
+    Apply,
+}
+
+/// `scan --format json` of `projects` by the real binary against `sim`, then `extra`: the report
+/// and what the run printed to stderr.
+async fn scan_json(
+    sim: &SimHandle,
+    projects: &[&str],
+    scan: Scan,
+    extra: &[&str],
+) -> (Value, String) {
+    let policy = TempFile::new("mode: enforce\n");
+    let mut args = vec!["scan", "--format", "json"];
+    for project in projects {
+        args.extend(["--project", project]);
+    }
+    if scan == Scan::Apply {
+        args.extend(["--apply", "--policy", policy.arg()]);
+    }
+    args.extend_from_slice(extra);
+    let run = remediator(&args, sim).await;
+    (parse(&run.stdout, &run.stderr), run.stderr)
+}
+
+/// The node-permissions finding of `account` (its full email) in any project of the report.
+fn node_finding<'a>(doc: &'a Value, account: &str) -> &'a Value {
+    let principal = format!("serviceAccount:{account}");
+    doc["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["findings"].as_array().unwrap())
+        .find(|f| f["principal"] == principal.as_str() && f["requirement"] == "node-sa-permissions")
+        .unwrap_or_else(|| panic!("no node-permissions finding for {account}: {doc}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_blocking_policy() {
     let sim = start_sim(&world_file("deny-policies.yaml")).await;
-    let policy = TempFile::new("mode: enforce\n");
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "deny-prod",
-            "--project",
-            "deny-dev",
-            "--format",
-            "json",
-            "--apply",
-            "--policy",
-            policy.arg(),
-            // Two projects with deny policies at every level: 8 IAM v2 reads, more than Google's 5
-            // per minute.
-            "--rate-limit",
-            "iam-v2=100",
-        ],
+    // Two projects with deny policies at every level: 8 IAM v2 reads, more than Google's 5 per
+    // minute.
+    let (doc, stderr) = scan_json(
         &sim,
+        &["deny-prod", "deny-dev"],
+        Scan::Apply,
+        &["--rate-limit", "iam-v2=100"],
     )
     .await;
-    let doc = parse(&run.stdout, &run.stderr);
     assert_eq!(
         statuses(&doc),
         expect(&[
@@ -277,8 +305,7 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
             ("dev-nodes@deny-dev", "ok", "healthy"),
             ("dev-bare@deny-dev", "missing", "restored"),
         ]),
-        "{}",
-        run.stderr
+        "{stderr}"
     );
     assert_eq!(
         grants(&doc),
@@ -287,16 +314,7 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
             "serviceAccount:dev-bare@deny-dev.iam.gserviceaccount.com",
         ]
     );
-    let legacy = doc["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["findings"].as_array().unwrap())
-        .find(|f| {
-            f["principal"] == "serviceAccount:legacy@deny-prod.iam.gserviceaccount.com"
-                && f["requirement"] == "node-sa-permissions"
-        })
-        .unwrap();
+    let legacy = node_finding(&doc, "legacy@deny-prod.iam.gserviceaccount.com");
     assert_eq!(
         legacy["denied_permissions"],
         serde_json::json!(["logging.logEntries.create"])
@@ -304,16 +322,7 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
     let by = "policies/cloudresourcemanager.googleapis.com%2Forganizations%2F123456789012/denypolicies/no-logging-for-legacy";
     assert_eq!(legacy["denied_by"][0]["policy"], by);
     assert!(legacy["detail"].as_str().unwrap().contains(by), "{legacy}");
-    let tagged = doc["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["findings"].as_array().unwrap())
-        .find(|f| {
-            f["principal"] == "serviceAccount:tagged@deny-prod.iam.gserviceaccount.com"
-                && f["requirement"] == "node-sa-permissions"
-        })
-        .unwrap();
+    let tagged = node_finding(&doc, "tagged@deny-prod.iam.gserviceaccount.com");
     assert!(
         tagged["detail"]
             .as_str()
@@ -336,20 +345,13 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
     );
     // A second scan: the restored accounts are ok, the denied ones still denied (7 IAM v2 reads:
     // deny-prod's list and 2 gets, the folder's and the organization's list and get).
-    let again = remediator(
-        &[
-            "scan",
-            "--project",
-            "deny-prod",
-            "--format",
-            "json",
-            "--rate-limit",
-            "iam-v2=100",
-        ],
+    let (doc, _) = scan_json(
         &sim,
+        &["deny-prod"],
+        Scan::Report,
+        &["--rate-limit", "iam-v2=100"],
     )
     .await;
-    let doc = parse(&again.stdout, &again.stderr);
     let s = statuses(&doc);
     assert_eq!(s["bare@deny-prod"].0, "ok");
     assert_eq!(s["legacy@deny-prod"].0, "denied");
@@ -363,20 +365,7 @@ async fn without_permission_to_read_deny_policies_verdicts_are_incomplete_and_sa
         deny: ["iam.denypolicies.list".to_owned()].into(),
         ..Default::default()
     });
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "deny-prod",
-            "--project",
-            "deny-dev",
-            "--format",
-            "json",
-        ],
-        &sim,
-    )
-    .await;
-    let doc = parse(&run.stdout, &run.stderr);
+    let (doc, stderr) = scan_json(&sim, &["deny-prod", "deny-dev"], Scan::Report, &[]).await;
     let s = statuses(&doc);
     assert_eq!(s["dev-nodes@deny-dev"].0, "incomplete", "{s:?}");
     assert_eq!(s["legacy@deny-prod"].0, "incomplete", "never ok on a guess");
@@ -386,10 +375,9 @@ async fn without_permission_to_read_deny_policies_verdicts_are_incomplete_and_sa
     );
     assert!(!s.values().any(|(status, _)| status == "ok"), "{s:?}");
     assert_eq!(
-        run.stderr.matches("cannot read IAM deny policies").count(),
+        stderr.matches("cannot read IAM deny policies").count(),
         1,
-        "said once: {}",
-        run.stderr
+        "said once: {stderr}"
     );
     sim.shutdown().await;
 }
@@ -397,22 +385,7 @@ async fn without_permission_to_read_deny_policies_verdicts_are_incomplete_and_sa
 #[tokio::test(flavor = "multi_thread")]
 async fn scan_apply_grants_expired_time_bound_accounts_and_leaves_live_and_undecidable_ones() {
     let sim = start_sim(&world_file("time-bound.yaml")).await;
-    let policy = TempFile::new("mode: enforce\n");
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "tb-project",
-            "--format",
-            "json",
-            "--apply",
-            "--policy",
-            policy.arg(),
-        ],
-        &sim,
-    )
-    .await;
-    let doc = parse(&run.stdout, &run.stderr);
+    let (doc, _) = scan_json(&sim, &["tb-project"], Scan::Apply, &[]).await;
     assert_eq!(
         statuses(&doc),
         expect(&[
@@ -429,15 +402,7 @@ async fn scan_apply_grants_expired_time_bound_accounts_and_leaves_live_and_undec
             "serviceAccount:window@tb-project.iam.gserviceaccount.com",
         ]
     );
-    let expired = doc["projects"][0]["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| {
-            f["principal"] == "serviceAccount:expired@tb-project.iam.gserviceaccount.com"
-                && f["requirement"] == "node-sa-permissions"
-        })
-        .unwrap();
+    let expired = node_finding(&doc, "expired@tb-project.iam.gserviceaccount.com");
     assert!(
         expired["detail"]
             .as_str()
@@ -458,20 +423,7 @@ async fn scan_apply_grants_expired_time_bound_accounts_and_leaves_live_and_undec
 #[tokio::test(flavor = "multi_thread")]
 async fn the_enforced_org_policy_is_named_for_a_role_less_default_account_and_only_there() {
     let sim = start_sim(&world_file("org-policy.yaml")).await;
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "op-prod",
-            "--project",
-            "op-legacy",
-            "--format",
-            "json",
-        ],
-        &sim,
-    )
-    .await;
-    let doc = parse(&run.stdout, &run.stderr);
+    let (doc, _) = scan_json(&sim, &["op-prod", "op-legacy"], Scan::Report, &[]).await;
     let node = |project: &str| {
         doc["projects"]
             .as_array()
@@ -507,22 +459,7 @@ async fn the_enforced_org_policy_is_named_for_a_role_less_default_account_and_on
 #[tokio::test(flavor = "multi_thread")]
 async fn nested_groups_are_resolved_through_cloud_identity_for_grants_and_deny_rules() {
     let sim = start_sim(&world_file("nested-groups.yaml")).await;
-    let policy = TempFile::new("mode: enforce\n");
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "ng-project",
-            "--format",
-            "json",
-            "--apply",
-            "--policy",
-            policy.arg(),
-        ],
-        &sim,
-    )
-    .await;
-    let doc = parse(&run.stdout, &run.stderr);
+    let (doc, stderr) = scan_json(&sim, &["ng-project"], Scan::Apply, &[]).await;
     assert_eq!(
         statuses(&doc),
         expect(&[
@@ -530,8 +467,7 @@ async fn nested_groups_are_resolved_through_cloud_identity_for_grants_and_deny_r
             ("outsider@ng-project", "missing", "restored"),
             ("muted@ng-project", "denied", "not-allowed"),
         ]),
-        "{}",
-        run.stderr
+        "{stderr}"
     );
     assert_eq!(
         grants(&doc),
@@ -543,23 +479,14 @@ async fn nested_groups_are_resolved_through_cloud_identity_for_grants_and_deny_r
 #[tokio::test(flavor = "multi_thread")]
 async fn deny_policies_and_org_policy_add_at_most_two_calls_per_project() {
     let sim = start_sim(&world_file("deny-policies.yaml")).await;
-    let run = remediator(
-        &[
-            "scan",
-            "--project",
-            "deny-prod",
-            "--project",
-            "deny-dev",
-            "--format",
-            "json",
-            // 8 IAM v2 reads (lists and gets), more than Google's 5 per minute.
-            "--rate-limit",
-            "iam-v2=100",
-        ],
+    // 8 IAM v2 reads (lists and gets), more than Google's 5 per minute.
+    let (doc, _) = scan_json(
         &sim,
+        &["deny-prod", "deny-dev"],
+        Scan::Report,
+        &["--rate-limit", "iam-v2=100"],
     )
     .await;
-    let doc = parse(&run.stdout, &run.stderr);
     let journal = sim.journal();
     let count = |endpoint: &str| journal.iter().filter(|e| e.endpoint == endpoint).count();
     // Per project: one list of its own deny policies (+ one get per policy attached to the
