@@ -8,7 +8,7 @@ use gcp_sim::{Faults, SimHandle};
 use serde_json::Value;
 
 use crate::scan::remediator;
-use crate::support::{Api, Gcloud, TempFile, start_sim, world_file};
+use crate::support::{Api, Gcloud, TempFile, findings, start_sim, world_file};
 
 const PROD_PARENT: &str =
     "v2/policies/cloudresourcemanager.googleapis.com%252Fprojects%252Fdeny-prod/denypolicies";
@@ -190,11 +190,8 @@ async fn the_troubleshooter_evaluates_time_bound_grants_and_deny_policies() {
 }
 
 fn statuses(doc: &Value) -> BTreeMap<String, (String, String)> {
-    doc["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["findings"].as_array().unwrap())
+    findings(doc)
+        .into_iter()
         .filter(|f| f["requirement"] == "node-sa-permissions" && f["principal"].is_string())
         .map(|f| {
             let p = f["principal"].as_str().unwrap();
@@ -271,11 +268,8 @@ async fn scan_json(
 /// The node-permissions finding of `account` (its full email) in any project of the report.
 fn node_finding<'a>(doc: &'a Value, account: &str) -> &'a Value {
     let principal = format!("serviceAccount:{account}");
-    doc["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["findings"].as_array().unwrap())
+    findings(doc)
+        .into_iter()
         .find(|f| f["principal"] == principal.as_str() && f["requirement"] == "node-sa-permissions")
         .unwrap_or_else(|| panic!("no node-permissions finding for {account}: {doc}"))
 }

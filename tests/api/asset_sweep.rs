@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::scan::{Run, remediator};
-use crate::support::{Api, TempDir, start_sim};
+use crate::support::{Api, TempDir, findings, start_sim};
 
 const ORG: &str = "123456789012";
 
@@ -227,16 +227,6 @@ async fn a_policy_written_through_set_iam_policy_is_in_the_next_asset_listing() 
         err["error"]["details"][0]["metadata"]["permission"],
         "cloudasset.assets.listResource"
     );
-}
-
-/// Every finding of a scan's JSON document.
-fn findings(doc: &Value) -> Vec<&Value> {
-    doc["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["findings"].as_array().unwrap())
-        .collect()
 }
 
 #[tokio::test]

@@ -494,3 +494,13 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Every finding of a scan's JSON document.
+pub fn findings(doc: &Value) -> Vec<&Value> {
+    doc["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["findings"].as_array().unwrap())
+        .collect()
+}
