@@ -10,6 +10,7 @@ pub mod assets;
 pub mod error;
 pub mod model;
 pub mod retry;
+pub mod state;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,7 @@ pub use model::{
     Recommendation, RecommendationMark, RecommendationState, ServiceAccount,
 };
 pub use retry::RetryPolicy;
+pub use state::{Collection, StateError, StateStore, Stored, StoreInfo, Version, WriteFlags};
 
 /// Resource Manager: projects, folders and the hierarchy.
 pub trait Projects: Send + Sync {
