@@ -39,4 +39,5 @@ pub mod ports;
 pub mod pubsub;
 pub mod scan;
 pub mod server;
+pub mod state;
 pub mod telemetry;
