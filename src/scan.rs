@@ -664,7 +664,7 @@ fn urgency(outcome: Outcome) -> u8 {
         Outcome::NotAllowed | Outcome::WouldRestore | Outcome::Unknown => 1,
         Outcome::Expiring => 2,
         Outcome::Restored => 3,
-        Outcome::Healthy => 4,
+        Outcome::Healthy | Outcome::Resolved => 4,
     }
 }
 

@@ -55,6 +55,9 @@ impl Serialize for Failure {
 pub enum FlapGuard {
     /// Cloud Audit Logs (every instance's restorations) and this instance's since the read.
     AuditLog,
+    /// The state store's ledger of restorations, shared by every instance that uses the store:
+    /// exact, counted in the same transaction as the write's intent.
+    Ledger,
     /// Only this instance's restorations: the shared record could not be read.
     InstanceOnly {
         /// Why the shared record was not used.
@@ -92,6 +95,9 @@ pub enum Outcome {
     /// Holds now, only through a time-bound grant that ends within `limits.expiry_warning_days`:
     /// a warning; nothing is written (it is healthy until it ends).
     Expiring,
+    /// Healthy again without the remediator, after a problem was announced (a notification
+    /// outcome only: the ledger turns a `healthy` after a problem into this).
+    Resolved,
 }
 
 impl std::fmt::Display for Outcome {
@@ -102,8 +108,9 @@ impl std::fmt::Display for Outcome {
 
 impl Outcome {
     /// Every outcome, in the order the README documents them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Restored,
+        Self::Resolved,
         Self::WouldRestore,
         Self::NotAllowed,
         Self::Unknown,
@@ -124,6 +131,7 @@ impl Outcome {
             Self::Failed => "failed",
             Self::Escalated => "escalated",
             Self::Expiring => "expiring",
+            Self::Resolved => "resolved",
         }
     }
 }

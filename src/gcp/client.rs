@@ -220,6 +220,9 @@ pub fn default_rate_limits() -> BTreeMap<Api, f64> {
         (Api::OrgPolicy, 10.0),
         (Api::CloudIdentity, 5.0),
         (Api::CloudAsset, CLOUD_ASSET_RATE),
+        // Firestore's limits are per database and far above what the state store asks (a get and a
+        // put per project a message touches): 50/s only keeps a runaway loop from spending money.
+        (Api::Firestore, 50.0),
     ])
 }
 
@@ -692,6 +695,9 @@ fn unsafe_path_char(path: &str) -> Option<String> {
     // encoding is encoded again on the wire (`%252F`, as gcloud and Google's clients send it): an
     // escaped slash stays inside its segment, so that one sequence is allowed.
     let path = &path.replace("%252F", "~");
+    // Firestore's default database is named `(default)`, in parentheses, and Google's paths carry
+    // it literally (`v1/projects/P/databases/(default)/documents/...`): that one segment is allowed.
+    let path = &path.replace("/databases/(default)/", "/databases/default/");
     if path
         .split('/')
         .any(|seg| seg == ".." || seg == "." || seg.is_empty())
@@ -935,6 +941,8 @@ mod path_tests {
             "v1/projects/-/serviceAccounts/n@p.iam.gserviceaccount.com",
             "v1/projects/1/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations/0a1b-2c:markClaimed",
             "v1/organizations/123/roles/custom_role",
+            "v1/projects/p/databases/(default)/documents/remediator-projects/folders~2F12",
+            "v1/projects/p/databases/(default)/documents:commit",
         ] {
             assert_eq!(unsafe_path_char(p), None, "{p}");
         }
@@ -949,6 +957,9 @@ mod path_tests {
             "v1/projects/../organizations/1",
             "v1/projects/a b",
             "v1/projects//x",
+            "v1/projects/p/databases/(other)/documents",
+            "v1/projects/(default)/databases/d/documents",
+            "v1/projects/p/databases/(default)x/documents",
         ] {
             assert!(unsafe_path_char(p).is_some(), "{p}");
         }

@@ -37,6 +37,7 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         Outcome::Failed => "Restore failed",
         Outcome::Escalated => "Escalated: keeps being removed",
         Outcome::Expiring => "Expiring soon: a time-bound grant ends",
+        Outcome::Resolved => "Resolved: healthy again",
         Outcome::Healthy => "Healthy",
     }
 }
@@ -51,6 +52,7 @@ pub fn outcome_emoji(outcome: Outcome) -> &'static str {
         Outcome::Failed => "\u{274c}",
         Outcome::Escalated => "\u{1f6a8}",
         Outcome::Expiring => "\u{23f3}",
+        Outcome::Resolved => "\u{2714}\u{fe0f}",
         Outcome::Healthy => "\u{1f49a}",
     }
 }
@@ -76,7 +78,7 @@ impl Severity {
     /// The severity of an outcome.
     pub fn of(outcome: Outcome) -> Self {
         match outcome {
-            Outcome::Healthy | Outcome::Restored => Self::Info,
+            Outcome::Healthy | Outcome::Restored | Outcome::Resolved => Self::Info,
             Outcome::WouldRestore | Outcome::NotAllowed | Outcome::Unknown | Outcome::Expiring => {
                 Self::Warning
             }

@@ -25,11 +25,13 @@ pub enum Api {
     CloudIdentity,
     /// cloudasset.googleapis.com
     CloudAsset,
+    /// firestore.googleapis.com (the state store's documents)
+    Firestore,
 }
 
 impl Api {
     /// Every API.
-    pub const ALL: [Api; 10] = [
+    pub const ALL: [Api; 11] = [
         Self::ResourceManager,
         Self::Iam,
         Self::Container,
@@ -40,6 +42,7 @@ impl Api {
         Self::OrgPolicy,
         Self::CloudIdentity,
         Self::CloudAsset,
+        Self::Firestore,
     ];
 
     /// The API's short name, as in its host name and in `--rate-limit NAME=N`.
@@ -55,6 +58,7 @@ impl Api {
             Self::OrgPolicy => "orgpolicy",
             Self::CloudIdentity => "cloudidentity",
             Self::CloudAsset => "cloudasset",
+            Self::Firestore => "firestore",
         }
     }
 

@@ -100,7 +100,7 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         error: error.map(|e| Failure::Permanent(e.to_owned())),
     };
     let (decision, actions) = match outcome {
-        Outcome::Healthy | Outcome::Expiring => (Decision::Healthy, vec![]),
+        Outcome::Healthy | Outcome::Expiring | Outcome::Resolved => (Decision::Healthy, vec![]),
         Outcome::Restored => (
             Decision::Restore {
                 action: grant.clone(),
