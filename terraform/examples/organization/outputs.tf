@@ -32,3 +32,8 @@ output "sink_filter" {
   description = "Filter of the audit-log sink (check it with gcloud logging read)."
   value       = module.gke_iam_remediator.sink_filter
 }
+
+output "state_database_id" {
+  description = "Firestore database holding the remediator's state (gcloud --database)."
+  value       = module.gke_iam_remediator.state_database_id
+}

@@ -1,7 +1,7 @@
 # One Cloud Monitoring dashboard for the on-call person: what the remediator did (restorations and every
-# outcome), what needs a human (failed, escalated, dead letters, failed sweeps) and whether the push path
-# is healthy (latency and error rate of the service, Pub/Sub's view of the pushes). The README lists the
-# tiles and what each means.
+# outcome), what needs a human (failed, escalated, dead letters, failed sweeps), what the ledger holds
+# (open findings, pending notifications) and whether the push path is healthy (latency and error rate of
+# the service, Pub/Sub's view of the pushes). The README lists the tiles and what each means.
 
 locals {
   service_resource = "resource.type=\"cloud_run_revision\" AND resource.label.service_name=\"${local.service_name}\""
@@ -22,6 +22,11 @@ locals {
     crossSeriesReducer = "REDUCE_SUM"
     groupByFields      = fields
   } }
+
+  # A level reported once per sweep or job run (a DISTRIBUTION of one value per line): the mean of the
+  # values reported in each hour, the highest of the service's and the job's. Sweeps are hours apart, so
+  # an hour is the shortest period that draws a line rather than scattered points.
+  ledger_level = { alignmentPeriod = "3600s", perSeriesAligner = "ALIGN_MEAN", crossSeriesReducer = "REDUCE_MAX" }
 
   dashboard_tiles = [
     {
@@ -75,6 +80,16 @@ locals {
       chart = "STACKED_BAR"
       sets  = [{ filter = "metric.type=\"run.googleapis.com/job/completed_execution_count\" AND ${local.job_resource}", aggregation = local.sum_by.result }]
     },
+    {
+      title = "Open findings (ledger totals after each sweep and job run)"
+      chart = "LINE"
+      sets  = [{ filter = "metric.type=\"${local.ledger_metric.open_findings}\" AND ${local.outcome_resources}", aggregation = local.ledger_level }]
+    },
+    {
+      title = "Pending notifications (outbox not yet published; should fall back to 0)"
+      chart = "LINE"
+      sets  = [{ filter = "metric.type=\"${local.ledger_metric.pending_notifications}\" AND ${local.outcome_resources}", aggregation = local.ledger_level }]
+    },
   ]
 
   dashboard = {
@@ -121,5 +136,5 @@ resource "google_monitoring_dashboard" "this" {
   project        = var.project_id
   dashboard_json = jsonencode(local.dashboard)
 
-  depends_on = [google_logging_metric.outcomes, google_project_service.this]
+  depends_on = [google_logging_metric.outcomes, google_logging_metric.ledger, google_project_service.this]
 }

@@ -1,5 +1,5 @@
 # Shared lookups and values. Resources are split by concern: service_accounts.tf, iam.tf, pubsub.tf,
-# run.tf, logging.tf, secrets.tf, monitoring.tf, scheduler.tf, asset_feed.tf.
+# run.tf, state.tf, logging.tf, secrets.tf, monitoring.tf, dashboard.tf, scheduler.tf, asset_feed.tf.
 
 data "google_project" "this" {
   project_id = var.project_id
@@ -39,6 +39,7 @@ locals {
       "container.googleapis.com",
       "recommender.googleapis.com",
       "orgpolicy.googleapis.com",
+      "firestore.googleapis.com", # the state database (state.tf)
     ],
     var.enable_asset_feed || var.sink_level != "project" ? ["cloudasset.googleapis.com"] : [],
     var.policy_troubleshooter ? ["policytroubleshooter.googleapis.com"] : [],

@@ -1,7 +1,9 @@
 # Operators see a broken remediator without reading logs: a log-based metric counts the outcome log lines
 # of the service AND of the sweep job (`jsonPayload.message = "finding outcome"`, labelled by
-# `jsonPayload.outcome`); alerts fire on `failed` outcomes, on `escalated` outcomes, on messages waiting in
-# the dead-letter subscription and on failed sweep job executions; a dashboard shows all of it.
+# `jsonPayload.outcome`), two more carry the ledger's totals (`jsonPayload.message = "ledger totals"`:
+# open findings, pending notifications); alerts fire on `failed` outcomes, on `escalated` outcomes, on
+# messages waiting in the dead-letter subscription and on failed sweep job executions; a dashboard shows
+# all of it.
 
 locals {
   # Known before anything exists, so the metric does not wait for the service or the job and is created
@@ -49,6 +51,50 @@ resource "google_logging_metric" "outcomes" {
   label_extractors = {
     "outcome"     = "EXTRACT(jsonPayload.outcome)"
     "requirement" = "EXTRACT(jsonPayload.requirement)"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+# The ledger's totals: the service (after every sweep) and the job (after every run) log one line
+# `jsonPayload.message = "ledger totals"` with the integer fields open_findings and pending_notifications,
+# read from the shared state store. Each field becomes a DISTRIBUTION metric through a value extractor
+# (a log-based metric extracts one value, so one metric per field); the dashboard plots their mean per
+# hour. Same resource filter as the outcome metric, and created as early.
+locals {
+  ledger_totals = {
+    open_findings         = "open findings in the ledger"
+    pending_notifications = "notifications waiting in the outbox"
+  }
+  ledger_metric = { for k, _ in local.ledger_totals : k => "logging.googleapis.com/user/${var.name}-${replace(k, "_", "-")}" }
+}
+
+resource "google_logging_metric" "ledger" {
+  for_each = local.ledger_totals
+
+  project     = var.project_id
+  name        = "${var.name}-${replace(each.key, "_", "-")}"
+  description = "gke-iam-remediator ${each.value}, as the last sweep of the service or run of the job reported it (log line \"ledger totals\")."
+  filter = join(" AND ", [
+    "((resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.service_name}\") OR (resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${local.job_name}\"))",
+    "jsonPayload.message=\"ledger totals\"",
+  ])
+  value_extractor = "EXTRACT(jsonPayload.${each.key})"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "1"
+    display_name = "gke-iam-remediator ${replace(each.key, "_", " ")}"
+  }
+
+  # 0, then powers of two up to 2^20: the mean (what the dashboard plots) is exact whatever the buckets.
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 20
+      growth_factor      = 2
+      scale              = 1
+    }
   }
 
   depends_on = [google_project_service.this]

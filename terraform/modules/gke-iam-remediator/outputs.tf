@@ -92,3 +92,13 @@ output "push_auth" {
   description = "Push authentication model the service runs with (REMEDIATOR_PUSH_AUTH)."
   value       = var.push_auth
 }
+
+output "state_database" {
+  description = "Resource name of the Firestore state database (projects/PROJECT_ID/databases/ID); the service and job get it as REMEDIATOR_STATE = firestore://projects/PROJECT_ID/databases/ID."
+  value       = local.state_database
+}
+
+output "state_database_id" {
+  description = "Id of the Firestore state database, for gcloud's --database flag."
+  value       = local.state_database_id
+}

@@ -9,6 +9,7 @@ locals {
       REMEDIATOR_NOTIFY_TOPIC = google_pubsub_topic.notifications.id
       REMEDIATOR_SELF_EMAIL   = google_service_account.runtime.email
       REMEDIATOR_SWEEP_SCOPE  = join(",", local.sweep_scope)
+      REMEDIATOR_STATE        = local.state_url
       REMEDIATOR_LOG_FORMAT   = "json"
       GOOGLE_CLOUD_PROJECT    = var.project_id
     },
@@ -160,6 +161,7 @@ resource "google_cloud_run_v2_service" "this" {
   depends_on = [
     google_secret_manager_secret_iam_member.policy_runtime,
     google_secret_manager_secret_iam_member.notification_runtime,
+    google_project_iam_member.runtime_state,
   ]
 }
 
@@ -248,6 +250,7 @@ resource "google_cloud_run_v2_job" "sweep" {
   depends_on = [
     google_secret_manager_secret_iam_member.policy_runtime,
     google_secret_manager_secret_iam_member.notification_runtime,
+    google_project_iam_member.runtime_state,
   ]
 }
 

@@ -331,6 +331,50 @@ variable "push_auth" {
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# State: the Firestore database the service and job share (state.tf, REMEDIATOR_STATE)
+# ---------------------------------------------------------------------------------------------------------
+
+variable "create_state_database" {
+  description = "Create the state database (Firestore, Native mode) in project_id. false: use an existing Firestore Native database of project_id named state_database_id (the module only grants the runtime account access to it and never changes or deletes it)."
+  type        = bool
+  default     = true
+}
+
+variable "state_database_id" {
+  description = "Id of the named Firestore database that holds the state (REMEDIATOR_STATE = firestore://projects/PROJECT_ID/databases/ID). null means name. Never `(default)`, so it never collides with the project's default database."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.state_database_id == null || (can(regex("^[a-z][a-z0-9-]{2,61}[a-z0-9]$", var.state_database_id)) && !can(regex("^[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}$", var.state_database_id)))
+    error_message = "state_database_id must be null or a named Firestore database id: 4-63 characters, lowercase letters, digits and hyphens, starting with a letter, not ending with a hyphen, not UUID-like; (default) is not allowed."
+  }
+}
+
+variable "state_location" {
+  description = "Firestore location of the state database: a region (europe-west1) or a multi-region (nam5, eur3). null means region. Ignored when create_state_database is false."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.state_location == null || can(regex("^([a-z]+-[a-z]+[0-9]+|nam[0-9]+|eur[0-9]+)$", var.state_location))
+    error_message = "state_location must be null, a Firestore region such as europe-west1, or a multi-region such as nam5 or eur3."
+  }
+}
+
+variable "state_point_in_time_recovery" {
+  description = "Point-in-time recovery of the state database (7 days of versions, billed as storage). Off by default: the state is a cache and ledger, never the reason for a grant (see State in the module README)."
+  type        = bool
+  default     = false
+}
+
+variable "state_delete_protection" {
+  description = "Delete protection of the state database: while on, Firestore refuses to delete it (and so does terraform destroy). Turn it off and apply before destroying."
+  type        = bool
+  default     = true
+}
+
+# ---------------------------------------------------------------------------------------------------------
 # Pub/Sub
 # ---------------------------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 # Organization level, enforce, every opt-in requirement and feature: roles/editor for the Google APIs
 # service agent, API re-enabling, service-account undelete, asset feed, troubleshooter, healthy
 # notifications, KMS-encrypted topics, all three notification secrets with versions, a notifications
-# section, alert channels.
+# section, alert channels, a state database of its own name in a multi-region with point-in-time recovery
+# and without delete protection.
 project_id     = "acme-ops-remediator"
 region         = "europe-west4"
 image          = "europe-west1-docker.pkg.dev/acme-ops/remediator/gke-iam-remediator@sha256:1111111111111111111111111111111111111111111111111111111111111111"
@@ -23,6 +24,10 @@ kms_key_name                       = "projects/acme-kms/locations/europe-west4/k
 notification_secrets               = ["slack-webhook-url", "smtp-password", "webhook-hmac-key"]
 notification_secrets_with_versions = ["slack-webhook-url", "smtp-password", "webhook-hmac-key"]
 alert_notification_channels        = ["projects/acme-ops-remediator/notificationChannels/42"]
+state_database_id                  = "remediator-state"
+state_location                     = "eur3"
+state_point_in_time_recovery       = true
+state_delete_protection            = false
 notifications = {
   digest_window_seconds = 30
   channels = [
