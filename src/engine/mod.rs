@@ -13,12 +13,15 @@
 //! policies for every run of the process (IAM v2 allows 5 reads a minute). Everything reaches Google
 //! only through [`crate::ports`].
 
+pub mod conclude;
 pub mod deny_cache;
 pub mod deny_order;
 pub mod error;
 pub mod flap;
+pub mod ledger;
 pub mod recommendation;
 pub mod remediate;
+pub mod shared;
 pub mod snapshot;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -34,7 +37,6 @@ use crate::domain::iam::ResourceRef;
 use crate::domain::report::{Failure, FindingReport, Outcome, ProjectReport};
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::intake::{self, Classification, Hint, Scope, Verdict};
-use crate::notify::{self, Evidence};
 use crate::ports::{ApiError, Cloud, NotificationSink, ProjectInfo};
 
 pub use remediate::{Options, Remediator, RunCaches, WriteBudget};
@@ -68,6 +70,10 @@ pub struct EngineConfig {
     /// a subscription): a sweep it might not cover reads deny policies in project order
     /// ([`deny_order::DenyOrder`]), on both paths.
     pub deny_read_budget: Option<u32>,
+    /// The delivery attempt at which the subscription gives a message to its dead-letter topic
+    /// (Terraform's `max_delivery_attempts`): a transient failure on that attempt is announced,
+    /// earlier ones are retried silently. `None`: every transient failure is retried.
+    pub max_delivery_attempts: Option<u32>,
 }
 
 impl EngineConfig {
@@ -83,6 +89,7 @@ impl EngineConfig {
             asset_inventory: true,
             clock: crate::clock::Clock::default(),
             deny_read_budget: None,
+            max_delivery_attempts: Some(5),
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct EngineStats {
     pub notifications: AtomicU64,
     /// Messages answered with a retry.
     pub retries: AtomicU64,
+    /// Notifications that could not be published when first tried (they stay in the outbox).
+    pub unpublished: AtomicU64,
 }
 
 /// A bounded set of recent keys (FIFO eviction).
@@ -156,10 +165,6 @@ impl Recent {
             }
         }
         true
-    }
-
-    fn remove(&mut self, key: &str) {
-        self.set.remove(key);
     }
 }
 
@@ -233,7 +238,12 @@ pub struct Engine {
     handled: Mutex<Recent>,
     /// Messages being handled now, by id: a second delivery of one waits for the first's verdict.
     in_flight: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<Option<Verdict>>>>,
-    published: Mutex<Recent>,
+    /// The shared state (ledgers, outboxes).
+    state: Arc<shared::SharedState>,
+    /// The conclude stage (transitions, outbox, publishing).
+    concluder: conclude::Conclude,
+    /// Notifications of this process's sweeps still unpublished, by id (why).
+    unpublished: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
     flap: Arc<flap::FlapLedger>,
@@ -249,13 +259,35 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine. `publisher` is `None` when no notifications topic is configured (notifications are
-    /// then only logged).
+    /// A new engine with a state of its own in memory (nothing shared with other instances).
+    /// `publisher` is `None` when no notifications topic is configured (notifications are then only
+    /// logged).
     pub fn new(
         gcp: Arc<dyn Cloud>,
         config: EngineConfig,
         publisher: Option<Arc<dyn NotificationSink>>,
     ) -> Arc<Self> {
+        Self::with_state(gcp, config, publisher, shared::SharedState::in_memory())
+    }
+
+    /// A new engine over a state store (shared by every instance that uses the same store).
+    pub fn with_state(
+        gcp: Arc<dyn Cloud>,
+        config: EngineConfig,
+        publisher: Option<Arc<dyn NotificationSink>>,
+        state: Arc<shared::SharedState>,
+    ) -> Arc<Self> {
+        let instance = format!("{:08x}", rand::random::<u32>());
+        let concluder = conclude::Conclude::new(
+            state.clone(),
+            publisher.clone(),
+            conclude::ConcludeSettings {
+                mode: config.policy.mode,
+                notify_healthy: config.notify_healthy,
+                window: Duration::from_secs(u64::from(config.policy.limits.window_minutes) * 60),
+            },
+            instance,
+        );
         Arc::new(Self {
             gcp,
             config,
@@ -263,7 +295,9 @@ impl Engine {
             slots: Mutex::default(),
             handled: Mutex::new(Recent::new(100_000)),
             in_flight: std::sync::Mutex::default(),
-            published: Mutex::new(Recent::new(100_000)),
+            state,
+            concluder,
+            unpublished: std::sync::Mutex::default(),
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
             flap: Arc::default(),
@@ -535,7 +569,7 @@ impl Engine {
         .await;
         let mut verdict = Verdict::Ack;
         for report in runs.into_iter().chain(from_snapshot) {
-            if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id, arrived).await {
+            if let Verdict::Retry(r) = self.conclude(&report, hint, trace_id, arrived, true).await {
                 verdict = Verdict::Retry(r);
             }
         }
@@ -750,6 +784,7 @@ impl Engine {
             options.flap = self.flap.clone();
             options.deny_cache = self.deny_cache.clone();
             options.clock = self.config.clock.clone();
+            options.state = Some(self.state.clone());
             (options.budget, options.deny_order) = {
                 let batch = batch.lock().unwrap_or_else(|e| e.into_inner());
                 (batch.budget.clone(), batch.deny_order.clone())
@@ -808,29 +843,13 @@ impl Engine {
             }
         }))
         .await;
-        let hint = Hint {
-            scope: Scope::Configured,
-            requirements: Vec::new(),
-            node_service_accounts: Vec::new(),
-            is_removal: false,
-            deny_policies_changed: false,
-            evidence: intake::Evidence {
-                source: intake::Source::Sweep,
-                actor: None,
-                method: None,
-                insert_id: None,
-                log_timestamp: None,
-                recommendation: None,
-                message_id: None,
-                removed: Vec::new(),
-                delivery_attempt: None,
-            },
-        };
+        let hint = sweep_hint();
         let mut reports = reports;
         reports.extend(failures.into_iter().map(Arc::new));
         let mut marked = 0;
         for report in &reports {
-            self.conclude(report, &hint, None, SystemTime::now()).await;
+            self.conclude(report, &hint, None, SystemTime::now(), false)
+                .await;
             if self.config.policy.mode == Mode::Enforce {
                 marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
             }
@@ -838,7 +857,8 @@ impl Engine {
         // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
         // but their recommendations are left to a live check.
         for report in from_snapshot.into_iter().map(Arc::new) {
-            self.conclude(&report, &hint, None, SystemTime::now()).await;
+            self.conclude(&report, &hint, None, SystemTime::now(), false)
+                .await;
             reports.push(report);
         }
         reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
@@ -857,63 +877,90 @@ impl Engine {
         snapshot::discover(&resolver, projects, roots, self.config.asset_inventory).await
     }
 
-    /// Publishes notifications for a report, marks recommendations, and turns failures into a verdict.
+    /// Records a report in the project's ledger and publishes what changed (and whatever its
+    /// outbox held), marks the recommendation a message named, and turns failures into a verdict.
+    /// `redelivered`: the report answers a message Pub/Sub delivers again when asked to retry.
     async fn conclude(
         &self,
         report: &ProjectReport,
         hint: &Hint,
         trace_id: Option<&str>,
         arrived: SystemTime,
+        redelivered: bool,
     ) -> Verdict {
         if let Some(e) = &report.error {
             tracing::error!(project = %report.project_id, error = %e, "project check failed");
             return error::error_policy(report);
         }
-        let mode = self.config.policy.mode;
-        let evidence = evidence_of(hint);
-        let now = SystemTime::now();
         let mut verdict = error::error_policy(report);
-        let recovered = match self.recover(report, hint, arrived).await {
-            Ok(r) => r,
-            Err(e) => {
-                // Whether a restoration of ours still needs its notification is unknown: ask again.
-                return Verdict::Retry(format!(
-                    "cannot tell whether a restoration of ours was notified: {e}"
-                ));
+        // Without a shared store, another instance's restoration is only known from the audit log.
+        let recovered = if self.state.info().shared {
+            None
+        } else {
+            match self.recover(report, hint, arrived).await {
+                Ok(r) => r,
+                Err(e) => {
+                    return Verdict::Retry(format!(
+                        "cannot tell whether a restoration of ours was notified: {e}"
+                    ));
+                }
             }
         };
         let report = recovered.as_ref().unwrap_or(report);
-        for finding in &report.findings {
-            if finding.outcome == Outcome::Healthy && !self.config.notify_healthy {
-                continue;
-            }
-            let n = notify::build(report, finding, mode, &evidence, trace_id, now);
-            if !self.published.lock().await.insert(&n.id) {
-                continue;
-            }
-            tracing::info!(
-                project = %n.project_id,
-                requirement = %n.requirement,
-                principal = n.principal.as_deref().unwrap_or("-"),
-                outcome = %n.outcome,
-                notification_id = %n.id,
-                "finding outcome"
-            );
-            if let Some(publisher) = &self.publisher {
-                match publisher.publish(&n).await {
-                    Ok(_) => {
-                        self.stats.notifications.fetch_add(1, Ordering::Relaxed);
-                        if n.outcome == Outcome::Restored {
-                            self.note_notified(report, finding).await;
-                        }
-                    }
-                    Err(e) => {
-                        self.published.lock().await.remove(&n.id);
-                        verdict = Verdict::Retry(e.to_string());
+        let last_attempt = matches!(
+            (hint.evidence.delivery_attempt, self.config.max_delivery_attempts),
+            (Some(a), Some(max)) if a >= max
+        );
+        let occasion = conclude::Occasion {
+            hint,
+            trace_id,
+            failures_retried: redelivered && !last_attempt,
+            now: self.config.clock.now(),
+        };
+        match self.concluder.report(report, &occasion).await {
+            Ok(done) => {
+                self.stats
+                    .notifications
+                    .fetch_add(done.published.len() as u64, Ordering::Relaxed);
+                for f in report
+                    .findings
+                    .iter()
+                    .filter(|f| f.outcome == Outcome::Restored)
+                {
+                    self.note_notified(report, f).await;
+                }
+                let mut unpublished = self.unpublished.lock().unwrap_or_else(|e| e.into_inner());
+                unpublished.remove(&format!("ledger:{}", report.project_id));
+                for n in &done.published {
+                    unpublished.remove(&n.id);
+                }
+                if !done.unpublished.is_empty() {
+                    self.stats
+                        .unpublished
+                        .fetch_add(done.unpublished.len() as u64, Ordering::Relaxed);
+                    if redelivered {
+                        verdict = Verdict::Retry(format!(
+                            "{} notification(s) of project {} not published: {}",
+                            done.unpublished.len(),
+                            report.project_id,
+                            done.unpublished[0].1
+                        ));
                     }
                 }
-            } else if n.outcome == Outcome::Restored {
-                self.note_notified(report, finding).await;
+                for (id, why) in done.unpublished {
+                    unpublished.insert(id, why);
+                }
+            }
+            Err(e) => {
+                tracing::error!(project = %report.project_id, error = %e, "the outcome cannot be recorded in the state store: nothing was announced");
+                self.unpublished
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(format!("ledger:{}", report.project_id), e.to_string());
+                verdict = Verdict::Retry(format!(
+                    "the state store cannot record project {}: {e}",
+                    report.project_id
+                ));
             }
         }
         if let Some(rec) = &hint.evidence.recommendation
@@ -922,6 +969,74 @@ impl Engine {
             recommendation::settle_named(self.gcp.as_ref(), &rec.name, report).await;
         }
         verdict
+    }
+
+    /// Notifications of this engine's sweeps that are still unpublished (id, why): a sweep that
+    /// leaves any exits 1 and names them. An entry `ledger:PROJECT` is a project whose outcome
+    /// could not be recorded at all.
+    pub fn unpublished(&self) -> Vec<(String, String)> {
+        self.unpublished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Where the state is kept, and whether every instance shares it.
+    pub fn state_info(&self) -> crate::ports::StoreInfo {
+        self.state.info()
+    }
+
+    /// The shared state (store operation counters, the channels' de-duplication).
+    pub fn state(&self) -> &Arc<shared::SharedState> {
+        &self.state
+    }
+
+    /// Publishes what earlier runs left in the outboxes of every project (at start-up): a
+    /// notification recorded by a process that died, or whose publication failed, goes out now.
+    /// Projects with a write intent or an unannounced restoration are run again, so their live
+    /// state decides. Returns how many notifications were published.
+    pub async fn drain(self: &Arc<Self>) -> Result<usize, crate::ports::StateError> {
+        let projects = self.state.pending_projects().await?;
+        let mut published = 0;
+        for project in projects {
+            let done = self
+                .concluder
+                .drain(&project, self.config.clock.now())
+                .await?;
+            published += done.published.len();
+            self.stats
+                .notifications
+                .fetch_add(done.published.len() as u64, Ordering::Relaxed);
+            let snapshot = self.state.load(&project).await?;
+            if !snapshot.ledger.intents.is_empty()
+                || snapshot.ledger.restorations.iter().any(|r| !r.notified)
+            {
+                match self.project(&project).await {
+                    Ok(info) => {
+                        let report = self.run_coalesced(info, Duration::ZERO).await;
+                        let hint = sweep_hint();
+                        let done = self
+                            .conclude(&report, &hint, None, SystemTime::now(), false)
+                            .await;
+                        if let Verdict::Retry(why) = done {
+                            tracing::warn!(%project, %why, "pending work of an earlier run not finished at start-up");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%project, error = %e, "a project with pending work of an earlier run cannot be looked up");
+                    }
+                }
+            }
+        }
+        if published > 0 {
+            tracing::info!(
+                published,
+                "notifications left by earlier runs published at start-up"
+            );
+        }
+        Ok(published)
     }
 
     /// Remembers that this instance notified a restoration of a binding (a later stale hint about it
@@ -1103,19 +1218,25 @@ impl Engine {
     }
 }
 
-fn evidence_of(hint: &Hint) -> Evidence {
-    let e = &hint.evidence;
-    Evidence {
-        source: serde_json::to_value(e.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
-        actor: e.actor.clone(),
-        method: e.method.clone(),
-        insert_id: e.insert_id.clone(),
-        log_timestamp: e.log_timestamp.clone(),
-        recommendation: e.recommendation.as_ref().map(|r| r.name.clone()),
-        message_id: e.message_id.clone(),
+/// The hint of a sweep run by the engine itself (`job --sweep`, the start-up drain).
+fn sweep_hint() -> Hint {
+    Hint {
+        scope: Scope::Configured,
+        requirements: Vec::new(),
+        node_service_accounts: Vec::new(),
+        is_removal: false,
+        deny_policies_changed: false,
+        evidence: intake::Evidence {
+            source: intake::Source::Sweep,
+            actor: None,
+            method: None,
+            insert_id: None,
+            log_timestamp: None,
+            recommendation: None,
+            message_id: None,
+            removed: Vec::new(),
+            delivery_attempt: None,
+        },
     }
 }
 

@@ -18,6 +18,7 @@ use super::deny_order::DenyOrder;
 use super::flap::{FlapLedger, FlapSource};
 
 mod access;
+mod intents;
 use crate::domain::deny::DenyPolicy;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{Member, Policy, ProjectId, ResourceRef, Role, ServiceAccountEmail};
@@ -72,6 +73,10 @@ pub struct Options {
     pub budget: Option<Arc<WriteBudget>>,
     /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
     pub clock: crate::clock::Clock,
+    /// The shared state: the flapping count is read from its ledger, and every write is recorded
+    /// there as an intent before it is made and as a restoration after. `None`: this process's
+    /// record and Cloud Audit Logs (one-shot commands).
+    pub state: Option<Arc<super::shared::SharedState>>,
     /// Projects named to [`Remediator::resolve`] read ahead: their first round, beside the lookup,
     /// the policy and the clusters, also lists their service accounts, reads their own deny policies
     /// and the definitions of [`NODE_SA_USUAL_ROLES`], so a project whose node accounts hold the usual
@@ -110,6 +115,7 @@ impl Options {
             budget: None,
             clock: crate::clock::Clock::default(),
             read_ahead: false,
+            state: None,
         }
     }
 
@@ -177,6 +183,8 @@ pub struct Remediator {
     prefetched: std::sync::Mutex<HashMap<ProjectId, OwnReads>>,
     /// The order of deny-policy reads of the sweep under way, when its budget is short.
     deny_order: std::sync::Mutex<Option<Arc<DenyOrder>>>,
+    /// Names this run's write intents in the ledger.
+    run: String,
 }
 
 /// A sweep's deny-read order set on its remediator, unset when dropped.
@@ -265,6 +273,7 @@ impl Remediator {
             budget,
             prefetched: std::sync::Mutex::default(),
             deny_order,
+            run: format!("r{:016x}", rand::random::<u64>()),
         }
     }
 
@@ -849,6 +858,50 @@ impl Remediator {
         state: &mut ProjectState,
         grants: &[(Role, Member)],
     ) -> FlapSource {
+        // A store this instance alone uses counts this instance's restorations only: Cloud Audit
+        // Logs stay the record every instance shares.
+        let shared = self.options.state.as_ref().is_some_and(|s| s.info().shared);
+        if !shared {
+            return self.read_restorations_audit(state, grants).await;
+        }
+        match self.ledger_counts(&state.project_id, grants).await {
+            None => self.read_restorations_audit(state, grants).await,
+            Some(Ok((counts, history))) if history || self.options.self_email.is_none() => {
+                state.restorations = counts;
+                FlapSource::Ledger
+            }
+            Some(Ok((counts, _))) => {
+                // Nothing in the ledger yet: restorations made before it existed are only in
+                // Cloud Audit Logs (a bootstrap; the larger count of the two decides).
+                let source = self.read_restorations_audit(state, grants).await;
+                let audit = std::mem::take(&mut state.restorations);
+                let mut merged = counts.clone();
+                for (k, n) in audit {
+                    let e = merged.entry(k).or_insert(0);
+                    *e = (*e).max(n);
+                }
+                let from_audit = merged != counts;
+                state.restorations = merged;
+                if from_audit {
+                    source
+                } else {
+                    FlapSource::Ledger
+                }
+            }
+            Some(Err(e)) => {
+                // The write's intent cannot be recorded either: no write will be made.
+                tracing::warn!(project = %state.project_id, error = %e, "the state store cannot be read for the flapping count");
+                self.read_restorations_audit(state, grants).await
+            }
+        }
+    }
+
+    /// The flapping count from Cloud Audit Logs and this process's own record.
+    async fn read_restorations_audit(
+        &self,
+        state: &mut ProjectState,
+        grants: &[(Role, Member)],
+    ) -> FlapSource {
         let window = Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60);
         let limit = self.options.policy.limits.max_restorations_per_binding;
         let ledger = &self.options.flap;
@@ -1026,6 +1079,18 @@ impl Remediator {
             .iter()
             .filter(|a| !matches!(a, Action::Grant { .. }))
         {
+            let intent = [(action.clone(), intents::finding_of(action, findings))];
+            match self.begin(&info.project_id, &intent).await {
+                Ok(refused) if refused.is_empty() => {}
+                Ok(_) => {
+                    reports.push(escalated_by_ledger(action));
+                    continue;
+                }
+                Err(e) => {
+                    reports.push(intent_unrecorded(action, &e));
+                    continue;
+                }
+            }
             let result = match action {
                 Action::EnableService { service } => {
                     self.gcp.enable_service(&info.project_id, service).await
@@ -1038,6 +1103,8 @@ impl Remediator {
                 }
                 Action::Grant { .. } => continue,
             };
+            self.finish(&info.project_id, &intent, None, result.is_ok())
+                .await;
             reports.push(ActionReport {
                 action: action.clone(),
                 outcome: if result.is_ok() {
@@ -1054,9 +1121,95 @@ impl Remediator {
         reports
     }
 
+    /// The grants of the plan, each recorded in the ledger as an intent before the write and as a
+    /// restoration after it; a grant whose binding reached the flapping limit meanwhile (another
+    /// instance restored it) is not written but escalated.
+    async fn apply_grants(
+        &self,
+        project: &ProjectId,
+        state: &mut ProjectState,
+        findings: &mut Vec<Finding>,
+        plan: &mut Plan,
+    ) -> Vec<ActionReport> {
+        let intents: Vec<(Action, Option<String>)> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Grant { .. }))
+            .map(|a| (a.clone(), intents::finding_of(a, findings)))
+            .collect();
+        let refused = match self.begin(project, &intents).await {
+            Ok(refused) => refused,
+            Err(e) => {
+                return intents
+                    .iter()
+                    .map(|(a, _)| intent_unrecorded(a, &e))
+                    .collect();
+            }
+        };
+        if !refused.is_empty() {
+            // Nothing was recorded: record the others alone.
+            plan.actions.retain(|a| !refused.contains(a));
+            let rest: Vec<(Action, Option<String>)> = intents
+                .iter()
+                .filter(|(a, _)| !refused.contains(a))
+                .cloned()
+                .collect();
+            let mut reports: Vec<ActionReport> = refused.iter().map(escalated_by_ledger).collect();
+            if !rest.is_empty() {
+                match self.begin(project, &rest).await {
+                    Ok(again) if again.is_empty() => {
+                        reports.extend(
+                            self.write_grants(project, state, findings, plan, &rest)
+                                .await,
+                        );
+                    }
+                    Ok(again) => reports.extend(again.iter().map(escalated_by_ledger)),
+                    Err(e) => reports.extend(rest.iter().map(|(a, _)| intent_unrecorded(a, &e))),
+                }
+            }
+            return reports;
+        }
+        self.write_grants(project, state, findings, plan, &intents)
+            .await
+    }
+
+    /// [`Self::write_policy`], then the intents' outcomes into the ledger.
+    async fn write_grants(
+        &self,
+        project: &ProjectId,
+        state: &mut ProjectState,
+        findings: &mut Vec<Finding>,
+        plan: &mut Plan,
+        intents: &[(Action, Option<String>)],
+    ) -> Vec<ActionReport> {
+        let reports = self.write_policy(project, state, findings, plan).await;
+        let made: Vec<(Action, Option<String>)> = intents
+            .iter()
+            .filter(|(a, _)| {
+                reports
+                    .iter()
+                    .any(|r| &r.action == a && r.outcome == Outcome::Restored)
+            })
+            .cloned()
+            .collect();
+        let etag = reports.iter().find_map(|r| r.etag_after.clone());
+        let unmade: Vec<(Action, Option<String>)> = intents
+            .iter()
+            .filter(|i| !made.contains(i))
+            .cloned()
+            .collect();
+        if !made.is_empty() {
+            self.finish(project, &made, etag, true).await;
+        }
+        if !unmade.is_empty() {
+            self.finish(project, &unmade, None, false).await;
+        }
+        reports
+    }
+
     /// One etag-guarded read-modify-write of the project policy for every grant of the plan; on 409
     /// ABORTED: re-read, re-evaluate, re-plan and retry with jittered backoff.
-    async fn apply_grants(
+    async fn write_policy(
         &self,
         project: &ProjectId,
         state: &mut ProjectState,
@@ -1186,6 +1339,34 @@ impl Remediator {
         Err(Failure::Transient(format!(
             "write not confirmed by reading the policy back: {last}"
         )))
+    }
+}
+
+/// A write not made: the binding reached the flapping limit in the shared ledger.
+fn escalated_by_ledger(action: &Action) -> ActionReport {
+    ActionReport {
+        action: action.clone(),
+        outcome: Outcome::Escalated,
+        etag_before: None,
+        etag_after: None,
+        attempts: 0,
+        error: Some(Failure::Permanent(
+            "restored as often as limits.max_restorations_per_binding allows within the window (counted across every instance sharing the state): not restored again".to_owned(),
+        )),
+    }
+}
+
+/// A write not made: its intent could not be recorded (every limit fails closed).
+fn intent_unrecorded(action: &Action, e: &crate::ports::StateError) -> ActionReport {
+    ActionReport {
+        action: action.clone(),
+        outcome: Outcome::Failed,
+        etag_before: None,
+        etag_after: None,
+        attempts: 0,
+        error: Some(Failure::Transient(format!(
+            "not written: the state store cannot record the write's intent ({e})"
+        ))),
     }
 }
 

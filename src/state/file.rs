@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::ports::{Collection, StateError, StateStore, Stored, StoreInfo, Version, WriteFlags};
+use crate::ports::{Collection, StateError, StateStore, StoreInfo, Stored, Version, WriteFlags};
 
 /// What one document's file holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -196,7 +196,10 @@ mod tests {
     fn a_key_becomes_a_file_name_and_back() {
         for key in ["my-project", "folders/123", "slack:ab12", "..", "a%b", "é"] {
             let name = escape(key);
-            assert!(!name.contains('/') && name != ".." && !name.starts_with('.'), "{name}");
+            assert!(
+                !name.contains('/') && name != ".." && !name.starts_with('.'),
+                "{name}"
+            );
             assert_eq!(unescape(&name).as_deref(), Some(key));
         }
     }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use futures::future::BoxFuture;
 
-use crate::ports::{Collection, StateError, StateStore, Stored, StoreInfo, Version, WriteFlags};
+use crate::ports::{Collection, StateError, StateStore, StoreInfo, Stored, Version, WriteFlags};
 
 #[derive(Debug)]
 struct Doc {
