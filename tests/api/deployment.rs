@@ -354,6 +354,20 @@ fn the_conditional_set_iam_policy_grant_allows_exactly_the_roles_the_requirement
             continue;
         };
         assert!(kind.ends_with("_iam_member"), "{kind}.{name}");
+        // The state database grant (state.tf): roles/datastore.user on that one database only.
+        if kind == "google_project_iam_member" && name == "runtime_state" {
+            assert_eq!(
+                attr(body, "role").and_then(literal),
+                Some("roles/datastore.user")
+            );
+            let expression = render(attr(c, "expression").unwrap());
+            assert!(
+                expression.contains("resource.name == ")
+                    && expression.contains("local.state_database"),
+                "{expression}"
+            );
+            continue;
+        }
         assert!(
             is_traversal_to(attr(body, "role").unwrap(), "local.set_iam_policy_role"),
             "{kind}.{name}"
