@@ -27,6 +27,9 @@ pub struct Concluded {
     pub published: Vec<Notification>,
     /// Ids of notifications still in the outbox after this attempt, with why.
     pub unpublished: Vec<(String, String)>,
+    /// Writes another run recorded the intent of and has not finished (nor died, as far as the
+    /// lease tells): whether they were made is not known yet, so neither is what to announce.
+    pub open_intents: usize,
 }
 
 /// Settings of the conclude stage.
@@ -105,7 +108,10 @@ impl Conclude {
                 doc.claim(&run, now_ms, now_ms + ledger::CLAIM_MS)
             })
             .await?;
-        self.publish(snapshot, &run, claimed).await
+        let open_intents = snapshot.ledger.intents.len();
+        let mut done = self.publish(snapshot, &run, claimed).await?;
+        done.open_intents = open_intents;
+        Ok(done)
     }
 
     /// Publishes whatever a project's outbox holds that no live claim holds (a drain).
@@ -216,11 +222,18 @@ impl Conclude {
         // Intents whose run died before it recorded the write's outcome: the live state this run
         // read says whether the write was made (the binding holds) or not.
         for intent in doc.stale_intents(now_ms) {
+            // A restoration of the same binding recorded after the intent means a later run found
+            // it missing and wrote it: the dead run's write was not made (or was undone).
+            let superseded = doc
+                .restorations
+                .iter()
+                .any(|r| r.action == intent.action && r.at_ms >= intent.at_ms);
             let holds = intent.finding.as_ref().and_then(|k| {
                 keys.iter()
                     .position(|x| x == k)
                     .map(|i| report.findings[i].outcome == Outcome::Healthy)
             });
+            let holds = holds.filter(|_| !superseded);
             doc.finish(
                 &intent.run,
                 &intent.action,

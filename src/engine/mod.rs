@@ -950,6 +950,12 @@ impl Engine {
                 for (id, why) in done.unpublished {
                     unpublished.insert(id, why);
                 }
+                if done.open_intents > 0 && redelivered && verdict == Verdict::Ack {
+                    verdict = Verdict::Retry(format!(
+                        "project {}: a write of another run is not recorded yet (it finishes, or its lease ends, before this is known)",
+                        report.project_id
+                    ));
+                }
             }
             Err(e) => {
                 tracing::error!(project = %report.project_id, error = %e, "the outcome cannot be recorded in the state store: nothing was announced");

@@ -1245,8 +1245,9 @@ impl Remediator {
             let mut desired = state.policy.clone();
             let added = plan::apply_grants(&mut desired, plan);
             if added == 0 {
-                // Someone else restored it meanwhile: nothing to write (the reservation goes back).
-                return report(Outcome::Restored, state.policy.etag.clone(), attempt, None);
+                // Someone else restored it meanwhile (another instance, a person): nothing to
+                // write (the reservation goes back) and nothing of ours to announce.
+                return report(Outcome::Healthy, state.policy.etag.clone(), attempt, None);
             }
             if reservation.is_none() {
                 reservation = self.budget.reserve();

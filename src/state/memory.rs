@@ -19,12 +19,22 @@ struct Doc {
 pub struct MemoryStore {
     docs: Mutex<HashMap<(Collection, String), Doc>>,
     writes: Mutex<u64>,
+    shared: bool,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store for one engine.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store several engines of one process share (as instances share Firestore): it
+    /// says it is shared.
+    pub fn shared() -> Self {
+        Self {
+            shared: true,
+            ..Self::default()
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<(Collection, String), Doc>) -> T) -> T {
@@ -36,7 +46,7 @@ impl StateStore for MemoryStore {
     fn info(&self) -> StoreInfo {
         StoreInfo {
             location: "memory".to_owned(),
-            shared: false,
+            shared: self.shared,
         }
     }
 

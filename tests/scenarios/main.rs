@@ -6,6 +6,7 @@
 mod access;
 mod asset_sweep;
 mod fake;
+mod memory;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,8 @@ struct Scenario {
     cloud: FakeCloud,
     sink: RecordingSink,
     engine: Arc<Engine>,
+    /// The wall clock of the scenario's engines (the ledger's times, IAM conditions).
+    engine_clock: gke_iam_remediator::clock::Clock,
     seq: std::sync::atomic::AtomicU32,
 }
 
@@ -57,6 +60,7 @@ impl Scenario {
             .remediation;
         let mut config = EngineConfig::new(policy);
         config.self_email = Some(SELF.to_owned());
+        let engine_clock = config.clock.clone();
         configure(&mut config);
         let sink = RecordingSink::default();
         let ports: Arc<dyn Cloud> = Arc::new(cloud.clone());
@@ -66,6 +70,7 @@ impl Scenario {
             cloud,
             sink,
             engine,
+            engine_clock,
             seq: Default::default(),
         }
     }
