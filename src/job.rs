@@ -35,6 +35,17 @@ pub struct JobSummary {
     /// How the sweep discovered and checked projects (`cloud-asset-inventory` or `per-project`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovery: Option<crate::engine::snapshot::Discovery>,
+    /// Notifications of the sweep still unpublished (id: why); they stay in the outbox for the
+    /// next run, and the job exits 1.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub unpublished: std::collections::BTreeMap<String, String>,
+    /// Notifications earlier runs left in the outbox, published at start-up.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub drained: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A job could not run.
@@ -170,5 +181,15 @@ pub async fn sweep(
             summary.failures += 1;
         }
     }
+    summary.unpublished = engine.unpublished().into_iter().collect();
+    if !summary.unpublished.is_empty() {
+        summary.failures += 1;
+        for (id, why) in &summary.unpublished {
+            tracing::error!(notification_id = %id, reason = %why, "notification not published: it stays in the outbox for the next run");
+        }
+    }
+    engine
+        .log_ledger_totals(reports.iter().map(|r| r.project_id.as_str()))
+        .await;
     Ok(reports)
 }

@@ -14,13 +14,13 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::condition;
 use super::iam::ServiceAccountEmail;
 
 /// One deny policy as read from IAM v2 (`policies.get`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenyPolicy {
     /// Full name, `policies/{encoded attachment point}/denypolicies/{id}`.
     pub name: String,
@@ -33,7 +33,7 @@ pub struct DenyPolicy {
 }
 
 /// One `denyRule`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenyRule {
     /// `deniedPrincipals`.
     pub denied_principals: Vec<String>,

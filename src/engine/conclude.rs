@@ -30,6 +30,8 @@ pub struct Concluded {
     /// Writes another run recorded the intent of and has not finished (nor died, as far as the
     /// lease tells): whether they were made is not known yet, so neither is what to announce.
     pub open_intents: usize,
+    /// Problems open in the project's ledger after this run.
+    pub open_problems: usize,
 }
 
 /// Settings of the conclude stage.
@@ -41,6 +43,8 @@ pub struct ConcludeSettings {
     pub notify_healthy: bool,
     /// The flapping window: restorations older than it are forgotten once announced.
     pub window: Duration,
+    /// How often open problems are re-announced; `None`: never.
+    pub reminder: Option<Duration>,
 }
 
 /// What one conclusion is about besides the report.
@@ -109,8 +113,10 @@ impl Conclude {
             })
             .await?;
         let open_intents = snapshot.ledger.intents.len();
+        let open_problems = snapshot.ledger.open_problems();
         let mut done = self.publish(snapshot, &run, claimed).await?;
         done.open_intents = open_intents;
+        done.open_problems = open_problems;
         Ok(done)
     }
 
@@ -271,6 +277,62 @@ impl Conclude {
             doc.restorations[i].notified = true;
         }
         doc.forget_except(&keys);
+        self.remind(doc, report, occasion, now_ms);
+    }
+
+    /// Re-announces every open problem when the reminder interval has passed since the last
+    /// reminder (or since the first problem was announced): never on every run.
+    fn remind(
+        &self,
+        doc: &mut ProjectLedger,
+        report: &ProjectReport,
+        occasion: &Occasion<'_>,
+        now_ms: i64,
+    ) {
+        if doc.open_problems() == 0 {
+            doc.reminded_at_ms = None;
+            return;
+        }
+        let Some(every) = self.settings.reminder else {
+            return;
+        };
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        let last = *doc.reminded_at_ms.get_or_insert(now_ms);
+        if now_ms - last < every_ms {
+            return;
+        }
+        doc.reminded_at_ms = Some(now_ms);
+        let reminder = Hint {
+            evidence: crate::intake::Evidence {
+                source: crate::intake::Source::Sweep,
+                ..occasion.hint.evidence.clone()
+            },
+            ..occasion.hint.clone()
+        };
+        let occasion = Occasion {
+            hint: &reminder,
+            ..*occasion
+        };
+        for finding in &report.findings {
+            let key = ledger::finding_key(finding);
+            let Some(entry) = doc.findings.get(&key) else {
+                continue;
+            };
+            if !ledger::is_problem(entry.outcome) {
+                continue;
+            }
+            let outcome = entry.outcome;
+            let id = ledger::notification_id(
+                &report.project_id,
+                &key,
+                outcome,
+                entry.announced,
+                &format!("reminder-{now_ms}"),
+            );
+            let mut n = self.build(report, finding, outcome, &occasion, id);
+            n.evidence.source = "reminder".to_owned();
+            doc.enqueue(n);
+        }
     }
 
     fn build(

@@ -10,6 +10,16 @@
 //!
 //! The age of an entry is measured on tokio's clock from the moment its read started, so an entry is
 //! never used for longer than the maximum age after Google answered.
+//!
+//! **Stale, never forgotten.** A deny-policy change (an IAM v2 create, update or delete event) marks
+//! the point's entry stale: the next run reads it again, and until a read succeeds the last rules
+//! known are still applied. A stale entry is never treated as "no deny policy": when the re-read
+//! cannot be made (the quota spent, a refusal) a point whose last read held rules keeps them, so a
+//! change event (real or forged) cannot make a blocked account look grantable.
+//!
+//! **Shared.** With a state store, every successful read is also written there (rules and read
+//! time, per attachment point) and a missing or old entry is looked up there before Google is
+//! asked: the reads of every instance and run add up, so coverage grows across runs.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,8 +28,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::deny::DenyPolicy;
-use crate::ports::ApiError;
+use crate::ports::{ApiError, Collection, StateError, StateStore, WriteFlags};
 
 /// Attachment points remembered before stale entries are dropped.
 const MAX_ENTRIES: usize = 100_000;
@@ -33,15 +45,104 @@ struct Fresh {
     /// When the read started.
     at: Instant,
     policies: Vec<DenyPolicy>,
+    /// A change event came after the read: read again, keep these until then.
+    stale: bool,
+    /// When the read started on the wall clock (ms since the epoch), to compare with the store's.
+    wall_ms: i64,
+}
+
+/// One attachment point as the state store keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRead {
+    /// When the read started (ms since the epoch).
+    read_at_ms: i64,
+    /// A change event came after the read.
+    #[serde(default)]
+    stale: bool,
+    policies: Vec<DenyPolicy>,
 }
 
 /// Deny policies per attachment point, with the time of their read.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct DenyPolicyCache {
     entries: std::sync::Mutex<HashMap<String, Slot>>,
+    store: Option<Arc<dyn StateStore>>,
+}
+
+impl std::fmt::Debug for DenyPolicyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DenyPolicyCache")
+            .field("points", &self.len())
+            .field("store", &self.store.as_ref().map(|s| s.info().location))
+            .finish()
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl DenyPolicyCache {
+    /// A cache backed by a state store (shared by every instance and run that use it).
+    pub fn with_store(store: Arc<dyn StateStore>) -> Self {
+        Self {
+            entries: std::sync::Mutex::default(),
+            store: Some(store),
+        }
+    }
+
+    /// The store's read of `point`, if it has one.
+    async fn stored(&self, point: &str) -> Option<StoredRead> {
+        let store = self.store.as_ref()?;
+        match store.get(Collection::DenyPolicies, point).await {
+            Ok(Some(doc)) => serde_json::from_str(&doc.body).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(%point, error = %e, "the state store's deny-policy cache cannot be read");
+                None
+            }
+        }
+    }
+
+    /// Writes `point`'s read (or marks it stale) in the store; losing a race to another writer is
+    /// fine (its read is as good).
+    async fn keep(&self, point: &str, change: impl Fn(Option<StoredRead>) -> Option<StoredRead>) {
+        let Some(store) = &self.store else { return };
+        for _ in 0..3 {
+            let current = match store.get(Collection::DenyPolicies, point).await {
+                Ok(c) => c,
+                Err(_) => return,
+            };
+            let (version, old) = match current {
+                Some(doc) => (Some(doc.version), serde_json::from_str(&doc.body).ok()),
+                None => (None, None),
+            };
+            let Some(new) = change(old) else { return };
+            let Ok(body) = serde_json::to_string(&new) else {
+                return;
+            };
+            match store
+                .put(
+                    Collection::DenyPolicies,
+                    point,
+                    &body,
+                    WriteFlags::default(),
+                    version.as_ref(),
+                )
+                .await
+            {
+                Err(StateError::Conflict) => continue,
+                Err(e) => {
+                    tracing::debug!(%point, error = %e, "the deny-policy cache cannot be written to the state store");
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
     /// The deny policies attached to `point`: from a read younger than `max_age`, else from `read`
     /// (kept when it succeeds). Callers for one point wait for one another's read, not for a
     /// second one.
@@ -88,23 +189,78 @@ impl DenyPolicyCache {
     {
         let slot = self.slot(point, max_age);
         let mut entry = slot.lock().await;
-        if let Some(fresh) = entry.as_ref().filter(|f| f.at.elapsed() < max_age) {
+        if let Some(fresh) = entry
+            .as_ref()
+            .filter(|f| !f.stale && f.at.elapsed() < max_age)
+        {
             return Ok(fresh.policies.clone());
         }
-        let (at, result) = read().await;
-        if let Ok(policies) = &result
-            && at.elapsed() < max_age
-        {
-            *entry = Some(Fresh {
-                at,
-                policies: policies.clone(),
-            });
+        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let stored = if entry.as_ref().is_some_and(|f| f.stale) {
+            None
+        } else {
+            self.stored(point).await
+        };
+        // The store's read serves when it is younger than ours (another instance or run made it).
+        let ours = entry.as_ref().map_or(i64::MIN, |f| f.wall_ms);
+        if let Some(s) = stored.as_ref().filter(|s| s.read_at_ms > ours) {
+            let age_ms = wall_ms().saturating_sub(s.read_at_ms).max(0);
+            if !s.stale && age_ms < max_age_ms {
+                let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+                *entry = Some(Fresh {
+                    at: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
+                    policies: s.policies.clone(),
+                    stale: false,
+                    wall_ms: s.read_at_ms,
+                });
+                return Ok(s.policies.clone());
+            }
         }
-        result
+        let (at, result) = read().await;
+        match result {
+            Ok(policies) => {
+                let read_at_ms = wall_ms() - i64::try_from(at.elapsed().as_millis()).unwrap_or(0);
+                if at.elapsed() < max_age {
+                    *entry = Some(Fresh {
+                        at,
+                        policies: policies.clone(),
+                        stale: false,
+                        wall_ms: read_at_ms,
+                    });
+                }
+                let kept = policies.clone();
+                self.keep(point, move |_| {
+                    Some(StoredRead {
+                        read_at_ms,
+                        stale: false,
+                        policies: kept.clone(),
+                    })
+                })
+                .await;
+                Ok(policies)
+            }
+            Err(e) => {
+                // The last rules known still apply until a read succeeds: a point that blocked
+                // keeps blocking (never "no deny policy" because a re-read could not be made).
+                let last = entry
+                    .as_ref()
+                    .map(|f| f.policies.clone())
+                    .or_else(|| stored.map(|s| s.policies))
+                    .filter(|p| !p.is_empty());
+                match last {
+                    Some(policies) => {
+                        tracing::info!(%point, error = %e, "deny policies not read again: their last known rules still apply");
+                        Ok(policies)
+                    }
+                    None => Err(e),
+                }
+            }
+        }
     }
 
-    /// Forgets the read of `point` (its deny policies changed): the next run that needs them reads
-    /// them again. A read under way finishes first, and is forgotten too.
+    /// Marks the read of `point` stale (its deny policies changed): the next run that needs them
+    /// reads them again, and its last known rules still apply until a read succeeds. A read under
+    /// way finishes first, and is marked too; so is the store's entry.
     pub async fn forget(&self, point: &str) {
         let slot = self
             .entries
@@ -112,9 +268,16 @@ impl DenyPolicyCache {
             .unwrap_or_else(|e| e.into_inner())
             .get(point)
             .cloned();
-        if let Some(slot) = slot {
-            *slot.lock().await = None;
+        if let Some(slot) = slot
+            && let Some(fresh) = slot.lock().await.as_mut()
+        {
+            fresh.stale = true;
         }
+        self.keep(point, |old| {
+            old.filter(|o| !o.stale)
+                .map(|o| StoredRead { stale: true, ..o })
+        })
+        .await;
     }
 
     /// Attachment points with an entry (fresh or not).

@@ -395,3 +395,150 @@ pub fn notification_id(project: &str, key: &str, outcome: Outcome, n: u32, extra
     let seed = format!("{project}\u{1f}{key}\u{1f}{outcome}\u{1f}{n}\u{1f}{extra}");
     format!("n-{:016x}", crate::notify::fnv1a(seed.as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::evaluate::Finding;
+    use crate::domain::plan::Decision;
+    use crate::domain::requirements::RequirementId;
+
+    fn finding(outcome: Outcome, status: Status) -> FindingReport {
+        let f = Finding {
+            requirement: RequirementId::GkeServiceAgent,
+            principal: Some(
+                crate::domain::iam::Member::parse(
+                    "serviceAccount:service-1@container-engine-robot.iam.gserviceaccount.com",
+                )
+                .expect("member"),
+            ),
+            status,
+            missing_permissions: Vec::new(),
+            conditional_permissions: Vec::new(),
+            unknown_permissions: Vec::new(),
+            role: None,
+            clusters: Vec::new(),
+            node_pools: Vec::new(),
+            granted_via: Vec::new(),
+            detail: "d".to_owned(),
+            expires_at: None,
+            denied_permissions: Vec::new(),
+            denied_by: Vec::new(),
+            org_policy: None,
+        };
+        FindingReport {
+            finding: f,
+            decision: Decision::Healthy,
+            outcome,
+        }
+    }
+
+    fn say(l: &mut ProjectLedger, o: Outcome, s: Status) -> Announce {
+        l.observe(&finding(o, s), false, Rules::default(), 0).0
+    }
+
+    #[test]
+    fn an_unchanged_problem_is_announced_once_and_its_end_once() {
+        let mut l = ProjectLedger::new();
+        assert_eq!(
+            say(&mut l, Outcome::NotAllowed, Status::Missing),
+            Announce::Outcome(Outcome::NotAllowed)
+        );
+        assert_eq!(
+            say(&mut l, Outcome::NotAllowed, Status::Missing),
+            Announce::Nothing
+        );
+        assert_eq!(
+            say(&mut l, Outcome::Unknown, Status::Unknown),
+            Announce::Outcome(Outcome::Unknown)
+        );
+        assert_eq!(
+            say(&mut l, Outcome::Healthy, Status::Ok),
+            Announce::Outcome(Outcome::Resolved)
+        );
+        assert_eq!(say(&mut l, Outcome::Healthy, Status::Ok), Announce::Nothing);
+        assert_eq!(l.open_problems(), 0);
+    }
+
+    #[test]
+    fn every_restoration_is_announced_and_leaves_the_finding_healthy() {
+        let mut l = ProjectLedger::new();
+        assert_eq!(say(&mut l, Outcome::Healthy, Status::Ok), Announce::Nothing);
+        for _ in 0..2 {
+            assert_eq!(
+                say(&mut l, Outcome::Restored, Status::Missing),
+                Announce::Outcome(Outcome::Restored)
+            );
+            assert_eq!(
+                say(&mut l, Outcome::Healthy, Status::Ok),
+                Announce::Nothing,
+                "not a resolution"
+            );
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_that_will_be_retried_is_not_announced_nor_recorded() {
+        let mut l = ProjectLedger::new();
+        let rules = Rules {
+            failures_retried: true,
+            ..Rules::default()
+        };
+        let f = finding(Outcome::Failed, Status::Missing);
+        assert_eq!(l.observe(&f, true, rules, 0).0, Announce::Nothing);
+        assert!(l.findings.is_empty());
+        assert_eq!(
+            l.observe(&f, false, rules, 0).0,
+            Announce::Outcome(Outcome::Failed)
+        );
+    }
+
+    #[test]
+    fn the_flapping_count_includes_open_intents_and_refuses_past_the_limit() {
+        let mut l = ProjectLedger::new();
+        let intent = |run: &str, at_ms| Intent {
+            action: "grant|r|m".into(),
+            finding: None,
+            run: run.into(),
+            at_ms,
+        };
+        assert!(l.begin(intent("a", 10), 0, 2));
+        assert!(l.begin(intent("b", 20), 0, 2));
+        assert!(
+            !l.begin(intent("c", 30), 0, 2),
+            "two open intents reach a limit of two"
+        );
+        l.finish("a", "grant|r|m", None);
+        assert!(l.begin(intent("c", 30), 0, 2));
+        assert_eq!(
+            l.restorations_since("grant|r|m", 25),
+            1,
+            "only what is inside the window"
+        );
+    }
+
+    #[test]
+    fn an_outbox_entry_is_claimed_by_one_publisher_until_its_claim_ends() {
+        let mut l = ProjectLedger::new();
+        let n: Notification = serde_json::from_value(serde_json::json!({
+            "schema": "gke-iam-remediator.notification/v1", "id": "n-1", "time": "t",
+            "project_id": "p", "project_number": "1", "requirement": "gke-service-agent",
+            "outcome": "restored", "mode": "enforce", "severity": "info", "status": "ok",
+            "detail": "d"
+        }))
+        .expect("notification");
+        l.enqueue(n.clone());
+        l.enqueue(n.clone());
+        assert_eq!(l.claim("a", 0, 100).len(), 1);
+        assert!(l.claim("b", 50, 150).is_empty(), "a live claim holds");
+        assert_eq!(
+            l.claim("b", 101, 200).len(),
+            1,
+            "an expired claim is taken over"
+        );
+        l.published("b", &["n-1".to_owned()]);
+        assert!(l.outbox.is_empty() && !l.is_pending());
+        l.enqueue(n);
+        assert!(l.outbox.is_empty(), "a published id is not queued again");
+    }
+}

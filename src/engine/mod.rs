@@ -74,6 +74,9 @@ pub struct EngineConfig {
     /// (Terraform's `max_delivery_attempts`): a transient failure on that attempt is announced,
     /// earlier ones are retried silently. `None`: every transient failure is retried.
     pub max_delivery_attempts: Option<u32>,
+    /// How often open problems are re-announced (one notification per open finding, at most that
+    /// often per project); `None`: never.
+    pub reminder: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -90,6 +93,7 @@ impl EngineConfig {
             clock: crate::clock::Clock::default(),
             deny_read_budget: None,
             max_delivery_attempts: Some(5),
+            reminder: None,
         }
     }
 }
@@ -244,6 +248,9 @@ pub struct Engine {
     concluder: conclude::Conclude,
     /// Notifications of this process's sweeps still unpublished, by id (why).
     unpublished: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    /// Per project, as its last conclusion here left its ledger: open problems and notifications
+    /// pending (for the `ledger totals` line, without reading the store again).
+    totals: std::sync::Mutex<HashMap<String, (usize, usize)>>,
     caches: Mutex<(Instant, Arc<RunCaches>)>,
     projects: Mutex<HashMap<String, (Instant, ProjectInfo)>>,
     flap: Arc<flap::FlapLedger>,
@@ -278,6 +285,9 @@ impl Engine {
         state: Arc<shared::SharedState>,
     ) -> Arc<Self> {
         let instance = format!("{:08x}", rand::random::<u32>());
+        let deny_cache = Arc::new(deny_cache::DenyPolicyCache::with_store(
+            state.store().clone(),
+        ));
         let concluder = conclude::Conclude::new(
             state.clone(),
             publisher.clone(),
@@ -285,6 +295,7 @@ impl Engine {
                 mode: config.policy.mode,
                 notify_healthy: config.notify_healthy,
                 window: Duration::from_secs(u64::from(config.policy.limits.window_minutes) * 60),
+                reminder: config.reminder,
             },
             instance,
         );
@@ -298,10 +309,11 @@ impl Engine {
             state,
             concluder,
             unpublished: std::sync::Mutex::default(),
+            totals: std::sync::Mutex::default(),
             caches: Mutex::new((Instant::now(), Arc::default())),
             projects: Mutex::default(),
             flap: Arc::default(),
-            deny_cache: Arc::default(),
+            deny_cache,
             recoveries: Mutex::default(),
             notified: Mutex::default(),
             stats: EngineStats::default(),
@@ -919,6 +931,16 @@ impl Engine {
         };
         match self.concluder.report(report, &occasion).await {
             Ok(done) => {
+                {
+                    let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+                    if totals.len() > 200_000 {
+                        totals.clear();
+                    }
+                    totals.insert(
+                        report.project_id.clone(),
+                        (done.open_problems, done.unpublished.len()),
+                    );
+                }
                 self.stats
                     .notifications
                     .fetch_add(done.published.len() as u64, Ordering::Relaxed);
@@ -987,6 +1009,31 @@ impl Engine {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
+    }
+
+    /// Logs one `ledger totals` line for `projects` (the dashboard's open findings and pending
+    /// notifications), from what their last conclusions here left.
+    pub async fn log_ledger_totals<'a>(&self, projects: impl Iterator<Item = &'a str>) {
+        let (mut open, mut pending, mut counted) = (0usize, 0usize, 0usize);
+        {
+            let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+            for p in projects {
+                if let Some((o, n)) = totals.get(p) {
+                    open += o;
+                    pending += n;
+                    counted += 1;
+                }
+            }
+        }
+        let ops = &self.state.ops;
+        tracing::info!(
+            open_findings = open,
+            pending_notifications = pending,
+            projects = counted,
+            state_reads = ops.reads.load(Ordering::Relaxed),
+            state_writes = ops.writes.load(Ordering::Relaxed),
+            "ledger totals"
+        );
     }
 
     /// Where the state is kept, and whether every instance shares it.

@@ -8,13 +8,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use super::ledger::{FORMAT, ProjectLedger};
+use crate::notify;
 use crate::ports::{Collection, StateError, StateStore, StoreInfo, Version, WriteFlags};
-
-/// The mark of a delivery claim given back.
-const RELEASED: &str = "\"released\"";
 
 /// How often a commit is tried again after losing a race.
 const COMMIT_ATTEMPTS: u32 = 16;
@@ -69,7 +68,7 @@ impl SharedState {
 
     /// Over a fresh store in memory (nothing shared, nothing kept).
     pub fn in_memory() -> Arc<Self> {
-        Self::new(Arc::new(crate::state::MemoryStore::new()))
+        Self::new(Arc::new(crate::ports::state::MemoryStore::new()))
     }
 
     /// Where the store is and whether every instance shares it.
@@ -174,59 +173,126 @@ impl SharedState {
         self.store.pending(Collection::Projects).await
     }
 
-    /// Claims the delivery of a notification to a channel: true for the first claim of the pair
-    /// by anyone sharing the store (or the first after a release), false when it is claimed.
-    pub async fn claim_delivery(&self, channel: &str, id: &str) -> Result<bool, StateError> {
-        let key = format!("{channel}:{id}");
-        self.ops.reads.fetch_add(1, Ordering::Relaxed);
-        let expected = match self.store.get(Collection::Deliveries, &key).await? {
-            None => None,
-            Some(s) if s.body.contains(RELEASED) => Some(s.version),
-            Some(_) => return Ok(false),
-        };
-        let at = crate::clock::rfc3339(
-            std::time::SystemTime::now(),
-            crate::clock::Precision::Millis,
-        );
-        self.ops.writes.fetch_add(1, Ordering::Relaxed);
-        match self
-            .store
-            .put(
-                Collection::Deliveries,
-                &key,
-                &serde_json::json!({ "claimed_at": at }).to_string(),
-                WriteFlags::default(),
-                expected.as_ref(),
-            )
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(StateError::Conflict) => {
-                self.ops.conflicts.fetch_add(1, Ordering::Relaxed);
-                Ok(false)
+    /// Claims the delivery of notification `id` to a channel target (see
+    /// [`notify::DeliveryRecord`]): a claim holds for [`DELIVERY_LEASE_MS`], so one whose instance
+    /// died is taken over by a redelivery.
+    pub async fn claim_delivery(
+        &self,
+        target: &str,
+        id: &str,
+    ) -> Result<notify::DeliveryClaim, StateError> {
+        let key = format!("{target}:{id}");
+        let now = now_ms();
+        for _ in 0..COMMIT_ATTEMPTS {
+            self.ops.reads.fetch_add(1, Ordering::Relaxed);
+            let stored = self.store.get(Collection::Deliveries, &key).await?;
+            let expected = match &stored {
+                None => None,
+                Some(s) => match serde_json::from_str::<DeliveryDoc>(&s.body) {
+                    Ok(DeliveryDoc::Delivered) => return Ok(notify::DeliveryClaim::Delivered),
+                    Ok(DeliveryDoc::Claimed { until_ms }) if until_ms > now => {
+                        return Ok(notify::DeliveryClaim::Busy);
+                    }
+                    _ => Some(s.version.clone()),
+                },
+            };
+            let body = serde_json::to_string(&DeliveryDoc::Claimed {
+                until_ms: now + DELIVERY_LEASE_MS,
+            })
+            .map_err(|e| StateError::Invalid(e.to_string()))?;
+            self.ops.writes.fetch_add(1, Ordering::Relaxed);
+            match self
+                .store
+                .put(
+                    Collection::Deliveries,
+                    &key,
+                    &body,
+                    WriteFlags::default(),
+                    expected.as_ref(),
+                )
+                .await
+            {
+                Ok(_) => return Ok(notify::DeliveryClaim::Mine),
+                Err(StateError::Conflict) => {
+                    self.ops.conflicts.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => Err(e),
         }
+        Ok(notify::DeliveryClaim::Busy)
     }
 
-    /// Gives a delivery claim back (the channel failed: the next attempt may claim it again).
-    pub async fn release_delivery(&self, channel: &str, id: &str) -> Result<(), StateError> {
-        let key = format!("{channel}:{id}");
+    /// Settles a delivery claim: delivered for good, or released for a later attempt.
+    pub async fn settle_delivery(
+        &self,
+        target: &str,
+        id: &str,
+        delivered: bool,
+    ) -> Result<(), StateError> {
+        let key = format!("{target}:{id}");
         self.ops.reads.fetch_add(1, Ordering::Relaxed);
         let Some(stored) = self.store.get(Collection::Deliveries, &key).await? else {
             return Ok(());
         };
-        // A released claim stays as a document marked free, which the next claim replaces.
+        let doc = if delivered {
+            DeliveryDoc::Delivered
+        } else {
+            DeliveryDoc::Released
+        };
+        let body = serde_json::to_string(&doc).map_err(|e| StateError::Invalid(e.to_string()))?;
         self.ops.writes.fetch_add(1, Ordering::Relaxed);
         self.store
             .put(
                 Collection::Deliveries,
                 &key,
-                &format!("{{{RELEASED}:true}}"),
+                &body,
                 WriteFlags::default(),
                 Some(&stored.version),
             )
             .await
             .map(|_| ())
+    }
+}
+
+/// How long a channel delivery claim holds (longer than a send with its retries takes).
+pub const DELIVERY_LEASE_MS: i64 = 120_000;
+
+/// A delivery document.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+enum DeliveryDoc {
+    /// Being sent, until then.
+    Claimed { until_ms: i64 },
+    /// Sent.
+    Delivered,
+    /// Given back after a failed send.
+    Released,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl notify::DeliveryRecord for SharedState {
+    fn claim<'a>(
+        &'a self,
+        target: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<notify::DeliveryClaim, String>> {
+        Box::pin(async move {
+            self.claim_delivery(target, id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn settle<'a>(&'a self, target: &'a str, id: &'a str, delivered: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.settle_delivery(target, id, delivered).await {
+                tracing::warn!(notification_id = %id, error = %e, "a delivery cannot be recorded in the state store: its claim lapses and a redelivery may send it again");
+            }
+        })
     }
 }

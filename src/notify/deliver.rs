@@ -7,8 +7,10 @@
 //! each target independently with retries and backoff (a broken channel never blocks the others),
 //! and the answer to Pub/Sub: ack when every target got it, retry (503 / nack) when a target still
 //! fails after its budget, so Pub/Sub redelivers and dead-letters past the subscription's limit. On
-//! redelivery, targets that already succeeded for that notification id are not sent again (a bounded
-//! in-memory record per (target, notification id)).
+//! redelivery, targets that already succeeded for that notification id are not sent again: a
+//! bounded in-memory record per (target, notification id), and, when one is given, a
+//! [`DeliveryRecord`] every instance shares (the state store), so another instance never sends a
+//! notification a channel already got.
 //!
 //! Secrets (Slack URL, SMTP password, webhook URL and key) are read once from the environment
 //! variables the policy names, held as `secrecy::SecretString`, and never logged or printed.
@@ -160,6 +162,29 @@ pub struct DeliveryStats {
 
 type SendOutcome = Option<Result<(), String>>;
 
+/// What a shared record says of one (target, notification) pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryClaim {
+    /// This instance may send it (the claim holds for a lease; settle it after the send).
+    Mine,
+    /// It was delivered before (by any instance).
+    Delivered,
+    /// Another instance is sending it now: ask for a redelivery, which finds it settled.
+    Busy,
+}
+
+/// The record of deliveries every instance shares (implemented over the state store).
+pub trait DeliveryRecord: Send + Sync {
+    /// Claims the delivery of notification `id` to `target` (a digest of the target's key).
+    fn claim<'a>(
+        &'a self,
+        target: &'a str,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<DeliveryClaim, String>>;
+    /// Settles a claim: delivered, or given back for a later attempt.
+    fn settle<'a>(&'a self, target: &'a str, id: &'a str, delivered: bool) -> BoxFuture<'a, ()>;
+}
+
 /// The first 128 bits of SHA-256 over a (target, notification id) pair: what the de-duplication set keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct DeliveredKey([u8; 16]);
@@ -198,6 +223,8 @@ pub struct Deliverer {
     channels: BTreeMap<String, Arc<dyn Channel>>,
     options: DeliverOptions,
     state: std::sync::Mutex<State>,
+    /// The record every instance shares, if any.
+    record: std::sync::OnceLock<Arc<dyn DeliveryRecord>>,
     /// Counters.
     pub stats: DeliveryStats,
 }
@@ -227,8 +254,14 @@ impl Deliverer {
                 .collect(),
             options,
             state: std::sync::Mutex::default(),
+            record: std::sync::OnceLock::new(),
             stats: DeliveryStats::default(),
         })
+    }
+
+    /// De-duplicates through a record every instance shares (once, at start-up).
+    pub fn share_record(&self, record: Arc<dyn DeliveryRecord>) {
+        let _ = self.record.set(record);
     }
 
     /// Builds every channel of the policy's `notifications:` section, reading secrets through `env`
@@ -343,6 +376,34 @@ impl Deliverer {
     }
 
     async fn deliver_to(self: Arc<Self>, target: Target, n: Notification) -> Result<(), String> {
+        let Some(record) = self.record.get().cloned() else {
+            return self.deliver_to_once(target, n).await;
+        };
+        let key = target.key();
+        let target_digest = hex(&DeliveredKey::of(&key).0);
+        match record.claim(&target_digest, &n.id).await {
+            Ok(DeliveryClaim::Mine) => {}
+            Ok(DeliveryClaim::Delivered) => {
+                self.stats.already_delivered.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(channel = %target.channel, notification_id = %n.id, "delivered before (shared record): not sent again");
+                return Ok(());
+            }
+            Ok(DeliveryClaim::Busy) => {
+                return Err("another instance is sending it now".to_owned());
+            }
+            Err(e) => return Err(format!("the shared delivery record cannot be read: {e}")),
+        }
+        let id = n.id.clone();
+        let result = self.deliver_to_once(target, n).await;
+        record.settle(&target_digest, &id, result.is_ok()).await;
+        result
+    }
+
+    async fn deliver_to_once(
+        self: Arc<Self>,
+        target: Target,
+        n: Notification,
+    ) -> Result<(), String> {
         let key = target.key();
         let dk = format!("{key}\u{1f}{}", n.id);
         let mut start_timer = None;
@@ -497,6 +558,10 @@ impl Deliverer {
         }
         Err(last)
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn wait(mut rx: watch::Receiver<SendOutcome>) -> Result<(), String> {

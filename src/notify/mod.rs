@@ -21,7 +21,10 @@ use crate::domain::plan::Action;
 use crate::domain::report::{ActionReport, FindingReport, FlapGuard, Outcome, ProjectReport};
 use crate::domain::rules::Mode;
 
-pub use deliver::{Channel, DeliverError, DeliverOptions, Deliverer, Delivery, SendError};
+pub use deliver::{
+    Channel, DeliverError, DeliverOptions, Deliverer, Delivery, DeliveryClaim, DeliveryRecord,
+    SendError,
+};
 pub use routing::{
     ChannelConfig, ChannelFile, ChannelKind, ChannelSpec, EmailConfig, NotificationsConfig,
     NotificationsFile, Route, SmtpTls, Target, WebhookUrl,

@@ -28,7 +28,7 @@ pub use model::{
     Recommendation, RecommendationMark, RecommendationState, ServiceAccount,
 };
 pub use retry::RetryPolicy;
-pub use state::{Collection, StateError, StateStore, Stored, StoreInfo, Version, WriteFlags};
+pub use state::{Collection, StateError, StateStore, StoreInfo, Stored, Version, WriteFlags};
 
 /// Resource Manager: projects, folders and the hierarchy.
 pub trait Projects: Send + Sync {

@@ -187,6 +187,17 @@ fn healthz(state: &AppState, connections: Option<&conn::Connections>) -> Respons
         "duplicates": s.duplicates.load(Ordering::Relaxed),
         "project_runs": s.project_runs.load(Ordering::Relaxed),
         "notifications": s.notifications.load(Ordering::Relaxed),
+        "unpublished": s.unpublished.load(Ordering::Relaxed),
+    });
+    let store = state.engine.state_info();
+    let ops = &state.engine.state().ops;
+    body["state"] = serde_json::json!({
+        "location": store.location,
+        "shared": store.shared,
+        "guarantees": if store.shared { "every instance sharing the store" } else { "this instance only" },
+        "reads": ops.reads.load(Ordering::Relaxed),
+        "writes": ops.writes.load(Ordering::Relaxed),
+        "conflicts": ops.conflicts.load(Ordering::Relaxed),
     });
     if let Some(c) = connections {
         let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -1,16 +1,15 @@
-//! The local adapters of the state port ([`crate::ports::state`]): a directory of JSON files for
-//! the command line and local runs, and memory for tests and one-shot runs that keep nothing.
+//! The local adapter of the state port ([`crate::ports::state`]): a directory of JSON files for
+//! the command line and local runs (memory is the port's own [`MemoryStore`]).
 //! Firestore, the store every Cloud Run instance shares, is in [`crate::gcp::firestore`].
 //!
 //! [`open`] turns the one setting (`REMEDIATOR_STATE`) into a store.
 
 mod file;
-mod memory;
 
 use std::sync::Arc;
 
+pub use crate::ports::state::MemoryStore;
 pub use file::FileStore;
-pub use memory::MemoryStore;
 
 use crate::ports::StateStore;
 

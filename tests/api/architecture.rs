@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("policy", &["domain", "notify"]),
     ("ports", &["domain", "notify"]),
     ("gcp", &["domain", "ports", "clock", "http"]),
+    ("state", &["ports"]),
     ("pubsub", &["ports", "notify"]),
     (
         "engine",
@@ -48,6 +49,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "pubsub",
             "scan",
             "server",
+            "state",
             "telemetry",
             "gcp",
             "http",

@@ -524,3 +524,29 @@ async fn a_deny_policy_deleted_from_the_organization_is_forgotten_at_once() {
     assert_eq!(reads(ORG), 2, "{:?}", s.cloud.journal());
     assert_eq!(reads(&format!("projects/{P_NUMBER}")), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deny_policy_event_while_the_quota_is_spent_keeps_the_last_known_rules() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.with(|w| {
+        w.deny_policies
+            .insert(ORG.to_owned(), vec![deny_logs_to(&node_email())]);
+    });
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(node_notice(&s).expect("denied").status.as_str(), "denied");
+    // Every IAM v2 read of the minute is spent; then a change event (forged: the rule is still
+    // there) and the node role removed.
+    let window = Arc::new(SlidingWindow::new(5, IAM_V2_WINDOW));
+    for _ in 0..5 {
+        assert!(window.try_acquire(0));
+    }
+    s.cloud.with(|w| w.iam_v2_window = Some(window));
+    assert_eq!(
+        s.deliver(deny_policy_event(&s, "DeletePolicy", NO_LOGS))
+            .await,
+        Verdict::Ack
+    );
+    s.deliver(s.break_node_role()).await;
+    assert_eq!(s.writes(), 0, "a stale read is never 'no deny policy'");
+    assert!(!s.cloud.holds(P, NODE_ROLE, &node_sa(P)));
+}

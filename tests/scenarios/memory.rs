@@ -326,3 +326,87 @@ async fn a_sweep_whose_publishes_fail_names_them_and_the_next_run_publishes_ever
     assert_eq!(s.sink.outcomes(), vec!["restored"], "nothing twice");
     assert_eq!(s.writes(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_problem_is_reminded_once_a_day_never_per_sweep() {
+    let s = Scenario::with("mode: dry-run\n", |c| {
+        c.reminder = Some(Duration::from_secs(24 * 3600));
+    });
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    for _ in 0..3 {
+        s.deliver(s.sweep(&[P])).await;
+    }
+    assert_eq!(s.sink.outcomes(), vec!["would-restore"]);
+    s.engine_clock.advance(Duration::from_secs(25 * 3600));
+    for _ in 0..3 {
+        s.deliver(s.sweep(&[P])).await;
+    }
+    let published = s.sink.published();
+    assert_eq!(s.sink.outcomes(), vec!["would-restore", "would-restore"]);
+    assert_eq!(published[1].evidence.source, "reminder");
+    assert_ne!(published[0].id, published[1].id);
+    // Fixed by someone: resolved, and no more reminders.
+    s.cloud.add_binding(P, NODE_ROLE, &node_sa(P));
+    s.deliver(s.sweep(&[P])).await;
+    s.engine_clock.advance(Duration::from_secs(25 * 3600));
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(
+        s.sink.outcomes(),
+        vec!["would-restore", "would-restore", "resolved"]
+    );
+}
+
+/// A channel that counts what it is asked to send.
+#[derive(Debug, Default)]
+struct CountingChannel {
+    sent: std::sync::Mutex<Vec<String>>,
+}
+
+impl gke_iam_remediator::notify::Channel for CountingChannel {
+    fn name(&self) -> &str {
+        "s"
+    }
+
+    fn kind(&self) -> gke_iam_remediator::notify::ChannelKind {
+        gke_iam_remediator::notify::ChannelKind::Slack
+    }
+
+    fn send<'a>(
+        &'a self,
+        delivery: &'a gke_iam_remediator::notify::Delivery,
+    ) -> BoxFuture<'a, Result<(), gke_iam_remediator::notify::SendError>> {
+        let ids = delivery.notifications.iter().map(|n| n.id.clone());
+        self.sent.lock().unwrap().extend(ids);
+        async { Ok(()) }.boxed()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn instances_sharing_the_state_send_a_notification_to_a_channel_once() {
+    let s = Scenario::new(ENFORCE);
+    let m = s.break_node_role();
+    s.deliver(m).await;
+    let n = s.sink.published().remove(0);
+    let policy = PolicyFile::from_yaml(
+        "notifications:\n  digest_window_seconds: 0\n  channels:\n    - {name: s, type: slack, url_env: UNUSED}\n  routes:\n    - {channels: [s]}\n",
+        "p.yaml",
+    )
+    .unwrap();
+    let state = SharedState::new(Arc::new(MemoryStore::shared()));
+    let channel = Arc::new(CountingChannel::default());
+    let instances: Vec<_> = (0..3)
+        .map(|_| {
+            let d = gke_iam_remediator::notify::Deliverer::new(
+                policy.notifications.clone(),
+                vec![channel.clone()],
+                gke_iam_remediator::notify::DeliverOptions::from_config(&policy.notifications),
+            );
+            d.share_record(state.clone());
+            d
+        })
+        .collect();
+    for d in &instances {
+        assert_eq!(d.deliver(n.clone()).await, Verdict::Ack);
+    }
+    assert_eq!(*channel.sent.lock().unwrap(), vec![n.id.clone()]);
+}
