@@ -10,7 +10,9 @@ mod access;
 pub mod apis;
 pub mod client;
 mod cloudasset;
+pub mod firestore;
 mod ports;
 
 pub use apis::Gcp;
 pub use client::{CallCounts, Client, ClientConfig, Credentials};
+pub use firestore::FirestoreStore;
