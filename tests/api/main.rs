@@ -1,5 +1,5 @@
 //! The integration-test binary: every scenario against real parts (the simulator over HTTP, the real
-//! gcloud CLI, the official Pub/Sub emulator), in one binary to keep link times down.
+//! gcloud CLI, the official Pub/Sub and Firestore emulators), in one binary to keep link times down.
 
 mod access;
 mod architecture;
@@ -16,4 +16,5 @@ mod scan;
 mod serve;
 mod sim_gcloud;
 mod sim_semantics;
+mod state;
 mod support;

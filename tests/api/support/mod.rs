@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod firestore;
 pub mod frontend;
 
 use std::net::{SocketAddr, TcpListener};
