@@ -46,6 +46,16 @@ pub struct EngineArgs {
     /// Inventory snapshot.
     #[arg(long, env = "REMEDIATOR_NO_ASSET_INVENTORY")]
     pub no_asset_inventory: bool,
+    /// Where the state every instance and run shares is kept (the finding ledger, the outbox, the
+    /// flapping counts): `firestore://projects/P/databases/D` (Cloud Run), `file:DIR` or `memory`.
+    /// Unset: memory, and every guarantee holds per instance only (said at start-up and in
+    /// `/healthz`).
+    #[arg(long, env = "REMEDIATOR_STATE")]
+    pub state: Option<String>,
+    /// Hours between reminders of open problems (one notification per open finding, at most that
+    /// often per project; 0: never). Default: 24 in enforce mode, never in dry-run.
+    #[arg(long, env = "REMEDIATOR_REMINDER_HOURS")]
+    pub reminder_hours: Option<u64>,
     /// Log format.
     #[arg(
         long,
@@ -214,7 +224,55 @@ async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Ar
     config.troubleshooter = args.troubleshooter;
     config.asset_inventory = !args.no_asset_inventory;
     config.deny_read_budget = runtime.deny_read_budget;
-    Ok(Engine::new(runtime.cloud.clone(), config, publisher))
+    config.reminder = reminder_interval(args.reminder_hours, config.policy.mode);
+    let state = open_state(args.state.as_deref())?;
+    Ok(Engine::with_state(
+        runtime.cloud.clone(),
+        config,
+        publisher,
+        state,
+    ))
+}
+
+/// The reminder interval: the setting, else daily in enforce mode and never in dry-run.
+fn reminder_interval(hours: Option<u64>, mode: crate::domain::rules::Mode) -> Option<Duration> {
+    match hours {
+        Some(0) => None,
+        Some(h) => Some(Duration::from_secs(h.saturating_mul(3600))),
+        None if mode == crate::domain::rules::Mode::Enforce => Some(Duration::from_secs(24 * 3600)),
+        None => None,
+    }
+}
+
+/// The state store `REMEDIATOR_STATE` names (memory when unset, with a warning on Cloud Run).
+fn open_state(setting: Option<&str>) -> anyhow::Result<Arc<crate::engine::shared::SharedState>> {
+    use crate::state::StateLocation;
+    let location: StateLocation = match setting.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => s
+            .parse()
+            .map_err(|e| anyhow::anyhow!("REMEDIATOR_STATE: {e}"))?,
+        None => StateLocation::Memory,
+    };
+    let store: Arc<dyn crate::ports::StateStore> = match &location {
+        StateLocation::Firestore(_) => {
+            crate::gcp::firestore::FirestoreStore::connect(&location.to_string())
+                .map_err(|e| anyhow::anyhow!("REMEDIATOR_STATE: {e}"))?
+        }
+        local => {
+            crate::state::open_local(local).map_err(|e| anyhow::anyhow!("REMEDIATOR_STATE: {e}"))?
+        }
+    };
+    let info = store.info();
+    let on_cloud_run =
+        std::env::var_os("K_SERVICE").is_some() || std::env::var_os("CLOUD_RUN_JOB").is_some();
+    if info.shared {
+        tracing::info!(state = %info.location, "state shared by every instance and run");
+    } else if on_cloud_run {
+        tracing::warn!(state = %info.location, "no shared state (REMEDIATOR_STATE): on Cloud Run every guarantee (one notification per change, the flapping limit, nothing lost after a crash) holds per instance only; set REMEDIATOR_STATE=firestore://projects/P/databases/D");
+    } else {
+        tracing::info!(state = %info.location, "state kept by this process alone: guarantees hold per instance only");
+    }
+    Ok(crate::engine::shared::SharedState::new(store))
 }
 
 /// Runs `serve` until SIGTERM/SIGINT.
@@ -223,6 +281,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = Runtime::load(&args.engine, crate::scan::IamV2Reads::Window)?;
     let engine = build_engine(&args.engine, &runtime).await?;
     let deliverer = crate::notify::deliver::from_policy(&runtime.policy.notifications)?;
+    if let Some(d) = &deliverer
+        && engine.state_info().shared
+    {
+        d.share_record(engine.state().clone());
+    }
     let auth = server::auth::resolve(
         args.push_auth.as_deref(),
         args.push_audience.as_deref(),
@@ -238,6 +301,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "push authentication is off (REMEDIATOR_PUSH_AUTH=none): POST /pubsub/notify is refused (403); {}",
             server::notify_refusal()
         );
+    }
+    // What earlier runs left in the outbox goes out now (in the background: the port opens at once).
+    {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.drain().await {
+                tracing::error!(error = %e, "the outbox cannot be drained at start-up: it is retried by the next run of each project");
+            }
+        });
     }
     let listen = args.listen.unwrap_or_else(server::listen_addr_from_env);
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -301,6 +373,10 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
             .ok_or_else(|| {
                 anyhow::anyhow!("--deliver-notifications: the policy has no notifications channels")
             })?;
+        let state = open_state(args.engine.state.as_deref())?;
+        if state.info().shared {
+            deliverer.share_record(state);
+        }
         let handler: job::Handler = Arc::new(move |message| {
             let deliverer = deliverer.clone();
             Box::pin(async move { deliverer.handle(&message).await })
@@ -322,6 +398,13 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
         return Ok(if summary.failures > 0 { 1 } else { 0 });
     }
     let engine = build_engine(&args.engine, &runtime).await?;
+    match engine.drain().await {
+        Ok(n) => summary.drained = n,
+        Err(e) => {
+            tracing::error!(error = %e, "the outbox cannot be drained at start-up");
+            summary.failures += 1;
+        }
+    }
     if let Some(subscription) = &args.subscription {
         let events = engine.clone();
         let handler: job::Handler = Arc::new(move |message| {

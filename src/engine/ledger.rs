@@ -293,6 +293,14 @@ impl ProjectLedger {
 
     /// Records the intent of a write unless the flapping limit is reached; true if recorded.
     pub fn begin(&mut self, intent: Intent, since_ms: i64, limit: u32) -> bool {
+        // Idempotent: a commit retried after a lost answer may apply the same change twice.
+        if self
+            .intents
+            .iter()
+            .any(|i| i.run == intent.run && i.action == intent.action)
+        {
+            return true;
+        }
         if self.restorations_since(&intent.action, since_ms) >= limit {
             return false;
         }
