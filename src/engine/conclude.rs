@@ -66,6 +66,8 @@ pub struct Conclude {
     settings: ConcludeSettings,
     /// Names this process's claims.
     instance: String,
+    /// Makes every conclusion's claim name unique within the process.
+    seq: std::sync::atomic::AtomicU64,
 }
 
 fn ms(t: SystemTime) -> i64 {
@@ -87,7 +89,14 @@ impl Conclude {
             publisher,
             settings,
             instance,
+            seq: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A name for one conclusion's claims, unique across instances and within this one.
+    fn claim_name(&self, now_ms: i64) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{now_ms}-{n}", self.instance)
     }
 
     /// Records a report and publishes what changed (and whatever the project's outbox held).
@@ -98,7 +107,7 @@ impl Conclude {
     ) -> Result<Concluded, StateError> {
         let now_ms = ms(occasion.now);
         let window_ms = i64::try_from(self.settings.window.as_millis()).unwrap_or(i64::MAX);
-        let run = format!("{}-{now_ms}", self.instance);
+        let run = self.claim_name(now_ms);
         let rules = Rules {
             notify_healthy: self.settings.notify_healthy,
             failures_retried: occasion.failures_retried,
@@ -123,7 +132,7 @@ impl Conclude {
     /// Publishes whatever a project's outbox holds that no live claim holds (a drain).
     pub async fn drain(&self, project: &str, now: SystemTime) -> Result<Concluded, StateError> {
         let now_ms = ms(now);
-        let run = format!("{}-{now_ms}-drain", self.instance);
+        let run = self.claim_name(now_ms);
         let snapshot = self.state.load(project).await?;
         let (claimed, snapshot) = self
             .state

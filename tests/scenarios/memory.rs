@@ -410,3 +410,15 @@ async fn instances_sharing_the_state_send_a_notification_to_a_channel_once() {
     }
     assert_eq!(*channel.sent.lock().unwrap(), vec![n.id.clone()]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_the_same_removal_in_one_instance_is_restored_and_announced_once() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    let messages: Vec<_> = (0..20)
+        .map(|_| s.removal(P, NODE_ROLE, &node_sa(P), "alice@example.com"))
+        .collect();
+    futures::future::join_all(messages.iter().map(|m| s.deliver(m.clone()))).await;
+    assert_eq!(s.writes(), 1);
+    assert_eq!(s.sink.outcomes(), vec!["restored"]);
+}
