@@ -420,6 +420,8 @@ struct Tally {
     summary: Summary,
     exit_code: i32,
     by_outcome: BTreeMap<&'static str, usize>,
+    /// Node accounts `ok` on the allow side whose deny policies were partly not read.
+    deny_unchecked: usize,
 }
 
 impl Tally {
@@ -428,7 +430,20 @@ impl Tally {
         self.exit_code = self.exit_code.max(exit_code(std::slice::from_ref(report)));
         for f in &report.findings {
             *self.by_outcome.entry(outcome_label(f.outcome)).or_default() += 1;
+            if f.finding.deny_check.is_some() {
+                self.deny_unchecked += 1;
+            }
         }
+    }
+
+    /// The line about `ok*` accounts, if any: how many, and what would read their deny policies.
+    fn deny_line(&self) -> Option<String> {
+        (self.deny_unchecked > 0).then(|| {
+            format!(
+                "{} node account(s) ok*: granted everything, some deny policies not read (Google's 5 IAM v2 reads a minute, or no permission); a later run reads more (reads are cached for limits.deny_policy_max_age_minutes), or give --iam-v2-wait SECONDS",
+                self.deny_unchecked
+            )
+        })
     }
 }
 
@@ -570,6 +585,9 @@ impl<W: Write> TableStream<W> {
             counts.total,
             elapsed.as_secs_f64()
         )?;
+        if let Some(deny) = tally.deny_line() {
+            writeln!(self.out, "{deny}")?;
+        }
         self.out.flush()
     }
 }
@@ -699,6 +717,8 @@ fn permission_cell(f: &crate::domain::evaluate::Finding, permission: &str) -> Ce
         ("unknown".to_owned(), Tone::Warn)
     } else if f.principal.is_none() || f.status == Status::Incomplete {
         (f.status.as_str().to_owned(), Tone::Warn)
+    } else if f.deny_check.is_some() {
+        ("ok*".to_owned(), Tone::Good)
     } else if f.expires_at.is_some() {
         ("ok (until)".to_owned(), Tone::Warn)
     } else {
@@ -1061,6 +1081,10 @@ pub fn render_table(reports: &[ProjectReport], mode: &str) -> String {
         style,
     ));
     s.push('\n');
+    if let Some(deny) = tally.deny_line() {
+        s.push_str(&deny);
+        s.push('\n');
+    }
     s
 }
 
@@ -1114,6 +1138,7 @@ mod tests {
                 denied_permissions: Vec::new(),
                 denied_by: Vec::new(),
                 org_policy: None,
+                deny_check: None,
             },
             decision,
             outcome,
@@ -1132,6 +1157,27 @@ mod tests {
             actions: Vec::new(),
             error: None,
         }
+    }
+
+    #[test]
+    fn an_account_whose_deny_policies_were_not_all_read_is_ok_star_with_one_line_saying_why() {
+        let mut f = finding(
+            RequirementId::NodeSaPermissions,
+            "serviceAccount:nodes@p.iam.gserviceaccount.com",
+            Status::Ok,
+            Outcome::Healthy,
+        );
+        f.finding.deny_check = Some(crate::domain::evaluate::DenyCheck {
+            unread: vec!["the deny policies of folders/1 (IAM v2 read quota)".to_owned()],
+        });
+        let table = render_table(&[project("p", vec![f])], "dry-run");
+        assert!(table.contains("ok*"), "{table}");
+        assert!(
+            table.contains("1 node account(s) ok*") && table.contains("--iam-v2-wait"),
+            "{table}"
+        );
+        let plain = render_table(&sample(), "dry-run");
+        assert!(!plain.contains("ok*"), "{plain}");
     }
 
     fn sample() -> Vec<ProjectReport> {

@@ -96,6 +96,18 @@ pub struct Finding {
     /// created without roles under `iam.automaticIamGrantsForDefaultServiceAccounts`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org_policy: Option<String>,
+    /// `ok` on the allow side, with deny policies that could not be read (Google's IAM v2 quota, no
+    /// permission): which, and why. Not a problem: a deny rule can only take access away, and the
+    /// next read (cached across runs) settles it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_check: Option<DenyCheck>,
+}
+
+/// Deny policies an `ok` verdict did not see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DenyCheck {
+    /// Each attachment point not read, with why (`the deny policies of folders/1 (...)`).
+    pub unread: Vec<String>,
 }
 
 impl Finding {
@@ -121,6 +133,7 @@ impl Finding {
             denied_permissions: Vec::new(),
             denied_by: Vec::new(),
             org_policy: None,
+            deny_check: None,
         }
     }
 }
@@ -567,9 +580,9 @@ fn evaluate_permissions(
         )
     } else if !state.access.deny_unreadable.is_empty() {
         (
-            Status::Incomplete,
+            Status::Ok,
             format!(
-                "{email} is granted every node permission, but whether a deny rule blocks one is unknown: {} could not be read",
+                "{email} holds every node permission; not checked against deny policies that could not be read: {}",
                 state.access.deny_unreadable.join(", ")
             ),
         )
@@ -584,6 +597,11 @@ fn evaluate_permissions(
     );
     f.denied_permissions = denied;
     f.denied_by = denied_by;
+    if status == Status::Ok && !state.access.deny_unreadable.is_empty() {
+        f.deny_check = Some(DenyCheck {
+            unread: state.access.deny_unreadable.clone(),
+        });
+    }
     org_policy_cause(state, email, &mut f);
     if status == Status::Ok {
         // Time-bound: the permissions hold until the first of them ends.

@@ -363,6 +363,7 @@ mod tests {
             denied_permissions: Vec::new(),
             denied_by: Vec::new(),
             org_policy: None,
+            deny_check: None,
         }
     }
 

@@ -229,6 +229,9 @@ pub struct Notification {
     /// Full names of the deny policies that block them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub denied_by: Vec<String>,
+    /// On an `ok` verdict: deny policies that could not be read (attachment point and why).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_unread: Vec<String>,
 }
 
 impl Notification {
@@ -380,6 +383,11 @@ pub fn build(
         .flatten(),
         expires_at: f.expires_at.clone(),
         denied_permissions: f.denied_permissions.clone(),
+        deny_unread: f
+            .deny_check
+            .as_ref()
+            .map(|d| d.unread.clone())
+            .unwrap_or_default(),
         denied_by: {
             let mut names: Vec<String> = f
                 .denied_by

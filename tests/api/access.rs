@@ -201,10 +201,16 @@ fn statuses(doc: &Value) -> BTreeMap<String, (String, String)> {
                 .next()
                 .unwrap()
                 .to_owned();
+            // `ok*`: ok on the allow side with deny policies not read (`deny_check` names them).
+            let star = if f.get("deny_check").is_some() {
+                "*"
+            } else {
+                ""
+            };
             (
                 short,
                 (
-                    f["status"].as_str().unwrap().to_owned(),
+                    format!("{}{star}", f["status"].as_str().unwrap()),
                     f["outcome"].as_str().unwrap().to_owned(),
                 ),
             )
@@ -353,7 +359,7 @@ async fn scan_apply_restores_exactly_what_no_deny_rule_blocks_and_names_the_bloc
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn without_permission_to_read_deny_policies_verdicts_are_incomplete_and_said_once() {
+async fn without_permission_to_read_deny_policies_verdicts_are_ok_star_and_said_once() {
     let sim = start_sim(&world_file("deny-policies.yaml")).await;
     sim.set_faults(Faults {
         deny: ["iam.denypolicies.list".to_owned()].into(),
@@ -361,8 +367,11 @@ async fn without_permission_to_read_deny_policies_verdicts_are_incomplete_and_sa
     });
     let (doc, stderr) = scan_json(&sim, &["deny-prod", "deny-dev"], Scan::Report, &[]).await;
     let s = statuses(&doc);
-    assert_eq!(s["dev-nodes@deny-dev"].0, "incomplete", "{s:?}");
-    assert_eq!(s["legacy@deny-prod"].0, "incomplete", "never ok on a guess");
+    assert_eq!(s["dev-nodes@deny-dev"].0, "ok*", "{s:?}");
+    assert_eq!(
+        s["legacy@deny-prod"].0, "ok*",
+        "never a plain ok on a guess: the deny check names what it could not read"
+    );
     assert_eq!(
         s["bare@deny-prod"].0, "missing",
         "a missing grant is still missing"

@@ -124,7 +124,8 @@ async fn an_exception_principal_or_a_lapsed_denial_condition_leaves_the_account_
 }
 
 #[tokio::test(start_paused = true)]
-async fn without_permission_to_read_deny_policies_a_healthy_account_is_incomplete_not_ok() {
+async fn without_permission_to_read_deny_policies_a_healthy_account_is_ok_naming_what_was_not_read()
+{
     let s = Scenario::with(ENFORCE, |c| c.notify_healthy = true);
     s.cloud.break_method("denypolicies.list", Fault::DENIED);
     assert_eq!(s.deliver(s.sweep(&[P])).await, Verdict::Ack);
@@ -137,9 +138,14 @@ async fn without_permission_to_read_deny_policies_a_healthy_account_is_incomplet
                 && n.requirement == "node-sa-permissions"
         })
         .expect("notified");
-    assert_eq!(node.status.as_str(), "incomplete");
-    assert_eq!(node.outcome, Outcome::Unknown);
+    assert_eq!(node.status.as_str(), "ok");
+    assert_eq!(node.outcome, Outcome::Healthy);
     assert!(node.detail.contains("deny policies"), "{}", node.detail);
+    assert!(
+        node.deny_unread.iter().any(|u| u.contains(ORG)),
+        "{:?}",
+        node.deny_unread
+    );
     assert_eq!(s.writes(), 0);
 }
 
@@ -357,7 +363,7 @@ async fn after_the_max_age_a_run_reads_deny_policies_again() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_spent_deny_read_budget_makes_a_would_be_ok_verdict_incomplete_naming_the_quota_without_waiting_or_failing()
+async fn a_spent_deny_read_budget_leaves_a_would_be_ok_verdict_ok_naming_the_quota_without_waiting_or_failing()
  {
     let cloud = FakeCloud::default();
     cloud.add_healthy_project(P, P_NUMBER, Some(ORG));
@@ -377,8 +383,10 @@ async fn a_spent_deny_read_budget_makes_a_would_be_ok_verdict_incomplete_naming_
     );
     assert!(report.error.is_none(), "{:?}", report.error);
     let node = node_finding(&report);
-    assert_eq!(node.finding.status.as_str(), "incomplete");
-    assert_eq!(node.outcome, Outcome::Unknown);
+    assert_eq!(node.finding.status.as_str(), "ok");
+    assert_eq!(node.outcome, Outcome::Healthy, "not a problem to announce");
+    let unread = &node.finding.deny_check.as_ref().expect("deny_check").unread;
+    assert_eq!(unread.len(), 2, "{unread:?}");
     let detail = &node.finding.detail;
     let project = format!("projects/{P_NUMBER}");
     for named in [
@@ -424,11 +432,16 @@ async fn deny_policies_are_read_again_once_the_budget_has_room() {
     let r = remediator(&cloud, DRY_RUN, false);
     let info = cloud.get_project(P).await.unwrap();
     let first = r.remediate(&info).await;
-    assert_eq!(node_finding(&first).finding.status.as_str(), "incomplete");
+    assert_eq!(node_finding(&first).finding.status.as_str(), "ok");
+    assert!(node_finding(&first).finding.deny_check.is_some());
     // A refusal is not cached: a minute later the same run's next look reads them.
     tokio::time::advance(IAM_V2_WINDOW).await;
     let second = r.remediate(&info).await;
     assert_eq!(node_finding(&second).finding.status.as_str(), "ok");
+    assert!(
+        node_finding(&second).finding.deny_check.is_none(),
+        "read now"
+    );
     assert_eq!(cloud.calls("denypolicies.list"), 2);
 }
 

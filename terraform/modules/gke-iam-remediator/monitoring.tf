@@ -57,7 +57,7 @@ resource "google_logging_metric" "outcomes" {
 }
 
 # The ledger's totals: the service (after every sweep) and the job (after every run) log one line
-# `jsonPayload.message = "ledger totals"` with the integer fields open_findings and pending_notifications,
+# `jsonPayload.message = "ledger totals"` with the integer fields openFindings and pendingNotifications,
 # read from the shared state store. Each field becomes a DISTRIBUTION metric through a value extractor
 # (a log-based metric extracts one value, so one metric per field); the dashboard plots their mean per
 # hour. Same resource filter as the outcome metric, and created as early.
@@ -66,6 +66,7 @@ locals {
     open_findings         = "open findings in the ledger"
     pending_notifications = "notifications waiting in the outbox"
   }
+  ledger_field  = { open_findings = "openFindings", pending_notifications = "pendingNotifications" }
   ledger_metric = { for k, _ in local.ledger_totals : k => "logging.googleapis.com/user/${var.name}-${replace(k, "_", "-")}" }
 }
 
@@ -79,7 +80,8 @@ resource "google_logging_metric" "ledger" {
     "((resource.type=\"cloud_run_revision\" AND resource.labels.service_name=\"${local.service_name}\") OR (resource.type=\"cloud_run_job\" AND resource.labels.job_name=\"${local.job_name}\"))",
     "jsonPayload.message=\"ledger totals\"",
   ])
-  value_extractor = "EXTRACT(jsonPayload.${each.key})"
+  # The service logs through tracing-stackdriver, which writes field names in camelCase.
+  value_extractor = "EXTRACT(jsonPayload.${local.ledger_field[each.key]})"
 
   metric_descriptor {
     metric_kind  = "DELTA"
