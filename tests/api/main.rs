@@ -10,6 +10,7 @@ mod faults;
 mod frontend;
 mod hygiene;
 mod job;
+mod memory;
 mod notify;
 mod qa_worlds;
 mod scan;

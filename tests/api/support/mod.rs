@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod firestore;
+pub mod fleet;
 pub mod frontend;
 
 use std::net::{SocketAddr, TcpListener};
