@@ -246,21 +246,21 @@ impl ProjectLedger {
             (o, _) => Announce::Outcome(o),
         };
         // A restored finding is healthy from now on: a later healthy run announces nothing.
-        let stored = if outcome == Outcome::Restored {
-            Outcome::Healthy
+        let (stored, status) = if outcome == Outcome::Restored {
+            (Outcome::Healthy, Status::Ok)
         } else {
-            outcome
+            (outcome, finding.finding.status)
         };
         let announced =
             prev.as_ref().map_or(0, |p| p.announced) + u32::from(announce != Announce::Nothing);
         let since_ms = match &prev {
-            Some(p) if p.outcome == stored && p.status == finding.finding.status => p.since_ms,
+            Some(p) if p.outcome == stored && p.status == status => p.since_ms,
             _ => now_ms,
         };
         self.findings.insert(
             key,
             Entry {
-                status: finding.finding.status,
+                status,
                 outcome: stored,
                 since_ms,
                 announced,
@@ -484,6 +484,14 @@ mod tests {
                 "not a resolution"
             );
         }
+        // The restored finding is stored healthy and ok: a healthy run changes nothing stored.
+        assert_eq!(
+            say(&mut l, Outcome::Restored, Status::Missing),
+            Announce::Outcome(Outcome::Restored)
+        );
+        let after_restoration = l.clone();
+        assert_eq!(say(&mut l, Outcome::Healthy, Status::Ok), Announce::Nothing);
+        assert_eq!(l, after_restoration);
     }
 
     #[test]
