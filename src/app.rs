@@ -46,12 +46,6 @@ pub struct EngineArgs {
     /// Inventory snapshot.
     #[arg(long, env = "REMEDIATOR_NO_ASSET_INVENTORY")]
     pub no_asset_inventory: bool,
-    /// Where the state every instance and run shares is kept (the finding ledger, the outbox, the
-    /// flapping counts): `firestore://projects/P/databases/D` (Cloud Run), `file:DIR` or `memory`.
-    /// Unset: memory, and every guarantee holds per instance only (said at start-up and in
-    /// `/healthz`).
-    #[arg(long, env = "REMEDIATOR_STATE")]
-    pub state: Option<String>,
     /// Hours between reminders of open problems (one notification per open finding, at most that
     /// often per project; 0: never). Default: 24 in enforce mode, never in dry-run.
     #[arg(long, env = "REMEDIATOR_REMINDER_HOURS")]
@@ -225,7 +219,7 @@ async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Ar
     config.asset_inventory = !args.no_asset_inventory;
     config.deny_read_budget = runtime.deny_read_budget;
     config.reminder = reminder_interval(args.reminder_hours, config.policy.mode);
-    let state = open_state(args.state.as_deref())?;
+    let state = open_state(args.gcp.state.as_deref())?;
     Ok(Engine::with_state(
         runtime.cloud.clone(),
         config,
@@ -246,22 +240,7 @@ fn reminder_interval(hours: Option<u64>, mode: crate::domain::rules::Mode) -> Op
 
 /// The state store `REMEDIATOR_STATE` names (memory when unset, with a warning on Cloud Run).
 fn open_state(setting: Option<&str>) -> anyhow::Result<Arc<crate::engine::shared::SharedState>> {
-    use crate::state::StateLocation;
-    let location: StateLocation = match setting.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => s
-            .parse()
-            .map_err(|e| anyhow::anyhow!("REMEDIATOR_STATE: {e}"))?,
-        None => StateLocation::Memory,
-    };
-    let store: Arc<dyn crate::ports::StateStore> = match &location {
-        StateLocation::Firestore(_) => {
-            crate::gcp::firestore::FirestoreStore::connect(&location.to_string())
-                .map_err(|e| anyhow::anyhow!("REMEDIATOR_STATE: {e}"))?
-        }
-        local => {
-            crate::state::open_local(local).map_err(|e| anyhow::anyhow!("REMEDIATOR_STATE: {e}"))?
-        }
-    };
+    let store = crate::scan::open_store(setting, None).map_err(anyhow::Error::msg)?;
     let info = store.info();
     let on_cloud_run =
         std::env::var_os("K_SERVICE").is_some() || std::env::var_os("CLOUD_RUN_JOB").is_some();
@@ -373,7 +352,7 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
             .ok_or_else(|| {
                 anyhow::anyhow!("--deliver-notifications: the policy has no notifications channels")
             })?;
-        let state = open_state(args.engine.state.as_deref())?;
+        let state = open_state(args.engine.gcp.state.as_deref())?;
         if state.info().shared {
             deliverer.share_record(state);
         }

@@ -86,6 +86,9 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     let reads = crate::scan::IamV2Reads::Budget(crate::scan::CLI_IAM_V2_WAIT);
     let gcp = Arc::new(args.gcp.connect(reads)?);
     let mut options = Options::new(PolicyFile::default().remediation);
+    options.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
+        args.gcp.command_store()?,
+    ));
     options.deny_read_budget = gcp.client().iam_v2_budget();
     options.troubleshooter = args.troubleshooter;
     options.read_ahead = true;

@@ -55,6 +55,13 @@ pub struct GcpArgs {
     /// free is not made. Deny policies not read are reported as such.
     #[arg(long, value_name = "SECONDS", env = "REMEDIATOR_IAM_V2_WAIT_SECONDS")]
     pub iam_v2_wait: Option<u64>,
+    /// Where state is kept (the finding ledger, restorations, the deny-policy cache):
+    /// `firestore://projects/P/databases/D`, `file:DIR` or `memory`. Default: `serve` and `job`
+    /// memory (guarantees per instance only, said at start-up); `scan` and `explain` a file store
+    /// under `$XDG_STATE_HOME/gke-iam-remediator` (deny-policy reads reused across runs), or memory
+    /// with `--api-endpoint`.
+    #[arg(long, value_name = "LOCATION", env = "REMEDIATOR_STATE")]
+    pub state: Option<String>,
 }
 
 /// The span of the quota `scan` and `explain` spend on deny-policy reads by default: a world with up
@@ -77,6 +84,41 @@ pub enum SetupError {
     /// Standard output could not be written.
     #[error("writing the output: {0}")]
     Output(#[from] std::io::Error),
+}
+
+/// Opens the store a `--state` setting names; unset: `default` (memory when `None`).
+pub fn open_store(
+    setting: Option<&str>,
+    default: Option<crate::state::StateLocation>,
+) -> Result<Arc<dyn crate::ports::StateStore>, String> {
+    use crate::state::StateLocation;
+    let location = match setting.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => s
+            .parse::<StateLocation>()
+            .map_err(|e| format!("REMEDIATOR_STATE: {e}"))?,
+        None => default.unwrap_or(StateLocation::Memory),
+    };
+    match &location {
+        StateLocation::Firestore(_) => {
+            let store = crate::gcp::firestore::FirestoreStore::connect(&location.to_string())
+                .map_err(|e| format!("REMEDIATOR_STATE: {e}"))?;
+            Ok(store)
+        }
+        local => crate::state::open_local(local).map_err(|e| format!("REMEDIATOR_STATE: {e}")),
+    }
+}
+
+impl GcpArgs {
+    /// The store of a one-shot command (`scan`, `explain`): the setting, else a file store under
+    /// the user's state directory against Google, memory against the simulator (its worlds reuse
+    /// project numbers).
+    pub fn command_store(&self) -> Result<Arc<dyn crate::ports::StateStore>, SetupError> {
+        let default = self
+            .api_endpoint
+            .is_none()
+            .then(|| crate::state::StateLocation::File(crate::state::default_local_dir()));
+        open_store(self.state.as_deref(), default).map_err(SetupError::Usage)
+    }
 }
 
 /// How a mode holds its deny-policy reads to the IAM v2 quota.
@@ -276,7 +318,15 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         ));
     }
     let gcp = Arc::new(args.gcp.connect(IamV2Reads::Budget(CLI_IAM_V2_WAIT))?);
+    let store = args.gcp.command_store()?;
     let mut options = Options::new(policy);
+    options.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
+        store.clone(),
+    ));
+    if args.apply {
+        // Writes are recorded (intent, restoration) like the service's.
+        options.state = Some(crate::engine::shared::SharedState::new(store));
+    }
     options.deny_read_budget = gcp.client().iam_v2_budget();
     options.apply = args.apply;
     options.troubleshooter = args.troubleshooter;

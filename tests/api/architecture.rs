@@ -23,7 +23,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["domain", "intake", "policy", "notify", "ports", "clock"],
     ),
     ("server", &["engine", "intake", "notify", "ports", "domain"]),
-    ("scan", &["domain", "engine", "gcp", "policy", "ports"]),
+    (
+        "scan",
+        &["domain", "engine", "gcp", "policy", "ports", "state"],
+    ),
     (
         "explain",
         &["domain", "engine", "gcp", "policy", "ports", "scan"],
