@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::ledger::{self, Announce, Intent, ProjectLedger, Restoration, Rules};
+use super::ledger::{self, Announce, Cause, Intent, ProjectLedger, Restoration, Rules};
 use super::shared::SharedState;
 use crate::domain::plan::Decision;
 use crate::domain::report::{Failure, FindingReport, Outcome, ProjectReport};
@@ -230,7 +230,13 @@ impl Conclude {
                 Announce::Outcome(Outcome::Restored) => {}
                 Announce::Outcome(o) => {
                     let id = ledger::notification_id(project, key, o, n, "");
-                    doc.enqueue(self.build(report, finding, o, occasion, id));
+                    let mut notification = self.build(report, finding, o, occasion, id);
+                    if o == Outcome::Escalated
+                        && let Some(why) = repeated_cause(doc, key, &notification.evidence)
+                    {
+                        notification.detail = format!("{} {why}", notification.detail);
+                    }
+                    doc.enqueue(notification);
                 }
             }
         }
@@ -282,8 +288,13 @@ impl Conclude {
                 // Announced by a later run than the one that wrote: its report has no action.
                 n.actions.push(action_of(&r));
             }
+            let cause = Cause {
+                actor: n.evidence.actor.clone(),
+                tool: n.evidence.tool.clone(),
+            };
             doc.enqueue(n);
             doc.restorations[i].notified = true;
+            doc.restorations[i].cause = Some(cause).filter(|c| c.actor.is_some());
         }
         doc.forget_except(&keys);
         self.remind(doc, report, occasion, now_ms);
@@ -368,6 +379,40 @@ impl Conclude {
     }
 }
 
+/// When every restoration of a finding in the window, and the removal that escalated it, were
+/// caused by the same principal with the same kind of tool: says so, and where to fix it.
+fn repeated_cause(doc: &ProjectLedger, key: &str, now: &notify::Evidence) -> Option<String> {
+    let actor = now.actor.as_deref()?;
+    let kind = now.tool.as_ref().map(|t| t.kind);
+    let earlier: Vec<&Cause> = doc
+        .restorations
+        .iter()
+        .filter(|r| r.finding.as_deref() == Some(key))
+        .filter_map(|r| r.cause.as_ref())
+        .collect();
+    if earlier.is_empty()
+        || !earlier
+            .iter()
+            .all(|c| c.actor.as_deref() == Some(actor) && c.tool.as_ref().map(|t| t.kind) == kind)
+    {
+        return None;
+    }
+    let times = earlier.len() + 1;
+    let who = now.who();
+    let fix = match kind {
+        Some(crate::intake::tool::ToolKind::Terraform) => {
+            "This comes from Terraform: the next apply removes it again. Fix the configuration: add the member to the authoritative google_project_iam_binding or google_project_iam_policy (or grant it with google_project_iam_member), keep the role, and run `gke-iam-remediator check-plan` on `terraform show -json` in CI so the next removal is stopped at review time."
+        }
+        Some(k) if k.is_infrastructure_as_code() => {
+            "This comes from infrastructure as code: the next reconcile removes it again. Add the member to the resource that manages this role there, and keep the role."
+        }
+        _ => "Ask who made the change why, and fix the process or script that removes it.",
+    };
+    Some(format!(
+        "Removed {times} times within the window, every time by {who}. {fix}"
+    ))
+}
+
 fn restoration_of(intent: &Intent, now_ms: i64) -> Restoration {
     Restoration {
         action: intent.action.clone(),
@@ -376,6 +421,7 @@ fn restoration_of(intent: &Intent, now_ms: i64) -> Restoration {
         run: intent.run.clone(),
         etag_after: None,
         notified: false,
+        cause: None,
     }
 }
 
@@ -435,6 +481,7 @@ pub fn evidence_for(hint: &Hint, finding: &FindingReport) -> Evidence {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
         actor: e.actor.clone().filter(|_| related),
+        tool: e.tool.clone().filter(|_| related),
         method: e.method.clone().filter(|_| related),
         insert_id: e.insert_id.clone().filter(|_| related),
         log_timestamp: e.log_timestamp.clone().filter(|_| related),

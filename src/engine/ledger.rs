@@ -95,6 +95,20 @@ pub struct Restoration {
     pub etag_after: Option<String>,
     /// Its `restored` notification is in the outbox (or was published).
     pub notified: bool,
+    /// Who removed what it restored, with what tool, when the event said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Cause>,
+}
+
+/// The change a restoration answered: who, with what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cause {
+    /// The principal (audit log).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The tool (user agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<crate::intake::tool::Tool>,
 }
 
 /// A write about to be made.

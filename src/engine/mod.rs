@@ -1282,6 +1282,7 @@ fn sweep_hint() -> Hint {
         evidence: intake::Evidence {
             source: intake::Source::Sweep,
             actor: None,
+            tool: None,
             method: None,
             insert_id: None,
             log_timestamp: None,

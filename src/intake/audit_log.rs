@@ -85,6 +85,8 @@ pub(super) struct AuditLog<R, D> {
     #[serde(default)]
     authorization_info: Vec<AuthorizationInfo>,
     #[serde(default)]
+    request_metadata: Option<RequestMetadata>,
+    #[serde(default)]
     request: Option<R>,
     #[serde(default)]
     service_data: Option<D>,
@@ -250,6 +252,13 @@ struct AuthenticationInfo {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RequestMetadata {
+    #[serde(default)]
+    caller_supplied_user_agent: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
 struct AuthorizationInfo {
     #[serde(default)]
     resource: Option<String>,
@@ -363,6 +372,11 @@ where
         .authentication_info
         .as_ref()
         .and_then(|a| a.principal_email.clone());
+    evidence.tool = payload
+        .request_metadata
+        .as_ref()
+        .and_then(|m| m.caller_supplied_user_agent.as_deref())
+        .and_then(super::tool::identify);
     evidence.method = payload.method_name.clone();
     evidence.insert_id = entry.insert_id.clone();
     evidence.log_timestamp = entry

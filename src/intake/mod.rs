@@ -20,6 +20,7 @@ mod audit_log;
 mod envelope;
 mod recommendation;
 mod sweep;
+pub mod tool;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -141,6 +142,8 @@ pub struct Evidence {
     /// Who made the change (audit log `authenticationInfo.principalEmail`). The caller drops entries made
     /// by the remediator's own identity.
     pub actor: Option<String>,
+    /// The tool the actor used (from the audit log's `callerSuppliedUserAgent`), if known.
+    pub tool: Option<tool::Tool>,
     /// The audit log `methodName` (or the feed / recommender kind).
     pub method: Option<String>,
     /// The audit log `insertId`.
@@ -164,6 +167,7 @@ impl Evidence {
         Self {
             source,
             actor: None,
+            tool: None,
             method: None,
             insert_id: None,
             log_timestamp: None,

@@ -105,13 +105,7 @@ fn rows(n: &Notification) -> Vec<(&'static str, String)> {
             "Outcome",
             format!("{} (severity {}, mode {})", n.outcome, n.severity, n.mode),
         ),
-        (
-            "Who caused it",
-            n.evidence
-                .actor
-                .clone()
-                .unwrap_or_else(|| "unknown".to_owned()),
-        ),
+        ("Who caused it", n.evidence.who()),
         ("What was done", actions_lines(n).join("; ")),
     ];
     if !n.missing_permissions.is_empty() {

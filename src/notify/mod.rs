@@ -115,6 +115,10 @@ pub struct Evidence {
     /// Who caused the change (audit log principal), if known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// The tool the actor used (`kind`: terraform, config-connector, pulumi, gcloud, console,
+    /// client-library; `name` for people), from the audit log's user agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<crate::intake::tool::Tool>,
     /// Audit-log method name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
@@ -130,6 +134,19 @@ pub struct Evidence {
     /// Pub/Sub message id of the trigger.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
+}
+
+impl Evidence {
+    /// Who caused it, with what, for people: `alice@example.com with Terraform 1.7.5 with
+    /// terraform-provider-google 5.22.0`, or `unknown`.
+    pub fn who(&self) -> String {
+        match (&self.actor, &self.tool) {
+            (Some(actor), Some(tool)) => format!("{actor} with {}", tool.name),
+            (Some(actor), None) => actor.clone(),
+            (None, Some(tool)) => format!("someone with {}", tool.name),
+            (None, None) => "unknown".to_owned(),
+        }
+    }
 }
 
 /// One action in a notification.

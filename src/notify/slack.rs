@@ -121,12 +121,7 @@ pub fn single(n: &Notification) -> Value {
     } else {
         format!("{} ({})", code(&n.project_id), escape(&n.project_number))
     };
-    let actor = n
-        .evidence
-        .actor
-        .as_deref()
-        .map(escape)
-        .unwrap_or_else(|| "unknown".to_owned());
+    let actor = escape(&n.evidence.who());
     let fields = vec![
         field("Project", &project),
         field(

@@ -166,6 +166,9 @@ fn evidence() -> Evidence {
     Evidence {
         source: "audit-log".to_owned(),
         actor: Some("admin@example.com".to_owned()),
+        tool: gke_iam_remediator::intake::tool::identify(
+            "google-api-go-client/0.5 Terraform/1.7.5 (+https://www.terraform.io) terraform-provider-google/5.22.0",
+        ),
         method: Some("SetIamPolicy".to_owned()),
         insert_id: Some("1x2y3z4a5b".to_owned()),
         log_timestamp: Some("2026-11-29T00:31:00Z".to_owned()),
@@ -799,7 +802,7 @@ async fn a_slack_message_carries_header_fields_context_and_console_buttons() {
         AGENT,
         "roles/container.serviceAgent",
         "gke-service-agent",
-        "*Who caused it*\nadmin@example.com",
+        "*Who caused it*\nadmin@example.com with Terraform 1.7.5 with terraform-provider-google 5.22.0",
         "BwYV1xJ0a1c=",
         "BwYV1xK2b3d=",
     ] {
@@ -940,7 +943,7 @@ async fn an_email_arrives_over_smtp_as_multipart_text_and_html_with_outcome_and_
     assert!(body.contains("Content-Type: text/html"), "{body}");
     for want in [
         "Who caused it:",
-        "admin@example.com",
+        "admin@example.com with Terraform 1.7.5",
         "setIamPolicy: 403 PERMISSION_DENIED",
         &failed.id,
         &failed.links.iam,

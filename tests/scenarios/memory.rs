@@ -422,3 +422,68 @@ async fn a_burst_of_the_same_removal_in_one_instance_is_restored_and_announced_o
     assert_eq!(s.writes(), 1);
     assert_eq!(s.sink.outcomes(), vec!["restored"]);
 }
+
+/// `actor` removing the node role with a tool whose user agent is `agent`, as the log sink sends it.
+fn removal_with(s: &Scenario, actor: &str, agent: &str) -> gke_iam_remediator::intake::Message {
+    let mut m = s.removal(P, NODE_ROLE, &node_sa(P), actor);
+    let mut entry: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+    entry["protoPayload"]["requestMetadata"] =
+        serde_json::json!({"callerIp": "203.0.113.7", "callerSuppliedUserAgent": agent});
+    m.data = serde_json::to_vec(&entry).unwrap();
+    m
+}
+
+const TERRAFORM: &str = "google-api-go-client/0.5 Terraform/1.7.5 (+https://www.terraform.io) Terraform-Plugin-SDK/2.31.0 terraform-provider-google/5.22.0,gzip(gfe)";
+
+#[tokio::test(start_paused = true)]
+async fn an_escalation_caused_by_terraform_again_and_again_says_so_and_names_the_fix() {
+    let policy = "mode: enforce\nlimits:\n  max_restorations_per_binding: 2\n";
+    let s = Scenario::new(policy);
+    let fleet = instances(&s, policy, Arc::new(MemoryStore::shared()), 2);
+    for round in 0..3 {
+        s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+        let m = removal_with(&s, "ci@infra.iam.gserviceaccount.com", TERRAFORM);
+        fleet[round % 2].handle(&m, None).await;
+    }
+    let published = s.sink.published();
+    assert_eq!(s.sink.outcomes(), vec!["restored", "restored", "escalated"]);
+    let tool = published[0]
+        .evidence
+        .tool
+        .as_ref()
+        .expect("the tool is named");
+    assert_eq!(
+        tool.name,
+        "Terraform 1.7.5 with terraform-provider-google 5.22.0"
+    );
+    let escalation = &published[2].detail;
+    assert!(
+        escalation.contains("Removed 3 times within the window, every time by ci@infra.iam.gserviceaccount.com with Terraform 1.7.5"),
+        "{escalation}"
+    );
+    assert!(escalation.contains("check-plan"), "{escalation}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_escalation_by_different_people_does_not_blame_one_of_them() {
+    let policy = "mode: enforce\nlimits:\n  max_restorations_per_binding: 2\n";
+    let s = Scenario::new(policy);
+    let fleet = instances(&s, policy, Arc::new(MemoryStore::shared()), 1);
+    for actor in [
+        "ci@infra.iam.gserviceaccount.com",
+        "bob@example.com",
+        "ci@infra.iam.gserviceaccount.com",
+    ] {
+        s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+        fleet[0]
+            .handle(&removal_with(&s, actor, TERRAFORM), None)
+            .await;
+    }
+    let published = s.sink.published();
+    assert_eq!(s.sink.outcomes(), vec!["restored", "restored", "escalated"]);
+    assert!(
+        !published[2].detail.contains("every time by"),
+        "{}",
+        published[2].detail
+    );
+}

@@ -146,6 +146,7 @@ impl Remediator {
                         run: self.run.clone(),
                         etag_after: etag_after.clone(),
                         notified: false,
+                        cause: None,
                     });
                     doc.finish(&self.run, &key, restoration);
                 }
