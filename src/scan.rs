@@ -62,6 +62,11 @@ pub struct GcpArgs {
     /// with `--api-endpoint`.
     #[arg(long, value_name = "LOCATION", env = "REMEDIATOR_STATE")]
     pub state: Option<String>,
+    /// The project billed for API quota (`x-goog-user-project`), as `gcloud --billing-project`:
+    /// overrides the quota project of the credentials (`gcloud auth application-default
+    /// set-quota-project`).
+    #[arg(long, value_name = "PROJECT_ID", env = "REMEDIATOR_BILLING_PROJECT")]
+    pub billing_project: Option<String>,
 }
 
 /// The span of the quota `scan` and `explain` spend on deny-policy reads by default: a world with up
@@ -164,6 +169,7 @@ impl GcpArgs {
             iam_v2_wait_span,
             iam_v2_budget,
             timeout: Duration::from_secs(30),
+            billing_project: self.billing_project.clone(),
         })?;
         Ok(Gcp::new(client))
     }

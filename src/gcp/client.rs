@@ -53,22 +53,44 @@ impl Credentials {
             .with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
             .build_access_token_credentials()
             .map(Self::Adc)
-            .map_err(|e| ApiError::Auth(e.to_string()))
+            .map_err(|e| ApiError::Auth(no_credentials(&e.to_string())))
     }
 
-    async fn header(&self) -> Result<Option<String>, ApiError> {
+    /// The headers a request carries: `Authorization`, and for Application Default Credentials
+    /// with a quota project (what `gcloud auth application-default login` sets up)
+    /// `x-goog-user-project`, as Google's own clients send them.
+    async fn headers(&self) -> Result<http::HeaderMap, ApiError> {
+        let mut headers = http::HeaderMap::new();
         match self {
-            Self::Anonymous => Ok(None),
-            Self::Static(token) => Ok(Some(format!("Bearer {token}"))),
+            Self::Anonymous => {}
+            Self::Static(token) => {
+                let value =
+                    http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        ApiError::Auth("the access token is not a valid header value".to_owned())
+                    })?;
+                headers.insert(http::header::AUTHORIZATION, value);
+            }
             Self::Adc(creds) => {
-                let token = creds
-                    .access_token()
-                    .await
-                    .map_err(|e| ApiError::Auth(e.to_string()))?;
-                Ok(Some(format!("Bearer {}", token.token)))
+                use google_cloud_auth::credentials::{CacheableResource, CredentialsProvider};
+                match creds.headers(http::Extensions::new()).await {
+                    Ok(CacheableResource::New { data, .. }) => headers = data,
+                    Ok(CacheableResource::NotModified) => {
+                        return Err(ApiError::Auth(no_credentials("no token was returned")));
+                    }
+                    Err(e) => return Err(ApiError::Auth(no_credentials(&e.to_string()))),
+                }
             }
         }
+        Ok(headers)
     }
+}
+
+/// One line for credentials that cannot give a token, and what to do about it.
+fn no_credentials(cause: &str) -> String {
+    let first = cause.lines().next().unwrap_or(cause);
+    format!(
+        "no usable Google credentials ({first}): run `gcloud auth application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a key file), or give --api-endpoint to use the simulator"
+    )
 }
 
 /// Client-side pacing for one API (GCRA: a steady rate with a burst of one second's worth).
@@ -277,6 +299,9 @@ pub struct ClientConfig {
     pub iam_v2_budget: Option<u32>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The project billed for quota (`x-goog-user-project`), overriding the credentials' own
+    /// quota project (`--billing-project`).
+    pub billing_project: Option<String>,
 }
 
 /// The IAM v2 reads a one-shot run allows itself: what `per_minute` reads a minute allow within
@@ -327,6 +352,7 @@ impl Default for ClientConfig {
             iam_v2_wait_span: Duration::ZERO,
             iam_v2_budget: None,
             timeout: Duration::from_secs(30),
+            billing_project: None,
         }
     }
 }
@@ -359,6 +385,7 @@ pub struct Client {
     iam_v2_budget: Option<ReadBudget>,
     calls: BTreeMap<Api, AtomicU64>,
     retries: AtomicU64,
+    billing_project: Option<String>,
 }
 
 /// A request description: everything but the transport.
@@ -414,6 +441,7 @@ impl Client {
             iam_v2_budget: config.iam_v2_budget.map(ReadBudget::new),
             calls,
             retries: AtomicU64::new(0),
+            billing_project: config.billing_project,
         }))
     }
 
@@ -565,20 +593,25 @@ impl Client {
         if let Some(limiter) = self.limiters.get(&call.api).filter(|_| steady) {
             limiter.acquire().await;
         }
+        // Credentials first: a call that cannot be authenticated is not made, nor counted.
+        let mut headers = self.credentials.headers().await?;
+        if let Some(project) = &self.billing_project
+            && let Ok(value) = http::HeaderValue::from_str(project)
+        {
+            headers.insert("x-goog-user-project", value);
+        }
         if let Some(counter) = self.calls.get(&call.api) {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         let mut request = self
             .http
             .request(call.http_method.clone(), url)
-            .timeout(self.timeout);
+            .timeout(self.timeout)
+            .headers(headers);
         if !call.query.is_empty() {
             let pairs: Vec<(&str, &str)> =
                 call.query.iter().map(|(k, v)| (*k, v.as_str())).collect();
             request = request.query(&pairs);
-        }
-        if let Some(header) = self.credentials.header().await? {
-            request = request.header(reqwest::header::AUTHORIZATION, header);
         }
         if let Some(body) = call.body {
             request = request.json(body);
@@ -963,5 +996,85 @@ mod path_tests {
         ] {
             assert!(unsafe_path_char(p).is_some(), "{p}");
         }
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering one request `{}` and returning what it was sent.
+    async fn one_request() -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).await.unwrap();
+            let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}";
+            s.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase()
+        });
+        (base, task)
+    }
+
+    fn call() -> Call<'static, ()> {
+        Call {
+            api: Api::ResourceManager,
+            method: "projects.get",
+            permission: "resourcemanager.projects.get",
+            http_method: Method::GET,
+            path: "v3/projects/p".to_owned(),
+            query: Vec::new(),
+            body: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_billing_project_is_sent_as_x_goog_user_project_beside_the_token() {
+        let (base, asked) = one_request().await;
+        let client = Client::new(ClientConfig {
+            api_endpoint: Some(base),
+            credentials: Credentials::Static("t0k3n".to_owned()),
+            billing_project: Some("billed-project".to_owned()),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let _: serde_json::Value = client.send(call()).await.unwrap();
+        let request = asked.await.unwrap();
+        assert!(request.contains("authorization: bearer t0k3n"), "{request}");
+        assert!(
+            request.contains("x-goog-user-project: billed-project"),
+            "{request}"
+        );
+        assert_eq!(client.counts().total, 1);
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_credentials_fail_is_not_made_nor_counted() {
+        let client = Client::new(ClientConfig {
+            api_endpoint: Some("http://127.0.0.1:9/".to_owned()),
+            credentials: Credentials::Static("bad\ntoken".to_owned()),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let err = client
+            .send::<(), serde_json::Value>(call())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApiError::Auth(_)), "{err}");
+        assert_eq!(client.counts().total, 0);
+    }
+
+    #[test]
+    fn missing_credentials_are_one_line_naming_the_fix() {
+        let line = no_credentials("Fetching the token resulted in transient errors\nmore");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains("gcloud auth application-default login"),
+            "{line}"
+        );
+        assert!(line.contains("--api-endpoint"), "{line}");
     }
 }
