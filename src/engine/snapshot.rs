@@ -554,11 +554,24 @@ async fn judge(
     if in_scope && !matches!(root, ResourceRef::Organization(_)) && !chain.is_empty() {
         return Err(format!("its ancestors in the snapshot do not reach {root}"));
     }
+    let listed_clusters = snapshot
+        .clusters
+        .get(info.project_id.as_str())
+        .is_some_and(|c| !c.is_empty());
     let container_api = if snapshot
         .services
         .contains(&(info.project_number.to_string(), CONTAINER.to_owned()))
     {
         ApiState::Enabled
+    } else if listed_clusters {
+        // A partial asset set: clusters without the service that runs them. Never "not using GKE".
+        return Err(format!(
+            "the snapshot lists clusters of {} but not {CONTAINER} among its enabled services",
+            info.project_id
+        ));
+    } else if snapshot.services.is_empty() {
+        // No enabled-service asset at all: whether the Container API is on cannot be told.
+        return Err("the snapshot holds no enabled-service assets".to_owned());
     } else {
         ApiState::Disabled
     };

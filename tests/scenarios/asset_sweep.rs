@@ -622,3 +622,30 @@ async fn a_one_shot_job_sweep_spends_a_short_deny_read_budget_in_project_order_o
     assert_eq!(runs[1].1, runs[0].1, "the same points through Cloud Asset");
     assert_eq!(runs[1].0, runs[0].0, "identical reports");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_without_enabled_service_assets_re_verifies_its_gke_projects_live_never_drops_them()
+ {
+    let s = Scenario::new(DRY_RUN);
+    teams(&s.cloud, 2);
+    s.cloud
+        .remove_binding("team-1", NODE_ROLE, &node_sa("team-1"));
+    s.cloud.freeze_assets();
+    s.cloud.with(|w| {
+        w.frozen_assets
+            .as_mut()
+            .unwrap()
+            .retain(|(_, a)| !a.asset_type.starts_with("serviceusage.googleapis.com/"));
+    });
+    let (reports, _, discovery) = s.engine.sweep(&[], &[org()]).await.unwrap();
+    assert_eq!(reports.len(), 3);
+    assert_eq!(counts(&discovery), (0, 3), "every project re-verified live");
+    let team_1 = reports.iter().find(|r| r.project_id == "team-1").unwrap();
+    assert!(
+        team_1
+            .findings
+            .iter()
+            .any(|f| f.outcome.as_str() == "would-restore"),
+        "{team_1:?}"
+    );
+}
