@@ -539,6 +539,25 @@ impl Gcp {
         match self.client.send(call).await {
             Ok(sa) => Ok(Some(sa)),
             Err(e) if e.is_not_found() => Ok(None),
+            // Through `projects/-` Google answers 403 for an account that does not exist (it
+            // cannot check a permission on it): ask again in the account's own project, where
+            // absence is 404 and a 403 is a real refusal.
+            Err(e) if e.code() == Some(403) => match project_of_account(email) {
+                Some(project) => {
+                    let call = get(
+                        Api::Iam,
+                        "serviceAccounts.get",
+                        "iam.serviceAccounts.get",
+                        format!("v1/projects/{project}/serviceAccounts/{email}"),
+                    );
+                    match self.client.send(call).await {
+                        Ok(sa) => Ok(Some(sa)),
+                        Err(e) if e.is_not_found() => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -931,3 +950,51 @@ impl Gcp {
 
 /// Pages of 1,000 entries one audit-log read follows at most.
 const MAX_AUDIT_PAGES: usize = 20;
+
+/// The project a service account's email names: `NAME@PROJECT.iam.gserviceaccount.com`,
+/// `PROJECT@appspot.gserviceaccount.com`, `NUMBER-compute@developer.gserviceaccount.com`.
+fn project_of_account(email: &str) -> Option<String> {
+    let (local, domain) = email.split_once('@')?;
+    let project = if let Some(p) = domain.strip_suffix(".iam.gserviceaccount.com") {
+        p
+    } else if domain == "appspot.gserviceaccount.com" {
+        local
+    } else if domain == "developer.gserviceaccount.com" {
+        local.strip_suffix("-compute")?
+    } else {
+        return None;
+    };
+    (!project.is_empty()
+        && project
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    .then(|| project.to_owned())
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::project_of_account;
+
+    #[test]
+    fn an_accounts_project_is_read_from_its_email() {
+        assert_eq!(
+            project_of_account("nodes@shop-prod.iam.gserviceaccount.com").as_deref(),
+            Some("shop-prod")
+        );
+        assert_eq!(
+            project_of_account("123-compute@developer.gserviceaccount.com").as_deref(),
+            Some("123")
+        );
+        assert_eq!(
+            project_of_account("shop@appspot.gserviceaccount.com").as_deref(),
+            Some("shop")
+        );
+        assert_eq!(
+            project_of_account("service-1@container-engine-robot.iam.gserviceaccount.com")
+                .as_deref(),
+            Some("container-engine-robot")
+        );
+        assert_eq!(project_of_account("x@example.com"), None);
+        assert_eq!(project_of_account("a@p/../q.iam.gserviceaccount.com"), None);
+    }
+}

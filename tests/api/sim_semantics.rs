@@ -197,8 +197,17 @@ async fn limits_unknown_roles_and_missing_projects_answer_like_google() {
         (status, err["error"]["status"].as_str()),
         (404, Some("NOT_FOUND"))
     );
+    // Through `projects/-` Google refuses an account it cannot find (403); in its project, 404.
     let (status, err) = api
         .get("v1/projects/-/serviceAccounts/ghost@demo-project.iam.gserviceaccount.com")
+        .await;
+    assert_eq!(
+        (status, err["error"]["status"].as_str()),
+        (403, Some("PERMISSION_DENIED")),
+        "{err}"
+    );
+    let (status, err) = api
+        .get("v1/projects/demo-project/serviceAccounts/ghost@demo-project.iam.gserviceaccount.com")
         .await;
     assert_eq!(
         (status, err["error"]["status"].as_str()),
@@ -332,7 +341,13 @@ async fn deleting_a_service_account_marks_its_members_deleted_and_undelete_rever
     assert_eq!(status, 200);
     let member = "deleted:serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com?uid=104619873021358217463";
     assert!(read_policy(&api).await.to_string().contains(member));
-    assert_eq!(api.get(sa).await.0, 404, "a deleted account is not found");
+    assert_eq!(
+        api.get(sa).await.0,
+        403,
+        "a deleted account is refused through projects/- (as Google does)"
+    );
+    let in_project = sa.replace("projects/-/", "projects/demo-project/");
+    assert_eq!(api.get(&in_project).await.0, 404, "and not found in its project");
 
     let (status, body) = api
         .post(

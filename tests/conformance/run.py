@@ -431,6 +431,9 @@ def _(c):
     expect(sa["email"].startswith("nodes-b@"), sa)
     e = raises(HttpError, lambda: c.iam.projects().serviceAccounts().get(
         name="projects/-/serviceAccounts/ghost@conf-project.iam.gserviceaccount.com").execute())
+    expect(e.resp.status == 403 and json.loads(e.content)["error"]["status"] == "PERMISSION_DENIED", e.content)
+    e = raises(HttpError, lambda: c.iam.projects().serviceAccounts().get(
+        name=f"projects/{PROJECT}/serviceAccounts/ghost@conf-project.iam.gserviceaccount.com").execute())
     expect(e.resp.status == 404 and json.loads(e.content)["error"]["status"] == "NOT_FOUND", e.content)
 
 

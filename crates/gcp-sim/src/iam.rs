@@ -203,7 +203,17 @@ fn find(c: &Ctx<'_>, project: &str, key: &str, deleted: bool) -> ApiResult<(usiz
             only.is_none_or(|p| p == pi)
                 && c.st.projects[pi].service_accounts[si].deleted_at.is_some() == deleted
         })
-        .ok_or_else(|| ApiError::not_found(format!("Unknown service account {key}.")))
+        .ok_or_else(|| {
+            if project == "-" {
+                // Google cannot check a permission on an account it cannot place in a project: an
+                // unknown account read through `projects/-` is refused, not reported missing.
+                ApiError::denied_or_missing(format!(
+                    "Permission 'iam.serviceAccounts.get' denied on resource (or it may not exist): projects/-/serviceAccounts/{key}."
+                ))
+            } else {
+                ApiError::not_found(format!("Unknown service account {key}."))
+            }
+        })
 }
 
 fn get_sa(c: &mut Ctx<'_>, project: &str, key: &str) -> ApiResult<Value> {
