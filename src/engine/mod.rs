@@ -398,6 +398,15 @@ impl Engine {
             }
             work.push(hint);
         }
+        // A sweep request goes through the one sweep driver `job --sweep` uses: the same
+        // discovery, one write budget for the whole sweep, the same recommendation settlement.
+        if !work.is_empty()
+            && work
+                .iter()
+                .all(|h| h.evidence.source == intake::Source::Sweep)
+        {
+            return self.sweep_request(&work, trace_id).await;
+        }
         let mut verdict = Verdict::Ack;
         for hint in &work {
             if let Verdict::Retry(r) = self.handle_hint(hint, trace_id).await {
@@ -405,6 +414,66 @@ impl Engine {
             }
         }
         verdict
+    }
+
+    /// A sweep request (Cloud Scheduler through Pub/Sub) as one sweep: its projects and roots (or
+    /// the configured scope), through [`Self::sweep_in`]. Retried when the scope cannot be listed
+    /// for a passing reason, when a project's run failed for one, or when notifications stay
+    /// unpublished; a retried sweep announces nothing twice (the ledger).
+    async fn sweep_request(self: &Arc<Self>, hints: &[Hint], trace_id: Option<&str>) -> Verdict {
+        let mut projects = Vec::new();
+        let mut roots = Vec::new();
+        for hint in hints {
+            let scope: Vec<ResourceRef> = match &hint.scope {
+                Scope::Project(p) => {
+                    projects.push(p.clone());
+                    continue;
+                }
+                Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}"))
+                    .into_iter()
+                    .collect(),
+                Scope::Organization(id) => ResourceRef::parse(&format!("organizations/{id}"))
+                    .into_iter()
+                    .collect(),
+                Scope::Configured => self.config.sweep_scope.clone(),
+            };
+            for r in scope {
+                match r {
+                    ResourceRef::Project(p) => projects.push(p.to_string()),
+                    other => roots.push(other),
+                }
+            }
+        }
+        let hint = hints.first().cloned().unwrap_or_else(sweep_hint);
+        let sweep: futures::future::BoxFuture<'_, _> =
+            Box::pin(self.sweep_in(&projects, &roots, &hint, trace_id, true));
+        match sweep.await {
+            Ok((reports, _, _)) => {
+                let mut verdict = Verdict::Ack;
+                for r in &reports {
+                    if let Verdict::Retry(why) = error::error_policy(r) {
+                        verdict = Verdict::Retry(why);
+                    }
+                }
+                let unpublished = self.unpublished();
+                if verdict == Verdict::Ack
+                    && let Some((id, why)) = unpublished.first()
+                {
+                    verdict = Verdict::Retry(format!(
+                        "{} notification(s) not published ({id}: {why})",
+                        unpublished.len()
+                    ));
+                }
+                verdict
+            }
+            Err(e) => {
+                let verdict = error::scope_policy(&e);
+                if verdict == Verdict::Ack {
+                    tracing::warn!(error = %e, "the sweep's scope cannot be listed; acknowledged");
+                }
+                verdict
+            }
+        }
     }
 
     /// Registers a delivery of `id` as the one handling it, or returns the receiver of the verdict of
@@ -546,24 +615,17 @@ impl Engine {
         {
             return verdict;
         }
-        // A sweep request of folders or organizations starts from a Cloud Asset Inventory snapshot;
-        // an event never does (the snapshot may not show the change the event reports yet).
-        let surveyed = match self.sweep_roots(hint) {
-            Some((projects, roots)) => self.survey_sweep(&projects, &roots).await,
-            None => None,
-        };
-        let (projects, from_snapshot) = match surveyed {
-            Some(found) => found,
-            None => match self.resolve(&hint.scope).await {
-                Ok(found) => found,
-                Err(e) => {
-                    let verdict = error::scope_policy(&e);
-                    if verdict == Verdict::Ack {
-                        tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
-                    }
-                    return verdict;
+        // An event never starts from a Cloud Asset Inventory snapshot (it may not show the change
+        // the event reports yet); sweep requests go through the sweep driver.
+        let (projects, from_snapshot) = match self.resolve(&hint.scope).await {
+            Ok(found) => found,
+            Err(e) => {
+                let verdict = error::scope_policy(&e);
+                if verdict == Verdict::Ack {
+                    tracing::warn!(scope = ?hint.scope, error = %e, "cannot resolve the hint's scope; acknowledged");
                 }
-            },
+                return verdict;
+            }
         };
         let delay = if hint.is_removal {
             Duration::from_secs(self.config.policy.grace_seconds)
@@ -594,83 +656,8 @@ impl Engine {
         let mut options = Options::new(self.config.policy.clone());
         options.deny_cache = self.deny_cache.clone();
         options.deny_read_budget = self.config.deny_read_budget;
+        options.lookup_reads_state = false;
         options
-    }
-
-    /// A sweep request's projects from a Cloud Asset Inventory snapshot: those to check live and the
-    /// reports of those it showed healthy. `None` when the snapshot cannot be read (said in the log):
-    /// the caller then resolves the scope project by project.
-    async fn survey_sweep(
-        &self,
-        projects: &[String],
-        roots: &[ResourceRef],
-    ) -> Option<(Vec<ProjectInfo>, Vec<RunResult>)> {
-        let resolver = Remediator::new(self.gcp.clone(), self.resolver_options());
-        let survey = match snapshot::survey(
-            &resolver,
-            roots,
-            &snapshot::SnapshotSettings::default(),
-        )
-        .await
-        {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "Cloud Asset Inventory cannot be read: every project of the sweep is checked live");
-                return None;
-            }
-        };
-        tracing::info!(discovery = %snapshot::Discovery::of(&survey).describe(), "sweep discovery");
-        // Projects named beside the roots and outside them are looked up at once; one that cannot be
-        // is reported on its own (a transient failure redelivers the sweep), never failing the rest.
-        let uncovered = survey.uncovered(projects);
-        let lookups = futures::future::join_all(
-            uncovered
-                .iter()
-                .map(|p| async move { (p, self.project(p).await) }),
-        )
-        .await;
-        let mut infos: Vec<ProjectInfo> = survey.suspects.into_iter().map(|s| s.info).collect();
-        let mut ready: Vec<RunResult> = survey.reports.into_iter().map(Arc::new).collect();
-        for (p, lookup) in lookups {
-            match lookup {
-                Ok(info) => infos.push(info),
-                Err(e) => ready.push(Arc::new(ProjectReport::failed(
-                    p.clone(),
-                    error::failure(&e),
-                ))),
-            }
-        }
-        Some((infos, ready))
-    }
-
-    /// The projects and the folders/organizations of a sweep request that has any folder or
-    /// organization in scope (`None` for events and project-only scopes).
-    fn sweep_roots(&self, hint: &Hint) -> Option<(Vec<String>, Vec<ResourceRef>)> {
-        if hint.evidence.source != intake::Source::Sweep || !self.config.asset_inventory {
-            return None;
-        }
-        let scope: Vec<ResourceRef> = match &hint.scope {
-            Scope::Project(_) => return None,
-            Scope::Folder(id) => vec![ResourceRef::parse(&format!("folders/{id}")).ok()?],
-            Scope::Organization(id) => {
-                vec![ResourceRef::parse(&format!("organizations/{id}")).ok()?]
-            }
-            Scope::Configured => self.config.sweep_scope.clone(),
-        };
-        let (projects, roots): (Vec<ResourceRef>, Vec<ResourceRef>) = scope
-            .into_iter()
-            .partition(|r| matches!(r, ResourceRef::Project(_)));
-        if roots.is_empty() {
-            return None;
-        }
-        let projects = projects
-            .iter()
-            .filter_map(|r| match r {
-                ResourceRef::Project(p) => Some(p.to_string()),
-                _ => None,
-            })
-            .collect();
-        Some((projects, roots))
     }
 
     /// Joins (or starts) the next run for the project and waits for its report.
@@ -826,6 +813,21 @@ impl Engine {
         projects: &[String],
         roots: &[ResourceRef],
     ) -> Result<(Vec<RunResult>, usize, snapshot::Discovery), ApiError> {
+        self.sweep_in(projects, roots, &sweep_hint(), None, false)
+            .await
+    }
+
+    /// The sweep driver: [`Self::sweep`] for a `hint` (a sweep request's, or the engine's own),
+    /// `redelivered` when a failed run's message comes back (its transient failures are not
+    /// announced then).
+    async fn sweep_in(
+        self: &Arc<Self>,
+        projects: &[String],
+        roots: &[ResourceRef],
+        hint: &Hint,
+        trace_id: Option<&str>,
+        redelivered: bool,
+    ) -> Result<(Vec<RunResult>, usize, snapshot::Discovery), ApiError> {
         let snapshot::Discovered {
             live: infos,
             failures,
@@ -841,26 +843,29 @@ impl Engine {
         // Every project at once; a short deny-read budget is spent in their order (by id).
         let order = deny_order::DenyOrder::needed(self.config.deny_read_budget, &infos)
             .then(|| deny_order::DenyOrder::new(infos.iter().map(|p| &p.project_id)));
-        let reports = futures::future::join_all(infos.into_iter().map(|p| {
-            let (budget, order) = (budget.clone(), order.clone());
-            async move {
-                let id = p.project_id.clone();
-                let report = self
-                    .run_coalesced_in(p, Duration::ZERO, budget, order.clone())
-                    .await;
-                if let Some(order) = order {
-                    order.pass(&id);
-                }
-                report
-            }
-        }))
-        .await;
-        let hint = sweep_hint();
+        let runs: Vec<futures::future::BoxFuture<'_, RunResult>> = infos
+            .into_iter()
+            .map(|p| {
+                let (budget, order) = (budget.clone(), order.clone());
+                let engine = self.clone();
+                Box::pin(async move {
+                    let id = p.project_id.clone();
+                    let report = engine
+                        .run_coalesced_in(p, Duration::ZERO, budget, order.clone())
+                        .await;
+                    if let Some(order) = order {
+                        order.pass(&id);
+                    }
+                    report
+                }) as futures::future::BoxFuture<'_, RunResult>
+            })
+            .collect();
+        let reports = futures::future::join_all(runs).await;
         let mut reports = reports;
         reports.extend(failures.into_iter().map(Arc::new));
         let mut marked = 0;
         for report in &reports {
-            self.conclude(report, &hint, None, SystemTime::now(), false)
+            self.conclude(report, hint, trace_id, SystemTime::now(), redelivered)
                 .await;
             if self.config.policy.mode == Mode::Enforce {
                 marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
@@ -869,7 +874,7 @@ impl Engine {
         // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
         // but their recommendations are left to a live check.
         for report in from_snapshot.into_iter().map(Arc::new) {
-            self.conclude(&report, &hint, None, SystemTime::now(), false)
+            self.conclude(&report, hint, trace_id, SystemTime::now(), redelivered)
                 .await;
             reports.push(report);
         }

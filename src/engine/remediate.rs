@@ -85,6 +85,10 @@ pub struct Options {
     /// name few projects and wait for the answer (`scan --project`, `explain`), not for `serve`,
     /// whose hints from earlier runs do the same without the waste.
     pub read_ahead: bool,
+    /// [`Remediator::resolve`] reads a named project's policy and clusters while it looks it up,
+    /// for this remediator's own run of it (`scan`, `explain`). Off for a remediator that only
+    /// resolves (an engine's sweep, whose runs are another remediator's): the lookup alone.
+    pub lookup_reads_state: bool,
 }
 
 impl Options {
@@ -115,6 +119,7 @@ impl Options {
             budget: None,
             clock: crate::clock::Clock::default(),
             read_ahead: false,
+            lookup_reads_state: true,
             state: None,
         }
     }
@@ -295,8 +300,14 @@ impl Remediator {
         // Every root's walk and every named project's lookup run at once (the client's rate limits pace
         // them); a named project's policy and clusters are read while it is looked up, for its run.
         let walks = futures::future::join_all(roots.iter().map(|root| self.walk(root)));
-        let lookups = futures::stream::iter(projects.iter())
-            .map(|p| self.look_up(p))
+        // Boxed with owned keys: the future stays `Send` for every caller (an engine's sweep
+        // request runs inside a message's handling).
+        let lookups = futures::stream::iter(projects.iter().cloned())
+            .map(
+                |p| -> futures::future::BoxFuture<'_, (String, Result<ProjectInfo, ApiError>)> {
+                    Box::pin(self.look_up(p))
+                },
+            )
             .buffer_unordered(self.options.concurrency.max(1))
             .collect::<Vec<_>>();
         let (walks, lookups) = tokio::join!(walks, lookups);
@@ -308,7 +319,7 @@ impl Remediator {
         }
         let mut failures = Vec::new();
         for (id, p) in lookups {
-            if out.contains_key(id) {
+            if out.contains_key(&id) {
                 // Also under a root: the root's listing stands (as if it was never looked up alone).
                 continue;
             }
@@ -316,9 +327,7 @@ impl Remediator {
                 Ok(p) => {
                     out.insert(p.project_id.to_string(), p);
                 }
-                Err(e) => {
-                    failures.push(ProjectReport::failed(id.clone(), super::error::failure(&e)))
-                }
+                Err(e) => failures.push(ProjectReport::failed(id, super::error::failure(&e))),
             }
         }
         failures.sort_by(|a, b| a.project_id.cmp(&b.project_id));
@@ -341,12 +350,16 @@ impl Remediator {
     }
 
     /// A named project's lookup, with its first-round reads started alongside and kept for its run.
-    async fn look_up<'a>(&self, key: &'a String) -> (&'a String, Result<ProjectInfo, ApiError>) {
-        let Ok(id) = ProjectId::parse(key) else {
-            return (key, self.gcp.get_project(key).await);
+    async fn look_up(&self, key: String) -> (String, Result<ProjectInfo, ApiError>) {
+        let id = match ProjectId::parse(&key) {
+            Ok(id) if self.options.lookup_reads_state => id,
+            _ => {
+                let info = self.gcp.get_project(&key).await;
+                return (key, info);
+            }
         };
         let (info, own) = tokio::join!(
-            self.gcp.get_project(key),
+            self.gcp.get_project(&key),
             self.read_own_first_round(&id, self.options.read_ahead)
         );
         if info.as_ref().is_ok_and(|i| i.project_id == id) {

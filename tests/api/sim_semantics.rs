@@ -347,7 +347,11 @@ async fn deleting_a_service_account_marks_its_members_deleted_and_undelete_rever
         "a deleted account is refused through projects/- (as Google does)"
     );
     let in_project = sa.replace("projects/-/", "projects/demo-project/");
-    assert_eq!(api.get(&in_project).await.0, 404, "and not found in its project");
+    assert_eq!(
+        api.get(&in_project).await.0,
+        404,
+        "and not found in its project"
+    );
 
     let (status, body) = api
         .post(

@@ -649,3 +649,31 @@ async fn a_snapshot_without_enabled_service_assets_re_verifies_its_gke_projects_
         "{team_1:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_request_and_job_sweep_share_one_write_budget_and_settle_recommendations_alike() {
+    let policy = "mode: enforce\nlimits:\n  max_writes_per_run: 2\n";
+    let message = Scenario::new(policy);
+    let job = Scenario::new(policy);
+    let mut names = Vec::new();
+    for s in [&message, &job] {
+        let ids = teams(&s.cloud, 4);
+        for id in &ids {
+            s.cloud.remove_binding(id, NODE_ROLE, &node_sa(id));
+        }
+        names.push(s.cloud.add_recommendation(P, super::P_NUMBER, "r1"));
+    }
+    let listed: Vec<&str> = ["team-1", "team-2", "team-3", "team-4", P].to_vec();
+    message.deliver(message.sweep(&listed)).await;
+    let owned: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+    job.engine.sweep(&owned, &[]).await.unwrap();
+    for s in [&message, &job] {
+        assert_eq!(s.writes(), 2, "one budget for the whole sweep");
+    }
+    assert_eq!(message.sink.outcomes(), job.sink.outcomes());
+    assert_eq!(
+        message.cloud.recommendation_state(&names[0]),
+        job.cloud.recommendation_state(&names[1])
+    );
+    assert_eq!(message.cloud.recommendation_state(&names[0]), "SUCCEEDED");
+}
