@@ -365,13 +365,16 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
 }
 
 #[tokio::test]
-async fn a_scan_waits_its_turn_in_googles_iam_v2_quota_and_reads_every_deny_policy() {
+async fn a_scan_asked_to_wait_takes_its_turns_in_googles_iam_v2_quota_and_reads_every_deny_policy()
+{
     // An organization, six folders and a few GKE projects: more deny attachment points than
-    // Google's 5 reads a minute, fewer than scan's default wait (four minutes) can take.
+    // Google's 5 reads a minute, fewer than four minutes of waiting (`--iam-v2-wait 240`) can take.
+    // Without it, scan never waits: the reads past the first five are left to later runs (ok*).
     let sim = start_sim(&generated_world(3, 0.0, 5)).await;
     google_iam_v2_quota(&sim);
     let mut args = vec!["scan", "--organization", ORG, "--format", "json"];
     args.extend(&FAST[2..]);
+    args.extend(["--iam-v2-wait", "240"]);
     let started = std::time::Instant::now();
     let run = remediator(&args, &sim).await;
     let took = started.elapsed();
