@@ -12,6 +12,7 @@
 //! - [`app`]: wiring: settings read once -> adapters -> engine -> mode (`serve`, `job`).
 //! - [`server`]: the `serve` HTTP service (push hygiene, OIDC, shutdown).
 //! - [`scan`], [`explain`], [`job`], [`demo`]: the commands (`job` owns the one Pub/Sub pull loop).
+//! - [`plan_guard`]: `check-plan`: what a Terraform plan would break, before it is applied.
 //! - [`engine`]: coalescing, de-duplication, grace, verify -> decide -> apply, the error policy.
 //! - [`ports`]: one small async trait per Google API the engine uses, and the notification sink.
 //! - [`intake`]: Pub/Sub messages -> hints (never trusted, only re-verified) and the verdict.
@@ -34,6 +35,7 @@ pub mod http;
 pub mod intake;
 pub mod job;
 pub mod notify;
+pub mod plan_guard;
 pub mod policy;
 pub mod ports;
 pub mod pubsub;

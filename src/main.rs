@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use gcp_sim as sim;
-use gke_iam_remediator::{app, demo, explain, scan};
+use gke_iam_remediator::{app, demo, explain, plan_guard, scan};
 
 /// Keeps the IAM bindings GKE needs in place: detect, restore safely, notify.
 #[derive(Parser)]
@@ -19,6 +19,8 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Explain, per required permission, why a service account holds it or not, and the fix.
     Explain(explain::ExplainArgs),
+    /// Say what a Terraform plan (`terraform show -json PLANFILE`) would break, before applying it.
+    CheckPlan(plan_guard::CheckPlanArgs),
     /// Run the self-contained demo: simulator, broken world, scan, restore, scan again.
     Demo(demo::DemoArgs),
     /// Run the local Google Cloud simulator.
@@ -47,6 +49,7 @@ async fn main() {
     let code = match cli.command {
         Command::Scan(args) => scan::run(args).await,
         Command::Explain(args) => explain::run(args).await,
+        Command::CheckPlan(args) => plan_guard::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Sim(args) => match sim::run_cli(args).await {
             Ok(()) => 0,

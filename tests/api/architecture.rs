@@ -32,6 +32,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["domain", "engine", "gcp", "policy", "ports", "scan"],
     ),
     (
+        "plan_guard",
+        &["domain", "engine", "gcp", "policy", "ports", "scan"],
+    ),
+    (
         "job",
         &["domain", "engine", "intake", "ports", "pubsub", "notify"],
     ),
