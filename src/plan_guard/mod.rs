@@ -579,7 +579,7 @@ fn check_offline(
         // (by number), or one project standing for any under them.
         projects.extend(agent_numbers(changes.iter().chain(befores.iter())));
         if projects.is_empty() {
-            projects.insert("any-project".to_owned());
+            projects.insert(offline::ANY_PROJECT.to_owned());
         }
         notes.push(format!(
             "which projects are under {} is not in the plan: checked as if above {}",
@@ -641,14 +641,18 @@ fn check_offline(
         let catalog = offline::catalog_for(roles);
         let findings_before = evaluate::evaluate(&before, &catalog, checks);
         let findings_after = evaluate::evaluate(&applied.state, &catalog, checks);
-        out.push(result(
+        let mut r = result(
             "plan",
             &findings_before,
             &findings_after,
             &applied,
             changes,
             &catalog,
-        ));
+        );
+        let (mut more, mut said) = offline::plan_only_findings(&applied, changes, &r.breaks);
+        r.breaks.append(&mut more);
+        notes.append(&mut said);
+        out.push(r);
     }
     out
 }

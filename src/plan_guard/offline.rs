@@ -20,8 +20,8 @@ use crate::domain::iam::{
     Binding, Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role, ServiceAccountEmail,
 };
 use crate::domain::requirements::{
-    NODE_SA_PERMISSIONS, ROLE_DEFAULT_NODE_SA, ROLE_EDITOR, ROLE_GKE_NODE_SERVICE_AGENT,
-    ROLE_GKE_SERVICE_AGENT,
+    CONTAINER_API, NODE_SA_PERMISSIONS, ROLE_DEFAULT_NODE_SA, ROLE_EDITOR,
+    ROLE_GKE_NODE_SERVICE_AGENT, ROLE_GKE_SERVICE_AGENT,
 };
 use crate::domain::state::{
     AccountState, ApiState, Cluster, NodePool, ProjectState, RoleCatalog, RoleLookup,
@@ -137,6 +137,7 @@ fn members_of(what: &What) -> Vec<&Member> {
             .chain(after.iter())
             .map(|g| &g.member)
             .collect(),
+        What::MemberRemove { grant } => vec![&grant.member],
         _ => Vec::new(),
     }
 }
@@ -214,6 +215,9 @@ pub fn google_grants(state: &mut ProjectState, default_account_editor: bool) {
     );
 }
 
+/// The project standing for any project under the folders and organizations a plan changes.
+pub const ANY_PROJECT: &str = "any-project";
+
 /// Placeholder number for a project whose number the plan does not show.
 pub const UNKNOWN_NUMBER: &str = "0";
 
@@ -254,6 +258,7 @@ pub fn state_before(
     let number = number_of(plan, project, all).or_else(|| number_of(plan, project, befores));
     let (id, number) = match (ProjectId::parse(project), number) {
         (Ok(id), Some(n)) => (id, n),
+        (Ok(id), None) if project == ANY_PROJECT => (id, UNKNOWN_NUMBER.to_owned()),
         (Ok(id), None) => {
             notes.push(format!(
                 "the number of project {project} is not in the plan: its GKE service agents (service-NUMBER@...) and Compute Engine default account could not be identified"
@@ -273,8 +278,47 @@ pub fn state_before(
         .iter()
         .map(|r| (r.clone(), Policy::default()))
         .collect();
+    // What Google grants once the Container API is on (the project is taken to use GKE), then what
+    // the configuration manages, then the grants the plan removes one by one (they must exist).
+    let assumed = state.project_number.as_str() != UNKNOWN_NUMBER;
+    if assumed {
+        google_grants(&mut state, true);
+        notes.push(format!(
+            "the live policy of project {} was not read: the GKE service agents and the Compute Engine default account are taken to hold what Google grants them",
+            state.project_id
+        ));
+    }
     let applied = apply::apply(&state, befores);
     let mut state = applied.state;
+    for c in all {
+        if let What::MemberRemove { grant } = &c.what
+            && apply::touches(&state, c)
+        {
+            state.policy.add_member(&grant.key.role, &grant.member);
+        }
+    }
+    if assumed {
+        // A grant the plan takes away on a folder or organization is taken to be the only one: the
+        // project-level grant assumed above is not kept beside it.
+        let own = format!("projects/{}", state.project_id);
+        let effects = apply::apply(&state, all).effects;
+        for (_, e) in effects {
+            if let apply::Effect::RemovedGrant {
+                resource,
+                role,
+                member,
+                ..
+            } = e
+                && resource != own
+            {
+                for b in state.policy.bindings.iter_mut().filter(|b| b.role == role) {
+                    b.members
+                        .retain(|m| !m.as_str().eq_ignore_ascii_case(member.as_str()));
+                }
+                state.policy.bindings.retain(|b| !b.members.is_empty());
+            }
+        }
+    }
     // Accounts the plan manages that exist before it.
     for c in befores {
         if let What::ServiceAccount {
@@ -327,9 +371,178 @@ pub fn state_before(
             autoprovisioning_service_account: None,
         });
     }
-    notes.push(format!(
-        "grants to project {} that this configuration does not manage (and, with them, the live verdicts) were not read",
-        state.project_id
-    ));
+    if project != ANY_PROJECT {
+        notes.push(format!(
+            "grants to project {} that this configuration does not manage were not read",
+            state.project_id
+        ));
+    }
     (state, notes)
+}
+
+/// Roles whose grants GKE may need: the requirement list's and those holding node permissions.
+fn gke_role(role: &Role) -> bool {
+    matches!(
+        builtin_catalog().get(role),
+        RoleLookup::Found(perms) if !perms.is_empty()
+    ) || [ROLE_GKE_SERVICE_AGENT, ROLE_GKE_NODE_SERVICE_AGENT].contains(&role.as_str())
+}
+
+/// What the plan alone cannot settle about the changes applied to one project, and the deny rules
+/// that would block any node account (the plan may not show which accounts run nodes).
+pub fn plan_only_findings(
+    applied: &apply::Applied,
+    changes: &[Change],
+    found: &[super::verdict::Break],
+) -> (Vec<super::verdict::Break>, Vec<String>) {
+    use crate::domain::deny::{self, DenyVerdict, Subject};
+    let state = &applied.state;
+    let mut breaks = Vec::new();
+    let mut notes = Vec::new();
+    let nodes: BTreeSet<ServiceAccountEmail> =
+        crate::domain::evaluate::node_service_accounts(state)
+            .into_iter()
+            .map(|n| n.email)
+            .collect();
+    for &i in &applied.applied {
+        let c = &changes[i];
+        match &c.what {
+            What::ServiceAccount {
+                email: Some(e),
+                deleted,
+                disabled_after,
+                disabled_before,
+                ..
+            } if (*deleted || (*disabled_after && !*disabled_before)) && !nodes.contains(e) => {
+                notes.push(format!(
+                    "{}: whether node pools run as {e} is not known without live state",
+                    c.address
+                ));
+            }
+            What::OrgPolicy {
+                enforced_after: true,
+            } if !found.iter().any(|b| b.address == c.address) => notes.push(format!(
+                "{}: whether the Compute Engine default account of {} runs nodes without {ROLE_DEFAULT_NODE_SA} is not known without live state",
+                c.address, state.project_id
+            )),
+            What::Binding {
+                after: Some((key, _)),
+                ..
+            } if c.action == Action::Create && gke_role(&key.role) => notes.push(format!(
+                "{}: authoritative for {} on {}: who holds it now and would lose it is not known without live state",
+                c.address, key.role, c.scope
+            )),
+            What::Policy { .. } if c.action == Action::Create => notes.push(format!(
+                "{}: replaces the whole policy of {}: who holds what now and would lose it is not known without live state",
+                c.address, c.scope
+            )),
+            _ => {}
+        }
+    }
+    // Deny rules: would they block an account of the project that runs nodes?
+    let under: Vec<String> = std::iter::once(format!("projects/{}", state.project_number))
+        .chain(state.ancestors.iter().map(|(r, _)| r.to_string()))
+        .collect();
+    let memberships = Default::default();
+    let someone = ServiceAccountEmail::parse(&format!(
+        "a-node-account@{}.iam.gserviceaccount.com",
+        state.project_id
+    ))
+    .expect("a valid email");
+    let subject = Subject {
+        email: &someone,
+        under: &under,
+        memberships: &memberships,
+        unique_id: None,
+    };
+    for (i, e) in &applied.effects {
+        let c = &changes[*i];
+        if *e == apply::Effect::ApiDisabled && !found.iter().any(|b| b.address == c.address) {
+            breaks.push(super::verdict::Break {
+                address: c.address.clone(),
+                resource_type: c.kind.clone(),
+                project: state.project_id.to_string(),
+                requirement: crate::domain::requirements::RequirementId::ContainerApiEnabled,
+                principal: None,
+                before: Some(crate::domain::evaluate::Status::Ok),
+                after: crate::domain::evaluate::Status::Missing,
+                change: format!(
+                    "disables container.googleapis.com on project {}",
+                    state.project_id
+                ),
+                detail: format!(
+                    "{CONTAINER_API} is disabled (whether project {} runs clusters is not known without live state; GKE cannot manage them without it)",
+                    state.project_id
+                ),
+                fix: format!(
+                    "keep container.googleapis.com enabled: set disable_on_destroy = false on {} and apply that before removing it, or forget it with a `removed` block (lifecycle {{ destroy = false }})",
+                    c.address
+                ),
+                unknown_values: c.unknowns.clone(),
+            });
+        }
+        let apply::Effect::DenyPolicy { name } = e else {
+            continue;
+        };
+        let Some(policy) = state.access.deny_policies.iter().find(|p| &p.name == name) else {
+            continue;
+        };
+        let mut denied = Vec::new();
+        let mut maybe = Vec::new();
+        for perm in NODE_SA_PERMISSIONS {
+            match deny::evaluate(std::slice::from_ref(policy), &subject, perm, state.read_at) {
+                DenyVerdict::Denied(by) => denied.push(by),
+                DenyVerdict::Unknown(by) => maybe.push(by),
+                DenyVerdict::NotDenied => {}
+            }
+        }
+        if !denied.is_empty() && !found.iter().any(|b| b.address == c.address) {
+            let perms: Vec<&str> = denied.iter().map(|d| d.permission.as_str()).collect();
+            let rules: BTreeSet<String> = denied
+                .iter()
+                .map(|d| format!("rules[{}]", d.rule))
+                .collect();
+            breaks.push(super::verdict::Break {
+                address: c.address.clone(),
+                resource_type: c.kind.clone(),
+                project: state.project_id.to_string(),
+                requirement: crate::domain::requirements::RequirementId::NodeSaPermissions,
+                principal: None,
+                before: None,
+                after: crate::domain::evaluate::Status::Denied,
+                change: format!("creates or changes the deny policy {name}"),
+                detail: format!(
+                    "every node account of project {} not exempted is denied {} (which accounts run nodes is not known without live state)",
+                    state.project_id,
+                    perms.join(", ")
+                ),
+                fix: format!(
+                    "exempt the node accounts: add \"principal://iam.googleapis.com/projects/-/serviceAccounts/EMAIL\" for each to exception_principals of {} in {}, or list {} in its exception_permissions",
+                    rules.into_iter().collect::<Vec<_>>().join(", "),
+                    c.address,
+                    perms
+                        .iter()
+                        .map(|p| crate::domain::deny::v2_permission(p))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                unknown_values: c.unknowns.clone(),
+            });
+        } else if denied.is_empty() && !maybe.is_empty() {
+            notes.push(format!(
+                "{}: may deny node permissions ({}) to node accounts: {}",
+                c.address,
+                maybe
+                    .iter()
+                    .map(|d| d.permission.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                maybe[0]
+                    .uncertain
+                    .as_deref()
+                    .unwrap_or("not known without live state")
+            ));
+        }
+    }
+    (breaks, notes)
 }

@@ -108,6 +108,12 @@ pub fn table(doc: &CheckPlanDocument, style: Style) -> String {
         )
     } else if !doc.errors.is_empty() {
         paint(style, Tone::Bad, "not every project could be checked")
+    } else if !doc.live && !doc.not_known.is_empty() {
+        paint(
+            style,
+            Tone::Good,
+            "nothing in this plan breaks what GKE needs, as far as the plan alone shows",
+        )
     } else {
         paint(
             style,
