@@ -294,7 +294,9 @@ pub async fn check(
             Vec::new()
         };
         if !live_projects.is_empty() || !roots.is_empty() {
-            let reads = crate::scan::IamV2Reads::Budget(crate::scan::CLI_IAM_V2_WAIT);
+            // Deny policies already in place bear on the state before and after alike: a check
+            // reads those the IAM v2 quota has free now and never waits for more (`--iam-v2-wait`).
+            let reads = crate::scan::IamV2Reads::Budget(std::time::Duration::ZERO);
             let gcp = Arc::new(args.gcp.connect(reads)?);
             doc.live = true;
             let live = check_live(&gcp, &args.gcp, &changes, &live_projects, &roots).await;

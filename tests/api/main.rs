@@ -4,6 +4,7 @@
 mod access;
 mod architecture;
 mod asset_sweep;
+mod check_plan;
 mod deployment;
 mod explain;
 mod faults;
