@@ -868,3 +868,194 @@ async fn a_project_that_cannot_be_read_is_an_error_not_a_pass() {
         "{doc:#}"
     );
 }
+
+/// A world of `n` GKE projects `shop-0`.. under one folder, each healthy.
+fn big_world(n: usize) -> String {
+    let mut y = String::from(
+        "organization: {id: \"123456789012\"}\nfolders: [{id: \"111\", parent: organizations/123456789012}]\nprojects:\n",
+    );
+    for i in 0..n {
+        let num = 300_000_000_000u64 + i as u64;
+        y.push_str(&format!(
+            r#"  - id: shop-{i}
+    number: "{num}"
+    parent: folders/111
+    services: [container.googleapis.com]
+    iam_policy:
+      bindings:
+        - {{role: roles/owner, members: [user:admin@example.com]}}
+        - {{role: roles/container.serviceAgent, members: [serviceAccount:service-{num}@container-engine-robot.iam.gserviceaccount.com]}}
+        - {{role: roles/container.defaultNodeServiceAgent, members: [serviceAccount:service-{num}@gcp-sa-gkenode.iam.gserviceaccount.com]}}
+        - {{role: roles/container.defaultNodeServiceAccount, members: [serviceAccount:nodes@shop-{i}.iam.gserviceaccount.com]}}
+    service_accounts: [{{email: nodes@shop-{i}.iam.gserviceaccount.com}}, {{email: spare@shop-{i}.iam.gserviceaccount.com}}]
+    clusters: [{{name: c, location: us-central1, node_pools: [{{name: p, service_account: nodes@shop-{i}.iam.gserviceaccount.com}}]}}]
+"#
+        ));
+    }
+    y
+}
+
+/// A 1,000-resource plan over `projects` projects: buckets, topics and instances (nothing GKE
+/// needs), grants kept or added everywhere, and three changes that break something in shop-0 and
+/// shop-1 only.
+fn big_plan(projects: usize) -> Value {
+    let rc = |address: String, kind: &str, actions: &[&str], before: Value, after: Value| {
+        json!({"address": address, "mode": "managed", "type": kind,
+               "name": address.rsplit('.').next().unwrap().split('[').next().unwrap(),
+               "provider_name": "registry.terraform.io/hashicorp/google",
+               "change": {"actions": actions, "before": before, "after": after, "after_unknown": {}}})
+    };
+    let mut changes = Vec::new();
+    for i in 0..700 {
+        let p = format!("shop-{}", i % projects);
+        let kind = [
+            "google_storage_bucket",
+            "google_pubsub_topic",
+            "google_compute_instance",
+        ][i % 3];
+        let values = json!({"name": format!("r-{i}"), "project": p, "location": "US",
+                            "labels": {"team": "shop", "env": "prod", "cost-center": "42"},
+                            "description": "a resource check-plan has nothing to say about"});
+        changes.push(rc(
+            format!("module.app[{i}].{kind}.r"),
+            kind,
+            &["create"],
+            Value::Null,
+            values,
+        ));
+    }
+    for i in 0..200 {
+        let p = format!("shop-{}", i % projects);
+        let grant = json!({"project": p, "role": "roles/viewer", "condition": [],
+                           "member": format!("user:dev{i}@example.com")});
+        changes.push(rc(
+            format!("google_project_iam_member.kept[{i}]"),
+            "google_project_iam_member",
+            &["no-op"],
+            grant.clone(),
+            grant,
+        ));
+    }
+    for i in 0..90 {
+        let p = format!("shop-{}", i % projects);
+        let grant = json!({"project": p, "role": "roles/logging.viewer", "condition": [],
+                           "member": format!("user:ops{i}@example.com")});
+        changes.push(rc(
+            format!("google_project_iam_member.added[{i}]"),
+            "google_project_iam_member",
+            &["create"],
+            Value::Null,
+            grant,
+        ));
+    }
+    for i in 0..7 {
+        let p = format!("shop-{}", 2 + i);
+        let svc = json!({"project": p, "service": "container.googleapis.com", "disable_on_destroy": false});
+        changes.push(rc(
+            format!("google_project_service.container[{i}]"),
+            "google_project_service",
+            &["create"],
+            Value::Null,
+            svc,
+        ));
+    }
+    // The three that break: shop-0 loses its agent and its node grant, shop-1 gets a pool on spare@.
+    let robot =
+        "serviceAccount:service-300000000000@container-engine-robot.iam.gserviceaccount.com";
+    let before = json!({"project": "shop-0", "role": "roles/container.serviceAgent", "condition": [], "members": [robot]});
+    let after = json!({"project": "shop-0", "role": "roles/container.serviceAgent", "condition": [], "members": ["user:ops@example.com"]});
+    changes.push(rc(
+        "google_project_iam_binding.agent".into(),
+        "google_project_iam_binding",
+        &["update"],
+        before,
+        after,
+    ));
+    let grant = json!({"project": "shop-0", "role": "roles/container.defaultNodeServiceAccount", "condition": [],
+                       "member": "serviceAccount:nodes@shop-0.iam.gserviceaccount.com"});
+    changes.push(rc(
+        "google_project_iam_member.nodes".into(),
+        "google_project_iam_member",
+        &["delete"],
+        grant,
+        Value::Null,
+    ));
+    let pool = json!({"project": "shop-1", "cluster": "c", "location": "us-central1", "name": "extra",
+                      "node_config": [{"service_account": "spare@shop-1.iam.gserviceaccount.com"}]});
+    changes.push(rc(
+        "google_container_node_pool.extra".into(),
+        "google_container_node_pool",
+        &["create"],
+        Value::Null,
+        pool,
+    ));
+    assert_eq!(changes.len(), 1000);
+    json!({"format_version": "1.2", "terraform_version": "1.11.4", "resource_changes": changes})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_resource_plan_reads_only_the_projects_it_can_break() {
+    let sim = start_sim(&big_world(20)).await;
+    let dir = crate::support::TempDir::new("check-plan");
+    let plan = dir.path().join("plan.json");
+    std::fs::write(&plan, big_plan(20).to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let (run, doc) = check(&plan.display().to_string(), &[], &sim).await;
+    let wall = started.elapsed();
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(doc["plan"]["resource_changes"], 1000);
+    assert_eq!(
+        breaks(&doc),
+        set(&[
+            (
+                "google_container_node_pool.extra",
+                "shop-1",
+                "node-sa-permissions",
+                "serviceAccount:spare@shop-1.iam.gserviceaccount.com",
+                "missing"
+            ),
+            (
+                "google_project_iam_binding.agent",
+                "shop-0",
+                "gke-service-agent",
+                "serviceAccount:service-300000000000@container-engine-robot.iam.gserviceaccount.com",
+                "missing"
+            ),
+            (
+                "google_project_iam_member.nodes",
+                "shop-0",
+                "node-sa-permissions",
+                "serviceAccount:nodes@shop-0.iam.gserviceaccount.com",
+                "missing"
+            ),
+        ])
+    );
+    // Only shop-0 and shop-1 (and their ancestors) were read.
+    let read: BTreeSet<String> = sim
+        .journal()
+        .iter()
+        .flat_map(|e| {
+            let text = format!("{}?{}", e.path, e.query);
+            (0..20)
+                .filter(|i| {
+                    text.contains(&format!("shop-{i}/"))
+                        || text.ends_with(&format!("shop-{i}"))
+                        || text.contains(&format!("shop-{i}:"))
+                        || text.contains(&format!("{}", 300_000_000_000u64 + i))
+                        || text.contains(&format!("@shop-{i}.iam"))
+                })
+                .map(|i| format!("shop-{i}"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        read,
+        BTreeSet::from(["shop-0".to_owned(), "shop-1".to_owned()])
+    );
+    println!(
+        "1,000-resource plan: {} ms in check-plan ({} ms wall with process start), {} API calls",
+        doc["elapsed_ms"],
+        wall.as_millis(),
+        doc["api_calls"]["total"]
+    );
+}
