@@ -20,17 +20,13 @@ use crate::scan::{Format, GcpArgs, SetupError, Style, Tone, paint};
 
 /// `explain` arguments.
 #[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["member", "cluster"])))]
 pub struct ExplainArgs {
     /// The project whose IAM is explained.
     #[arg(long, value_name = "PROJECT_ID")]
     pub project: String,
     /// The service account to explain (`serviceAccount:EMAIL` or `EMAIL`).
-    #[arg(
-        long,
-        value_name = "MEMBER",
-        required_unless_present = "cluster",
-        conflicts_with = "cluster"
-    )]
+    #[arg(long, value_name = "MEMBER")]
     pub member: Option<String>,
     /// Explain every node service account of this cluster (`LOCATION/NAME`).
     #[arg(long, value_name = "LOCATION/NAME")]
@@ -466,5 +462,27 @@ mod tests {
         assert!(colour.contains("\x1b[31;1mmissing"), "{colour}");
         assert!(colour.contains("\x1b[32mok"), "{colour}");
         assert_eq!(strip_ansi(&colour), plain);
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::ExplainArgs,
+    }
+
+    #[test]
+    fn the_usage_line_names_both_ways_to_pick_what_is_explained() {
+        let usage = Cli::command().render_usage().to_string();
+        assert!(
+            usage.contains("--member") && usage.contains("--cluster"),
+            "{usage}"
+        );
+        assert!(Cli::try_parse_from(["x", "--project", "p"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--project", "p", "--cluster", "l/c"]).is_ok());
     }
 }

@@ -26,12 +26,19 @@ pub enum LogFormat {
 /// Where finished lines go.
 pub type Sink = Arc<dyn Fn(&[u8]) + Send + Sync>;
 
-/// A stdout sink.
-pub fn stdout_sink() -> Sink {
+/// A stderr sink: logs never share standard output with a command's own output (`job`'s summary,
+/// `scan`'s document), so `job ... | jq` reads the summary alone. Cloud Run collects both streams.
+pub fn stderr_sink() -> Sink {
     Arc::new(|line: &[u8]| {
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::stderr().lock();
         let _ = out.write_all(line);
     })
+}
+
+/// Whether text logs may carry ANSI colour: only on a terminal, and never with `NO_COLOR` set
+/// (<https://no-color.org>).
+pub fn colour(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// A sink that collects lines in memory (tests).
@@ -144,21 +151,28 @@ fn filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
-/// Installs the global subscriber. JSON goes to stdout (Cloud Run collects it); text to stderr.
+/// Installs the global subscriber. Both formats go to stderr (Cloud Run collects it); text carries
+/// colour only on a terminal without `NO_COLOR`.
 pub fn init(format: LogFormat, project: Option<String>) {
     match format {
         LogFormat::Json => {
             let layer = tracing_stackdriver::layer()
-                .with_writer(CorrelatingWriter::new(project, stdout_sink()));
+                .with_writer(CorrelatingWriter::new(project, stderr_sink()));
             let _ = tracing_subscriber::registry()
                 .with(filter())
                 .with(layer)
                 .try_init();
         }
         LogFormat::Text => {
+            use std::io::IsTerminal;
+            let ansi = colour(
+                std::env::var_os("NO_COLOR").as_deref(),
+                std::io::stderr().is_terminal(),
+            );
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter())
                 .with_writer(std::io::stderr)
+                .with_ansi(ansi)
                 .try_init();
         }
     }
@@ -167,6 +181,17 @@ pub fn init(format: LogFormat, project: Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(None, true));
+        assert!(!colour(None, false), "a file or a pipe gets plain text");
+        assert!(!colour(Some(std::ffi::OsStr::new("1")), true));
+        assert!(
+            colour(Some(std::ffi::OsStr::new("")), true),
+            "an empty NO_COLOR is unset"
+        );
+    }
 
     #[test]
     fn a_log_line_in_a_request_span_carries_severity_message_fields_and_the_trace() {

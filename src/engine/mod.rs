@@ -393,7 +393,7 @@ impl Engine {
         for hint in hints {
             if self.is_own_change(&hint) {
                 self.stats.own_changes.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(message_id = %message.message_id, "change made by our own identity: ignored");
+                tracing::info!(message_id = %message.message_id, actor = hint.evidence.actor.as_deref().unwrap_or("-"), "change made by our own identity: ignored");
                 continue;
             }
             work.push(hint);

@@ -82,6 +82,10 @@ pub enum ConfigError {
 impl PolicyFile {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // `REMEDIATOR_POLICY=` (set, empty) means no file: the built-in policy.
+        if path.as_os_str().is_empty() {
+            return Ok(Self::default());
+        }
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
@@ -232,6 +236,18 @@ mod tests {
 
     #[test]
     fn a_full_policy_file_parses() {
+        assert_eq!(
+            PolicyFile::load(Path::new("")).unwrap(),
+            PolicyFile::default(),
+            "an empty REMEDIATOR_POLICY is the built-in policy"
+        );
+        let negative = PolicyFile::from_yaml("grace_seconds: -3\n", "p.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            negative.contains("grace_seconds") && negative.contains("whole number of 0 or more"),
+            "{negative}"
+        );
         let text = "mode: enforce\nrestore: [gke-service-agent]\nscope:\n  include_projects: ['prod-*']\n  exclude_folders: ['42']\nexempt_principals: ['serviceAccount:legacy-*@*']\nlimits:\n  max_writes_per_run: 5\ngrace_seconds: 30\n";
         let p = PolicyFile::from_yaml(text, "p.yaml").unwrap().remediation;
         assert_eq!(p.mode, Mode::Enforce);

@@ -95,10 +95,21 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<(T, Positions), YamlE
         YamlError {
             position,
             field,
-            message: e.into_inner().to_string(),
+            message: plain_message(&e.into_inner().to_string()),
         }
     })?;
     Ok((value, positions))
+}
+
+/// A serde message for people: a number that does not parse says what a number here is.
+fn plain_message(message: &str) -> String {
+    if message.contains("invalid digit found in string") {
+        return "expected a whole number of 0 or more (like 30)".to_owned();
+    }
+    if message.contains("number too large to fit in target type") {
+        return "the number is too large".to_owned();
+    }
+    message.to_owned()
 }
 
 fn load_error(e: marked_yaml::LoadError) -> YamlError {

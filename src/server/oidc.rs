@@ -470,6 +470,19 @@ impl super::PushAuth for OidcVerifier {
         headers: &'a http::HeaderMap,
     ) -> Pin<Box<dyn Future<Output = Result<String, super::Rejection>> + Send + 'a>> {
         Box::pin(async move {
+            // A header given twice is refused: a front end that checks one copy and a service that
+            // reads the other would let a forged copy through.
+            for name in [
+                SERVERLESS_AUTHORIZATION,
+                http::header::AUTHORIZATION.as_str(),
+            ] {
+                if headers.get_all(name).iter().count() > 1 {
+                    return Err(super::Rejection {
+                        status: 400,
+                        message: format!("the {name} header is given more than once"),
+                    });
+                }
+            }
             let value = match self.config.trust {
                 Trust::CloudRun => headers
                     .get(SERVERLESS_AUTHORIZATION)
@@ -1111,6 +1124,26 @@ mod tests {
         assert_eq!(err, AuthError::BadSignature);
         // A genuinely signed token is verified against the keys and accepted.
         assert_eq!(v.verify(Some(&good)).await.unwrap().email, PUSHER);
+    }
+
+    #[tokio::test]
+    async fn an_authorization_header_given_twice_is_refused_whichever_copy_is_genuine() {
+        use crate::server::PushAuth;
+        let server = key_server(200, JWKS, "max-age=60").await;
+        let forged = stripped(&token_with(|c| c["email"] = json!(PUSHER)));
+        let genuine = stripped(&token_with(|c| c["email"] = json!(PUSHER)));
+        for name in ["authorization", SERVERLESS_AUTHORIZATION] {
+            let mut h = http::HeaderMap::new();
+            let header = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+            h.append(
+                header.clone(),
+                http::HeaderValue::from_str(&forged).unwrap(),
+            );
+            h.append(header, http::HeaderValue::from_str(&genuine).unwrap());
+            let v: Box<dyn PushAuth> = Box::new(cloud_run_verifier(&server));
+            let rejection = v.verify(&h).await.unwrap_err();
+            assert_eq!(rejection.status, 400, "{name}: {}", rejection.message);
+        }
     }
 
     #[tokio::test]

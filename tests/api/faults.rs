@@ -786,11 +786,27 @@ async fn forged_and_hostile_pushes_grant_nothing_outside_the_requirement_list() 
         let http = http.clone();
         let url = url.clone();
         async move {
-            let mut req = http.post(&url).body(body);
-            if let Some(ct) = ct {
-                req = req.header("content-type", ct);
+            let send = |fresh: bool| {
+                let mut req = http.post(&url).body(body.clone());
+                if let Some(ct) = &ct {
+                    req = req.header("content-type", ct);
+                }
+                if fresh {
+                    req = req.header("connection", "close");
+                }
+                tokio::time::timeout(Duration::from_secs(120), req.send())
+            };
+            let mut r = send(false).await;
+            // A connection dropped before any answer (a loaded machine: the server's header
+            // deadline, a pooled connection it closed) is delivered again, as Pub/Sub would;
+            // a server that died fails the second attempt too.
+            if let Ok(Err(e)) = &r
+                && name != "3 MB body"
+                && (e.is_connect() || e.is_request())
+            {
+                eprintln!("{name}: delivered again after {e:?}");
+                r = send(true).await;
             }
-            let r = tokio::time::timeout(Duration::from_secs(120), req.send()).await;
             (name, r)
         }
     }))
@@ -808,7 +824,7 @@ async fn forged_and_hostile_pushes_grant_nothing_outside_the_requirement_list() 
             {
                 413
             }
-            Err(e) => panic!("{name}: the connection failed: {e}"),
+            Err(e) => panic!("{name}: the connection failed: {e} ({e:?})"),
         };
         *codes.entry(code).or_default() += 1;
         assert!(

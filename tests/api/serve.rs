@@ -46,7 +46,8 @@ projects:
           - {name: pool-1, service_account: gke-nodes@acme-prod.iam.gserviceaccount.com}
 "#;
 
-/// The running `serve` binary, killed on drop; its stdout (JSON logs) is collected.
+/// The running `serve` binary, killed on drop; its output (the address on stdout, JSON logs on
+/// stderr) is collected.
 pub struct Serve {
     child: tokio::process::Child,
     pub url: String,
@@ -62,14 +63,22 @@ impl Serve {
             .env("REMEDIATOR_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("serve starts");
         let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
         let logs = Arc::new(Mutex::new(String::new()));
+        let log_sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log_sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sink = logs.clone();
         tokio::spawn(async move {
