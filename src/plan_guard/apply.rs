@@ -673,3 +673,174 @@ fn apply_pool(
         ed.node_account(&a.service_account, at);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::iam::{Condition, ProjectId, ProjectNumber};
+    use crate::plan_guard::offline::empty_state;
+    use crate::plan_guard::terraform::Action;
+
+    const NODES: &str = "serviceAccount:nodes@p.iam.gserviceaccount.com";
+
+    fn role(r: &str) -> Role {
+        Role::parse(r).unwrap()
+    }
+
+    fn member(m: &str) -> Member {
+        Member::parse(m).unwrap()
+    }
+
+    fn key(r: &str, condition: Option<&str>) -> RoleKey {
+        RoleKey {
+            role: role(r),
+            condition: condition.map(|e| Condition {
+                expression: e.to_owned(),
+                ..Condition::default()
+            }),
+        }
+    }
+
+    fn change(address: &str, action: Action, what: What) -> Change {
+        Change {
+            address: address.to_owned(),
+            kind: "google_project_iam_member".to_owned(),
+            action,
+            scope: Scope::Project("p".to_owned()),
+            what,
+            unknowns: Vec::new(),
+        }
+    }
+
+    fn state() -> ProjectState {
+        let mut s = empty_state(
+            ProjectId::parse("p").unwrap(),
+            ProjectNumber::parse("1").unwrap(),
+        );
+        s.policy.add_member(
+            &role("roles/container.defaultNodeServiceAccount"),
+            &member(NODES),
+        );
+        s
+    }
+
+    #[test]
+    fn an_authoritative_binding_wins_over_a_grant_added_in_the_same_plan() {
+        let node_role = key("roles/container.defaultNodeServiceAccount", None);
+        let changes = vec![
+            change(
+                "google_project_iam_member.nodes",
+                Action::Create,
+                What::Member {
+                    before: None,
+                    after: Some(Grant {
+                        key: node_role.clone(),
+                        member: member(NODES),
+                    }),
+                },
+            ),
+            change(
+                "google_project_iam_binding.nodes",
+                Action::Create,
+                What::Binding {
+                    before: None,
+                    after: Some((node_role.clone(), vec![member("user:a@example.com")])),
+                },
+            ),
+        ];
+        let applied = apply(&state(), &changes);
+        assert!(
+            !applied
+                .state
+                .policy
+                .grants_unconditionally(&node_role.role, &member(NODES))
+        );
+        assert_eq!(
+            applied.effects,
+            vec![(
+                1,
+                Effect::RemovedGrant {
+                    resource: "projects/p".to_owned(),
+                    role: node_role.role,
+                    member: member(NODES),
+                    conditional: false,
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_conditional_binding_is_authoritative_for_its_condition_only() {
+        let changes = vec![change(
+            "google_project_iam_binding.tagged",
+            Action::Create,
+            What::Binding {
+                before: None,
+                after: Some((
+                    key(
+                        "roles/container.defaultNodeServiceAccount",
+                        Some("resource.matchTag('1/env', 'prod')"),
+                    ),
+                    vec![member("user:a@example.com")],
+                )),
+            },
+        )];
+        let applied = apply(&state(), &changes);
+        assert!(applied.effects.is_empty());
+        assert!(applied.state.policy.grants_unconditionally(
+            &role("roles/container.defaultNodeServiceAccount"),
+            &member(NODES)
+        ));
+        assert_eq!(applied.state.policy.bindings.len(), 2);
+    }
+
+    #[test]
+    fn a_replaced_account_keeps_its_email_but_none_of_its_grants() {
+        let email = ServiceAccountEmail::parse("nodes@p.iam.gserviceaccount.com").unwrap();
+        let changes = vec![change(
+            "google_service_account.nodes",
+            Action::Replace,
+            What::ServiceAccount {
+                email: Some(email.clone()),
+                unique_id: Some("42".to_owned()),
+                deleted: true,
+                exists_after: true,
+                disabled_after: false,
+                disabled_before: false,
+            },
+        )];
+        let applied = apply(&state(), &changes);
+        assert_eq!(
+            applied.state.policy.bindings[0].members,
+            vec![member(
+                "deleted:serviceAccount:nodes@p.iam.gserviceaccount.com?uid=42"
+            )]
+        );
+        assert_eq!(
+            applied.state.accounts.get(&email),
+            Some(&AccountState::Active { unique_id: None })
+        );
+    }
+
+    #[test]
+    fn changes_to_other_projects_and_folders_not_above_it_do_not_apply() {
+        let mut other = change(
+            "google_project_iam_member.elsewhere",
+            Action::Delete,
+            What::Member {
+                before: Some(Grant {
+                    key: key("roles/container.defaultNodeServiceAccount", None),
+                    member: member(NODES),
+                }),
+                after: None,
+            },
+        );
+        other.scope = Scope::Project("q".to_owned());
+        let mut folder = other.clone();
+        folder.kind = "google_folder_iam_member".to_owned();
+        folder.scope = Scope::Folder("9".to_owned());
+        let applied = apply(&state(), &[other, folder]);
+        assert!(applied.applied.is_empty());
+        assert!(applied.effects.is_empty());
+    }
+}

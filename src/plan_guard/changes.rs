@@ -199,9 +199,7 @@ impl Change {
     /// an account or enabling an API): only such changes make the check read live state.
     pub fn can_break(&self) -> bool {
         match &self.what {
-            What::Member { before, after } => {
-                before.is_some() && before != after || after.is_none() && before.is_some()
-            }
+            What::Member { before, after } => before.is_some() && before != after,
             What::ServiceAccount {
                 deleted,
                 disabled_after,
@@ -235,7 +233,7 @@ pub fn relevant(plan: &Plan) -> Vec<Change> {
 }
 
 /// The resource types the guard interprets.
-pub const KINDS: [&str; 22] = [
+pub const KINDS: [&str; 21] = [
     "google_project_iam_policy",
     "google_project_iam_binding",
     "google_project_iam_member",
@@ -257,7 +255,6 @@ pub const KINDS: [&str; 22] = [
     "google_container_node_pool",
     "google_project",
     "google_project_default_service_accounts",
-    "google_project_iam_custom_role",
 ];
 
 /// Works out values known only after apply from the configuration's references.
@@ -366,7 +363,20 @@ impl<'a> Resolver<'a> {
             .strip_prefix('[')
             .and_then(|k| k.split_once(']'))
             .map(|(k, _)| k.to_owned());
-        let instances = self.accounts.get(&(module.to_owned(), name.to_owned()))?;
+        // `module` may lack instance keys (a module output followed down): the one instance of it.
+        let instances = self
+            .accounts
+            .get(&(module.to_owned(), name.to_owned()))
+            .or_else(|| {
+                let mut found = self
+                    .accounts
+                    .iter()
+                    .filter(|((m, n), _)| n == name && without_keys(m) == without_keys(module));
+                match (found.next(), found.next()) {
+                    (Some((_, v)), None) => Some(v),
+                    _ => None,
+                }
+            })?;
         let pick = |k: &str| {
             instances
                 .iter()
@@ -398,6 +408,21 @@ fn split_address(address: &str) -> (String, String) {
         [_, name] | [_, _, name] => (String::new(), (*name).to_owned()),
         _ => (String::new(), base.to_owned()),
     }
+}
+
+/// A module address without instance keys (`module.a["x"].module.b[0]` -> `module.a.module.b`).
+fn without_keys(module: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in module.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The index key of an address (`x[0]` -> `0`, `x["a"]` -> `"a"`).

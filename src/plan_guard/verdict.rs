@@ -337,7 +337,7 @@ fn make(
                 .any(|m| m.as_str().eq_ignore_ascii_case(member.as_str())) =>
         {
             format!(
-                "grant {lost} to {member} without a condition: {addr} leaves it only under the condition \"{}\", and a conditional grant is not counted; keep an unconditional google_{level}_iam_binding or google_{level}_iam_member for it",
+                "grant {lost} to {member} without a condition: {addr} leaves it only under the condition \"{}\" (a condition IAM cannot decide now is not counted as a grant, an expired one grants nothing); keep an unconditional google_{level}_iam_binding or google_{level}_iam_member for it",
                 key.condition
                     .as_ref()
                     .map(|k| k.expression.as_str())

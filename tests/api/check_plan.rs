@@ -229,6 +229,33 @@ async fn a_deleted_project_member_and_a_member_remove_take_what_gke_needs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_authoritative_binding_takes_the_role_from_everyone_it_listed() {
+    let doc = expect_breaks(
+        "project-binding-deleted.json",
+        &[(
+            "google_project_iam_binding.node_agent",
+            "shop-prod",
+            "gke-node-service-agent",
+            PROD_NODE_AGENT,
+            "missing",
+        )],
+    )
+    .await;
+    let b = the_break(
+        &doc,
+        "google_project_iam_binding.node_agent",
+        PROD_NODE_AGENT,
+    );
+    assert!(
+        b["fix"]
+            .as_str()
+            .unwrap()
+            .contains("google_project_iam_member"),
+        "{b:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn folder_and_organization_changes_break_the_projects_that_inherit_from_them() {
     // The folder binding is read for both projects under the folder; only shop-prod relied on it.
     let doc = expect_breaks(
@@ -303,6 +330,18 @@ async fn a_node_account_deleted_or_disabled_breaks_the_pools_that_run_as_it() {
         b["fix"].as_str().unwrap().contains("us-central1/c1/pool-1"),
         "{b:#}"
     );
+    // Deprivileged: the default account's roles/editor, its node permissions, goes.
+    expect_breaks(
+        "default-accounts-deprivilege.json",
+        &[(
+            "google_project_default_service_accounts.hardening",
+            "shop-prod",
+            "node-sa-permissions",
+            COMPUTE_DEFAULT,
+            "missing",
+        )],
+    )
+    .await;
     expect_breaks(
         "service-account-disabled.json",
         &[(
