@@ -50,6 +50,11 @@ pub struct EngineArgs {
     /// often per project; 0: never). Default: 24 in enforce mode, never in dry-run.
     #[arg(long, env = "REMEDIATOR_REMINDER_HOURS")]
     pub reminder_hours: Option<u64>,
+    /// The subscription's `max_delivery_attempts` (its dead-letter limit): a transient failure is
+    /// announced as `failed` only on that attempt (earlier ones are redelivered and retried). 0: no
+    /// dead-letter policy (every transient failure is retried silently).
+    #[arg(long, env = "REMEDIATOR_MAX_DELIVERY_ATTEMPTS", default_value_t = 5)]
+    pub max_delivery_attempts: u32,
     /// Log format.
     #[arg(
         long,
@@ -219,6 +224,8 @@ async fn build_engine(args: &EngineArgs, runtime: &Runtime) -> anyhow::Result<Ar
     config.asset_inventory = !args.no_asset_inventory;
     config.deny_read_budget = runtime.deny_read_budget;
     config.reminder = reminder_interval(args.reminder_hours, config.policy.mode);
+    config.max_delivery_attempts =
+        (args.max_delivery_attempts > 0).then_some(args.max_delivery_attempts);
     let state = open_state(args.gcp.state.as_deref())?;
     Ok(Engine::with_state(
         runtime.cloud.clone(),

@@ -188,8 +188,5 @@ pub async fn sweep(
             tracing::error!(notification_id = %id, reason = %why, "notification not published: it stays in the outbox for the next run");
         }
     }
-    engine
-        .log_ledger_totals(reports.iter().map(|r| r.project_id.as_str()))
-        .await;
     Ok(reports)
 }

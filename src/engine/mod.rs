@@ -879,6 +879,8 @@ impl Engine {
             reports.push(report);
         }
         reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
+        self.log_ledger_totals(reports.iter().map(|r| r.project_id.as_str()))
+            .await;
         Ok((reports, marked, discovery))
     }
 

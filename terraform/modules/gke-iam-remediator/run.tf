@@ -12,6 +12,8 @@ locals {
       REMEDIATOR_STATE        = local.state_url
       REMEDIATOR_LOG_FORMAT   = "json"
       GOOGLE_CLOUD_PROJECT    = var.project_id
+      # The subscription's dead-letter limit: a transient failure is announced only on the last attempt.
+      REMEDIATOR_MAX_DELIVERY_ATTEMPTS = tostring(var.max_delivery_attempts)
     },
     var.notify_healthy ? { REMEDIATOR_NOTIFY_HEALTHY = "true" } : {},
     var.policy_troubleshooter ? { REMEDIATOR_TROUBLESHOOTER = "true" } : {},
