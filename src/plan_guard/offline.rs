@@ -147,7 +147,7 @@ pub fn before_changes(plan: &Plan) -> Vec<Change> {
     let existing: Vec<ResourceChange> = plan
         .changes
         .iter()
-        .filter(|rc| !rc.before.is_null())
+        .filter(|rc| !rc.before.is_null() && changes::KINDS.contains(&rc.kind.as_str()))
         .map(|rc| ResourceChange {
             action: Action::Create,
             after: rc.before.clone(),
@@ -157,8 +157,11 @@ pub fn before_changes(plan: &Plan) -> Vec<Change> {
         })
         .collect();
     let view = Plan {
+        format_version: plan.format_version.clone(),
+        terraform_version: plan.terraform_version.clone(),
         changes: existing,
-        ..plan.clone()
+        prior: plan.prior.clone(),
+        config: plan.config.clone(),
     };
     changes::relevant(&view)
 }

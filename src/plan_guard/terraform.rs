@@ -112,7 +112,7 @@ pub struct Plan {
 
 /// Reads the JSON text of `terraform show -json PLANFILE`. `path` names the file in errors.
 pub fn parse(text: &[u8], path: &str) -> Result<Plan, PlanError> {
-    let doc: Value = serde_json::from_slice(text).map_err(|source| PlanError::Json {
+    let mut doc: Value = serde_json::from_slice(text).map_err(|source| PlanError::Json {
         path: path.to_owned(),
         source,
     })?;
@@ -146,13 +146,29 @@ pub fn parse(text: &[u8], path: &str) -> Result<Plan, PlanError> {
             "{what}; run `terraform plan -out=PLANFILE` and give `terraform show -json PLANFILE`"
         )));
     }
-    let mut changes = Vec::new();
-    let listed = match obj.get("resource_changes") {
-        None | Some(Value::Null) => &[][..],
-        Some(Value::Array(a)) => a.as_slice(),
+    let format_version = format_version.to_owned();
+    let terraform_version = obj
+        .get("terraform_version")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut prior = BTreeMap::new();
+    if let Some(root) = obj
+        .get("prior_state")
+        .and_then(|s| s.get("values"))
+        .and_then(|v| v.get("root_module"))
+    {
+        collect_prior(root, &mut prior);
+    }
+    // The values are moved out of the document, not copied: a plan can be megabytes.
+    let obj = doc.as_object_mut().expect("checked to be an object");
+    let config = Config::new(obj.remove("configuration").unwrap_or(Value::Null));
+    let mut listed = match obj.remove("resource_changes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a,
         Some(_) => return Err(not_a_plan("`resource_changes` is not a list".to_owned())),
     };
-    for (i, rc) in listed.iter().enumerate() {
+    let mut changes = Vec::with_capacity(listed.len());
+    for (i, rc) in listed.iter_mut().enumerate() {
         let field = |k: &str| rc.get(k).and_then(Value::as_str).unwrap_or_default();
         if field("mode") == "data" {
             continue;
@@ -164,7 +180,9 @@ pub fn parse(text: &[u8], path: &str) -> Result<Plan, PlanError> {
                 "resource_changes[{i}] has no `address` or `type`"
             )));
         }
-        let change = rc.get("change").unwrap_or(&Value::Null);
+        let module_address = field("module_address").to_owned();
+        let name = field("name").to_owned();
+        let mut change = rc.get_mut("change").map(Value::take).unwrap_or_default();
         let actions = change
             .get("actions")
             .and_then(Value::as_array)
@@ -176,34 +194,24 @@ pub fn parse(text: &[u8], path: &str) -> Result<Plan, PlanError> {
                 Value::Array(actions.to_vec())
             ))
         })?;
+        let mut take = |k: &str| change.get_mut(k).map(Value::take).unwrap_or_default();
         changes.push(ResourceChange {
-            module_address: field("module_address").to_owned(),
-            name: field("name").to_owned(),
+            module_address,
+            name,
             address,
             kind,
             action,
-            before: change.get("before").cloned().unwrap_or(Value::Null),
-            after: change.get("after").cloned().unwrap_or(Value::Null),
-            after_unknown: change.get("after_unknown").cloned().unwrap_or(Value::Null),
+            before: take("before"),
+            after: take("after"),
+            after_unknown: take("after_unknown"),
         });
     }
-    let mut prior = BTreeMap::new();
-    if let Some(root) = obj
-        .get("prior_state")
-        .and_then(|s| s.get("values"))
-        .and_then(|v| v.get("root_module"))
-    {
-        collect_prior(root, &mut prior);
-    }
     Ok(Plan {
-        format_version: format_version.to_owned(),
-        terraform_version: obj
-            .get("terraform_version")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        format_version,
+        terraform_version,
         changes,
         prior,
-        config: Config::new(obj.get("configuration").cloned().unwrap_or(Value::Null)),
+        config,
     })
 }
 
