@@ -268,7 +268,18 @@ pub fn render(ns: &[Notification]) -> Rendered {
 /// Builds the message.
 pub fn message(from: &Mailbox, to: &[Mailbox], ns: &[Notification]) -> Result<Message, String> {
     let r = render(ns);
-    let mut b = Message::builder().from(from.clone()).subject(r.subject);
+    // The same notifications always make the same Message-ID: a message sent again (a redelivery
+    // after a lost answer) is one message to mail clients that de-duplicate on it.
+    let ids: Vec<&str> = ns.iter().map(|n| n.id.as_str()).collect();
+    let key = match ids.as_slice() {
+        [one] => (*one).to_owned(),
+        many => format!("digest-{:016x}", super::fnv1a(many.join(",").as_bytes())),
+    };
+    let message_id = format!("<{key}.gke-iam-remediator@{}>", from.email.domain());
+    let mut b = Message::builder()
+        .from(from.clone())
+        .subject(r.subject)
+        .message_id(Some(message_id));
     for t in to {
         b = b.to(t.clone());
     }

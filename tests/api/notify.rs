@@ -933,6 +933,13 @@ async fn an_email_arrives_over_smtp_as_multipart_text_and_html_with_outcome_and_
         "{headers}"
     );
     assert!(
+        headers.contains(&format!(
+            "Message-ID: <{}.gke-iam-remediator@example.com>",
+            failed.id
+        )),
+        "a Message-ID derived from the notification: {headers}"
+    );
+    assert!(
         headers.contains("From: \"GKE IAM remediator\" <remediator@example.com>")
             || headers.contains("From: GKE IAM remediator <remediator@example.com>"),
         "{headers}"
