@@ -319,11 +319,15 @@ pub fn recommendation_verdict(
     if node.iter().any(|f| f.outcome == Outcome::Failed) {
         return Some(RecommendationVerdict::Failed);
     }
-    // Succeeded only when every node account is known to hold what it needs: `conditional`,
-    // `unknown`, `incomplete` or a dry run leave the recommendation active for a person.
-    node.iter()
-        .all(|f| f.finding.status == Status::Ok || f.outcome == Outcome::Restored)
-        .then_some(RecommendationVerdict::Succeeded)
+    // Succeeded only when this run restored something and every node account is known to hold
+    // what it needs: healthy without us (through a group, granted by a person) means nothing was
+    // done here, and `conditional`, `unknown`, `incomplete` or a dry run leave it for a person.
+    let restored = node.iter().any(|f| f.outcome == Outcome::Restored);
+    (restored
+        && node
+            .iter()
+            .all(|f| f.finding.status == Status::Ok || f.outcome == Outcome::Restored))
+    .then_some(RecommendationVerdict::Succeeded)
 }
 
 /// `location/name` of the cluster a recommendation targets.

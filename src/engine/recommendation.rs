@@ -12,10 +12,14 @@ use crate::ports::{ApiError, Cloud, NODE_SA_SUBTYPE, Recommendation, Recommendat
 
 const METADATA: [(&str, &str); 1] = [("remediator", "gke-iam-remediator")];
 
-/// Whether a recommendation can still be settled by us.
+/// Whether a recommendation can still be settled by us: active or claimed, or failed (a later
+/// run that restores everything marks it succeeded; the Recommender allows FAILED -> SUCCEEDED).
 fn is_open(rec: &Recommendation) -> bool {
     rec.recommender_subtype == NODE_SA_SUBTYPE
-        && matches!(rec.state_info.state.as_str(), "ACTIVE" | "CLAIMED")
+        && matches!(
+            rec.state_info.state.as_str(),
+            "ACTIVE" | "CLAIMED" | "FAILED"
+        )
 }
 
 /// Claims the recommendation, then marks it with the verdict (each step guarded by the etag the
@@ -32,8 +36,22 @@ pub async fn claim_then_mark(
     };
     let mark = match verdict {
         RecommendationVerdict::Succeeded => RecommendationMark::Succeeded,
+        // Failed once is enough: a failed recommendation is re-marked only when it succeeds.
+        RecommendationVerdict::Failed if rec.state_info.state == "FAILED" => return Ok(false),
         RecommendationVerdict::Failed => RecommendationMark::Failed,
     };
+    tracing::info!(
+        recommendation = %rec.name,
+        from = %rec.state_info.state,
+        mark = ?mark,
+        cluster = cluster.as_deref().unwrap_or("-"),
+        "recommendation marked: {}",
+        match verdict {
+            RecommendationVerdict::Succeeded =>
+                "this run restored the node permissions and every node account now holds them",
+            RecommendationVerdict::Failed => "a restoration of the node permissions failed",
+        }
+    );
     let claimed = cloud
         .mark_recommendation(&rec.name, RecommendationMark::Claimed, &rec.etag, &METADATA)
         .await?;

@@ -971,10 +971,15 @@ async fn a_failed_restore_marks_the_recommendation_failed() {
 async fn settling_a_swept_project_marks_every_open_recommendation_of_its_clusters() {
     let cloud = FakeCloud::default();
     cloud.add_healthy_project(P, P_NUMBER, Some("organizations/777"));
+    cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
     let a = cloud.add_recommendation(P, P_NUMBER, "r1");
     let b = cloud.add_recommendation(P, P_NUMBER, "r2");
-    let mut options = Options::new(PolicyFile::default().remediation);
-    options.apply = false;
+    let mut options = Options::new(
+        PolicyFile::from_yaml(ENFORCE, "p.yaml")
+            .unwrap()
+            .remediation,
+    );
+    options.apply = true;
     let ports: Arc<dyn Cloud> = Arc::new(cloud.clone());
     let remediator = Remediator::new(ports.clone(), options);
     let info = cloud.get_project(P).await.unwrap();
@@ -983,6 +988,31 @@ async fn settling_a_swept_project_marks_every_open_recommendation_of_its_cluster
     assert_eq!(marked, 2);
     assert_eq!(cloud.recommendation_state(&a), "SUCCEEDED");
     assert_eq!(cloud.recommendation_state(&b), "SUCCEEDED");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recommendation_of_an_account_healthy_without_us_is_left_active() {
+    let s = Scenario::new(ENFORCE);
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(
+        s.cloud.recommendation_state(&name),
+        "ACTIVE",
+        "nothing was done here: not ours to call succeeded"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recommendation_marked_failed_is_marked_succeeded_once_a_later_sweep_restores() {
+    let s = Scenario::new(ENFORCE);
+    s.cloud.remove_binding(P, NODE_ROLE, &node_sa(P));
+    s.cloud.break_method("setIamPolicy", Fault::DENIED);
+    let name = s.cloud.add_recommendation(P, P_NUMBER, "r1");
+    s.deliver(s.recommendation(&name)).await;
+    assert_eq!(s.cloud.recommendation_state(&name), "FAILED");
+    s.cloud.repair("setIamPolicy");
+    s.deliver(s.sweep(&[P])).await;
+    assert_eq!(s.cloud.recommendation_state(&name), "SUCCEEDED");
 }
 
 #[tokio::test(start_paused = true)]
