@@ -326,31 +326,49 @@ impl Editor<'_> {
     }
 }
 
-/// The phase a change is applied in (the worst order for GKE, see the module's header).
-fn phase(what: &What) -> u8 {
+/// Which part of a change a step applies: what it takes away, then what it sets or adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Remove,
+    Add,
+}
+
+/// The steps of a change, each with its phase (the worst order for GKE, see the module's header).
+/// Within a kind, removals come before additions: a grant moved from one resource address to another
+/// (a refactor without a `moved` block) is kept, as its net effect is.
+fn steps(what: &What) -> Vec<(u8, Part)> {
+    let split = |remove: u8| vec![(remove, Part::Remove), (remove + 1, Part::Add)];
     match what {
-        What::Project { .. } => 0,
-        What::Cluster { .. } => 1,
-        What::NodePool { .. } => 2,
-        What::Member { .. } => 3,
-        What::Policy { .. } => 4,
-        What::Binding { .. } => 5,
-        What::MemberRemove { .. } => 6,
-        What::ServiceAccount { .. } | What::DefaultAccounts { .. } => 7,
-        What::ContainerApi { .. } => 8,
-        What::DenyPolicy { .. } => 9,
-        What::OrgPolicy { .. } => 10,
+        What::Project { .. } => vec![(0, Part::Add)],
+        What::Cluster { .. } => vec![(1, Part::Add)],
+        What::NodePool { .. } => vec![(2, Part::Add)],
+        What::Member { .. } => split(3),
+        What::Policy { .. } => split(5),
+        What::Binding { .. } => split(7),
+        What::MemberRemove { .. } => vec![(9, Part::Add)],
+        What::ServiceAccount { .. } | What::DefaultAccounts { .. } => vec![(10, Part::Add)],
+        What::ContainerApi { .. } => vec![(11, Part::Add)],
+        What::DenyPolicy { .. } => vec![(12, Part::Add)],
+        What::OrgPolicy { .. } => vec![(13, Part::Add)],
     }
 }
 
 /// The state after applying `changes` (those that bear on it) to `before`.
 pub fn apply(before: &ProjectState, changes: &[Change]) -> Applied {
     let mut state = before.clone();
-    let mut order: Vec<usize> = (0..changes.len()).collect();
-    order.sort_by_key(|&i| phase(&changes[i].what));
+    let mut order: Vec<(u8, usize, Part)> = changes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            steps(&c.what)
+                .into_iter()
+                .map(move |(p, part)| (p, i, part))
+        })
+        .collect();
+    order.sort();
     let mut effects = Vec::new();
     let mut applied = BTreeSet::new();
-    for i in order {
+    for (_, i, part) in order {
         let change = &changes[i];
         if !touches(&state, change) {
             continue;
@@ -360,8 +378,7 @@ pub fn apply(before: &ProjectState, changes: &[Change]) -> Applied {
             effects: Vec::new(),
             index: i,
         };
-        let relevant = apply_one(&mut ed, change);
-        if relevant {
+        if apply_one(&mut ed, change, part) {
             applied.insert(i);
         }
         effects.append(&mut ed.effects);
@@ -374,40 +391,42 @@ pub fn apply(before: &ProjectState, changes: &[Change]) -> Applied {
 }
 
 /// Applies one change; false if it turned out not to bear on this project.
-fn apply_one(ed: &mut Editor<'_>, change: &Change) -> bool {
+fn apply_one(ed: &mut Editor<'_>, change: &Change, part: Part) -> bool {
     let places = places(ed.state, &change.scope, is_project_level(&change.kind));
     match &change.what {
         What::Project { .. } => true,
         What::Policy { after } => {
             let empty = Policy::default();
             for &p in &places {
-                ed.replace_policy(p, after.as_ref().unwrap_or(&empty));
+                match (part, after) {
+                    (Part::Remove, None) => ed.replace_policy(p, &empty),
+                    (Part::Add, Some(policy)) => ed.replace_policy(p, policy),
+                    _ => {}
+                }
             }
-            true
+            !places.is_empty()
         }
         What::Binding { before, after } => {
             for &p in &places {
-                if let Some(key) = before {
-                    ed.set_binding(p, key, &[]);
-                }
-                if let Some((key, members)) = after {
-                    ed.set_binding(p, key, members);
+                match (part, before, after) {
+                    (Part::Remove, Some(key), _) => ed.set_binding(p, key, &[]),
+                    (Part::Add, _, Some((key, members))) => ed.set_binding(p, key, members),
+                    _ => {}
                 }
             }
-            true
+            !places.is_empty()
         }
         What::Member { before, after } => {
             for &p in &places {
-                if let Some(Grant { key, member }) = before
-                    && before != after
-                {
-                    ed.remove_member(p, key, member);
-                }
-                if let Some(Grant { key, member }) = after {
-                    ed.add_member(p, key, member);
+                match (part, before, after) {
+                    (Part::Remove, Some(Grant { key, member }), _) if before != after => {
+                        ed.remove_member(p, key, member)
+                    }
+                    (Part::Add, _, Some(Grant { key, member })) => ed.add_member(p, key, member),
+                    _ => {}
                 }
             }
-            true
+            !places.is_empty()
         }
         What::MemberRemove { grant } => {
             for &p in &places {
@@ -766,6 +785,40 @@ mod tests {
                     conditional: false,
                 }
             )]
+        );
+    }
+
+    #[test]
+    fn a_grant_moved_to_another_address_is_kept() {
+        let grant = Grant {
+            key: key("roles/container.defaultNodeServiceAccount", None),
+            member: member(NODES),
+        };
+        // The new address sorts first: its creation is in the plan before the old one's deletion.
+        let changes = vec![
+            change(
+                "google_project_iam_member.a_new",
+                Action::Create,
+                What::Member {
+                    before: None,
+                    after: Some(grant.clone()),
+                },
+            ),
+            change(
+                "google_project_iam_member.z_old",
+                Action::Delete,
+                What::Member {
+                    before: Some(grant.clone()),
+                    after: None,
+                },
+            ),
+        ];
+        let applied = apply(&state(), &changes);
+        assert!(
+            applied
+                .state
+                .policy
+                .grants_unconditionally(&grant.key.role, &grant.member)
         );
     }
 
