@@ -18,8 +18,10 @@ use crate::ports::ApiError;
 /// Totals printed at the end of a job.
 #[derive(Debug, Default, Serialize)]
 pub struct JobSummary {
-    /// Messages pulled.
+    /// Messages pulled (distinct message ids).
     pub messages: u64,
+    /// Deliveries pulled: every message once, and again each time it was redelivered.
+    pub deliveries: u64,
     /// Messages acknowledged.
     pub acked: u64,
     /// Messages nacked for redelivery.
@@ -78,6 +80,12 @@ pub struct PullOptions {
     pub idle: Duration,
 }
 
+/// How long the `attempt`th delivery of a message that failed is held before its nack.
+pub fn nack_backoff(attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(5);
+    Duration::from_secs(1u64 << exp).min(Duration::from_secs(30))
+}
+
 /// Pulls messages and hands each to `handler` concurrently, acking or nacking per its verdict; stops
 /// after `max_messages`, or when `idle` passes with nothing received and nothing in flight. The one
 /// pull loop: events and notifications both go through it.
@@ -103,8 +111,16 @@ pub async fn pull(
     let mut tasks = tokio::task::JoinSet::new();
     let mut failure = None;
     let mut quiet = false;
+    // Deliveries per message id: a redelivery is counted apart, and waits longer before its nack.
+    let mut seen: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    // A message that keeps failing (no dead-letter policy, as on the emulator) cannot hold the job
+    // forever: reading stops after this many deliveries in all.
+    let max_deliveries = options.max_messages.saturating_mul(4).max(16);
     loop {
-        let reading = summary.messages < options.max_messages && failure.is_none() && !quiet;
+        let reading = summary.messages < options.max_messages
+            && summary.deliveries < max_deliveries
+            && failure.is_none()
+            && !quiet;
         if !reading && tasks.is_empty() {
             break;
         }
@@ -127,7 +143,15 @@ pub async fn pull(
                     }
                     Ok(Some(Err(e))) => failure = Some(e.to_string()),
                     Ok(Some(Ok((message, ack)))) => {
-                        summary.messages += 1;
+                        summary.deliveries += 1;
+                        let attempt = {
+                            let n = seen.entry(message.message_id.clone()).or_insert(0);
+                            *n += 1;
+                            *n
+                        };
+                        if attempt == 1 {
+                            summary.messages += 1;
+                        }
                         let msg = intake::Message {
                             message_id: message.message_id.clone(),
                             publish_time: None,
@@ -142,7 +166,11 @@ pub async fn pull(
                             match handle(msg).await {
                                 Verdict::Ack => { ack.ack(); true }
                                 Verdict::Retry(reason) => {
-                                    tracing::warn!(message_id = %id, %reason, "nack");
+                                    // Held a while before the nack (the lease keeps it from
+                                    // anyone else): 1 s, 2 s, 4 s ... at most 30 s by delivery.
+                                    let wait = nack_backoff(attempt);
+                                    tracing::warn!(message_id = %id, attempt, wait_ms = wait.as_millis() as u64, %reason, "nack after a backoff");
+                                    tokio::time::sleep(wait).await;
                                     ack.nack();
                                     false
                                 }
@@ -189,4 +217,17 @@ pub async fn sweep(
         }
     }
     Ok(reports)
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::nack_backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failing_message_waits_longer_before_each_nack_up_to_thirty_seconds() {
+        let waits: Vec<u64> = (1..=8).map(|a| nack_backoff(a).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(nack_backoff(0), Duration::from_secs(1));
+    }
 }
