@@ -355,6 +355,46 @@ impl<'a> Resolver<'a> {
         (found.len() == 1).then(|| found.remove(0))
     }
 
+    /// The cluster a node pool's `cluster`, known only after apply, refers to: `google_container_cluster.X`
+    /// (`.id`, `.name`) in the pool's module, as (project, location, name) from its planned values.
+    pub fn cluster(&self, rc: &ResourceChange) -> Option<(Option<String>, Option<String>, String)> {
+        let refs =
+            self.plan
+                .config
+                .references(&rc.module_address, &rc.kind, &rc.name, &["cluster"]);
+        let mut found = Vec::new();
+        for r in &refs {
+            let Some(rest) = r.strip_prefix("google_container_cluster.") else {
+                continue;
+            };
+            let name = rest.split(['.', '[']).next().unwrap_or(rest);
+            for c in self.plan.changes.iter().filter(|c| {
+                c.kind == "google_container_cluster"
+                    && c.name == name
+                    && c.module_address == rc.module_address
+            }) {
+                let side = if c.action.has_after() {
+                    &c.after
+                } else {
+                    &c.before
+                };
+                let get = |k: &str| side.get(k).and_then(Value::as_str).map(str::to_owned);
+                if let Some(cluster) = get("name") {
+                    let project = get("project").or_else(|| {
+                        self.plan
+                            .config
+                            .provider_project(&c.module_address, &c.kind, &c.name)
+                    });
+                    let found_one = (project, get("location"), cluster);
+                    if !found.contains(&found_one) {
+                        found.push(found_one);
+                    }
+                }
+            }
+        }
+        (found.len() == 1).then(|| found.remove(0))
+    }
+
     /// `NAME.ATTR`, `NAME[KEY].ATTR` or `NAME` of a `google_service_account` in `module`.
     fn account_ref(&self, module: &str, rest: &str, own_key: Option<&str>) -> Option<String> {
         let name_end = rest.find(['.', '[']).unwrap_or(rest.len());
@@ -1210,10 +1250,14 @@ fn node_pool_change(cx: &mut Ctx<'_, '_>) -> Option<(Scope, What)> {
         }
     }) {
         Some(x) => x,
-        None => {
-            cx.unknown("cluster", "a cluster of every project checked");
-            (None, None, "(unknown)".to_owned())
-        }
+        None => match cx.resolver.cluster(cx.rc) {
+            // `google_container_cluster.X.id` of a cluster the same plan creates.
+            Some((project, location, name)) => (project, location, name),
+            None => {
+                cx.unknown("cluster", "a cluster of every project checked");
+                (None, None, "(unknown)".to_owned())
+            }
+        },
     };
     let mut scope = cx.project("project");
     if let (Scope::Unknown, Some(p)) = (&scope, id_project) {

@@ -489,6 +489,7 @@ async fn plans_that_only_add_or_keep_what_gke_needs_pass_and_need_no_api_call_un
         // A new pool needs the live state to know its account holds the role: it does.
         ("node-pool-granted.json", true),
         ("module-account.json", true),
+        ("cluster-with-pool.json", true),
     ] {
         let sim = world().await;
         let (run, doc) = check(&fixture(plan), &[], &sim).await;
