@@ -1329,13 +1329,16 @@ fn project_change(cx: &mut Ctx<'_, '_>) -> Option<(Scope, What)> {
     ))
 }
 
-/// The bindings of `policy` matching a role and condition (by expression and title).
+/// Whether two bindings' conditions are the same for the provider, which keys an authoritative
+/// binding by role and condition (title, description and expression).
 pub fn same_condition(a: Option<&Condition>, b: Option<&Condition>) -> bool {
+    let text = |v: &Option<String>| v.as_deref().unwrap_or_default().to_owned();
     match (a, b) {
         (None, None) => true,
         (Some(a), Some(b)) => {
             a.expression.trim() == b.expression.trim()
-                && a.title.as_deref().unwrap_or_default() == b.title.as_deref().unwrap_or_default()
+                && text(&a.title) == text(&b.title)
+                && text(&a.description) == text(&b.description)
         }
         _ => false,
     }
