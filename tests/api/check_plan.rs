@@ -36,13 +36,38 @@ async fn world() -> SimHandle {
     start_sim(&yaml).await
 }
 
-/// `check-plan PLAN --format json` against the simulator.
+/// The document validates against `schema/check-plan-v1.json` (what docs/check-plan.md documents).
+fn assert_schema(doc: &Value) {
+    static SCHEMA: std::sync::LazyLock<(boon::Schemas, boon::SchemaIndex)> =
+        std::sync::LazyLock::new(|| {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/check-plan-v1.json");
+            let text = std::fs::read_to_string(path).expect("schema/check-plan-v1.json exists");
+            let mut schemas = boon::Schemas::new();
+            let mut compiler = boon::Compiler::new();
+            compiler
+                .add_resource(
+                    "https://example.com/check-plan-v1.json",
+                    serde_json::from_str::<Value>(&text).expect("the schema is JSON"),
+                )
+                .unwrap();
+            let index = compiler
+                .compile("https://example.com/check-plan-v1.json", &mut schemas)
+                .unwrap_or_else(|e| panic!("the schema compiles: {e:#}"));
+            (schemas, index)
+        });
+    if let Err(e) = SCHEMA.0.validate(doc, SCHEMA.1) {
+        panic!("{e:#}\n{doc:#}");
+    }
+}
+
+/// `check-plan PLAN --format json` against the simulator; the document matches the schema.
 async fn check(plan: &str, extra: &[&str], sim: &SimHandle) -> (Run, Value) {
     let mut args = vec!["check-plan", plan, "--format", "json"];
     args.extend_from_slice(extra);
     let run = remediator(&args, sim).await;
     let doc = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr));
+    assert_schema(&doc);
     (run, doc)
 }
 
@@ -731,6 +756,7 @@ async fn no_live_decides_from_the_plan_alone_and_says_what_it_could_not_know() {
         .await;
         assert_eq!(run.code, 1, "{plan}: {}\n{}", run.stdout, run.stderr);
         let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_schema(&doc);
         assert_eq!(doc["live"], false);
         assert_eq!(doc["api_calls"]["total"], 0);
         assert!(
