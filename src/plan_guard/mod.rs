@@ -653,6 +653,11 @@ fn check_offline(
         );
         let (mut more, mut said) = offline::plan_only_findings(&applied, changes, &r.breaks);
         r.breaks.append(&mut more);
+        if applied.state.project_number.as_str() == offline::UNKNOWN_NUMBER {
+            for b in &mut r.breaks {
+                offline::name_unknown_number(b);
+            }
+        }
         notes.append(&mut said);
         out.push(r);
     }

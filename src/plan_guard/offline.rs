@@ -218,6 +218,40 @@ pub fn google_grants(state: &mut ProjectState, default_account_editor: bool) {
     );
 }
 
+/// In a break of a project whose number is not known, its agents and default accounts (built from
+/// the placeholder number) are written with `NUMBER` (`NUMBER-compute@developer.gserviceaccount.com`).
+pub fn name_unknown_number(b: &mut super::verdict::Break) {
+    fn fix(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < text.len() {
+            let boundary = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+            let rest = &text[i..];
+            let hit = ["0-compute@developer.", "0@cloudservices."]
+                .iter()
+                .find(|p| boundary && rest.starts_with(**p));
+            if let Some(p) = hit {
+                out.push_str("NUMBER");
+                out.push_str(&p[1..]);
+                i += p.len();
+            } else if rest.starts_with("service-0@") {
+                out.push_str("service-NUMBER@");
+                i += "service-0@".len();
+            } else {
+                let c = rest.chars().next().expect("not at the end");
+                out.push(c);
+                i += c.len_utf8();
+            }
+        }
+        out
+    }
+    b.principal = b.principal.as_deref().map(fix);
+    b.change = fix(&b.change);
+    b.detail = fix(&b.detail);
+    b.fix = fix(&b.fix);
+}
+
 /// The project standing for any project under the folders and organizations a plan changes.
 pub const ANY_PROJECT: &str = "any-project";
 
@@ -268,11 +302,24 @@ pub fn state_before(
             ));
             (id, UNKNOWN_NUMBER.to_owned())
         }
-        // Named by number (a deny policy's parent): an id of our own for it.
-        (Err(_), _) => (
-            ProjectId::parse(&format!("project-{project}")).expect("a valid id"),
-            project.to_owned(),
-        ),
+        // Named by number (a deny policy's parent), or by something that is not an id: an id of
+        // our own for it.
+        (Err(_), number) => {
+            let digits = project.bytes().all(|b| b.is_ascii_digit());
+            let safe: String = project
+                .to_ascii_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect();
+            (
+                ProjectId::parse(&format!("project-{safe}")).expect("letters, digits and hyphens"),
+                if digits {
+                    project.to_owned()
+                } else {
+                    number.unwrap_or_else(|| UNKNOWN_NUMBER.to_owned())
+                },
+            )
+        }
     };
     let number = ProjectNumber::parse(&number)
         .unwrap_or_else(|_| ProjectNumber::parse(UNKNOWN_NUMBER).expect("digits"));

@@ -7,7 +7,7 @@ use crate::domain::evaluate::Status;
 use crate::scan::{Style, Tone, paint};
 
 fn status_word(s: Option<Status>) -> String {
-    s.map_or_else(|| "not a requirement".to_owned(), |s| s.to_string())
+    s.map_or_else(|| "new".to_owned(), |s| s.to_string())
 }
 
 /// The whole table.

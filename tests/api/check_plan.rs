@@ -505,6 +505,55 @@ async fn new_pools_and_clusters_running_as_accounts_without_the_node_role_break(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_project_the_plan_creates_is_checked_from_the_plan_with_what_google_grants_in_it() {
+    // Its first cluster runs as the default account, and the constraint that keeps roles from
+    // default accounts is enforced on it: the account will hold nothing.
+    let sim = world().await;
+    let (run, doc) = check(&fixture("new-project.json"), &[], &sim).await;
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let default = "serviceAccount:NUMBER-compute@developer.gserviceaccount.com";
+    assert_eq!(
+        breaks(&doc),
+        set(&[
+            (
+                "google_container_cluster.first",
+                "shop-new",
+                "node-sa-permissions",
+                default,
+                "missing"
+            ),
+            (
+                "google_org_policy_policy.no_default_grants",
+                "shop-new",
+                "node-sa-permissions",
+                default,
+                "missing"
+            ),
+        ])
+    );
+    assert_eq!(doc["projects"][0]["source"], "plan");
+    assert_eq!(
+        sim.stats().total,
+        0,
+        "a project that does not exist yet is not read"
+    );
+    // Without the constraint, Google grants the default account roles/editor: nothing breaks.
+    let mut plan: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("new-project.json")).unwrap())
+            .unwrap();
+    plan["resource_changes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["type"] != "google_org_policy_policy");
+    let dir = crate::support::TempDir::new("check-plan");
+    let path = dir.path().join("plan.json");
+    std::fs::write(&path, plan.to_string()).unwrap();
+    let (run, doc) = check(&path.display().to_string(), &[], &sim).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(doc["breaks"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn plans_that_only_add_or_keep_what_gke_needs_pass_and_need_no_api_call_unless_they_can_break()
  {
     for (plan, reads) in [
