@@ -317,13 +317,12 @@ pub async fn check(
             ..Touched::default()
         };
         if !created_only.projects.is_empty() {
-            let mut ignored = Vec::new();
             results.extend(check_offline(
                 plan,
                 &changes,
                 &created_only,
                 &checks,
-                &mut ignored,
+                &mut doc.not_known,
             ));
         }
     }
