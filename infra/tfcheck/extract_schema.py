@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Extract Terraform provider schemas from a cdktf prebuilt provider package (npm tarball).
+"""Extract Terraform provider schemas from a cdktf or cdktn prebuilt provider package (npm tarball).
 
 A cdktf prebuilt provider (e.g. @cdktf/provider-google@16.12.1, generated from google 6.50.0) ships, for
 every resource and data source, a JavaScript file whose inline source map carries the generated
@@ -15,6 +15,10 @@ type check needs:
 This script reads those files straight from the tarball (no extraction to disk) for the types a
 configuration uses, and writes a JSON schema that `provider.py` serves to Terraform. It fails loudly on
 any shape it does not understand, so a schema is never guessed.
+
+CDK Terrain (cdktn), cdktf's continuation, generates the same code with the `cdktn` library in place of
+`cdktf` (e.g. cdktn-provider-google 20.3.1, from google 7.46.1, whose PyPI wheel carries the npm tarball
+as `_jsii/*.jsii.tgz`); its `cdktn.` references are read as `cdktf.` ones.
 
 Usage: extract_schema.py PACKAGE.tgz TYPES.json OUT.json
   TYPES.json: {"resources": [...], "data_sources": [...]} (types missing from the package are skipped:
@@ -53,7 +57,7 @@ def typescript_of(js: str, where: str) -> str:
     sources = json.loads(base64.b64decode(m.group(1)))["sourcesContent"]
     if len(sources) != 1:
         raise Unsupported(f"{where}: expected one source, found {len(sources)}")
-    return sources[0]
+    return re.sub(r"\bcdktn\.", "cdktf.", sources[0])
 
 
 def top_level_chunks(ts: str, keyword: str) -> dict[str, str]:
