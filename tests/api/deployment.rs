@@ -566,6 +566,31 @@ fn outcome_alerts_cover_service_and_job_and_wait_for_their_metric() {
         filter.contains("cloud_run_revision") && filter.contains("cloud_run_job"),
         "{filter}"
     );
+    // Cloud Monitoring knows a new log-based metric only minutes after Logging created it, and refuses an
+    // alert policy naming it before then ("Cannot find metric(s)"): depends_on on the metric is not
+    // enough, so the alerts and the dashboard wait for a time_sleep started by the metrics.
+    let sleeps = resources_of(&blocks, "time_sleep");
+    let (sleep_name, sleep) = sleeps
+        .iter()
+        .find(|(_, body)| {
+            let text = hcl::format::to_string(*body).unwrap();
+            text.contains("google_logging_metric.outcomes")
+                && text.contains("google_logging_metric.ledger")
+        })
+        .expect("a time_sleep that starts when the outcome and ledger metrics exist");
+    assert!(
+        attr(sleep, "create_duration").is_some(),
+        "time_sleep.{sleep_name} waits"
+    );
+    let wait = format!("time_sleep.{sleep_name}");
+    let dashboards = resources_of(&blocks, "google_monitoring_dashboard");
+    let dashboard_depends = attr(dashboards[0].1, "depends_on")
+        .map(render)
+        .unwrap_or_default();
+    assert!(
+        dashboard_depends.contains(&wait),
+        "the dashboard must wait for {wait}: {dashboard_depends}"
+    );
     let mut outcome_alerts = 0;
     for (name, policy) in resources_of(&blocks, "google_monitoring_alert_policy") {
         let text = hcl::format::to_string(policy).unwrap();
@@ -576,8 +601,8 @@ fn outcome_alerts_cover_service_and_job_and_wait_for_their_metric() {
         assert!(text.contains("local.outcome_resources"), "{name}");
         let depends = attr(policy, "depends_on").map(render).unwrap_or_default();
         assert!(
-            depends.contains("google_logging_metric.outcomes"),
-            "alert policy {name} must depend on the log-based metric explicitly: {depends}"
+            depends.contains("google_logging_metric.outcomes") && depends.contains(&wait),
+            "alert policy {name} must depend on the log-based metric and wait for {wait}: {depends}"
         );
     }
     assert_eq!(outcome_alerts, 2, "failed and escalated");

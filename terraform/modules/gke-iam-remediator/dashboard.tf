@@ -136,5 +136,6 @@ resource "google_monitoring_dashboard" "this" {
   project        = var.project_id
   dashboard_json = jsonencode(local.dashboard)
 
-  depends_on = [google_logging_metric.outcomes, google_logging_metric.ledger, google_project_service.this]
+  # Its charts name the three log-based metrics: it waits until Cloud Monitoring knows them (monitoring.tf).
+  depends_on = [google_logging_metric.outcomes, google_logging_metric.ledger, time_sleep.metrics_visible, google_project_service.this]
 }

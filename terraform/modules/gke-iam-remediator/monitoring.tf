@@ -15,9 +15,6 @@ locals {
   outcome_resources = "resource.type=one_of(\"cloud_run_revision\", \"cloud_run_job\")"
   outcome_metric    = "logging.googleapis.com/user/${var.name}-outcomes"
 
-  # Every alert policy waits for the metric and for the Cloud Run service and job, which take minutes to
-  # create: Cloud Monitoring needs time before a new log-based metric can be used in an alert filter
-  # (otherwise the first apply fails with "Cannot find metric(s)", terraform-provider-google issue 11102).
   alert_documentation_links = "Dashboard: `${var.name}` in Cloud Monitoring. Logs: `jsonPayload.message=\"finding outcome\"` on the service `${local.service_name}` and the job `${local.job_name}`."
 }
 
@@ -102,6 +99,23 @@ resource "google_logging_metric" "ledger" {
   depends_on = [google_project_service.this]
 }
 
+# Cloud Monitoring knows a new log-based metric only some time after Logging created it: an alert policy
+# (or dashboard) that names it before then is refused with 404 "Cannot find metric(s) that match type =
+# ... If a metric was created recently, it could take up to 10 minutes to become available" (an open
+# terraform-provider-google issue, 11102: the provider does not retry it, and depends_on on the metric
+# does not wait for it). So everything that names these metrics waits for this timer. It starts as soon
+# as the metrics exist, at the very start of an apply, and runs while the rest (state database, Cloud Run
+# service and job) is created; it waits again only when a metric is replaced (its triggers), never on
+# later applies.
+resource "time_sleep" "metrics_visible" {
+  create_duration = var.metric_propagation_wait
+
+  triggers = {
+    outcomes = google_logging_metric.outcomes.id
+    ledger   = join(",", [for k in sort(keys(google_logging_metric.ledger)) : google_logging_metric.ledger[k].id])
+  }
+}
+
 resource "google_monitoring_alert_policy" "failed" {
   project               = var.project_id
   display_name          = "${var.name}: failed restoration"
@@ -148,7 +162,7 @@ resource "google_monitoring_alert_policy" "failed" {
     EOT
   }
 
-  depends_on = [google_logging_metric.outcomes, google_cloud_run_v2_service.this, google_cloud_run_v2_job.sweep]
+  depends_on = [google_logging_metric.outcomes, time_sleep.metrics_visible, google_cloud_run_v2_service.this, google_cloud_run_v2_job.sweep]
 }
 
 resource "google_monitoring_alert_policy" "escalated" {
@@ -197,7 +211,7 @@ resource "google_monitoring_alert_policy" "escalated" {
     EOT
   }
 
-  depends_on = [google_logging_metric.outcomes, google_cloud_run_v2_service.this, google_cloud_run_v2_job.sweep]
+  depends_on = [google_logging_metric.outcomes, time_sleep.metrics_visible, google_cloud_run_v2_service.this, google_cloud_run_v2_job.sweep]
 }
 
 resource "google_monitoring_alert_policy" "dead_letters" {

@@ -194,18 +194,35 @@ variable "exempt_principals" {
 }
 
 variable "limits" {
-  description = "Safety limits of the policy: writes per run, write attempts on etag conflicts, restorations of one binding per window before escalating."
+  description = "Safety limits of the policy (its `limits:` keys): setIamPolicy writes per run, write attempts on etag conflicts, restorations of one binding per window_minutes before escalating, days before the end of a time-bound grant that an ok finding becomes `expiring` (0: never), minutes a deny-policy read is reused (IAM allows 5 reads a minute)."
   type = object({
     max_writes_per_run           = optional(number, 100)
     max_write_attempts           = optional(number, 5)
     max_restorations_per_binding = optional(number, 3)
     window_minutes               = optional(number, 60)
+    expiry_warning_days          = optional(number, 14)
+    deny_policy_max_age_minutes  = optional(number, 60)
   })
   default = {}
 
   validation {
+    condition     = alltrue([for k, v in var.limits : floor(v) == v])
+    error_message = "limits: every limit is a whole number."
+  }
+
+  validation {
     condition     = var.limits.max_write_attempts >= 1 && var.limits.max_write_attempts <= 20 && var.limits.window_minutes >= 1 && var.limits.max_writes_per_run >= 0 && var.limits.max_restorations_per_binding >= 1
     error_message = "limits: max_write_attempts 1-20, window_minutes >= 1, max_writes_per_run >= 0, max_restorations_per_binding >= 1."
+  }
+
+  validation {
+    condition     = var.limits.expiry_warning_days >= 0 && var.limits.expiry_warning_days <= 366
+    error_message = "limits: expiry_warning_days must be between 0 (no warning) and 366."
+  }
+
+  validation {
+    condition     = var.limits.deny_policy_max_age_minutes >= 1 && var.limits.deny_policy_max_age_minutes <= 1440
+    error_message = "limits: deny_policy_max_age_minutes must be between 1 and 1440."
   }
 }
 
@@ -320,7 +337,7 @@ variable "sweep_timeout_seconds" {
 }
 
 variable "push_auth" {
-  description = "How Pub/Sub push requests are authenticated (REMEDIATOR_PUSH_AUTH). `cloud-run` (default): Cloud Run's IAM invoker check stays on (only the push account holds roles/run.invoker), Cloud Run verifies the OIDC token's signature and forwards it with the signature replaced by SIGNATURE_REMOVED_BY_GOOGLE; the service trusts that and still checks issuer, audience, expiry, email_verified and the push account's email. `signed`: the invoker IAM check is off on the service (invoker_iam_disabled), ingress stays internal, and the service verifies the full token signature against Google's keys. (`none` exists for local runs only and is refused here.)"
+  description = "How Pub/Sub push requests are authenticated (REMEDIATOR_PUSH_AUTH): `cloud-run` (invoker check on, the service checks the forwarded token's claims) or `signed` (invoker_iam_disabled, the service verifies the signature). `none` is for local runs only and refused here."
   type        = string
   default     = "cloud-run"
 
@@ -341,7 +358,7 @@ variable "create_state_database" {
 }
 
 variable "state_database_id" {
-  description = "Id of the named Firestore database that holds the state (REMEDIATOR_STATE = firestore://projects/PROJECT_ID/databases/ID). null means name. Never `(default)`, so it never collides with the project's default database."
+  description = "Id of the named Firestore database that holds the state (REMEDIATOR_STATE = firestore://projects/PROJECT_ID/databases/ID). null means `name`. Never `(default)`, so it never collides with the project's default database."
   type        = string
   default     = null
 
@@ -352,7 +369,7 @@ variable "state_database_id" {
 }
 
 variable "state_location" {
-  description = "Firestore location of the state database: a region (europe-west1) or a multi-region (nam5, eur3). null means region. Ignored when create_state_database is false."
+  description = "Firestore location of the state database: a region (europe-west1) or a multi-region (nam5, eur3). null means `region`. Ignored when create_state_database is false."
   type        = string
   default     = null
 
@@ -466,7 +483,7 @@ variable "notification_secrets" {
 }
 
 variable "notification_secrets_with_versions" {
-  description = "Secrets (of notification_secrets) that already have a version and are passed to the service and job as environment variables. Cloud Run refuses a revision whose secret has no version, so add a version first, then list the secret here."
+  description = "Secrets (must be a subset of notification_secrets; a precondition says which is not) that already have a version and are passed to the service and job as environment variables. Cloud Run refuses a revision whose secret has no version, so add a version first, then list the secret here."
   type        = set(string)
   default     = []
 
@@ -501,5 +518,16 @@ variable "notify_ack_deadline_seconds" {
   validation {
     condition     = var.notify_ack_deadline_seconds >= 30 && var.notify_ack_deadline_seconds <= 600
     error_message = "notify_ack_deadline_seconds must be between 30 and 600."
+  }
+}
+
+variable "metric_propagation_wait" {
+  description = "How long the alert policies and the dashboard wait, after the log-based metrics are created, before naming them: Cloud Monitoring refuses a metric it does not know yet (\"Cannot find metric(s)\"), and Google says a new one can take up to 10 minutes. The wait runs alongside the rest of the first apply and again only when a metric is replaced. A duration such as 10m or 90s; 0s does not wait."
+  type        = string
+  default     = "10m"
+
+  validation {
+    condition     = can(regex("^[0-9]+(s|m)$", var.metric_propagation_wait)) && try(tonumber(trimsuffix(trimsuffix(var.metric_propagation_wait, "s"), "m")) * (endswith(var.metric_propagation_wait, "m") ? 60 : 1) <= 1800, false)
+    error_message = "metric_propagation_wait must be a duration in seconds or minutes of at most 30 minutes, such as 10m, 90s or 0s."
   }
 }

@@ -2,7 +2,8 @@
 # service agent, API re-enabling, service-account undelete, asset feed, troubleshooter, healthy
 # notifications, KMS-encrypted topics, all three notification secrets with versions, a notifications
 # section, alert channels, a state database of its own name in a multi-region with point-in-time recovery
-# and without delete protection.
+# and without delete protection; every limit, and a shorter wait for the metrics.
+# expect-policy: "limits": "deny_policy_max_age_minutes": 15 "expiry_warning_days": 30 "max_restorations_per_binding": 3 "max_write_attempts": 5 "max_writes_per_run": 20 "window_minutes": 60
 project_id     = "acme-ops-remediator"
 region         = "europe-west4"
 image          = "europe-west1-docker.pkg.dev/acme-ops/remediator/gke-iam-remediator@sha256:1111111111111111111111111111111111111111111111111111111111111111"
@@ -53,5 +54,8 @@ policy_scope = {
   exclude_folders  = ["998877665544"]
 }
 limits = {
-  max_writes_per_run = 20
+  max_writes_per_run          = 20
+  expiry_warning_days         = 30
+  deny_policy_max_age_minutes = 15
 }
+metric_propagation_wait = "90s"
