@@ -32,7 +32,7 @@ variable "excluded_folder_ids" {
 }
 
 variable "secrets_with_versions" {
-  description = "Secrets that already have a version (see README)."
+  description = "Secrets that already have a version (see README); their channels are then configured."
   type        = set(string)
   default     = []
 }
@@ -41,4 +41,33 @@ variable "alert_notification_channels" {
   description = "Cloud Monitoring notification channels for the alerts."
   type        = list(string)
   default     = []
+}
+
+variable "email" {
+  description = "Email notifications (null: none): the SMTP submission server (STARTTLS), the sender, the recipients and the outcomes they get. With `username`, the password is the smtp-password secret, and the channel is configured once that secret is listed in secrets_with_versions."
+  type = object({
+    host     = string
+    port     = optional(number, 587)
+    username = optional(string)
+    from     = string
+    to       = list(string)
+    outcomes = optional(list(string), ["failed", "escalated"])
+  })
+  default = null
+
+  validation {
+    condition     = var.email == null || try(length(var.email.to) > 0 && alltrue([for o in var.email.outcomes : contains(["restored", "resolved", "would-restore", "not-allowed", "unknown", "failed", "escalated", "expiring", "healthy"], o)]), false)
+    error_message = "email needs at least one address in `to`, and `outcomes` may name only restored, resolved, would-restore, not-allowed, unknown, failed, escalated, expiring, healthy."
+  }
+}
+
+variable "webhook_url" {
+  description = "A JSON webhook (e.g. a SIEM's) that gets every outcome but `healthy`, signed with HMAC-SHA256 by the webhook-hmac-key secret (null: none); configured once that secret is listed in secrets_with_versions."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.webhook_url == null || can(regex("^https://", var.webhook_url))
+    error_message = "webhook_url must be an https:// URL."
+  }
 }

@@ -32,3 +32,8 @@ output "state_database_id" {
   description = "Firestore database holding the remediator's state (gcloud --database)."
   value       = module.gke_iam_remediator.state_database_id
 }
+
+output "policy_yaml" {
+  description = "The policy file the service and job read, notifications included."
+  value       = module.gke_iam_remediator.policy_yaml
+}
