@@ -424,20 +424,11 @@ impl Engine {
         let mut projects = Vec::new();
         let mut roots = Vec::new();
         for hint in hints {
-            let scope: Vec<ResourceRef> = match &hint.scope {
-                Scope::Project(p) => {
-                    projects.push(p.clone());
-                    continue;
-                }
-                Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}"))
-                    .into_iter()
-                    .collect(),
-                Scope::Organization(id) => ResourceRef::parse(&format!("organizations/{id}"))
-                    .into_iter()
-                    .collect(),
-                Scope::Configured => self.config.sweep_scope.clone(),
-            };
-            for r in scope {
+            if let Scope::Project(p) = &hint.scope {
+                projects.push(p.clone());
+                continue;
+            }
+            for r in self.scope_roots(&hint.scope) {
                 match r {
                     ResourceRef::Project(p) => projects.push(p.to_string()),
                     other => roots.push(other),
@@ -563,14 +554,11 @@ impl Engine {
         Ok(())
     }
 
-    /// The projects of a hint's scope, and a failure report for each project named in a configured
-    /// sweep scope that cannot be looked up (the rest are still checked). A hint for one project, or
-    /// a folder or organization that cannot be listed, fails as a whole.
-    async fn resolve(&self, scope: &Scope) -> Result<(Vec<ProjectInfo>, Vec<RunResult>), ApiError> {
-        let roots: Vec<ResourceRef> = match scope {
-            Scope::Project(key) => {
-                return Ok((vec![self.project(key).await?], Vec::new()));
-            }
+    /// The resources a folder, organization or configured scope names (a project scope names none:
+    /// it is looked up by id or number).
+    fn scope_roots(&self, scope: &Scope) -> Vec<ResourceRef> {
+        match scope {
+            Scope::Project(_) => Vec::new(),
             Scope::Folder(id) => ResourceRef::parse(&format!("folders/{id}"))
                 .into_iter()
                 .collect(),
@@ -578,7 +566,17 @@ impl Engine {
                 .into_iter()
                 .collect(),
             Scope::Configured => self.config.sweep_scope.clone(),
-        };
+        }
+    }
+
+    /// The projects of a hint's scope, and a failure report for each project named in a configured
+    /// sweep scope that cannot be looked up (the rest are still checked). A hint for one project, or
+    /// a folder or organization that cannot be listed, fails as a whole.
+    async fn resolve(&self, scope: &Scope) -> Result<(Vec<ProjectInfo>, Vec<RunResult>), ApiError> {
+        if let Scope::Project(key) = scope {
+            return Ok((vec![self.project(key).await?], Vec::new()));
+        }
+        let roots = self.scope_roots(scope);
         // Every root at once, the results in the roots' order.
         let listed = futures::future::try_join_all(roots.iter().map(|root| async move {
             match root {

@@ -1358,29 +1358,34 @@ impl Remediator {
 
 /// A write not made: the binding reached the flapping limit in the shared ledger.
 fn escalated_by_ledger(action: &Action) -> ActionReport {
-    ActionReport {
-        action: action.clone(),
-        outcome: Outcome::Escalated,
-        etag_before: None,
-        etag_after: None,
-        attempts: 0,
-        error: Some(Failure::Permanent(
+    not_written(
+        action,
+        Outcome::Escalated,
+        Failure::Permanent(
             "restored as often as limits.max_restorations_per_binding allows within the window (counted across every instance sharing the state): not restored again".to_owned(),
-        )),
-    }
+        ),
+    )
 }
 
 /// A write not made: its intent could not be recorded (every limit fails closed).
 fn intent_unrecorded(action: &Action, e: &crate::ports::StateError) -> ActionReport {
+    not_written(
+        action,
+        Outcome::Failed,
+        Failure::Transient(format!(
+            "not written: the state store cannot record the write's intent ({e})"
+        )),
+    )
+}
+
+fn not_written(action: &Action, outcome: Outcome, why: Failure) -> ActionReport {
     ActionReport {
         action: action.clone(),
-        outcome: Outcome::Failed,
+        outcome,
         etag_before: None,
         etag_after: None,
         attempts: 0,
-        error: Some(Failure::Transient(format!(
-            "not written: the state store cannot record the write's intent ({e})"
-        ))),
+        error: Some(why),
     }
 }
 
