@@ -1004,3 +1004,198 @@ async fn logging_pages_to_the_last_entry_and_reads_or_not_and_unquoted_values() 
     assert_eq!(status, 400);
     sim.shutdown().await;
 }
+
+/// Google's answer to a query parameter the method does not declare, as the front end words it.
+fn unbound(name: &str) -> String {
+    format!(
+        "Invalid JSON payload received. Unknown name \"{name}\": Cannot bind query parameter. Field '{name}' could not be found in request message."
+    )
+}
+
+#[tokio::test]
+async fn a_query_parameter_the_method_does_not_declare_is_refused_with_400_and_the_system_ones_pass()
+ {
+    let sim = start_sim(WORLD).await;
+    let api = Api::new(&sim);
+    let accounts = "v1/projects/demo-project/serviceAccounts";
+    // Declared ones, in either spelling, and the standard parameters (plain or `$`-prefixed as GAPIC
+    // sends them) are bound.
+    let (status, page) = api
+        .get(&format!(
+            "{accounts}?page_size=1&pageToken=&alt=json&prettyPrint=false&quotaUser=q&fields=accounts&%24alt=json%3Benum-encoding%3Dint&%24.xgafv=2"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["accounts"].as_array().map(Vec::len), Some(1), "{page}");
+    // `filter` is another list method's parameter, `bogus` nobody's.
+    for name in ["bogus", "filter", "PageSize"] {
+        let (status, err) = api.get(&format!("{accounts}?{name}=1")).await;
+        assert_eq!(status, 400, "{name}: {err}");
+        assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(err["error"]["message"], unbound(name));
+        assert_eq!(
+            err["error"]["details"][0],
+            json!({"@type": "type.googleapis.com/google.rpc.BadRequest",
+                   "fieldViolations": [{"description": unbound(name)}]})
+        );
+    }
+    // Per method and version: v3 projects.list binds `parent`, v1 does not; a POST whose body is the
+    // request binds nothing from the query.
+    let (status, _) = api
+        .get("v3/projects?parent=folders/111&showDeleted=false")
+        .await;
+    assert_eq!(status, 200);
+    let (status, err) = api.get("v1/projects?parent=folders/111").await;
+    assert_eq!(
+        (status, err["error"]["message"].clone()),
+        (400, json!(unbound("parent")))
+    );
+    let (status, err) = api
+        .post(
+            &format!("{GET_V3}?options.requestedPolicyVersion=3"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        err["error"]["message"],
+        unbound("options.requestedPolicyVersion")
+    );
+    // Container's zonal path names the cluster by `name`, its location path by `clusterId`.
+    let (status, err) = api
+        .get("v1/projects/demo-project/locations/us-central1/clusters/c1?name=x")
+        .await;
+    assert_eq!(
+        (status, err["error"]["message"].clone()),
+        (400, json!(unbound("name")))
+    );
+    let (status, _) = api
+        .get("v1/projects/demo-project/zones/us-central1/clusters/c1?name=projects/demo-project/locations/us-central1/clusters/c1")
+        .await;
+    assert_eq!(status, 200);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_asset_type_google_does_not_support_for_the_content_type_is_refused_with_400() {
+    let sim = start_sim(WORLD).await;
+    let api = Api::new(&sim);
+    let assets = "v1/projects/demo-project/assets";
+    let refused = |content: &str, ty: &str| {
+        format!(
+            "No {content} found that matches asset type {ty} for consumer project: 100000000001. For a list of supported content types and asset types, see https://cloud.google.com/asset-inventory/docs/supported-asset-types"
+        )
+    };
+    for (content, ty) in [
+        ("RESOURCE", "container.googleapis.com/Bogus"),
+        ("RESOURCE", "Cluster"),
+        ("RESOURCE", "nothing\\.googleapis\\.com/.*"),
+        ("IAM_POLICY", "iam.googleapis.com/Role"),
+    ] {
+        let (status, err) = api
+            .get(&format!("{assets}?contentType={content}&assetTypes={ty}"))
+            .await;
+        assert_eq!(status, 400, "{content} {ty}: {err}");
+        assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
+        assert_eq!(err["error"]["message"], refused(content, ty));
+        assert_eq!(
+            err["error"]["details"][0]["fieldViolations"][0]["field"],
+            "asset_types"
+        );
+    }
+    // A supported type the world holds nothing of lists empty; a pattern matching one is fine.
+    for ty in [
+        "compute.googleapis.com/Instance",
+        "compute.googleapis.com.*",
+        "storage.googleapis.com/Bucket",
+    ] {
+        let (status, page) = api
+            .get(&format!("{assets}?contentType=IAM_POLICY&assetTypes={ty}"))
+            .await;
+        assert_eq!(status, 200, "{ty}: {page}");
+        assert!(page.get("assets").is_none(), "{page}");
+    }
+    let (status, page) = api
+        .get(&format!(
+            "{assets}?content_type=RESOURCE&asset_types=container.googleapis.com/Cluster"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["assets"].as_array().map(Vec::len), Some(1), "{page}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_recommendation_filter_over_500_characters_is_refused_with_400() {
+    let sim = start_sim(WORLD).await;
+    let api = Api::new(&sim);
+    let list = |recommender: &str, filter: &str| {
+        format!(
+            "v1/projects/demo-project/locations/us-central1/recommenders/{recommender}/recommendations?filter={}",
+            filter.replace(' ', "%20")
+        )
+    };
+    let state = "stateInfo.state = ACTIVE";
+    let at_limit = format!("{state}{}", " ".repeat(500 - state.len()));
+    let (status, page) = api
+        .get(&list("google.container.DiagnosisRecommender", &at_limit))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["recommendations"].as_array().map(Vec::len), Some(1));
+    let over = format!("{at_limit} ");
+    for recommender in [
+        "google.container.DiagnosisRecommender",
+        "google.iam.policy.Recommender",
+    ] {
+        let (status, err) = api.get(&list(recommender, &over)).await;
+        assert_eq!(status, 400, "{recommender}: {err}");
+        assert_eq!(err["error"]["status"], "INVALID_ARGUMENT");
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("501") && message.contains("500 characters"),
+            "{message}"
+        );
+        assert_eq!(
+            err["error"]["details"][0]["fieldViolations"][0]["field"],
+            "filter"
+        );
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn org_policy_answers_a_constraint_that_does_not_exist_with_404_not_found() {
+    let world = WORLD.replace(
+        "organization: {id: \"123456789012\"}",
+        "organization:\n  id: \"123456789012\"\n  org_policies:\n    - {constraint: custom.denyPublicClusters, enforce: true}",
+    );
+    let sim = start_sim(&world).await;
+    let api = Api::new(&sim);
+    let effective = |c: &str| format!("v2/projects/demo-project/policies/{c}:getEffectivePolicy");
+    let (status, p) = api
+        .get(&effective(
+            "iam.automaticIamGrantsForDefaultServiceAccounts",
+        ))
+        .await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["spec"]["rules"][0]["enforce"], false);
+    // A custom constraint exists when the world sets a policy on it.
+    let (status, p) = api.get(&effective("custom.denyPublicClusters")).await;
+    assert_eq!(
+        (status, p["spec"]["rules"][0]["enforce"].clone()),
+        (200, json!(true))
+    );
+    for path in [
+        effective("iam.automaticIamGrantsForDefaultServiceAccount"),
+        effective("custom.neverDefined"),
+        "v2/organizations/123456789012/policies/iam.noSuchConstraint".to_owned(),
+    ] {
+        let (status, err) = api.get(&path).await;
+        assert_eq!(status, 404, "{path}: {err}");
+        assert_eq!(
+            err["error"],
+            json!({"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND"})
+        );
+    }
+    sim.shutdown().await;
+}

@@ -1,7 +1,9 @@
 //! Cloud Asset Inventory v1: `assets.list` (`GET /v1/{scope}/assets`) over the live state, for scopes
 //! `organizations/N`, `folders/N` and `projects/ID|NUMBER`, with `contentType` `RESOURCE` / `IAM_POLICY`
 //! (names or the integers GAPIC sends), `assetTypes` (repeated or comma-separated, RE2 patterns
-//! anchored as Google anchors them), paging (`pageSize` default 100, at most 1,000) and `readTime`.
+//! anchored as Google anchors them; a pattern matching no type Google supports for the content type
+//! is Google's 400, see `asset_types`), paging (`pageSize` default 100, at most 1,000) and `readTime`.
+//! Parameters given in their proto spelling (`page_size`) arrive renamed by `schema::check_query`.
 //!
 //! The snapshot is the live state at the time of the call (the simulator keeps no history): a policy
 //! written through `setIamPolicy` shows up in the next listing. Asset names, `ancestors` and the
@@ -20,6 +22,7 @@ use std::time::{Duration, SystemTime};
 use http::Method;
 use serde_json::{Value, json};
 
+use super::asset_types;
 use super::clock;
 use super::container::cluster_json;
 use super::error::{ApiError, ApiResult};
@@ -83,7 +86,7 @@ enum Content {
     /// `iamPolicy`.
     IamPolicy,
     /// A content type the simulator holds no assets of (org policies, access policies, ...).
-    Unmodelled,
+    Unmodelled(&'static str),
 }
 
 fn content(raw: Option<&str>) -> ApiResult<Content> {
@@ -91,8 +94,10 @@ fn content(raw: Option<&str>) -> ApiResult<Content> {
         "" | "0" | "CONTENT_TYPE_UNSPECIFIED" => Content::Names,
         "1" | "RESOURCE" => Content::Resource,
         "2" | "IAM_POLICY" => Content::IamPolicy,
-        "4" | "ORG_POLICY" | "5" | "ACCESS_POLICY" | "6" | "OS_INVENTORY" | "7"
-        | "RELATIONSHIP" => Content::Unmodelled,
+        "4" | "ORG_POLICY" => Content::Unmodelled("ORG_POLICY"),
+        "5" | "ACCESS_POLICY" => Content::Unmodelled("ACCESS_POLICY"),
+        "6" | "OS_INVENTORY" => Content::Unmodelled("OS_INVENTORY"),
+        "7" | "RELATIONSHIP" => Content::Unmodelled("RELATIONSHIP"),
         other => {
             return Err(ApiError::invalid(format!(
                 "Invalid value at 'content_type' (type.googleapis.com/google.cloud.asset.v1.ContentType), \"{other}\""
@@ -101,12 +106,13 @@ fn content(raw: Option<&str>) -> ApiResult<Content> {
     })
 }
 
-/// The asset types selected by `assetTypes` (all when absent), in listing order.
-fn selected_types(c: &Ctx<'_>) -> ApiResult<Vec<&'static str>> {
+/// The asset types selected by `assetTypes` (all when absent), in listing order. Each pattern must
+/// match a type Google supports for the content type (see [`asset_types`]), else Google's 400.
+fn selected_types(c: &Ctx<'_>, content: Content, scope: &str) -> ApiResult<Vec<&'static str>> {
     let patterns: Vec<String> = c
         .query
         .iter()
-        .filter(|(k, _)| k == "assetTypes" || k == "asset_types")
+        .filter(|(k, _)| k == "assetTypes")
         .flat_map(|(_, v)| v.split(','))
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
@@ -114,22 +120,30 @@ fn selected_types(c: &Ctx<'_>) -> ApiResult<Vec<&'static str>> {
     if patterns.is_empty() {
         return Ok(TYPES.to_vec());
     }
+    let (label, supported) = match content {
+        Content::IamPolicy => ("IAM_POLICY", asset_types::IAM_POLICY),
+        Content::Unmodelled(name) => (name, asset_types::RESOURCE),
+        Content::Names | Content::Resource => ("RESOURCE", asset_types::RESOURCE),
+    };
     let mut matchers = Vec::new();
     for p in &patterns {
-        let literal = p
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '/' || ch == '-');
-        let well_formed = p.contains(".googleapis.com/") && !p.ends_with('/');
-        if literal && !well_formed {
-            return Err(ApiError::invalid(format!(
-                "Invalid asset type: {p}. An asset type looks like `SERVICE.googleapis.com/KIND`."
-            )));
-        }
         let re = regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
             ApiError::invalid(format!(
                 "Invalid regular expression in asset_types: {p}: {e}"
             ))
         })?;
+        if !supported.iter().any(|t| re.is_match(t)) {
+            let message = format!(
+                "No {label} found that matches asset type {p} for consumer project: {}. For a list of supported content types and asset types, see https://cloud.google.com/asset-inventory/docs/supported-asset-types",
+                consumer_number(c, scope)
+            );
+            let mut e = ApiError::invalid(message.clone());
+            e.details.push(json!({
+                "@type": "type.googleapis.com/google.rpc.BadRequest",
+                "fieldViolations": [{"field": "asset_types", "description": message}],
+            }));
+            return Err(e);
+        }
         matchers.push(re);
     }
     Ok(TYPES
@@ -137,6 +151,21 @@ fn selected_types(c: &Ctx<'_>) -> ApiResult<Vec<&'static str>> {
         .copied()
         .filter(|t| matchers.iter().any(|m| m.is_match(t)))
         .collect())
+}
+
+/// The number of the project Google bills the call to: the calling service account's project, else
+/// the project listed, else the world's first project (a user's quota project is not modelled).
+fn consumer_number(c: &Ctx<'_>, scope: &str) -> String {
+    let own = c
+        .caller
+        .strip_prefix("serviceAccount:")
+        .and_then(|e| e.split_once('@'))
+        .and_then(|(_, d)| d.strip_suffix(".iam.gserviceaccount.com"));
+    let listed = scope.strip_prefix("projects/");
+    own.and_then(|p| c.st.project_idx(p))
+        .or_else(|| listed.and_then(|p| c.st.project_idx(p)))
+        .or_else(|| (!c.st.projects.is_empty()).then_some(0))
+        .map_or_else(|| "0".to_owned(), |i| c.st.projects[i].number.clone())
 }
 
 /// `readTime`: at most 35 days back and not in the future (the simulator serves the live state).
@@ -533,7 +562,7 @@ fn render(
             let p = policy::render(policy?, 3);
             v["iamPolicy"] = serde_json::to_value(p).ok()?;
         }
-        Content::Names | Content::Unmodelled => {}
+        Content::Names | Content::Unmodelled(_) => {}
     }
     Some(v)
 }
@@ -564,23 +593,23 @@ fn check_enabled(c: &Ctx<'_>) -> ApiResult<()> {
 }
 
 fn list(c: &mut Ctx<'_>, scope: &str) -> ApiResult<Value> {
-    let content = content(c.q("contentType").or_else(|| c.q("content_type")))?;
+    let content = content(c.q("contentType"))?;
     c.require(match content {
         Content::IamPolicy => "cloudasset.assets.listIamPolicy",
         _ => "cloudasset.assets.listResource",
     })?;
     check_enabled(c)?;
-    let types = selected_types(c)?;
+    let types = selected_types(c, content, scope)?;
     let read_time = read_time(c)?;
     let sc = scope_of(c.st, scope)?;
-    let all = if content == Content::Unmodelled {
+    let all = if matches!(content, Content::Unmodelled(_)) {
         Vec::new()
     } else {
         items(c.st, &sc, &types, content)
     };
     let (range, next) = paging::window(
-        c.q("pageSize").or_else(|| c.q("page_size")),
-        c.q("pageToken").or_else(|| c.q("page_token")),
+        c.q("pageSize"),
+        c.q("pageToken"),
         all.len(),
         paging::Limits {
             default: 100,

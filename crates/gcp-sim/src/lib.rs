@@ -6,19 +6,20 @@
 //! shares no type with the client it serves.
 //!
 //! Module map: [`world`] (file model), `state` (live resources and their indexes), [`model`] (its own
-//! IAM wire model), `server` (routing, callers, faults, journal), `schema` (unknown request fields),
-//! `paging`, `control` (`/_sim/` endpoints), one module per API (`crm`, `iam`, `container`,
-//! `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`, `cloudasset`, `iam_v2`,
-//! `orgpolicy`, `cloudidentity`), `access` (deny and org policies: world checks, state, evaluation),
-//! `cel` (its own reading of time-bound IAM conditions), `policy` (IAM policy
-//! semantics), `roles` (bundled role data and catalog), `faults`, `journal`, `audit` (audit-log
-//! LogEntries to Pub/Sub), `error` (Google error JSON), `clock` (RFC 3339).
+//! IAM wire model), `server` (routing, callers, faults, journal), `schema` (unknown request fields
+//! and query parameters), `paging`, `control` (`/_sim/` endpoints), one module per API (`crm`,
+//! `iam`, `container`, `recommender`, `serviceusage`, `troubleshooter`, `logging` with `logfilter`,
+//! `cloudasset` with `asset_types`, `iam_v2`, `orgpolicy`, `cloudidentity`), `access` (deny and org
+//! policies: world checks, state, evaluation), `cel` (its own reading of time-bound IAM conditions),
+//! `policy` (IAM policy semantics), `roles` (bundled role data and catalog), `faults`, `journal`,
+//! `audit` (audit-log LogEntries to Pub/Sub), `error` (Google error JSON), `clock` (RFC 3339).
 //!
 //! Callers: `Authorization: Bearer sim:EMAIL` names the caller (`serviceAccount:EMAIL` when the email ends
 //! in `gserviceaccount.com`, else `user:EMAIL`); no token or any other token means
 //! [`SimOptions::default_principal`].
 
 mod access;
+mod asset_types;
 mod audit;
 mod cel;
 mod clock;

@@ -2,6 +2,10 @@
 //! message does not have (`400 Invalid JSON payload received. Unknown name "bogus" at 'policy': Cannot
 //! find field.`), in lowerCamelCase or the proto's snake_case spelling. Each endpoint names the message
 //! its body is; fields of free-form messages (`Struct`, maps, a node pool spec) are not checked.
+//!
+//! Query parameters likewise: a parameter the method's discovery document does not declare, other
+//! than the standard system parameters, is refused with `400 Invalid JSON payload received. Unknown
+//! name "x": Cannot bind query parameter. Field 'x' could not be found in request message.`
 
 use serde_json::Value;
 
@@ -101,6 +105,121 @@ pub fn body_of(endpoint: &str) -> Option<&'static [(&'static str, Kind)]> {
         ("cloudresourcemanager.organizations.search", _) => SEARCH_ORGANIZATIONS_V1,
         _ => return None,
     })
+}
+
+/// The standard parameters every discovery document declares (`$`-prefixed as GAPIC REST clients send
+/// them, e.g. `$alt=json;enum-encoding=int`, or plain).
+const SYSTEM_PARAMETERS: &[&str] = &[
+    "$.xgafv",
+    "access_token",
+    "alt",
+    "callback",
+    "fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "quotaUser",
+    "upload_protocol",
+    "uploadType",
+];
+
+const PAGE: &[&str] = &["pageSize", "pageToken"];
+const FILTER_PAGE: &[&str] = &["filter", "pageSize", "pageToken"];
+const QUERY_PAGE: &[&str] = &["query", "pageSize", "pageToken"];
+const PARENT_PAGE_DELETED: &[&str] = &["parent", "pageSize", "pageToken", "showDeleted"];
+
+/// The query parameters an endpoint's method declares in its discovery document, besides the system
+/// parameters. `segs` is the request path (version first), which tells v1 from v3 and Container's
+/// `projects/*/zones/*` methods from its `projects/*/locations/*` ones. Methods whose request is the
+/// whole body (`body: "*"`: every POST here) and `get`s named by their path declare none.
+pub fn query_of(endpoint: &str, segs: &[&str]) -> &'static [&'static str] {
+    let version = segs.first().copied().unwrap_or("");
+    let zones = segs.get(3) == Some(&"zones");
+    match endpoint {
+        "cloudresourcemanager.projects.list" if version == "v1" => FILTER_PAGE,
+        "cloudresourcemanager.projects.list" | "cloudresourcemanager.folders.list" => {
+            PARENT_PAGE_DELETED
+        }
+        "cloudresourcemanager.projects.search" => QUERY_PAGE,
+        "cloudresourcemanager.organizations.search" | "cloudresourcemanager.folders.search"
+            if version == "v3" =>
+        {
+            QUERY_PAGE
+        }
+        "iam.roles.list" if segs.len() == 2 => {
+            &["parent", "pageSize", "pageToken", "view", "showDeleted"]
+        }
+        "iam.roles.list" => &["pageSize", "pageToken", "view", "showDeleted"],
+        "iam.serviceAccounts.list" | "iam.policies.listPolicies" => PAGE,
+        "container.clusters.list" | "container.nodePools.list" if zones => &["parent"],
+        "container.clusters.get" | "container.nodePools.get" | "container.operations.get"
+            if zones =>
+        {
+            &["name"]
+        }
+        "container.clusters.list" => &["projectId", "zone"],
+        "container.clusters.get" | "container.nodePools.list" => {
+            &["projectId", "zone", "clusterId"]
+        }
+        "container.nodePools.get" => &["projectId", "zone", "clusterId", "nodePoolId"],
+        "container.operations.get" => &["projectId", "zone", "operationId"],
+        "recommender.recommendations.list" | "serviceusage.services.list" => FILTER_PAGE,
+        "cloudasset.assets.list" => &[
+            "assetTypes",
+            "contentType",
+            "pageSize",
+            "pageToken",
+            "readTime",
+            "relationshipTypes",
+        ],
+        "cloudidentity.groups.lookup" => &["groupKey.id", "groupKey.namespace"],
+        "cloudidentity.groups.memberships.checkTransitiveMembership" => &["query"],
+        _ => &[],
+    }
+}
+
+/// `pageSize` -> `page_size`, `groupKey.id` -> `group_key.id`: the proto spelling Google also binds.
+fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for ch in name.chars() {
+        if ch.is_ascii_uppercase() {
+            out.push('_');
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Checks every query parameter against the method's `declared` ones and the system parameters, and
+/// renames a declared one given in its proto spelling to the discovery (lowerCamelCase) spelling the
+/// handlers read.
+pub fn check_query(query: &mut [(String, String)], declared: &[&'static str]) -> ApiResult<()> {
+    for (name, _) in query.iter_mut() {
+        let bare = name.strip_prefix('$').unwrap_or(name);
+        if SYSTEM_PARAMETERS.contains(&name.as_str()) || SYSTEM_PARAMETERS.contains(&bare) {
+            continue;
+        }
+        match declared
+            .iter()
+            .find(|d| **d == name.as_str() || snake(d) == *name)
+        {
+            Some(d) => *name = (*d).to_owned(),
+            None => {
+                let message = format!(
+                    "Invalid JSON payload received. Unknown name \"{name}\": Cannot bind query parameter. Field '{name}' could not be found in request message."
+                );
+                let mut e = ApiError::invalid(message.clone());
+                e.details.push(serde_json::json!({
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "fieldViolations": [{"description": message}],
+                }));
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn known(fields: &[(&str, Kind)], name: &str) -> Option<Kind> {

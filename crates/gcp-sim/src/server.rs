@@ -74,6 +74,8 @@ pub struct Route {
     pub api: &'static str,
     /// Endpoint key, e.g. `cloudresourcemanager.projects.getIamPolicy`.
     pub endpoint: &'static str,
+    /// The query parameters the method declares (set by [`find_route`] from the path).
+    pub query: &'static [&'static str],
     /// The handler.
     pub run: Runner,
 }
@@ -86,6 +88,7 @@ where
     Some(Route {
         api,
         endpoint,
+        query: &[],
         run: Box::new(f),
     })
 }
@@ -176,6 +179,10 @@ pub fn find_route(method: &Method, path: &str) -> Option<Route> {
         .or_else(|| iam_v2::route(method, &s, v))
         .or_else(|| orgpolicy::route(method, &s, v))
         .or_else(|| cloudidentity::route(method, &s, v))
+        .map(|mut r| {
+            r.query = super::schema::query_of(r.endpoint, &s);
+            r
+        })
 }
 
 /// The caller named by the `Authorization` header (`Bearer sim:EMAIL`), else the default principal.
@@ -202,8 +209,9 @@ pub fn dispatch(
     body: &Value,
     caller: String,
     user_agent: String,
-    query: Vec<(String, String)>,
+    mut query: Vec<(String, String)>,
 ) -> ApiResult<Value> {
+    super::schema::check_query(&mut query, route.query)?;
     if let Some(fields) = super::schema::body_of(route.endpoint) {
         super::schema::check(body, fields)?;
     }
