@@ -4,9 +4,11 @@
 #
 #   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/gke-iam-remediator:VERSION .
 #
-# The release binary is built with exactly `cargo build --release --locked` -- the same command, profile
-# and features CI builds (.ci/run); no extra flags, features or RUSTFLAGS, so the image runs the binary CI
-# tested. No Docker engine runs in CI: keep this the only build step.
+# The release binary is built with `cargo build --release --locked --no-default-features`: the product
+# without the simulator (`sim`, `demo`: the `simulator` feature, on by default for the command line),
+# which has no place in production. CI checks that configuration too (clippy with
+# --no-default-features in .ci/run); no other flags, features or RUSTFLAGS. No Docker engine runs in
+# CI: keep this the only build step.
 #
 # Stages: chef (toolchain + cargo-chef) -> planner (dependency recipe) -> builder (cached dependency layer,
 # then the crate) -> runtime (distroless, non-root: no shell, no package manager). Every build stage uses
@@ -27,9 +29,9 @@ RUN cargo chef prepare --recipe-path recipe.json
 FROM chef AS builder
 COPY --from=planner /build/recipe.json recipe.json
 # Dependencies only: this layer is reused until Cargo.toml / Cargo.lock change.
-RUN cargo chef cook --release --locked --recipe-path recipe.json
+RUN cargo chef cook --release --locked --no-default-features --recipe-path recipe.json
 COPY . .
-RUN cargo build --release --locked \
+RUN cargo build --release --locked --no-default-features \
  && cp target/release/gke-iam-remediator /gke-iam-remediator
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime

@@ -26,6 +26,7 @@
 
 pub mod app;
 pub mod clock;
+#[cfg(feature = "simulator")]
 pub mod demo;
 pub mod domain;
 pub mod engine;

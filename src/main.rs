@@ -2,8 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "simulator")]
 use gcp_sim as sim;
-use gke_iam_remediator::{app, demo, explain, plan_guard, scan};
+#[cfg(feature = "simulator")]
+use gke_iam_remediator::demo;
+use gke_iam_remediator::{app, explain, plan_guard, scan};
 
 /// Keeps the IAM bindings GKE needs in place: detect, restore safely, notify.
 #[derive(Parser)]
@@ -22,8 +25,10 @@ enum Command {
     /// Say what a Terraform plan (`terraform show -json PLANFILE`) would break, before applying it.
     CheckPlan(plan_guard::CheckPlanArgs),
     /// Run the self-contained demo: simulator, broken world, scan, restore, scan again.
+    #[cfg(feature = "simulator")]
     Demo(demo::DemoArgs),
     /// Run the local Google Cloud simulator.
+    #[cfg(feature = "simulator")]
     Sim(sim::SimArgs),
     /// Serve Pub/Sub push deliveries (Cloud Run service).
     Serve(app::ServeArgs),
@@ -50,7 +55,9 @@ async fn main() {
         Command::Scan(args) => scan::run(args).await,
         Command::Explain(args) => explain::run(args).await,
         Command::CheckPlan(args) => plan_guard::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Sim(args) => match sim::run_cli(args).await {
             Ok(()) => 0,
             Err(e) => {

@@ -668,10 +668,14 @@ fn the_image_runs_distroless_as_nonroot_with_an_exec_form_entrypoint() {
     };
 
     assert!(
-        lines
-            .iter()
-            .any(|l| instruction(l) == "RUN" && l.contains("cargo build --release --locked")),
-        "the builder runs CI's release build"
+        lines.iter().any(|l| instruction(l) == "RUN"
+            && l.contains("cargo build --release --locked --no-default-features")),
+        "the builder runs the release build without the simulator"
+    );
+    let ci = std::fs::read_to_string(repo().join(".ci/run")).unwrap();
+    assert!(
+        ci.contains("cargo clippy --locked --no-default-features"),
+        "CI checks the image's configuration"
     );
     let last_from = lines
         .iter()
