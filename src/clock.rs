@@ -25,6 +25,17 @@ impl Clock {
     }
 }
 
+/// `t` in milliseconds since the Unix epoch (0 before it): the time the state store records.
+pub fn epoch_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A span in milliseconds, saturating.
+pub fn span_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Fractional-second digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {

@@ -70,11 +70,6 @@ pub struct Conclude {
     seq: std::sync::atomic::AtomicU64,
 }
 
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Conclude {
     /// The stage over a state and a sink (`None`: notifications are only logged, and leave the
     /// outbox as if published).
@@ -105,8 +100,8 @@ impl Conclude {
         report: &ProjectReport,
         occasion: &Occasion<'_>,
     ) -> Result<Concluded, StateError> {
-        let now_ms = ms(occasion.now);
-        let window_ms = i64::try_from(self.settings.window.as_millis()).unwrap_or(i64::MAX);
+        let now_ms = crate::clock::epoch_ms(occasion.now);
+        let window_ms = crate::clock::span_ms(self.settings.window);
         let run = self.claim_name(now_ms);
         let rules = Rules {
             notify_healthy: self.settings.notify_healthy,
@@ -131,7 +126,7 @@ impl Conclude {
 
     /// Publishes whatever a project's outbox holds that no live claim holds (a drain).
     pub async fn drain(&self, project: &str, now: SystemTime) -> Result<Concluded, StateError> {
-        let now_ms = ms(now);
+        let now_ms = crate::clock::epoch_ms(now);
         let run = self.claim_name(now_ms);
         let snapshot = self.state.load(project).await?;
         let (claimed, snapshot) = self
@@ -316,7 +311,7 @@ impl Conclude {
         let Some(every) = self.settings.reminder else {
             return;
         };
-        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        let every_ms = crate::clock::span_ms(every);
         let last = *doc.reminded_at_ms.get_or_insert(now_ms);
         if now_ms - last < every_ms {
             return;

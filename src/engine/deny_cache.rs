@@ -78,12 +78,6 @@ impl std::fmt::Debug for DenyPolicyCache {
     }
 }
 
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl DenyPolicyCache {
     /// A cache backed by a state store (shared by every instance and run that use it).
     pub fn with_store(store: Arc<dyn StateStore>) -> Self {
@@ -195,7 +189,7 @@ impl DenyPolicyCache {
         {
             return Ok(fresh.policies.clone());
         }
-        let max_age_ms = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let max_age_ms = crate::clock::span_ms(max_age);
         let stored = if entry.as_ref().is_some_and(|f| f.stale) {
             None
         } else {
@@ -204,7 +198,9 @@ impl DenyPolicyCache {
         // The store's read serves when it is younger than ours (another instance or run made it).
         let ours = entry.as_ref().map_or(i64::MIN, |f| f.wall_ms);
         if let Some(s) = stored.as_ref().filter(|s| s.read_at_ms > ours) {
-            let age_ms = wall_ms().saturating_sub(s.read_at_ms).max(0);
+            let age_ms = crate::clock::epoch_ms(std::time::SystemTime::now())
+                .saturating_sub(s.read_at_ms)
+                .max(0);
             if !s.stale && age_ms < max_age_ms {
                 let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
                 *entry = Some(Fresh {
@@ -219,7 +215,8 @@ impl DenyPolicyCache {
         let (at, result) = read().await;
         match result {
             Ok(policies) => {
-                let read_at_ms = wall_ms() - i64::try_from(at.elapsed().as_millis()).unwrap_or(0);
+                let read_at_ms = crate::clock::epoch_ms(std::time::SystemTime::now())
+                    - crate::clock::span_ms(at.elapsed());
                 if at.elapsed() < max_age {
                     *entry = Some(Fresh {
                         at,

@@ -182,7 +182,7 @@ impl SharedState {
         id: &str,
     ) -> Result<notify::DeliveryClaim, StateError> {
         let key = format!("{target}:{id}");
-        let now = now_ms();
+        let now = crate::clock::epoch_ms(std::time::SystemTime::now());
         for _ in 0..COMMIT_ATTEMPTS {
             self.ops.reads.fetch_add(1, Ordering::Relaxed);
             let stored = self.store.get(Collection::Deliveries, &key).await?;
@@ -267,12 +267,6 @@ enum DeliveryDoc {
     Delivered,
     /// Given back after a failed send.
     Released,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl notify::DeliveryRecord for SharedState {

@@ -3,7 +3,7 @@
 //! flapping limit, so instances sharing the store never exceed it together) and as a restoration
 //! after it. Without a state (one-shot commands) nothing here runs.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::Remediator;
 use crate::domain::evaluate::Finding;
@@ -12,11 +12,6 @@ use crate::domain::plan::Action;
 use crate::domain::state::Restorations;
 use crate::engine::ledger::{self, Intent, Restoration};
 use crate::ports::StateError;
-
-fn ms(t: SystemTime) -> i64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// The finding a write restores: the one whose role and principal it grants, or whose principal
 /// (or requirement) the action concerns.
@@ -44,8 +39,8 @@ impl Remediator {
     }
 
     fn since_ms(&self) -> i64 {
-        let now = ms(self.options.clock.now());
-        now - i64::try_from(self.window().as_millis()).unwrap_or(i64::MAX)
+        let now = crate::clock::epoch_ms(self.options.clock.now());
+        now - crate::clock::span_ms(self.window())
     }
 
     /// Our restorations of `grants` within the window, from the ledger (intents of writes under
@@ -93,7 +88,7 @@ impl Remediator {
             self.since_ms(),
             self.options.policy.limits.max_restorations_per_binding,
         );
-        let at_ms = ms(self.options.clock.now());
+        let at_ms = crate::clock::epoch_ms(self.options.clock.now());
         let (refused, _) = state
             .update(project.as_str(), |doc| {
                 let before = doc.intents.len();
@@ -134,7 +129,7 @@ impl Remediator {
         let Some(state) = &self.options.state else {
             return;
         };
-        let at_ms = ms(self.options.clock.now());
+        let at_ms = crate::clock::epoch_ms(self.options.clock.now());
         let result = state
             .update(project.as_str(), |doc| {
                 for (action, finding) in actions {
