@@ -32,6 +32,8 @@ pub struct Concluded {
     pub open_intents: usize,
     /// Problems open in the project's ledger after this run.
     pub open_problems: usize,
+    /// The ledger holds writes only a run of the project can settle (a drain's answer).
+    pub unsettled_writes: bool,
 }
 
 /// Settings of the conclude stage.
@@ -135,7 +137,10 @@ impl Conclude {
                 doc.claim(&run, now_ms, now_ms + ledger::CLAIM_MS)
             })
             .await?;
-        self.publish(snapshot, &run, claimed).await
+        let unsettled_writes = snapshot.ledger.has_unsettled_writes();
+        let mut done = self.publish(snapshot, &run, claimed).await?;
+        done.unsettled_writes = unsettled_writes;
+        Ok(done)
     }
 
     async fn publish(

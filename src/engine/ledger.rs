@@ -214,9 +214,13 @@ impl ProjectLedger {
 
     /// Whether the document holds work for whoever runs the project next.
     pub fn is_pending(&self) -> bool {
-        !self.outbox.is_empty()
-            || !self.intents.is_empty()
-            || self.restorations.iter().any(|r| !r.notified)
+        !self.outbox.is_empty() || self.has_unsettled_writes()
+    }
+
+    /// Writes whose outcome only a run of the project can settle from live state: open intents,
+    /// restorations not yet announced.
+    pub fn has_unsettled_writes(&self) -> bool {
+        !self.intents.is_empty() || self.restorations.iter().any(|r| !r.notified)
     }
 
     /// Problems announced and not over.

@@ -1067,10 +1067,7 @@ impl Engine {
             self.stats
                 .notifications
                 .fetch_add(done.published.len() as u64, Ordering::Relaxed);
-            let snapshot = self.state.load(&project).await?;
-            if !snapshot.ledger.intents.is_empty()
-                || snapshot.ledger.restorations.iter().any(|r| !r.notified)
-            {
+            if done.unsettled_writes {
                 match self.project(&project).await {
                     Ok(info) => {
                         let report = self.run_coalesced(info, Duration::ZERO).await;
