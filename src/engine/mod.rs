@@ -877,8 +877,7 @@ impl Engine {
             reports.push(report);
         }
         reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
-        self.log_ledger_totals(reports.iter().map(|r| r.project_id.as_str()))
-            .await;
+        self.log_ledger_totals(reports.iter().map(|r| r.project_id.as_str()));
         Ok((reports, marked, discovery))
     }
 
@@ -1018,7 +1017,7 @@ impl Engine {
 
     /// Logs one `ledger totals` line for `projects` (the dashboard's open findings and pending
     /// notifications), from what their last conclusions here left.
-    pub async fn log_ledger_totals<'a>(&self, projects: impl Iterator<Item = &'a str>) {
+    pub fn log_ledger_totals<'a>(&self, projects: impl Iterator<Item = &'a str>) {
         let (mut open, mut pending, mut counted) = (0usize, 0usize, 0usize);
         {
             let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
