@@ -267,18 +267,16 @@ impl Conclude {
             .collect();
         for i in unannounced {
             let r = doc.restorations[i].clone();
-            let Some(finding) = r
-                .finding
-                .as_ref()
-                .and_then(|k| keys.iter().position(|x| x == k))
-                .map(|p| &report.findings[p])
-            else {
+            let Some((key, finding)) = r.finding.as_ref().and_then(|k| {
+                keys.iter()
+                    .position(|x| x == k)
+                    .map(|p| (k, &report.findings[p]))
+            }) else {
                 continue;
             };
-            let key = ledger::finding_key(finding);
             let id = ledger::notification_id(
                 project,
-                &key,
+                key,
                 Outcome::Restored,
                 0,
                 &format!("{}\u{1f}{}\u{1f}{}", r.run, r.action, r.at_ms),
