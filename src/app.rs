@@ -249,11 +249,9 @@ fn reminder_interval(hours: Option<u64>, mode: crate::domain::rules::Mode) -> Op
 fn open_state(setting: Option<&str>) -> anyhow::Result<Arc<crate::engine::shared::SharedState>> {
     let store = crate::scan::open_store(setting, None).map_err(anyhow::Error::msg)?;
     let info = store.info();
-    let on_cloud_run =
-        std::env::var_os("K_SERVICE").is_some() || std::env::var_os("CLOUD_RUN_JOB").is_some();
     if info.shared {
         tracing::info!(state = %info.location, "state shared by every instance and run");
-    } else if on_cloud_run {
+    } else if on_cloud_run() {
         tracing::warn!(state = %info.location, "no shared state (REMEDIATOR_STATE): on Cloud Run every guarantee (one notification per change, the flapping limit, nothing lost after a crash) holds per instance only; set REMEDIATOR_STATE=firestore://projects/P/databases/D");
     } else {
         tracing::info!(state = %info.location, "state kept by this process alone: guarantees hold per instance only");
@@ -453,10 +451,15 @@ fn push_verifier(
     )))
 }
 
+/// Whether this process runs on Cloud Run (a service sets `K_SERVICE`, a job `CLOUD_RUN_JOB`).
+fn on_cloud_run() -> bool {
+    std::env::var_os("K_SERVICE").is_some() || std::env::var_os("CLOUD_RUN_JOB").is_some()
+}
+
 /// On Cloud Run (a service sets `K_SERVICE`, a job `CLOUD_RUN_JOB`) the runtime identity is known to
 /// the metadata server; elsewhere it is not guessed.
 async fn own_identity() -> Option<String> {
-    if std::env::var_os("K_SERVICE").is_none() && std::env::var_os("CLOUD_RUN_JOB").is_none() {
+    if !on_cloud_run() {
         return None;
     }
     let host = std::env::var("GCE_METADATA_HOST")
