@@ -380,27 +380,30 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
                 Project::FromSnapshot(_) => None,
             })
             .collect();
-        let order = &remediator.order_deny_reads(&live);
+        let deny_reads = remediator
+            .plan_deny_reads(&crate::engine::deny_plan::PlanProject::of(&live, &roots))
+            .await;
         let mut reports = futures::stream::iter(projects)
             .map(|p| {
                 let remediator = &remediator;
                 async move {
                     match p {
-                        Project::Live(info) => {
-                            let report = remediator.remediate(&info).await;
-                            order.pass(&info.project_id);
-                            report
-                        }
+                        Project::Live(info) => remediator.remediate(&info).await,
                         Project::FromSnapshot(report) => *report,
                     }
                 }
             })
             .buffered(remediator.options().concurrency);
-        while let Some(report) = reports.next().await {
-            progress.tick();
-            tally.add(&report);
-            sink.project(&report)?;
-        }
+        let write_all = async {
+            while let Some(report) = reports.next().await {
+                progress.tick();
+                tally.add(&report);
+                sink.project(&report)?;
+            }
+            Ok::<(), SetupError>(())
+        };
+        // The planned deny reads are polled first: they take the IAM v2 budget.
+        tokio::join!(deny_reads, write_all).1?;
     }
     progress.finish().await;
     for report in &failures {

@@ -255,6 +255,42 @@ impl DenyPolicyCache {
         }
     }
 
+    /// What this cache (and its store) knows of `point` for a plan of reads: fresh enough to be
+    /// used as it is, read once and since grown old or marked stale (when), or never read.
+    pub async fn known(&self, point: &str, max_age: Duration) -> crate::engine::deny_plan::Known {
+        use crate::engine::deny_plan::Known;
+        let slot = self
+            .entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(point)
+            .cloned();
+        let mut ours = None;
+        if let Some(slot) = slot
+            && let Some(fresh) = slot.lock().await.as_ref()
+        {
+            if !fresh.stale && fresh.at.elapsed() < max_age {
+                return Known::Fresh;
+            }
+            if fresh.stale {
+                return Known::ReadAt(fresh.wall_ms);
+            }
+            ours = Some(fresh.wall_ms);
+        }
+        match self.stored(point).await {
+            Some(s) if s.stale => Known::ReadAt(s.read_at_ms),
+            Some(s) if ours.is_none_or(|o| s.read_at_ms > o) => {
+                let age_ms = crate::clock::epoch_ms(std::time::SystemTime::now())
+                    .saturating_sub(s.read_at_ms);
+                match age_ms < crate::clock::span_ms(max_age) {
+                    true => Known::Fresh,
+                    false => Known::ReadAt(s.read_at_ms),
+                }
+            }
+            _ => ours.map_or(Known::Never, Known::ReadAt),
+        }
+    }
+
     /// Marks the read of `point` stale (its deny policies changed): the next run that needs them
     /// reads them again, and its last known rules still apply until a read succeeds. A read under
     /// way finishes first, and is marked too; so is the store's entry.

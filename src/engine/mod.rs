@@ -15,7 +15,7 @@
 
 pub mod conclude;
 pub mod deny_cache;
-pub mod deny_order;
+pub mod deny_plan;
 pub mod error;
 pub mod flap;
 pub mod ledger;
@@ -67,8 +67,7 @@ pub struct EngineConfig {
     /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
     pub clock: crate::clock::Clock,
     /// The IAM v2 reads this process makes in all, when it has such a budget (`job --sweep` without
-    /// a subscription): a sweep it might not cover reads deny policies in project order
-    /// ([`deny_order::DenyOrder`]), on both paths.
+    /// a subscription): a sweep's plan of deny reads makes at most that many ([`deny_plan`]).
     pub deny_read_budget: Option<u32>,
     /// The delivery attempt at which the subscription gives a message to its dead-letter topic
     /// (Terraform's `max_delivery_attempts`): a transient failure on that attempt is announced,
@@ -222,8 +221,6 @@ struct Batch {
     first_removal: Option<Instant>,
     /// The write budget of the sweep this batch serves, if any (else the run has its own).
     budget: Option<Arc<WriteBudget>>,
-    /// The deny-read order of the sweep this batch serves, if it keeps one.
-    deny_order: Option<Arc<deny_order::DenyOrder>>,
     done: watch::Sender<Option<RunResult>>,
 }
 
@@ -636,7 +633,7 @@ impl Engine {
         let runs = futures::future::join_all(
             projects
                 .iter()
-                .map(|p| self.run_coalesced_in(p.clone(), delay, budget.clone(), None)),
+                .map(|p| self.run_coalesced_in(p.clone(), delay, budget.clone())),
         )
         .await;
         let mut verdict = Verdict::Ack;
@@ -666,7 +663,7 @@ impl Engine {
     /// that long for others. A removal's grace delay is counted from the first removal of the batch,
     /// so a stream of removals cannot postpone the run forever.
     pub async fn run_coalesced(self: &Arc<Self>, info: ProjectInfo, delay: Duration) -> RunResult {
-        self.run_coalesced_in(info, delay, None, None).await
+        self.run_coalesced_in(info, delay, None).await
     }
 
     async fn run_coalesced_in(
@@ -674,7 +671,6 @@ impl Engine {
         info: ProjectInfo,
         delay: Duration,
         budget: Option<Arc<WriteBudget>>,
-        deny_order: Option<Arc<deny_order::DenyOrder>>,
     ) -> RunResult {
         let key = info.project_id.to_string();
         let now = Instant::now();
@@ -692,9 +688,6 @@ impl Engine {
                     if guard.budget.is_none() {
                         guard.budget = budget;
                     }
-                    if guard.deny_order.is_none() {
-                        guard.deny_order = deny_order;
-                    }
                     drop(guard);
                     b.clone()
                 }
@@ -710,7 +703,6 @@ impl Engine {
                         not_before: now + window.max(delay),
                         first_removal: removal.then_some(now),
                         budget,
-                        deny_order,
                         done: tx,
                     }));
                     slot.next = Some(b.clone());
@@ -782,10 +774,11 @@ impl Engine {
             options.deny_cache = self.deny_cache.clone();
             options.clock = self.config.clock.clone();
             options.state = Some(self.state.clone());
-            (options.budget, options.deny_order) = {
-                let batch = batch.lock().unwrap_or_else(|e| e.into_inner());
-                (batch.budget.clone(), batch.deny_order.clone())
-            };
+            options.budget = batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .budget
+                .clone();
             let remediator =
                 Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
             let report = Arc::new(remediator.remediate(&info).await);
@@ -838,27 +831,21 @@ impl Engine {
         let budget = Some(WriteBudget::new(
             self.config.policy.limits.max_writes_per_run,
         ));
-        // Every project at once; a short deny-read budget is spent in their order (by id).
-        let order = deny_order::DenyOrder::needed(self.config.deny_read_budget, &infos)
-            .then(|| deny_order::DenyOrder::new(infos.iter().map(|p| &p.project_id)));
+        // The sweep's deny reads are planned and made first; then every project at once.
+        let planner = Remediator::new(self.gcp.clone(), self.resolver_options());
+        let reads = planner
+            .plan_deny_reads(&deny_plan::PlanProject::of(&infos, roots))
+            .await;
         let runs: Vec<futures::future::BoxFuture<'_, RunResult>> = infos
             .into_iter()
             .map(|p| {
-                let (budget, order) = (budget.clone(), order.clone());
+                let budget = budget.clone();
                 let engine = self.clone();
-                Box::pin(async move {
-                    let id = p.project_id.clone();
-                    let report = engine
-                        .run_coalesced_in(p, Duration::ZERO, budget, order.clone())
-                        .await;
-                    if let Some(order) = order {
-                        order.pass(&id);
-                    }
-                    report
-                }) as futures::future::BoxFuture<'_, RunResult>
+                Box::pin(async move { engine.run_coalesced_in(p, Duration::ZERO, budget).await })
+                    as futures::future::BoxFuture<'_, RunResult>
             })
             .collect();
-        let reports = futures::future::join_all(runs).await;
+        let (_, reports) = tokio::join!(reads, futures::future::join_all(runs));
         let mut reports = reports;
         reports.extend(failures.into_iter().map(Arc::new));
         let mut marked = 0;

@@ -14,7 +14,6 @@ use futures::StreamExt;
 use tokio::sync::{Mutex, OnceCell};
 
 use super::deny_cache::DenyPolicyCache;
-use super::deny_order::DenyOrder;
 use super::flap::{FlapLedger, FlapSource};
 
 mod access;
@@ -63,11 +62,9 @@ pub struct Options {
     /// younger than `limits.deny_policy_max_age_minutes`.
     pub deny_cache: Arc<DenyPolicyCache>,
     /// The IAM v2 reads this one-shot run makes in all, when it has such a budget (`scan`,
-    /// `explain`): a sweep it might not cover reads deny policies in project order
-    /// ([`DenyOrder`]).
+    /// `explain`, `job --sweep`): a sweep's plan of deny reads makes at most that many
+    /// ([`super::deny_plan`]).
     pub deny_read_budget: Option<u32>,
-    /// The deny-read order of the sweep this run belongs to (an engine's sweep), if it keeps one.
-    pub deny_order: Option<Arc<DenyOrder>>,
     /// The write budget to draw from when it is shared (every project of one sweep); else the run
     /// has its own of `limits.max_writes_per_run`.
     pub budget: Option<Arc<WriteBudget>>,
@@ -115,7 +112,6 @@ impl Options {
             flap: Arc::default(),
             deny_cache: Arc::default(),
             deny_read_budget: None,
-            deny_order: None,
             budget: None,
             clock: crate::clock::Clock::default(),
             read_ahead: false,
@@ -186,37 +182,8 @@ pub struct Remediator {
     /// A project's first-round reads started while [`Remediator::resolve`] looked the project up,
     /// taken (once) by the project's first read of live state.
     prefetched: std::sync::Mutex<HashMap<ProjectId, OwnReads>>,
-    /// The order of deny-policy reads of the sweep under way, when its budget is short.
-    deny_order: std::sync::Mutex<Option<Arc<DenyOrder>>>,
     /// Names this run's write intents in the ledger.
     run: String,
-}
-
-/// A sweep's deny-read order set on its remediator, unset when dropped.
-pub(crate) struct OrderedDenyReads<'a> {
-    remediator: &'a Remediator,
-    order: Option<Arc<DenyOrder>>,
-}
-
-impl OrderedDenyReads<'_> {
-    /// `project` is done with deny reads (or never needed any).
-    pub(crate) fn pass(&self, project: &ProjectId) {
-        if let Some(order) = &self.order {
-            order.pass(project);
-        }
-    }
-}
-
-impl Drop for OrderedDenyReads<'_> {
-    fn drop(&mut self) {
-        if self.order.is_some() {
-            *self
-                .remediator
-                .deny_order
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
-        }
-    }
 }
 
 /// A project's first-round reads: its own policy, its clusters and, when its last read found node
@@ -270,14 +237,12 @@ impl Remediator {
             .budget
             .clone()
             .unwrap_or_else(|| WriteBudget::new(options.policy.limits.max_writes_per_run));
-        let deny_order = std::sync::Mutex::new(options.deny_order.clone());
         Self {
             gcp,
             options,
             caches,
             budget,
             prefetched: std::sync::Mutex::default(),
-            deny_order,
             run: format!("r{:016x}", rand::random::<u64>()),
         }
     }
@@ -371,42 +336,17 @@ impl Remediator {
         (key, info)
     }
 
-    /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order
-    /// (by id, as [`Self::resolve`] gives them): a short IAM v2 budget is spent in that order.
+    /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order,
+    /// after the sweep's deny-policy reads are planned and made ([`Self::plan_deny_reads`]).
     pub async fn run(&self, projects: &[ProjectInfo]) -> Vec<ProjectReport> {
-        let order = self.order_deny_reads(projects);
-        futures::stream::iter(projects)
-            .map(|p| async {
-                let report = self.remediate(p).await;
-                order.pass(&p.project_id);
-                report
-            })
+        let reads = self
+            .plan_deny_reads(&super::deny_plan::PlanProject::of(projects, &[]))
+            .await;
+        let runs = futures::stream::iter(projects)
+            .map(|p| self.remediate(p))
             .buffered(self.options.concurrency.max(1))
-            .collect()
-            .await
-    }
-
-    /// Orders the deny-policy reads of a sweep of `projects` in their order when the run's IAM v2
-    /// budget might not cover them ([`DenyOrder::needed`]), until the value returned is dropped.
-    /// The sweep must start its projects in that order, and pass each one when it ends.
-    pub(crate) fn order_deny_reads(&self, projects: &[ProjectInfo]) -> OrderedDenyReads<'_> {
-        let order = DenyOrder::needed(self.options.deny_read_budget, projects)
-            .then(|| DenyOrder::new(projects.iter().map(|p| &p.project_id)));
-        if order.is_some() {
-            *self.deny_order.lock().unwrap_or_else(|e| e.into_inner()) = order.clone();
-        }
-        OrderedDenyReads {
-            remediator: self,
-            order,
-        }
-    }
-
-    /// The deny-read order of the sweep under way, if it keeps one.
-    pub(super) fn deny_order(&self) -> Option<Arc<DenyOrder>> {
-        self.deny_order
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .collect();
+        tokio::join!(reads, runs).1
     }
 
     async fn role(&self, role: &Role) -> RoleLookup {
@@ -567,10 +507,7 @@ impl Remediator {
             ancestry
         };
         let (own, ancestry) = tokio::join!(self.read_own(info, chain_rx), ancestry);
-        let (mut state, accounts, access) = own.inspect_err(|_| {
-            // A failed read (retried or not) does not hold the sweep's later deny reads.
-            self.pass_deny_turn(&info.project_id);
-        })?;
+        let (mut state, accounts, access) = own?;
         let (chain, ancestors, mut unreadable) = ancestry?;
         state.access = access;
         state.folders = chain
@@ -633,7 +570,6 @@ impl Remediator {
         // (one read ahead is kept for later runs all the same).
         let access = async {
             if state.clusters.is_empty() {
-                self.pass_deny_turn(&info.project_id);
                 if let Some(read) = own_deny {
                     self.keep_own_deny_read(info, read).await;
                 }
@@ -642,10 +578,7 @@ impl Remediator {
             match chain.await {
                 Ok(Some(chain)) => Ok(self.read_access(info, &chain, own_deny).await?.0),
                 // The ancestors could not be read: that error is the one reported.
-                _ => {
-                    self.pass_deny_turn(&info.project_id);
-                    Ok(AccessFacts::default())
-                }
+                _ => Ok(AccessFacts::default()),
             }
         };
         let (accounts, (), access) = tokio::join!(

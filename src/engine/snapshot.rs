@@ -19,12 +19,12 @@
 //! IAM deny policies are not Cloud Asset assets: they are read live for every project with clusters
 //! exactly as the per-project path reads them (its folders' and organization's through the run's and
 //! the process's caches, then its own; a project without clusters has no node account a deny rule
-//! could block, and neither path reads any for it), through the same IAM v2 read budget, and in the
-//! same order when that budget is short ([`crate::engine::deny_order`]): projects are judged by id,
-//! as the per-project path takes them, so both paths read the same attachment points. Deny policies
-//! the budget leaves unread make a would-be-`ok` project `incomplete`, reported from the snapshot
-//! with the attachment points and the quota named (the per-project path gives the same verdict for
-//! the same reason, and re-verifying it live could read no more). A project is never called healthy
+//! could block, and neither path reads any for it), through the same IAM v2 read budget. The
+//! snapshot knows every project's ancestors and clusters, so it plans the sweep's deny reads
+//! ([`crate::engine::deny_plan`]) before judging: the organization, then folders by the projects
+//! with clusters beneath them. Deny policies the budget leaves unread keep a would-be-`ok` node
+//! account `ok` with `deny_check` naming them, reported from the snapshot (re-verifying it live could
+//! read no more). A project is never called healthy
 //! from the snapshot on a guess about its deny policies.
 //! When Cloud Asset Inventory cannot be read at all (403 without `cloudasset.assets.list*`, the API
 //! disabled, or any other failure), [`survey`] fails and the caller falls back to the per-project path.
@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use super::deny_plan::PlanProject;
 use super::remediate::Remediator;
 use crate::domain::condition;
 use crate::domain::evaluate;
@@ -475,27 +476,45 @@ pub async fn survey(
             })
             .collect();
     } else {
-        // Projects are judged concurrently (the live reads they need, such as a project's deny
-        // policies, go through the client's rate limits), in the snapshot's order (by project id,
-        // the per-project path's order, which a short IAM v2 budget is spent in).
+        // Projects are judged concurrently (the live reads they need go through the client's rate
+        // limits), beside the sweep's planned deny reads (polled first, so they take the budget).
         use futures::StreamExt;
         let snapshot = &snapshot;
-        let infos: Vec<ProjectInfo> = projects.values().map(|(info, _, _)| info.clone()).collect();
-        let order = &remediator.order_deny_reads(&infos);
+        let plan: Vec<PlanProject> = projects
+            .values()
+            .map(|(info, ancestors, _)| PlanProject {
+                project: info.project_id.clone(),
+                point: format!("projects/{}", info.project_number),
+                ancestors: ancestors
+                    .iter()
+                    .skip(1)
+                    .filter_map(|a| ResourceRef::parse(a).ok())
+                    .collect(),
+                clusters: Some(
+                    snapshot
+                        .clusters
+                        .get(info.project_id.as_str())
+                        .is_some_and(|c| !c.is_empty()),
+                ),
+            })
+            .collect();
+        let reads = remediator.plan_deny_reads(&plan).await;
         let mut judged = futures::stream::iter(projects.into_values())
             .map(|(info, ancestors, root)| async move {
                 let verdict =
                     judge(remediator, snapshot, &roots[root], &info, &ancestors, now).await;
-                order.pass(&info.project_id);
                 (info, verdict)
             })
             .buffered(remediator.options().concurrency.max(1));
-        while let Some((info, verdict)) = judged.next().await {
-            match verdict {
-                Ok(report) => survey.reports.push(report),
-                Err(reason) => survey.suspects.push(Suspect { info, reason }),
+        let judge_all = async {
+            while let Some((info, verdict)) = judged.next().await {
+                match verdict {
+                    Ok(report) => survey.reports.push(report),
+                    Err(reason) => survey.suspects.push(Suspect { info, reason }),
+                }
             }
-        }
+        };
+        tokio::join!(reads, judge_all);
     }
     tracing::info!(
         pages = survey.pages,
@@ -613,9 +632,7 @@ async fn judge(
     // policies not read make verdicts that would be `ok` incomplete. `quota_only`: every deny policy
     // not read was left unread by the IAM v2 read quota.
     let mut quota_only = true;
-    if state.clusters.is_empty() {
-        remediator.pass_deny_turn(&info.project_id);
-    } else {
+    if !state.clusters.is_empty() {
         let chain: Vec<ResourceRef> = state.ancestors.iter().map(|(r, _)| r.clone()).collect();
         let (facts, only_quota) = remediator
             .read_access(info, &chain, None)

@@ -15,10 +15,11 @@
 //! deny policies the caller may not read: a verdict that would be `ok` is `incomplete` and names the
 //! attachment point and the quota, a missing binding is still restored (a deny rule can only take
 //! access away, and a grant that a deny rule blocks changes nothing). Who gets the budget first: in
-//! a sweep whose budget is short, the projects in the sweep's order, each reading its ancestors not
-//! yet read (outermost first) and then its own ([`crate::engine::deny_order`]); elsewhere folders and
-//! organizations (few, shared by every project beneath them, cached), because a read of a project's
-//! own deny policies leaves the last slot of each minute to them (the adapter's reserve).
+//! a sweep, its plan ([`crate::engine::deny_plan`]: the organization, folders by the projects with
+//! clusters beneath them, then projects; never-read points before old ones), made beside the
+//! sweep's runs and polled first; elsewhere folders and organizations (few, shared by every project
+//! beneath them, cached), because a read of a project's own deny policies leaves the last slot of
+//! each minute to them (the adapter's reserve).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -30,6 +31,7 @@ use crate::domain::iam::{ResourceRef, ServiceAccountEmail};
 use crate::domain::state::{
     AUTOMATIC_GRANTS_CONSTRAINT, AccessFacts, OrgPolicyFact, ProjectState, RoleCatalog,
 };
+use crate::engine::deny_plan::{self, PlanOutcome, PlanProject, Point};
 use crate::ports::{ApiError, ProjectInfo};
 
 /// Per-run caches of the access reads.
@@ -67,25 +69,12 @@ impl Remediator {
                 None => self.fresh_deny_policies(&points[0]).await,
             }
         };
-        let (own, ancestors) = match self.deny_order() {
-            Some(order) => {
-                let _turn = order.turn(&info.project_id).await;
-                let mut ancestors = Vec::with_capacity(points.len() - 1);
-                for point in points[1..].iter().rev() {
-                    ancestors.push(self.cached_deny_policies(point).await);
-                }
-                ancestors.reverse();
-                (own.await, ancestors)
-            }
-            None => {
-                let ancestors = futures::future::join_all(
-                    points[1..]
-                        .iter()
-                        .map(|point| self.cached_deny_policies(point)),
-                );
-                tokio::join!(own, ancestors)
-            }
-        };
+        let ancestors = futures::future::join_all(
+            points[1..]
+                .iter()
+                .map(|point| self.cached_deny_policies(point)),
+        );
+        let (own, ancestors) = tokio::join!(own, ancestors);
         // The answers are taken in the points' order.
         let mut quota_only = true;
         let results = std::iter::once(own).chain(ancestors);
@@ -111,10 +100,84 @@ impl Remediator {
         Ok((facts, quota_only))
     }
 
-    /// `project` reads no deny policies in this sweep (no clusters, or its run ended first).
-    pub(in crate::engine) fn pass_deny_turn(&self, project: &crate::domain::iam::ProjectId) {
-        if let Some(order) = self.deny_order() {
-            order.pass(project);
+    /// Plans a sweep's deny-policy reads ([`deny_plan`]) and returns the reads its IAM v2 budget
+    /// allows, to be run beside (and polled before) the sweep's projects: their first poll takes the
+    /// budget and holds each point's cache entry, so a project that needs a planned point waits for
+    /// its read, and a point left out finds the quota spent (its node accounts are `ok` with
+    /// `deny_check`). Without a budget (`serve`, `job --subscription`) the plan takes the turns
+    /// free now and never waits.
+    pub(crate) async fn plan_deny_reads(
+        &self,
+        projects: &[PlanProject],
+    ) -> impl std::future::Future<Output = PlanOutcome> + '_ {
+        let max_age = self.deny_max_age();
+        // A project's own deny policies read ahead while it was looked up count as read.
+        for p in projects {
+            let ahead = self
+                .prefetched
+                .lock()
+                .expect("prefetch lock")
+                .get_mut(&p.project)
+                .and_then(|own| own.deny.take());
+            if let Some(read) = ahead {
+                let _ = self.use_own_deny_read(&p.point, read).await;
+            }
+        }
+        let found = deny_plan::points(projects);
+        let known = futures::future::join_all(
+            found
+                .iter()
+                .map(|(name, _, _)| self.options.deny_cache.known(name, max_age)),
+        )
+        .await;
+        let points: Vec<Point> = found
+            .into_iter()
+            .zip(known)
+            .map(|((name, tier, gke_projects), known)| Point {
+                name,
+                tier,
+                gke_projects,
+                known,
+            })
+            .collect();
+        let all = points.len();
+        let planned = deny_plan::order(points);
+        let fresh = all - planned.len();
+        let take = self
+            .options
+            .deny_read_budget
+            .map_or(planned.len(), |b| (b as usize).min(planned.len()));
+        async move {
+            let reads = futures::future::join_all(
+                planned[..take]
+                    .iter()
+                    .map(|p| self.cached_deny_policies(&p.name)),
+            )
+            .await;
+            let read = reads.iter().filter(|r| r.is_ok()).count();
+            let left: Vec<String> = planned
+                .iter()
+                .zip(reads.iter().map(Some).chain(std::iter::repeat(None)))
+                .filter(|(_, r)| !matches!(r, Some(Ok(_))))
+                .map(|(p, _)| p.name.clone())
+                .collect();
+            let outcome = PlanOutcome {
+                points: all,
+                fresh,
+                read,
+                left,
+            };
+            if all > 0 {
+                tracing::info!(
+                    attachment_points = outcome.points,
+                    fresh = outcome.fresh,
+                    read = outcome.read,
+                    left = outcome.left.len(),
+                    next = outcome.left.first().map(String::as_str).unwrap_or("-"),
+                    "deny-policy reads planned"
+                );
+            }
+            outcome
         }
     }
 
