@@ -600,7 +600,7 @@ impl Engine {
     }
 
     async fn handle_hint(self: &Arc<Self>, hint: &Hint, trace_id: Option<&str>) -> Verdict {
-        let arrived = SystemTime::now();
+        let arrived = self.config.clock.now();
         if matches!(hint.scope, Scope::Folder(_) | Scope::Organization(_)) {
             // An inherited grant may have changed: nothing cached about ancestors may be reused.
             self.drop_caches().await;
@@ -850,7 +850,7 @@ impl Engine {
         reports.extend(failures.into_iter().map(Arc::new));
         let mut marked = 0;
         for report in &reports {
-            self.conclude(report, hint, trace_id, SystemTime::now(), redelivered)
+            self.conclude(report, hint, trace_id, self.config.clock.now(), redelivered)
                 .await;
             if self.config.policy.mode == Mode::Enforce {
                 marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
@@ -859,8 +859,14 @@ impl Engine {
         // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
         // but their recommendations are left to a live check.
         for report in from_snapshot.into_iter().map(Arc::new) {
-            self.conclude(&report, hint, trace_id, SystemTime::now(), redelivered)
-                .await;
+            self.conclude(
+                &report,
+                hint,
+                trace_id,
+                self.config.clock.now(),
+                redelivered,
+            )
+            .await;
             reports.push(report);
         }
         reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
@@ -1059,7 +1065,7 @@ impl Engine {
                         let report = self.run_coalesced(info, Duration::ZERO).await;
                         let hint = sweep_hint();
                         let done = self
-                            .conclude(&report, &hint, None, SystemTime::now(), false)
+                            .conclude(&report, &hint, None, self.config.clock.now(), false)
                             .await;
                         if let Verdict::Retry(why) = done {
                             tracing::warn!(%project, %why, "pending work of an earlier run not finished at start-up");

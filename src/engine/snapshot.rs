@@ -446,7 +446,7 @@ pub async fn survey(
         merge(&mut snapshot, policies?);
         merge(&mut snapshot, resources?);
     }
-    let now = SystemTime::now();
+    let now = remediator.options().clock.now();
     let stale = if snapshot.read_time_missing {
         Some("a snapshot page carried no readTime".to_owned())
     } else {

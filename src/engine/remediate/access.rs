@@ -111,19 +111,21 @@ impl Remediator {
         projects: &[PlanProject],
     ) -> impl std::future::Future<Output = PlanOutcome> + '_ {
         let max_age = self.deny_max_age();
-        // A project's own deny policies read ahead while it was looked up count as read.
-        for p in projects {
-            let ahead = self
-                .prefetched
-                .lock()
-                .expect("prefetch lock")
-                .get_mut(&p.project)
-                .and_then(|own| own.deny.take());
-            if let Some(read) = ahead {
-                let _ = self.use_own_deny_read(&p.point, read).await;
-            }
-        }
-        let found = deny_plan::points(projects);
+        // A project's own deny policies read ahead while it was looked up are its run's to use.
+        let read_ahead: std::collections::HashSet<&str> = {
+            let prefetched = self.prefetched.lock().expect("prefetch lock");
+            projects
+                .iter()
+                .filter(|p| {
+                    prefetched
+                        .get(&p.project)
+                        .is_some_and(|own| own.deny.is_some())
+                })
+                .map(|p| p.point.as_str())
+                .collect()
+        };
+        let mut found = deny_plan::points(projects);
+        found.retain(|(name, _, _)| !read_ahead.contains(name.as_str()));
         let known = futures::future::join_all(
             found
                 .iter()
