@@ -13,9 +13,11 @@
 //! policies for every run of the process (IAM v2 allows 5 reads a minute). Everything reaches Google
 //! only through [`crate::ports`].
 
+pub mod apply;
 pub mod conclude;
 pub mod deny_cache;
 pub mod deny_plan;
+pub mod discover;
 pub mod error;
 pub mod flap;
 pub mod ledger;
@@ -23,6 +25,7 @@ pub mod recommendation;
 pub mod remediate;
 pub mod shared;
 pub mod snapshot;
+pub mod verify;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -39,7 +42,9 @@ use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::intake::{self, Classification, Hint, Scope, Verdict};
 use crate::ports::{ApiError, Cloud, NotificationSink, ProjectInfo};
 
-pub use remediate::{Options, Remediator, RunCaches, WriteBudget};
+pub use apply::WriteBudget;
+pub use remediate::{Options, Remediator};
+pub use verify::RunCaches;
 
 /// How long project lookups, role definitions and ancestor policies are reused across project runs.
 /// The project's own policy is never cached.

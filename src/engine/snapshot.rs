@@ -635,6 +635,7 @@ async fn judge(
     if !state.clusters.is_empty() {
         let chain: Vec<ResourceRef> = state.ancestors.iter().map(|(r, _)| r.clone()).collect();
         let (facts, only_quota) = remediator
+            .verifier()
             .read_access(info, &chain, None)
             .await
             .map_err(|e| format!("its deny policies could not be read: {e}"))?;

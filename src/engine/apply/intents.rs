@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::Remediator;
+use super::Applier;
 use crate::domain::evaluate::Finding;
 use crate::domain::iam::{Member, ProjectId, Role};
 use crate::domain::plan::Action;
@@ -33,7 +33,7 @@ pub(super) fn finding_of(action: &Action, findings: &[Finding]) -> Option<String
     found.map(ledger::key_of)
 }
 
-impl Remediator {
+impl Applier<'_> {
     fn window(&self) -> Duration {
         Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60)
     }

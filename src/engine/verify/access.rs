@@ -24,7 +24,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Cache, OwnDenyRead, Remediator, Unreadable, cell, forget};
+use super::{Cache, OwnDenyRead, Unreadable, Verifier, cell, forget};
 use crate::domain::deny::DenyPolicy;
 use crate::domain::evaluate::{self, Finding, Status};
 use crate::domain::iam::{ResourceRef, ServiceAccountEmail};
@@ -43,7 +43,7 @@ pub struct AccessCaches {
     identity_unavailable: AtomicBool,
 }
 
-impl Remediator {
+impl Verifier<'_> {
     /// The deny policies of the project and of its folders and organization, all through the
     /// process's cache (ancestors through the run's too). A transient failure fails the read (the run
     /// is retried); a refusal or a spent IAM v2 quota is recorded in `deny_unreadable` and said once
@@ -98,89 +98,6 @@ impl Remediator {
             }
         }
         Ok((facts, quota_only))
-    }
-
-    /// Plans a sweep's deny-policy reads ([`deny_plan`]) and returns the reads its IAM v2 budget
-    /// allows, to be run beside (and polled before) the sweep's projects: their first poll takes the
-    /// budget and holds each point's cache entry, so a project that needs a planned point waits for
-    /// its read, and a point left out finds the quota spent (its node accounts are `ok` with
-    /// `deny_check`). Without a budget (`serve`, `job --subscription`) the plan takes the turns
-    /// free now and never waits.
-    pub(crate) async fn plan_deny_reads(
-        &self,
-        projects: &[PlanProject],
-    ) -> impl std::future::Future<Output = PlanOutcome> + '_ {
-        let max_age = self.deny_max_age();
-        // A project's own deny policies read ahead while it was looked up are its run's to use.
-        let read_ahead: std::collections::HashSet<&str> = {
-            let prefetched = self.prefetched.lock().expect("prefetch lock");
-            projects
-                .iter()
-                .filter(|p| {
-                    prefetched
-                        .get(&p.project)
-                        .is_some_and(|own| own.deny.is_some())
-                })
-                .map(|p| p.point.as_str())
-                .collect()
-        };
-        let mut found = deny_plan::points(projects);
-        found.retain(|(name, _, _)| !read_ahead.contains(name.as_str()));
-        let known = futures::future::join_all(
-            found
-                .iter()
-                .map(|(name, _, _)| self.options.deny_cache.known(name, max_age)),
-        )
-        .await;
-        let points: Vec<Point> = found
-            .into_iter()
-            .zip(known)
-            .map(|((name, tier, gke_projects), known)| Point {
-                name,
-                tier,
-                gke_projects,
-                known,
-            })
-            .collect();
-        let all = points.len();
-        let planned = deny_plan::order(points);
-        let fresh = all - planned.len();
-        let take = self
-            .options
-            .deny_read_budget
-            .map_or(planned.len(), |b| (b as usize).min(planned.len()));
-        async move {
-            let reads = futures::future::join_all(
-                planned[..take]
-                    .iter()
-                    .map(|p| self.cached_deny_policies(&p.name)),
-            )
-            .await;
-            let read = reads.iter().filter(|r| r.is_ok()).count();
-            let left: Vec<String> = planned
-                .iter()
-                .zip(reads.iter().map(Some).chain(std::iter::repeat(None)))
-                .filter(|(_, r)| !matches!(r, Some(Ok(_))))
-                .map(|(p, _)| p.name.clone())
-                .collect();
-            let outcome = PlanOutcome {
-                points: all,
-                fresh,
-                read,
-                left,
-            };
-            if all > 0 {
-                tracing::info!(
-                    attachment_points = outcome.points,
-                    fresh = outcome.fresh,
-                    read = outcome.read,
-                    left = outcome.left.len(),
-                    next = outcome.left.first().map(String::as_str).unwrap_or("-"),
-                    "deny-policy reads planned"
-                );
-            }
-            outcome
-        }
     }
 
     /// Says, once per run, that deny policies were not read and what that does to verdicts.
@@ -384,5 +301,90 @@ impl Remediator {
             }
         };
         true
+    }
+}
+
+impl<'a> Verifier<'a> {
+    /// Plans a sweep's deny-policy reads ([`deny_plan`]) and returns the reads its IAM v2 budget
+    /// allows, to be run beside (and polled before) the sweep's projects: their first poll takes the
+    /// budget and holds each point's cache entry, so a project that needs a planned point waits for
+    /// its read, and a point left out finds the quota spent (its node accounts are `ok` with
+    /// `deny_check`). Without a budget (`serve`, `job --subscription`) the plan takes the turns
+    /// free now and never waits.
+    pub(crate) async fn plan_deny_reads(
+        self,
+        projects: &[PlanProject],
+    ) -> impl std::future::Future<Output = PlanOutcome> + use<'a> {
+        let max_age = self.deny_max_age();
+        // A project's own deny policies read ahead while it was looked up are its run's to use.
+        let read_ahead: std::collections::HashSet<&str> = {
+            let prefetched = self.prefetched.lock().expect("prefetch lock");
+            projects
+                .iter()
+                .filter(|p| {
+                    prefetched
+                        .get(&p.project)
+                        .is_some_and(|own| own.deny.is_some())
+                })
+                .map(|p| p.point.as_str())
+                .collect()
+        };
+        let mut found = deny_plan::points(projects);
+        found.retain(|(name, _, _)| !read_ahead.contains(name.as_str()));
+        let known = futures::future::join_all(
+            found
+                .iter()
+                .map(|(name, _, _)| self.options.deny_cache.known(name, max_age)),
+        )
+        .await;
+        let points: Vec<Point> = found
+            .into_iter()
+            .zip(known)
+            .map(|((name, tier, gke_projects), known)| Point {
+                name,
+                tier,
+                gke_projects,
+                known,
+            })
+            .collect();
+        let all = points.len();
+        let planned = deny_plan::order(points);
+        let fresh = all - planned.len();
+        let take = self
+            .options
+            .deny_read_budget
+            .map_or(planned.len(), |b| (b as usize).min(planned.len()));
+        async move {
+            let reads = futures::future::join_all(
+                planned[..take]
+                    .iter()
+                    .map(|p| self.cached_deny_policies(&p.name)),
+            )
+            .await;
+            let read = reads.iter().filter(|r| r.is_ok()).count();
+            let left: Vec<String> = planned
+                .iter()
+                .zip(reads.iter().map(Some).chain(std::iter::repeat(None)))
+                .filter(|(_, r)| !matches!(r, Some(Ok(_))))
+                .map(|(p, _)| p.name.clone())
+                .collect();
+            let outcome = PlanOutcome {
+                points: all,
+                fresh,
+                read,
+                left,
+            };
+            if all > 0 {
+                tracing::info!(
+                    attachment_points = outcome.points,
+                    fresh = outcome.fresh,
+                    read = outcome.read,
+                    left = outcome.left.len(),
+                    next = outcome.left.first().map(String::as_str).unwrap_or("-"),
+                    "deny-policy reads planned"
+                );
+            }
+            outcome
+        }
     }
 }
