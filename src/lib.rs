@@ -21,10 +21,12 @@
 //! - [`domain`]: the pure core: IAM newtypes, requirements, rules, evaluation, plan, report model.
 //! - [`gcp`], [`pubsub`]: adapters implementing the ports (REST with auth, limits and retries; Pub/Sub).
 //! - [`telemetry`], [`clock`]: Cloud Logging JSON with trace correlation; RFC 3339 timestamps.
+//! - [`bounded`]: the one bounded, insertion-ordered map behind every "seen before" memory.
 //!
 //! The simulator is its own crate (`crates/gcp-sim`); `main` and `demo` use it, it never uses this one.
 
 pub mod app;
+pub mod bounded;
 pub mod clock;
 #[cfg(feature = "simulator")]
 pub mod demo;

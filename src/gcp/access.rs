@@ -297,12 +297,10 @@ impl Gcp {
                         message: format!("unexpected group name `{}`", group.name),
                     });
                 };
-                let mut ids = self.group_ids.lock().unwrap_or_else(|e| e.into_inner());
-                // Bounded: a process that has seen this many groups starts over.
-                if ids.len() >= GROUP_ID_CACHE {
-                    ids.clear();
-                }
-                ids.insert(key.clone(), id.to_owned());
+                self.group_ids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), id.to_owned());
                 id.to_owned()
             }
         };
@@ -382,5 +380,5 @@ impl GroupMembership for Gcp {
 /// The slots of each IAM v2 window a project's deny-policy read leaves to folders and organizations.
 const PROJECT_RESERVE: u32 = 1;
 
-/// Group ids remembered at most (then the memory starts over).
-const GROUP_ID_CACHE: usize = 10_000;
+/// Group ids remembered at most (then the oldest looked up is forgotten first).
+pub(super) const GROUP_ID_CACHE: usize = 10_000;

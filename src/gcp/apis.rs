@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{Call, Client};
+use crate::bounded::BoundedMap;
 use crate::domain::iam::{Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role};
 use crate::domain::state::{Cluster, NodePool, Restorations, RoleLookup, Troubleshot};
 use crate::ports::{
@@ -114,8 +115,9 @@ impl RawCluster {
 #[derive(Clone, Debug)]
 pub struct Gcp {
     client: Arc<Client>,
-    /// Cloud Identity group ids by group email (`groups:lookup` answers), shared by clones.
-    pub(crate) group_ids: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Cloud Identity group ids by group email (`groups:lookup` answers), shared by clones; the
+    /// oldest forgotten past [`GROUP_ID_CACHE`](super::access::GROUP_ID_CACHE) groups.
+    pub(crate) group_ids: Arc<std::sync::Mutex<BoundedMap<String, String>>>,
 }
 
 pub(super) fn get(
@@ -179,7 +181,9 @@ impl Gcp {
     pub fn new(client: Arc<Client>) -> Self {
         Self {
             client,
-            group_ids: Arc::default(),
+            group_ids: Arc::new(std::sync::Mutex::new(BoundedMap::new(
+                super::access::GROUP_ID_CACHE,
+            ))),
         }
     }
 

@@ -15,7 +15,7 @@
 //! Secrets (Slack URL, SMTP password, webhook URL and key) are read once from the environment
 //! variables the policy names, held as `secrecy::SecretString`, and never logged or printed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -31,6 +31,7 @@ use super::routing::{ChannelKind, ChannelSpec, NotificationsConfig, Target, Webh
 use super::slack::SlackChannel;
 use super::webhook::WebhookChannel;
 use super::{Notification, SCHEMA_V1};
+use crate::bounded::BoundedMap;
 use crate::intake;
 use crate::intake::Verdict;
 
@@ -206,13 +207,12 @@ struct Batch {
     done: watch::Sender<SendOutcome>,
 }
 
-#[derive(Default)]
 struct State {
     seq: u64,
     /// Delivered (target, notification id) pairs, as fixed-size digests: the memory this set holds is
-    /// `dedupe_capacity` times a few dozen bytes, however long the ids or recipient lists are.
-    delivered: HashSet<DeliveredKey>,
-    delivered_order: VecDeque<DeliveredKey>,
+    /// `dedupe_capacity` times a few dozen bytes, however long the ids or recipient lists are; the
+    /// oldest delivered is forgotten first.
+    delivered: BoundedMap<DeliveredKey, ()>,
     pending: HashMap<String, Batch>,
     inflight: HashMap<String, watch::Receiver<SendOutcome>>,
 }
@@ -252,8 +252,13 @@ impl Deliverer {
                 .into_iter()
                 .map(|c| (c.name().to_owned(), c))
                 .collect(),
+            state: std::sync::Mutex::new(State {
+                seq: 0,
+                delivered: BoundedMap::new(options.dedupe_capacity),
+                pending: HashMap::new(),
+                inflight: HashMap::new(),
+            }),
             options,
-            state: std::sync::Mutex::default(),
             record: std::sync::OnceLock::new(),
             stats: DeliveryStats::default(),
         })
@@ -410,7 +415,7 @@ impl Deliverer {
         let mut flush_now = None;
         let rx = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if st.delivered.contains(&DeliveredKey::of(&dk)) {
+            if st.delivered.contains_key(&DeliveredKey::of(&dk)) {
                 self.stats.already_delivered.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(channel = %target.channel, notification_id = %n.id, "already delivered: not sent again");
                 return Ok(());
@@ -489,14 +494,8 @@ impl Deliverer {
             for id in &batch.ids {
                 let dk = format!("{key}\u{1f}{id}");
                 st.inflight.remove(&dk);
-                let digest = DeliveredKey::of(&dk);
-                if result.is_ok() && st.delivered.insert(digest) {
-                    st.delivered_order.push_back(digest);
-                    while st.delivered_order.len() > self.options.dedupe_capacity {
-                        if let Some(old) = st.delivered_order.pop_front() {
-                            st.delivered.remove(&old);
-                        }
-                    }
+                if result.is_ok() {
+                    st.delivered.insert(DeliveredKey::of(&dk), ());
                 }
             }
         }
