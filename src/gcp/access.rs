@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::Gcp;
 use super::apis::get;
+use super::pages::{MAX_PAGES, Page, PageCap, pages};
 use crate::domain::deny::{DenyPolicy, DenyRule};
 use crate::ports::{Api, ApiError, DenyPolicies, GroupMembership, OrgPolicies};
 
@@ -137,31 +138,32 @@ impl Gcp {
             "v2/policies/cloudresourcemanager.googleapis.com%252F{}/denypolicies",
             attachment.replace('/', "%252F")
         );
-        let mut listed: Vec<WirePolicy> = Vec::new();
-        let mut token = String::new();
-        loop {
+        let parent = &parent;
+        let listed: Vec<WirePolicy> = pages(Api::Iam, LIST, PageCap::Fail(MAX_PAGES), |token| {
             #[derive(Deserialize)]
             #[serde(rename_all = "camelCase")]
-            struct Page {
+            struct WirePage {
                 #[serde(default)]
                 policies: Vec<WirePolicy>,
                 #[serde(default)]
                 next_page_token: String,
             }
+            // Only the first page of a read ahead is taken without waiting.
+            let wait = !(list_now && token.is_none());
             let mut call = get(Api::Iam, LIST, "iam.denypolicies.list", parent.clone());
             call.query.push(("pageSize", "1000".to_owned()));
-            if !token.is_empty() {
-                call.query.push(("pageToken", token.clone()));
+            if let Some(token) = token {
+                call.query.push(("pageToken", token));
             }
-            // Only the first page of a read ahead is taken without waiting.
-            let wait = !(list_now && token.is_empty());
-            let page: Page = self.client().send_iam_v2(call, reserve, wait).await?;
-            listed.extend(page.policies);
-            token = page.next_page_token;
-            if token.is_empty() {
-                break;
+            async move {
+                let page: WirePage = self.client().send_iam_v2(call, reserve, wait).await?;
+                Ok(Page {
+                    items: page.policies,
+                    next: Some(page.next_page_token),
+                })
             }
-        }
+        })
+        .await?;
         let mut out = Vec::with_capacity(listed.len());
         for p in listed {
             if p.rules.is_some() {

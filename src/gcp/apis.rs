@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::client::{Call, Client};
+use super::pages::{MAX_PAGES, Page, PageCap, pages};
 use crate::bounded::BoundedMap;
 use crate::domain::iam::{Member, Policy, ProjectId, ProjectNumber, ResourceRef, Role};
 use crate::domain::state::{Cluster, NodePool, Restorations, RoleLookup, Troubleshot};
@@ -401,35 +402,37 @@ impl Gcp {
             .collect())
     }
 
-    /// Follows `nextPageToken` until the end, collecting the `items` array of every page.
+    /// Every page of a `GET` list call ([`pages`], its `pageToken` in the query), collecting the
+    /// `items` array of each.
     async fn list_all<T: serde::de::DeserializeOwned>(
         &self,
         call: impl Fn() -> Call<'static, ()>,
         items: &'static str,
     ) -> Result<Vec<T>, ApiError> {
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
+        let (api, method) = {
+            let c = call();
+            (c.api, c.method)
+        };
+        pages(api, method, PageCap::Fail(MAX_PAGES), |token| {
             let mut c = call();
-            if !token.is_empty() {
-                c.query.push(("pageToken", token.clone()));
+            if let Some(token) = token {
+                c.query.push(("pageToken", token));
             }
-            let (api, method) = (c.api, c.method);
-            let mut page: serde_json::Value = self.client.send(c).await?;
-            if let Some(list) = page.get_mut(items).map(serde_json::Value::take) {
-                let batch: Vec<T> = serde_json::from_value(list)
-                    .map_err(|e| bad(api, method, format!("at `{items}`: {e}")))?;
-                out.extend(batch);
+            async move {
+                let mut page: serde_json::Value = self.client.send(c).await?;
+                let items: Vec<T> = match page.get_mut(items).map(serde_json::Value::take) {
+                    Some(list) => serde_json::from_value(list)
+                        .map_err(|e| bad(api, method, format!("at `{items}`: {e}")))?,
+                    None => Vec::new(),
+                };
+                let next = page
+                    .get("nextPageToken")
+                    .and_then(|t| t.as_str())
+                    .map(str::to_owned);
+                Ok(Page { items, next })
             }
-            token = page
-                .get("nextPageToken")
-                .and_then(|t| t.as_str())
-                .unwrap_or_default()
-                .to_owned();
-            if token.is_empty() {
-                return Ok(out);
-            }
-        }
+        })
+        .await
     }
 
     /// `getIamPolicy` at version 3 on a project (v1), folder (v3) or organization (v1).
@@ -813,8 +816,14 @@ impl Gcp {
         self_email: &str,
         since: &str,
     ) -> Result<Vec<OwnRestoration>, ApiError> {
-        let (mut read, _) = self
-            .own_restorations_in(std::slice::from_ref(project), self_email, since)
+        // Newest first: when there are more pages than the cap, the newest are the ones needed.
+        let mut read = self
+            .own_restorations_in(
+                std::slice::from_ref(project),
+                self_email,
+                since,
+                PageCap::Keep(MAX_AUDIT_PAGES),
+            )
             .await?;
         Ok(read.remove(project).unwrap_or_default())
     }
@@ -831,16 +840,9 @@ impl Gcp {
     ) -> Result<BTreeMap<ProjectId, Restorations>, ApiError> {
         let mut out = BTreeMap::new();
         for batch in projects.chunks(AUDIT_LOG_BATCH) {
-            let (read, complete) = self.own_restorations_in(batch, self_email, since).await?;
-            if !complete {
-                return Err(ApiError::Transport {
-                    api: Api::Logging,
-                    method: "entries.list",
-                    message: format!(
-                        "more than {MAX_AUDIT_PAGES} pages of our own SetIamPolicy entries since {since}: the count would be short"
-                    ),
-                });
-            }
+            let read = self
+                .own_restorations_in(batch, self_email, since, PageCap::Fail(MAX_AUDIT_PAGES))
+                .await?;
             for project in batch {
                 let mut counts = Restorations::new();
                 for r in read.get(project).into_iter().flatten() {
@@ -854,17 +856,18 @@ impl Gcp {
         Ok(out)
     }
 
-    /// Our own restorations on each of `projects` (at most [`AUDIT_LOG_BATCH`]), newest first, and
-    /// whether every page was read.
+    /// Our own restorations on each of `projects` (at most [`AUDIT_LOG_BATCH`]), newest first, from
+    /// at most `cap` pages.
     async fn own_restorations_in(
         &self,
         projects: &[ProjectId],
         self_email: &str,
         since: &str,
-    ) -> Result<(BTreeMap<ProjectId, Vec<OwnRestoration>>, bool), ApiError> {
+        cap: PageCap,
+    ) -> Result<BTreeMap<ProjectId, Vec<OwnRestoration>>, ApiError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
-        struct Page {
+        struct WirePage {
             #[serde(default)]
             entries: Vec<serde_json::Value>,
             #[serde(default)]
@@ -881,19 +884,18 @@ impl Gcp {
         );
         let resource_names: Vec<String> =
             projects.iter().map(|p| format!("projects/{p}")).collect();
-        let mut out: BTreeMap<ProjectId, Vec<OwnRestoration>> = BTreeMap::new();
-        let mut token = String::new();
-        for _ in 0..MAX_AUDIT_PAGES {
+        let (filter, resource_names) = (&filter, &resource_names);
+        let restorations = pages(Api::Logging, "entries.list", cap, |token| async move {
             let mut body = json!({
                 "resourceNames": resource_names,
                 "filter": filter,
                 "orderBy": "timestamp desc",
                 "pageSize": 1000,
             });
-            if !token.is_empty() {
+            if let Some(token) = token {
                 body["pageToken"] = json!(token);
             }
-            let page: Page = self
+            let page: WirePage = self
                 .client
                 .send(post(
                     Api::Logging,
@@ -903,57 +905,74 @@ impl Gcp {
                     &body,
                 ))
                 .await?;
-            for entry in &page.entries {
-                // The project whose audit log holds the entry (`projects/P/logs/...`).
-                let Some(project) = entry["logName"]
-                    .as_str()
-                    .and_then(|n| n.strip_prefix("projects/"))
-                    .and_then(|n| n.split('/').next())
-                    .and_then(|p| projects.iter().find(|q| q.as_str() == p))
-                else {
-                    continue;
-                };
-                let payload = &entry["protoPayload"];
-                let etag_after = payload
-                    .pointer("/response/etag")
-                    .and_then(|e| e.as_str())
-                    .map(str::to_owned);
-                let timestamp = entry["timestamp"].as_str().unwrap_or_default().to_owned();
-                let deltas = payload
-                    .pointer("/serviceData/policyDelta/bindingDeltas")
-                    .or_else(|| payload.pointer("/metadata/policyDelta/bindingDeltas"))
-                    .and_then(|d| d.as_array());
-                for d in deltas.into_iter().flatten() {
-                    if d["action"] != "ADD" {
-                        continue;
-                    }
-                    let (Some(role), Some(member)) = (d["role"].as_str(), d["member"].as_str())
-                    else {
-                        continue;
-                    };
-                    if let (Ok(role), Ok(member)) = (Role::parse(role), Member::parse(member)) {
-                        out.entry(project.clone())
-                            .or_default()
-                            .push(OwnRestoration {
-                                role,
-                                member,
-                                etag_after: etag_after.clone(),
-                                timestamp: timestamp.clone(),
-                            });
-                    }
-                }
-            }
-            if page.next_page_token.is_empty() {
-                return Ok((out, true));
-            }
-            token = page.next_page_token;
+            Ok(Page {
+                items: page
+                    .entries
+                    .iter()
+                    .flat_map(|entry| restorations_of(entry, projects))
+                    .collect(),
+                next: Some(page.next_page_token),
+            })
+        })
+        .await?;
+        let mut out: BTreeMap<ProjectId, Vec<OwnRestoration>> = BTreeMap::new();
+        for (project, restoration) in restorations {
+            out.entry(project).or_default().push(restoration);
         }
-        Ok((out, false))
+        Ok(out)
     }
 }
 
+/// The bindings one `SetIamPolicy` audit-log entry added, on the project (one of `projects`) whose
+/// audit log holds it.
+fn restorations_of(
+    entry: &serde_json::Value,
+    projects: &[ProjectId],
+) -> Vec<(ProjectId, OwnRestoration)> {
+    // The project whose audit log holds the entry (`projects/P/logs/...`).
+    let Some(project) = entry["logName"]
+        .as_str()
+        .and_then(|n| n.strip_prefix("projects/"))
+        .and_then(|n| n.split('/').next())
+        .and_then(|p| projects.iter().find(|q| q.as_str() == p))
+    else {
+        return Vec::new();
+    };
+    let payload = &entry["protoPayload"];
+    let etag_after = payload
+        .pointer("/response/etag")
+        .and_then(|e| e.as_str())
+        .map(str::to_owned);
+    let timestamp = entry["timestamp"].as_str().unwrap_or_default().to_owned();
+    let deltas = payload
+        .pointer("/serviceData/policyDelta/bindingDeltas")
+        .or_else(|| payload.pointer("/metadata/policyDelta/bindingDeltas"))
+        .and_then(|d| d.as_array());
+    let mut out = Vec::new();
+    for d in deltas.into_iter().flatten() {
+        if d["action"] != "ADD" {
+            continue;
+        }
+        let (Some(role), Some(member)) = (d["role"].as_str(), d["member"].as_str()) else {
+            continue;
+        };
+        if let (Ok(role), Ok(member)) = (Role::parse(role), Member::parse(member)) {
+            out.push((
+                project.clone(),
+                OwnRestoration {
+                    role,
+                    member,
+                    etag_after: etag_after.clone(),
+                    timestamp: timestamp.clone(),
+                },
+            ));
+        }
+    }
+    out
+}
+
 /// Pages of 1,000 entries one audit-log read follows at most.
-const MAX_AUDIT_PAGES: usize = 20;
+const MAX_AUDIT_PAGES: u32 = 20;
 
 /// The project a service account's email names: `NAME@PROJECT.iam.gserviceaccount.com`,
 /// `PROJECT@appspot.gserviceaccount.com`, `NUMBER-compute@developer.gserviceaccount.com`.

@@ -42,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::client::{Call, Client, ClientConfig, Credentials};
+use super::pages::{MAX_PAGES, Page, PageCap, pages};
 use crate::ports::{
     Api, ApiError, Collection, StateError, StateStore, StoreInfo, Stored, Version, WriteFlags,
 };
@@ -246,10 +247,10 @@ impl FirestoreStore {
     }
 
     async fn pending_keys(&self, collection: Collection) -> Result<Vec<String>, StateError> {
-        let prefix = self.collection_prefix(collection);
-        let mut keys = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
+        let prefix = &self.collection_prefix(collection);
+        let page_size = self.page_size;
+        const METHOD: &str = "documents.runQuery";
+        let listed = pages(Api::Firestore, METHOD, PageCap::Fail(MAX_PAGES), |after| {
             let mut query = json!({
                 "from": [{ "collectionId": collection.name() }],
                 "where": { "fieldFilter": {
@@ -259,49 +260,55 @@ impl FirestoreStore {
                 } },
                 "select": { "fields": [{ "fieldPath": "__name__" }] },
                 "orderBy": [{ "field": { "fieldPath": "__name__" }, "direction": "ASCENDING" }],
-                "limit": self.page_size,
+                "limit": page_size,
             });
-            if let Some(last) = &after {
+            if let Some(last) = after {
                 // `before: false`: the page starts just after the last name of the previous one.
                 query["startAt"] =
                     json!({ "values": [{ "referenceValue": last }], "before": false });
             }
-            let request = json!({ "structuredQuery": query });
-            let call = Call {
-                api: Api::Firestore,
-                method: "documents.runQuery",
-                permission: "datastore.entities.list",
-                http_method: Method::POST,
-                path: format!("v1/{}/documents:runQuery", self.database_name()),
-                query: Vec::new(),
-                body: Some(&request),
-            };
-            let answers: Vec<RawQueryAnswer> = self
-                .client
-                .send(call)
-                .await
-                .map_err(|e| StateError::Unavailable(e.to_string()))?;
-            // An answer without a document only reports progress (or an empty result).
-            let names: Vec<String> = answers
-                .into_iter()
-                .filter_map(|a| a.document.map(|d| d.name))
-                .collect();
-            for name in &names {
-                match name.strip_prefix(&prefix).and_then(key_of) {
-                    Some(key) => keys.push(key),
-                    // Not a document this adapter wrote (someone else's id in our collection):
-                    // not a key the engine could ask for.
-                    None => tracing::warn!(
-                        document = %name,
-                        "a pending state document whose id this store did not write is left out"
-                    ),
-                }
+            async move {
+                let request = json!({ "structuredQuery": query });
+                let call = Call {
+                    api: Api::Firestore,
+                    method: METHOD,
+                    permission: "datastore.entities.list",
+                    http_method: Method::POST,
+                    path: format!("v1/{}/documents:runQuery", self.database_name()),
+                    query: Vec::new(),
+                    body: Some(&request),
+                };
+                let answers: Vec<RawQueryAnswer> = self.client.send(call).await?;
+                // An answer without a document only reports progress (or an empty result).
+                let names: Vec<String> = answers
+                    .into_iter()
+                    .filter_map(|a| a.document.map(|d| d.name))
+                    .collect();
+                // runQuery has no page token: a full page may have more after its last name.
+                let next = match names.len() < page_size as usize {
+                    true => None,
+                    false => names.last().cloned(),
+                };
+                let keys = names
+                    .iter()
+                    .filter_map(|name| match name.strip_prefix(prefix.as_str()).and_then(key_of) {
+                        Some(key) => Some(key),
+                        // Not a document this adapter wrote (someone else's id in our
+                        // collection): not a key the engine could ask for.
+                        None => {
+                            tracing::warn!(
+                                document = %name,
+                                "a pending state document whose id this store did not write is left out"
+                            );
+                            None
+                        }
+                    })
+                    .collect();
+                Ok(Page { items: keys, next })
             }
-            if names.len() < self.page_size as usize {
-                return Ok(keys);
-            }
-            after = names.last().cloned();
-        }
+        })
+        .await;
+        listed.map_err(|e| StateError::Unavailable(e.to_string()))
     }
 }
 

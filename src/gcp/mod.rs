@@ -11,6 +11,7 @@ pub mod apis;
 pub mod client;
 mod cloudasset;
 pub mod firestore;
+mod pages;
 mod ports;
 
 pub use apis::Gcp;
