@@ -10,6 +10,7 @@
 //! (when it holds twice as many places as the map has entries, plus a few), so `remove` is O(1)
 //! and every operation amortised O(1).
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -57,12 +58,18 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 
     /// The value of `key`, if remembered.
-    pub fn get(&self, key: &K) -> Option<&V> {
+    pub fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.entries.get(key).map(|(v, _)| v)
     }
 
     /// Whether `key` is remembered.
-    pub fn contains_key(&self, key: &K) -> bool {
+    pub fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.entries.contains_key(key)
     }
 
@@ -87,13 +94,16 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 
     /// Forgets `key`, returning its value.
-    pub fn remove(&mut self, key: &K) -> Option<V> {
-        let (value, _) = self.entries.remove(key)?;
-        self.bytes -= (self.size_of)(key, &value);
+    pub fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let (key, (value, _)) = self.entries.remove_entry(key)?;
+        self.bytes -= (self.size_of)(&key, &value);
         if self.order.len() > 2 * self.entries.len() + 16 {
             let entries = &self.entries;
             self.order
-                .retain(|(k, place)| entries.get(k).is_some_and(|(_, p)| p == place));
+                .retain(|(k, place)| entries.get::<K>(k).is_some_and(|(_, p)| p == place));
         }
         Some(value)
     }
@@ -208,7 +218,9 @@ mod tests {
         assert!(!m.contains_key(&format!("{:0>100}", 6)));
         m.insert("x".repeat(1000), ());
         assert_eq!((m.len(), m.bytes()), (1, 2000));
-        m.remove(&"x".repeat(1000));
+        // String keys are looked up and removed by `&str`.
+        assert!(m.contains_key("x".repeat(1000).as_str()));
+        m.remove("x".repeat(1000).as_str());
         assert_eq!(m.bytes(), 0);
     }
 }
