@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::connect::{GcpArgs, IamV2Reads, open_store};
 use crate::domain::iam::ResourceRef;
 use crate::engine::{Engine, EngineConfig};
 use crate::job::{self, JobSummary, PullOptions};
 use crate::policy::PolicyFile;
 use crate::ports::{Cloud, NotificationSink};
 use crate::pubsub::NotificationPublisher;
-use crate::scan::GcpArgs;
 use crate::server::{self, AppState, ServerConfig};
 use crate::telemetry::{self, LogFormat};
 
@@ -173,7 +173,7 @@ impl Runtime {
     /// `reads`: [`IamV2Reads::Window`] for a process that handles messages (their runs are on a
     /// message's critical path: deny reads never wait for the IAM v2 quota unless `--iam-v2-wait`
     /// says so); a one-shot sweep spends a budget, as `scan` does.
-    fn load(args: &EngineArgs, reads: crate::scan::IamV2Reads) -> anyhow::Result<Self> {
+    fn load(args: &EngineArgs, reads: IamV2Reads) -> anyhow::Result<Self> {
         let policy = load_policy(&args.policy)?;
         let gcp = args.gcp.connect(reads)?;
         Ok(Self {
@@ -247,7 +247,7 @@ fn reminder_interval(hours: Option<u64>, mode: crate::domain::rules::Mode) -> Op
 
 /// The state store `REMEDIATOR_STATE` names (memory when unset, with a warning on Cloud Run).
 fn open_state(setting: Option<&str>) -> anyhow::Result<Arc<crate::engine::shared::SharedState>> {
-    let store = crate::scan::open_store(setting, None).map_err(anyhow::Error::msg)?;
+    let store = open_store(setting, None).map_err(anyhow::Error::msg)?;
     let info = store.info();
     if info.shared {
         tracing::info!(state = %info.location, "state shared by every instance and run");
@@ -262,7 +262,7 @@ fn open_state(setting: Option<&str>) -> anyhow::Result<Arc<crate::engine::shared
 /// Runs `serve` until SIGTERM/SIGINT.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(args.engine.log_format, args.engine.trace_project.clone());
-    let runtime = Runtime::load(&args.engine, crate::scan::IamV2Reads::Window)?;
+    let runtime = Runtime::load(&args.engine, IamV2Reads::Window)?;
     let engine = build_engine(&args.engine, &runtime).await?;
     let deliverer = crate::notify::deliver::from_policy(&runtime.policy.notifications)?;
     if let Some(d) = &deliverer
@@ -334,8 +334,8 @@ pub async fn job(args: JobArgs) -> anyhow::Result<i32> {
     // A sweep alone is one-shot, like `scan`: it spends a budget of deny reads (what the window
     // allows in --iam-v2-wait, 0 by default: 5), in project order when that might not cover it.
     let reads = match args.subscription {
-        None => crate::scan::IamV2Reads::Budget(Duration::ZERO),
-        Some(_) => crate::scan::IamV2Reads::Window,
+        None => IamV2Reads::Budget(Duration::ZERO),
+        Some(_) => IamV2Reads::Window,
     };
     let runtime = Runtime::load(&args.engine, reads)?;
     let mut summary = JobSummary::default();

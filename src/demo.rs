@@ -12,7 +12,7 @@ use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::engine::{Options, Remediator};
 use crate::gcp::{Client, ClientConfig, Credentials, Gcp};
 use crate::ports::{Api, Cloud, ProjectInfo};
-use crate::scan::render_table;
+use crate::render::{describe_action, render_table};
 use gcp_sim as sim;
 
 /// The bundled demo world.
@@ -131,7 +131,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
                 .as_ref()
                 .map(|e| format!(" error: {e}"))
                 .unwrap_or_default();
-            let what = crate::scan::describe_action(&r.project_id, &a.action);
+            let what = describe_action(&r.project_id, &a.action);
             println!(
                 "  {:<10} {}: {what} ({etags}){err}",
                 a.outcome.as_str(),

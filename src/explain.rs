@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::connect::{CLI_IAM_V2_WAIT, GcpArgs, IamV2Reads, SetupError};
 use crate::domain::evaluate::{self, Status};
 use crate::domain::explain::{self, ConditionNow, Effect, Explanation};
 use crate::domain::iam::ServiceAccountEmail;
 use crate::engine::{Options, Remediator};
 use crate::policy::PolicyFile;
-use crate::scan::{Format, GcpArgs, SetupError, Style, Tone, paint};
+use crate::render::{Format, Style, Tone, paint};
 
 /// `explain` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -79,7 +80,7 @@ fn parse_member(raw: &str) -> Result<ServiceAccountEmail, SetupError> {
 
 async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     let member = args.member.as_deref().map(parse_member).transpose()?;
-    let reads = crate::scan::IamV2Reads::Budget(crate::scan::CLI_IAM_V2_WAIT);
+    let reads = IamV2Reads::Budget(CLI_IAM_V2_WAIT);
     let gcp = Arc::new(args.gcp.connect(reads)?);
     let mut options = Options::new(PolicyFile::default().remediation);
     options.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(

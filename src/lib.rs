@@ -11,7 +11,12 @@
 //!
 //! - [`app`]: wiring: settings read once -> adapters -> engine -> mode (`serve`, `job`).
 //! - [`server`]: the `serve` HTTP service (push hygiene, OIDC, shutdown).
-//! - [`scan`], [`explain`], [`job`], [`demo`]: the commands (`job` owns the one Pub/Sub pull loop).
+//! - [`scan`], [`explain`], [`job`], [`demo`]: the commands (`job` owns the one Pub/Sub pull loop);
+//!   no command imports another.
+//! - [`connect`]: the connection settings commands share (Google endpoints, credentials, quotas, the
+//!   state store) and the errors of setting a command up.
+//! - [`render`]: what commands print: the `scan` table, the JSON document, fix lines, colour,
+//!   progress, the exit code.
 //! - [`plan_guard`]: `check-plan`: what a Terraform plan would break, before it is applied.
 //! - [`engine`]: coalescing, de-duplication, grace, verify -> decide -> apply, the error policy.
 //! - [`ports`]: one small async trait per Google API the engine uses, and the notification sink.
@@ -28,6 +33,7 @@
 pub mod app;
 pub mod bounded;
 pub mod clock;
+pub mod connect;
 #[cfg(feature = "simulator")]
 pub mod demo;
 pub mod domain;
@@ -42,6 +48,7 @@ pub mod plan_guard;
 pub mod policy;
 pub mod ports;
 pub mod pubsub;
+pub mod render;
 pub mod scan;
 pub mod server;
 pub mod state;

@@ -32,6 +32,7 @@ use serde::Serialize;
 use self::changes::{Change, Scope, UNKNOWN_ACCOUNT, Unknown, What};
 use self::terraform::Plan;
 use self::verdict::Break;
+use crate::connect::{GcpArgs, IamV2Reads, SetupError};
 use crate::domain::evaluate::{self, Finding};
 use crate::domain::iam::{ProjectId, ProjectNumber, ResourceRef, ServiceAccountEmail};
 use crate::domain::requirements::RequirementId;
@@ -40,7 +41,7 @@ use crate::engine::{Options, Remediator};
 use crate::gcp::{CallCounts, Gcp};
 use crate::policy::PolicyFile;
 use crate::ports::{ApiError, Cloud, ProjectInfo};
-use crate::scan::{Format, GcpArgs, SetupError, Style};
+use crate::render::{Format, Style};
 
 /// `check-plan` arguments.
 #[derive(clap::Args, Debug, Clone)]
@@ -296,7 +297,7 @@ pub async fn check(
         if !live_projects.is_empty() || !roots.is_empty() {
             // Deny policies already in place bear on the state before and after alike: a check
             // reads those the IAM v2 quota has free now and never waits for more (`--iam-v2-wait`).
-            let reads = crate::scan::IamV2Reads::Budget(std::time::Duration::ZERO);
+            let reads = IamV2Reads::Budget(std::time::Duration::ZERO);
             let gcp = Arc::new(args.gcp.connect(reads)?);
             doc.live = true;
             let live = check_live(&gcp, &args.gcp, &changes, &live_projects, &roots).await;

@@ -4,7 +4,7 @@
 
 use super::CheckPlanDocument;
 use crate::domain::evaluate::Status;
-use crate::scan::{Style, Tone, paint};
+use crate::render::{Style, Tone, paint};
 
 fn status_word(s: Option<Status>) -> String {
     s.map_or_else(|| "new".to_owned(), |s| s.to_string())
