@@ -101,6 +101,11 @@ pub struct Finding {
     /// next read (cached across runs) settles it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deny_check: Option<DenyCheck>,
+    /// What is known of the node service account (`node-sa-exists`, `node-sa-permissions`): enabled,
+    /// disabled, deleted (with its unique id when known) or unreadable; `None` for other findings.
+    /// Not in the JSON document (its `detail` says it); it picks the fix a person is shown.
+    #[serde(skip)]
+    pub account: Option<AccountState>,
 }
 
 /// Deny policies an `ok` verdict did not see.
@@ -134,6 +139,7 @@ impl Finding {
             denied_by: Vec::new(),
             org_policy: None,
             deny_check: None,
+            account: None,
         }
     }
 }
@@ -300,12 +306,14 @@ pub fn evaluate(
         let account = state.accounts.get(&node_sa.email);
         if checks.contains(&RequirementId::NodeSaExists) {
             let mut f = evaluate_existence(&node_sa, account, &member);
+            f.account = account.cloned();
             f.clusters = node_sa.clusters.iter().cloned().collect();
             f.node_pools = node_sa.node_pools.iter().cloned().collect();
             findings.push(f);
         }
         if checks.contains(&RequirementId::NodeSaPermissions) {
             let mut f = evaluate_permissions(state, roles, &node_sa.email, account);
+            f.account = account.cloned();
             f.clusters = node_sa.clusters.iter().cloned().collect();
             f.node_pools = node_sa.node_pools.iter().cloned().collect();
             findings.push(f);

@@ -191,10 +191,15 @@ pub fn gcloud_command(project: &str, action: &Action) -> String {
             format!("gcloud services enable {service} --project={project}")
         }
         Action::EnableServiceAccount { email } => {
-            format!("gcloud iam service-accounts enable {email}")
+            // The account's own project (`NAME@HOME.iam.gserviceaccount.com`), else the project's.
+            let home = email
+                .split_once('@')
+                .and_then(|(_, d)| d.strip_suffix(".iam.gserviceaccount.com"))
+                .unwrap_or(project);
+            format!("gcloud iam service-accounts enable {email} --project={home}")
         }
         Action::UndeleteServiceAccount { unique_id, .. } => {
-            format!("gcloud beta iam service-accounts undelete {unique_id}")
+            format!("gcloud iam service-accounts undelete {unique_id}")
         }
     }
 }

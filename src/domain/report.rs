@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::evaluate::{Finding, Status};
 use super::plan::{Action, Decision};
-use super::requirements::RequirementId;
+use super::requirements::{CONTAINER_API, RequirementId};
+use super::state::AccountState;
 
 /// Why something could not be done, and whether trying again later can help.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,6 +340,58 @@ pub fn target_cluster(target_resources: &[String]) -> Option<String> {
     })
 }
 
+/// What fixes a broken finding, in a form Google accepts: never a grant to an account that is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fix {
+    /// Run this action (grant, enable the API, enable the account, undelete it by unique id).
+    Run(Action),
+    /// The account was deleted and its unique id is not known, so it cannot be undeleted: recreate it
+    /// (or move the node pools to another account), then grant its roles again.
+    Recreate {
+        /// The account's email.
+        email: String,
+    },
+}
+
+/// The fix for a finding that is `missing` (an absent grant, a disabled or deleted node account, the
+/// Container API off), read from what the finding knows of its account; `None` when nothing a person
+/// runs fixes it (`ok`, `denied`: a deny rule overrides every grant; `conditional`, `unknown`), and for
+/// the permissions of a deleted account (the account is restored first: its `node-sa-exists` fix).
+pub fn fix_of(finding: &Finding) -> Option<Fix> {
+    if finding.status != Status::Missing {
+        return None;
+    }
+    let email = || {
+        finding
+            .principal
+            .as_ref()
+            .map(|m| m.as_str().trim_start_matches("serviceAccount:").to_owned())
+    };
+    match finding.requirement {
+        RequirementId::ContainerApiEnabled => Some(Fix::Run(Action::EnableService {
+            service: CONTAINER_API.to_owned(),
+        })),
+        RequirementId::NodeSaExists => match finding.account.as_ref()? {
+            AccountState::Disabled { .. } => {
+                Some(Fix::Run(Action::EnableServiceAccount { email: email()? }))
+            }
+            AccountState::Deleted {
+                unique_id: Some(uid),
+            } => Some(Fix::Run(Action::UndeleteServiceAccount {
+                email: email()?,
+                unique_id: uid.clone(),
+            })),
+            AccountState::Deleted { unique_id: None } => Some(Fix::Recreate { email: email()? }),
+            AccountState::Active { .. } | AccountState::Unknown { .. } => None,
+        },
+        _ if matches!(finding.account, Some(AccountState::Deleted { .. })) => None,
+        _ => {
+            let (role, member) = (finding.role.clone()?, finding.principal.clone()?);
+            Some(Fix::Run(Action::Grant { role, member }))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +421,7 @@ mod tests {
             denied_by: Vec::new(),
             org_policy: None,
             deny_check: None,
+            account: None,
         }
     }
 
@@ -406,5 +460,70 @@ mod tests {
             target_cluster(&["//compute.googleapis.com/x".to_owned()]),
             None
         );
+    }
+
+    fn broken(requirement: RequirementId, account: Option<AccountState>) -> Finding {
+        let mut f = ok_until(None);
+        f.requirement = requirement;
+        f.status = Status::Missing;
+        f.role = requirement.restore_role();
+        f.principal = (requirement != RequirementId::ContainerApiEnabled).then(|| {
+            super::super::iam::Member::parse("serviceAccount:n@p.iam.gserviceaccount.com").unwrap()
+        });
+        f.account = account;
+        f
+    }
+
+    #[test]
+    fn each_broken_finding_gets_the_fix_google_accepts_and_a_gone_account_never_a_grant() {
+        let email = "n@p.iam.gserviceaccount.com".to_owned();
+        let deleted = |uid: Option<&str>| AccountState::Deleted {
+            unique_id: uid.map(str::to_owned),
+        };
+        let exists = |account| fix_of(&broken(RequirementId::NodeSaExists, Some(account)));
+        assert_eq!(
+            exists(AccountState::Disabled { unique_id: None }),
+            Some(Fix::Run(Action::EnableServiceAccount {
+                email: email.clone()
+            }))
+        );
+        assert_eq!(
+            exists(deleted(Some("104"))),
+            Some(Fix::Run(Action::UndeleteServiceAccount {
+                email: email.clone(),
+                unique_id: "104".to_owned()
+            }))
+        );
+        assert_eq!(
+            exists(deleted(None)),
+            Some(Fix::Recreate {
+                email: email.clone()
+            })
+        );
+        assert_eq!(
+            fix_of(&broken(RequirementId::ContainerApiEnabled, None)),
+            Some(Fix::Run(Action::EnableService {
+                service: CONTAINER_API.to_owned()
+            }))
+        );
+        // The permissions of a deleted account: a grant to it is refused; its existence fix comes first.
+        assert_eq!(
+            fix_of(&broken(
+                RequirementId::NodeSaPermissions,
+                Some(deleted(Some("104")))
+            )),
+            None
+        );
+        let lacking = broken(
+            RequirementId::NodeSaPermissions,
+            Some(AccountState::Disabled { unique_id: None }),
+        );
+        assert!(matches!(
+            fix_of(&lacking),
+            Some(Fix::Run(Action::Grant { .. }))
+        ));
+        let mut denied = lacking;
+        denied.status = Status::Denied;
+        assert_eq!(fix_of(&denied), None, "a grant cannot beat a deny rule");
     }
 }

@@ -452,6 +452,7 @@ mod tests {
             denied_by: Vec::new(),
             org_policy: None,
             deny_check: None,
+            account: None,
         };
         FindingReport {
             finding: f,

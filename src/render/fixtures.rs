@@ -49,6 +49,7 @@ pub fn finding(
             denied_by: Vec::new(),
             org_policy: None,
             deny_check: None,
+            account: None,
         },
         decision,
         outcome,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::domain::evaluate::{Finding, Status};
 use crate::domain::report::{FindingReport, Outcome, ProjectReport};
+use crate::domain::state::AccountState;
 use crate::gcp::CallCounts;
 
 use super::fix::{describe_action, notes};
@@ -114,6 +115,17 @@ fn permission_cell(f: &Finding, permission: &str) -> Cell {
     }
 }
 
+/// The `EXISTS` cell of a node account: its status, but `disabled` for an account that exists
+/// disabled (it is not missing: enabling it restores it).
+fn exists_cell(f: &Finding) -> Cell {
+    match (&f.account, f.status) {
+        (Some(AccountState::Disabled { .. }), Status::Missing) => {
+            ("disabled".to_owned(), Tone::Bad)
+        }
+        (_, status) => status_cell(status),
+    }
+}
+
 fn status_cell(status: Status) -> Cell {
     let tone = match status {
         Status::Ok => Tone::Good,
@@ -210,9 +222,7 @@ pub fn render_project(r: &ProjectReport, style: Style) -> Block {
                     permission_cell(&f.finding, p)
                 }));
             }
-            cells.push(exists.map_or(("-".to_owned(), Tone::Plain), |f| {
-                status_cell(f.finding.status)
-            }));
+            cells.push(exists.map_or(("-".to_owned(), Tone::Plain), |f| exists_cell(&f.finding)));
             let outcome = worst(&findings);
             cells.push((outcome_label(outcome).to_owned(), outcome_tone(outcome)));
             Row {

@@ -91,6 +91,7 @@ fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingR
         denied_by: Vec::new(),
         org_policy: None,
         deny_check: None,
+        account: None,
     };
     let action = |o: Outcome, after: Option<&str>, error: Option<&str>| ActionReport {
         action: grant.clone(),

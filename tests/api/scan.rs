@@ -759,3 +759,51 @@ async fn the_scan_table_is_one_line_per_account_healthy_rows_collapsed_and_uncol
     assert!(!all.stdout.contains("not shown"), "{}", all.stdout);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fix_line_is_a_command_google_accepts_undelete_enable_and_the_container_api() {
+    let sim = start_sim(&crate::support::world_file("deleted-sa.yaml")).await;
+
+    let run = remediator(&["scan", "--project", "demo-project"], &sim).await;
+
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let text = &run.stdout;
+    assert!(
+        text.contains("gcloud iam service-accounts undelete 104619873021358217463"),
+        "the deleted account is undeleted by its unique id:\n{text}"
+    );
+    assert!(
+        text.contains(
+            "gcloud iam service-accounts enable gke-off@demo-project.iam.gserviceaccount.com --project=demo-project"
+        ),
+        "the disabled account is enabled:\n{text}"
+    );
+    assert!(
+        !text.contains("--member=serviceAccount:gke-nodes@") && !text.contains("--member=deleted:"),
+        "no grant to an account that is gone (Google refuses it):\n{text}"
+    );
+    let off = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("gke-off@"))
+        .expect("a row for the disabled account");
+    let cells: Vec<&str> = off.split_whitespace().collect();
+    assert_eq!(cells[5], "disabled", "the EXISTS column: {off}");
+    let gone = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("gke-nodes@"))
+        .expect("a row for the deleted account");
+    assert_eq!(gone.split_whitespace().nth(5), Some("missing"), "{gone}");
+    sim.shutdown().await;
+
+    let sim = start_sim(&crate::support::world_file("api-disabled.yaml")).await;
+    let run = remediator(&["scan", "--project", "demo-project"], &sim).await;
+    assert!(
+        run.stdout.contains(
+            "fix: gcloud services enable container.googleapis.com --project=demo-project"
+        ),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    sim.shutdown().await;
+}
