@@ -141,7 +141,10 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         Format::Table => Output::Table(TableStream::new(out, style)),
     };
     let mut tally = Tally::default();
-    let progress = Progress::start(projects.len());
+    let progress = Progress::start(projects.len(), {
+        let gcp = gcp.clone();
+        Box::new(move || gcp.client().iam_v2_waiting_for())
+    });
     {
         use futures::StreamExt;
         // Projects checked live spend a short IAM v2 budget in the order they are listed (by id).

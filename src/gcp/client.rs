@@ -176,6 +176,14 @@ impl SlidingWindow {
         }
     }
 
+    /// How long until the last turn given out begins, if it is still to come: a request is waiting
+    /// for its turn that long (what a progress line shows).
+    pub fn waiting_for(&self) -> Option<Duration> {
+        let admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        admitted.back().filter(|t| **t > now).map(|t| *t - now)
+    }
+
     /// The turn of one more request, no earlier than every turn already given, at which the window
     /// ending there holds at most `limit - reserve` requests counting it; `None` (nothing taken) when
     /// that is later than `max_wait` from now.
@@ -448,6 +456,11 @@ impl Client {
     /// The IAM v2 reads this client makes in all, if it has a budget ([`ClientConfig::iam_v2_budget`]).
     pub fn iam_v2_budget(&self) -> Option<u32> {
         self.iam_v2_budget.as_ref().map(|b| b.total)
+    }
+
+    /// How long a deny-policy read is still waiting for its turn in the IAM v2 read quota, if one is.
+    pub fn iam_v2_waiting_for(&self) -> Option<Duration> {
+        self.iam_v2.waiting_for()
     }
 
     /// Counters of the calls made so far.
@@ -873,6 +886,26 @@ mod window_tests {
         );
         assert!(start.elapsed() >= IAM_V2_WINDOW);
         assert!(!client.iam_v2_turn(0, true).await, "then none");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_waiting_for_its_turn_says_how_long_it_still_waits() {
+        let window = std::sync::Arc::new(SlidingWindow::new(1, IAM_V2_WINDOW));
+        assert!(window.try_acquire(0));
+        assert_eq!(window.waiting_for(), None, "a turn taken now is no wait");
+        let waiting = tokio::spawn({
+            let window = window.clone();
+            async move { window.acquire_within(0, Duration::MAX).await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(window.waiting_for(), Some(IAM_V2_WINDOW + TURN_MARGIN));
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(
+            window.waiting_for(),
+            Some(IAM_V2_WINDOW + TURN_MARGIN - Duration::from_secs(20))
+        );
+        assert!(waiting.await.unwrap());
+        assert_eq!(window.waiting_for(), None, "the turn came");
     }
 
     #[tokio::test(start_paused = true)]
