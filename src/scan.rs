@@ -131,7 +131,7 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         color: stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         all: args.all,
         // One project asked for by name is always shown, healthy or not.
-        healthy_projects: args.all || projects.len() + failures.len() == 1,
+        every_project: args.all || projects.len() + failures.len() == 1,
     };
     // One buffered writer for everything on stdout: a report is written (and dropped) as soon as it
     // and every report before it are done, so memory stays flat in the number of projects.

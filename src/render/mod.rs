@@ -9,6 +9,7 @@ pub mod fix;
 mod fixtures;
 pub mod json;
 pub mod progress;
+pub mod rest;
 pub mod style;
 pub mod summary;
 pub mod table;

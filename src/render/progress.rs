@@ -95,6 +95,10 @@ mod tests {
         );
         let one = progress_line(0, 1, Some(Duration::from_secs(61))).unwrap();
         assert!(one.starts_with("waiting 61s for"), "{one}");
-        assert_eq!(progress_line(0, 1, None), None, "one project, no wait: quiet");
+        assert_eq!(
+            progress_line(0, 1, None),
+            None,
+            "one project, no wait: quiet"
+        );
     }
 }

@@ -10,8 +10,9 @@ pub struct Style {
     pub color: bool,
     /// Show healthy rows too (`--all`).
     pub all: bool,
-    /// Show projects whose every finding is healthy (with their rows collapsed unless `all`).
-    pub healthy_projects: bool,
+    /// Show every project as a block, not only those with something to act on (their healthy rows
+    /// collapsed unless `all`).
+    pub every_project: bool,
 }
 
 /// What a piece of terminal text says, for its colour.

@@ -96,7 +96,10 @@ pub fn summary_line(
         summary.projects, summary.gke_projects, summary.errors
     );
     if hidden_projects > 0 {
-        line.push_str(&format!("; {hidden_projects} healthy project(s) not shown"));
+        line.push_str(&format!(
+            "; {} project(s) counted above, not shown",
+            super::rest::thousands(hidden_projects)
+        ));
     }
     if hidden_projects + hidden_rows > 0 {
         line.push_str(" (--all shows them)");

@@ -11,6 +11,7 @@ use crate::domain::state::AccountState;
 use crate::gcp::CallCounts;
 
 use super::fix::{describe_action, notes};
+use super::rest::{Rest, actionable};
 use super::style::{Style, Tone, outcome_label, outcome_tone, paint, urgency};
 use super::summary::{Tally, summary_line};
 
@@ -18,7 +19,8 @@ use super::summary::{Tally, summary_line};
 pub struct TableStream<W: Write> {
     out: W,
     style: Style,
-    hidden_projects: usize,
+    /// The projects not shown as blocks, by category.
+    rest: Rest,
     hidden_rows: usize,
 }
 
@@ -28,19 +30,20 @@ impl<W: Write> TableStream<W> {
         Self {
             out,
             style,
-            hidden_projects: 0,
+            rest: Rest::default(),
             hidden_rows: 0,
         }
     }
 
-    /// Writes one project's block, or counts it when it is not shown.
+    /// Writes one project's block as soon as it is done when it has something to act on (so those
+    /// come first), else counts it in its category (one line each at the end).
     pub fn project(&mut self, report: &ProjectReport) -> std::io::Result<()> {
         let block = render_project(report, self.style);
         self.hidden_rows += block.hidden_rows;
         match block.text {
             Some(text) => self.out.write_all(text.as_bytes()),
             None => {
-                self.hidden_projects += 1;
+                self.rest.add(report);
                 Ok(())
             }
         }
@@ -51,7 +54,7 @@ impl<W: Write> TableStream<W> {
         writeln!(self.out, "{text}")
     }
 
-    /// Writes the summary and flushes.
+    /// Writes one line per category of the projects not shown, the summary, and flushes.
     pub fn finish(
         mut self,
         tally: &Tally,
@@ -59,10 +62,13 @@ impl<W: Write> TableStream<W> {
         counts: &CallCounts,
         elapsed: Duration,
     ) -> std::io::Result<()> {
+        for line in self.rest.lines(self.style) {
+            writeln!(self.out, "{line}")?;
+        }
         let line = summary_line(
             &tally.summary,
             &tally.by_outcome,
-            (self.hidden_projects, self.hidden_rows),
+            (self.rest.projects(), self.hidden_rows),
             mode,
             self.style,
         );
@@ -175,9 +181,7 @@ pub fn render_project(r: &ProjectReport, style: Style) -> Block {
             hidden_rows: 0,
         };
     }
-    let all_healthy =
-        r.actions.is_empty() && r.findings.iter().all(|f| f.outcome == Outcome::Healthy);
-    if all_healthy && !style.healthy_projects {
+    if !style.every_project && !actionable(r) {
         return Block {
             text: None,
             hidden_rows: 0,
@@ -369,7 +373,7 @@ pub fn render_table(reports: &[ProjectReport], mode: &str) -> String {
     let style = Style {
         color: false,
         all: false,
-        healthy_projects: true,
+        every_project: true,
     };
     let mut s = String::new();
     let mut tally = Tally::default();
@@ -472,7 +476,7 @@ mod tests {
 
         let all = Style {
             all: true,
-            healthy_projects: true,
+            every_project: true,
             color: false,
         };
         let text = render_project(&reports[1], all).text.unwrap();
@@ -499,5 +503,95 @@ mod tests {
         let text = render_table(&sample(), "dry-run");
         let last = text.lines().last().unwrap();
         assert!(last.starts_with("mode: dry-run; 3 project(s), 3 using GKE, 0 error(s); findings: 1 would-restore, 1 expiring, 7 healthy"), "{last}");
+    }
+
+    #[test]
+    fn the_table_shows_projects_to_act_on_first_then_one_line_per_category_of_the_rest() {
+        let mut reports = sample();
+        let mut starred = project(
+            "starred",
+            vec![finding(
+                RequirementId::NodeSaPermissions,
+                "serviceAccount:n@starred.iam.gserviceaccount.com",
+                Status::Ok,
+                Outcome::Healthy,
+            )],
+        );
+        starred.findings[0].finding.deny_check = Some(DenyCheck {
+            unread: vec!["the deny policies of folders/1 (IAM v2 read quota)".to_owned()],
+        });
+        let mut no_gke = project("no-gke", Vec::new());
+        no_gke.gke = false;
+        let review = project(
+            "review-me",
+            vec![finding(
+                RequirementId::NodeSaPermissions,
+                "serviceAccount:c@review-me.iam.gserviceaccount.com",
+                Status::Conditional,
+                Outcome::Unknown,
+            )],
+        );
+        // Healthy ones before and after the broken one, as a sweep streams them.
+        reports.insert(0, starred);
+        reports.push(no_gke);
+        reports.push(review);
+        let mut out = Vec::new();
+        let mut table = TableStream::new(&mut out, Style::default());
+        let mut tally = Tally::default();
+        for r in &reports {
+            tally.add(r);
+            table.project(r).unwrap();
+        }
+        table
+            .finish(&tally, "dry-run", &CallCounts::default(), Duration::ZERO)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+
+        assert!(
+            lines[0].starts_with("PROJECT broken"),
+            "the project to act on comes first:\n{text}"
+        );
+        for quiet in [
+            "PROJECT fine-a",
+            "PROJECT fine-b",
+            "PROJECT starred",
+            "PROJECT no-gke",
+            "PROJECT review-me",
+        ] {
+            assert!(
+                !text.contains(quiet),
+                "{quiet} is a count, not a block:\n{text}"
+            );
+        }
+        let rest: Vec<&str> = lines
+            .iter()
+            .copied()
+            .skip_while(|l| !l.contains("project(s) need review"))
+            .take(4)
+            .collect();
+        assert_eq!(
+            rest,
+            [
+                "1 project(s) need review (a grant under a condition, through a group, or unreadable): review-me",
+                "1 project(s) ok* (deny policies partly unread: the deny policies of folders/1 (IAM v2 read quota))",
+                "2 project(s) ok",
+                "1 project(s) not using GKE",
+            ],
+            "one line per category, after the blocks:\n{text}"
+        );
+        let last = lines.iter().find(|l| l.starts_with("mode: ")).unwrap();
+        assert!(
+            last.starts_with("mode: dry-run; 6 project(s)")
+                && last.contains("5 project(s) counted above, not shown (--all shows them)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn counts_are_written_with_thousands_separators() {
+        assert_eq!(super::super::rest::thousands(1640), "1,640");
+        assert_eq!(super::super::rest::thousands(999), "999");
+        assert_eq!(super::super::rest::thousands(1_000_000), "1,000,000");
     }
 }

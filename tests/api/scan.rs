@@ -807,3 +807,67 @@ async fn every_fix_line_is_a_command_google_accepts_undelete_enable_and_the_cont
     );
     sim.shutdown().await;
 }
+
+/// A project of the organization `1`: with GKE, its node account granted or not.
+fn org_project(id: &str, number: &str, granted: bool) -> String {
+    let grant = if granted {
+        format!(
+            "        - role: roles/container.defaultNodeServiceAccount\n          members: [serviceAccount:nodes@{id}.iam.gserviceaccount.com]\n"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"  - id: {id}
+    number: "{number}"
+    parent: organizations/1
+    services: [container.googleapis.com]
+    iam_policy:
+      bindings:
+        - role: roles/container.serviceAgent
+          members: [serviceAccount:service-{number}@container-engine-robot.iam.gserviceaccount.com]
+        - role: roles/container.defaultNodeServiceAgent
+          members: [serviceAccount:service-{number}@gcp-sa-gkenode.iam.gserviceaccount.com]
+{grant}    service_accounts:
+      - {{email: nodes@{id}.iam.gserviceaccount.com, unique_id: "{number}1"}}
+    clusters:
+      - {{name: c1, location: us-central1, node_pools: [{{name: p, service_account: nodes@{id}.iam.gserviceaccount.com}}]}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_organization_table_shows_the_broken_project_first_and_one_line_per_category_of_the_rest()
+ {
+    let mut world = String::from("organization: {id: \"1\"}\nprojects:\n");
+    world.push_str(&org_project("a-fine", "500000000001", true));
+    world.push_str(&org_project("b-broken", "500000000002", false));
+    world.push_str(&org_project("c-fine", "500000000003", true));
+    world.push_str(
+        "  - {id: d-plain, number: \"500000000004\", parent: organizations/1, services: [compute.googleapis.com]}\n",
+    );
+    let sim = start_sim(&world).await;
+
+    let run = remediator(&["scan", "--organization", "1"], &sim).await;
+
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("PROJECT b-broken"),
+        "the project to act on first:\n{}",
+        run.stdout
+    );
+    let blocks = lines.iter().filter(|l| l.starts_with("PROJECT ")).count();
+    assert_eq!(blocks, 1, "healthy projects are counted:\n{}", run.stdout);
+    let ok = lines
+        .iter()
+        .position(|l| *l == "2 project(s) ok")
+        .unwrap_or_else(|| panic!("one line for the healthy projects:\n{}", run.stdout));
+    assert_eq!(
+        lines[ok + 1],
+        "1 project(s) not using GKE",
+        "{}",
+        run.stdout
+    );
+    sim.shutdown().await;
+}
