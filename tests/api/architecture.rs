@@ -24,17 +24,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["domain", "intake", "policy", "notify", "ports", "clock"],
     ),
     ("server", &["engine", "intake", "notify", "ports", "domain"]),
+    // Connection settings and rendering: shared by the commands, so no command imports another.
+    ("connect", &["gcp", "policy", "ports", "state"]),
+    ("render", &["domain", "engine", "gcp"]),
     (
         "scan",
-        &["domain", "engine", "gcp", "policy", "ports", "state"],
+        &["connect", "domain", "engine", "policy", "ports", "render"],
     ),
     (
         "explain",
-        &["domain", "engine", "gcp", "policy", "ports", "scan"],
+        &["connect", "domain", "engine", "policy", "render"],
     ),
     (
         "plan_guard",
-        &["domain", "engine", "gcp", "policy", "ports", "scan"],
+        &[
+            "connect", "domain", "engine", "gcp", "policy", "ports", "render",
+        ],
     ),
     (
         "job",
@@ -42,11 +47,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "demo",
-        &["domain", "engine", "gcp", "ports", "scan", "clock"],
+        &["domain", "engine", "gcp", "ports", "render", "clock"],
     ),
     (
         "app",
         &[
+            "connect",
             "domain",
             "engine",
             "intake",
@@ -55,7 +61,6 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "policy",
             "ports",
             "pubsub",
-            "scan",
             "server",
             "state",
             "telemetry",
