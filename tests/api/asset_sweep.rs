@@ -145,7 +145,8 @@ async fn with_the_cloud_asset_api_disabled_in_its_project_a_scan_checks_every_pr
     // The scan's caller is a service account of platform-ops, which has no cloudasset.googleapis.com.
     let sim = start_sim(SMALL).await;
     let run = remediator(&["scan", "--organization", ORG], &sim).await;
-    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    // shop-prod uses GKE and its service agents have no roles: findings (1), not a failure (2).
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout.contains(
             "discovery: per project (Cloud Asset Inventory not used: cloudasset assets.list: HTTP 403"
@@ -158,9 +159,39 @@ async fn with_the_cloud_asset_api_disabled_in_its_project_a_scan_checks_every_pr
             .contains("Cloud Asset API has not been used in project 200000000002")
     );
     let json = remediator(&["scan", "--organization", ORG, "--format", "json"], &sim).await;
+    assert_eq!(json.code, 1, "{}", json.stderr);
     let d = doc(&json);
     assert_eq!(d["discovery"]["path"], "per-project");
     assert_eq!(d["projects"].as_array().unwrap().len(), 2);
+    // The one project using GKE lacks both its service agents' roles: the reason for exit 1.
+    let not_ok: Vec<(&str, &str, &str)> = findings(&d)
+        .into_iter()
+        .filter(|f| f["status"] != "ok")
+        .map(|f| {
+            (
+                f["requirement"].as_str().unwrap(),
+                f["principal"].as_str().unwrap(),
+                f["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        not_ok,
+        [
+            (
+                "gke-service-agent",
+                "serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com",
+                "missing"
+            ),
+            (
+                "gke-node-service-agent",
+                "serviceAccount:service-200000000001@gcp-sa-gkenode.iam.gserviceaccount.com",
+                "missing"
+            ),
+        ],
+        "{}",
+        json.stdout
+    );
 }
 
 #[tokio::test]
@@ -245,8 +276,10 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_both_sweep_paths_ne
         args.extend(["--iam-v2-wait", "0"]);
         args.extend(discovery);
         let run = remediator(&args, &sim).await;
-        assert_ne!(
-            run.code, 2,
+        // A healthy world: deny policies left unread for the quota are `ok*`, neither a finding
+        // (1) nor a failed project (2).
+        assert_eq!(
+            run.code, 0,
             "a spent quota never fails the scan: {}",
             run.stderr
         );
