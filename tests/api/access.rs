@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use gcp_sim::{Faults, SimHandle};
 use serde_json::Value;
 
-use crate::scan::remediator;
+use crate::support::binary::remediator;
 use crate::support::{Api, Gcloud, TempFile, findings, start_sim, world_file};
 
 const PROD_PARENT: &str =

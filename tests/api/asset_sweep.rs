@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::scan::{Run, remediator};
+use crate::support::binary::remediator;
 use crate::support::{Api, TempDir, findings, start_sim};
 
 const ORG: &str = "123456789012";
@@ -61,11 +61,6 @@ fn deny_reads(journal: &[gcp_sim::JournalEntry]) -> Vec<&gcp_sim::JournalEntry> 
         .collect()
 }
 
-fn doc(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
-}
-
 #[tokio::test]
 async fn both_sweep_paths_give_identical_verdicts_on_a_generated_organization() {
     let sim = start_sim(&generated_world(150, 0.3, 7)).await;
@@ -76,7 +71,7 @@ async fn both_sweep_paths_give_identical_verdicts_on_a_generated_organization() 
     let live = remediator(&args, &sim).await;
     assert_eq!(cai.code, 1, "broken projects: {}", cai.stderr);
     assert_eq!(live.code, 1, "{}", live.stderr);
-    let (cai, live) = (doc(&cai), doc(&live));
+    let (cai, live) = (cai.json(), live.json());
     assert_eq!(cai["discovery"]["path"], "cloud-asset-inventory");
     assert_eq!(
         live["discovery"],
@@ -160,7 +155,7 @@ async fn with_the_cloud_asset_api_disabled_in_its_project_a_scan_checks_every_pr
     );
     let json = remediator(&["scan", "--organization", ORG, "--format", "json"], &sim).await;
     assert_eq!(json.code, 1, "{}", json.stderr);
-    let d = doc(&json);
+    let d = json.json();
     assert_eq!(d["discovery"]["path"], "per-project");
     assert_eq!(d["projects"].as_array().unwrap().len(), 2);
     // The one project using GKE lacks both its service agents' roles: the reason for exit 1.
@@ -283,7 +278,7 @@ async fn with_googles_iam_v2_quota_enforced_by_the_simulator_both_sweep_paths_ne
             "a spent quota never fails the scan: {}",
             run.stderr
         );
-        let doc = doc(&run);
+        let doc = run.json();
         let journal = sim.journal();
         let deny = deny_reads(&journal[before..]);
         assert!(!deny.is_empty(), "{discovery:?}: deny policies were read");
@@ -376,7 +371,7 @@ async fn reading_ahead_never_waits_for_an_iam_v2_turn_so_named_projects_without_
     let took = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
-        doc(&run)["projects"].as_array().unwrap().len(),
+        run.json()["projects"].as_array().unwrap().len(),
         7,
         "{}",
         run.stdout
@@ -412,7 +407,7 @@ async fn a_scan_asked_to_wait_takes_its_turns_in_googles_iam_v2_quota_and_reads_
     let run = remediator(&args, &sim).await;
     let took = started.elapsed();
     assert_eq!(run.code, 0, "{}", run.stderr);
-    let doc = doc(&run);
+    let doc = run.json();
     let journal = sim.journal();
     let deny = deny_reads(&journal);
     assert!(

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use gcp_sim::SimHandle;
 use serde_json::{Value, json};
 
-use crate::scan::{Run, remediator, start_sim};
+use crate::support::binary::{BIN, Run, remediator};
+use crate::support::start_sim;
 
 const PROD_ROBOT: &str =
     "serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com";
@@ -73,7 +74,7 @@ async fn check(plan: &str, extra: &[&str], sim: &SimHandle) -> (Run, Value) {
 
 /// The binary with no Google endpoint at all (as in CI without credentials).
 async fn offline(args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"))
+    let out = tokio::process::Command::new(BIN)
         .args(args)
         .env_remove("REMEDIATOR_API_ENDPOINT")
         .env_remove("REMEDIATOR_ACCESS_TOKEN")

@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use crate::scan::{remediator, start_sim};
+use crate::support::binary::remediator;
+use crate::support::start_sim;
 use crate::support::world_file;
 
 const NODES: &str = "serviceAccount:gke-nodes@shop-prod.iam.gserviceaccount.com";

@@ -14,10 +14,9 @@ use base64::Engine as _;
 use gcp_sim::{ConcurrentWriter, Faults, Latency, SimHandle, SimOptions};
 use serde_json::{Value, json};
 
-use crate::serve::{Loop, OPS, SELF, Serve, policy_file, removal_entry};
-use crate::support::{Api, start_sim_with};
-
-const BIN: &str = env!("CARGO_BIN_EXE_gke-iam-remediator");
+use crate::support::binary::{Run, Serve, remediator_as};
+use crate::support::service::{Loop, SELF, removal_entry};
+use crate::support::{Api, TempFile, start_sim_with};
 
 /// Roles the default requirement list may restore.
 const LIST_ROLES: [&str; 4] = [
@@ -225,35 +224,13 @@ fn assert_nothing_removed(
     added
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// `scan --format json EXTRA` as the remediator (the simulator enforces no IAM v2 quota here; these
+/// worlds have more deny-policy attachment points than Google's 5 reads a minute, and the faults are
+/// elsewhere).
 async fn scan(sim: &SimHandle, extra: &[&str]) -> Run {
-    let out = tokio::time::timeout(
-        Duration::from_secs(300),
-        tokio::process::Command::new(BIN)
-            .arg("scan")
-            .args(["--format", "json", "--api-endpoint"])
-            .arg(sim.base_url())
-            // The simulator enforces no IAM v2 quota here; these worlds have more deny-policy
-            // attachment points than Google's 5 reads a minute, and the faults are elsewhere.
-            .args(["--rate-limit", "iam-v2=10000"])
-            .args(extra)
-            .env("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}"))
-            .env_remove("REMEDIATOR_POLICY")
-            .output(),
-    )
-    .await
-    .expect("scan finished within 300 s")
-    .expect("scan runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let mut args = vec!["scan", "--format", "json", "--rate-limit", "iam-v2=10000"];
+    args.extend(extra);
+    remediator_as(SELF, &args, sim).await
 }
 
 fn project_args(sim: &SimHandle) -> Vec<String> {
@@ -305,12 +282,6 @@ fn assert_restored(sim: &SimHandle, expected: &BTreeSet<(String, String, String)
     }
 }
 
-fn temp_policy(text: &str) -> String {
-    let path = std::env::temp_dir().join(format!("faults-policy-{}.yaml", rand::random::<u64>()));
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 /// Another client's read-modify-write adding `member` to `role` on `project` (retrying on 409).
 async fn side_write(api: &Api, project: &str, role: &str, member: &str) -> bool {
     for _ in 0..20 {
@@ -344,8 +315,8 @@ async fn side_write(api: &Api, project: &str, role: &str, member: &str) -> bool 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writers_lose_nothing_while_the_remediator_restores() {
     let sim = start_world().await;
-    let policy = temp_policy("mode: enforce\nlimits:\n  max_write_attempts: 20\n");
-    let expected = restorable(&sim, &policy).await;
+    let policy = TempFile::new("mode: enforce\nlimits:\n  max_write_attempts: 20\n");
+    let expected = restorable(&sim, policy.arg()).await;
     assert!(!expected.is_empty(), "the world has nothing to restore");
     let before = all_policies(&sim);
     let targets: BTreeSet<String> = expected.iter().map(|(p, _, _)| p.clone()).collect();
@@ -390,7 +361,7 @@ async fn concurrent_writers_lose_nothing_while_the_remediator_restores() {
     };
     let args = project_args(&sim);
     let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
-    a.extend(["--policy", &policy, "--apply"]);
+    a.extend(["--policy", policy.arg(), "--apply"]);
     let run = scan(&sim, &a).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let side_added = side.await.unwrap();
@@ -438,8 +409,8 @@ async fn concurrent_writers_lose_nothing_while_the_remediator_restores() {
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_quarter_of_all_calls_failing_every_allowed_binding_is_restored_once() {
     let sim = start_world().await;
-    let policy = temp_policy("mode: enforce\nlimits:\n  max_write_attempts: 10\n");
-    let expected = restorable(&sim, &policy).await;
+    let policy = TempFile::new("mode: enforce\nlimits:\n  max_write_attempts: 10\n");
+    let expected = restorable(&sim, policy.arg()).await;
     assert!(!expected.is_empty(), "the world has nothing to restore");
     let before = all_policies(&sim);
     let faults: Faults = serde_json::from_value(json!({
@@ -451,7 +422,7 @@ async fn with_a_quarter_of_all_calls_failing_every_allowed_binding_is_restored_o
     sim.set_faults(faults);
     let args = project_args(&sim);
     let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
-    a.extend(["--policy", &policy, "--apply", "--max-attempts", "10"]);
+    a.extend(["--policy", policy.arg(), "--apply", "--max-attempts", "10"]);
     // "Eventually": a run that gives up on a project (exit 2) is re-run, as a scheduler would.
     let mut runs = Vec::new();
     for _ in 0..3 {
@@ -766,14 +737,14 @@ async fn forged_and_hostile_pushes_grant_nothing_outside_the_requirement_list() 
         .into_iter()
         .filter(|a| a != "--project")
         .collect();
-    let policy_path = temp_policy("mode: enforce\n");
-    let expected = restorable(&sim, &policy_path).await;
+    let policy = TempFile::new("mode: enforce\n");
+    let expected = restorable(&sim, policy.arg()).await;
     let before = all_policies(&sim);
     let serve = Serve::start(&[
         ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
         ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
         ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
-        ("REMEDIATOR_POLICY", policy_path.clone()),
+        ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ("REMEDIATOR_COALESCE_MS", "50".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ])
@@ -894,23 +865,10 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
     const ROLE: &str = "roles/container.serviceAgent";
     const AGENT: &str =
         "serviceAccount:service-400000000004@container-engine-robot.iam.gserviceaccount.com";
-    let lp = Loop::start(WORLD, "mode: enforce\n").await;
-    let Loop {
-        emulator,
-        sim,
-        serve,
-        http,
-    } = lp;
-    let port = serve
-        .url
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse::<u16>()
-        .unwrap();
+    let mut lp = Loop::start(WORLD, "mode: enforce\n").await;
 
     // Someone removes the binding; the simulator publishes the audit-log entry; Pub/Sub pushes it.
-    let admin = Api::new(&sim);
+    let admin = Api::new(&lp.sim);
     let (s, mut policy) = admin
         .post(
             &format!("v1/projects/{PROJECT}:getIamPolicy"),
@@ -930,7 +888,7 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
         )
         .await;
     assert_eq!(s, 200, "{body}");
-    sim.set_faults(Faults {
+    lp.sim.set_faults(Faults {
         latency: Latency {
             fixed_ms: 1500,
             jitter_ms: 0,
@@ -939,8 +897,9 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let h: Value = http
-            .get(format!("{}/healthz", serve.url))
+        let h: Value = lp
+            .http
+            .get(format!("{}/healthz", lp.serve.url))
             .send()
             .await
             .unwrap()
@@ -953,19 +912,14 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
         assert!(
             Instant::now() < deadline,
             "the push never reached serve: {}",
-            serve.logs.lock().unwrap()
+            lp.serve.logs.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    serve.stop().await; // SIGKILL
-    let writes_before_restart = sim
-        .stats()
-        .by_endpoint
-        .get("cloudresourcemanager.projects.setIamPolicy")
-        .copied()
-        .unwrap_or(0);
-    sim.set_faults(Faults {
+    lp.serve.kill().await; // SIGKILL
+    let writes_before_restart = lp.writes();
+    lp.sim.set_faults(Faults {
         latency: Latency {
             fixed_ms: 20,
             jitter_ms: 0,
@@ -973,27 +927,9 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
         ..Faults::default()
     });
 
-    let serve = Serve::start(&[
-        ("PORT", port.to_string()),
-        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-        ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-        ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
-        (
-            "REMEDIATOR_NOTIFY_TOPIC",
-            format!("projects/{OPS}/topics/notifications"),
-        ),
-        ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
-        ("REMEDIATOR_POLICY", policy_file("mode: enforce\n").await),
-        ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
-    ])
-    .await;
-    assert!(serve.url.ends_with(&format!(":{port}")), "{}", serve.url);
-    let lp = Loop {
-        emulator,
-        sim,
-        serve,
-        http,
-    };
+    // A new instance (a port of its own): the push subscription now delivers there, as Cloud Run's
+    // one URL would.
+    lp.restart_serve().await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut notes = Vec::new();
     loop {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::serve::Serve;
+use crate::support::binary::Serve;
 
 /// `serve` with tight limits, so the attacks below are short. No engine call is made by these tests
 /// (the API endpoint is a closed port).

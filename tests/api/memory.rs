@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use gcp_sim::{Faults, Latency};
 use serde_json::{Value, json};
 
-use crate::serve::{AGENT, WORLD, removal_entry};
 use crate::support::firestore;
 use crate::support::fleet::{Fleet, eventually, outcomes};
+use crate::support::service::{AGENT, WORLD, removal_entry};
 
 const P: &str = "acme-prod";
 const NODE_ROLE: &str = "roles/container.defaultNodeServiceAccount";
@@ -85,7 +85,7 @@ fn three_instances_on_one_store_restore_a_binding_removed_twelve_times_three_tim
         let fleet = Fleet::start(WORLD, policy, true).await;
         let mut instances = Vec::new();
         for n in 0..3 {
-            instances.push(fleet.serve(n, None).await);
+            instances.push(fleet.serve(n).await);
         }
         let started = Instant::now();
         for round in 0..12 {
@@ -221,8 +221,8 @@ fn a_removal_on_a_project_with_an_open_problem_publishes_only_the_restoration_na
             true,
         )
         .await;
-        let a = fleet.serve(0, None).await;
-        let b = fleet.serve(1, None).await;
+        let a = fleet.serve(0).await;
+        let b = fleet.serve(1).await;
 
         // A sweep on one instance announces the open problem once.
         let sweep = fleet.message_of(&json!({"sweep": {"projects": [P]}}));
@@ -272,8 +272,8 @@ fn a_serve_killed_after_its_write_leaves_one_restored_notification_once_another_
     bounded(Duration::from_secs(420), async {
         let fleet = Fleet::start(WORLD, "mode: enforce\n", true).await;
         fleet.sim.set_faults(no_audit_log_reads(0));
-        let first = fleet.serve(0, None).await;
-        let second = fleet.serve(1, None).await;
+        let first = fleet.serve(0).await;
+        let second = fleet.serve(1).await;
         let started = Instant::now();
 
         assert!(

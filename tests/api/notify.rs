@@ -25,13 +25,14 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::support::binary::{BIN, Serve};
 use crate::support::frontend::{FrontEnd, FrontEndConfig, Injection};
-use crate::support::{Gcloud, PubsubEmulator, free_port, start_sim_with};
+use crate::support::oidc::key_server;
+use crate::support::service::{AGENT, OPS, SELF, WORLD};
+use crate::support::{Gcloud, PubsubEmulator, RefusedPort, TempFile, start_sim_with};
 
 // ---------------------------------------------------------------------------------------------
 // Notifications through the real builder.
-
-use crate::serve::{AGENT, OPS, SELF, WORLD};
 
 /// A project report with one finding of `outcome` (principal number `i`), as the remediator makes it.
 fn report(outcome: Outcome, project: &str, i: usize) -> (ProjectReport, FindingReport) {
@@ -410,13 +411,14 @@ fn check_block_kit(v: &Value) -> Result<(), String> {
 
 impl Receiver {
     async fn start(slack: bool) -> Receiver {
-        Receiver::start_on(0, slack).await
-    }
-
-    async fn start_on(port: u16, slack: bool) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
+        Receiver::start_on(listener, slack)
+    }
+
+    /// A receiver answering on `listener`.
+    fn start_on(listener: tokio::net::TcpListener, slack: bool) -> Receiver {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(Behaviour::Ok));
@@ -1139,7 +1141,7 @@ enum Down {
 async fn one_channel_down(kind: Down) {
     let healthy_slack = Receiver::start(true).await;
     let smtp = SmtpServer::start().await;
-    let refused_port = free_port();
+    let refused = RefusedPort::new();
     let broken = match kind {
         Down::Refused => None,
         Down::Http500 => {
@@ -1155,7 +1157,7 @@ async fn one_channel_down(kind: Down) {
     };
     let hook_url = match &broken {
         Some(r) => r.url("/h"),
-        None => format!("http://127.0.0.1:{refused_port}/h"),
+        None => format!("{}/h", refused.url()),
     };
     let d = setup(0, 2, &healthy_slack.url(SLACK_PATH), &hook_url, smtp.addr).deliverer();
     let n = notification(Outcome::Failed, "acme-prod", 0);
@@ -1195,7 +1197,7 @@ async fn one_channel_down(kind: Down) {
             r.set(Behaviour::Ok);
             r
         }
-        None => Receiver::start_on(refused_port, false).await,
+        None => Receiver::start_on(refused.listen(), false),
     };
     assert_eq!(d.deliver(n.clone()).await, Verdict::Ack);
     assert_eq!(back.ok().len(), 1);
@@ -1277,7 +1279,8 @@ async fn secrets_never_appear_in_logs_errors_or_debug_output() {
     let hook = Receiver::start(false).await;
     hook.set(Behaviour::Status(500));
     // Slack refuses connections (its URL, a secret, is what a careless error would print).
-    let slack_url = format!("http://127.0.0.1:{}{SLACK_PATH}", free_port());
+    let refused = RefusedPort::new();
+    let slack_url = format!("{}{SLACK_PATH}", refused.url());
     let s = setup(0, 2, &slack_url, &hook.url("/h/url-secret-7c3d"), smtp.addr);
     let d = s.deliverer();
     let verdict = d
@@ -1395,7 +1398,8 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
     .await;
     let slack = Receiver::start(true).await;
     let hook = Receiver::start(false).await;
-    let serve = crate::serve::Serve::start(&[
+    let policy = TempFile::new(&e2e_policy("enforce"));
+    let serve = Serve::start(&[
         ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
         ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
         ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
@@ -1404,10 +1408,7 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
             format!("projects/{OPS}/topics/notifications"),
         ),
         ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
-        (
-            "REMEDIATOR_POLICY",
-            crate::serve::policy_file(&e2e_policy("enforce")).await,
-        ),
+        ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
         ("REMEDIATOR_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH)),
         ("REMEDIATOR_WEBHOOK_URL", hook.url("/h/url-secret-7c3d")),
@@ -1418,7 +1419,7 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
         ("REMEDIATOR_PUSH_ALLOWED_EMAILS", PUSHER.to_owned()),
         (
             "REMEDIATOR_OIDC_KEYS_URL",
-            crate::serve::key_server(oidc_fixture("jwks.json")).await,
+            key_server(oidc_fixture("jwks.json")).await,
         ),
     ])
     .await;
@@ -1577,10 +1578,11 @@ async fn a_job_pulls_notifications_from_a_subscription_and_delivers_one_digest_p
         .unwrap();
     assert!(r.status().is_success());
 
+    let policy = TempFile::new(&e2e_policy("dry-run"));
     let started = Instant::now();
     let out = tokio::time::timeout(
         Duration::from_secs(120),
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"))
+        tokio::process::Command::new(BIN)
             .args([
                 "job",
                 "--subscription",
@@ -1591,10 +1593,7 @@ async fn a_job_pulls_notifications_from_a_subscription_and_delivers_one_digest_p
             ])
             .env("REMEDIATOR_LOG_FORMAT", "text")
             .env("PUBSUB_EMULATOR_HOST", &emulator.host)
-            .env(
-                "REMEDIATOR_POLICY",
-                crate::serve::policy_file(&e2e_policy("dry-run")).await,
-            )
+            .env("REMEDIATOR_POLICY", policy.arg())
             .env("REMEDIATOR_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH))
             .env("REMEDIATOR_WEBHOOK_URL", hook.url("/h/url-secret-7c3d"))
             .env("REMEDIATOR_WEBHOOK_KEY", "hook-key-9b2e7d")

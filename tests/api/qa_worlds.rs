@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use gcp_sim::World;
 use serde_json::Value;
 
-use crate::scan::{Run, remediator, start_sim};
+use crate::support::binary::{Run, remediator};
+use crate::support::start_sim;
 
 /// The four permissions a node account needs, in the order of a truth line.
 const PERMISSIONS: [&str; 4] = [

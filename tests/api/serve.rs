@@ -10,7 +10,7 @@ use gcp_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::{Gcloud, PubsubEmulator, TempFile, free_port, start_sim_with};
+use crate::support::{Gcloud, PubsubEmulator, TempFile, start_sim_with};
 
 /// The project hosting the remediator's topics in these tests.
 pub const OPS: &str = "ops-project";
@@ -56,10 +56,8 @@ pub struct Serve {
 
 impl Serve {
     pub async fn start(env: &[(&str, String)]) -> Serve {
-        let port = free_port();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
-        cmd.arg("serve")
-            .env("PORT", port.to_string())
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env("REMEDIATOR_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

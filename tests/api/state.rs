@@ -15,8 +15,8 @@ use gke_iam_remediator::ports::{
 use gke_iam_remediator::state::{FileStore, MemoryStore};
 use serde_json::{Value, json};
 
-use crate::support::TempDir;
 use crate::support::firestore::{self, FirestoreEmulator};
+use crate::support::{RefusedPort, TempDir};
 
 const PENDING: WriteFlags = WriteFlags { pending: true };
 const DONE: WriteFlags = WriteFlags { pending: false };
@@ -434,9 +434,9 @@ fn keys_firestore_could_not_take_as_ids_are_stored_under_escaped_ids_and_come_ba
 async fn a_firestore_that_cannot_be_reached_is_unavailable_never_empty_or_a_conflict() {
     bounded(async {
         // A port nothing listens on, and no retries: the answer is the first failure's.
-        let port = crate::support::free_port();
+        let refused = RefusedPort::new();
         let client = Client::new(ClientConfig {
-            api_endpoint: Some(format!("http://127.0.0.1:{port}/")),
+            api_endpoint: Some(format!("{}/", refused.url())),
             credentials: Credentials::Static("owner".to_owned()),
             retry: RetryPolicy {
                 max_attempts: 1,

@@ -15,14 +15,11 @@ use base64::Engine as _;
 use gcp_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
+use super::binary::{BIN, Serve};
 use super::firestore::FirestoreEmulator;
+use super::service::{OPS, SELF};
 use super::{Api, PubsubEmulator, TempFile, start_sim_with};
-use crate::serve::Serve;
 
-/// The project hosting the topics.
-pub const OPS: &str = "ops-project";
-/// The remediator's own identity.
-pub const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
 /// The notifications topic.
 pub const NOTIFY_TOPIC: &str = "projects/ops-project/topics/notifications";
 /// The pull subscription on it the tests read.
@@ -118,18 +115,14 @@ impl Fleet {
         ]
     }
 
-    /// Starts `serve` instance `n` (on a free port, or `port`).
-    pub async fn serve(&self, n: usize, port: Option<u16>) -> Serve {
-        let mut env = self.env(n);
-        if let Some(p) = port {
-            env.push(("PORT", p.to_string()));
-        }
-        Serve::start(&env).await
+    /// Starts `serve` instance `n` (on a port of its own).
+    pub async fn serve(&self, n: usize) -> Serve {
+        Serve::start(&self.env(n)).await
     }
 
     /// Runs `job ARGS` as run `n`; (exit code, stdout, stderr), within 120 s.
     pub async fn job(&self, n: usize, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
+        let mut cmd = tokio::process::Command::new(BIN);
         cmd.arg("job")
             .args(args)
             .env("REMEDIATOR_LOG_FORMAT", "text")

@@ -1,22 +1,29 @@
-//! Test helpers for the simulator scenarios: start the simulator in-process, run the real `gcloud`
-//! against it with an isolated config, start the official Pub/Sub emulator. Nothing here reads outside
-//! the repository; missing tools fail loudly (tests are never skipped).
+//! Test helpers shared by the test modules (a module never imports another test module's helpers):
+//! start the simulator in-process, run the real `gcloud` against it with an isolated config, temp
+//! files and directories owned by whoever needs them. One file per concern below. Nothing here reads
+//! outside the repository; missing tools fail loudly (tests are never skipped).
 
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod emulator;
 pub mod firestore;
 pub mod fleet;
 pub mod frontend;
+pub mod oidc;
+pub mod pubsub;
+pub mod service;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use base64::Engine;
 use gcp_sim::{self as sim, SimHandle, SimOptions, World};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+pub use pubsub::PubsubEmulator;
 
 /// Reads a world shipped in `infra/worlds/`.
 pub fn world_file(name: &str) -> String {
@@ -187,12 +194,31 @@ impl Gcloud {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A port on 127.0.0.1 that refuses connections for as long as this lives: a socket bound to it and
+/// never listening holds it, so no other server of the test run can take it. For tests of what
+/// happens when a peer is down.
+pub struct RefusedPort(tokio::net::TcpSocket);
+
+impl RefusedPort {
+    /// Binds a socket to a port of the kernel's choosing, without listening.
+    pub fn new() -> RefusedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind 127.0.0.1:0");
+        RefusedPort(socket)
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        let addr = self.0.local_addr().expect("a bound socket has an address");
+        format!("http://{addr}")
+    }
+
+    /// The peer comes back: a listener on the same port (from inside a runtime).
+    pub fn listen(self) -> tokio::net::TcpListener {
+        self.0.listen(128).expect("listen on the held port")
+    }
 }
 
 /// The Cloud SDK root, from `gcloud info`.
@@ -212,203 +238,6 @@ pub fn sdk_root() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(root)
-}
-
-/// The official Pub/Sub emulator, killed on drop.
-pub struct PubsubEmulator {
-    child: Child,
-    /// `127.0.0.1:PORT`.
-    pub host: String,
-    http: reqwest::Client,
-}
-
-impl PubsubEmulator {
-    /// Starts the emulator and waits until `GET /` answers. The port is picked free, but another
-    /// server of the test run (a simulator, a `serve`, on an ephemeral port) may bind it before the
-    /// emulator's JVM does; the emulator then neither answers nor exits. So an answer other than the
-    /// emulator's, a connection that stays silent, or an exit means another port: the emulator is
-    /// started again there (at most three times).
-    pub async fn start() -> PubsubEmulator {
-        let bin = sdk_root().join("platform/pubsub-emulator/bin/cloud-pubsub-emulator");
-        assert!(
-            bin.exists(),
-            "the Pub/Sub emulator is missing at {} (install google-cloud-cli-pubsub-emulator)",
-            bin.display()
-        );
-        let mut exits = Vec::new();
-        for _ in 0..3 {
-            match Self::start_on_a_free_port(&bin).await {
-                Ok(emulator) => return emulator,
-                Err(exit) => exits.push(exit),
-            }
-        }
-        panic!("the Pub/Sub emulator could not be started, three times: {exits:?}");
-    }
-
-    /// One start; `Err` with why if the port turned out not to be the emulator's (it is killed).
-    async fn start_on_a_free_port(bin: &Path) -> Result<PubsubEmulator, String> {
-        let port = free_port();
-        let data = TempDir::new("pubsub-data");
-        let child = Command::new(bin)
-            .args([
-                "--host=127.0.0.1".to_owned(),
-                format!("--port={port}"),
-                format!("--data-dir={}", data.path().display()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        std::mem::forget(data);
-        let mut emulator = PubsubEmulator {
-            child,
-            host: format!("127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = emulator.child.try_wait() {
-                return Err(format!("port {port}: exited, {status}"));
-            }
-            let answer = emulator
-                .http
-                .get(format!("http://{}/", emulator.host))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
-            match answer {
-                Ok(r) if r.status().is_success() => return Ok(emulator),
-                // Someone else holds the port (dropping the emulator kills it).
-                Ok(r) => {
-                    return Err(format!(
-                        "port {port}: answered {} by another server",
-                        r.status()
-                    ));
-                }
-                Err(e) if e.is_timeout() => {
-                    return Err(format!("port {port}: a connection nobody answers"));
-                }
-                // Not listening yet: the JVM is starting.
-                Err(_) => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Pub/Sub emulator did not answer within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// Creates a topic and a pull subscription on it.
-    pub async fn topic_with_subscription(&self, project: &str, topic: &str, sub: &str) {
-        let base = format!("http://{}/v1/projects/{project}", self.host);
-        let r = self
-            .http
-            .put(format!("{base}/topics/{topic}"))
-            .send()
-            .await
-            .expect("create topic");
-        assert!(r.status().is_success(), "create topic: {}", r.status());
-        let r = self
-            .http
-            .put(format!("{base}/subscriptions/{sub}"))
-            .json(&json!({"topic": format!("projects/{project}/topics/{topic}"), "ackDeadlineSeconds": 30}))
-            .send()
-            .await
-            .expect("create subscription");
-        assert!(
-            r.status().is_success(),
-            "create subscription: {}",
-            r.status()
-        );
-    }
-
-    /// Pulls (and acknowledges) until `n` messages arrived or the timeout passed.
-    pub async fn pull_n(
-        &self,
-        project: &str,
-        sub: &str,
-        n: usize,
-        timeout: Duration,
-    ) -> Vec<(Value, Value)> {
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::new();
-        while out.len() < n && Instant::now() < deadline {
-            out.extend(
-                self.pull(
-                    project,
-                    sub,
-                    deadline.saturating_duration_since(Instant::now()),
-                )
-                .await,
-            );
-        }
-        out
-    }
-
-    /// Pulls (and acknowledges) until at least one message arrives or the timeout passes; returns
-    /// (decoded data, attributes) per message.
-    pub async fn pull(&self, project: &str, sub: &str, timeout: Duration) -> Vec<(Value, Value)> {
-        let url = format!(
-            "http://{}/v1/projects/{project}/subscriptions/{sub}:pull",
-            self.host
-        );
-        let deadline = Instant::now() + timeout;
-        loop {
-            let r: Value = self
-                .http
-                .post(&url)
-                .json(&json!({"maxMessages": 100, "returnImmediately": true}))
-                .send()
-                .await
-                .expect("pull")
-                .json()
-                .await
-                .expect("pull answer is JSON");
-            let msgs = r["receivedMessages"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            if !msgs.is_empty() {
-                let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
-                let ack = format!(
-                    "http://{}/v1/projects/{project}/subscriptions/{sub}:acknowledge",
-                    self.host
-                );
-                self.http
-                    .post(ack)
-                    .json(&json!({ "ackIds": ack_ids }))
-                    .send()
-                    .await
-                    .expect("acknowledge");
-            }
-            if !msgs.is_empty() {
-                return msgs
-                    .iter()
-                    .map(|m| {
-                        let data = m["message"]["data"].as_str().unwrap_or_default();
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(data)
-                            .expect("base64 data");
-                        let entry: Value =
-                            serde_json::from_slice(&bytes).expect("data is a JSON LogEntry");
-                        (entry, m["message"]["attributes"].clone())
-                    })
-                    .collect();
-            }
-            if Instant::now() > deadline {
-                return Vec::new();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for PubsubEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A small HTTP client for calling the simulator directly.

@@ -1,0 +1,148 @@
+//! The real binary: one-shot commands (`scan`, `explain`, `check-plan`) run against a simulator, and
+//! `serve` running on a port of its own choosing (`--listen 127.0.0.1:0`, the address read from what
+//! it prints), killed on drop.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gcp_sim::SimHandle;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_gke-iam-remediator");
+
+/// The identity one-shot commands call Google as (a service account of `platform-ops`).
+pub const SCANNER: &str = "gke-iam-remediator@platform-ops.iam.gserviceaccount.com";
+
+/// What a run of the binary printed and returned.
+#[derive(Debug)]
+pub struct Run {
+    /// The exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Stdout parsed as JSON (a panic with both streams if it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs the binary with `args` against `sim` as [`SCANNER`], without a policy file from the
+/// environment, within 300 s.
+pub async fn remediator(args: &[&str], sim: &SimHandle) -> Run {
+    remediator_as(SCANNER, args, sim).await
+}
+
+/// Runs the binary with `args` against `sim` as `email`, without a policy file from the
+/// environment, within 300 s.
+pub async fn remediator_as(email: &str, args: &[&str], sim: &SimHandle) -> Run {
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env("REMEDIATOR_API_ENDPOINT", sim.base_url())
+            .env("REMEDIATOR_ACCESS_TOKEN", format!("sim:{email}"))
+            .env_remove("REMEDIATOR_POLICY")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the binary finished within 300 s")
+    .expect("the binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The running `serve` binary, killed on drop; its output (the address on stdout, JSON logs on
+/// stderr) is collected.
+pub struct Serve {
+    child: tokio::process::Child,
+    /// `http://127.0.0.1:PORT`, as it printed.
+    pub url: String,
+    /// Everything it printed so far, both streams.
+    pub logs: Arc<Mutex<String>>,
+}
+
+impl Serve {
+    /// Starts `serve` on 127.0.0.1, on a port the kernel picks, with `env` (JSON logs at `info`
+    /// unless `env` says otherwise), and waits (at most 30 s) until it prints its address.
+    pub async fn start(env: &[(&str, String)]) -> Serve {
+        let mut cmd = tokio::process::Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .env("REMEDIATOR_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("serve starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let log_sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                log_sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("listening on ")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let url = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .expect("serve printed its address within 30 s")
+            .unwrap_or_else(|_| panic!("serve exited before listening: {}", logs.lock().unwrap()));
+        Serve { child, url, logs }
+    }
+
+    /// Kills it (SIGKILL).
+    pub async fn stop(mut self) {
+        self.kill().await;
+    }
+
+    /// Kills it (SIGKILL) and waits for it; its logs stay readable.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits for the process to exit, killing it after `grace` (as Cloud Run does after SIGTERM).
+    pub async fn wait_exit(&mut self, grace: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status.expect("wait for serve"),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                self.child.wait().await.expect("wait for serve")
+            }
+        }
+    }
+
+    /// The process id (for signals and /proc measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("serve is running")
+    }
+}
