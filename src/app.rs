@@ -101,19 +101,17 @@ pub struct ServeArgs {
     /// Largest accepted push body in bytes.
     #[arg(long, env = "REMEDIATOR_MAX_BODY_BYTES", default_value_t = crate::intake::MAX_PUSH_BODY_BYTES)]
     pub max_body_bytes: usize,
-    /// Most connections served at once (at the limit, one trickling a request head, else the one
-    /// silent longest, is closed for a new one). Default: the open-file limit less 256, at most 4096.
+    /// Most connections served at once (at the limit, the one waiting longest for a request head is
+    /// closed for a new one). Default: the open-file limit less 256, at most 4096.
     #[arg(long, env = "REMEDIATOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// Seconds a request head may take from its first byte.
+    /// Seconds a request head may take from when the connection starts waiting for it (accepted, or
+    /// its last response sent): a silent kept-alive connection is closed after as long.
     #[arg(long, env = "REMEDIATOR_HEADER_TIMEOUT_SECS", default_value_t = 10)]
     pub header_timeout_secs: u64,
     /// Seconds a request body may take.
     #[arg(long, env = "REMEDIATOR_BODY_TIMEOUT_SECS", default_value_t = 30)]
     pub body_timeout_secs: u64,
-    /// Seconds a connection without a request in flight may stay silent.
-    #[arg(long, env = "REMEDIATOR_IDLE_TIMEOUT_SECS", default_value_t = 60)]
-    pub idle_timeout_secs: u64,
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -316,7 +314,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     .max_connections
                     .unwrap_or_else(server::conn::default_max_connections),
                 header_timeout: Duration::from_secs(args.header_timeout_secs),
-                idle_timeout: Duration::from_secs(args.idle_timeout_secs),
             },
         },
     });

@@ -1,53 +1,58 @@
-//! Connection hygiene for `serve`: a cap on open connections and deadlines on the parts of a request a
-//! client controls, so slow or idle clients (slowloris) cannot starve `/healthz` or the push endpoints.
+//! Connection hygiene for `serve`: slow or idle clients (slowloris) cannot starve `/healthz` or the push
+//! endpoints.
 //!
-//! Owns: the connection limit (a semaphore, as in mini-redis's accept loop), the idle timeout (no byte
-//! received while no request is in flight), the header timeout (a request head must be complete this long
-//! after its first byte arrived, however slowly the bytes trickle) and load shedding at the limit: a new
-//! connection evicts one that is trickling a request head (else the one that has sent nothing for
-//! longest), so a flood of slow clients cycles through while every prompt client (a probe, a Pub/Sub
-//! push) gets a slot. Connections
-//! with a request in flight are never evicted. The body deadline is applied where bodies are read (the
-//! handlers, [`super::read_body`]).
+//! hyper does the deadlines: its header read timeout (`http1::Builder::header_read_timeout`, on tokio's
+//! timer) closes a connection whose request head is not complete [`ConnLimits::header_timeout`] after
+//! the connection started waiting for it (accepted, or its last response written), however slowly the
+//! bytes trickle; a silent kept-alive connection is closed by the same timer. The body deadline is
+//! applied where bodies are read ([`super::read_body`]).
+//!
+//! Owns: the connection limit (a tokio [`Semaphore`], as in mini-redis's accept loop: a permit per
+//! connection, dropped when it ends; the accept loop admits one connection at a time, so connections
+//! past the limit wait in the kernel's backlog and cost no descriptor) and load shedding at the limit.
+//! A timeout alone does not keep `/healthz` answering: with `A` slow clients reconnecting against a
+//! limit of `C`, a probe waits in the backlog behind `A - C` of them, each slot turning over once per
+//! header timeout. So a connection admitted when no slot is free closes the connection that has waited
+//! longest for a request head (trickling or silent; never one with a request in flight): the newest
+//! connection is the last to go, and a prompt client's head is read before its turn comes. When every
+//! slot has a request in flight, admission waits for one to end.
 
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioTimer;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-
-/// How often a connection's deadline is re-read (a byte arriving moves it from the idle to the header
-/// deadline).
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
-/// How long a new connection waits for the slot of the connection it evicted.
-const EVICTION_WAIT: Duration = Duration::from_secs(1);
-
-/// Limits on connections (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Most connections served at once (default: [`default_max_connections`]).
-    pub max_connections: usize,
-    /// A request head must be complete this long after its first byte.
-    pub header_timeout: Duration,
-    /// A connection without a request in flight is closed after this long without a byte.
-    pub idle_timeout: Duration,
-}
 
 /// Descriptors kept free for everything but inbound connections (Google API clients, Pub/Sub, SMTP).
 const RESERVED_DESCRIPTORS: usize = 256;
 /// Upper bound of the automatic connection limit (an idle connection costs about 25 KB).
 const MAX_AUTO_CONNECTIONS: usize = 4096;
 
+/// Limits on connections (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Most connections served at once (default: [`default_max_connections`]).
+    pub max_connections: usize,
+    /// A request head must be complete this long after the connection started waiting for it.
+    pub header_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// The connection limit when none is configured: as many as the process's open-file limit allows after
-/// [`RESERVED_DESCRIPTORS`], at most [`MAX_AUTO_CONNECTIONS`], at least 64. A limit above the number of
-/// slow clients means they never cause evictions; the limit itself means accepting never fails for
-/// lack of descriptors (which is what made `/healthz` unreachable before there was one).
+/// [`RESERVED_DESCRIPTORS`], at most [`MAX_AUTO_CONNECTIONS`], at least 64. The limit means accepting
+/// never fails for lack of descriptors (which is what made `/healthz` unreachable before there was one).
 pub fn default_max_connections() -> usize {
     let soft = std::fs::read_to_string("/proc/self/limits")
         .ok()
@@ -63,16 +68,6 @@ pub fn default_max_connections() -> usize {
         .clamp(64, MAX_AUTO_CONNECTIONS)
 }
 
-impl Default for ConnLimits {
-    fn default() -> Self {
-        Self {
-            max_connections: default_max_connections(),
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
 /// Counters, reported by `/healthz`.
 #[derive(Debug, Default)]
 pub struct ConnStats {
@@ -80,130 +75,22 @@ pub struct ConnStats {
     pub accepted: AtomicU64,
     /// Connections closed to make room for a new one.
     pub evicted: AtomicU64,
-    /// Connections refused because every slot had a request in flight.
-    pub refused: AtomicU64,
-    /// Connections closed by the header timeout.
+    /// Connections closed by the header timeout (a head trickled, or a kept-alive connection silent).
     pub header_timeouts: AtomicU64,
-    /// Connections closed by the idle timeout.
-    pub idle_timeouts: AtomicU64,
 }
 
-#[derive(Debug)]
-struct Phase {
-    /// A request is being handled.
-    busy: bool,
-    /// When the connection started waiting for its next request head (accept, or the last response).
-    waiting_since: Instant,
-    /// When the first byte of the next request head arrived, if one has.
-    first_byte: Option<Instant>,
-}
-
-/// The state of one connection, shared by its task, its I/O and the registry.
-#[derive(Debug)]
-pub struct Slot {
-    phase: Mutex<Phase>,
-    close: Notify,
-}
-
-impl Slot {
-    fn new() -> Self {
-        Self {
-            phase: Mutex::new(Phase {
-                busy: false,
-                waiting_since: Instant::now(),
-                first_byte: None,
-            }),
-            close: Notify::new(),
-        }
-    }
-
-    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn saw_bytes(&self) {
-        let mut p = self.phase();
-        if !p.busy && p.first_byte.is_none() {
-            p.first_byte = Some(Instant::now());
-        }
-    }
-
-    /// Marks a request in flight until the guard drops.
-    pub fn request(self: &Arc<Self>) -> RequestGuard {
-        self.phase().busy = true;
-        RequestGuard(self.clone())
-    }
-
-    /// When the connection must be closed if nothing changes, and for which reason.
-    fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, Expiry)> {
-        let p = self.phase();
-        if p.busy {
-            return None;
-        }
-        Some(match p.first_byte {
-            Some(t) => (t + limits.header_timeout, Expiry::Header),
-            None => (p.waiting_since + limits.idle_timeout, Expiry::Idle),
-        })
-    }
-}
-
-/// Ends the "request in flight" phase of a connection on drop.
-pub struct RequestGuard(Arc<Slot>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        let mut p = self.0.phase();
-        p.busy = false;
-        p.waiting_since = Instant::now();
-        p.first_byte = None;
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Expiry {
-    Header,
-    Idle,
-}
-
-/// Why a connection task ended early.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Closed {
-    /// Evicted to make room.
-    Evicted,
-    /// No complete request head within the header timeout.
-    HeaderTimeout,
-    /// No byte within the idle timeout.
-    IdleTimeout,
-}
-
-/// The open connections: the permits and the slots that may be evicted.
+/// The open connections: their permits, and those waiting for a request head (which may be evicted).
 #[derive(Debug)]
 pub struct Connections {
     limits: ConnLimits,
     permits: Arc<Semaphore>,
-    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+    /// Connections without a request in flight, with when they started waiting for one.
+    waiting: Mutex<HashMap<u64, (Instant, Arc<Notify>)>>,
+    /// Woken when a connection ends a request (it may be evicted from then on).
+    became_waiting: Notify,
     next_id: AtomicU64,
     /// Counters.
     pub stats: ConnStats,
-}
-
-/// A connection admitted by [`Connections::admit`]: holds its permit and removes its slot on drop.
-pub struct Admitted {
-    connections: Arc<Connections>,
-    id: u64,
-    /// The connection's state.
-    pub slot: Arc<Slot>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.connections
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
 }
 
 impl Connections {
@@ -212,81 +99,76 @@ impl Connections {
         Arc::new(Self {
             limits,
             permits: Arc::new(Semaphore::new(limits.max_connections.max(1))),
-            slots: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
+            became_waiting: Notify::new(),
             next_id: AtomicU64::new(0),
             stats: ConnStats::default(),
         })
     }
 
+    /// hyper's HTTP/1 settings for these limits (the header read timeout on tokio's timer).
+    pub fn http1(&self) -> http1::Builder {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_timeout);
+        builder
+    }
+
     /// Open connections.
     pub fn open(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.limits.max_connections.max(1) - self.permits.available_permits()
     }
 
-    /// Admits a new connection: at once when a slot is free, otherwise by evicting another (see
-    /// [`Self::evict_one`]) and taking its slot. `None` when every slot has a request in
-    /// flight (the caller closes the connection).
-    pub async fn admit(self: &Arc<Self>) -> Option<Admitted> {
-        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                if !self.evict_one() {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    return None;
+    fn waiting(&self) -> MutexGuard<'_, HashMap<u64, (Instant, Arc<Notify>)>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits a just-accepted connection: at once when a slot is free, otherwise by evicting the
+    /// connection that has waited longest for a request head and taking its slot; when every slot has
+    /// a request in flight, once one of them ends.
+    pub async fn admit(self: &Arc<Self>) -> Conn {
+        let permit = loop {
+            if let Ok(p) = self.permits.clone().try_acquire_owned() {
+                break p;
+            }
+            let became_waiting = self.became_waiting.notified();
+            tokio::pin!(became_waiting);
+            became_waiting.as_mut().enable();
+            let evicted = self.evict_oldest();
+            tokio::select! {
+                p = self.permits.clone().acquire_owned() => {
+                    break p.expect("the connection semaphore is never closed");
                 }
-                match tokio::time::timeout(EVICTION_WAIT, self.permits.clone().acquire_owned())
-                    .await
-                {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
-                }
+                () = became_waiting, if !evicted => {}
             }
         };
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::new());
-        self.slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, slot.clone());
-        Some(Admitted {
+        let evict = Arc::new(Notify::new());
+        self.waiting().insert(id, (Instant::now(), evict.clone()));
+        Conn {
             connections: self.clone(),
             id,
-            slot,
+            evict,
             _permit: permit,
-        })
+        }
     }
 
-    /// Tells one connection without a request in flight to close; false if every connection has one.
-    /// First to go are connections that started a request head and have not finished it (a prompt
-    /// client's head arrives in one read, so an unfinished head is the mark of a slow client), longest
-    /// trickling first; then connections that have sent nothing since they opened or since their last
-    /// response, longest waiting first. So a new prompt client whose first bytes are still on their way
-    /// keeps its slot however fast slow clients churn, and so does a kept-alive Pub/Sub connection.
-    fn evict_one(&self) -> bool {
+    /// Tells the connection waiting longest for a request head to close; false if every connection
+    /// has a request in flight.
+    fn evict_oldest(&self) -> bool {
         let victim = {
-            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            slots
+            let mut waiting = self.waiting();
+            let oldest = waiting
                 .iter()
-                .filter_map(|(id, slot)| {
-                    let p = slot.phase();
-                    let key = match p.first_byte {
-                        Some(first) => (0, first),
-                        None => (1, p.waiting_since),
-                    };
-                    (!p.busy).then_some((key, *id, slot.clone()))
-                })
-                .min_by_key(|(key, id, _)| (*key, *id))
-                .map(|(_, _, slot)| slot)
+                .min_by_key(|(id, (since, _))| (*since, **id))
+                .map(|(id, _)| *id);
+            oldest.and_then(|id| waiting.remove(&id))
         };
         match victim {
-            Some(slot) => {
-                // Make it unevictable for the next caller: its slot is already promised.
-                slot.phase().busy = true;
-                slot.close.notify_one();
+            Some((_, evict)) => {
+                evict.notify_one();
                 self.stats.evicted.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -294,97 +176,70 @@ impl Connections {
         }
     }
 
-    /// Resolves when the connection must close: evicted, or past its header or idle deadline.
-    pub async fn closed(&self, slot: &Slot) -> Closed {
-        let watchdog = async {
-            loop {
-                let now = Instant::now();
-                match slot.deadline(&self.limits) {
-                    Some((at, expiry)) if at <= now => {
-                        let counter = match expiry {
-                            Expiry::Header => &self.stats.header_timeouts,
-                            Expiry::Idle => &self.stats.idle_timeouts,
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        return match expiry {
-                            Expiry::Header => Closed::HeaderTimeout,
-                            Expiry::Idle => Closed::IdleTimeout,
-                        };
-                    }
-                    Some((at, _)) => tokio::time::sleep((at - now).min(WATCH_INTERVAL)).await,
-                    None => tokio::time::sleep(WATCH_INTERVAL).await,
-                }
+    /// Counts how a connection ended (hyper reports its header timeout as an error).
+    pub fn ended(&self, result: &Result<(), hyper::Error>) {
+        if let Err(e) = result {
+            if e.is_timeout() {
+                self.stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        tokio::select! {
-            () = slot.close.notified() => Closed::Evicted,
-            closed = watchdog => closed,
+            tracing::debug!(error = %e, "connection closed with an error");
         }
     }
 }
 
-/// A socket that tells its slot when bytes arrive (the first byte of a request head starts the header
-/// deadline).
-pub struct Watched<S> {
-    inner: S,
-    slot: Arc<Slot>,
+/// An admitted connection: holds its permit and leaves the registry on drop.
+#[derive(Debug)]
+pub struct Conn {
+    connections: Arc<Connections>,
+    id: u64,
+    evict: Arc<Notify>,
+    _permit: OwnedSemaphorePermit,
 }
 
-impl<S> Watched<S> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, slot: Arc<Slot>) -> Self {
-        Self { inner, slot }
+impl Conn {
+    /// Marks a request in flight (the connection cannot be evicted) until the guard drops; `None` if
+    /// the connection was evicted just before its request head was complete (it is closing).
+    pub fn request(self: &Arc<Self>) -> Option<RequestGuard> {
+        let waiting = self.connections.waiting().remove(&self.id);
+        waiting.map(|_| RequestGuard(self.clone()))
     }
-}
 
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.slot.saw_bytes();
-        }
-        poll
+    /// Resolves when the connection was evicted to make room for a new one.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.connections.waiting().remove(&self.id);
     }
+}
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
+/// Ends the "request in flight" phase of a connection on drop: it waits for its next request head.
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Conn>);
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let conn = &self.0;
+        conn.connections
+            .waiting()
+            .insert(conn.id, (Instant::now(), conn.evict.clone()));
+        conn.connections.became_waiting.notify_waiters();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limits(max_connections: usize) -> ConnLimits {
+        ConnLimits {
+            max_connections,
+            header_timeout: Duration::from_secs(60),
+        }
+    }
 
     #[test]
     fn the_automatic_limit_leaves_descriptors_free_and_stays_in_bounds() {
@@ -403,100 +258,73 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn at_the_limit_the_longest_waiting_connection_is_evicted_and_busy_ones_never_are() {
-        let c = Connections::new(ConnLimits {
-            max_connections: 2,
-            header_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
-        });
-        let old = c.admit().await.unwrap();
+    #[tokio::test(start_paused = true)]
+    async fn at_the_limit_the_connection_waiting_longest_is_evicted_and_busy_ones_never_are() {
+        let c = Connections::new(limits(3));
+        let old = Arc::new(c.admit().await);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let busy = c.admit().await.unwrap();
-        let _in_flight = busy.slot.request();
-        // Full: the third evicts `old` (waiting), not `busy`.
-        let watch_old = {
+        let busy = Arc::new(c.admit().await);
+        let in_flight = busy.request().expect("not evicted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let fresh = Arc::new(c.admit().await);
+        assert_eq!(c.open(), 3);
+
+        // Full: the fourth evicts `old` (waiting longest), not `busy` (older than `fresh`, but busy).
+        let fourth = tokio::spawn({
             let c = c.clone();
-            let slot = old.slot.clone();
-            tokio::spawn(async move { c.closed(&slot).await })
-        };
-        let third = {
-            let c = c.clone();
-            tokio::spawn(async move { c.admit().await })
-        };
-        assert_eq!(watch_old.await.unwrap(), Closed::Evicted);
+            async move { c.admit().await }
+        });
+        tokio::time::timeout(Duration::from_secs(1), old.evicted())
+            .await
+            .expect("the oldest waiting connection is told to close");
+        assert!(
+            old.request().is_none(),
+            "an evicted connection takes no request"
+        );
         drop(old);
-        let third = third.await.unwrap();
-        assert!(third.is_some());
+        let fourth = fourth.await.unwrap();
         assert_eq!(c.stats.evicted.load(Ordering::Relaxed), 1);
-        // Now every slot is busy or promised: the next connection is refused.
-        assert!(c.admit().await.is_none());
-        assert_eq!(c.stats.refused.load(Ordering::Relaxed), 1);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), fresh.evicted())
+                .await
+                .is_err(),
+            "the newer connection stays"
+        );
+
+        // The request ended: `busy` waits for a head again, since after `fresh` and `fourth`.
+        drop(in_flight);
+        let fifth = tokio::spawn({
+            let c = c.clone();
+            async move { c.admit().await }
+        });
+        tokio::time::timeout(Duration::from_secs(1), fresh.evicted())
+            .await
+            .expect("then the next oldest");
+        drop(fresh);
+        let _fifth = fifth.await.unwrap();
+        drop((busy, fourth));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_trickling_a_head_is_evicted_before_an_older_or_newer_one_that_sent_nothing()
-     {
-        let c = Connections::new(ConnLimits {
-            max_connections: 3,
-            header_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
-        });
-        let kept_alive = c.admit().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let slow = c.admit().await.unwrap();
-        slow.slot.saw_bytes();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let fresh = c.admit().await.unwrap();
-
-        assert!(c.evict_one());
-        let closed = |slot: Arc<Slot>| {
+    async fn when_every_slot_has_a_request_in_flight_admission_waits_for_one_to_end() {
+        let c = Connections::new(limits(1));
+        let only = Arc::new(c.admit().await);
+        let in_flight = only.request().expect("not evicted");
+        let next = tokio::spawn({
             let c = c.clone();
-            async move {
-                tokio::time::timeout(Duration::from_millis(500), c.closed(&slot))
-                    .await
-                    .ok()
-            }
-        };
-        assert_eq!(closed(slow.slot.clone()).await, Some(Closed::Evicted));
-        // Then the one that has waited longest without a byte, never the newest.
-        assert!(c.evict_one());
-        assert_eq!(closed(kept_alive.slot.clone()).await, Some(Closed::Evicted));
-        assert_eq!(closed(fresh.slot.clone()).await, None);
-    }
-
-    #[tokio::test]
-    async fn a_byte_moves_a_connection_from_the_idle_deadline_to_the_header_deadline() {
-        let c = Connections::new(ConnLimits {
-            max_connections: 4,
-            header_timeout: Duration::from_millis(300),
-            idle_timeout: Duration::from_secs(30),
+            async move { c.admit().await }
         });
-        let a = c.admit().await.unwrap();
-        let started = Instant::now();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        a.slot.saw_bytes();
-        assert_eq!(c.closed(&a.slot).await, Closed::HeaderTimeout);
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(340) && took < Duration::from_secs(2),
-            "{took:?}"
-        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!next.is_finished(), "admitted while the only slot was busy");
+        assert_eq!(c.stats.evicted.load(Ordering::Relaxed), 0);
 
-        let c2 = Connections::new(ConnLimits {
-            max_connections: 4,
-            header_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_millis(200),
-        });
-        let b = c2.admit().await.unwrap();
-        assert_eq!(c2.closed(&b.slot).await, Closed::IdleTimeout);
-        // A request in flight is never timed out by the connection watchdog.
-        let busy = c2.admit().await.unwrap();
-        let _in_flight = busy.slot.request();
-        assert!(
-            tokio::time::timeout(Duration::from_millis(600), c2.closed(&busy.slot))
-                .await
-                .is_err()
-        );
+        // Its request ends: it is now the one waiting longest, and goes.
+        drop(in_flight);
+        tokio::time::timeout(Duration::from_secs(1), only.evicted())
+            .await
+            .expect("evicted once idle");
+        drop(only);
+        let _next = next.await.unwrap();
+        assert_eq!(c.open(), 1);
     }
 }

@@ -1,8 +1,8 @@
 //! The `serve` HTTP service (hyper, HTTP/1.1, no framework): `POST /pubsub/push`, `POST /pubsub/notify`,
 //! `GET /healthz`.
 //!
-//! Owns request hygiene (method, content type, size limit, body deadline), connection hygiene (limit,
-//! header and idle deadlines: [`conn`]), push authentication ([`auth`] picks the model, [`oidc`] checks
+//! Owns request hygiene (method, content type, size limit, body deadline), connection hygiene (limit and
+//! load shedding, hyper's header deadline: [`conn`]), push authentication ([`auth`] picks the model, [`oidc`] checks
 //! tokens), trace extraction, status codes with Pub/Sub semantics (2xx acks; 429/503 ask for redelivery)
 //! and graceful shutdown (stop accepting, drain within the grace, flush the publisher). Everything else
 //! is the engine's job (and notification delivery is the [`crate::notify::Deliverer`]'s).
@@ -44,7 +44,7 @@ pub struct ServerConfig {
     pub trace_project: Option<String>,
     /// A request body must be read completely within this time (408 otherwise).
     pub body_timeout: Duration,
-    /// Connection limit, header and idle deadlines.
+    /// Connection limit and header deadline.
     pub connections: conn::ConnLimits,
 }
 
@@ -205,9 +205,7 @@ fn healthz(state: &AppState, connections: Option<&conn::Connections>) -> Respons
             "open": c.open(),
             "accepted": n(&c.stats.accepted),
             "evicted": n(&c.stats.evicted),
-            "refused": n(&c.stats.refused),
             "header_timeouts": n(&c.stats.header_timeouts),
-            "idle_timeouts": n(&c.stats.idle_timeouts),
         });
     }
     respond(StatusCode::OK, &body.to_string())
@@ -316,69 +314,62 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests within the grace and flushes the
-/// publisher. Connections are admitted and timed out by [`conn::Connections`].
+/// publisher. Connections are admitted (one at a time, within the limit) by [`conn::Connections`].
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let builder = hyper::server::conn::http1::Builder::new();
     let connections = conn::Connections::new(state.config.connections);
+    let builder = connections.http1();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Admission in the accept loop: past the limit, connections wait in the kernel's backlog.
+        let conn = tokio::select! {
+            conn = connections.admit() => Arc::new(conn),
+            () = &mut shutdown => break,
+        };
+        let state = state.clone();
+        let connections = connections.clone();
+        let service = {
+            let conn = conn.clone();
+            let connections = connections.clone();
+            service_fn(move |req| {
                 let state = state.clone();
                 let connections = connections.clone();
-                let builder = builder.clone();
-                // Admission may wait (briefly) for an evicted connection's slot: never in the accept loop.
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let Some(admitted) = connections.admit().await else {
-                        tracing::debug!("connection refused: every slot has a request in flight");
-                        return;
+                let in_flight = conn.request();
+                async move {
+                    let Some(in_flight) = in_flight else {
+                        return Ok::<_, Infallible>(error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "connection closed to make room for another",
+                        ));
                     };
-                    let slot = admitted.slot.clone();
-                    let service = {
-                        let slot = slot.clone();
-                        let connections = connections.clone();
-                        service_fn(move |req| {
-                            let state = state.clone();
-                            let in_flight = slot.request();
-                            let connections = connections.clone();
-                            async move {
-                                let response = route_on(state, Some(&connections), req).await;
-                                drop(in_flight);
-                                Ok::<_, Infallible>(response)
-                            }
-                        })
-                    };
-                    let io = TokioIo::new(conn::Watched::new(stream, slot.clone()));
-                    let conn = watcher.watch(builder.serve_connection(io, service));
-                    tokio::select! {
-                        result = conn => {
-                            if let Err(e) = result {
-                                tracing::debug!(error = %e, "connection closed with an error");
-                            }
-                        }
-                        why = connections.closed(&slot) => {
-                            tracing::debug!(reason = ?why, "connection closed by the server");
-                        }
-                    }
-                    drop(admitted);
-                });
+                    let response = route_on(state, Some(&connections), req).await;
+                    drop(in_flight);
+                    Ok(response)
+                }
+            })
+        };
+        let served = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            tokio::select! {
+                result = served => connections.ended(&result),
+                () = conn.evicted() => tracing::debug!("connection closed to make room for another"),
             }
-            () = &mut shutdown => break,
-        }
+        });
     }
     drop(listener);
     let grace = state.config.shutdown_grace;
