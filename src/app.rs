@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// Seconds a request body may take.
     #[arg(long, env = "REMEDIATOR_BODY_TIMEOUT_SECS", default_value_t = 30)]
     pub body_timeout_secs: u64,
+    /// Seconds a push may be held before it is answered 503 (Pub/Sub redelivers; the handling goes on
+    /// and the redelivery gets its verdict). Keep it below the subscription's ack deadline (120 s in
+    /// the Terraform module).
+    #[arg(long, env = "REMEDIATOR_PUSH_DEADLINE_SECS", default_value_t = 100)]
+    pub push_deadline_secs: u64,
     /// Engine settings.
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -293,6 +298,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    let grace = runtime.policy.remediation.grace_seconds;
+    if grace >= args.push_deadline_secs {
+        tracing::warn!(
+            grace_seconds = grace,
+            push_deadline_secs = args.push_deadline_secs,
+            "the policy's grace delay is not shorter than the push deadline: every removal's push is answered 503 and its verdict waits for a redelivery (raise REMEDIATOR_PUSH_DEADLINE_SECS, below the subscription's ack deadline)"
+        );
+    }
     let listen = args.listen.unwrap_or_else(server::listen_addr_from_env);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
@@ -304,11 +317,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine,
         oidc,
         deliverer,
+        pushes: server::PushStats::default(),
         config: ServerConfig {
             max_body_bytes: args.max_body_bytes,
             shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
             trace_project: args.engine.trace_project.clone(),
             body_timeout: Duration::from_secs(args.body_timeout_secs),
+            push_deadline: Duration::from_secs(args.push_deadline_secs),
             connections: server::conn::ConnLimits {
                 max_connections: args
                     .max_connections

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub trace_project: Option<String>,
     /// A request body must be read completely within this time (408 otherwise).
     pub body_timeout: Duration,
+    /// A push is answered within this time of its arrival: 503 when its handling is not done (it
+    /// goes on; Pub/Sub redelivers and the redelivery shares its verdict). Below the subscription's
+    /// ack deadline, so Pub/Sub never gives up on a delivery we still hold.
+    pub push_deadline: Duration,
     /// Connection limit and header deadline.
     pub connections: conn::ConnLimits,
 }
@@ -55,6 +59,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(8),
             trace_project: None,
             body_timeout: Duration::from_secs(30),
+            push_deadline: Duration::from_secs(100),
             connections: conn::ConnLimits::default(),
         }
     }
@@ -90,6 +95,20 @@ pub struct AppState {
     pub deliverer: Option<Arc<crate::notify::Deliverer>>,
     /// Settings.
     pub config: ServerConfig,
+    /// Push counters the engine does not keep.
+    pub pushes: PushStats,
+}
+
+/// Counters of the pushes that reached the engine, by answer, reported by `/healthz` (a push answered
+/// 204 or 503 here has been handled to its end, or reached the push deadline).
+#[derive(Debug, Default)]
+pub struct PushStats {
+    /// Answered 204: handled, the verdict was to acknowledge.
+    pub acked: AtomicU64,
+    /// Answered 503: handled, the verdict was to redeliver (or the handling failed).
+    pub retried: AtomicU64,
+    /// Answered 503 at the push deadline while their handling went on.
+    pub past_deadline: AtomicU64,
 }
 
 type Body = Full<Bytes>;
@@ -188,6 +207,11 @@ fn healthz(state: &AppState, connections: Option<&conn::Connections>) -> Respons
         "project_runs": s.project_runs.load(Ordering::Relaxed),
         "notifications": s.notifications.load(Ordering::Relaxed),
         "unpublished": s.unpublished.load(Ordering::Relaxed),
+        "pushes": {
+            "acked": state.pushes.acked.load(Ordering::Relaxed),
+            "retried": state.pushes.retried.load(Ordering::Relaxed),
+            "past_deadline": state.pushes.past_deadline.load(Ordering::Relaxed),
+        },
     });
     let store = state.engine.state_info();
     let ops = &state.engine.state().ops;
@@ -266,6 +290,7 @@ pub(crate) async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes,
 }
 
 async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body> {
+    let arrived = tokio::time::Instant::now();
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     if let Err(answer) = admit_push(&state, &headers, acceptable_content_type, "/pubsub/push").await
@@ -302,15 +327,51 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
         subscription = message.subscription.as_deref().unwrap_or(""),
         trace_id = trace.as_deref().unwrap_or(""),
     );
-    let verdict = state
-        .engine
-        .handle(&message, trace.as_deref())
-        .instrument(span)
-        .await;
-    match verdict {
-        Verdict::Ack => no_content(),
-        Verdict::Retry(reason) => error(StatusCode::SERVICE_UNAVAILABLE, &reason),
-    }
+    // The handling runs in a task of its own and is never cancelled: past the deadline the push is
+    // answered 503 and the handling goes on. Its project runs already do (the engine spawns them),
+    // but cancelling the rest at an await point could stop a run's conclusion between its ledger
+    // commits, leaving notifications claimed in the outbox for a claim's length; and the redelivery
+    // follows the handling still in flight (`Engine::handle` shares its verdict) instead of
+    // starting a second one.
+    let engine = state.engine.clone();
+    let message_id = message.message_id.clone();
+    let handling = tokio::spawn(
+        async move { engine.handle(&message, trace.as_deref()).await }.instrument(span),
+    );
+    let left = state.config.push_deadline.saturating_sub(arrived.elapsed());
+    let (counter, answer) = match tokio::time::timeout(left, handling).await {
+        Ok(Ok(Verdict::Ack)) => (&state.pushes.acked, no_content()),
+        Ok(Ok(Verdict::Retry(reason))) => (
+            &state.pushes.retried,
+            error(StatusCode::SERVICE_UNAVAILABLE, &reason),
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(message_id = %intake::excerpt(&message_id, LOG_EXCERPT_BYTES), error = %e, "the handling of a push failed");
+            (
+                &state.pushes.retried,
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the handling of this message failed",
+                ),
+            )
+        }
+        Err(_) => {
+            tracing::warn!(
+                message_id = %intake::excerpt(&message_id, LOG_EXCERPT_BYTES),
+                deadline_secs = state.config.push_deadline.as_secs(),
+                "push not handled within the push deadline: answered 503, the handling goes on and Pub/Sub's redelivery gets its verdict"
+            );
+            (
+                &state.pushes.past_deadline,
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "still being handled at the push deadline; a redelivery gets its verdict",
+                ),
+            )
+        }
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    answer
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests within the grace and flushes the
