@@ -18,8 +18,7 @@ use gcp_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use crate::serve::{
-    AGENT, OPS, SELF, Serve, WORLD, has, key_server, policy_file, remove_agent_binding, token,
-    wait_until,
+    AGENT, OPS, SELF, Serve, WORLD, has, key_server, remove_agent_binding, token, wait_until,
 };
 use crate::support::frontend::{FrontEnd, FrontEndConfig, Injection, SIGNATURE_REMOVED};
 use crate::support::{Gcloud, PubsubEmulator, start_sim_with};
@@ -90,8 +89,14 @@ fn injection(email: &str, aud: &str) -> Option<Injection> {
     })
 }
 
-/// `serve` with push authentication `mode` (`cloud-run` or `signed`), allowing only [`PUSHER`].
-async fn serve_with_auth(mode: &str, sim: &SimHandle, extra: &[(&str, String)]) -> Serve {
+/// `serve` with push authentication `mode` (`cloud-run` or `signed`), allowing only [`PUSHER`], with
+/// `policy` (else the built-in one).
+async fn serve_with_auth(
+    mode: &str,
+    sim: &SimHandle,
+    policy: Option<&str>,
+    extra: &[(&str, String)],
+) -> Serve {
     let mut env = vec![
         ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
         ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
@@ -106,7 +111,10 @@ async fn serve_with_auth(mode: &str, sim: &SimHandle, extra: &[(&str, String)]) 
         ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
     ];
     env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-    Serve::start(&env).await
+    match policy {
+        Some(policy) => Serve::with_policy(policy, &env).await,
+        None => Serve::start(&env).await,
+    }
 }
 
 fn sweep_push() -> Value {
@@ -187,10 +195,8 @@ async fn cloud_run_model_a_removal_pushed_by_the_emulator_through_the_front_end_
     let serve = serve_with_auth(
         "cloud-run",
         &sim,
-        &[
-            ("REMEDIATOR_POLICY", policy_file("mode: enforce\n").await),
-            ("GOOGLE_CLOUD_PROJECT", OPS.to_owned()),
-        ],
+        Some("mode: enforce\n"),
+        &[("GOOGLE_CLOUD_PROJECT", OPS.to_owned())],
     )
     .await;
     let fe = FrontEnd::start(
@@ -248,12 +254,7 @@ async fn cloud_run_model_a_removal_pushed_by_the_emulator_through_the_front_end_
 #[tokio::test(flavor = "multi_thread")]
 async fn signed_model_with_the_invoker_check_off_serve_verifies_the_full_token_and_restores() {
     let (emulator, sim) = emulator_and_sim().await;
-    let serve = serve_with_auth(
-        "signed",
-        &sim,
-        &[("REMEDIATOR_POLICY", policy_file("mode: enforce\n").await)],
-    )
-    .await;
+    let serve = serve_with_auth("signed", &sim, Some("mode: enforce\n"), &[]).await;
     let fe = FrontEnd::start(
         front_end_config(false, injection(PUSHER, &audience())),
         &serve.url,
@@ -285,12 +286,7 @@ async fn signed_model_with_the_invoker_check_off_serve_verifies_the_full_token_a
 async fn through_the_emulator_a_token_for_another_audience_or_from_a_non_invoker_stops_at_the_front_end()
  {
     let (emulator, sim) = emulator_and_sim().await;
-    let serve = serve_with_auth(
-        "cloud-run",
-        &sim,
-        &[("REMEDIATOR_POLICY", policy_file("mode: enforce\n").await)],
-    )
-    .await;
+    let serve = serve_with_auth("cloud-run", &sim, Some("mode: enforce\n"), &[]).await;
     // Two push subscriptions on the events topic, each through its own front end: one whose token
     // names another service, one whose service account is not an invoker.
     let wrong_audience = FrontEnd::start(
@@ -333,7 +329,7 @@ async fn through_the_emulator_a_token_for_another_audience_or_from_a_non_invoker
 #[tokio::test(flavor = "multi_thread")]
 async fn pushes_shaped_as_cloud_run_forwards_them_and_forged_variants_get_the_right_answers() {
     let sim = start_sim_with(WORLD, SimOptions::default()).await;
-    let serve = serve_with_auth("cloud-run", &sim, &[]).await;
+    let serve = serve_with_auth("cloud-run", &sim, None, &[]).await;
     let fe = FrontEnd::start(front_end_config(true, None), &serve.url).await;
 
     let other_key = format!(
@@ -430,7 +426,7 @@ async fn pushes_shaped_as_cloud_run_forwards_them_and_forged_variants_get_the_ri
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_service_refuses_stripped_tokens_whether_cloud_run_or_an_attacker_stripped_them() {
     let sim = start_sim_with(WORLD, SimOptions::default()).await;
-    let serve = serve_with_auth("signed", &sim, &[]).await;
+    let serve = serve_with_auth("signed", &sim, None, &[]).await;
 
     // Deployed behind the invoker check by mistake: every forwarded push is refused (401), loudly.
     let checked = FrontEnd::start(front_end_config(true, None), &serve.url).await;
@@ -468,6 +464,7 @@ async fn scale_down_sends_sigterm_serve_stops_within_the_grace_and_the_front_end
     let mut serve = serve_with_auth(
         "cloud-run",
         &sim,
+        None,
         &[("REMEDIATOR_SHUTDOWN_GRACE_SECS", "3".to_owned())],
     )
     .await;
@@ -503,12 +500,14 @@ notifications:
   routes:
     - channels: [siem]
 ";
-    let serve = Serve::start(&[
-        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-        ("REMEDIATOR_POLICY", policy_file(policy).await),
-        ("REMEDIATOR_WEBHOOK_URL", hook),
-        ("REMEDIATOR_WEBHOOK_KEY", "k-123".to_owned()),
-    ])
+    let serve = Serve::with_policy(
+        policy,
+        &[
+            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+            ("REMEDIATOR_WEBHOOK_URL", hook),
+            ("REMEDIATOR_WEBHOOK_KEY", "k-123".to_owned()),
+        ],
+    )
     .await;
     let note = json!({"message": {"data": base64::engine::general_purpose::STANDARD.encode(b"{\"schema\":\"x\"}"), "messageId": "1"}});
     let r = reqwest::Client::new()
@@ -565,8 +564,7 @@ async fn a_half_configured_push_auth_refuses_to_start_and_names_what_is_missing(
     ];
     for (env, says) in cases {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
-        cmd.arg("serve")
-            .env("PORT", "0")
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env("REMEDIATOR_API_ENDPOINT", "http://127.0.0.1:1/")
             .env("REMEDIATOR_LOG_FORMAT", "text")
             .env_remove("REMEDIATOR_PUSH_AUTH")

@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gcp_sim::{SimHandle, SimOptions};
+use gcp_sim::{Faults, Latency, SimHandle, SimOptions};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::support::{Gcloud, PubsubEmulator, TempFile, start_sim_with};
+use crate::support::{Api, Gcloud, PubsubEmulator, TempFile, start_sim_with};
 
 /// The project hosting the remediator's topics in these tests.
 pub const OPS: &str = "ops-project";
@@ -52,12 +52,29 @@ pub struct Serve {
     child: tokio::process::Child,
     pub url: String,
     pub logs: Arc<Mutex<String>>,
+    /// The policy file the process reads, removed with it.
+    _policy: Option<TempFile>,
 }
 
 impl Serve {
+    /// `serve` on `127.0.0.1`, on the port the system picks (the address it prints is read back), or
+    /// on `PORT` when `env` sets it (an instance restarted where the last one listened).
     pub async fn start(env: &[(&str, String)]) -> Serve {
+        Self::launch(env, None).await
+    }
+
+    /// `serve` as [`Serve::start`], with `policy` as its policy file.
+    pub async fn with_policy(policy: &str, env: &[(&str, String)]) -> Serve {
+        Self::launch(env, Some(TempFile::new(policy))).await
+    }
+
+    async fn launch(env: &[(&str, String)], policy: Option<TempFile>) -> Serve {
+        let port = env
+            .iter()
+            .find(|(k, _)| *k == "PORT")
+            .map_or("0", |(_, v)| v.as_str());
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("REMEDIATOR_LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -65,6 +82,9 @@ impl Serve {
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(file) = &policy {
+            cmd.env("REMEDIATOR_POLICY", file.arg());
         }
         let mut child = cmd.spawn().expect("serve starts");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -95,7 +115,36 @@ impl Serve {
             .await
             .expect("serve printed its address within 30 s")
             .expect("serve printed its address");
-        Serve { child, url, logs }
+        Serve {
+            child,
+            url,
+            logs,
+            _policy: policy,
+        }
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Value {
+        reqwest::get(format!("{}/healthz", self.url))
+            .await
+            .expect("healthz answers")
+            .json()
+            .await
+            .expect("healthz is JSON")
+    }
+
+    /// Waits (up to `within`) until `/healthz` counts at least `n` pushes answered 204; the count.
+    pub async fn acked_pushes(&self, n: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let acked = self.health().await["pushes"]["acked"]
+                .as_u64()
+                .expect("healthz counts acknowledged pushes");
+            if acked >= n || Instant::now() > deadline {
+                return acked;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn stop(mut self) {
@@ -156,18 +205,20 @@ impl Loop {
             },
         )
         .await;
-        let serve = Serve::start(&[
-            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-            ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-            ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
-            (
-                "REMEDIATOR_NOTIFY_TOPIC",
-                format!("projects/{OPS}/topics/notifications"),
-            ),
-            ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
-            ("REMEDIATOR_POLICY", policy_file(policy).await),
-            ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
-        ])
+        let serve = Serve::with_policy(
+            policy,
+            &[
+                ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+                ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
+                ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
+                (
+                    "REMEDIATOR_NOTIFY_TOPIC",
+                    format!("projects/{OPS}/topics/notifications"),
+                ),
+                ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+                ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
+            ],
+        )
         .await;
         let r = http
             .put(format!("{e}/subscriptions/iam-events-push"))
@@ -261,14 +312,6 @@ impl Loop {
         self.serve.stop().await;
         self.sim.shutdown().await;
     }
-}
-
-/// Writes a policy file that outlives the call (for other test modules; `Loop` cleans up its own).
-pub async fn policy_file(text: &str) -> String {
-    let file = TempFile::new(text);
-    let path = file.arg().to_owned();
-    std::mem::forget(file);
-    path
 }
 
 /// Removes the GKE service agent's binding with the real gcloud, as a person would.
@@ -412,6 +455,7 @@ pub fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -
 async fn forged_events_asking_for_owner_grant_nothing_and_a_duplicate_burst_writes_once() {
     let lp = Loop::start(WORLD, "mode: enforce\n").await;
     let owner_before = lp.sim.policy("projects/acme-prod").unwrap();
+    let acked_before = lp.serve.acked_pushes(0, Duration::ZERO).await;
 
     // Forged: "roles/owner was removed from mallory" -- the remediator re-verifies and finds nothing to do.
     lp.publish_event(&removal_entry(
@@ -428,7 +472,16 @@ async fn forged_events_asking_for_owner_grant_nothing_and_a_duplicate_burst_writ
         "victim-project",
     ))
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both handled to their verdict (acknowledged: nothing to restore) before writes are counted.
+    let acked = lp
+        .serve
+        .acked_pushes(acked_before + 2, Duration::from_secs(30))
+        .await;
+    assert!(
+        acked >= acked_before + 2,
+        "the forged events were not both handled; logs:\n{}",
+        lp.serve.logs.lock().unwrap()
+    );
     assert_eq!(lp.writes(), 0, "a forged event caused a write");
     assert_eq!(
         lp.sim.policy("projects/acme-prod").unwrap().bindings,
@@ -456,7 +509,17 @@ async fn forged_events_asking_for_owner_grant_nothing_and_a_duplicate_burst_writ
         .await
         .is_some()
     );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every delivery handled before writes are counted: the 2 forged, gcloud's removal, the 20
+    // duplicates and the entry of our own restore (ignored).
+    let acked = lp
+        .serve
+        .acked_pushes(acked_before + 24, Duration::from_secs(30))
+        .await;
+    assert!(
+        acked >= acked_before + 24,
+        "not every delivery was handled: {}",
+        lp.serve.health().await
+    );
     assert_eq!(lp.writes(), 2, "gcloud's removal plus exactly one restore");
     let notes = lp.notifications(Duration::from_secs(1)).await;
     assert_eq!(
@@ -475,6 +538,116 @@ async fn forged_events_asking_for_owner_grant_nothing_and_a_duplicate_burst_writ
         .collect();
     assert_eq!(owners, vec!["user:owner@example.com".to_owned()]);
     lp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_push_still_handled_at_the_push_deadline_is_answered_503_and_its_redelivery_gets_the_verdict()
+ {
+    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    // Someone removed the agent's binding; then Google slows down to 700 ms a call, so one run of the
+    // project takes several seconds.
+    let admin = Api::new(&sim);
+    let (status, mut policy) = admin
+        .post(
+            "v1/projects/acme-prod:getIamPolicy",
+            json!({"options": {"requestedPolicyVersion": 3}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    policy["bindings"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|b| b["role"] != "roles/container.serviceAgent");
+    let (status, body) = admin
+        .post(
+            "v1/projects/acme-prod:setIamPolicy",
+            json!({"policy": policy}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    sim.set_faults(Faults {
+        latency: Latency {
+            fixed_ms: 700,
+            jitter_ms: 0,
+        },
+        ..Faults::default()
+    });
+    let serve = Serve::with_policy(
+        "mode: enforce\n",
+        &[
+            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+            ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
+            ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
+            ("REMEDIATOR_PUSH_DEADLINE_SECS", "1".to_owned()),
+        ],
+    )
+    .await;
+    let entry = removal_entry("slow-1", "roles/container.serviceAgent", AGENT, "acme-prod");
+    let delivery = json!({
+        "message": {
+            "data": base64::engine::general_purpose::STANDARD.encode(entry.to_string()),
+            "messageId": "slow-1",
+        },
+        "subscription": "projects/ops-project/subscriptions/iam-events-push",
+    });
+    let http = reqwest::Client::new();
+    let deliver = || async {
+        let started = Instant::now();
+        let status = http
+            .post(format!("{}/pubsub/push", serve.url))
+            .json(&delivery)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        (status, started.elapsed())
+    };
+
+    // Held no longer than the deadline: 503, so Pub/Sub redelivers.
+    let (status, took) = deliver().await;
+    assert_eq!(
+        status,
+        503,
+        "answered after {took:?}; logs:\n{}",
+        serve.logs.lock().unwrap()
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "held {took:?} past a 1 s deadline"
+    );
+    assert_eq!(serve.health().await["pushes"]["past_deadline"], 1);
+
+    // The handling went on: redelivered as Pub/Sub would, the message is acknowledged once it is done,
+    // restored by the one run the first delivery started.
+    let redelivered = Instant::now();
+    let mut answers = Vec::new();
+    loop {
+        let (status, _) = deliver().await;
+        answers.push(status);
+        if status == 204 {
+            break;
+        }
+        assert_eq!(status, 503, "{answers:?}");
+        assert!(
+            redelivered.elapsed() < Duration::from_secs(60),
+            "never acknowledged: {answers:?}; logs:\n{}",
+            serve.logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(has(&sim, "roles/container.serviceAgent", AGENT));
+    let writes = sim
+        .stats()
+        .by_endpoint
+        .get("cloudresourcemanager.projects.setIamPolicy")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(writes, 2, "the removal and exactly one restore");
+    let health = serve.health().await;
+    assert_eq!(health["project_runs"], 1, "{health}");
+    serve.stop().await;
+    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
