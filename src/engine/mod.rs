@@ -14,6 +14,7 @@
 //! only through [`crate::ports`].
 
 pub mod apply;
+pub mod coalesce;
 pub mod conclude;
 pub mod deny_cache;
 pub mod deny_plan;
@@ -27,17 +28,17 @@ pub mod shared;
 pub mod snapshot;
 pub mod verify;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::domain::iam::ResourceRef;
-use crate::domain::report::{Failure, FindingReport, Outcome, ProjectReport};
+use crate::domain::report::{FindingReport, Outcome, ProjectReport};
 use crate::domain::rules::{Mode, RemediationPolicy};
 use crate::intake::{self, Classification, Hint, Scope, Verdict};
 use crate::ports::{ApiError, Cloud, NotificationSink, ProjectInfo};
@@ -125,81 +126,16 @@ pub struct EngineStats {
     pub unpublished: AtomicU64,
 }
 
-/// A bounded set of recent keys (FIFO eviction).
-#[derive(Debug)]
-struct Recent {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-    cap: usize,
-    /// Bytes of the keys held (both copies, per entry of `order`).
-    bytes: usize,
-    /// Most bytes held, whatever the count: keys come from clients (message ids).
-    max_bytes: usize,
+/// Message ids already handled: the oldest forgotten first, at most 100,000 of them and 16 MiB of
+/// keys (they come from clients).
+type Recent = crate::bounded::BoundedMap<String, ()>;
+
+fn recent() -> Recent {
+    Recent::new(100_000).with_max_bytes(16 * 1024 * 1024, |k, _| 2 * k.len())
 }
 
-/// Default byte budget of a [`Recent`] set.
-const RECENT_MAX_BYTES: usize = 16 * 1024 * 1024;
-
-impl Recent {
-    fn new(cap: usize) -> Self {
-        Self::with_max_bytes(cap, RECENT_MAX_BYTES)
-    }
-
-    fn with_max_bytes(cap: usize, max_bytes: usize) -> Self {
-        Self {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-            cap,
-            bytes: 0,
-            max_bytes,
-        }
-    }
-
-    fn contains(&self, key: &str) -> bool {
-        self.set.contains(key)
-    }
-
-    /// Inserts; false if it was already there.
-    fn insert(&mut self, key: &str) -> bool {
-        if !self.set.insert(key.to_owned()) {
-            return false;
-        }
-        self.order.push_back(key.to_owned());
-        self.bytes += 2 * key.len();
-        while self.order.len() > self.cap || (self.bytes > self.max_bytes && self.order.len() > 1) {
-            if let Some(old) = self.order.pop_front() {
-                self.bytes -= 2 * old.len();
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-}
-
-#[cfg(test)]
-mod recent_tests {
-    use super::Recent;
-
-    #[test]
-    fn a_recent_set_is_bounded_by_bytes_as_well_as_by_entries() {
-        let mut r = Recent::with_max_bytes(1000, 2 * 300);
-        for i in 0..10 {
-            assert!(r.insert(&format!("{i:0>100}")));
-        }
-        // Three 100-byte keys fit in 600 bytes (two copies each); the oldest went first.
-        assert!(r.bytes <= 600, "{}", r.bytes);
-        assert_eq!(r.order.len(), 3);
-        assert!(r.contains(&format!("{:0>100}", 9)));
-        assert!(!r.contains(&format!("{:0>100}", 0)));
-        let mut by_count = Recent::with_max_bytes(2, usize::MAX);
-        for k in ["a", "b", "c"] {
-            by_count.insert(k);
-        }
-        assert!(!by_count.contains("a") && by_count.contains("c"));
-    }
-}
-
-type RunResult = Arc<ProjectReport>;
+/// A project run's report, shared by every hint the run answers.
+pub type RunResult = Arc<ProjectReport>;
 
 /// One audit-log read of our own restorations on a project, made for removal hints whose principals a
 /// run found healthy. It answers a later removal hint without a new read when that removal happened
@@ -219,28 +155,13 @@ struct RecoveryRead {
     at: Instant,
 }
 
-struct Batch {
-    info: ProjectInfo,
-    not_before: Instant,
-    /// When the first removal hint joined: grace delays never push the run past this plus the grace.
-    first_removal: Option<Instant>,
-    /// The write budget of the sweep this batch serves, if any (else the run has its own).
-    budget: Option<Arc<WriteBudget>>,
-    done: watch::Sender<Option<RunResult>>,
-}
-
-#[derive(Default)]
-struct Slot {
-    next: Option<Arc<std::sync::Mutex<Batch>>>,
-    running: bool,
-}
-
 /// The engine.
 pub struct Engine {
     gcp: Arc<dyn Cloud>,
     config: EngineConfig,
     publisher: Option<Arc<dyn NotificationSink>>,
-    slots: Mutex<HashMap<String, Slot>>,
+    /// The per-project coalescing scheduler.
+    coalescer: Arc<coalesce::Coalescer>,
     handled: Mutex<Recent>,
     /// Messages being handled now, by id: a second delivery of one waits for the first's verdict.
     in_flight: std::sync::Mutex<HashMap<String, tokio::sync::watch::Receiver<Option<Verdict>>>>,
@@ -301,12 +222,13 @@ impl Engine {
             },
             instance,
         );
+        let coalescer = coalesce::Coalescer::new(config.coalesce_window);
         Arc::new(Self {
             gcp,
             config,
             publisher,
-            slots: Mutex::default(),
-            handled: Mutex::new(Recent::new(100_000)),
+            coalescer,
+            handled: Mutex::new(recent()),
             in_flight: std::sync::Mutex::default(),
             state,
             concluder,
@@ -340,7 +262,7 @@ impl Engine {
     ) -> Verdict {
         self.stats.messages.fetch_add(1, Ordering::Relaxed);
         let id = message.message_id.clone();
-        if !id.is_empty() && self.handled.lock().await.contains(&id) {
+        if !id.is_empty() && self.handled.lock().await.contains_key(id.as_str()) {
             self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(message_id = %id, "duplicate delivery of a handled message");
             return Verdict::Ack;
@@ -362,7 +284,7 @@ impl Engine {
         }
         match &verdict {
             Verdict::Ack if !id.is_empty() => {
-                self.handled.lock().await.insert(&id);
+                self.handled.lock().await.insert(id.clone(), ());
             }
             Verdict::Retry(reason) => {
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -677,122 +599,30 @@ impl Engine {
         delay: Duration,
         budget: Option<Arc<WriteBudget>>,
     ) -> RunResult {
-        let key = info.project_id.to_string();
-        let now = Instant::now();
-        let removal = !delay.is_zero();
-        let mut rx = {
-            let mut slots = self.slots.lock().await;
-            let slot = slots.entry(key.clone()).or_default();
-            let batch = match &slot.next {
-                Some(b) => {
-                    let mut guard = b.lock().unwrap_or_else(|e| e.into_inner());
-                    if removal {
-                        let first = *guard.first_removal.get_or_insert(now);
-                        guard.not_before = guard.not_before.max(first + delay);
-                    }
-                    if guard.budget.is_none() {
-                        guard.budget = budget;
-                    }
-                    drop(guard);
-                    b.clone()
-                }
-                None => {
-                    let (tx, _) = watch::channel(None);
-                    let window = if slot.running {
-                        Duration::ZERO
-                    } else {
-                        self.config.coalesce_window
-                    };
-                    let b = Arc::new(std::sync::Mutex::new(Batch {
-                        info,
-                        not_before: now + window.max(delay),
-                        first_removal: removal.then_some(now),
-                        budget,
-                        done: tx,
-                    }));
-                    slot.next = Some(b.clone());
-                    b
-                }
-            };
-            let rx = batch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .done
-                .subscribe();
-            if !slot.running {
-                slot.running = true;
-                let engine = self.clone();
-                tokio::spawn(async move { engine.drive(key).await });
-            }
-            rx
-        };
-        loop {
-            if let Some(result) = rx.borrow_and_update().clone() {
-                return result;
-            }
-            if rx.changed().await.is_err() {
-                // The driver vanished (panicked): report as a retryable failure.
-                return Arc::new(ProjectReport::failed(
-                    String::new(),
-                    Failure::Transient("internal: the project run was abandoned".to_owned()),
-                ));
-            }
-        }
+        let engine = self.clone();
+        let run: coalesce::Run = Arc::new(move |info, budget| {
+            let engine = engine.clone();
+            Box::pin(async move { engine.run_once(info, budget).await })
+        });
+        self.coalescer.run(info, delay, budget, run).await
     }
 
-    async fn drive(self: Arc<Self>, key: String) {
-        loop {
-            let batch = {
-                let mut slots = self.slots.lock().await;
-                let Some(slot) = slots.get_mut(&key) else {
-                    return;
-                };
-                match &slot.next {
-                    Some(b) => b.clone(),
-                    None => {
-                        slots.remove(&key);
-                        return;
-                    }
-                }
-            };
-            // Wait until the batch's start time (it may be pushed back by grace delays meanwhile).
-            loop {
-                let nb = batch.lock().unwrap_or_else(|e| e.into_inner()).not_before;
-                if Instant::now() >= nb {
-                    break;
-                }
-                tokio::time::sleep_until(nb).await;
-            }
-            {
-                let mut slots = self.slots.lock().await;
-                if let Some(slot) = slots.get_mut(&key) {
-                    slot.next = None;
-                }
-            }
-            let info = batch.lock().unwrap_or_else(|e| e.into_inner()).info.clone();
-            self.stats.project_runs.fetch_add(1, Ordering::Relaxed);
-            let mut options = Options::new(self.config.policy.clone());
-            options.apply = true;
-            options.troubleshooter = self.config.troubleshooter;
-            options.self_email = self.config.self_email.clone();
-            options.flap = self.flap.clone();
-            options.deny_cache = self.deny_cache.clone();
-            options.clock = self.config.clock.clone();
-            options.state = Some(self.state.clone());
-            options.budget = batch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .budget
-                .clone();
-            let remediator =
-                Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
-            let report = Arc::new(remediator.remediate(&info).await);
-            let _ = batch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .done
-                .send(Some(report));
-        }
+    /// One run of a project (the coalescer decides when): a remediator over this engine's shared
+    /// parts, writing within `budget` when a sweep shares one.
+    async fn run_once(&self, info: ProjectInfo, budget: Option<Arc<WriteBudget>>) -> RunResult {
+        self.stats.project_runs.fetch_add(1, Ordering::Relaxed);
+        let mut options = Options::new(self.config.policy.clone());
+        options.apply = true;
+        options.troubleshooter = self.config.troubleshooter;
+        options.self_email = self.config.self_email.clone();
+        options.flap = self.flap.clone();
+        options.deny_cache = self.deny_cache.clone();
+        options.clock = self.config.clock.clone();
+        options.state = Some(self.state.clone());
+        options.budget = budget;
+        let remediator =
+            Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
+        Arc::new(remediator.remediate(&info).await)
     }
 
     /// Sweeps projects and everything under folders or organizations exactly as a sweep message

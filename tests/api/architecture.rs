@@ -21,7 +21,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("pubsub", &["ports", "notify"]),
     (
         "engine",
-        &["domain", "intake", "policy", "notify", "ports", "clock"],
+        &[
+            "domain", "intake", "policy", "notify", "ports", "clock", "bounded",
+        ],
     ),
     ("server", &["engine", "intake", "notify", "ports", "domain"]),
     // Connection settings and rendering: shared by the commands, so no command imports another.
@@ -183,5 +185,138 @@ fn the_module_graph_has_no_cycles() {
         if let Some(cycle) = visit(node, &graph, &mut state, &mut path) {
             panic!("import cycle: {}", cycle.join(" -> "));
         }
+    }
+}
+
+/// The rooms of the engine (`src/engine/`) and which of the others each may use: the pure rooms use
+/// none; discovering and verifying never reach the apply stage (reading never writes); the
+/// coalescing scheduler knows nothing of a run but its write budget; `mod.rs` (the engine itself)
+/// composes them all.
+const ENGINE_ROOMS: &[(&str, &[&str])] = &[
+    ("deny_plan", &[]),
+    ("ledger", &[]),
+    ("flap", &[]),
+    ("error", &[]),
+    ("recommendation", &[]),
+    ("deny_cache", &["deny_plan"]),
+    ("shared", &["ledger"]),
+    ("conclude", &["ledger", "shared"]),
+    ("coalesce", &["apply"]),
+    ("discover", &["remediate", "verify", "error"]),
+    ("verify", &["remediate", "deny_cache", "deny_plan", "error"]),
+    (
+        "apply",
+        &["remediate", "verify", "flap", "ledger", "shared", "error"],
+    ),
+    (
+        "remediate",
+        &[
+            "apply",
+            "deny_cache",
+            "deny_plan",
+            "discover",
+            "error",
+            "flap",
+            "shared",
+            "verify",
+        ],
+    ),
+    ("snapshot", &["deny_plan", "remediate", "verify", "error"]),
+];
+
+/// Engine room -> the engine rooms its files name (`super::X` from a room's own file,
+/// `super::super::X` from a file inside it, `crate::engine::X` anywhere).
+fn engine_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let engine = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+    let mut files = Vec::new();
+    rust_files(&engine, &mut files);
+    let rooms: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| {
+            let rel = f.strip_prefix(&engine).ok()?;
+            (rel.components().count() == 1).then(|| rel.file_stem()?.to_str().map(str::to_owned))?
+        })
+        .filter(|r| r != "mod")
+        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in files {
+        let rel = file.strip_prefix(&engine).expect("under src/engine");
+        let nested = rel.components().count() > 1;
+        let first = rel.components().next().and_then(|c| c.as_os_str().to_str());
+        let room = first.expect("utf-8").trim_end_matches(".rs").to_owned();
+        if room == "mod" {
+            continue;
+        }
+        let prefixes: &[&str] = if nested {
+            &["super::super::", "crate::engine::"]
+        } else {
+            &["super::", "crate::engine::"]
+        };
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let targets = graph.entry(room.clone()).or_default();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for prefix in prefixes {
+                let mut rest = line;
+                while let Some(i) = rest.find(prefix) {
+                    // `super::super::x` also contains `super::x`: only the longest prefix counts.
+                    if !nested && *prefix == "super::" && rest[..i].ends_with("super::") {
+                        rest = &rest[i + prefix.len()..];
+                        continue;
+                    }
+                    rest = &rest[i + prefix.len()..];
+                    let names: Vec<String> = match rest.strip_prefix('{') {
+                        Some(group) => group
+                            .split('}')
+                            .next()
+                            .unwrap_or("")
+                            .split(',')
+                            .map(|n| n.trim().split("::").next().unwrap_or("").to_owned())
+                            .collect(),
+                        None => vec![
+                            rest.chars()
+                                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                                .collect(),
+                        ],
+                    };
+                    for name in names {
+                        if rooms.contains(&name) && name != room {
+                            targets.insert(name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn every_engine_room_uses_only_the_rooms_it_may_and_verifying_never_reaches_the_apply_stage() {
+    let allowed: BTreeMap<&str, BTreeSet<&str>> = ENGINE_ROOMS
+        .iter()
+        .map(|(m, deps)| (*m, deps.iter().copied().collect()))
+        .collect();
+    let mut violations = Vec::new();
+    for (room, targets) in engine_graph() {
+        let Some(ok) = allowed.get(room.as_str()) else {
+            violations.push(format!(
+                "engine room `{room}` has no place in ENGINE_ROOMS (tests/api/architecture.rs)"
+            ));
+            continue;
+        };
+        for t in targets.iter().filter(|t| !ok.contains(t.as_str())) {
+            violations.push(format!("engine room `{room}` uses `{t}`"));
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "engine rooms used against the plan:\n{}",
+        violations.join("\n")
+    );
+    for stage in ["discover", "verify"] {
+        assert!(
+            !allowed[stage].contains("apply"),
+            "{stage} must never reach the apply stage"
+        );
     }
 }
