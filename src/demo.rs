@@ -95,7 +95,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     // 1. Scan (dry-run).
     let scan = |policy: RemediationPolicy, apply: bool| {
         let mut options = Options::new(policy);
-        options.apply = apply;
+        options.settings.apply = apply;
         Arc::new(Remediator::new(gcp.clone(), options))
     };
     let before = scan(RemediationPolicy::default(), false);
@@ -195,6 +195,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
 
 fn restore_list(r: &Remediator) -> String {
     r.options()
+        .settings
         .policy
         .restore
         .iter()

@@ -83,12 +83,12 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
     let reads = IamV2Reads::Budget(CLI_IAM_V2_WAIT);
     let gcp = Arc::new(args.gcp.connect(reads)?);
     let mut options = Options::new(PolicyFile::default().remediation);
-    options.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
+    options.context.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
         args.gcp.command_store()?,
     ));
-    options.deny_read_budget = gcp.client().iam_v2_budget();
-    options.troubleshooter = args.troubleshooter;
-    options.read_ahead = true;
+    options.settings.deny_read_budget = gcp.client().iam_v2_budget();
+    options.settings.troubleshooter = args.troubleshooter;
+    options.settings.read_ahead = true;
     let remediator = Remediator::new(gcp, options);
     let (infos, failures) = remediator
         .resolve(std::slice::from_ref(&args.project), &[])

@@ -99,19 +99,19 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     let gcp = Arc::new(args.gcp.connect(IamV2Reads::Budget(CLI_IAM_V2_WAIT))?);
     let store = args.gcp.command_store()?;
     let mut options = Options::new(policy);
-    options.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
+    options.context.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
         store.clone(),
     ));
     if args.apply {
         // Writes are recorded (intent, restoration) like the service's.
-        options.state = Some(crate::engine::shared::SharedState::new(store));
+        options.context.state = Some(crate::engine::shared::SharedState::new(store));
     }
-    options.deny_read_budget = gcp.client().iam_v2_budget();
-    options.apply = args.apply;
-    options.troubleshooter = args.troubleshooter;
-    options.concurrency = args.concurrency.max(1);
+    options.settings.deny_read_budget = gcp.client().iam_v2_budget();
+    options.settings.apply = args.apply;
+    options.settings.troubleshooter = args.troubleshooter;
+    options.settings.concurrency = args.concurrency.max(1);
     // Projects named on the command line are few and waited for: one round of latency each.
-    options.read_ahead = true;
+    options.settings.read_ahead = true;
     let remediator = Arc::new(Remediator::new(gcp.clone(), options));
     let started = Instant::now();
     if args.apply && !remediator.options().writes() {
@@ -168,7 +168,7 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
                     }
                 }
             })
-            .buffered(remediator.options().concurrency);
+            .buffered(remediator.options().settings.concurrency);
         let write_all = async {
             while let Some(report) = reports.next().await {
                 progress.tick();

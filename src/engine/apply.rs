@@ -138,9 +138,9 @@ impl Applier<'_> {
     /// Decides with `held` writes of this project already reserved (they do not count against it).
     fn decide_counting(&self, findings: &[Finding], state: &ProjectState, held: u32) -> Plan {
         let done = self.budget.used().saturating_sub(held);
-        let limits = &self.options.policy.limits;
+        let limits = &self.options.settings.policy.limits;
         let ctx = DecideContext {
-            policy: &self.options.policy,
+            policy: &self.options.settings.policy,
             state,
             writes_remaining: limits.max_writes_per_run.saturating_sub(done),
             restorations: &state.restorations,
@@ -159,13 +159,20 @@ impl Applier<'_> {
     ) -> FlapSource {
         // A store this instance alone uses counts this instance's restorations only: Cloud Audit
         // Logs stay the record every instance shares.
-        let shared = self.options.state.as_ref().is_some_and(|s| s.info().shared);
+        let shared = self
+            .options
+            .context
+            .state
+            .as_ref()
+            .is_some_and(|s| s.info().shared);
         if !shared {
             return self.read_restorations_audit(state, grants).await;
         }
         match self.ledger_counts(&state.project_id, grants).await {
             None => self.read_restorations_audit(state, grants).await,
-            Some(Ok((counts, history))) if history || self.options.self_email.is_none() => {
+            Some(Ok((counts, history)))
+                if history || self.options.settings.self_email.is_none() =>
+            {
                 state.restorations = counts;
                 FlapSource::Ledger
             }
@@ -201,9 +208,15 @@ impl Applier<'_> {
         state: &mut ProjectState,
         grants: &[(Role, Member)],
     ) -> FlapSource {
-        let window = Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60);
-        let limit = self.options.policy.limits.max_restorations_per_binding;
-        let ledger = &self.options.flap;
+        let window =
+            Duration::from_secs(u64::from(self.options.settings.policy.limits.window_minutes) * 60);
+        let limit = self
+            .options
+            .settings
+            .policy
+            .limits
+            .max_restorations_per_binding;
+        let ledger = &self.options.context.flap;
         if let Some(counts) = ledger.cached(&state.project_id, window) {
             let far_from_limit = grants.iter().all(|(r, m)| {
                 counts
@@ -218,7 +231,7 @@ impl Applier<'_> {
                 return FlapSource::AuditLog;
             }
         }
-        let Some(me) = &self.options.self_email else {
+        let Some(me) = &self.options.settings.self_email else {
             state.restorations = ledger.local(&state.project_id, window);
             return FlapSource::InstanceOnly {
                 reason: "the remediator's own identity is unknown (REMEDIATOR_SELF_EMAIL)"
@@ -410,7 +423,13 @@ impl Applier<'_> {
             .cloned()
             .collect();
         let etag_before = state.policy.etag.clone();
-        let max_attempts = self.options.policy.limits.max_write_attempts.max(1);
+        let max_attempts = self
+            .options
+            .settings
+            .policy
+            .limits
+            .max_write_attempts
+            .max(1);
         let mut attempt = 0;
         // Held while a write is under way; dropped (returned to the budget) unless the write happened.
         let mut reservation: Option<Reservation> = None;
@@ -457,7 +476,7 @@ impl Applier<'_> {
                     let grants: Vec<(Role, Member)> =
                         plan.grants().map(|(r, m)| (r.clone(), m.clone())).collect();
                     for (role, member) in &grants {
-                        self.options.flap.record(project, role, member);
+                        self.options.context.flap.record(project, role, member);
                     }
                     return match self.confirm(project, &grants).await {
                         Ok(()) => report(Outcome::Restored, written.etag, attempt, None),
@@ -466,7 +485,7 @@ impl Applier<'_> {
                 }
                 Err(e) if e.is_conflict() && attempt < max_attempts => {
                     tracing::info!(%project, attempt, "policy changed concurrently; re-reading and re-planning");
-                    tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
+                    tokio::time::sleep(self.options.settings.write_backoff.backoff(attempt)).await;
                     match self
                         .gcp
                         .get_iam_policy(&ResourceRef::Project(project.clone()))
@@ -514,9 +533,9 @@ impl Applier<'_> {
     async fn confirm(&self, project: &ProjectId, grants: &[(Role, Member)]) -> Result<(), Failure> {
         let resource = ResourceRef::Project(project.clone());
         let mut last = String::new();
-        for attempt in 0..self.options.write_backoff.max_attempts.max(1) {
+        for attempt in 0..self.options.settings.write_backoff.max_attempts.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(self.options.write_backoff.backoff(attempt)).await;
+                tokio::time::sleep(self.options.settings.write_backoff.backoff(attempt)).await;
             }
             match self.gcp.get_iam_policy(&resource).await {
                 Ok(p) if grants.iter().all(|(r, m)| p.grants_unconditionally(r, m)) => {

@@ -55,7 +55,7 @@ impl Discoverer<'_> {
                     Box::pin(self.look_up(p))
                 },
             )
-            .buffer_unordered(self.options.concurrency.max(1))
+            .buffer_unordered(self.options.settings.concurrency.max(1))
             .collect::<Vec<_>>();
         let (walks, lookups) = tokio::join!(walks, lookups);
         let mut out: BTreeMap<String, ProjectInfo> = BTreeMap::new();
@@ -99,7 +99,7 @@ impl Discoverer<'_> {
     /// A named project's lookup, with its first-round reads started alongside and kept for its run.
     async fn look_up(&self, key: String) -> (String, Result<ProjectInfo, ApiError>) {
         let id = match ProjectId::parse(&key) {
-            Ok(id) if self.options.lookup_reads_state => id,
+            Ok(id) if self.options.settings.lookup_reads_state => id,
             _ => {
                 let info = self.gcp.get_project(&key).await;
                 return (key, info);
@@ -108,7 +108,7 @@ impl Discoverer<'_> {
         let verifier = Verifier::new(self.core);
         let (info, own) = tokio::join!(
             self.gcp.get_project(&key),
-            verifier.read_own_first_round(&id, self.options.read_ahead)
+            verifier.read_own_first_round(&id, self.options.settings.read_ahead)
         );
         if info.as_ref().is_ok_and(|i| i.project_id == id) {
             self.prefetched

@@ -576,9 +576,9 @@ impl Engine {
     /// deny-policy cache (a snapshot's deny reads serve the live runs after it, and the other way).
     fn resolver_options(&self) -> Options {
         let mut options = Options::new(self.config.policy.clone());
-        options.deny_cache = self.deny_cache.clone();
-        options.deny_read_budget = self.config.deny_read_budget;
-        options.lookup_reads_state = false;
+        options.context.deny_cache = self.deny_cache.clone();
+        options.settings.deny_read_budget = self.config.deny_read_budget;
+        options.settings.lookup_reads_state = false;
         options
     }
 
@@ -612,14 +612,14 @@ impl Engine {
     async fn run_once(&self, info: ProjectInfo, budget: Option<Arc<WriteBudget>>) -> RunResult {
         self.stats.project_runs.fetch_add(1, Ordering::Relaxed);
         let mut options = Options::new(self.config.policy.clone());
-        options.apply = true;
-        options.troubleshooter = self.config.troubleshooter;
-        options.self_email = self.config.self_email.clone();
-        options.flap = self.flap.clone();
-        options.deny_cache = self.deny_cache.clone();
-        options.clock = self.config.clock.clone();
-        options.state = Some(self.state.clone());
-        options.budget = budget;
+        options.settings.apply = true;
+        options.settings.troubleshooter = self.config.troubleshooter;
+        options.settings.self_email = self.config.self_email.clone();
+        options.context.flap = self.flap.clone();
+        options.context.deny_cache = self.deny_cache.clone();
+        options.context.clock = self.config.clock.clone();
+        options.context.state = Some(self.state.clone());
+        options.context.budget = budget;
         let remediator =
             Remediator::with_caches(self.gcp.clone(), options, self.run_caches().await);
         Arc::new(remediator.remediate(&info).await)

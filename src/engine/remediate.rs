@@ -32,9 +32,34 @@ fn failed_report(info: &ProjectInfo, error: &ApiError) -> ProjectReport {
     }
 }
 
-/// Options of one remediator.
+/// What one remediator is given: its plain [`Settings`] and the [`RunContext`] of state it shares
+/// with other runs.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// Plain settings (values only).
+    pub settings: Settings,
+    /// Shared state (caches, ledgers, budget, clock).
+    pub context: RunContext,
+}
+
+impl Options {
+    /// Defaults for a policy ([`Settings::new`]) over a context of this run's own.
+    pub fn new(policy: RemediationPolicy) -> Self {
+        Self {
+            settings: Settings::new(policy),
+            context: RunContext::default(),
+        }
+    }
+
+    /// True if this run writes.
+    pub fn writes(&self) -> bool {
+        self.settings.writes()
+    }
+}
+
+/// The plain settings of one remediator: values, compared and copied freely.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
     /// The remediation policy.
     pub policy: RemediationPolicy,
     /// Requirements to check.
@@ -50,24 +75,10 @@ pub struct Options {
     /// The remediator's own identity: its past restorations are counted from Cloud Audit Logs before
     /// writing (without it, only this process's own restorations count, and reports say so).
     pub self_email: Option<String>,
-    /// This process's flapping counts (shared by every run of an engine).
-    pub flap: Arc<FlapLedger>,
-    /// This process's deny-policy reads (shared by every run of an engine or a scan), used while
-    /// younger than `limits.deny_policy_max_age_minutes`.
-    pub deny_cache: Arc<DenyPolicyCache>,
     /// The IAM v2 reads this one-shot run makes in all, when it has such a budget (`scan`,
     /// `explain`, `job --sweep`): a sweep's plan of deny reads makes at most that many
     /// ([`super::deny_plan`]).
     pub deny_read_budget: Option<u32>,
-    /// The write budget to draw from when it is shared (every project of one sweep); else the run
-    /// has its own of `limits.max_writes_per_run`.
-    pub budget: Option<Arc<WriteBudget>>,
-    /// The wall clock IAM conditions are evaluated against (the system's; tests move it forward).
-    pub clock: crate::clock::Clock,
-    /// The shared state: the flapping count is read from its ledger, and every write is recorded
-    /// there as an intent before it is made and as a restoration after. `None`: this process's
-    /// record and Cloud Audit Logs (one-shot commands).
-    pub state: Option<Arc<super::shared::SharedState>>,
     /// Projects named to [`Remediator::resolve`] read ahead: their first round, beside the lookup,
     /// the policy and the clusters, also lists their service accounts, reads their own deny policies
     /// and the definitions of [`NODE_SA_USUAL_ROLES`], so a project whose node accounts hold the usual
@@ -82,7 +93,7 @@ pub struct Options {
     pub lookup_reads_state: bool,
 }
 
-impl Options {
+impl Settings {
     /// Defaults for a policy: every requirement checked except the opt-in Google APIs service agent
     /// (removing `roles/editor` from it is a common hardening) unless the policy restores it.
     pub fn new(policy: RemediationPolicy) -> Self {
@@ -103,14 +114,9 @@ impl Options {
                 max_backoff: Duration::from_secs(2),
             },
             self_email: None,
-            flap: Arc::default(),
-            deny_cache: Arc::default(),
             deny_read_budget: None,
-            budget: None,
-            clock: crate::clock::Clock::default(),
             read_ahead: false,
             lookup_reads_state: true,
-            state: None,
         }
     }
 
@@ -118,6 +124,27 @@ impl Options {
     pub fn writes(&self) -> bool {
         self.apply && self.policy.mode == Mode::Enforce
     }
+}
+
+/// The state one remediator shares with other runs: what every run of an engine (or a whole scan)
+/// reads and records through.
+#[derive(Clone, Debug, Default)]
+pub struct RunContext {
+    /// This process's flapping counts (shared by every run of an engine).
+    pub flap: Arc<FlapLedger>,
+    /// This process's deny-policy reads (shared by every run of an engine or a scan), used while
+    /// younger than `limits.deny_policy_max_age_minutes`.
+    pub deny_cache: Arc<DenyPolicyCache>,
+    /// The write budget to draw from when it is shared (every project of one sweep); else the run
+    /// has its own of `limits.max_writes_per_run`.
+    pub budget: Option<Arc<WriteBudget>>,
+    /// The clock every time of the run is taken from: IAM conditions are evaluated against it, and
+    /// tests move it forward.
+    pub clock: crate::clock::Clock,
+    /// The shared state: the flapping count is read from its ledger, and every write is recorded
+    /// there as an intent before it is made and as a restoration after. `None`: this process's
+    /// record and Cloud Audit Logs (one-shot commands).
+    pub state: Option<Arc<super::shared::SharedState>>,
 }
 
 /// The remediator of one run: its stages ([`Discoverer`], [`Verifier`], [`Applier`]) composed
@@ -148,10 +175,10 @@ impl Remediator {
 
     /// A remediator reusing caches from earlier runs.
     pub fn with_caches(gcp: Arc<dyn Cloud>, options: Options, caches: Arc<RunCaches>) -> Self {
-        let budget = options
-            .budget
-            .clone()
-            .unwrap_or_else(|| WriteBudget::new(options.policy.limits.max_writes_per_run));
+        let budget =
+            options.context.budget.clone().unwrap_or_else(|| {
+                WriteBudget::new(options.settings.policy.limits.max_writes_per_run)
+            });
         Self {
             core: Core {
                 gcp,
@@ -226,7 +253,7 @@ impl Remediator {
             .await;
         let runs = futures::stream::iter(projects)
             .map(|p| self.remediate(p))
-            .buffered(self.core.options.concurrency.max(1))
+            .buffered(self.core.options.settings.concurrency.max(1))
             .collect();
         tokio::join!(reads, runs).1
     }
@@ -318,7 +345,7 @@ impl Remediator {
                     Decision::Healthy => report::healthy_outcome(
                         finding,
                         state.read_at,
-                        self.core.options.policy.limits.expiry_warning_days,
+                        self.core.options.settings.policy.limits.expiry_warning_days,
                     ),
                     Decision::Restore { action } => {
                         outcomes.get(action).copied().unwrap_or(Outcome::Failed)

@@ -446,7 +446,7 @@ pub async fn survey(
         merge(&mut snapshot, policies?);
         merge(&mut snapshot, resources?);
     }
-    let now = remediator.options().clock.now();
+    let now = remediator.options().context.clock.now();
     let stale = if snapshot.read_time_missing {
         Some("a snapshot page carried no readTime".to_owned())
     } else {
@@ -505,7 +505,7 @@ pub async fn survey(
                     judge(remediator, snapshot, &roots[root], &info, &ancestors, now).await;
                 (info, verdict)
             })
-            .buffered(remediator.options().concurrency.max(1));
+            .buffered(remediator.options().settings.concurrency.max(1));
         let judge_all = async {
             while let Some((info, verdict)) = judged.next().await {
                 match verdict {
@@ -644,7 +644,7 @@ async fn judge(
         quota_only = only_quota;
     }
     let options = remediator.options();
-    state.accounts = accounts(snapshot, &state, &options.checks)?;
+    state.accounts = accounts(snapshot, &state, &options.settings.checks)?;
     let mut catalog = RoleCatalog::default();
     for role in evaluate::roles_needed(&state) {
         let lookup = if role.as_str().starts_with("roles/") {
@@ -661,13 +661,13 @@ async fn judge(
         }
         catalog.insert(role, lookup);
     }
-    let findings = evaluate::evaluate(&state, &catalog, &options.checks);
+    let findings = evaluate::evaluate(&state, &catalog, &options.settings.checks);
     // Healthy but for deny policies the IAM v2 quota left unread: reported from the snapshot as
     // `incomplete`, as the per-project path reports it when the same budget is spent (re-verifying
     // live could read no more within the quota, and would cost a few calls per project).
     let unread_by_quota = !state.access.deny_unreadable.is_empty()
         && quota_only
-        && healthy_if_read(&state, &catalog, &options.checks);
+        && healthy_if_read(&state, &catalog, &options.settings.checks);
     if !unread_by_quota && let Some(f) = findings.iter().find(|f| f.status != evaluate::Status::Ok)
     {
         return Err(format!(
@@ -684,9 +684,9 @@ async fn judge(
     let plan = plan::decide(
         &findings,
         &DecideContext {
-            policy: &options.policy,
+            policy: &options.settings.policy,
             state: &state,
-            writes_remaining: options.policy.limits.max_writes_per_run,
+            writes_remaining: options.settings.policy.limits.max_writes_per_run,
             restorations: &restorations,
         },
     );

@@ -236,7 +236,11 @@ impl Verifier<'_> {
         read_ahead: bool,
     ) -> OwnReads {
         let resource = ResourceRef::Project(project.clone());
-        let checks_accounts = self.options.checks.contains(&RequirementId::NodeSaExists);
+        let checks_accounts = self
+            .options
+            .settings
+            .checks
+            .contains(&RequirementId::NodeSaExists);
         let accounts = async {
             let speculate = checks_accounts
                 && (read_ahead
@@ -357,7 +361,7 @@ impl Verifier<'_> {
             troubleshooter: BTreeMap::new(),
             restorations: BTreeMap::new(),
             unreadable: Vec::new(),
-            read_at: self.options.clock.now(),
+            read_at: self.options.context.clock.now(),
             access: Default::default(),
         };
         // Deny rules bear only on node accounts' permissions: a project without clusters needs none
@@ -411,7 +415,13 @@ impl Verifier<'_> {
             .into_iter()
             .map(|n| n.email)
             .collect();
-        if node_sas.is_empty() || !self.options.checks.contains(&RequirementId::NodeSaExists) {
+        if node_sas.is_empty()
+            || !self
+                .options
+                .settings
+                .checks
+                .contains(&RequirementId::NodeSaExists)
+        {
             return Ok(AccountReads::Unchecked(node_sas));
         }
         let own_domain = format!("@{}.iam.gserviceaccount.com", state.project_id);
@@ -530,14 +540,14 @@ impl Verifier<'_> {
         for (role, lookup) in needed.into_iter().zip(lookups) {
             catalog.insert(role, lookup);
         }
-        let mut findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+        let mut findings = evaluate::evaluate(state, &catalog, &self.options.settings.checks);
         if self.resolve_groups(state, &catalog, &findings).await {
-            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+            findings = evaluate::evaluate(state, &catalog, &self.options.settings.checks);
         }
         if self.read_default_account_cause(state, &findings).await {
-            findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+            findings = evaluate::evaluate(state, &catalog, &self.options.settings.checks);
         }
-        if self.options.troubleshooter {
+        if self.options.settings.troubleshooter {
             let mut asked = false;
             for f in findings
                 .iter()
@@ -566,7 +576,7 @@ impl Verifier<'_> {
                 }
             }
             if asked {
-                findings = evaluate::evaluate(state, &catalog, &self.options.checks);
+                findings = evaluate::evaluate(state, &catalog, &self.options.settings.checks);
             }
         }
         findings

@@ -272,7 +272,9 @@ pub async fn check(
         elapsed_ms: 0,
     };
     let t = touched(&changes, &args.projects);
-    let checks = Options::new(PolicyFile::default().remediation).checks;
+    let checks = Options::new(PolicyFile::default().remediation)
+        .settings
+        .checks;
     let mut results: Vec<ProjectResult> = Vec::new();
     if args.no_live {
         results.extend(check_offline(
@@ -387,11 +389,11 @@ async fn check_live(
     roots: &[ResourceRef],
 ) -> Result<LiveOutcome, SetupError> {
     let mut options = Options::new(PolicyFile::default().remediation);
-    options.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
+    options.context.deny_cache = Arc::new(crate::engine::deny_cache::DenyPolicyCache::with_store(
         settings.command_store()?,
     ));
-    options.deny_read_budget = gcp.client().iam_v2_budget();
-    options.read_ahead = true;
+    options.settings.deny_read_budget = gcp.client().iam_v2_budget();
+    options.settings.read_ahead = true;
     let cloud: Arc<dyn Cloud> = gcp.clone();
     let remediator = Remediator::new(cloud.clone(), options);
     let (infos, failures) = remediator.resolve(projects, roots).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 
 /// Retry behaviour for transient failures.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts per call, including the first.
     pub max_attempts: u32,

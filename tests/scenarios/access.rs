@@ -45,8 +45,8 @@ fn remediator(cloud: &FakeCloud, policy: &str, troubleshooter: bool) -> Remediat
             .expect("policy")
             .remediation,
     );
-    options.apply = true;
-    options.troubleshooter = troubleshooter;
+    options.settings.apply = true;
+    options.settings.troubleshooter = troubleshooter;
     let ports: Arc<dyn Cloud> = Arc::new(cloud.clone());
     Remediator::new(ports, options)
 }

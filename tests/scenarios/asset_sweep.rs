@@ -465,7 +465,7 @@ async fn budgeted_sweep(
 ) -> (Vec<Value>, Vec<String>) {
     use gke_iam_remediator::engine::snapshot;
     cloud.with(|w| w.iam_v2_budget = Some((budget, budget)));
-    let remediator = super::remediator_with(cloud, |o| o.deny_read_budget = Some(budget));
+    let remediator = super::remediator_with(cloud, |o| o.settings.deny_read_budget = Some(budget));
     let found = snapshot::discover(&remediator, &[], &[org()], asset_inventory)
         .await
         .unwrap();

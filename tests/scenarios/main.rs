@@ -816,7 +816,7 @@ async fn the_write_budget_of_a_scan_stops_writes_past_max_writes_per_run() {
     .unwrap()
     .remediation;
     let mut options = Options::new(policy);
-    options.apply = true;
+    options.settings.apply = true;
     let remediator = Remediator::new(Arc::new(cloud.clone()), options);
     let mut projects = Vec::new();
     for id in &ids {
@@ -979,7 +979,7 @@ async fn settling_a_swept_project_marks_every_open_recommendation_of_its_cluster
             .unwrap()
             .remediation,
     );
-    options.apply = true;
+    options.settings.apply = true;
     let ports: Arc<dyn Cloud> = Arc::new(cloud.clone());
     let remediator = Remediator::new(ports.clone(), options);
     let info = cloud.get_project(P).await.unwrap();
@@ -1369,7 +1369,7 @@ async fn scan_projects(cloud: &FakeCloud, projects: &[&str]) -> (Vec<ProjectRepo
 
 /// The remediator of `scan` and `explain`: named projects read ahead.
 fn reading_ahead(cloud: &FakeCloud) -> Remediator {
-    remediator_with(cloud, |o| o.read_ahead = true)
+    remediator_with(cloud, |o| o.settings.read_ahead = true)
 }
 
 async fn scan_with(remediator: &Remediator, projects: &[&str]) -> (Vec<ProjectReport>, Duration) {

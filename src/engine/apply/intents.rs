@@ -35,11 +35,11 @@ pub(super) fn finding_of(action: &Action, findings: &[Finding]) -> Option<String
 
 impl Applier<'_> {
     fn window(&self) -> Duration {
-        Duration::from_secs(u64::from(self.options.policy.limits.window_minutes) * 60)
+        Duration::from_secs(u64::from(self.options.settings.policy.limits.window_minutes) * 60)
     }
 
     fn since_ms(&self) -> i64 {
-        let now = crate::clock::epoch_ms(self.options.clock.now());
+        let now = crate::clock::epoch_ms(self.options.context.clock.now());
         now - crate::clock::span_ms(self.window())
     }
 
@@ -51,7 +51,7 @@ impl Applier<'_> {
         project: &ProjectId,
         grants: &[(Role, Member)],
     ) -> Option<Result<(Restorations, bool), StateError>> {
-        let state = self.options.state.as_ref()?;
+        let state = self.options.context.state.as_ref()?;
         let since = self.since_ms();
         Some(state.load(project.as_str()).await.map(|snapshot| {
             let doc = &snapshot.ledger;
@@ -81,14 +81,18 @@ impl Applier<'_> {
         project: &ProjectId,
         actions: &[(Action, Option<String>)],
     ) -> Result<Vec<Action>, StateError> {
-        let Some(state) = &self.options.state else {
+        let Some(state) = &self.options.context.state else {
             return Ok(Vec::new());
         };
         let (since, limit) = (
             self.since_ms(),
-            self.options.policy.limits.max_restorations_per_binding,
+            self.options
+                .settings
+                .policy
+                .limits
+                .max_restorations_per_binding,
         );
-        let at_ms = crate::clock::epoch_ms(self.options.clock.now());
+        let at_ms = crate::clock::epoch_ms(self.options.context.clock.now());
         let (refused, _) = state
             .update(project.as_str(), |doc| {
                 let before = doc.intents.len();
@@ -126,10 +130,10 @@ impl Applier<'_> {
         etag_after: Option<String>,
         made: bool,
     ) {
-        let Some(state) = &self.options.state else {
+        let Some(state) = &self.options.context.state else {
             return;
         };
-        let at_ms = crate::clock::epoch_ms(self.options.clock.now());
+        let at_ms = crate::clock::epoch_ms(self.options.context.clock.now());
         let result = state
             .update(project.as_str(), |doc| {
                 for (action, finding) in actions {

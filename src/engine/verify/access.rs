@@ -125,6 +125,7 @@ impl Verifier<'_> {
         Duration::from_secs(
             60 * u64::from(
                 self.options
+                    .settings
                     .policy
                     .limits
                     .deny_policy_max_age_minutes
@@ -140,6 +141,7 @@ impl Verifier<'_> {
         point: &str,
     ) -> Result<Vec<DenyPolicy>, Unreadable> {
         self.options
+            .context
             .deny_cache
             .get_or_read(point, self.deny_max_age(), || {
                 self.gcp.list_deny_policies(point)
@@ -156,6 +158,7 @@ impl Verifier<'_> {
         (started, result): OwnDenyRead,
     ) -> Result<Vec<DenyPolicy>, Unreadable> {
         self.options
+            .context
             .deny_cache
             .get_or_use(point, self.deny_max_age(), started, result)
             .await
@@ -334,7 +337,7 @@ impl<'a> Verifier<'a> {
         let known = futures::future::join_all(
             found
                 .iter()
-                .map(|(name, _, _)| self.options.deny_cache.known(name, max_age)),
+                .map(|(name, _, _)| self.options.context.deny_cache.known(name, max_age)),
         )
         .await;
         let points: Vec<Point> = found
@@ -352,6 +355,7 @@ impl<'a> Verifier<'a> {
         let fresh = all - planned.len();
         let take = self
             .options
+            .settings
             .deny_read_budget
             .map_or(planned.len(), |b| (b as usize).min(planned.len()));
         async move {
