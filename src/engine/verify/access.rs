@@ -109,13 +109,13 @@ impl Verifier<'_> {
             tracing::warn!(
                 attachment = %point,
                 error = %e.message,
-                "IAM deny policies not read: the IAM v2 read quota is spent; verdicts that would be ok are reported incomplete, missing bindings are still restored"
+                "IAM deny policies not read: the IAM v2 read quota is spent; accounts granted everything are ok with a deny check naming what was not read (ok*), missing bindings are still restored"
             );
         } else {
             tracing::warn!(
                 attachment = %point,
                 error = %e.message,
-                "cannot read IAM deny policies (iam.denypolicies.list): verdicts that would be ok are reported incomplete"
+                "cannot read IAM deny policies (iam.denypolicies.list): accounts granted everything are ok with a deny check naming what was not read (ok*)"
             );
         }
     }
