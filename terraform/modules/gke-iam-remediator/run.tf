@@ -27,6 +27,9 @@ locals {
     REMEDIATOR_PUSH_AUTH           = var.push_auth
     REMEDIATOR_PUSH_AUDIENCE       = local.push_audience
     REMEDIATOR_PUSH_ALLOWED_EMAILS = google_service_account.invoker.email
+    # A push still handled this long is answered 503 (Pub/Sub redelivers and gets the verdict), 20 s
+    # inside the subscription's ack deadline (at least grace_seconds + 30, so the grace always fits).
+    REMEDIATOR_PUSH_DEADLINE_SECS = tostring(var.ack_deadline_seconds - 20)
   })
 
   # Secrets that have a version are exposed as environment variables. Names outside notification_secrets
