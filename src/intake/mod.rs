@@ -219,8 +219,10 @@ impl Classification {
     }
 }
 
-/// Why a push request or message could not be parsed. Every variant is permanent: acknowledge, log, and
-/// never ask Pub/Sub to redeliver (redelivery cannot fix a malformed body).
+/// Why a push request or message could not be parsed. Intake does no I/O, so no variant is transient:
+/// redelivering the same bytes gives the same error. The push handler answers 415 / 413 for
+/// [`IntakeError::UnsupportedContentType`] / [`IntakeError::BodyTooLarge`] and acknowledges every other
+/// error once, logged; the engine acknowledges every classification error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IntakeError {
     /// The push request body is larger than [`MAX_PUSH_BODY_BYTES`].
@@ -291,14 +293,6 @@ pub enum IntakeError {
         /// Why.
         reason: String,
     },
-}
-
-impl IntakeError {
-    /// True if redelivering the message cannot help. All parse errors are permanent: the push handler
-    /// acknowledges them (2xx) and logs once.
-    pub fn is_permanent(&self) -> bool {
-        true
-    }
 }
 
 /// Classifies a message into hints, or says why it calls for no work.

@@ -111,10 +111,9 @@ fn wrapped_envelope_with_every_optional_field_is_read() {
     assert_eq!(msg.delivery_attempt, Some(5));
     assert_eq!(msg.attributes["key"], "value");
     assert_eq!(msg.data, b"Hello Cloud Pub/Sub! Here is my message!");
-    // Not JSON and not a recommendation name: a permanent error.
+    // Not JSON and not a recommendation name: an error.
     let err = classify(&msg).unwrap_err();
     assert!(matches!(err, IntakeError::NotJson { .. }), "{err}");
-    assert!(err.is_permanent());
 }
 
 #[test]
@@ -223,7 +222,7 @@ fn envelope_errors_name_the_failing_field() {
 }
 
 #[test]
-fn wrong_base64_is_a_permanent_error() {
+fn wrong_base64_is_an_error() {
     let err = parse_push(
         br#"{"message":{"data":"not base64!!","messageId":"1"}}"#,
         None,
@@ -231,7 +230,6 @@ fn wrong_base64_is_a_permanent_error() {
     )
     .unwrap_err();
     assert!(matches!(err, IntakeError::BadBase64(_)), "{err}");
-    assert!(err.is_permanent());
 }
 
 #[test]
@@ -956,7 +954,6 @@ fn a_message_id_longer_than_pub_sub_ever_sends_is_refused_before_it_is_stored() 
         ),
         "{err}"
     );
-    assert!(err.is_permanent());
     assert!(
         err.to_string().len() < 200,
         "the error does not quote the id"
