@@ -24,22 +24,22 @@ const RESOURCE_MANAGER_TYPES: [&str; 3] = [
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct TemporalAsset {
+struct TemporalAsset {
     #[serde(default)]
-    pub(super) asset: Option<Asset>,
+    asset: Option<Asset>,
     #[serde(default)]
-    pub(super) prior_asset: Option<Asset>,
+    prior_asset: Option<Asset>,
     #[serde(default)]
-    pub(super) prior_asset_state: Option<String>,
+    prior_asset_state: Option<String>,
     #[serde(default)]
-    pub(super) deleted: Option<bool>,
+    deleted: Option<bool>,
     #[serde(default)]
-    pub(super) window: Option<Window>,
+    window: Option<Window>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Asset {
+struct Asset {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -50,24 +50,25 @@ pub(super) struct Asset {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Window {
+struct Window {
     #[serde(default)]
     start_time: Option<String>,
 }
 
 /// Only bindings matter here; roles and members are kept as strings until a removal is found.
 #[derive(Deserialize, Default)]
-pub(super) struct FeedPolicy {
+struct FeedPolicy {
     #[serde(default)]
     bindings: Vec<FeedBinding>,
 }
 
 #[derive(Deserialize)]
-pub(super) struct FeedBinding {
+struct FeedBinding {
     #[serde(default)]
     role: String,
     #[serde(default)]
     members: Vec<String>,
+    /// Kept whole: two grants differ when any part of their condition does.
     #[serde(default)]
     condition: Option<Value>,
 }
@@ -86,14 +87,13 @@ fn grants(policy: &FeedPolicy) -> BTreeSet<(&str, &str, Option<String>)> {
         .collect()
 }
 
-/// Classifies a TemporalAsset (a JSON object with `asset` or `priorAsset`) from a parsed JSON value.
-pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
-    let temporal: TemporalAsset = decode(value, "asset feed message")?;
+/// Classifies a TemporalAsset (JSON data with `asset` or `priorAsset`), decoded once.
+pub(super) fn classify(message: &Message, data: &[u8]) -> Result<Classification, IntakeError> {
+    let temporal: TemporalAsset = decode(data, "message data", "asset feed message")?;
     Ok(classify_temporal(message, temporal))
 }
 
-/// Classifies a decoded TemporalAsset.
-pub(super) fn classify_temporal(message: &Message, temporal: TemporalAsset) -> Classification {
+fn classify_temporal(message: &Message, temporal: TemporalAsset) -> Classification {
     let Some(asset) = temporal.asset.as_ref().or(temporal.prior_asset.as_ref()) else {
         return Classification::ignored("asset feed message without an asset");
     };

@@ -15,12 +15,12 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 
+use super::loose::{LooseList, LooseObj, LooseStr};
 use super::{
-    Classification, Evidence, Hint, IntakeError, Message, Obj, Scope, Source, decode,
-    is_agent_role, member_service_account, project_scope, requirements_for_removed_roles,
-    resource_scope, sanitize,
+    Classification, Evidence, Hint, IntakeError, Message, Scope, Source, decode, is_agent_role,
+    member_service_account, project_scope, requirements_for_removed_roles, resource_scope,
+    sanitize,
 };
 use crate::domain::iam::{Member, Role, ServiceAccountEmail};
 use crate::domain::requirements::{CONTAINER_API, RequirementId};
@@ -28,26 +28,25 @@ use crate::domain::requirements::{CONTAINER_API, RequirementId};
 const AUDIT_LOG_TYPE: &str = "type.googleapis.com/google.cloud.audit.AuditLog";
 const TIMESTAMP_ATTRIBUTE: &str = "logging.googleapis.com/timestamp";
 
-/// A LogEntry. `P` is the audit log payload: [`RawAuditLog`] when decoded from a parsed JSON value (the
-/// fallback path), [`TypedAuditLog`] when decoded straight from the message bytes in one pass.
+/// A LogEntry whose `protoPayload` is an AuditLog.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct LogEntry<P> {
+struct LogEntry {
     #[serde(default)]
-    pub(super) insert_id: Option<String>,
+    insert_id: Option<String>,
     #[serde(default)]
-    pub(super) log_name: Option<String>,
+    log_name: Option<String>,
     #[serde(default)]
-    pub(super) timestamp: Option<String>,
+    timestamp: Option<String>,
     #[serde(default)]
-    pub(super) resource: Option<MonitoredResource>,
+    resource: Option<MonitoredResource>,
     #[serde(default)]
-    pub(super) operation: Option<Operation>,
-    pub(super) proto_payload: P,
+    operation: Option<Operation>,
+    proto_payload: AuditLog,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct MonitoredResource {
+struct MonitoredResource {
     #[serde(default, rename = "type")]
     kind: Option<String>,
     #[serde(default)]
@@ -55,23 +54,19 @@ pub(super) struct MonitoredResource {
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct Operation {
+struct Operation {
     #[serde(default)]
     first: Option<bool>,
     #[serde(default)]
     last: Option<bool>,
 }
 
-/// The AuditLog payload. `R` is the shape of `request` and `D` that of `serviceData` / `metadata`: JSON
-/// values in [`RawAuditLog`], typed structs in [`TypedAuditLog`].
+/// The AuditLog payload (its `@type` was read by the dispatcher). `request` differs with every method,
+/// and `serviceData` / `metadata` with every service: they are read by name only where they are
+/// objects (a value of another kind reads as absent, never as an error).
 #[derive(Deserialize)]
-#[serde(
-    rename_all = "camelCase",
-    bound(deserialize = "R: Deserialize<'de>, D: Deserialize<'de>")
-)]
-pub(super) struct AuditLog<R, D> {
-    #[serde(default, rename = "@type")]
-    payload_type: Option<String>,
+#[serde(rename_all = "camelCase")]
+struct AuditLog {
     #[serde(default)]
     service_name: Option<String>,
     #[serde(default)]
@@ -87,21 +82,12 @@ pub(super) struct AuditLog<R, D> {
     #[serde(default)]
     request_metadata: Option<RequestMetadata>,
     #[serde(default)]
-    request: Option<R>,
+    request: Option<LooseObj<Request>>,
     #[serde(default)]
-    service_data: Option<D>,
+    service_data: Option<LooseObj<DeltaHolder>>,
     #[serde(default)]
-    metadata: Option<D>,
+    metadata: Option<LooseObj<DeltaHolder>>,
 }
-
-/// The payload decoded from a `serde_json::Value` (the fallback path, whose errors name the failing
-/// field): `request` and the delta holders are kept as JSON and read only where needed.
-type RawAuditLog = AuditLog<Value, Value>;
-
-/// The payload decoded from bytes in the same pass as the rest of the message: every part read is typed.
-/// Objects are required where the raw path looks fields up by name (a non-object there fails this
-/// decode, and the message is classified by the raw path instead).
-pub(super) type TypedAuditLog = AuditLog<Obj<TypedRequest>, Obj<DeltaHolder>>;
 
 /// What the classification reads from `request`.
 struct RequestView<'a> {
@@ -110,73 +96,50 @@ struct RequestView<'a> {
     service_accounts: Vec<ServiceAccountEmail>,
 }
 
-/// The parts of an [`AuditLog`] whose shape differs between the raw and the typed decode.
-trait Parts {
-    /// `request`'s name, parent and requested node service accounts, when a request is present.
-    fn request_view(&self) -> Option<RequestView<'_>>;
-    /// `policyDelta.bindingDeltas` of `serviceData` then `metadata` (duplicates once).
-    fn deltas(&self) -> Result<Vec<BindingDelta>, IntakeError>;
-}
-
-impl Parts for RawAuditLog {
+impl AuditLog {
+    /// `request`'s name, parent and requested node service accounts, when a request is present (of
+    /// any kind: only an object has them).
     fn request_view(&self) -> Option<RequestView<'_>> {
-        let request = self.request.as_ref()?;
-        Some(RequestView {
-            name: request.get("name").and_then(Value::as_str),
-            parent: request.get("parent").and_then(Value::as_str),
-            service_accounts: requested_service_accounts(request),
-        })
-    }
-
-    fn deltas(&self) -> Result<Vec<BindingDelta>, IntakeError> {
-        let mut deltas = deltas_at(
-            self.service_data.clone(),
-            "audit log protoPayload.serviceData",
-        )?;
-        for delta in deltas_at(self.metadata.clone(), "audit log protoPayload.metadata")? {
-            if !deltas.contains(&delta) {
-                deltas.push(delta);
-            }
+        let LooseObj(request) = self.request.as_ref()?;
+        let Some(request) = request else {
+            return Some(RequestView {
+                name: None,
+                parent: None,
+                service_accounts: Vec::new(),
+            });
+        };
+        fn config(c: &Option<LooseObj<NodeConfig>>) -> Option<&str> {
+            c.as_ref()?.0.as_ref()?.service_account.0.as_deref()
         }
-        Ok(deltas)
-    }
-}
-
-impl Parts for TypedAuditLog {
-    fn request_view(&self) -> Option<RequestView<'_>> {
-        let Obj(request) = self.request.as_ref()?;
-        fn config(c: &Option<Obj<TypedNodeConfig>>) -> Option<&str> {
-            c.as_ref().and_then(|Obj(c)| c.service_account.as_deref())
+        fn object<T>(o: &Option<LooseObj<T>>) -> Option<&T> {
+            o.as_ref()?.0.as_ref()
         }
-        let cluster = request.cluster.as_ref().map(|Obj(c)| c);
+        let cluster = object(&request.cluster);
         let direct = [
-            request
-                .node_pool
-                .as_ref()
-                .and_then(|Obj(p)| config(&p.config)),
+            object(&request.node_pool).and_then(|p| config(&p.config)),
             cluster.and_then(|c| config(&c.node_config)),
             cluster
-                .and_then(|c| c.autoscaling.as_ref())
-                .and_then(|Obj(a)| config(&a.autoprovisioning_node_pool_defaults)),
+                .and_then(|c| object(&c.autoscaling))
+                .and_then(|a| config(&a.autoprovisioning_node_pool_defaults)),
         ];
         let pools = cluster
-            .and_then(|c| c.node_pools.as_ref())
             .into_iter()
-            .flatten()
+            .flat_map(|c| c.node_pools.0.iter())
             .take(1000)
-            .map(|Obj(p)| config(&p.config));
+            .filter_map(|LooseObj(p)| config(&p.as_ref()?.config));
         Some(RequestView {
-            name: request.name.as_deref(),
-            parent: request.parent.as_deref(),
-            service_accounts: unique_accounts(direct.into_iter().chain(pools).flatten()),
+            name: request.name.0.as_deref(),
+            parent: request.parent.0.as_deref(),
+            service_accounts: unique_accounts(direct.into_iter().flatten().chain(pools)),
         })
     }
 
-    fn deltas(&self) -> Result<Vec<BindingDelta>, IntakeError> {
-        fn at(holder: &Option<Obj<DeltaHolder>>) -> &[BindingDelta] {
+    /// `policyDelta.bindingDeltas` of `serviceData` then `metadata`, a delta in both counted once.
+    fn deltas(&self) -> Vec<BindingDelta> {
+        fn at(holder: &Option<LooseObj<DeltaHolder>>) -> &[BindingDelta] {
             holder
                 .as_ref()
-                .and_then(|Obj(h)| h.policy_delta.as_ref())
+                .and_then(|LooseObj(h)| h.as_ref()?.policy_delta.as_ref())
                 .map(|d| d.binding_deltas.as_slice())
                 .unwrap_or_default()
         }
@@ -186,54 +149,55 @@ impl Parts for TypedAuditLog {
                 deltas.push(delta.clone());
             }
         }
-        Ok(deltas)
+        deltas
     }
 }
 
-/// `request` of a CreateCluster / CreateNodePool / UpdateNodePool (or any method: only `name` and
-/// `parent` are read elsewhere), typed.
+/// `request` of a CreateCluster / CreateNodePool / UpdateNodePool, or of a deny policy or service
+/// account method (only `name` and `parent` are read there). The Container API's request types:
+/// <https://cloud.google.com/kubernetes-engine/docs/reference/rest/v1/projects.locations.clusters/create>.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct TypedRequest {
+struct Request {
     #[serde(default)]
-    name: Option<String>,
+    name: LooseStr,
     #[serde(default)]
-    parent: Option<String>,
+    parent: LooseStr,
     #[serde(default)]
-    node_pool: Option<Obj<TypedNodePool>>,
+    node_pool: Option<LooseObj<NodePool>>,
     #[serde(default)]
-    cluster: Option<Obj<TypedCluster>>,
+    cluster: Option<LooseObj<Cluster>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct TypedCluster {
+struct Cluster {
     #[serde(default)]
-    node_config: Option<Obj<TypedNodeConfig>>,
+    node_config: Option<LooseObj<NodeConfig>>,
     #[serde(default)]
-    autoscaling: Option<Obj<TypedAutoscaling>>,
+    autoscaling: Option<LooseObj<Autoscaling>>,
     #[serde(default)]
-    node_pools: Option<Vec<Obj<TypedNodePool>>>,
+    node_pools: LooseList<LooseObj<NodePool>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct TypedAutoscaling {
+struct Autoscaling {
     #[serde(default)]
-    autoprovisioning_node_pool_defaults: Option<Obj<TypedNodeConfig>>,
+    autoprovisioning_node_pool_defaults: Option<LooseObj<NodeConfig>>,
 }
 
 #[derive(Deserialize, Default)]
-pub(super) struct TypedNodePool {
+struct NodePool {
     #[serde(default)]
-    config: Option<Obj<TypedNodeConfig>>,
+    config: Option<LooseObj<NodeConfig>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct TypedNodeConfig {
+struct NodeConfig {
     #[serde(default)]
-    service_account: Option<String>,
+    service_account: LooseStr,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,20 +246,20 @@ pub const HANDLED_METHODS: &[(&str, &str)] = &[
 /// `AuditData` / the `metadata` struct: only `policyDelta` matters.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct DeltaHolder {
+struct DeltaHolder {
     #[serde(default)]
     policy_delta: Option<PolicyDelta>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct PolicyDelta {
+struct PolicyDelta {
     #[serde(default)]
-    pub(super) binding_deltas: Vec<BindingDelta>,
+    binding_deltas: Vec<BindingDelta>,
 }
 
 #[derive(Deserialize, Clone, PartialEq)]
-pub(super) struct BindingDelta {
+struct BindingDelta {
     #[serde(default)]
     action: Option<String>,
     #[serde(default)]
@@ -304,30 +268,18 @@ pub(super) struct BindingDelta {
     member: Option<String>,
 }
 
-/// Classifies a LogEntry (a JSON object with `protoPayload`) from a parsed JSON value: the fallback
-/// path, whose errors name the failing field.
-pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
-    let payload_type = value
-        .get("protoPayload")
-        .and_then(|p| p.get("@type"))
-        .and_then(Value::as_str);
-    if payload_type != Some(AUDIT_LOG_TYPE) {
-        return Ok(not_an_audit_log(payload_type));
-    }
-    let entry: LogEntry<RawAuditLog> = decode(value, "audit log entry")?;
-    classify_entry(message, &entry)
-}
-
-/// Classifies a LogEntry decoded in one pass from the message bytes.
-pub(super) fn classify_typed(
+/// Classifies a LogEntry (JSON data with `protoPayload`, whose `@type` the dispatcher read): an AuditLog
+/// is decoded once, typed; a payload of another type is ignored, undecoded.
+pub(super) fn classify(
     message: &Message,
-    entry: &LogEntry<TypedAuditLog>,
+    data: &[u8],
+    payload_type: Option<&str>,
 ) -> Result<Classification, IntakeError> {
-    let payload_type = entry.proto_payload.payload_type.as_deref();
     if payload_type != Some(AUDIT_LOG_TYPE) {
         return Ok(not_an_audit_log(payload_type));
     }
-    classify_entry(message, entry)
+    let entry: LogEntry = decode(data, "message data", "audit log entry")?;
+    classify_entry(message, &entry)
 }
 
 fn not_an_audit_log(payload_type: Option<&str>) -> Classification {
@@ -337,13 +289,7 @@ fn not_an_audit_log(payload_type: Option<&str>) -> Classification {
     ))
 }
 
-fn classify_entry<R, D>(
-    message: &Message,
-    entry: &LogEntry<AuditLog<R, D>>,
-) -> Result<Classification, IntakeError>
-where
-    AuditLog<R, D>: Parts,
-{
+fn classify_entry(message: &Message, entry: &LogEntry) -> Result<Classification, IntakeError> {
     let payload = &entry.proto_payload;
     let service = payload.service_name.as_deref().unwrap_or_default();
     let method = payload.method_name.as_deref().unwrap_or_default();
@@ -405,13 +351,7 @@ where
     }
 }
 
-fn set_iam_policy<R, D>(
-    entry: &LogEntry<AuditLog<R, D>>,
-    mut evidence: Evidence,
-) -> Result<Classification, IntakeError>
-where
-    AuditLog<R, D>: Parts,
-{
+fn set_iam_policy(entry: &LogEntry, mut evidence: Evidence) -> Result<Classification, IntakeError> {
     let payload = &entry.proto_payload;
     let scope = payload
         .resource_name
@@ -431,7 +371,7 @@ where
         )));
     };
 
-    let deltas = payload.deltas()?;
+    let deltas = payload.deltas();
     let removes: Vec<&BindingDelta> = deltas
         .iter()
         .filter(|d| {
@@ -478,13 +418,7 @@ where
 /// An IAM v2 deny policy created, updated or deleted: its attachment point (project, folder or
 /// organization) is re-verified with its deny policies read again. The attachment point is read from
 /// `resourceName`, else the request's `name` (update, delete) or `parent` (create).
-fn deny_policy_change<R, D>(
-    entry: &LogEntry<AuditLog<R, D>>,
-    evidence: Evidence,
-) -> Result<Classification, IntakeError>
-where
-    AuditLog<R, D>: Parts,
-{
+fn deny_policy_change(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
     let payload = &entry.proto_payload;
     let request = payload.request_view();
     let names = [
@@ -538,22 +472,10 @@ fn deny_attachment_scope(name: &str) -> Option<Scope> {
     resource_scope(point)
 }
 
-/// Reads `policyDelta.bindingDeltas` from `serviceData` or `metadata`, if that object has one.
-fn deltas_at(holder: Option<Value>, what: &'static str) -> Result<Vec<BindingDelta>, IntakeError> {
-    let Some(holder @ Value::Object(_)) = holder else {
-        return Ok(Vec::new());
-    };
-    let holder: DeltaHolder = decode(holder, what)?;
-    Ok(holder.policy_delta.unwrap_or_default().binding_deltas)
-}
-
-fn service_account_removed<R, D>(
-    entry: &LogEntry<AuditLog<R, D>>,
+fn service_account_removed(
+    entry: &LogEntry,
     evidence: Evidence,
-) -> Result<Classification, IntakeError>
-where
-    AuditLog<R, D>: Parts,
-{
+) -> Result<Classification, IntakeError> {
     let payload = &entry.proto_payload;
     let labels = entry.resource.as_ref().map(|r| &r.labels);
     let request = payload.request_view();
@@ -605,13 +527,7 @@ where
     }]))
 }
 
-fn disable_service<R, D>(
-    entry: &LogEntry<AuditLog<R, D>>,
-    evidence: Evidence,
-) -> Result<Classification, IntakeError>
-where
-    AuditLog<R, D>: Parts,
-{
+fn disable_service(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
     let payload = &entry.proto_payload;
     let request = payload.request_view();
     let request_name = request.as_ref().and_then(|r| r.name);
@@ -657,13 +573,7 @@ where
     }]))
 }
 
-fn node_pool_change<R, D>(
-    entry: &LogEntry<AuditLog<R, D>>,
-    evidence: Evidence,
-) -> Result<Classification, IntakeError>
-where
-    AuditLog<R, D>: Parts,
-{
+fn node_pool_change(entry: &LogEntry, evidence: Evidence) -> Result<Classification, IntakeError> {
     let payload = &entry.proto_payload;
     let operation = entry.operation.as_ref();
     let is_first = operation.and_then(|o| o.first).unwrap_or(false);
@@ -709,32 +619,6 @@ where
         deny_policies_changed: false,
         evidence,
     }]))
-}
-
-/// Node service accounts named by a CreateCluster / CreateNodePool / UpdateNodePool request. The literal
-/// `"default"` (the Compute default account) needs the project number, which the core resolves; it is not
-/// listed here.
-fn requested_service_accounts(request: &Value) -> Vec<ServiceAccountEmail> {
-    const DIRECT: [&str; 3] = [
-        "/nodePool/config/serviceAccount",
-        "/cluster/nodeConfig/serviceAccount",
-        "/cluster/autoscaling/autoprovisioningNodePoolDefaults/serviceAccount",
-    ];
-    let pools = request
-        .pointer("/cluster/nodePools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten();
-    let candidates = DIRECT
-        .iter()
-        .filter_map(|p| request.pointer(p))
-        .chain(
-            pools
-                .take(1000)
-                .filter_map(|pool| pool.pointer("/config/serviceAccount")),
-        )
-        .filter_map(Value::as_str);
-    unique_accounts(candidates)
 }
 
 /// The valid service account emails among `candidates`, each once, in order.

@@ -13,7 +13,8 @@ use http::HeaderMap;
 use serde::Deserialize;
 
 use super::{
-    IntakeError, MAX_DATA_BYTES, MAX_PUSH_BODY_BYTES, Message, decode, parse_json, sanitize,
+    IntakeError, MAX_DATA_BYTES, MAX_JSON_DEPTH, MAX_PUSH_BODY_BYTES, Message, check_depth, decode,
+    sanitize,
 };
 
 /// Standard-alphabet base64 that accepts data with or without padding.
@@ -109,18 +110,17 @@ pub fn parse_push(
     }
     let kind = body_kind(content_type)?;
     let unwrapped_by_header = headers.contains_key(HEADER_MESSAGE_ID);
-    let wrapped_json = kind == BodyKind::Json && !unwrapped_by_header;
-    let message = match wrapped_json.then(|| parse_wrapped_once(body)).flatten() {
-        Some(message) => message?,
-        None if wrapped_json && looks_wrapped(body) => parse_wrapped(body)?,
-        None => parse_unwrapped(body, headers)?,
+    let message = if kind == BodyKind::Json && !unwrapped_by_header && looks_wrapped(body) {
+        parse_wrapped(body)?
+    } else {
+        parse_unwrapped(body, headers)?
     };
     super::check_message_bounds(&message)?;
     Ok(message)
 }
 
 /// True if the body is a JSON object with a top-level `message` key (checked cheaply, without parsing).
-pub(super) fn looks_wrapped(body: &[u8]) -> bool {
+fn looks_wrapped(body: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(body) else {
         return false;
     };
@@ -134,7 +134,7 @@ pub(super) fn looks_wrapped(body: &[u8]) -> bool {
         #[serde(default)]
         message: Option<serde::de::IgnoredAny>,
     }
-    if super::check_depth(text.as_bytes(), super::MAX_JSON_DEPTH).is_err() {
+    if check_depth(text.as_bytes(), MAX_JSON_DEPTH).is_err() {
         // Let parse_wrapped report the depth error if it has a message key; decide by a plain search.
         return text.contains("\"message\"");
     }
@@ -145,22 +145,10 @@ pub(super) fn looks_wrapped(body: &[u8]) -> bool {
     }
 }
 
-/// The common case in one pass: a body that is a well-formed envelope decodes straight into [`Envelope`].
-/// `None` when it is not (malformed, no `message`, a field of the wrong type, too deep): then the body is
-/// classified by [`looks_wrapped`] and parsed by [`parse_wrapped`] or [`parse_unwrapped`] as before, with
-/// their errors.
-pub(super) fn parse_wrapped_once(body: &[u8]) -> Option<Result<Message, IntakeError>> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if *first != b'{' || super::check_depth(body, super::MAX_JSON_DEPTH).is_err() {
-        return None;
-    }
-    let envelope: Envelope = serde_json::from_slice(body).ok()?;
-    Some(message_of(envelope))
-}
-
-pub(super) fn parse_wrapped(body: &[u8]) -> Result<Message, IntakeError> {
-    let value = parse_json(body, "push body")?;
-    message_of(decode(value, "push envelope")?)
+/// Decodes a wrapped envelope once, typed, its errors naming the failing field.
+fn parse_wrapped(body: &[u8]) -> Result<Message, IntakeError> {
+    check_depth(body, MAX_JSON_DEPTH)?;
+    message_of(decode(body, "push body", "push envelope")?)
 }
 
 /// The message of a decoded envelope, its data decoded from base64 once.

@@ -18,18 +18,16 @@
 mod asset_feed;
 mod audit_log;
 mod envelope;
+mod loose;
 mod recommendation;
+mod shape;
 mod sweep;
 pub mod tool;
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::domain::iam::{Member, Role, ServiceAccountEmail};
 use crate::domain::requirements::{
@@ -39,6 +37,7 @@ use crate::domain::requirements::{
 
 pub use audit_log::HANDLED_METHODS;
 pub use envelope::parse_push;
+use shape::Shape;
 
 /// What to answer Pub/Sub for one message, push or pull: the one contract between the handlers
 /// of a message (the engine, notification delivery) and the transports (`server`, the job's pull loop).
@@ -324,304 +323,40 @@ fn classify_unbounded(message: &Message) -> Result<Classification, IntakeError> 
     if text.is_empty() {
         return Ok(Classification::ignored("message data is empty"));
     }
-    if !text.starts_with(['{', '[', '"']) {
+    if !text.starts_with(['{', '[', '"'])
+        && let Some(classification) = recommendation::classify_name_text(message, text)
+    {
         // A plain-text recommendation name is the only non-JSON data we understand.
-        if let Some(name) = recommendation::RecommendationName::parse(text) {
-            return Ok(recommendation::classify_name(message, name, None));
-        }
+        return classification;
     }
-    if text.starts_with('{') {
-        check_depth(text.as_bytes(), MAX_JSON_DEPTH)?;
-        // One pass: the bytes straight into the typed shapes. Anything the typed decode refuses (a
-        // field of the wrong type, a duplicate key, malformed JSON) or cannot decide is classified by the
-        // fallback below, which keeps the field-naming errors.
-        if let Ok(data) = serde_json::from_str::<TypedData>(text)
-            && let Some(classification) = classify_typed(message, data)
-        {
-            return classification;
+    let data = text.as_bytes();
+    check_depth(data, MAX_JSON_DEPTH)?;
+    match Shape::of(data)? {
+        Shape::LogEntry { payload_type } => {
+            audit_log::classify(message, data, payload_type.as_deref())
         }
-    }
-    classify_value(message, text)
-}
-
-/// The fallback: the data parsed into a `serde_json::Value`, then each shape decoded from it.
-fn classify_value(message: &Message, text: &str) -> Result<Classification, IntakeError> {
-    let value = parse_json(text.as_bytes(), "message data")?;
-    match value {
-        Value::Object(object) => classify_object(message, object),
-        Value::String(s) => match recommendation::RecommendationName::parse(s.trim()) {
-            Some(name) => Ok(recommendation::classify_name(message, name, None)),
-            None => Ok(Classification::ignored(
-                "message data is a JSON string that is not a recommendation name",
-            )),
-        },
-        other => Ok(Classification::ignored(format!(
-            "message data is a JSON {}, not an object we understand",
-            json_kind(&other)
+        Shape::Sweep => sweep::classify(message, data),
+        Shape::RecommendationBody => recommendation::classify_body(message, data),
+        Shape::RecommendationReference => recommendation::classify_reference(message, data),
+        Shape::AssetFeed => asset_feed::classify(message, data),
+        Shape::OtherLogEntry => Ok(Classification::ignored(
+            "log entry without an audit-log protoPayload",
+        )),
+        Shape::Unknown { keys } => Ok(Classification::ignored(format!(
+            "unknown JSON message shape (keys: {})",
+            keys.join(", ")
+        ))),
+        Shape::Text(s) => {
+            recommendation::classify_name_text(message, s.trim()).unwrap_or_else(|| {
+                Ok(Classification::ignored(
+                    "message data is a JSON string that is not a recommendation name",
+                ))
+            })
+        }
+        Shape::Other(kind) => Ok(Classification::ignored(format!(
+            "message data is a JSON {kind}, not an object we understand"
         ))),
     }
-}
-
-fn classify_object(
-    message: &Message,
-    object: serde_json::Map<String, Value>,
-) -> Result<Classification, IntakeError> {
-    if object.contains_key("protoPayload") {
-        return audit_log::classify(message, Value::Object(object));
-    }
-    if object.contains_key("sweep") {
-        return sweep::classify(message, Value::Object(object));
-    }
-    if object.contains_key("recommenderSubtype") {
-        return recommendation::classify_body(message, Value::Object(object));
-    }
-    if object.contains_key("recommendation") {
-        return recommendation::classify_reference(message, Value::Object(object));
-    }
-    if object.contains_key("asset") || object.contains_key("priorAsset") {
-        return asset_feed::classify(message, Value::Object(object));
-    }
-    if object.contains_key("logName")
-        && (object.contains_key("textPayload") || object.contains_key("jsonPayload"))
-    {
-        return Ok(Classification::ignored(
-            "log entry without an audit-log protoPayload",
-        ));
-    }
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).take(8).collect();
-    keys.sort_unstable();
-    let keys: Vec<String> = keys.iter().map(|k| sanitize(k, 40)).collect();
-    Ok(Classification::ignored(format!(
-        "unknown JSON message shape (keys: {})",
-        keys.join(", ")
-    )))
-}
-
-/// A JSON object decoded as `T`. serde accepts a JSON array for a struct (its elements taken as the fields
-/// in order); where the fallback path looks fields up by name, only an object may stand, so an array fails
-/// the one-pass decode here and the message goes to the fallback path.
-pub(super) struct Obj<T>(pub(super) T);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ObjVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
-            type Value = Obj<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
-            }
-        }
-        deserializer.deserialize_map(ObjVisitor(PhantomData))
-    }
-}
-
-/// `recommendation` of a recommendation reference: a name or a body.
-enum TypedReference {
-    Name(String),
-    Body(recommendation::Recommendation),
-}
-
-impl<'de> Deserialize<'de> for TypedReference {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ReferenceVisitor;
-        impl<'de> Visitor<'de> for ReferenceVisitor {
-            type Value = TypedReference;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a recommendation name or object")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TypedReference, E> {
-                Ok(TypedReference::Name(v.to_owned()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TypedReference, A::Error> {
-                Deserialize::deserialize(MapAccessDeserializer::new(map)).map(TypedReference::Body)
-            }
-        }
-        deserializer.deserialize_any(ReferenceVisitor)
-    }
-}
-
-/// Every top-level key that classification reads, of every shape, decoded in one pass over the message
-/// data (keys of no shape are skipped without being kept). A key present twice fails the decode (the
-/// fallback path then decides, as it always did: the last value wins).
-#[derive(Default)]
-struct TypedData {
-    /// Keys seen, as bits of [`Key`]; `others` counts keys of no shape.
-    seen: u32,
-    others: usize,
-    insert_id: Option<String>,
-    log_name: Option<String>,
-    timestamp: Option<String>,
-    resource: Option<audit_log::MonitoredResource>,
-    operation: Option<audit_log::Operation>,
-    proto_payload: Option<audit_log::TypedAuditLog>,
-    sweep: Option<sweep::SweepRequest>,
-    name: Option<String>,
-    recommender_subtype: Option<String>,
-    etag: Option<String>,
-    state_info: Option<recommendation::StateInfo>,
-    target_resources: Vec<String>,
-    recommendation: Option<TypedReference>,
-    asset: Option<asset_feed::Asset>,
-    prior_asset: Option<asset_feed::Asset>,
-    prior_asset_state: Option<String>,
-    deleted: Option<bool>,
-    window: Option<asset_feed::Window>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(field_identifier, rename_all = "camelCase")]
-enum Key {
-    InsertId,
-    LogName,
-    Timestamp,
-    Resource,
-    Operation,
-    ProtoPayload,
-    TextPayload,
-    JsonPayload,
-    Sweep,
-    Name,
-    RecommenderSubtype,
-    Etag,
-    StateInfo,
-    TargetResources,
-    Recommendation,
-    Asset,
-    PriorAsset,
-    PriorAssetState,
-    Deleted,
-    Window,
-    #[serde(other)]
-    Other,
-}
-
-impl TypedData {
-    fn has(&self, key: Key) -> bool {
-        self.seen & (1 << key as u32) != 0
-    }
-}
-
-impl<'de> Deserialize<'de> for TypedData {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct DataVisitor;
-        impl<'de> Visitor<'de> for DataVisitor {
-            type Value = TypedData;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypedData, A::Error> {
-                let mut d = TypedData::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    if let Key::Other = key {
-                        d.others += 1;
-                        map.next_value::<IgnoredAny>()?;
-                        continue;
-                    }
-                    let bit = 1 << key as u32;
-                    if d.seen & bit != 0 {
-                        return Err(serde::de::Error::custom("duplicate key"));
-                    }
-                    d.seen |= bit;
-                    match key {
-                        Key::InsertId => d.insert_id = map.next_value()?,
-                        Key::LogName => d.log_name = map.next_value()?,
-                        Key::Timestamp => d.timestamp = map.next_value()?,
-                        Key::Resource => d.resource = map.next_value()?,
-                        Key::Operation => d.operation = map.next_value()?,
-                        Key::ProtoPayload => d.proto_payload = map.next_value()?,
-                        Key::TextPayload | Key::JsonPayload => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                        Key::Sweep => d.sweep = map.next_value()?,
-                        Key::Name => d.name = map.next_value()?,
-                        Key::RecommenderSubtype => d.recommender_subtype = map.next_value()?,
-                        Key::Etag => d.etag = map.next_value()?,
-                        Key::StateInfo => d.state_info = map.next_value()?,
-                        Key::TargetResources => d.target_resources = map.next_value()?,
-                        Key::Recommendation => d.recommendation = map.next_value()?,
-                        Key::Asset => d.asset = map.next_value()?,
-                        Key::PriorAsset => d.prior_asset = map.next_value()?,
-                        Key::PriorAssetState => d.prior_asset_state = map.next_value()?,
-                        Key::Deleted => d.deleted = map.next_value()?,
-                        Key::Window => d.window = map.next_value()?,
-                        Key::Other => unreachable!("handled above"),
-                    }
-                }
-                Ok(d)
-            }
-        }
-        deserializer.deserialize_map(DataVisitor)
-    }
-}
-
-/// Classifies message data decoded in one pass, dispatching on the same keys in the same order as
-/// [`classify_object`]. `None`: the fallback path must decide (a shape whose one-pass decode cannot give
-/// the fallback's answer: a `null` where a value decides, a sweep with other keys, an unknown shape).
-fn classify_typed(message: &Message, d: TypedData) -> Option<Result<Classification, IntakeError>> {
-    if d.has(Key::ProtoPayload) {
-        let entry = audit_log::LogEntry {
-            insert_id: d.insert_id,
-            log_name: d.log_name,
-            timestamp: d.timestamp,
-            resource: d.resource,
-            operation: d.operation,
-            proto_payload: d.proto_payload?,
-        };
-        return Some(audit_log::classify_typed(message, &entry));
-    }
-    if d.has(Key::Sweep) {
-        // The fallback refuses unknown keys beside `sweep` with the key's name.
-        if d.seen != 1 << Key::Sweep as u32 || d.others > 0 {
-            return None;
-        }
-        return Some(sweep::classify_request(
-            message,
-            d.sweep.unwrap_or_default(),
-        ));
-    }
-    let body = |d: TypedData| recommendation::Recommendation {
-        name: d.name,
-        recommender_subtype: d.recommender_subtype,
-        etag: d.etag,
-        state_info: d.state_info,
-        target_resources: d.target_resources,
-    };
-    if d.has(Key::RecommenderSubtype) {
-        return Some(recommendation::classify_recommendation(message, body(d)));
-    }
-    if d.has(Key::Recommendation) {
-        return Some(match d.recommendation? {
-            TypedReference::Name(raw) => {
-                recommendation::classify_reference_name(message, &raw, d.etag)
-            }
-            TypedReference::Body(b) => recommendation::classify_recommendation(message, b),
-        });
-    }
-    if d.has(Key::Asset) || d.has(Key::PriorAsset) {
-        return Some(Ok(asset_feed::classify_temporal(
-            message,
-            asset_feed::TemporalAsset {
-                asset: d.asset,
-                prior_asset: d.prior_asset,
-                prior_asset_state: d.prior_asset_state,
-                deleted: d.deleted,
-                window: d.window,
-            },
-        )));
-    }
-    None
-}
-
-/// Parses JSON after checking its nesting depth, so serde never recurses deeply on untrusted input.
-fn parse_json(bytes: &[u8], what: &'static str) -> Result<Value, IntakeError> {
-    check_depth(bytes, MAX_JSON_DEPTH)?;
-    serde_json::from_slice(bytes).map_err(|e| IntakeError::NotJson {
-        what,
-        message: excerpt(&e.to_string(), MAX_ERROR_DETAIL_BYTES),
-    })
 }
 
 /// Rejects JSON whose object/array nesting exceeds `limit`, scanning bytes (strings and escapes aware).
@@ -655,29 +390,37 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), IntakeError> {
     Ok(())
 }
 
-/// Decodes a JSON value into `T`, reporting the failing field's path.
-fn decode<T: serde::de::DeserializeOwned>(
-    value: Value,
+/// Decodes JSON text (whose depth [`check_depth`] has bounded) straight into `T`, in one pass.
+///
+/// Malformed JSON (or trailing text) is [`IntakeError::NotJson`] about `text` (`push body`, `message
+/// data`); JSON of the wrong shape is [`IntakeError::Json`] about `what`, with the path of the failing
+/// field from `serde_path_to_error` (`protoPayload.serviceName`).
+fn decode<T: DeserializeOwned>(
+    json: &[u8],
+    text: &'static str,
     what: &'static str,
 ) -> Result<T, IntakeError> {
-    // serde quotes offending values (a string of any length) and paths name client keys: both are cut,
-    // since the error goes into log lines.
-    serde_path_to_error::deserialize(value).map_err(|e| IntakeError::Json {
-        what,
-        path: excerpt(&e.path().to_string(), MAX_ERROR_DETAIL_BYTES),
-        message: excerpt(&e.inner().to_string(), MAX_ERROR_DETAIL_BYTES),
-    })
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
+    let not_json = |e: &serde_json::Error| IntakeError::NotJson {
+        what: text,
+        message: excerpt(&e.to_string(), MAX_ERROR_DETAIL_BYTES),
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let decoded = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        // serde quotes offending values (a string of any length) and paths name client keys: both
+        // are cut, since the error goes into log lines.
+        let path = excerpt(&e.path().to_string(), MAX_ERROR_DETAIL_BYTES);
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => IntakeError::Json {
+                what,
+                path,
+                message: excerpt(&inner.to_string(), MAX_ERROR_DETAIL_BYTES),
+            },
+            _ => not_json(&inner),
+        }
+    })?;
+    deserializer.end().map_err(|e| not_json(&e))?;
+    Ok(decoded)
 }
 
 /// Shortens and de-controls an untrusted string before it goes into a reason or log line.

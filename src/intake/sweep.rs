@@ -5,7 +5,6 @@
 //! error, not silently ignored: a typo must not turn into a sweep of the whole configured scope.
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::{
     Classification, Evidence, Hint, IntakeError, Message, Scope, Source, decode, resource_scope,
@@ -23,7 +22,7 @@ struct SweepMessage {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-pub(super) struct SweepRequest {
+struct SweepRequest {
     #[serde(default)]
     projects: Vec<String>,
     #[serde(default)]
@@ -32,16 +31,15 @@ pub(super) struct SweepRequest {
     organization: Option<String>,
 }
 
-/// Classifies a sweep request (a JSON object with `sweep`) from a parsed JSON value.
-pub(super) fn classify(message: &Message, value: Value) -> Result<Classification, IntakeError> {
-    let request = decode::<SweepMessage>(value, "sweep request")?
+/// Classifies a sweep request (JSON data with `sweep`), decoded once.
+pub(super) fn classify(message: &Message, data: &[u8]) -> Result<Classification, IntakeError> {
+    let request = decode::<SweepMessage>(data, "message data", "sweep request")?
         .sweep
         .unwrap_or_default();
     classify_request(message, request)
 }
 
-/// Classifies the decoded `sweep` object of a sweep request.
-pub(super) fn classify_request(
+fn classify_request(
     message: &Message,
     request: SweepRequest,
 ) -> Result<Classification, IntakeError> {

@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
+use serde_json::Value;
 
 use super::*;
 
@@ -647,7 +648,9 @@ fn audit_entries_with_wrongly_typed_fields_name_the_path() {
     ))
     .unwrap_err();
     match err {
-        IntakeError::Json { path, .. } => assert_eq!(path, "policyDelta.bindingDeltas"),
+        IntakeError::Json { path, .. } => {
+            assert_eq!(path, "protoPayload.serviceData.policyDelta.bindingDeltas")
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -738,6 +741,63 @@ fn a_bad_recommendation_reference_is_an_error() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_recommendation_name_that_could_change_the_request_url_is_refused_in_every_form() {
+    let base = "projects/123456789012/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations";
+    let bad = [
+        format!("{base}/0a1b?alt=media"),
+        format!("{base}/0a1b#x"),
+        format!("{base}/0a1b:markSucceeded"),
+        format!("{base}/.."),
+        format!("{base}/%2e%2e"),
+        format!("{base}/0a1b%2F..%2F"),
+        format!("{base}/"),
+        REC_NAME.replace("us-central1", ".."),
+        REC_NAME.replace("us-central1", "US_CENTRAL1"),
+        REC_NAME.replace("123456789012", "Not_A_Project"),
+        REC_NAME.replace("projects/123456789012", "folders/abc"),
+        REC_NAME.replace("google.container.DiagnosisRecommender", ".hidden"),
+        format!("{REC_NAME}/extra"),
+    ];
+    for name in &bad {
+        let forms = [
+            name.clone(),
+            serde_json::json!(name).to_string(),
+            serde_json::json!({ "recommendation": name }).to_string(),
+            with_value_at(
+                fixture!("recommendation-body.json"),
+                "/name",
+                serde_json::json!(name),
+            ),
+        ];
+        for data in forms {
+            assert!(
+                matches!(
+                    classify(&message(&data)),
+                    Err(IntakeError::Invalid {
+                        what: "recommendation name",
+                        ..
+                    })
+                ),
+                "{data}: {:?}",
+                classify(&message(&data))
+            );
+        }
+    }
+    // The documented shapes are taken: a folder's finding points at the folder, a billing account's
+    // is valid but not ours.
+    let folder = REC_NAME.replace("projects/123456789012", "folders/987654321098");
+    assert_eq!(
+        one_hint(&folder).scope,
+        Scope::Folder("987654321098".into())
+    );
+    let billing = REC_NAME.replace(
+        "projects/123456789012",
+        "billingAccounts/01AB23-45CD67-89EF01",
+    );
+    assert!(ignored_reason(&billing).contains("billingAccounts"));
 }
 
 // ---- asset feed ----
@@ -1074,170 +1134,131 @@ fn a_decode_error_quoting_a_huge_client_string_is_cut_before_it_can_reach_a_log(
     );
 }
 
-// --- One pass and the fallback agree --------------------------------------------------------------
+// --- Every shape is decoded by one typed path whose errors name the field ---------------------------
 
-/// Every JSON file of the intake fixtures and the classify-data fuzz seeds.
-fn json_samples() -> Vec<(String, Value)> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut out = Vec::new();
-    for dir in ["tests/fixtures/intake", "fuzz/seeds/classify_data"] {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for path in files {
-            let text = std::fs::read_to_string(&path).unwrap();
-            if let Ok(value) = serde_json::from_str::<Value>(&text) {
-                out.push((path.display().to_string(), value));
-            }
-        }
-    }
-    out
+/// `data` with the value at JSON `pointer` replaced by `with`.
+fn with_value_at(data: &str, pointer: &str, with: Value) -> String {
+    let mut value: Value = serde_json::from_str(data).unwrap();
+    *value
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("{pointer}")) = with;
+    value.to_string()
 }
 
-/// The value with the node at `index` (pre-order) replaced by `with(node)`; `None` past the last node.
-fn replace_node(value: &Value, index: usize, with: &dyn Fn(&Value) -> Value) -> Option<Value> {
-    fn walk(v: &mut Value, left: &mut usize, with: &dyn Fn(&Value) -> Value) -> bool {
-        if *left == 0 {
-            *v = with(v);
-            return true;
-        }
-        *left -= 1;
-        match v {
-            Value::Object(map) => map.values_mut().any(|c| walk(c, left, with)),
-            Value::Array(items) => items.iter_mut().any(|c| walk(c, left, with)),
-            _ => false,
-        }
-    }
-    let mut copy = value.clone();
-    let mut left = index;
-    walk(&mut copy, &mut left, with).then_some(copy)
-}
-
-/// Data that the one-pass decode and the `Value` fallback both see: each sample, and each sample with
-/// each of its nodes (up to 200) replaced by null, a number, a string, an empty array, an empty object,
-/// or wrapped in an array, plus a duplicated first key.
-fn data_variants() -> Vec<(String, String)> {
-    type Replace<'a> = &'a dyn Fn(&Value) -> Value;
-    let replacements: [(&str, Replace); 6] = [
-        ("null", &|_| Value::Null),
-        ("number", &|_| serde_json::json!(5)),
-        ("string", &|_| serde_json::json!("projects/other-project")),
-        ("empty array", &|_| serde_json::json!([])),
-        ("empty object", &|_| serde_json::json!({})),
-        ("wrapped in an array", &|v| serde_json::json!([v])),
+#[test]
+fn a_wrongly_typed_field_of_every_shape_is_refused_with_its_path() {
+    let cases = [
+        (
+            fixture!("audit-set-iam-policy-remove-service-data.json"),
+            "/protoPayload/serviceName",
+            serde_json::json!(5),
+            "audit log entry",
+            "protoPayload.serviceName",
+        ),
+        (
+            fixture!("audit-create-node-pool-first.json"),
+            "/protoPayload/authenticationInfo/principalEmail",
+            serde_json::json!(["x"]),
+            "audit log entry",
+            "protoPayload.authenticationInfo.principalEmail",
+        ),
+        (
+            fixture!("audit-set-iam-policy-remove-metadata-folder.json"),
+            "/protoPayload/metadata/policyDelta/bindingDeltas/0/role",
+            serde_json::json!({}),
+            "audit log entry",
+            "protoPayload.metadata.policyDelta.bindingDeltas[0].role",
+        ),
+        (
+            fixture!("recommendation-body.json"),
+            "/stateInfo/state",
+            serde_json::json!(1),
+            "recommendation",
+            "stateInfo.state",
+        ),
+        (
+            fixture!("recommendation-reference.json"),
+            "/recommendation",
+            serde_json::json!(7),
+            "recommendation reference",
+            "recommendation",
+        ),
+        (
+            fixture!("asset-feed-project-removal.json"),
+            "/asset/iamPolicy/bindings",
+            serde_json::json!("none"),
+            "asset feed message",
+            "asset.iamPolicy.bindings",
+        ),
+        (
+            fixture!("sweep-scopes.json"),
+            "/sweep/projects",
+            serde_json::json!("p"),
+            "sweep request",
+            "sweep.projects",
+        ),
     ];
-    let mut out = Vec::new();
-    for (name, value) in json_samples() {
-        out.push((name.clone(), value.to_string()));
-        for index in 1..200 {
-            let mut any = false;
-            for (label, with) in &replacements {
-                if let Some(v) = replace_node(&value, index, *with) {
-                    any = true;
-                    out.push((format!("{name}, node {index} {label}"), v.to_string()));
-                }
+    for (fixture, pointer, with, shape, field) in cases {
+        let data = with_value_at(fixture, pointer, with);
+        match classify(&message(&data)) {
+            Err(IntakeError::Json { what, path, .. }) => {
+                assert_eq!((what, path.as_str()), (shape, field), "{data}")
             }
-            if !any {
-                break;
-            }
-        }
-        if let Some((key, first)) = value.as_object().and_then(|o| o.iter().next()) {
-            let text = value.to_string();
-            let duplicated = format!("{{\"{key}\":{first},{}", &text[1..]);
-            out.push((format!("{name}, first key twice"), duplicated));
+            other => panic!("{pointer}: {other:?}"),
         }
     }
-    out
-}
-
-#[test]
-fn the_one_pass_decode_classifies_every_sample_and_mutation_as_the_fallback_does() {
-    let mut one_pass = 0;
-    let variants = data_variants();
-    for (name, data) in &variants {
-        let m = message(data);
-        let fallback = classify_value(&m, data.trim());
-        let typed = serde_json::from_str::<TypedData>(data.trim())
-            .ok()
-            .and_then(|d| classify_typed(&m, d));
-        if let Some(typed) = typed {
-            one_pass += 1;
-            assert_eq!(typed, fallback, "{name}: {data}");
-        }
-        assert_eq!(classify_unbounded(&m), fallback, "{name}: {data}");
-    }
-    // Not vacuous: most variants take the one pass (the rest are refused by the typed decode).
-    assert!(
-        one_pass * 2 > variants.len(),
-        "{one_pass} of {}",
-        variants.len()
+    let envelope = with_value_at(
+        fixture!("push-wrapped-audit-log.json"),
+        "/message/attributes",
+        serde_json::json!(["k", "v"]),
     );
-}
-
-#[test]
-fn every_known_shape_among_the_samples_is_classified_in_one_pass() {
-    for (name, value) in json_samples() {
-        let keys = value
-            .as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>());
-        let known = keys.as_ref().is_some_and(|k| {
-            k.iter().any(|k| {
-                [
-                    "protoPayload",
-                    "recommenderSubtype",
-                    "asset",
-                    "priorAsset",
-                    "sweep",
-                ]
-                .contains(&k.as_str())
-            })
-        });
-        if !known || name.contains("malformed") || name.contains("wrong-type") {
-            continue;
+    match parse_push(envelope.as_bytes(), None, &HeaderMap::new()) {
+        Err(IntakeError::Json { what, path, .. }) => {
+            assert_eq!(
+                (what, path.as_str()),
+                ("push envelope", "message.attributes")
+            )
         }
-        let data = value.to_string();
-        let typed = serde_json::from_str::<TypedData>(&data)
-            .ok()
-            .and_then(|d| classify_typed(&message(&data), d));
-        assert!(typed.is_some(), "{name} fell back to the Value path");
+        other => panic!("{other:?}"),
     }
 }
 
 #[test]
-fn the_one_pass_envelope_decode_gives_the_fallback_message_for_every_envelope_and_mutation() {
-    let mut one_pass = 0;
-    let mut total = 0;
-    for (name, value) in json_samples() {
-        if value.get("message").is_none() {
-            continue;
-        }
-        let mut bodies = vec![(name.clone(), value.to_string())];
-        for index in 1..200 {
-            match replace_node(&value, index, &|_| Value::Null) {
-                Some(v) => bodies.push((format!("{name}, node {index} null"), v.to_string())),
-                None => break,
-            }
-            if let Some(v) = replace_node(&value, index, &|v| serde_json::json!([v])) {
-                bodies.push((format!("{name}, node {index} in an array"), v.to_string()));
-            }
-            if let Some(v) = replace_node(&value, index, &|_| serde_json::json!(7)) {
-                bodies.push((format!("{name}, node {index} a number"), v.to_string()));
-            }
-        }
-        for (label, body) in bodies {
-            total += 1;
-            if let Some(fast) = envelope::parse_wrapped_once(body.as_bytes()) {
-                one_pass += 1;
-                assert!(envelope::looks_wrapped(body.as_bytes()), "{label}: {body}");
-                assert_eq!(
-                    fast,
-                    envelope::parse_wrapped(body.as_bytes()),
-                    "{label}: {body}"
-                );
-            }
-        }
-    }
-    assert!(one_pass * 4 > total, "{one_pass} of {total}");
+fn a_method_specific_request_or_delta_holder_of_another_kind_reads_as_absent_not_as_an_error() {
+    // `request` and `serviceData` change shape with every method and service: intake reads them by
+    // name where they are objects, as the entry's own fields are strict.
+    let pool = fixture!("audit-create-node-pool-first.json");
+    let hint = one_hint(&with_value_at(
+        pool,
+        "/protoPayload/request/nodePool",
+        serde_json::json!(["config"]),
+    ));
+    assert!(hint.node_service_accounts.is_empty());
+    assert_eq!(hint.scope, project("demo-project"));
+    let hint = one_hint(&with_value_at(
+        pool,
+        "/protoPayload/request",
+        serde_json::json!(5),
+    ));
+    assert!(
+        hint.node_service_accounts.is_empty(),
+        "a request, but no object"
+    );
+    let set = fixture!("audit-set-iam-policy-remove-metadata-folder.json");
+    let reason = ignored_reason(&with_value_at(
+        set,
+        "/protoPayload/metadata",
+        serde_json::json!("policyDelta"),
+    ));
+    assert!(reason.contains("removed no binding"), "{reason}");
+}
+
+#[test]
+fn a_duplicated_key_is_refused_rather_than_one_copy_chosen() {
+    let data = r#"{"sweep":{"projects":["a-project"],"projects":["b-project"]}}"#;
+    assert!(
+        matches!(classify(&message(data)), Err(IntakeError::Json { .. })),
+        "{:?}",
+        classify(&message(data))
+    );
 }
