@@ -3,15 +3,21 @@
 //! people at a terminal.
 //!
 //! tracing-stackdriver can only emit the trace key through an OpenTelemetry layer of an old version;
-//! instead the handler records a plain `trace_id` span field and [`CorrelatingWriter`] lifts it into
-//! `logging.googleapis.com/trace` (`projects/P/traces/T`) on each line before it is written.
+//! instead the handler records a plain `trace_id` span field, [`TraceLayer`] keeps it on the span and
+//! tells the writer the trace of each event, and [`CorrelatingWriter`] appends the key to the line
+//! tracing-stackdriver wrote, which is never parsed again.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log output format.
@@ -55,23 +61,115 @@ pub fn memory_sink() -> (Sink, Arc<Mutex<Vec<u8>>>) {
     )
 }
 
-/// A `MakeWriter` that adds `logging.googleapis.com/trace` from a `trace_id` span field.
+/// The name of the span field that carries a request's trace id.
+const TRACE_FIELD: &str = "trace_id";
+/// Cloud Logging's key for the trace of a line.
+const TRACE_KEY: &str = "logging.googleapis.com/trace";
+
+thread_local! {
+    /// The trace member (`,"logging.googleapis.com/trace":"..."`) of the event this thread is writing:
+    /// set by [`TraceLayer`] for every event just before tracing-stackdriver formats it on the same
+    /// thread, taken by the [`CorrelatingWriter`] it writes through.
+    static EVENT_TRACE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A span's trace id, as its `trace_id` field was last recorded (never empty).
+struct SpanTrace(String);
+
+/// Reads the `trace_id` field of a span's values.
+#[derive(Default)]
+struct TraceVisitor(Option<String>);
+
+impl Visit for TraceVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == TRACE_FIELD {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == TRACE_FIELD {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+}
+
+/// Keeps each span's `trace_id` field in the span's extensions and, for each event, hands the trace
+/// of the nearest span that has one (the event's own span first, then its parents) to the writer.
+pub struct TraceLayer {
+    project: Option<String>,
+}
+
+impl TraceLayer {
+    /// Traces are named `projects/{project}/traces/{id}`, or by their bare id without a project.
+    pub fn new(project: Option<String>) -> Self {
+        Self { project }
+    }
+
+    /// Keeps the trace a span's values recorded (an empty one removes the span's trace).
+    fn keep<S>(span: Option<SpanRef<'_, S>>, visitor: TraceVisitor)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let (Some(span), Some(trace)) = (span, visitor.0) else {
+            return;
+        };
+        let mut extensions = span.extensions_mut();
+        extensions.remove::<SpanTrace>();
+        if !trace.is_empty() {
+            extensions.insert(SpanTrace(trace));
+        }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let mut visitor = TraceVisitor::default();
+        attrs.record(&mut visitor);
+        Self::keep(ctx.span(id), visitor);
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let mut visitor = TraceVisitor::default();
+        values.record(&mut visitor);
+        Self::keep(ctx.span(id), visitor);
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let trace = ctx.event_scope(event).and_then(|mut scope| {
+            scope.find_map(|span| span.extensions().get::<SpanTrace>().map(|t| t.0.clone()))
+        });
+        let member = trace.map(|trace| {
+            let value = match &self.project {
+                Some(p) => format!("projects/{p}/traces/{trace}"),
+                None => trace,
+            };
+            format!(",{}:{}", Value::from(TRACE_KEY), Value::from(value))
+        });
+        EVENT_TRACE.with(|t| *t.borrow_mut() = member);
+    }
+}
+
+/// A `MakeWriter` that writes each line to a sink, with the trace [`TraceLayer`] found for its event
+/// appended as the line's last member.
 #[derive(Clone)]
 pub struct CorrelatingWriter {
-    project: Option<String>,
     sink: Sink,
 }
 
 impl CorrelatingWriter {
-    /// Writes to `sink`, correlating traces in `project`.
-    pub fn new(project: Option<String>, sink: Sink) -> Self {
-        Self { project, sink }
+    /// Writes to `sink`.
+    pub fn new(sink: Sink) -> Self {
+        Self { sink }
     }
 }
 
-/// One event's buffer; processed and flushed on drop.
+/// One event's buffer; flushed on drop.
 pub struct LineBuffer {
-    project: Option<String>,
+    trace: Option<String>,
     sink: Sink,
     buf: Vec<u8>,
 }
@@ -92,9 +190,13 @@ impl Drop for LineBuffer {
         if self.buf.is_empty() {
             return;
         }
-        let mut out = Vec::with_capacity(self.buf.len() + 80);
+        let Some(trace) = &self.trace else {
+            (self.sink)(&self.buf);
+            return;
+        };
+        let mut out = Vec::with_capacity(self.buf.len() + trace.len());
         for line in self.buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            out.extend_from_slice(&correlate(line, self.project.as_deref()));
+            out.extend_from_slice(&with_member(line, trace));
             out.push(b'\n');
         }
         (self.sink)(&out);
@@ -106,44 +208,42 @@ impl<'a> MakeWriter<'a> for CorrelatingWriter {
 
     fn make_writer(&'a self) -> Self::Writer {
         LineBuffer {
-            project: self.project.clone(),
+            trace: EVENT_TRACE.with(|t| t.borrow_mut().take()),
             sink: self.sink.clone(),
             buf: Vec::new(),
         }
     }
 }
 
-fn find_trace(v: &Value) -> Option<String> {
-    let from = |s: &Value| {
-        s.get("trace_id")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
+/// One JSON object `line` with `member` (`,"key":value`) added before its closing brace; a line that
+/// is not an object is left alone.
+fn with_member(line: &[u8], member: &str) -> Vec<u8> {
+    let end = line.iter().rposition(|b| !b.is_ascii_whitespace());
+    let (Some(end), Some(b'{')) = (end, line.first()) else {
+        return line.to_vec();
     };
-    v.get("span")
-        .and_then(from)
-        .or_else(|| v.get("spans")?.as_array()?.iter().rev().find_map(from))
+    if line[end] != b'}' {
+        return line.to_vec();
+    }
+    let member = match line[..end].iter().rposition(|b| !b.is_ascii_whitespace()) {
+        Some(last) if line[last] == b'{' => &member[1..],
+        _ => member,
+    };
+    let mut out = Vec::with_capacity(line.len() + member.len());
+    out.extend_from_slice(&line[..end]);
+    out.extend_from_slice(member.as_bytes());
+    out.extend_from_slice(&line[end..]);
+    out
 }
 
-/// Adds the Cloud Logging trace key to one JSON line when a span carries `trace_id`.
-pub fn correlate(line: &[u8], project: Option<&str>) -> Vec<u8> {
-    let Ok(mut v) = serde_json::from_slice::<Value>(line) else {
-        return line.to_vec();
-    };
-    let Some(trace) = find_trace(&v) else {
-        return line.to_vec();
-    };
-    if let Some(map) = v.as_object_mut() {
-        let value = match project {
-            Some(p) => format!("projects/{p}/traces/{trace}"),
-            None => trace,
-        };
-        map.insert(
-            "logging.googleapis.com/trace".to_owned(),
-            Value::String(value),
-        );
-    }
-    serde_json::to_vec(&v).unwrap_or_else(|_| line.to_vec())
+/// The Cloud Logging JSON layer: tracing-stackdriver's lines, written to `sink`, with the trace of
+/// [`TraceLayer`] correlated in `project`.
+pub fn json_layer<S>(project: Option<String>, sink: Sink) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    TraceLayer::new(project)
+        .and_then(tracing_stackdriver::layer().with_writer(CorrelatingWriter::new(sink)))
 }
 
 fn filter() -> tracing_subscriber::EnvFilter {
@@ -156,11 +256,9 @@ fn filter() -> tracing_subscriber::EnvFilter {
 pub fn init(format: LogFormat, project: Option<String>) {
     match format {
         LogFormat::Json => {
-            let layer = tracing_stackdriver::layer()
-                .with_writer(CorrelatingWriter::new(project, stderr_sink()));
             let _ = tracing_subscriber::registry()
                 .with(filter())
-                .with(layer)
+                .with(json_layer(project, stderr_sink()))
                 .try_init();
         }
         LogFormat::Text => {
@@ -193,13 +291,21 @@ mod tests {
         );
     }
 
+    /// The JSON lines `emit` logs through the JSON layer (trace project `ops-project`).
+    fn json_lines(emit: impl FnOnce()) -> Vec<Value> {
+        let (sink, buf) = memory_sink();
+        let subscriber =
+            tracing_subscriber::registry().with(json_layer(Some("ops-project".to_owned()), sink));
+        tracing::subscriber::with_default(subscriber, emit);
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_log_line_in_a_request_span_carries_severity_message_fields_and_the_trace() {
-        let (sink, buf) = memory_sink();
-        let layer = tracing_stackdriver::layer()
-            .with_writer(CorrelatingWriter::new(Some("ops-project".to_owned()), sink));
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+        let lines = json_lines(|| {
             let span = tracing::info_span!(
                 "pubsub_push",
                 message_id = "42",
@@ -212,8 +318,7 @@ mod tests {
                 "finding outcome"
             );
         });
-        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
-        let line: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        let line = &lines[0];
         assert_eq!(line["severity"], "WARNING");
         assert_eq!(line["message"], "finding outcome");
         assert_eq!(line["project"], "demo-project");
@@ -226,11 +331,69 @@ mod tests {
     }
 
     #[test]
-    fn lines_without_a_trace_are_left_alone() {
+    fn the_nearest_span_with_a_trace_names_it_and_a_line_outside_every_span_has_none() {
+        let lines = json_lines(|| {
+            let outer = tracing::info_span!("outer", trace_id = "aaaa");
+            let o = outer.enter();
+            let inner = tracing::info_span!("inner", trace_id = tracing::field::Empty);
+            let i = inner.enter();
+            tracing::info!("only the outer span has one");
+            inner.record("trace_id", "bbbb");
+            tracing::info!("the inner one was recorded later");
+            inner.record("trace_id", "");
+            tracing::info!("an empty one does not count");
+            drop(i);
+            drop(o);
+            tracing::info!("outside");
+        });
+        let traces: Vec<Value> = lines
+            .iter()
+            .map(|l| l["logging.googleapis.com/trace"].clone())
+            .collect();
+        let expected: Vec<Value> = vec![
+            "projects/ops-project/traces/aaaa".into(),
+            "projects/ops-project/traces/bbbb".into(),
+            "projects/ops-project/traces/aaaa".into(),
+            Value::Null,
+        ];
+        assert_eq!(traces, expected);
+    }
+
+    #[test]
+    fn a_correlated_line_is_tracing_stackdrivers_own_line_with_the_trace_added_last() {
+        let emit = || {
+            let span = tracing::info_span!("pubsub_push", trace_id = "cafe", n = 3);
+            let _g = span.enter();
+            tracing::error!(http_request.status = 503, labels.kind = "x", "failed");
+        };
+        let (sink, buf) = memory_sink();
+        let plain = tracing_subscriber::registry()
+            .with(tracing_stackdriver::layer().with_writer(CorrelatingWriter::new(sink)));
+        tracing::subscriber::with_default(plain, emit);
+        let own = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        let (sink, buf) = memory_sink();
+        let correlated = tracing_subscriber::registry().with(json_layer(None, sink));
+        tracing::subscriber::with_default(correlated, emit);
+        let ours = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        // Everything but the time, in the same order, then the trace.
+        let time = |line: &str| line.split('"').nth(3).unwrap().to_owned();
+        let expected = own
+            .trim_end()
+            .strip_suffix('}')
+            .unwrap()
+            .replace(&time(&own), &time(&ours));
         assert_eq!(
-            correlate(b"{\"message\":\"x\"}", Some("p")),
-            b"{\"message\":\"x\"}".to_vec()
+            ours,
+            format!("{expected},\"logging.googleapis.com/trace\":\"cafe\"}}\n")
         );
-        assert_eq!(correlate(b"not json", Some("p")), b"not json".to_vec());
+    }
+
+    #[test]
+    fn a_member_is_added_to_json_objects_only() {
+        let member = ",\"k\":\"v\"";
+        assert_eq!(with_member(b"{\"a\":1}", member), b"{\"a\":1,\"k\":\"v\"}");
+        assert_eq!(with_member(b"{ }", member), b"{ \"k\":\"v\"}");
+        assert_eq!(with_member(b"not json", member), b"not json");
+        assert_eq!(with_member(b"[1]", member), b"[1]");
     }
 }
