@@ -7,6 +7,10 @@
 //! the requirement list, so a message that names `roles/owner` or a stranger's account can at most trigger a
 //! verification.
 //!
+//! Each message's data takes one path: [`shape`] tells its shape from its top-level keys, and that
+//! shape's module decodes it once, typed, straight from the bytes (`serde_path_to_error`, so an error
+//! names the failing field, `protoPayload.serviceName`).
+//!
 //! This module performs no I/O and never panics on untrusted input: bodies and decoded data are size
 //! limited, JSON nesting depth is bounded before serde sees it, and every decode error names what was wrong.
 //!
