@@ -772,6 +772,7 @@ impl Gcp {
 
     /// `recommendations.get`.
     pub async fn get_recommendation(&self, name: &str) -> Result<Recommendation, ApiError> {
+        recommendation_name(name, "recommendations.get")?;
         self.client
             .send(get(
                 Api::Recommender,
@@ -790,6 +791,7 @@ impl Gcp {
         etag: &str,
         metadata: &[(&str, &str)],
     ) -> Result<Recommendation, ApiError> {
+        recommendation_name(name, "recommendations.mark")?;
         let state_metadata: serde_json::Map<String, serde_json::Value> = metadata
             .iter()
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
@@ -1019,5 +1021,56 @@ mod account_tests {
         );
         assert_eq!(project_of_account("x@example.com"), None);
         assert_eq!(project_of_account("a@p/../q.iam.gserviceaccount.com"), None);
+    }
+}
+
+/// A recommendation's full name as Google writes it (`{projects|folders|organizations|billingAccounts}/
+/// ID/locations/L/recommenders/R/recommendations/ID`), or why it is refused before anything is sent:
+/// a name from a message must not be able to name another method (`:verb`) or resource.
+fn recommendation_name(name: &str, method: &'static str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = name.split('/').collect();
+    let shaped = parts.len() == 8
+        && matches!(
+            parts[0],
+            "projects" | "folders" | "organizations" | "billingAccounts"
+        )
+        && parts[2] == "locations"
+        && parts[4] == "recommenders"
+        && parts[6] == "recommendations"
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && *p != "."
+                && *p != ".."
+        });
+    match shaped {
+        true => Ok(()),
+        false => Err(ApiError::Invalid {
+            api: Api::Recommender,
+            method,
+            message: format!("not a recommendation name: {name:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod recommendation_name_tests {
+    use super::recommendation_name;
+
+    #[test]
+    fn only_a_recommendation_name_as_google_writes_it_reaches_a_url() {
+        let good = "projects/shop-prod/locations/global/recommenders/google.container.DiagnosisRecommender/recommendations/abc-123";
+        assert!(recommendation_name(good, "m").is_ok());
+        for bad in [
+            "projects/shop-prod/locations/global/recommenders/r/recommendations/x:markSucceeded",
+            "projects/shop-prod/locations/global/recommenders/r/recommendations/x/extra",
+            "projects/shop-prod/locations/global/recommenders/r/recommendations/..",
+            "projects/shop-prod/locations/global/recommenders/r/recommendations/x?y=1",
+            "users/me/locations/global/recommenders/r/recommendations/x",
+            "projects/shop-prod/zones/global/recommenders/r/recommendations/x",
+        ] {
+            assert!(recommendation_name(bad, "m").is_err(), "{bad}");
+        }
     }
 }
