@@ -224,7 +224,10 @@ resource "google_cloud_run_v2_job" "sweep" {
         }
 
         dynamic "env" {
-          for_each = local.engine_env
+          for_each = merge(local.engine_env, {
+            # The job is not on anyone's critical path: it may wait for the IAM v2 read quota.
+            REMEDIATOR_IAM_V2_WAIT_SECONDS = tostring(var.sweep_deny_read_wait_seconds)
+          })
           content {
             name  = env.key
             value = env.value

@@ -336,6 +336,17 @@ variable "sweep_timeout_seconds" {
   }
 }
 
+variable "sweep_deny_read_wait_seconds" {
+  description = "How long the sweep job may wait for Google's IAM v2 read quota (5 deny-policy reads a minute) to read the deny policies its plan could not read at once (REMEDIATOR_IAM_V2_WAIT_SECONDS of the job only): 122 s reads 15 attachment points a sweep instead of 5, so an organization with 20 folders has every deny policy read within two sweeps. 0: never wait (the deny policies left unread make accounts `ok*`, read by later sweeps). serve never waits."
+  type        = number
+  default     = 122
+
+  validation {
+    condition     = var.sweep_deny_read_wait_seconds >= 0 && var.sweep_deny_read_wait_seconds <= 600
+    error_message = "sweep_deny_read_wait_seconds must be between 0 and 600."
+  }
+}
+
 variable "push_auth" {
   description = "How Pub/Sub push requests are authenticated (REMEDIATOR_PUSH_AUTH): `cloud-run` (invoker check on, the service checks the forwarded token's claims) or `signed` (invoker_iam_disabled, the service verifies the signature). `none` is for local runs only and refused here."
   type        = string
