@@ -101,7 +101,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     let before = scan(RemediationPolicy::default(), false);
     let (projects, _): (Vec<ProjectInfo>, _) = before.resolve(&ids, &[]).await?;
     handle.reset_stats();
-    let first = before.run(&projects).await;
+    let first = crate::engine::sweep::check_all(&before, &projects).await;
     let calls_first = handle.stats().total;
     println!("-- 1. Scan (dry-run: nothing is written) --\n");
     print!("{}", render_table(&first, "dry-run"));
@@ -114,7 +114,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     };
     let fixer = scan(enforce, true);
     handle.reset_stats();
-    let fixed = fixer.run(&projects).await;
+    let fixed = crate::engine::sweep::check_all(&fixer, &projects).await;
     let calls_fix = handle.stats().total;
     println!(
         "-- 2. Restore (mode: enforce; restores {}) --\n",
@@ -160,7 +160,7 @@ async fn run_inner(args: DemoArgs) -> anyhow::Result<bool> {
     // 3. Scan again.
     let after = scan(RemediationPolicy::default(), false);
     handle.reset_stats();
-    let second = after.run(&projects).await;
+    let second = crate::engine::sweep::check_all(&after, &projects).await;
     let calls_second = handle.stats().total;
     println!("-- 3. Scan again --\n");
     print!("{}", render_table(&second, "dry-run"));

@@ -13,9 +13,9 @@ use crate::connect::{CLI_IAM_V2_WAIT, GcpArgs, IamV2Reads, SetupError};
 use crate::domain::iam::ResourceRef;
 use crate::domain::report::ProjectReport;
 use crate::engine::snapshot::{self, Discovery};
+use crate::engine::sweep::{SweepDriver, SweepProject};
 use crate::engine::{Options, Remediator};
 use crate::policy::PolicyFile;
-use crate::ports::ProjectInfo;
 use crate::render::progress::Progress;
 use crate::render::summary::Tally;
 use crate::render::{Format, JsonStream, Style, TableStream};
@@ -145,41 +145,24 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
         let gcp = gcp.clone();
         Box::new(move || gcp.client().iam_v2_waiting_for())
     });
-    {
-        use futures::StreamExt;
-        // Projects checked live spend a short IAM v2 budget in the order they are listed (by id).
-        let live: Vec<ProjectInfo> = projects
-            .iter()
-            .filter_map(|p| match p {
-                Project::Live(info) => Some(info.clone()),
-                Project::FromSnapshot(_) => None,
-            })
-            .collect();
-        let deny_reads = remediator
-            .plan_deny_reads(&crate::engine::deny_plan::PlanProject::of(&live, &roots))
-            .await;
-        let mut reports = futures::stream::iter(projects)
-            .map(|p| {
+    // The one sweep driver (`job --sweep` and sweep messages use it too): the deny-read plan, one
+    // write budget (the remediator's), recommendations settled when the scan writes.
+    let driver = SweepDriver::new(&remediator, remediator.options().writes());
+    driver
+        .drive(
+            projects,
+            &roots,
+            |info| {
                 let remediator = &remediator;
-                async move {
-                    match p {
-                        Project::Live(info) => remediator.remediate(&info).await,
-                        Project::FromSnapshot(report) => *report,
-                    }
-                }
-            })
-            .buffered(remediator.options().settings.concurrency);
-        let write_all = async {
-            while let Some(report) = reports.next().await {
+                async move { Arc::new(remediator.remediate(&info).await) }
+            },
+            |report| {
                 progress.tick();
                 tally.add(&report);
-                sink.project(&report)?;
-            }
-            Ok::<(), SetupError>(())
-        };
-        // The planned deny reads are polled first: they take the IAM v2 budget.
-        tokio::join!(deny_reads, write_all).1?;
-    }
+                sink.project(&report)
+            },
+        )
+        .await?;
     progress.finish().await;
     for report in &failures {
         tally.add(report);
@@ -199,21 +182,6 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     Ok(tally.exit_code)
 }
 
-/// A project of the scan: to check live, or decided healthy from a Cloud Asset Inventory snapshot.
-enum Project {
-    Live(ProjectInfo),
-    FromSnapshot(Box<ProjectReport>),
-}
-
-impl Project {
-    fn id(&self) -> &str {
-        match self {
-            Self::Live(info) => info.project_id.as_str(),
-            Self::FromSnapshot(report) => &report.project_id,
-        }
-    }
-}
-
 /// The projects of the scan in project-id order, those that cannot be found, and how they were
 /// discovered ([`snapshot::discover`]).
 async fn discover(
@@ -221,14 +189,14 @@ async fn discover(
     projects: &[String],
     roots: &[ResourceRef],
     off: bool,
-) -> Result<(Vec<Project>, Vec<ProjectReport>, Discovery), SetupError> {
+) -> Result<(Vec<SweepProject>, Vec<ProjectReport>, Discovery), SetupError> {
     let found = snapshot::discover(remediator, projects, roots, !off).await?;
-    let mut out: Vec<Project> = found.live.into_iter().map(Project::Live).collect();
+    let mut out: Vec<SweepProject> = found.live.into_iter().map(SweepProject::Live).collect();
     out.extend(
         found
             .reports
             .into_iter()
-            .map(|r| Project::FromSnapshot(Box::new(r))),
+            .map(|r| SweepProject::FromSnapshot(Box::new(r))),
     );
     out.sort_by(|a, b| a.id().cmp(b.id()));
     Ok((out, found.failures, found.discovery))

@@ -26,6 +26,7 @@ pub mod recommendation;
 pub mod remediate;
 pub mod shared;
 pub mod snapshot;
+pub mod sweep;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -666,43 +667,36 @@ impl Engine {
         let budget = Some(WriteBudget::new(
             self.config.policy.limits.max_writes_per_run,
         ));
-        // The sweep's deny reads are planned and made first; then every project at once.
-        let planner = Remediator::new(self.gcp.clone(), self.resolver_options());
-        let reads = planner
-            .plan_deny_reads(&deny_plan::PlanProject::of(&infos, roots))
-            .await;
-        let runs: Vec<futures::future::BoxFuture<'_, RunResult>> = infos
-            .into_iter()
-            .map(|p| {
-                let budget = budget.clone();
-                let engine = self.clone();
-                Box::pin(async move { engine.run_coalesced_in(p, Duration::ZERO, budget).await })
-                    as futures::future::BoxFuture<'_, RunResult>
-            })
-            .collect();
-        let (_, reports) = tokio::join!(reads, futures::future::join_all(runs));
-        let mut reports = reports;
+        let mut projects: Vec<sweep::SweepProject> =
+            infos.into_iter().map(sweep::SweepProject::Live).collect();
+        projects.extend(
+            from_snapshot
+                .into_iter()
+                .map(|r| sweep::SweepProject::FromSnapshot(Box::new(r))),
+        );
+        projects.sort_by(|a, b| a.id().cmp(b.id()));
+        let mut planner_options = self.resolver_options();
+        // Every project at once: the client's rate limits pace the calls.
+        planner_options.settings.concurrency = projects.len().max(1);
+        let planner = Remediator::new(self.gcp.clone(), planner_options);
+        let settle = self.config.policy.mode == Mode::Enforce;
+        let mut reports: Vec<RunResult> = Vec::new();
+        let marked = sweep::SweepDriver::new(&planner, settle)
+            .drive(
+                projects,
+                roots,
+                |info| self.run_coalesced_in(info, Duration::ZERO, budget.clone()),
+                |report| {
+                    reports.push(report);
+                    Ok::<(), std::convert::Infallible>(())
+                },
+            )
+            .await
+            .unwrap_or_else(|never| match never {});
         reports.extend(failures.into_iter().map(Arc::new));
-        let mut marked = 0;
         for report in &reports {
             self.conclude(report, hint, trace_id, self.config.clock.now(), redelivered)
                 .await;
-            if self.config.policy.mode == Mode::Enforce {
-                marked += recommendation::settle_project(self.gcp.as_ref(), report).await;
-            }
-        }
-        // Healthy from the snapshot: logged (and published when healthy outcomes are) like any other,
-        // but their recommendations are left to a live check.
-        for report in from_snapshot.into_iter().map(Arc::new) {
-            self.conclude(
-                &report,
-                hint,
-                trace_id,
-                self.config.clock.now(),
-                redelivered,
-            )
-            .await;
-            reports.push(report);
         }
         reports.sort_by(|a, b| a.project_id.cmp(&b.project_id));
         self.log_ledger_totals(reports.iter().map(|r| r.project_id.as_str()));

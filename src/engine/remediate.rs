@@ -7,8 +7,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-
 use super::apply::{Applier, WriteBudget};
 use super::deny_cache::DenyPolicyCache;
 use super::discover::Discoverer;
@@ -242,20 +240,6 @@ impl Remediator {
         projects: &[super::deny_plan::PlanProject],
     ) -> impl std::future::Future<Output = super::deny_plan::PlanOutcome> + use<'s> {
         self.verifier().plan_deny_reads(projects).await
-    }
-
-    /// Verifies and (if allowed) restores every project, `concurrency` at a time, in input order,
-    /// after the sweep's deny-policy reads are planned and made ([`Self::plan_deny_reads`]).
-    pub async fn run(&self, projects: &[ProjectInfo]) -> Vec<ProjectReport> {
-        let reads = self
-            .verifier()
-            .plan_deny_reads(&super::deny_plan::PlanProject::of(projects, &[]))
-            .await;
-        let runs = futures::stream::iter(projects)
-            .map(|p| self.remediate(p))
-            .buffered(self.core.options.settings.concurrency.max(1))
-            .collect();
-        tokio::join!(reads, runs).1
     }
 
     /// Verify, decide and (when enabled) restore one project.

@@ -222,6 +222,7 @@ const ENGINE_ROOMS: &[(&str, &[&str])] = &[
         ],
     ),
     ("snapshot", &["deny_plan", "remediate", "verify", "error"]),
+    ("sweep", &["deny_plan", "recommendation", "remediate"]),
 ];
 
 /// Engine room -> the engine rooms its files name (`super::X` from a room's own file,

@@ -168,7 +168,7 @@ async fn ancestor_deny_policies_are_read_once_per_run_and_each_projects_own_once
         .resolve(&[P.to_owned(), "shop-dev".to_owned()], &[])
         .await
         .unwrap();
-    r.run(&infos).await;
+    gke_iam_remediator::engine::sweep::check_all(&r, &infos).await;
     let lists: Vec<String> = cloud
         .journal()
         .into_iter()

@@ -478,7 +478,7 @@ async fn budgeted_sweep(
         .iter()
         .map(|r| serde_json::to_value(r).unwrap())
         .collect();
-    for report in remediator.run(&found.live).await {
+    for report in gke_iam_remediator::engine::sweep::check_all(&remediator, &found.live).await {
         reports.push(serde_json::to_value(&report).unwrap());
     }
     reports.sort_by(|a, b| a["project_id"].as_str().cmp(&b["project_id"].as_str()));

@@ -822,7 +822,7 @@ async fn the_write_budget_of_a_scan_stops_writes_past_max_writes_per_run() {
     for id in &ids {
         projects.push(cloud.get_project(id).await.unwrap());
     }
-    let reports = remediator.run(&projects).await;
+    let reports = gke_iam_remediator::engine::sweep::check_all(&remediator, &projects).await;
     let outcomes: Vec<Outcome> = reports
         .iter()
         .flat_map(|r| r.findings.iter().map(|f| f.outcome))
@@ -1377,7 +1377,7 @@ async fn scan_with(remediator: &Remediator, projects: &[&str]) -> (Vec<ProjectRe
     let names: Vec<String> = projects.iter().map(|p| (*p).to_owned()).collect();
     let (infos, failures) = remediator.resolve(&names, &[]).await.expect("resolve");
     assert!(failures.is_empty(), "{failures:?}");
-    let reports = remediator.run(&infos).await;
+    let reports = gke_iam_remediator::engine::sweep::check_all(remediator, &infos).await;
     (reports, started.elapsed())
 }
 
@@ -1580,7 +1580,9 @@ async fn a_projects_policy_and_clusters_are_read_at_once_and_its_accounts_and_ro
     cloud.set_latency(LATENCY);
     let remediator = remediator(&cloud);
     let started = tokio::time::Instant::now();
-    let reports = remediator.run(std::slice::from_ref(&info)).await;
+    let reports =
+        gke_iam_remediator::engine::sweep::check_all(&remediator, std::slice::from_ref(&info))
+            .await;
     assert!(reports[0].error.is_none());
     // Round 1: project policy, clusters and the organization's policy; round 2: accounts, roles and
     // the deny policies of the project and the organization.
