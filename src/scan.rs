@@ -59,9 +59,20 @@ pub struct ScanArgs {
     pub gcp: GcpArgs,
 }
 
-/// Runs `scan` and returns the process exit code.
+/// Runs `scan` on stdout (coloured on a terminal unless `NO_COLOR` is set) and returns the process
+/// exit code.
 pub async fn run(args: ScanArgs) -> i32 {
-    match run_inner(&args).await {
+    let stdout = std::io::stdout();
+    let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // One buffered writer for everything on stdout: a report is written (and dropped) as soon as it
+    // and every report before it are done, so memory stays flat in the number of projects.
+    run_to(&args, std::io::BufWriter::with_capacity(64 * 1024, stdout), color).await
+}
+
+/// Runs `scan` writing its table or JSON document to `out` (errors go to stderr) and returns the
+/// exit code: the command in-process, as tests run it.
+pub async fn run_to(args: &ScanArgs, out: impl Write, color: bool) -> i32 {
+    match run_inner(args, out, color).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
@@ -70,7 +81,7 @@ pub async fn run(args: ScanArgs) -> i32 {
     }
 }
 
-async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
+async fn run_inner(args: &ScanArgs, out: impl Write, color: bool) -> Result<i32, SetupError> {
     let policy = match &args.policy {
         Some(path) => PolicyFile::load(path)?.remediation,
         None => PolicyFile::default().remediation,
@@ -126,16 +137,12 @@ async fn run_inner(args: &ScanArgs) -> Result<i32, SetupError> {
     } else {
         "dry-run"
     };
-    let stdout = std::io::stdout();
     let style = Style {
-        color: stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        color,
         all: args.all,
         // One project asked for by name is always shown, healthy or not.
         every_project: args.all || projects.len() + failures.len() == 1,
     };
-    // One buffered writer for everything on stdout: a report is written (and dropped) as soon as it
-    // and every report before it are done, so memory stays flat in the number of projects.
-    let out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
     let mut sink = match args.format {
         Format::Json => Output::Json(JsonStream::start(out, mode)?),
         Format::Table => Output::Table(TableStream::new(out, style)),
