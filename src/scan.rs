@@ -66,7 +66,12 @@ pub async fn run(args: ScanArgs) -> i32 {
     let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     // One buffered writer for everything on stdout: a report is written (and dropped) as soon as it
     // and every report before it are done, so memory stays flat in the number of projects.
-    run_to(&args, std::io::BufWriter::with_capacity(64 * 1024, stdout), color).await
+    run_to(
+        &args,
+        std::io::BufWriter::with_capacity(64 * 1024, stdout),
+        color,
+    )
+    .await
 }
 
 /// Runs `scan` writing its table or JSON document to `out` (errors go to stderr) and returns the

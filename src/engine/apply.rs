@@ -239,7 +239,13 @@ impl Applier<'_> {
             };
         };
         match ledger
-            .read_shared(&self.gcp, &state.project_id, me, window)
+            .read_shared(
+                &self.gcp,
+                &state.project_id,
+                me,
+                window,
+                &self.options.context.clock,
+            )
             .await
         {
             Ok(counts) => {

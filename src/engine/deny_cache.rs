@@ -67,6 +67,8 @@ struct StoredRead {
 pub struct DenyPolicyCache {
     entries: std::sync::Mutex<HashMap<String, Slot>>,
     store: Option<Arc<dyn StateStore>>,
+    /// The wall clock read times are recorded and compared in (the engine's).
+    clock: crate::clock::Clock,
 }
 
 impl std::fmt::Debug for DenyPolicyCache {
@@ -84,7 +86,14 @@ impl DenyPolicyCache {
         Self {
             entries: std::sync::Mutex::default(),
             store: Some(store),
+            clock: crate::clock::Clock::default(),
         }
+    }
+
+    /// The same cache, its read times taken from `clock`.
+    pub fn clocked(mut self, clock: crate::clock::Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The store's read of `point`, if it has one.
@@ -198,7 +207,7 @@ impl DenyPolicyCache {
         // The store's read serves when it is younger than ours (another instance or run made it).
         let ours = entry.as_ref().map_or(i64::MIN, |f| f.wall_ms);
         if let Some(s) = stored.as_ref().filter(|s| s.read_at_ms > ours) {
-            let age_ms = crate::clock::epoch_ms(std::time::SystemTime::now())
+            let age_ms = crate::clock::epoch_ms(self.clock.now())
                 .saturating_sub(s.read_at_ms)
                 .max(0);
             if !s.stale && age_ms < max_age_ms {
@@ -215,8 +224,8 @@ impl DenyPolicyCache {
         let (at, result) = read().await;
         match result {
             Ok(policies) => {
-                let read_at_ms = crate::clock::epoch_ms(std::time::SystemTime::now())
-                    - crate::clock::span_ms(at.elapsed());
+                let read_at_ms =
+                    crate::clock::epoch_ms(self.clock.now()) - crate::clock::span_ms(at.elapsed());
                 if at.elapsed() < max_age {
                     *entry = Some(Fresh {
                         at,
@@ -280,8 +289,7 @@ impl DenyPolicyCache {
         match self.stored(point).await {
             Some(s) if s.stale => Known::ReadAt(s.read_at_ms),
             Some(s) if ours.is_none_or(|o| s.read_at_ms > o) => {
-                let age_ms = crate::clock::epoch_ms(std::time::SystemTime::now())
-                    .saturating_sub(s.read_at_ms);
+                let age_ms = crate::clock::epoch_ms(self.clock.now()).saturating_sub(s.read_at_ms);
                 match age_ms < crate::clock::span_ms(max_age) {
                     true => Known::Fresh,
                     false => Known::ReadAt(s.read_at_ms),

@@ -82,6 +82,7 @@ impl FlapLedger {
         project: &ProjectId,
         self_email: &str,
         window: Duration,
+        clock: &crate::clock::Clock,
     ) -> Result<Restorations, String> {
         let (tx, rx) = oneshot::channel();
         let start = self.with_reads(|r| {
@@ -94,6 +95,7 @@ impl FlapLedger {
                 gcp.clone(),
                 self_email.to_owned(),
                 window,
+                clock.clone(),
             ));
         }
         rx.await
@@ -192,6 +194,7 @@ async fn read_waiting(
     gcp: Arc<dyn Cloud>,
     self_email: String,
     window: Duration,
+    clock: crate::clock::Clock,
 ) {
     struct Reset(Arc<FlapLedger>, bool);
     impl Drop for Reset {
@@ -206,10 +209,7 @@ async fn read_waiting(
     }
     let mut reset = Reset(ledger.clone(), false);
     while let Some(batch) = ledger.next_batch() {
-        let since = crate::clock::rfc3339(
-            std::time::SystemTime::now() - window,
-            crate::clock::Precision::Millis,
-        );
+        let since = crate::clock::rfc3339(clock.now() - window, crate::clock::Precision::Millis);
         let projects: Vec<ProjectId> = batch.iter().map(|(p, _)| p.clone()).collect();
         match gcp
             .count_own_restorations(&projects, &self_email, &since)

@@ -209,9 +209,10 @@ impl Engine {
         state: Arc<shared::SharedState>,
     ) -> Arc<Self> {
         let instance = format!("{:08x}", rand::random::<u32>());
-        let deny_cache = Arc::new(deny_cache::DenyPolicyCache::with_store(
-            state.store().clone(),
-        ));
+        let deny_cache = Arc::new(
+            deny_cache::DenyPolicyCache::with_store(state.store().clone())
+                .clocked(config.clock.clone()),
+        );
         let concluder = conclude::Conclude::new(
             state.clone(),
             publisher.clone(),
