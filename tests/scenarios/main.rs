@@ -874,6 +874,87 @@ async fn a_job_sweep_publishes_every_outcome_and_keeps_one_budget() {
     );
 }
 
+/// What a sweep of folder 42 left: its outcomes other than healthy (sorted), the writes, each
+/// recommendation's state.
+type SweepResult = (Vec<String>, usize, Vec<String>);
+
+/// Three broken projects under folder 42 with a recommendation each, swept one way.
+async fn swept(how: &str) -> SweepResult {
+    let policy = "mode: enforce\nlimits:\n  max_writes_per_run: 2\n";
+    let s = Scenario::new(policy);
+    let ids = three_broken_projects(&s.cloud);
+    let names: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            s.cloud
+                .add_recommendation(id, &format!("90000000000{i}"), &format!("r{i}"))
+        })
+        .collect();
+    let root = gke_iam_remediator::domain::iam::ResourceRef::parse("folders/42").unwrap();
+    let reports: Vec<ProjectReport> = match how {
+        "message" => {
+            assert_eq!(s.deliver(s.sweep_folder("42")).await, Verdict::Ack);
+            Vec::new()
+        }
+        "job" => {
+            let (reports, _, _) = s.engine.sweep(&[], &[root]).await.unwrap();
+            reports.iter().map(|r| (**r).clone()).collect()
+        }
+        _ => {
+            let mut options =
+                Options::new(PolicyFile::from_yaml(policy, "p.yaml").unwrap().remediation);
+            options.settings.apply = true;
+            let remediator = Remediator::new(Arc::new(s.cloud.clone()), options);
+            let found = gke_iam_remediator::engine::snapshot::discover(
+                &remediator,
+                &[],
+                std::slice::from_ref(&root),
+                true,
+            )
+            .await
+            .unwrap();
+            gke_iam_remediator::engine::sweep::check_all(&remediator, &found.live).await
+        }
+    };
+    let mut outcomes: Vec<String> = match how {
+        "message" => s.sink.outcomes(),
+        _ => reports
+            .iter()
+            .flat_map(|r| r.findings.iter())
+            .filter(|f| f.outcome != Outcome::Healthy)
+            .map(|f| f.outcome.to_string())
+            .collect(),
+    };
+    outcomes.sort();
+    let states = names
+        .iter()
+        .map(|n| s.cloud.recommendation_state(n))
+        .collect();
+    (outcomes, s.writes(), states)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_message_job_sweep_and_scan_of_one_scope_give_the_same_outcomes_writes_and_recommendation_marks()
+ {
+    let message = swept("message").await;
+    let job = swept("job").await;
+    let scan = swept("scan").await;
+    assert_eq!(message.1, 2, "one budget of two writes for the sweep");
+    assert_eq!(
+        message.0,
+        ["not-allowed", "restored", "restored"],
+        "{message:?}"
+    );
+    assert_eq!(
+        message.2.iter().filter(|s| *s == "SUCCEEDED").count(),
+        2,
+        "the restored projects' recommendations are marked: {message:?}"
+    );
+    assert_eq!(job, message, "job --sweep as a sweep message");
+    assert_eq!(scan, message, "scan --apply as a sweep message");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_folder_sweep_checks_every_project_under_the_folder() {
     let s = Scenario::new(DRY_RUN);
