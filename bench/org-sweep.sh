@@ -117,6 +117,14 @@ cai, pp = runs["cai"], runs["per-project"]
 identical = None
 if cai and pp and cai["doc"] and pp["doc"]:
     identical = cai["doc"]["projects"] == pp["doc"]["projects"]
+    if not identical:
+        # The first project the paths disagree on, so a difference can be read, not only counted.
+        for a, b in zip(cai["doc"]["projects"], pp["doc"]["projects"]):
+            if a != b:
+                print(f"first difference: {a.get('project_id')}:")
+                print("  cloud asset:", json.dumps(a)[:1500])
+                print("  per project:", json.dumps(b)[:1500])
+                break
 print(f"{'identical verdicts':<24} {('yes' if identical else 'NO') if identical is not None else 'not compared (a run did not finish)':>24}")
 print("-" * 80)
 if cai and cai["doc"]:
