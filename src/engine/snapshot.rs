@@ -46,7 +46,7 @@ use crate::domain::state::{
     AccountState, ApiState, Cluster, ProjectState, RoleCatalog, RoleLookup,
 };
 use crate::ports::assets::asset_types;
-use crate::ports::{ApiError, AssetBody, AssetContent, ProjectInfo, ServiceAccount};
+use crate::ports::{ApiError, AssetBody, AssetContent, AssetPage, ProjectInfo, ServiceAccount};
 
 /// The largest page `assets.list` serves.
 pub const PAGE_SIZE: u32 = 1000;
@@ -297,7 +297,8 @@ const RESOURCE_TYPES: [&str; 5] = [
     asset_types::ROLE,
 ];
 
-/// Lists every page of one content type under a root into `snapshot`.
+/// Lists every page of one content type under a root into a snapshot of its own, each page added
+/// as it arrives.
 async fn list_into(
     remediator: &Remediator,
     root: &ResourceRef,
@@ -307,30 +308,18 @@ async fn list_into(
     page_size: u32,
 ) -> Result<Snapshot, ApiError> {
     let mut snapshot = Snapshot::default();
-    let mut token: Option<String> = None;
-    let mut seen_tokens = HashSet::new();
-    loop {
-        let page = remediator
-            .cloud()
-            .list_assets(root, content, types, page_size, token.as_deref())
-            .await?;
-        snapshot.pages += 1;
+    let mut add = |page: AssetPage| {
         snapshot.note_read_time(page.read_time.as_deref());
         for asset in page.assets {
             snapshot.add(asset, root_index);
         }
-        match page.next_page_token {
-            Some(t) if seen_tokens.insert(t.clone()) => token = Some(t),
-            Some(t) => {
-                return Err(ApiError::Decode {
-                    api: crate::ports::Api::CloudAsset,
-                    method: "assets.list",
-                    message: format!("the page token {t} came back twice"),
-                });
-            }
-            None => return Ok(snapshot),
-        }
-    }
+    };
+    let pages = remediator
+        .cloud()
+        .list_asset_pages(root, content, types, page_size, &mut add)
+        .await?;
+    snapshot.pages = pages;
+    Ok(snapshot)
 }
 
 fn merge(into: &mut Snapshot, from: Snapshot) {

@@ -1,5 +1,6 @@
-//! Cloud Asset Inventory v1 `assets.list` over [`Client`](super::client::Client): one page per call,
-//! decoded into [`AssetBody`] facts. Asset data Google changes shape of (or strips as sensitive) must
+//! Cloud Asset Inventory v1 `assets.list` over [`Client`](super::client::Client): every page of a
+//! listing, one call each through the one page driver ([`for_each_page`]), decoded into
+//! [`AssetBody`] facts and handed out page by page. Asset data Google changes shape of (or strips as sensitive) must
 //! not sink a sweep: an asset that does not decode becomes [`AssetBody::Undecodable`] and only its
 //! project falls back to the live path.
 //!
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use super::Gcp;
 use super::apis::RawCluster;
 use super::client::Call;
+use super::pages::{Page, PageCap, for_each_page};
 use crate::domain::iam::{Policy, ProjectId, ProjectNumber, ResourceRef, Role};
 use crate::ports::assets::asset_types;
 use crate::ports::{
@@ -100,6 +102,9 @@ struct RawService {
     #[serde(default)]
     state: String,
 }
+
+/// The method, as errors and call counts name it.
+const METHOD: &str = "assets.list";
 
 fn decode<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(v).map_err(|e| format!("at `{}`: {}", e.path(), e.inner()))
@@ -192,16 +197,47 @@ fn body_of(raw: RawAsset, content: AssetContent) -> AssetBody {
     result.unwrap_or_else(|reason| AssetBody::Undecodable { reason })
 }
 
+/// The most pages one `assets.list` listing reads. A sweep lists in pages of 1,000: an organization
+/// of 10,000 projects is some 11 pages of IAM policies (one per project, folder and the
+/// organization) and, at a few dozen resources per project (the project, its enabled services,
+/// service accounts, clusters and custom roles), a few hundred pages of resources. 5,000 pages is
+/// 5,000,000 assets, 500 a project at that size, so no real organization reaches it; at the
+/// default `ListAssets` quota (100 calls a minute), a listing that never ends is stopped within an
+/// hour. The drivers' default of 1,000 pages would leave 100 assets a project.
+const MAX_ASSET_PAGES: u32 = 5_000;
+
 impl Gcp {
-    /// `assets.list`: one page of a scope's assets of the given types.
-    pub async fn list_assets(
+    /// `assets.list`: every page of a scope's assets of the given types, read through
+    /// [`for_each_page`] (failing closed on a page token that comes back and past
+    /// [`MAX_ASSET_PAGES`]) and handed to `on_page` as it arrives; the pages read.
+    pub async fn list_asset_pages(
         &self,
         scope: &ResourceRef,
         content: AssetContent,
         types: &[&str],
         page_size: u32,
-        page_token: Option<&str>,
-    ) -> Result<AssetPage, ApiError> {
+        on_page: &mut (dyn FnMut(AssetPage) + Send),
+    ) -> Result<u32, ApiError> {
+        for_each_page(
+            Api::CloudAsset,
+            METHOD,
+            PageCap::Fail(MAX_ASSET_PAGES),
+            |token| self.asset_page(scope, content, types, page_size, token),
+            |pages| pages.into_iter().for_each(&mut *on_page),
+        )
+        .await
+    }
+
+    /// One page of `assets.list`, as the one item of a [`Page`] (its `readTime` stays with its
+    /// assets).
+    async fn asset_page(
+        &self,
+        scope: &ResourceRef,
+        content: AssetContent,
+        types: &[&str],
+        page_size: u32,
+        page_token: Option<String>,
+    ) -> Result<Page<AssetPage>, ApiError> {
         let (name, permission) = match content {
             AssetContent::Resource => ("RESOURCE", "cloudasset.assets.listResource"),
             AssetContent::IamPolicy => ("IAM_POLICY", "cloudasset.assets.listIamPolicy"),
@@ -211,12 +247,12 @@ impl Gcp {
             ("pageSize", page_size.clamp(1, 1000).to_string()),
         ];
         query.extend(types.iter().map(|t| ("assetTypes", (*t).to_owned())));
-        if let Some(t) = page_token.filter(|t| !t.is_empty()) {
-            query.push(("pageToken", t.to_owned()));
+        if let Some(t) = page_token {
+            query.push(("pageToken", t));
         }
         let call: Call<'_, ()> = Call {
             api: Api::CloudAsset,
-            method: "assets.list",
+            method: METHOD,
             permission,
             http_method: Method::GET,
             path: format!("v1/{scope}/assets"),
@@ -224,40 +260,171 @@ impl Gcp {
             body: None,
         };
         let page: RawPage = self.client().send(call).await?;
-        Ok(AssetPage {
-            read_time: page.read_time,
-            assets: page
-                .assets
-                .into_iter()
-                .map(|raw| Asset {
-                    name: raw.name.clone(),
-                    asset_type: raw.asset_type.clone(),
-                    ancestors: raw.ancestors.clone(),
-                    body: body_of(raw, content),
-                })
-                .collect(),
-            next_page_token: page.next_page_token.filter(|t| !t.is_empty()),
+        let assets = page
+            .assets
+            .into_iter()
+            .map(|raw| Asset {
+                name: raw.name.clone(),
+                asset_type: raw.asset_type.clone(),
+                ancestors: raw.ancestors.clone(),
+                body: body_of(raw, content),
+            })
+            .collect();
+        Ok(Page {
+            items: vec![AssetPage {
+                read_time: page.read_time,
+                assets,
+            }],
+            next: page.next_page_token,
         })
     }
 }
 
 impl AssetInventory for Gcp {
-    fn list_assets<'a>(
+    fn list_asset_pages<'a>(
         &'a self,
         scope: &'a ResourceRef,
         content: AssetContent,
         asset_types: &'a [&'a str],
         page_size: u32,
-        page_token: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<AssetPage, ApiError>> {
-        Gcp::list_assets(self, scope, content, asset_types, page_size, page_token).boxed()
+        on_page: &'a mut (dyn FnMut(AssetPage) + Send),
+    ) -> BoxFuture<'a, Result<u32, ApiError>> {
+        Gcp::list_asset_pages(self, scope, content, asset_types, page_size, on_page).boxed()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::{Arc, Mutex};
+
     use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::gcp::{Client, ClientConfig, Credentials};
+
+    /// An adapter whose endpoint answers every request with `reply(request line)`, and the request
+    /// lines it was sent.
+    async fn serving(reply: fn(&str) -> serde_json::Value) -> (Gcp, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&asked);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap();
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let line = request.lines().next().unwrap_or_default().to_owned();
+                let body = reply(&line).to_string();
+                log.lock().unwrap().push(line);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                s.write_all(head.as_bytes()).await.unwrap();
+                s.write_all(body.as_bytes()).await.unwrap();
+            }
+        });
+        let client = Client::new(ClientConfig {
+            api_endpoint: Some(base),
+            credentials: Credentials::Static("t0k3n".to_owned()),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        (Gcp::new(client), asked)
+    }
+
+    fn policy_asset(project: &str) -> serde_json::Value {
+        json!({
+            "name": format!("//cloudresourcemanager.googleapis.com/projects/{project}"),
+            "assetType": asset_types::PROJECT,
+            "ancestors": [format!("projects/{project}"), "organizations/1"],
+            "iamPolicy": {"etag": "e", "bindings": []}
+        })
+    }
+
+    /// Lists the organization's project policies in pages of 1,000; the pages handed out and the
+    /// listing's result.
+    async fn list(gcp: &Gcp) -> (Vec<AssetPage>, Result<u32, ApiError>) {
+        let org = ResourceRef::parse("organizations/1").unwrap();
+        let mut handed = Vec::new();
+        let read = gcp
+            .list_asset_pages(
+                &org,
+                AssetContent::IamPolicy,
+                &[asset_types::PROJECT],
+                1000,
+                &mut |page| handed.push(page),
+            )
+            .await;
+        (handed, read)
+    }
+
+    #[tokio::test]
+    async fn every_page_is_read_once_and_handed_out_with_its_own_read_time() {
+        let (gcp, asked) = serving(|line| {
+            if line.contains("pageToken=p2") {
+                json!({"readTime": "2024-05-01T10:00:01Z", "assets": [policy_asset("301")]})
+            } else {
+                json!({"readTime": "2024-05-01T10:00:00Z", "assets": [policy_asset("300")],
+                    "nextPageToken": "p2"})
+            }
+        })
+        .await;
+        let (handed, read) = list(&gcp).await;
+        assert_eq!(read.unwrap(), 2);
+        let seen: Vec<(Option<&str>, &str)> = handed
+            .iter()
+            .map(|p| (p.read_time.as_deref(), p.assets[0].ancestors[0].as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Some("2024-05-01T10:00:00Z"), "projects/300"),
+                (Some("2024-05-01T10:00:01Z"), "projects/301"),
+            ]
+        );
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2, "{asked:#?}");
+        assert!(!asked[0].contains("pageToken"), "{}", asked[0]);
+        assert!(
+            asked[1]
+                .starts_with("GET /v1/organizations/1/assets?contentType=IAM_POLICY&pageSize=1000")
+                && asked[1].contains("pageToken=p2"),
+            "{}",
+            asked[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_page_token_that_comes_back_fails_the_listing_instead_of_looping() {
+        let (gcp, asked) = serving(|_| {
+            json!({"readTime": "2024-05-01T10:00:00Z", "assets": [policy_asset("300")],
+                "nextPageToken": "again"})
+        })
+        .await;
+        let (handed, read) = list(&gcp).await;
+        let err = read.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApiError::Decode {
+                    api: Api::CloudAsset,
+                    method: "assets.list",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("came back"), "{err}");
+        assert_eq!(
+            asked.lock().unwrap().len(),
+            2,
+            "the first page, then `again` once"
+        );
+        assert_eq!(handed.len(), 2);
+    }
 
     fn raw(v: serde_json::Value) -> RawAsset {
         serde_json::from_value(v).unwrap()

@@ -1,6 +1,6 @@
-//! The Cloud Asset Inventory port: one page of a scope's assets (`assets.list`), decoded by the
-//! adapter into the few facts a sweep reads (IAM policies, projects, clusters, service accounts,
-//! enabled services, custom roles), independent of the wire format.
+//! The Cloud Asset Inventory port: a scope's assets (`assets.list`), listed page by page to the end
+//! by the adapter and decoded into the few facts a sweep reads (IAM policies, projects, clusters,
+//! service accounts, enabled services, custom roles), independent of the wire format.
 //!
 //! A snapshot is a discovery aid, never a basis for writing: it may lag the live state, so the engine
 //! reports from it only what it can decide is healthy and re-verifies everything else live.
@@ -116,20 +116,22 @@ pub struct AssetPage {
     pub read_time: Option<String>,
     /// Assets.
     pub assets: Vec<Asset>,
-    /// Token of the next page; `None` on the last.
-    pub next_page_token: Option<String>,
 }
 
 /// Cloud Asset Inventory (`cloudasset.googleapis.com`).
 pub trait AssetInventory: Send + Sync {
-    /// One page of the assets of `asset_types` under `scope` (an organization, folder or project),
-    /// at most `page_size` (1..=1000) of them.
-    fn list_assets<'a>(
+    /// Every asset of `asset_types` under `scope` (an organization, folder or project), read in pages
+    /// of at most `page_size` (1..=1000), each handed to `on_page` as it arrives (a listing is not
+    /// held whole); the pages read, one call each.
+    ///
+    /// Fails closed: a listing that would loop or never end is an error, never a short list. On an
+    /// error, the pages already handed out are part of an incomplete listing: drop them.
+    fn list_asset_pages<'a>(
         &'a self,
         scope: &'a ResourceRef,
         content: AssetContent,
         asset_types: &'a [&'a str],
         page_size: u32,
-        page_token: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<AssetPage, ApiError>>;
+        on_page: &'a mut (dyn FnMut(AssetPage) + Send),
+    ) -> BoxFuture<'a, Result<u32, ApiError>>;
 }

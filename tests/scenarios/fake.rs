@@ -1173,64 +1173,92 @@ fn assets_of(w: &World) -> Vec<(AssetContent, Asset)> {
 }
 
 impl AssetInventory for FakeCloud {
-    fn list_assets<'a>(
+    fn list_asset_pages<'a>(
         &'a self,
         scope: &'a ResourceRef,
         content: AssetContent,
         types: &'a [&'a str],
         page_size: u32,
-        page_token: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<AssetPage, ApiError>> {
+        on_page: &'a mut (dyn FnMut(AssetPage) + Send),
+    ) -> BoxFuture<'a, Result<u32, ApiError>> {
         async move {
-            let label = match content {
-                AssetContent::Resource => "RESOURCE",
-                AssetContent::IamPolicy => "IAM_POLICY",
-            };
-            let target = format!(
-                "{scope} {label} pageSize={page_size} pageToken={}",
-                page_token.unwrap_or("")
-            );
-            if let Some(f) = self.enter("assets.list", &target).await {
-                return Err(status_error(Api::CloudAsset, "assets.list", &f));
+            let mut token: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let (page, next) = self
+                    .asset_page(scope, content, types, page_size, token)
+                    .await?;
+                pages += 1;
+                on_page(page);
+                match next {
+                    Some(next) => token = Some(next),
+                    None => return Ok(pages),
+                }
             }
-            self.with(|w| {
-                let scope_name = match scope {
-                    ResourceRef::Project(id) => w
-                        .projects
-                        .get(id.as_str())
-                        .map(|p| format!("projects/{}", p.project_number))
-                        .unwrap_or_default(),
-                    other => other.to_string(),
-                };
-                let all = w.frozen_assets.clone().unwrap_or_else(|| assets_of(w));
-                let selected: Vec<Asset> = all
-                    .into_iter()
-                    .filter(|(c, a)| {
-                        *c == content
-                            && types.contains(&a.asset_type.as_str())
-                            && a.ancestors.contains(&scope_name)
-                    })
-                    .map(|(_, a)| a)
-                    .collect();
-                let start: usize = page_token
-                    .and_then(|t| t.strip_prefix("page-"))
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
-                let size = page_size.clamp(1, 1000) as usize;
-                let end = (start + size).min(selected.len());
-                Ok(AssetPage {
-                    read_time: Some(w.asset_read_time.clone().unwrap_or_else(|| {
-                        gke_iam_remediator::clock::rfc3339(
-                            std::time::SystemTime::now(),
-                            gke_iam_remediator::clock::Precision::Millis,
-                        )
-                    })),
-                    assets: selected[start.min(end)..end].to_vec(),
-                    next_page_token: (end < selected.len()).then(|| format!("page-{end}")),
-                })
-            })
         }
         .boxed()
+    }
+}
+
+impl FakeCloud {
+    /// One page of `assets.list` (one call, journaled and open to injected faults) and the token
+    /// of the next; tokens are `page-OFFSET`.
+    async fn asset_page(
+        &self,
+        scope: &ResourceRef,
+        content: AssetContent,
+        types: &[&str],
+        page_size: u32,
+        page_token: Option<String>,
+    ) -> Result<(AssetPage, Option<String>), ApiError> {
+        let label = match content {
+            AssetContent::Resource => "RESOURCE",
+            AssetContent::IamPolicy => "IAM_POLICY",
+        };
+        let target = format!(
+            "{scope} {label} pageSize={page_size} pageToken={}",
+            page_token.as_deref().unwrap_or("")
+        );
+        if let Some(f) = self.enter("assets.list", &target).await {
+            return Err(status_error(Api::CloudAsset, "assets.list", &f));
+        }
+        self.with(|w| {
+            let scope_name = match scope {
+                ResourceRef::Project(id) => w
+                    .projects
+                    .get(id.as_str())
+                    .map(|p| format!("projects/{}", p.project_number))
+                    .unwrap_or_default(),
+                other => other.to_string(),
+            };
+            let all = w.frozen_assets.clone().unwrap_or_else(|| assets_of(w));
+            let selected: Vec<Asset> = all
+                .into_iter()
+                .filter(|(c, a)| {
+                    *c == content
+                        && types.contains(&a.asset_type.as_str())
+                        && a.ancestors.contains(&scope_name)
+                })
+                .map(|(_, a)| a)
+                .collect();
+            let start: usize = page_token
+                .as_deref()
+                .and_then(|t| t.strip_prefix("page-"))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let size = page_size.clamp(1, 1000) as usize;
+            let end = (start + size).min(selected.len());
+            let page = AssetPage {
+                read_time: Some(w.asset_read_time.clone().unwrap_or_else(|| {
+                    gke_iam_remediator::clock::rfc3339(
+                        std::time::SystemTime::now(),
+                        gke_iam_remediator::clock::Precision::Millis,
+                    )
+                })),
+                assets: selected[start.min(end)..end].to_vec(),
+            };
+            Ok((page, (end < selected.len()).then(|| format!("page-{end}"))))
+        })
     }
 }
 
