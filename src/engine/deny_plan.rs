@@ -62,14 +62,17 @@ pub struct PlanProject {
 }
 
 impl PlanProject {
-    /// The projects of a sweep as the plan sees them without a snapshot: each project's direct
-    /// parent and the sweep's roots above it (the folders in between are read by the projects' runs
-    /// and planned by the next sweep's snapshot or cache), clusters unknown.
+    /// The projects of a sweep as the plan sees them without a snapshot: each project's folders and
+    /// organization as its listing knew them (a walk from the sweep's roots knows the whole chain; a
+    /// lookup, the parent alone) and the sweep's roots, clusters unknown.
     pub fn of(projects: &[ProjectInfo], roots: &[ResourceRef]) -> Vec<PlanProject> {
         projects
             .iter()
             .map(|p| {
-                let mut ancestors: Vec<ResourceRef> = p.parent.iter().cloned().collect();
+                let mut ancestors: Vec<ResourceRef> = match p.ancestors.is_empty() {
+                    true => p.parent.iter().cloned().collect(),
+                    false => p.ancestors.clone(),
+                };
                 for root in roots
                     .iter()
                     .filter(|r| !matches!(r, ResourceRef::Project(_)))

@@ -225,7 +225,9 @@ impl Gcp {
             project_number: ProjectNumber::parse(&p.project_number)
                 .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
             parent: p.parent.and_then(|p| parse_parent(&p.r#type, &p.id)),
-        })
+            ancestors: Vec::new(),
+        }
+        .with_parent_as_ancestor())
     }
 
     /// A project by id (v1 `projects.get`) or by number (v3 `projects.get`, which names it
@@ -259,7 +261,9 @@ impl Gcp {
             project_number: ProjectNumber::parse(number)
                 .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
             parent: parse_parent_name(&p.parent),
-        })
+            ancestors: Vec::new(),
+        }
+        .with_parent_as_ancestor())
     }
 
     /// `GET v3/folders/{id}`: the folder's parent.
@@ -294,28 +298,45 @@ impl Gcp {
         // concurrently, at most WALK_CONCURRENCY folders in flight; the client's rate limits pace the
         // calls), in a fixed order, so the result does not depend on which answer came first.
         const WALK_CONCURRENCY: usize = 16;
-        let mut out = Vec::new();
+        let mut out: Vec<ProjectInfo> = Vec::new();
         let mut level = vec![root.clone()];
         let mut seen = std::collections::HashSet::new();
+        // Each folder found, with the parent it was listed under: every project's chain up to the root.
+        let mut parent_of: std::collections::HashMap<ResourceRef, ResourceRef> =
+            std::collections::HashMap::new();
         while !level.is_empty() {
             let listed: Vec<_> = futures::stream::iter(std::mem::take(&mut level))
                 .map(|parent| async move {
-                    futures::future::try_join(
+                    let (projects, folders) = futures::future::try_join(
                         self.list_direct_projects(&parent),
                         self.list_direct_folders(&parent),
                     )
-                    .await
+                    .await?;
+                    Ok::<_, ApiError>((parent, projects, folders))
                 })
                 .buffered(WALK_CONCURRENCY)
                 .collect()
                 .await;
             let mut next = Vec::new();
             for result in listed {
-                let (projects, folders) = result?;
+                let (parent, projects, folders) = result?;
                 out.extend(projects);
-                next.extend(folders.into_iter().filter(|f| seen.insert(f.clone())));
+                for f in folders.into_iter().filter(|f| seen.insert(f.clone())) {
+                    parent_of.insert(f.clone(), parent.clone());
+                    next.push(f);
+                }
             }
             level = next;
+        }
+        for p in &mut out {
+            let mut chain: Vec<ResourceRef> = p.parent.iter().cloned().collect();
+            while let Some(up) = chain.last().and_then(|last| parent_of.get(last)) {
+                if chain.contains(up) || chain.len() > 32 {
+                    break;
+                }
+                chain.push(up.clone());
+            }
+            p.ancestors = chain;
         }
         Ok(out)
     }
@@ -359,13 +380,17 @@ impl Gcp {
             .filter(|p| p.state.is_empty() || p.state == "ACTIVE")
         {
             let number = p.name.strip_prefix("projects/").unwrap_or(&p.name);
-            out.push(ProjectInfo {
-                project_id: ProjectId::parse(&p.project_id)
-                    .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-                project_number: ProjectNumber::parse(number)
-                    .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
-                parent: parse_parent_name(&p.parent),
-            });
+            out.push(
+                ProjectInfo {
+                    project_id: ProjectId::parse(&p.project_id)
+                        .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                    project_number: ProjectNumber::parse(number)
+                        .map_err(|e| bad(Api::ResourceManager, M, e.to_string()))?,
+                    parent: parse_parent_name(&p.parent),
+                    ancestors: Vec::new(),
+                }
+                .with_parent_as_ancestor(),
+            );
         }
         Ok(out)
     }

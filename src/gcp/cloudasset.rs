@@ -145,6 +145,14 @@ fn body_of(raw: RawAsset, content: AssetContent) -> AssetBody {
                                 };
                                 ResourceRef::parse(&format!("{kind}/{}", p.id)).ok()
                             }),
+                            // The asset's ancestors: the project itself, then its folders and
+                            // organization, nearest first.
+                            ancestors: raw
+                                .ancestors
+                                .iter()
+                                .skip(1)
+                                .filter_map(|a| ResourceRef::parse(a).ok())
+                                .collect(),
                         },
                     })
                 }),

@@ -15,6 +15,18 @@ pub struct ProjectInfo {
     pub project_number: ProjectNumber,
     /// Direct parent (folder or organization).
     pub parent: Option<ResourceRef>,
+    /// The folders and organization above the project, nearest first (the direct parent first), as
+    /// far as the listing that found it knew them: a walk from a folder or organization knows the
+    /// whole chain up to its root; a single lookup knows the parent alone.
+    pub ancestors: Vec<ResourceRef>,
+}
+
+impl ProjectInfo {
+    /// The same project with its direct parent as the one ancestor known (a single lookup).
+    pub fn with_parent_as_ancestor(mut self) -> Self {
+        self.ancestors = self.parent.iter().cloned().collect();
+        self
+    }
 }
 
 /// A service account as IAM returns it.

@@ -255,7 +255,9 @@ impl FakeCloud {
                     project_id: ProjectId::parse(id).expect("project id"),
                     project_number: ProjectNumber::parse(number).expect("number"),
                     parent,
-                },
+                    ancestors: Vec::new(),
+                }
+                .with_parent_as_ancestor(),
             );
             w.policies.insert(
                 ResourceRef::Project(ProjectId::parse(id).expect("id")),
@@ -539,7 +541,23 @@ impl Projects for FakeCloud {
                 w.projects
                     .values()
                     .filter(|p| under(p.parent.clone()))
-                    .cloned()
+                    .map(|p| {
+                        // As the walk knows it: the chain up to the root.
+                        let mut p = p.clone();
+                        let mut at = p.parent.clone();
+                        p.ancestors.clear();
+                        while let Some(r) = at {
+                            p.ancestors.push(r.clone());
+                            at = match &r {
+                                _ if &r == root => None,
+                                ResourceRef::Folder(f) => {
+                                    w.folder_parents.get(f.as_str()).cloned().flatten()
+                                }
+                                _ => None,
+                            };
+                        }
+                        p
+                    })
                     .collect()
             }))
         }
