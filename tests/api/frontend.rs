@@ -14,14 +14,16 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
-use gcp_sim::{SimHandle, SimOptions};
+use gcp_sim::SimHandle;
 use serde_json::{Value, json};
 
-use crate::serve::{
-    AGENT, OPS, SELF, Serve, WORLD, has, key_server, remove_agent_binding, token, wait_until,
-};
+use crate::support::binary::{BIN, Serve};
 use crate::support::frontend::{FrontEnd, FrontEndConfig, Injection, SIGNATURE_REMOVED};
-use crate::support::{Gcloud, PubsubEmulator, start_sim_with};
+use crate::support::oidc::{KID, fixture, key_server, token};
+use crate::support::service::{
+    AGENT, EVENTS_TOPIC, OPS, WORLD, audit_log_sim, has, remove_agent_binding, self_env,
+};
+use crate::support::{Gcloud, PubsubEmulator, start_sim, wait_until};
 
 /// The service URL, which is the audience Cloud Run accepts and the push subscriptions use.
 const SERVICE_URL: &str = "https://gke-iam-remediator-abc123-uc.a.run.app";
@@ -31,14 +33,6 @@ const PUSHER: &str = "pubsub-push@ops-project.iam.gserviceaccount.com";
 const OTHER_INVOKER: &str = "ci-smoke@ops-project.iam.gserviceaccount.com";
 /// An account without `roles/run.invoker`.
 const STRANGER: &str = "stranger@elsewhere.iam.gserviceaccount.com";
-const KID: &str = "test-signing-key-1";
-
-fn fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/oidc")
-        .join(name);
-    std::fs::read_to_string(path).unwrap()
-}
 
 fn audience() -> String {
     format!("{SERVICE_URL}/pubsub/push")
@@ -97,10 +91,8 @@ async fn serve_with_auth(
     policy: Option<&str>,
     extra: &[(&str, String)],
 ) -> Serve {
-    let mut env = vec![
-        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-        ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-        ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
+    let mut env = self_env(sim);
+    env.extend([
         ("REMEDIATOR_PUSH_AUTH", mode.to_owned()),
         ("REMEDIATOR_PUSH_AUDIENCE", audience()),
         ("REMEDIATOR_PUSH_ALLOWED_EMAILS", PUSHER.to_owned()),
@@ -109,7 +101,7 @@ async fn serve_with_auth(
             key_server(fixture("jwks.json")).await,
         ),
         ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
-    ];
+    ]);
     env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
     match policy {
         Some(policy) => Serve::with_policy(policy, &env).await,
@@ -137,56 +129,30 @@ async fn push(url: &str, headers: &[(&str, &str)]) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
+/// The messages `serve` handled so far (from `/healthz`).
 async fn serve_messages(serve: &Serve) -> u64 {
-    let h: Value = reqwest::get(format!("{}/healthz", serve.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    h["messages"].as_u64().unwrap()
+    serve.health().await["messages"].as_u64().unwrap()
 }
 
 /// The emulator with the events topic, and the simulator publishing audit-log entries to it.
 async fn emulator_and_sim() -> (PubsubEmulator, SimHandle) {
     let emulator = PubsubEmulator::start().await;
-    let http = reqwest::Client::new();
-    let r = http
-        .put(format!(
-            "http://{}/v1/projects/{OPS}/topics/iam-events",
-            emulator.host
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let sim = start_sim_with(
-        WORLD,
-        SimOptions {
-            audit_log_topic: Some(format!("projects/{OPS}/topics/iam-events")),
-            pubsub_emulator_host: Some(emulator.host.clone()),
-            default_principal: "user:admin@example.com".to_owned(),
-        },
-    )
-    .await;
+    emulator.topic(OPS, EVENTS_TOPIC).await;
+    let sim = audit_log_sim(WORLD, &emulator).await;
     (emulator, sim)
 }
 
+/// A push subscription `name` on the events topic delivering to `endpoint`'s `/pubsub/push`.
 async fn push_subscription(emulator: &PubsubEmulator, name: &str, endpoint: &str) {
-    let r = reqwest::Client::new()
-        .put(format!(
-            "http://{}/v1/projects/{OPS}/subscriptions/{name}",
-            emulator.host
-        ))
-        .json(&json!({
-            "topic": format!("projects/{OPS}/topics/iam-events"),
-            "pushConfig": {"pushEndpoint": format!("{endpoint}/pubsub/push")},
-            "ackDeadlineSeconds": 10,
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "create push subscription {name}");
+    emulator
+        .push_subscription(
+            OPS,
+            name,
+            EVENTS_TOPIC,
+            &format!("{endpoint}/pubsub/push"),
+            10,
+        )
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -328,7 +294,7 @@ async fn through_the_emulator_a_token_for_another_audience_or_from_a_non_invoker
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pushes_shaped_as_cloud_run_forwards_them_and_forged_variants_get_the_right_answers() {
-    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    let sim = start_sim(WORLD).await;
     let serve = serve_with_auth("cloud-run", &sim, None, &[]).await;
     let fe = FrontEnd::start(front_end_config(true, None), &serve.url).await;
 
@@ -425,7 +391,7 @@ async fn pushes_shaped_as_cloud_run_forwards_them_and_forged_variants_get_the_ri
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_service_refuses_stripped_tokens_whether_cloud_run_or_an_attacker_stripped_them() {
-    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    let sim = start_sim(WORLD).await;
     let serve = serve_with_auth("signed", &sim, None, &[]).await;
 
     // Deployed behind the invoker check by mistake: every forwarded push is refused (401), loudly.
@@ -460,7 +426,7 @@ async fn a_signed_service_refuses_stripped_tokens_whether_cloud_run_or_an_attack
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scale_down_sends_sigterm_serve_stops_within_the_grace_and_the_front_end_answers_503() {
-    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    let sim = start_sim(WORLD).await;
     let mut serve = serve_with_auth(
         "cloud-run",
         &sim,
@@ -483,7 +449,7 @@ async fn scale_down_sends_sigterm_serve_stops_within_the_grace_and_the_front_end
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_push_auth_pubsub_notify_is_refused_and_nothing_is_relayed() {
-    let sim = start_sim_with(WORLD, SimOptions::default()).await;
+    let sim = start_sim(WORLD).await;
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -563,7 +529,7 @@ async fn a_half_configured_push_auth_refuses_to_start_and_names_what_is_missing(
         ),
     ];
     for (env, says) in cases {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
+        let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env("REMEDIATOR_API_ENDPOINT", "http://127.0.0.1:1/")
             .env("REMEDIATOR_LOG_FORMAT", "text")

@@ -4,11 +4,13 @@
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gcp_sim::SimHandle;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::TempFile;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_gke-iam-remediator");
@@ -72,12 +74,23 @@ pub struct Serve {
     pub url: String,
     /// Everything it printed so far, both streams.
     pub logs: Arc<Mutex<String>>,
+    /// The policy file it reads (from [`Serve::with_policy`]), removed with it.
+    _policy: Option<TempFile>,
 }
 
 impl Serve {
     /// Starts `serve` on 127.0.0.1, on a port the kernel picks, with `env` (JSON logs at `info`
     /// unless `env` says otherwise), and waits (at most 30 s) until it prints its address.
     pub async fn start(env: &[(&str, String)]) -> Serve {
+        Self::launch(env, None).await
+    }
+
+    /// `serve` as [`Serve::start`], with `policy` as its policy file (`REMEDIATOR_POLICY`).
+    pub async fn with_policy(policy: &str, env: &[(&str, String)]) -> Serve {
+        Self::launch(env, Some(TempFile::new(policy))).await
+    }
+
+    async fn launch(env: &[(&str, String)], policy: Option<TempFile>) -> Serve {
         let mut cmd = tokio::process::Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env("REMEDIATOR_LOG_FORMAT", "json")
@@ -87,6 +100,9 @@ impl Serve {
             .kill_on_drop(true);
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(file) = &policy {
+            cmd.env("REMEDIATOR_POLICY", file.arg());
         }
         let mut child = cmd.spawn().expect("serve starts");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -117,7 +133,36 @@ impl Serve {
             .await
             .expect("serve printed its address within 30 s")
             .unwrap_or_else(|_| panic!("serve exited before listening: {}", logs.lock().unwrap()));
-        Serve { child, url, logs }
+        Serve {
+            child,
+            url,
+            logs,
+            _policy: policy,
+        }
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Value {
+        reqwest::get(format!("{}/healthz", self.url))
+            .await
+            .expect("healthz answers")
+            .json()
+            .await
+            .expect("healthz is JSON")
+    }
+
+    /// Waits (up to `within`) until `/healthz` counts at least `n` pushes answered 204; the count.
+    pub async fn acked_pushes(&self, n: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let acked = self.health().await["pushes"]["acked"]
+                .as_u64()
+                .expect("healthz counts acknowledged pushes");
+            if acked >= n || Instant::now() > deadline {
+                return acked;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Kills it (SIGKILL).
@@ -130,8 +175,21 @@ impl Serve {
         let _ = self.child.kill().await;
     }
 
+    /// Sends SIGTERM and waits for the process to exit, killing it after `grace` (as Cloud Run
+    /// does); the exit status and how long it took to stop.
+    pub async fn terminate(&mut self, grace: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIGTERM sent");
+        let exit = self.wait_exit(grace).await;
+        (exit, started.elapsed())
+    }
+
     /// Waits for the process to exit, killing it after `grace` (as Cloud Run does after SIGTERM).
-    pub async fn wait_exit(&mut self, grace: Duration) -> std::process::ExitStatus {
+    async fn wait_exit(&mut self, grace: Duration) -> std::process::ExitStatus {
         match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(status) => status.expect("wait for serve"),
             Err(_) => {

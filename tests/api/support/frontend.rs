@@ -41,8 +41,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
+
+use super::binary::Serve;
+use super::oidc::token;
 
 /// What Cloud Run puts in place of a verified token's signature.
 pub const SIGNATURE_REMOVED: &str = "SIGNATURE_REMOVED_BY_GOOGLE";
@@ -165,19 +168,9 @@ impl FrontEnd {
 
     /// Scale-down as Cloud Run does it: stop routing to the instance, SIGTERM it, SIGKILL after 10 s.
     /// Returns the exit status and how long the instance took to stop.
-    pub async fn scale_down(
-        &self,
-        serve: &mut crate::serve::Serve,
-    ) -> (std::process::ExitStatus, Duration) {
+    pub async fn scale_down(&self, serve: &mut Serve) -> (std::process::ExitStatus, Duration) {
         *self.shared.backend.lock().unwrap() = None;
-        let started = std::time::Instant::now();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &serve.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "SIGTERM sent");
-        let exit = serve.wait_exit(Duration::from_secs(10)).await;
-        (exit, started.elapsed())
+        serve.terminate(Duration::from_secs(10)).await
     }
 
     /// The headers the container received, with its answers.
@@ -217,8 +210,6 @@ fn forbidden(s: &Shared) -> Response<Full<Bytes>> {
 /// The token Pub/Sub would attach for `inject`.
 pub fn mint(inject: &Injection) -> String {
     let now = jsonwebtoken::get_current_timestamp();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some(inject.kid.clone());
     let claims = json!({
         "iss": "https://accounts.google.com",
         "aud": inject.audience,
@@ -229,12 +220,7 @@ pub fn mint(inject: &Injection) -> String {
         "iat": now,
         "exp": now + 3600,
     });
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(inject.key_pem.as_bytes()).expect("injection key"),
-    )
-    .expect("token minted")
+    token(&inject.key_pem, &inject.kid, claims)
 }
 
 /// Why Cloud Run refused a request.

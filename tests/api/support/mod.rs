@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gcp_sim::{self as sim, SimHandle, SimOptions, World};
 use serde_json::Value;
@@ -45,6 +45,19 @@ pub async fn start_sim_with(world_yaml: &str, options: SimOptions) -> SimHandle 
     sim::start(world, listen, options)
         .await
         .expect("simulator starts")
+}
+
+/// Polls `f` every 50 ms for at most `timeout` (and once more at the end); how long it took to
+/// hold, or `None` if it never did.
+pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f().then(|| start.elapsed())
 }
 
 /// A temporary directory removed on drop.

@@ -42,28 +42,125 @@ impl PubsubEmulator {
         }
     }
 
+    /// The emulator's REST base for `project`'s topics and subscriptions.
+    fn base(&self, project: &str) -> String {
+        format!("http://{}/v1/projects/{project}", self.host)
+    }
+
+    /// `PUT`s `body` at `path` under `project` (a topic or a subscription), asserting it succeeded.
+    async fn put(&self, project: &str, path: &str, body: Value) {
+        let r = self
+            .http
+            .put(format!("{}/{path}", self.base(project)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        let status = r.status();
+        assert!(
+            status.is_success(),
+            "PUT {path}: {status} {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
+    /// `POST`s `body` to `path` under `project`; the answer, asserting it succeeded.
+    async fn post(&self, project: &str, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/{path}", self.base(project)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(status.is_success(), "POST {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("POST {path}: not JSON: {text}"))
+    }
+
+    /// Creates a topic.
+    pub async fn topic(&self, project: &str, topic: &str) {
+        self.put(project, &format!("topics/{topic}"), json!({}))
+            .await;
+    }
+
     /// Creates a topic and a pull subscription on it.
     pub async fn topic_with_subscription(&self, project: &str, topic: &str, sub: &str) {
-        let base = format!("http://{}/v1/projects/{project}", self.host);
+        self.topic(project, topic).await;
+        self.put(
+            project,
+            &format!("subscriptions/{sub}"),
+            json!({"topic": format!("projects/{project}/topics/{topic}"), "ackDeadlineSeconds": 30}),
+        )
+        .await;
+    }
+
+    /// Creates a push subscription `sub` on `topic` delivering to `endpoint` (a full URL).
+    pub async fn push_subscription(
+        &self,
+        project: &str,
+        sub: &str,
+        topic: &str,
+        endpoint: &str,
+        ack_deadline_secs: u32,
+    ) {
+        self.put(
+            project,
+            &format!("subscriptions/{sub}"),
+            json!({
+                "topic": format!("projects/{project}/topics/{topic}"),
+                "pushConfig": {"pushEndpoint": endpoint},
+                "ackDeadlineSeconds": ack_deadline_secs,
+            }),
+        )
+        .await;
+    }
+
+    /// Points the push subscription `sub` at `endpoint` (a full URL) from now on.
+    pub async fn repoint_push(&self, project: &str, sub: &str, endpoint: &str) {
+        self.post(
+            project,
+            &format!("subscriptions/{sub}:modifyPushConfig"),
+            json!({"pushConfig": {"pushEndpoint": endpoint}}),
+        )
+        .await;
+    }
+
+    /// Publishes `messages` (Pub/Sub messages: `data` base64, `attributes`) on `topic`.
+    pub async fn publish(&self, project: &str, topic: &str, messages: Vec<Value>) {
+        self.post(
+            project,
+            &format!("topics/{topic}:publish"),
+            json!({ "messages": messages }),
+        )
+        .await;
+    }
+
+    /// One pull (at most 100 messages, returning at once), acknowledged: the messages as Pub/Sub
+    /// holds them (`data` base64, `attributes`, `messageId`).
+    pub async fn pull_once(&self, project: &str, sub: &str) -> Vec<Value> {
         let r = self
-            .http
-            .put(format!("{base}/topics/{topic}"))
-            .send()
-            .await
-            .expect("create topic");
-        assert!(r.status().is_success(), "create topic: {}", r.status());
-        let r = self
-            .http
-            .put(format!("{base}/subscriptions/{sub}"))
-            .json(&json!({"topic": format!("projects/{project}/topics/{topic}"), "ackDeadlineSeconds": 30}))
-            .send()
-            .await
-            .expect("create subscription");
-        assert!(
-            r.status().is_success(),
-            "create subscription: {}",
-            r.status()
-        );
+            .post(
+                project,
+                &format!("subscriptions/{sub}:pull"),
+                json!({"maxMessages": 100, "returnImmediately": true}),
+            )
+            .await;
+        let msgs = r["receivedMessages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !msgs.is_empty() {
+            let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
+            self.post(
+                project,
+                &format!("subscriptions/{sub}:acknowledge"),
+                json!({ "ackIds": ack_ids }),
+            )
+            .await;
+        }
+        msgs.into_iter().map(|m| m["message"].clone()).collect()
     }
 
     /// Pulls (and acknowledges) until `n` messages arrived or the timeout passed.
@@ -92,52 +189,11 @@ impl PubsubEmulator {
     /// Pulls (and acknowledges) until at least one message arrives or the timeout passes; returns
     /// (decoded data, attributes) per message.
     pub async fn pull(&self, project: &str, sub: &str, timeout: Duration) -> Vec<(Value, Value)> {
-        let url = format!(
-            "http://{}/v1/projects/{project}/subscriptions/{sub}:pull",
-            self.host
-        );
         let deadline = Instant::now() + timeout;
         loop {
-            let r: Value = self
-                .http
-                .post(&url)
-                .json(&json!({"maxMessages": 100, "returnImmediately": true}))
-                .send()
-                .await
-                .expect("pull")
-                .json()
-                .await
-                .expect("pull answer is JSON");
-            let msgs = r["receivedMessages"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let msgs = self.pull_once(project, sub).await;
             if !msgs.is_empty() {
-                let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
-                let ack = format!(
-                    "http://{}/v1/projects/{project}/subscriptions/{sub}:acknowledge",
-                    self.host
-                );
-                self.http
-                    .post(ack)
-                    .json(&json!({ "ackIds": ack_ids }))
-                    .send()
-                    .await
-                    .expect("acknowledge");
-            }
-            if !msgs.is_empty() {
-                return msgs
-                    .iter()
-                    .map(|m| {
-                        let data = m["message"]["data"].as_str().unwrap_or_default();
-                        let bytes = base64::engine::general_purpose::STANDARD
-                            .decode(data)
-                            .expect("base64 data");
-                        let entry: Value =
-                            serde_json::from_slice(&bytes).expect("data is a JSON LogEntry");
-                        (entry, m["message"]["attributes"].clone())
-                    })
-                    .collect();
+                return msgs.iter().map(decode).collect();
             }
             if Instant::now() > deadline {
                 return Vec::new();
@@ -145,4 +201,22 @@ impl PubsubEmulator {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A Pub/Sub message's data (base64 of JSON) decoded, and its attributes.
+pub fn decode(message: &Value) -> (Value, Value) {
+    let data = message["data"].as_str().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .expect("base64 data");
+    let data: Value = serde_json::from_slice(&bytes).expect("message data is JSON");
+    (data, message["attributes"].clone())
+}
+
+/// A Pub/Sub message carrying `data` (as JSON) with `attributes`, as a publisher sends it.
+pub fn message(data: &Value, attributes: Value) -> Value {
+    json!({
+        "data": base64::engine::general_purpose::STANDARD.encode(data.to_string()),
+        "attributes": attributes,
+    })
 }

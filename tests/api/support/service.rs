@@ -1,15 +1,15 @@
-//! The service end to end: the healthy one-project world it runs in, its identities, the audit-log
-//! entries a log sink exports, and [`Loop`]: the official Pub/Sub emulator pushing the simulator's
-//! audit-log entries to a real `serve`.
+//! The service end to end: the healthy one-project world it runs in, its identities and the
+//! environment it runs with, the audit-log entries a log sink exports, and [`Loop`]: the official
+//! Pub/Sub emulator pushing the simulator's audit-log entries to a real `serve`.
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use gcp_sim::{SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use super::binary::Serve;
-use super::{PubsubEmulator, TempFile, start_sim_with};
+use super::pubsub::{decode, message};
+use super::{Gcloud, PubsubEmulator, TempFile, start_sim_with};
 
 /// The project hosting the remediator's topics in these tests.
 pub const OPS: &str = "ops-project";
@@ -18,6 +18,12 @@ pub const SELF: &str = "gke-iam-remediator@ops-project.iam.gserviceaccount.com";
 /// The GKE service agent of `acme-prod`.
 pub const AGENT: &str =
     "serviceAccount:service-200000000001@container-engine-robot.iam.gserviceaccount.com";
+/// The topic (in [`OPS`]) the simulator publishes its audit-log entries to, as a log sink would.
+pub const EVENTS_TOPIC: &str = "iam-events";
+/// The topic (in [`OPS`]) the remediator publishes its notifications to.
+pub const NOTIFY_TOPIC: &str = "notifications";
+/// The pull subscription on [`NOTIFY_TOPIC`] tests read notifications from.
+pub const NOTIFY_SUB: &str = "notifications-pull";
 
 /// A healthy one-project world.
 pub const WORLD: &str = r#"
@@ -68,6 +74,63 @@ pub fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -
     })
 }
 
+/// The environment of `serve` (or `job`) calling the simulator `sim` as [`SELF`].
+pub fn self_env(sim: &SimHandle) -> Vec<(&'static str, String)> {
+    vec![
+        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
+        ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
+        ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
+    ]
+}
+
+/// [`self_env`], publishing notifications to [`NOTIFY_TOPIC`] on `emulator`.
+pub fn notifying_env(sim: &SimHandle, emulator: &PubsubEmulator) -> Vec<(&'static str, String)> {
+    let mut env = self_env(sim);
+    env.extend([
+        (
+            "REMEDIATOR_NOTIFY_TOPIC",
+            format!("projects/{OPS}/topics/{NOTIFY_TOPIC}"),
+        ),
+        ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+    ]);
+    env
+}
+
+/// The simulator on `world`, publishing its audit-log entries (of changes made, by default, by
+/// `admin@example.com`) to [`EVENTS_TOPIC`] on `emulator` (the topic created by the caller).
+pub async fn audit_log_sim(world: &str, emulator: &PubsubEmulator) -> SimHandle {
+    start_sim_with(
+        world,
+        SimOptions {
+            audit_log_topic: Some(format!("projects/{OPS}/topics/{EVENTS_TOPIC}")),
+            pubsub_emulator_host: Some(emulator.host.clone()),
+            default_principal: "user:admin@example.com".to_owned(),
+        },
+    )
+    .await
+}
+
+/// Whether `member` holds `role` unconditionally on `acme-prod`.
+pub fn has(sim: &SimHandle, role: &str, member: &str) -> bool {
+    let p = sim.policy("projects/acme-prod").unwrap();
+    p.grants_unconditionally(role, member)
+}
+
+/// Removes the GKE service agent's binding on `acme-prod` with the real gcloud, as a person would.
+pub async fn remove_agent_binding(gcloud: &Gcloud) {
+    let args = [
+        "projects",
+        "remove-iam-policy-binding",
+        "acme-prod",
+        "--member",
+        AGENT,
+        "--role",
+        "roles/container.serviceAgent",
+    ];
+    let out = gcloud.run(&args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
 /// The push subscription delivering audit-log entries to `serve`.
 const PUSH_SUB: &str = "iam-events-push";
 
@@ -93,62 +156,32 @@ impl Loop {
     /// subscription to it.
     pub async fn start(world: &str, policy: &str) -> Loop {
         let emulator = PubsubEmulator::start().await;
-        let http = reqwest::Client::new();
-        let e = format!("http://{}/v1/projects/{OPS}", emulator.host);
-        for topic in ["iam-events", "notifications"] {
-            let r = http
-                .put(format!("{e}/topics/{topic}"))
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success(), "create topic {topic}");
-        }
-        let r = http
-            .put(format!("{e}/subscriptions/notifications-pull"))
-            .json(&json!({"topic": format!("projects/{OPS}/topics/notifications"), "ackDeadlineSeconds": 60}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-        let sim = start_sim_with(
-            world,
-            SimOptions {
-                audit_log_topic: Some(format!("projects/{OPS}/topics/iam-events")),
-                pubsub_emulator_host: Some(emulator.host.clone()),
-                default_principal: "user:admin@example.com".to_owned(),
-            },
-        )
-        .await;
+        emulator.topic(OPS, EVENTS_TOPIC).await;
+        emulator
+            .topic_with_subscription(OPS, NOTIFY_TOPIC, NOTIFY_SUB)
+            .await;
+        let sim = audit_log_sim(world, &emulator).await;
         let policy = TempFile::new(policy);
-        let env = vec![
-            ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-            ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-            ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
-            (
-                "REMEDIATOR_NOTIFY_TOPIC",
-                format!("projects/{OPS}/topics/notifications"),
-            ),
-            ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+        let mut env = notifying_env(&sim, &emulator);
+        env.extend([
             ("REMEDIATOR_POLICY", policy.arg().to_owned()),
             ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
-        ];
+        ]);
         let serve = Serve::start(&env).await;
-        let r = http
-            .put(format!("{e}/subscriptions/{PUSH_SUB}"))
-            .json(&json!({
-                "topic": format!("projects/{OPS}/topics/iam-events"),
-                "pushConfig": {"pushEndpoint": format!("{}/pubsub/push", serve.url)},
-                "ackDeadlineSeconds": 30,
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "create push subscription");
+        emulator
+            .push_subscription(
+                OPS,
+                PUSH_SUB,
+                EVENTS_TOPIC,
+                &format!("{}/pubsub/push", serve.url),
+                30,
+            )
+            .await;
         Loop {
             emulator,
             sim,
             serve,
-            http,
+            http: reqwest::Client::new(),
             env,
             _policy: policy,
         }
@@ -160,79 +193,29 @@ impl Loop {
     pub async fn restart_serve(&mut self) {
         self.serve.kill().await;
         self.serve = Serve::start(&self.env).await;
-        let r = self
-            .http
-            .post(format!(
-                "http://{}/v1/projects/{OPS}/subscriptions/{PUSH_SUB}:modifyPushConfig",
-                self.emulator.host
-            ))
-            .json(
-                &json!({"pushConfig": {"pushEndpoint": format!("{}/pubsub/push", self.serve.url)}}),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "point the push subscription at the new serve: {}",
-            r.status()
-        );
+        self.emulator
+            .repoint_push(OPS, PUSH_SUB, &format!("{}/pubsub/push", self.serve.url))
+            .await;
     }
 
     /// Publishes `entry` on the events topic, as a log sink would.
     pub async fn publish_event(&self, entry: &Value) {
-        let data =
-            base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(entry).unwrap());
-        let r = self
-            .http
-            .post(format!("http://{}/v1/projects/{OPS}/topics/iam-events:publish", self.emulator.host))
-            .json(&json!({"messages": [{"data": data, "attributes": {"logging.googleapis.com/timestamp": "2026-11-29T00:31:00Z"}}]}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+        let attributes = json!({"logging.googleapis.com/timestamp": "2026-11-29T00:31:00Z"});
+        self.emulator
+            .publish(OPS, EVENTS_TOPIC, vec![message(entry, attributes)])
+            .await;
     }
 
     /// Notifications published within `wait` (pulled and acknowledged), each with its Pub/Sub
     /// attributes under `_attributes`.
     pub async fn notifications(&self, wait: Duration) -> Vec<Value> {
-        let url = format!(
-            "http://{}/v1/projects/{OPS}/subscriptions/notifications-pull",
-            self.emulator.host
-        );
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
         loop {
-            let r: Value = self
-                .http
-                .post(format!("{url}:pull"))
-                .json(&json!({"maxMessages": 100, "returnImmediately": true}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let msgs = r["receivedMessages"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
-            for m in &msgs {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(m["message"]["data"].as_str().unwrap_or_default())
-                    .unwrap();
-                let mut n: Value = serde_json::from_slice(&data).unwrap();
-                n["_attributes"] = m["message"]["attributes"].clone();
+            for m in self.emulator.pull_once(OPS, NOTIFY_SUB).await {
+                let (mut n, attributes) = decode(&m);
+                n["_attributes"] = attributes;
                 out.push(n);
-            }
-            if !ack_ids.is_empty() {
-                self.http
-                    .post(format!("{url}:acknowledge"))
-                    .json(&json!({"ackIds": ack_ids}))
-                    .send()
-                    .await
-                    .unwrap();
             }
             if Instant::now() > deadline {
                 return out;
