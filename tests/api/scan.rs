@@ -1,12 +1,12 @@
 //! `scan` end to end: the real binary against the simulator over HTTP.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
-use gcp_sim::{self as sim, SimHandle, SimOptions, World};
+use gcp_sim::SimHandle;
 use serde_json::Value;
 
-const REMEDIATOR: &str = "sim:gke-iam-remediator@platform-ops.iam.gserviceaccount.com";
+use crate::support::binary::{Run, remediator};
+use crate::support::{TempFile, start_sim, world_file};
 
 /// A world with one project, a folder and an organization, exercising every classification.
 pub const WORLD: &str = r#"
@@ -58,48 +58,10 @@ projects:
       - {name: auto, location: europe-west1, autopilot: true, autoprovisioning_service_account: default}
 "#;
 
-pub async fn start_sim(world: &str) -> SimHandle {
-    let world = World::from_yaml(world, "test-world.yaml").expect("test world parses");
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    sim::start(world, listen, SimOptions::default())
-        .await
-        .expect("simulator starts")
-}
-
-/// What a run of the binary printed and returned.
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-pub async fn remediator(args: &[&str], sim: &SimHandle) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"))
-        .args(args)
-        .env("REMEDIATOR_API_ENDPOINT", sim.base_url())
-        .env("REMEDIATOR_ACCESS_TOKEN", REMEDIATOR)
-        .env_remove("REMEDIATOR_POLICY")
-        .output()
-        .await
-        .expect("binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", run.stdout, run.stderr))
-}
-
+/// The findings of `requirement` in a scan's JSON document.
 fn findings<'a>(doc: &'a Value, requirement: &str) -> Vec<&'a Value> {
-    doc["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|p| p["findings"].as_array().unwrap())
+    crate::support::findings(doc)
+        .into_iter()
         .filter(|f| f["requirement"] == requirement)
         .collect()
 }
@@ -112,12 +74,8 @@ fn principals_with(doc: &Value, requirement: &str, status: &str) -> BTreeSet<Str
         .collect()
 }
 
-fn write_policy(text: &str) -> crate::support::TempFile {
-    crate::support::TempFile::new(text)
-}
-
 /// `scan --project P --format json --apply --policy FILE`.
-async fn scan_apply_json(project: &str, policy: &crate::support::TempFile, sim: &SimHandle) -> Run {
+async fn scan_apply_json(project: &str, policy: &TempFile, sim: &SimHandle) -> Run {
     remediator(
         &[
             "scan",
@@ -147,7 +105,7 @@ async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_no
     .await;
 
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let doc = json(&run);
+    let doc = run.json();
     let missing = principals_with(&doc, "node-sa-permissions", "missing");
     assert_eq!(
         missing,
@@ -195,11 +153,11 @@ async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_no
 async fn scan_apply_restores_missing_grants_and_leaves_conditional_and_inherited_alone() {
     let sim = start_sim(WORLD).await;
     let before = sim.policy("projects/acme-prod").unwrap();
-    let policy = write_policy(ENFORCE);
+    let policy = TempFile::new(ENFORCE);
 
     let run = scan_apply_json("acme-prod", &policy, &sim).await;
 
-    let doc = json(&run);
+    let doc = run.json();
     assert_eq!(
         run.code, 1,
         "the conditional grant remains for a person: {}",
@@ -280,7 +238,7 @@ async fn scan_apply_survives_concurrent_writers_and_injected_errors_without_losi
     put("_sim/concurrent-writer", serde_json::json!({"project": "acme-prod", "probability": 1.0, "max_writes": 4, "role": "roles/viewer"}))
         .await
         .unwrap();
-    let policy = write_policy("mode: enforce\nlimits:\n  max_write_attempts: 10\n");
+    let policy = TempFile::new("mode: enforce\nlimits:\n  max_write_attempts: 10\n");
 
     let run = remediator(
         &[
@@ -382,7 +340,7 @@ async fn a_denied_set_iam_policy_names_the_missing_permission() {
         .send()
         .await
         .unwrap();
-    let policy = write_policy(ENFORCE);
+    let policy = TempFile::new(ENFORCE);
 
     let run = remediator(
         &[
@@ -409,7 +367,7 @@ async fn a_denied_set_iam_policy_names_the_missing_permission() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_policy_file_is_an_error_naming_file_line_and_field() {
     let sim = start_sim(WORLD).await;
-    let policy = write_policy("mode: enforce\nlimits:\n  max_writes: 3\n");
+    let policy = TempFile::new("mode: enforce\nlimits:\n  max_writes: 3\n");
 
     let run = remediator(
         &["scan", "--project", "acme-prod", "--policy", policy.arg()],
@@ -441,7 +399,7 @@ async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero
     )
     .await;
 
-    let doc = json(&run);
+    let doc = run.json();
     assert_eq!(doc["summary"]["projects"], 1);
     assert_eq!(run.code, 0, "{}", run.stdout);
     sim.shutdown().await;
@@ -450,15 +408,14 @@ async fn an_organization_scan_finds_every_project_and_a_healthy_world_exits_zero
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grant_through_a_group_is_settled_by_cloud_identity_else_by_the_troubleshooter_else_unknown()
  {
-    let sim = start_sim(&crate::support::world_file("groups.yaml")).await;
+    let sim = start_sim(&world_file("groups.yaml")).await;
     let node = "serviceAccount:gke-nodes@demo-project.iam.gserviceaccount.com";
-    let resolved = json(
-        &remediator(
-            &["scan", "--project", "demo-project", "--format", "json"],
-            &sim,
-        )
-        .await,
-    );
+    let resolved = remediator(
+        &["scan", "--project", "demo-project", "--format", "json"],
+        &sim,
+    )
+    .await
+    .json();
     assert!(
         principals_with(&resolved, "node-sa-permissions", "ok").contains(node),
         "Cloud Identity's transitive check settles it: {resolved:#}"
@@ -469,27 +426,25 @@ async fn a_grant_through_a_group_is_settled_by_cloud_identity_else_by_the_troubl
         ..Default::default()
     });
 
-    let without = json(
-        &remediator(
-            &["scan", "--project", "demo-project", "--format", "json"],
-            &sim,
-        )
-        .await,
-    );
-    let with = json(
-        &remediator(
-            &[
-                "scan",
-                "--project",
-                "demo-project",
-                "--format",
-                "json",
-                "--troubleshooter",
-            ],
-            &sim,
-        )
-        .await,
-    );
+    let without = remediator(
+        &["scan", "--project", "demo-project", "--format", "json"],
+        &sim,
+    )
+    .await
+    .json();
+    let with = remediator(
+        &[
+            "scan",
+            "--project",
+            "demo-project",
+            "--format",
+            "json",
+            "--troubleshooter",
+        ],
+        &sim,
+    )
+    .await
+    .json();
 
     assert!(
         principals_with(&without, "node-sa-permissions", "unknown").contains(node),
@@ -512,13 +467,13 @@ async fn a_grant_through_a_group_is_settled_by_cloud_identity_else_by_the_troubl
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_node_account_is_reported_and_never_granted_and_a_disabled_one_is_reported() {
-    let sim = start_sim(&crate::support::world_file("deleted-sa.yaml")).await;
-    let policy = write_policy(ENFORCE);
+    let sim = start_sim(&world_file("deleted-sa.yaml")).await;
+    let policy = TempFile::new(ENFORCE);
     let before = sim.policy("projects/demo-project").unwrap();
 
     let run = scan_apply_json("demo-project", &policy, &sim).await;
 
-    let doc = json(&run);
+    let doc = run.json();
     assert_eq!(run.code, 1, "{}", run.stderr);
     let missing = principals_with(&doc, "node-sa-exists", "missing");
     assert!(
@@ -567,12 +522,12 @@ projects:
 "#
     );
     let sim = start_sim(&world).await;
-    let policy = write_policy(ENFORCE);
+    let policy = TempFile::new(ENFORCE);
     let before = sim.policy("projects/full-project").unwrap();
 
     let run = scan_apply_json("full-project", &policy, &sim).await;
 
-    let doc = json(&run);
+    let doc = run.json();
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(
         principals_with(&doc, "node-sa-permissions", "missing")
@@ -615,7 +570,7 @@ async fn an_unreadable_folder_policy_makes_findings_unknown_not_missing() {
     )
     .await;
 
-    let doc = json(&run);
+    let doc = run.json();
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(doc["projects"][0]["error"].is_null(), "{doc:#}");
     assert!(
@@ -652,7 +607,7 @@ async fn a_scope_that_does_not_exist_is_an_error_and_a_missing_project_does_not_
     )
     .await;
     assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
-    let doc = json(&run);
+    let doc = run.json();
     let ids: Vec<&str> = doc["projects"]
         .as_array()
         .unwrap()
@@ -676,12 +631,9 @@ async fn a_scope_that_does_not_exist_is_an_error_and_a_missing_project_does_not_
 #[tokio::test(flavor = "multi_thread")]
 async fn enabling_the_container_api_waits_for_the_service_usage_operation() {
     // Service Usage operations need two polls here; the API is enabled only once the operation is done.
-    let world = format!(
-        "operation_polls: 2\n{}",
-        crate::support::world_file("api-disabled.yaml")
-    );
+    let world = format!("operation_polls: 2\n{}", world_file("api-disabled.yaml"));
     let sim = start_sim(&world).await;
-    let policy = write_policy("mode: enforce\nrestore: [container-api-enabled]\n");
+    let policy = TempFile::new("mode: enforce\nrestore: [container-api-enabled]\n");
 
     let run = scan_apply_json("demo-project", &policy, &sim).await;
 
@@ -762,7 +714,7 @@ async fn the_scan_table_is_one_line_per_account_healthy_rows_collapsed_and_uncol
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_fix_line_is_a_command_google_accepts_undelete_enable_and_the_container_api() {
-    let sim = start_sim(&crate::support::world_file("deleted-sa.yaml")).await;
+    let sim = start_sim(&world_file("deleted-sa.yaml")).await;
 
     let run = remediator(&["scan", "--project", "demo-project"], &sim).await;
 
@@ -795,7 +747,7 @@ async fn every_fix_line_is_a_command_google_accepts_undelete_enable_and_the_cont
     assert_eq!(gone.split_whitespace().nth(5), Some("missing"), "{gone}");
     sim.shutdown().await;
 
-    let sim = start_sim(&crate::support::world_file("api-disabled.yaml")).await;
+    let sim = start_sim(&world_file("api-disabled.yaml")).await;
     let run = remediator(&["scan", "--project", "demo-project"], &sim).await;
     assert!(
         run.stdout.contains(
