@@ -193,25 +193,14 @@ async fn with_the_cloud_asset_api_disabled_in_its_project_a_scan_checks_every_pr
 async fn a_policy_written_through_set_iam_policy_is_in_the_next_asset_listing() {
     let sim = start_sim(SMALL).await;
     let api = Api::new(&sim);
-    let (code, p) = api
-        .post(
-            "v1/projects/shop-prod:getIamPolicy",
-            json!({"options": {"requestedPolicyVersion": 3}}),
-        )
+    let written = api
+        .edit_project_policy("shop-prod", |policy| {
+            policy["bindings"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"role": "roles/viewer", "members": ["user:carol@example.com"]}));
+        })
         .await;
-    assert_eq!(code, 200);
-    let mut policy = p.clone();
-    policy["bindings"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"role": "roles/viewer", "members": ["user:carol@example.com"]}));
-    let (code, written) = api
-        .post(
-            "v1/projects/shop-prod:setIamPolicy",
-            json!({"policy": policy}),
-        )
-        .await;
-    assert_eq!(code, 200, "{written}");
     let (code, page) = api
         .get(&format!(
             "v1/organizations/{ORG}/assets?contentType=IAM_POLICY&assetTypes=cloudresourcemanager.googleapis.com%2FProject&pageSize=1"

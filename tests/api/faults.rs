@@ -15,7 +15,7 @@ use gcp_sim::{ConcurrentWriter, Faults, Latency, SimHandle, SimOptions};
 use serde_json::{Value, json};
 
 use crate::support::binary::{Run, Serve, remediator_as};
-use crate::support::service::{Loop, SELF, removal_entry};
+use crate::support::service::{Loop, SELF, removal_entry, self_env};
 use crate::support::{Api, TempFile, start_sim_with};
 
 /// Roles the default requirement list may restore.
@@ -740,15 +740,13 @@ async fn forged_and_hostile_pushes_grant_nothing_outside_the_requirement_list() 
     let policy = TempFile::new("mode: enforce\n");
     let expected = restorable(&sim, policy.arg()).await;
     let before = all_policies(&sim);
-    let serve = Serve::start(&[
-        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-        ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-        ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
+    let mut env = self_env(&sim);
+    env.extend([
         ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ("REMEDIATOR_COALESCE_MS", "50".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
-    ])
-    .await;
+    ]);
+    let serve = Serve::start(&env).await;
     let http = reqwest::Client::new();
     let url = format!("{}/pubsub/push", serve.url);
     let corpus = hostile_corpus(&projects);
@@ -868,26 +866,15 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
     let mut lp = Loop::start(WORLD, "mode: enforce\n").await;
 
     // Someone removes the binding; the simulator publishes the audit-log entry; Pub/Sub pushes it.
-    let admin = Api::new(&lp.sim);
-    let (s, mut policy) = admin
-        .post(
-            &format!("v1/projects/{PROJECT}:getIamPolicy"),
-            json!({"options": {"requestedPolicyVersion": 3}}),
-        )
+    Api::new(&lp.sim)
+        .edit_project_policy(PROJECT, |policy| {
+            policy["bindings"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|b| b["role"] != ROLE);
+        })
         .await;
-    assert_eq!(s, 200);
-    policy["bindings"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|b| b["role"] != ROLE);
     // Slow every API call down so the delivery is still in flight when serve dies.
-    let (s, body) = admin
-        .post(
-            &format!("v1/projects/{PROJECT}:setIamPolicy"),
-            json!({"policy": policy}),
-        )
-        .await;
-    assert_eq!(s, 200, "{body}");
     lp.sim.set_faults(Faults {
         latency: Latency {
             fixed_ms: 1500,
@@ -897,15 +884,7 @@ async fn serve_killed_mid_flight_is_redelivered_and_restores_exactly_once_with_a
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let h: Value = lp
-            .http
-            .get(format!("{}/healthz", lp.serve.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h = lp.serve.health().await;
         if h["messages"].as_u64().unwrap_or(0) >= 1 {
             break;
         }

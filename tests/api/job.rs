@@ -1,32 +1,11 @@
 //! `job` end to end: pull from a real Pub/Sub emulator subscription, and sweeps that settle
 //! `NODE_SA_MISSING_PERMISSIONS` recommendations.
 
-use std::time::Duration;
-
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::support::binary::job;
 use crate::support::{Api, PubsubEmulator, TempFile, start_sim, world_file};
-
-async fn job(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gke-iam-remediator"));
-    cmd.arg("job")
-        .args(args)
-        .env("REMEDIATOR_LOG_FORMAT", "text")
-        .env_remove("REMEDIATOR_POLICY");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("job finishes")
-        .expect("job runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_pulls_events_restores_and_exits_when_idle() {
@@ -59,7 +38,7 @@ async fn a_job_pulls_events_restores_and_exits_when_idle() {
         .unwrap();
     assert!(r.status().is_success());
 
-    let (code, stdout, stderr) = job(
+    let run = job(
         &[
             "--subscription",
             "projects/ops-project/subscriptions/iam-events-pull",
@@ -72,10 +51,10 @@ async fn a_job_pulls_events_restores_and_exits_when_idle() {
             ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ],
     )
-    .await;
+    .await
+    .ok();
 
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let summary = run.summary();
     assert_eq!(summary["messages"], 2, "{summary}");
     assert_eq!(summary["acked"], 2, "{summary}");
     let policy = sim.policy("projects/demo-project").unwrap();
@@ -94,12 +73,12 @@ async fn a_sweep_marks_a_recommendation_succeeded_only_when_every_node_account_i
     let api = Api::new(&sim);
     let list = "v1/projects/demo-project/locations/us-central1/recommenders/google.container.DiagnosisRecommender/recommendations";
 
-    let (code, stdout, stderr) = job(
+    job(
         &["--sweep", "--organization", "123456789012"],
         &[("REMEDIATOR_API_ENDPOINT", sim.base_url())],
     )
-    .await;
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    .await
+    .ok();
     let (_, recs) = api.get(list).await;
     assert!(
         recs["recommendations"]
@@ -110,16 +89,16 @@ async fn a_sweep_marks_a_recommendation_succeeded_only_when_every_node_account_i
         "dry-run marked: {recs}"
     );
 
-    let (code, stdout, stderr) = job(
+    let run = job(
         &["--sweep", "--organization", "123456789012"],
         &[
             ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
             ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ],
     )
-    .await;
-    assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    .await
+    .ok();
+    let summary = run.summary();
     assert_eq!(summary["swept_projects"], 2, "{summary}");
     let (_, recs) = api.get(list).await;
     let (_, eu) = api.get(&list.replace("us-central1", "europe-west1")).await;

@@ -15,8 +15,9 @@ use gcp_sim::{Faults, Latency};
 use serde_json::{Value, json};
 
 use crate::support::firestore;
-use crate::support::fleet::{Fleet, eventually, outcomes};
+use crate::support::fleet::{Fleet, outcomes, push_to};
 use crate::support::service::{AGENT, WORLD, removal_entry};
+use crate::support::wait_until;
 
 const P: &str = "acme-prod";
 const NODE_ROLE: &str = "roles/container.defaultNodeServiceAccount";
@@ -63,11 +64,6 @@ projects:
 "#;
 
 const SWEEP: [&str; 5] = ["--sweep", "--project", "mem-one", "--project", "mem-two"];
-
-fn summary(stdout: &str) -> Value {
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the job's last line is not its JSON summary ({e}): {stdout}"))
-}
 
 fn ids(notes: &[Value]) -> Vec<String> {
     notes
@@ -152,9 +148,9 @@ fn a_sweep_that_cannot_publish_exits_1_naming_them_and_the_next_run_publishes_ea
         // The notifications topic does not exist yet: every publish fails.
         let fleet = Fleet::start(BROKEN, "mode: enforce\n", false).await;
 
-        let (code, stdout, stderr) = fleet.job(0, &SWEEP).await;
-        let first = summary(&stdout);
-        assert_eq!(code, 1, "{stdout}\n{stderr}");
+        let run = fleet.job(0, &SWEEP).await;
+        let first = run.summary();
+        assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
         let unpublished: BTreeSet<String> = first["unpublished"]
             .as_object()
             .unwrap_or_else(|| panic!("no unpublished in the summary: {first}"))
@@ -169,11 +165,11 @@ fn a_sweep_that_cannot_publish_exits_1_naming_them_and_the_next_run_publishes_ea
         );
 
         fleet.create_notify_topic().await;
-        let (code, stdout, stderr) = fleet.job(1, &SWEEP).await;
-        let second = summary(&stdout);
+        let run = fleet.job(1, &SWEEP).await;
+        let second = run.summary();
         let notes = fleet.notifications(Duration::from_secs(3)).await;
 
-        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
         assert_eq!(second["drained"], 4, "{second}");
         assert_eq!(second.get("unpublished"), None, "{second}");
         assert_eq!(outcomes(&notes), ["restored"; 4], "{notes:#?}");
@@ -193,11 +189,21 @@ fn the_same_world_swept_twice_in_dry_run_publishes_nothing_the_second_time() {
     bounded(Duration::from_secs(240), async {
         let fleet = Fleet::start(BROKEN, "mode: dry-run\n", true).await;
 
-        let (code, stdout, stderr) = fleet.job(0, &SWEEP).await;
-        assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
+        let run = fleet.job(0, &SWEEP).await;
+        assert!(
+            run.code == 0 || run.code == 1,
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
         let first = fleet.notifications(Duration::from_secs(2)).await;
-        let (code, stdout, stderr) = fleet.job(1, &SWEEP).await;
-        assert!(code == 0 || code == 1, "{stdout}\n{stderr}");
+        let run = fleet.job(1, &SWEEP).await;
+        assert!(
+            run.code == 0 || run.code == 1,
+            "{}\n{}",
+            run.stdout,
+            run.stderr
+        );
         let second = fleet.notifications(Duration::from_secs(2)).await;
 
         assert_eq!(outcomes(&first), ["would-restore"; 4], "{first:#?}");
@@ -290,15 +296,16 @@ fn a_serve_killed_after_its_write_leaves_one_restored_notification_once_another_
         let http = reqwest::Client::new();
         let url = first.url.clone();
         let message = removal.clone();
-        let in_flight =
-            tokio::spawn(
-                async move { crate::support::fleet::push_to(&http, &url, &message).await },
-            );
-        let written = eventually(Duration::from_secs(90), || {
+        let in_flight = tokio::spawn(async move { push_to(&http, &url, &message).await });
+        let written = wait_until(Duration::from_secs(90), || {
             fleet.holds(P, NODE_ROLE, NODE_SA)
         })
         .await;
-        assert!(written, "never written: {}", first.logs.lock().unwrap());
+        assert!(
+            written.is_some(),
+            "never written: {}",
+            first.logs.lock().unwrap()
+        );
         first.stop().await; // SIGKILL
         assert_eq!(in_flight.await.unwrap(), None, "the push died with serve");
         fleet.sim.set_faults(no_audit_log_reads(0));

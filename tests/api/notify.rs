@@ -25,11 +25,14 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::support::binary::{BIN, Serve};
+use crate::support::binary::{Serve, job};
 use crate::support::frontend::{FrontEnd, FrontEndConfig, Injection};
-use crate::support::oidc::key_server;
-use crate::support::service::{AGENT, OPS, SELF, WORLD};
-use crate::support::{Gcloud, PubsubEmulator, RefusedPort, TempFile, start_sim_with};
+use crate::support::oidc::{self, key_server};
+use crate::support::service::{
+    AGENT, EVENTS_TOPIC, NOTIFY_TOPIC, OPS, WORLD, audit_log_sim, notifying_env,
+    remove_agent_binding,
+};
+use crate::support::{Gcloud, PubsubEmulator, RefusedPort, TempFile, wait_until};
 
 // ---------------------------------------------------------------------------------------------
 // Notifications through the real builder.
@@ -1330,15 +1333,6 @@ const PUSH_AUDIENCE: &str = "https://gke-iam-remediator-abc123-uc.a.run.app";
 /// The push subscriptions' service account.
 const PUSHER: &str = "pubsub-push@ops-project.iam.gserviceaccount.com";
 
-fn oidc_fixture(name: &str) -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/oidc")
-            .join(name),
-    )
-    .unwrap()
-}
-
 fn e2e_policy(mode: &str) -> String {
     format!(
         "mode: {mode}
@@ -1355,59 +1349,19 @@ notifications:
     )
 }
 
-async fn emulator_put(http: &reqwest::Client, emulator: &PubsubEmulator, path: &str, body: Value) {
-    let r = http
-        .put(format!("http://{}/v1/projects/{OPS}/{path}", emulator.host))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.status().is_success(),
-        "PUT {path}: {}",
-        r.text().await.unwrap_or_default()
-    );
-}
-
-async fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    f()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_back_to_pubsub_notify()
  {
     let emulator = PubsubEmulator::start().await;
     let http = reqwest::Client::new();
-    emulator_put(&http, &emulator, "topics/iam-events", json!({})).await;
-    emulator_put(&http, &emulator, "topics/notifications", json!({})).await;
-    let sim = start_sim_with(
-        WORLD,
-        gcp_sim::SimOptions {
-            audit_log_topic: Some(format!("projects/{OPS}/topics/iam-events")),
-            pubsub_emulator_host: Some(emulator.host.clone()),
-            default_principal: "user:admin@example.com".to_owned(),
-        },
-    )
-    .await;
+    emulator.topic(OPS, EVENTS_TOPIC).await;
+    emulator.topic(OPS, NOTIFY_TOPIC).await;
+    let sim = audit_log_sim(WORLD, &emulator).await;
     let slack = Receiver::start(true).await;
     let hook = Receiver::start(false).await;
     let policy = TempFile::new(&e2e_policy("enforce"));
-    let serve = Serve::start(&[
-        ("REMEDIATOR_API_ENDPOINT", sim.base_url()),
-        ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-        ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
-        (
-            "REMEDIATOR_NOTIFY_TOPIC",
-            format!("projects/{OPS}/topics/notifications"),
-        ),
-        ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+    let mut env = notifying_env(&sim, &emulator);
+    env.extend([
         ("REMEDIATOR_POLICY", policy.arg().to_owned()),
         ("REMEDIATOR_COALESCE_MS", "300".to_owned()),
         ("REMEDIATOR_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH)),
@@ -1419,21 +1373,21 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
         ("REMEDIATOR_PUSH_ALLOWED_EMAILS", PUSHER.to_owned()),
         (
             "REMEDIATOR_OIDC_KEYS_URL",
-            key_server(oidc_fixture("jwks.json")).await,
+            key_server(oidc::fixture("jwks.json")).await,
         ),
-    ])
-    .await;
+    ]);
+    let serve = Serve::start(&env).await;
     // The emulator cannot attach push tokens: the front end injects the one Pub/Sub would, then
     // checks and strips it as Cloud Run does.
     let front = FrontEnd::start(
         FrontEndConfig {
             audiences: vec![PUSH_AUDIENCE.to_owned()],
             invokers: vec![PUSHER.to_owned()],
-            jwks: oidc_fixture("jwks.json"),
+            jwks: oidc::fixture("jwks.json"),
             invoker_check: true,
             inject: Some(Injection {
-                key_pem: oidc_fixture("signing-private.pem"),
-                kid: "test-signing-key-1".to_owned(),
+                key_pem: oidc::fixture("signing-private.pem"),
+                kid: oidc::KID.to_owned(),
                 email: PUSHER.to_owned(),
                 audience: PUSH_AUDIENCE.to_owned(),
             }),
@@ -1442,43 +1396,22 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
     )
     .await;
     for (sub, topic, endpoint) in [
-        ("iam-events-push", "iam-events", "/pubsub/push"),
-        ("notifications-push", "notifications", "/pubsub/notify"),
+        ("iam-events-push", EVENTS_TOPIC, "/pubsub/push"),
+        ("notifications-push", NOTIFY_TOPIC, "/pubsub/notify"),
     ] {
-        emulator_put(
-            &http,
-            &emulator,
-            &format!("subscriptions/{sub}"),
-            json!({
-                "topic": format!("projects/{OPS}/topics/{topic}"),
-                "pushConfig": {"pushEndpoint": format!("{}{endpoint}", front.url)},
-                "ackDeadlineSeconds": 60,
-            }),
-        )
-        .await;
+        emulator
+            .push_subscription(OPS, sub, topic, &format!("{}{endpoint}", front.url), 60)
+            .await;
     }
 
-    let gcloud = Gcloud::new(&sim.base_url(), "acme-prod");
-    gcloud
-        .run(&[
-            "projects",
-            "remove-iam-policy-binding",
-            "acme-prod",
-            "--member",
-            AGENT,
-            "--role",
-            "roles/container.serviceAgent",
-            "--format=json",
-        ])
-        .await
-        .ok();
+    remove_agent_binding(&Gcloud::new(&sim.base_url(), "acme-prod")).await;
     let started = Instant::now();
-    let delivered = wait_for(Duration::from_secs(45), || {
+    let delivered = wait_until(Duration::from_secs(45), || {
         !slack.ok().is_empty() && !hook.ok().is_empty()
     })
     .await;
     assert!(
-        delivered,
+        delivered.is_some(),
         "not delivered; serve logs:\n{}",
         serve.logs.lock().unwrap()
     );
@@ -1556,63 +1489,46 @@ async fn serve_restores_a_removed_binding_and_delivers_the_notification_pushed_b
 async fn a_job_pulls_notifications_from_a_subscription_and_delivers_one_digest_per_channel() {
     let emulator = PubsubEmulator::start().await;
     emulator
-        .topic_with_subscription(OPS, "notifications", "notifications-deliver")
+        .topic_with_subscription(OPS, NOTIFY_TOPIC, "notifications-deliver")
         .await;
     let slack = Receiver::start(true).await;
     let hook = Receiver::start(false).await;
-    let http = reqwest::Client::new();
     let messages: Vec<Value> = (1..=30)
         .map(|i| {
             let n = notification(Outcome::WouldRestore, "acme-dev", i);
             json!({"data": base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&n).unwrap()), "attributes": n.attributes()})
         })
         .collect();
-    let r = http
-        .post(format!(
-            "http://{}/v1/projects/{OPS}/topics/notifications:publish",
-            emulator.host
-        ))
-        .json(&json!({"messages": messages}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    emulator.publish(OPS, NOTIFY_TOPIC, messages).await;
 
     let policy = TempFile::new(&e2e_policy("dry-run"));
     let started = Instant::now();
-    let out = tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::process::Command::new(BIN)
-            .args([
-                "job",
-                "--subscription",
-                &format!("projects/{OPS}/subscriptions/notifications-deliver"),
-                "--deliver-notifications",
-                "--idle-timeout",
-                "3",
-            ])
-            .env("REMEDIATOR_LOG_FORMAT", "text")
-            .env("PUBSUB_EMULATOR_HOST", &emulator.host)
-            .env("REMEDIATOR_POLICY", policy.arg())
-            .env("REMEDIATOR_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH))
-            .env("REMEDIATOR_WEBHOOK_URL", hook.url("/h/url-secret-7c3d"))
-            .env("REMEDIATOR_WEBHOOK_KEY", "hook-key-9b2e7d")
-            .output(),
+    let subscription = format!("projects/{OPS}/subscriptions/notifications-deliver");
+    let run = job(
+        &[
+            "--subscription",
+            &subscription,
+            "--deliver-notifications",
+            "--idle-timeout",
+            "3",
+        ],
+        &[
+            ("PUBSUB_EMULATOR_HOST", emulator.host.clone()),
+            ("REMEDIATOR_POLICY", policy.arg().to_owned()),
+            ("REMEDIATOR_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH)),
+            ("REMEDIATOR_WEBHOOK_URL", hook.url("/h/url-secret-7c3d")),
+            ("REMEDIATOR_WEBHOOK_KEY", "hook-key-9b2e7d".to_owned()),
+        ],
     )
-    .await
-    .expect("job finishes")
-    .expect("job runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    .await;
     eprintln!("job took {:?}", started.elapsed());
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .unwrap_or_else(|_| panic!("{stdout}"));
+    let run = run.ok();
+    let summary = run.summary();
     assert_eq!(summary["messages"], 30, "{summary}");
     assert_eq!(summary["acked"], 30, "{summary}");
     let s = slack.ok();
     let h = hook.ok();
-    assert_eq!(s.len(), 1, "one digest on Slack: {stderr}");
+    assert_eq!(s.len(), 1, "one digest on Slack: {}", run.stderr);
     assert_eq!(h.len(), 1, "one digest on the webhook");
     assert_eq!(h[0].json().as_array().unwrap().len(), 30);
     assert!(
@@ -1623,7 +1539,7 @@ async fn a_job_pulls_notifications_from_a_subscription_and_delivers_one_digest_p
     );
     for secret in SECRETS {
         assert!(
-            !stdout.contains(secret) && !stderr.contains(secret),
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
             "job output contains {secret}"
         );
     }

@@ -12,37 +12,14 @@ use crate::support::oidc::{KID, fixture, key_server, token};
 use crate::support::service::{
     AGENT, Loop, WORLD, has, removal_entry, remove_agent_binding, self_env,
 };
-use crate::support::{Api, Gcloud, start_sim, wait_until};
+use crate::support::{Api, Gcloud, project_policy_writes, start_sim, wait_until};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_binding_removed_with_gcloud_is_restored_and_a_restored_notification_is_published() {
     let lp = Loop::start(WORLD, "mode: enforce\n").await;
     let gcloud = Gcloud::new(&lp.sim.base_url(), "acme-prod");
 
-    let out = gcloud
-        .run(&[
-            "projects",
-            "remove-iam-policy-binding",
-            "acme-prod",
-            "--member",
-            AGENT,
-            "--role",
-            "roles/container.serviceAgent",
-            "--format=json",
-        ])
-        .await;
-    if out.code != 0 {
-        let j: Value = lp
-            .http
-            .get(format!("{}_sim/journal", lp.sim.base_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        panic!("{}\n{j:#}", out.stderr);
-    }
+    remove_agent_binding(&gcloud).await;
     let removed_at = Instant::now();
 
     let restored = wait_until(Duration::from_secs(30), || {
@@ -192,25 +169,14 @@ async fn a_push_still_handled_at_the_push_deadline_is_answered_503_and_its_redel
     let sim = start_sim(WORLD).await;
     // Someone removed the agent's binding; then Google slows down to 700 ms a call, so one run of the
     // project takes several seconds.
-    let admin = Api::new(&sim);
-    let (status, mut policy) = admin
-        .post(
-            "v1/projects/acme-prod:getIamPolicy",
-            json!({"options": {"requestedPolicyVersion": 3}}),
-        )
+    Api::new(&sim)
+        .edit_project_policy("acme-prod", |policy| {
+            policy["bindings"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|b| b["role"] != "roles/container.serviceAgent");
+        })
         .await;
-    assert_eq!(status, 200);
-    policy["bindings"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|b| b["role"] != "roles/container.serviceAgent");
-    let (status, body) = admin
-        .post(
-            "v1/projects/acme-prod:setIamPolicy",
-            json!({"policy": policy}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
     sim.set_faults(Faults {
         latency: Latency {
             fixed_ms: 700,
@@ -276,13 +242,11 @@ async fn a_push_still_handled_at_the_push_deadline_is_answered_503_and_its_redel
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(has(&sim, "roles/container.serviceAgent", AGENT));
-    let writes = sim
-        .stats()
-        .by_endpoint
-        .get("cloudresourcemanager.projects.setIamPolicy")
-        .copied()
-        .unwrap_or(0);
-    assert_eq!(writes, 2, "the removal and exactly one restore");
+    assert_eq!(
+        project_policy_writes(&sim),
+        2,
+        "the removal and exactly one restore"
+    );
     let health = serve.health().await;
     assert_eq!(health["project_runs"], 1, "{health}");
     serve.stop().await;

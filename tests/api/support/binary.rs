@@ -29,7 +29,38 @@ pub struct Run {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Run {
+    /// Itself, after a panic with both streams unless it exited 0.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "exit {}:\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The last line of stdout parsed as JSON: a `job`'s summary (a panic with both streams if it
+    /// is not JSON).
+    pub fn summary(&self) -> Value {
+        serde_json::from_str(self.stdout.lines().last().unwrap_or_default()).unwrap_or_else(|e| {
+            panic!(
+                "the last line is not a JSON summary ({e}): {}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
     /// Stdout parsed as JSON (a panic with both streams if it is not).
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout)
@@ -59,11 +90,25 @@ pub async fn remediator_as(email: &str, args: &[&str], sim: &SimHandle) -> Run {
     .await
     .expect("the binary finished within 300 s")
     .expect("the binary runs");
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    Run::from(out)
+}
+
+/// Runs `job ARGS` with `env` (text logs; no policy file unless `env` names one) within 120 s.
+pub async fn job(args: &[&str], env: &[(&str, String)]) -> Run {
+    let mut cmd = tokio::process::Command::new(BIN);
+    cmd.arg("job")
+        .args(args)
+        .env("REMEDIATOR_LOG_FORMAT", "text")
+        .env_remove("REMEDIATOR_POLICY")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
     }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the job finished within 120 s")
+        .expect("the job runs");
+    Run::from(out)
 }
 
 /// The running `serve` binary, killed on drop; its output (the address on stdout, JSON logs on

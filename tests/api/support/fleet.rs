@@ -11,22 +11,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use gcp_sim::{SimHandle, SimOptions};
+use gcp_sim::SimHandle;
 use serde_json::{Value, json};
 
-use super::binary::{BIN, Serve};
+use super::binary::{Run, Serve, job};
 use super::firestore::FirestoreEmulator;
-use super::service::{OPS, SELF};
-use super::{Api, PubsubEmulator, TempFile, start_sim_with};
+use super::pubsub::decode;
+use super::service::{
+    EVENTS_TOPIC, NOTIFY_SUB, NOTIFY_TOPIC, OPS, SELF, audit_log_message, audit_log_sim,
+    notifying_env,
+};
+use super::{Api, PubsubEmulator, TempFile};
 
-/// The notifications topic.
-pub const NOTIFY_TOPIC: &str = "projects/ops-project/topics/notifications";
-/// The pull subscription on it the tests read.
-pub const NOTIFY_SUB: &str = "notifications-pull";
-/// The topic the simulator publishes audit-log entries to.
-const EVENTS_TOPIC: &str = "iam-events";
-/// The pull subscription the pusher reads it from.
+/// The pull subscription the pusher reads audit-log entries from.
 const EVENTS_SUB: &str = "iam-events-pull";
 
 /// A Firestore location no other test uses, on the shared emulator.
@@ -78,18 +75,10 @@ impl Fleet {
             .await;
         if notify_topic {
             pubsub
-                .topic_with_subscription(OPS, "notifications", NOTIFY_SUB)
+                .topic_with_subscription(OPS, NOTIFY_TOPIC, NOTIFY_SUB)
                 .await;
         }
-        let sim = start_sim_with(
-            world,
-            SimOptions {
-                audit_log_topic: Some(format!("projects/{OPS}/topics/{EVENTS_TOPIC}")),
-                pubsub_emulator_host: Some(pubsub.host.clone()),
-                default_principal: "user:admin@example.com".to_owned(),
-            },
-        )
-        .await;
+        let sim = audit_log_sim(world, &pubsub).await;
         Fleet {
             pubsub,
             sim,
@@ -103,16 +92,13 @@ impl Fleet {
 
     /// The environment of instance (or run) `n`.
     pub fn env(&self, n: usize) -> Vec<(&'static str, String)> {
-        vec![
-            ("REMEDIATOR_API_ENDPOINT", self.sim.base_url()),
-            ("REMEDIATOR_ACCESS_TOKEN", format!("sim:{SELF}")),
-            ("REMEDIATOR_SELF_EMAIL", SELF.to_owned()),
-            ("REMEDIATOR_NOTIFY_TOPIC", NOTIFY_TOPIC.to_owned()),
-            ("PUBSUB_EMULATOR_HOST", self.pubsub.host.clone()),
+        let mut env = notifying_env(&self.sim, &self.pubsub);
+        env.extend([
             ("REMEDIATOR_POLICY", self.policy.arg().to_owned()),
             ("REMEDIATOR_STATE", state_for(n, &self.state)),
             ("FIRESTORE_EMULATOR_HOST", self.firestore_host.clone()),
-        ]
+        ]);
+        env
     }
 
     /// Starts `serve` instance `n` (on a port of its own).
@@ -120,31 +106,15 @@ impl Fleet {
         Serve::start(&self.env(n)).await
     }
 
-    /// Runs `job ARGS` as run `n`; (exit code, stdout, stderr), within 120 s.
-    pub async fn job(&self, n: usize, args: &[&str]) -> (i32, String, String) {
-        let mut cmd = tokio::process::Command::new(BIN);
-        cmd.arg("job")
-            .args(args)
-            .env("REMEDIATOR_LOG_FORMAT", "text")
-            .kill_on_drop(true);
-        for (k, v) in self.env(n) {
-            cmd.env(k, v);
-        }
-        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-            .await
-            .expect("the job finished within 120 s")
-            .expect("the job runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+    /// Runs `job ARGS` as run `n`, within 120 s.
+    pub async fn job(&self, n: usize, args: &[&str]) -> Run {
+        job(args, &self.env(n)).await
     }
 
     /// Creates the notifications topic and its pull subscription (when the test started without).
     pub async fn create_notify_topic(&self) {
         self.pubsub
-            .topic_with_subscription(OPS, "notifications", NOTIFY_SUB)
+            .topic_with_subscription(OPS, NOTIFY_TOPIC, NOTIFY_SUB)
             .await;
     }
 
@@ -198,7 +168,7 @@ impl Fleet {
         self.sim.flush_audit_logs().await;
         let mut out = Vec::new();
         loop {
-            let got = self.pull_raw(EVENTS_SUB).await;
+            let got = self.pubsub.pull_once(OPS, EVENTS_SUB).await;
             if got.is_empty() {
                 return out;
             }
@@ -206,46 +176,12 @@ impl Fleet {
         }
     }
 
-    /// One pull (at most 100 messages, returning at once), acknowledged.
-    async fn pull_raw(&self, sub: &str) -> Vec<Value> {
-        let url = format!(
-            "http://{}/v1/projects/{OPS}/subscriptions/{sub}",
-            self.pubsub.host
-        );
-        let r: Value = self
-            .http
-            .post(format!("{url}:pull"))
-            .json(&json!({"maxMessages": 100, "returnImmediately": true}))
-            .send()
-            .await
-            .expect("pull")
-            .json()
-            .await
-            .expect("pull answer is JSON");
-        let msgs = r["receivedMessages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        if !msgs.is_empty() {
-            let ack_ids: Vec<Value> = msgs.iter().map(|m| m["ackId"].clone()).collect();
-            self.http
-                .post(format!("{url}:acknowledge"))
-                .json(&json!({ "ackIds": ack_ids }))
-                .send()
-                .await
-                .expect("acknowledge");
-        }
-        msgs.into_iter().map(|m| m["message"].clone()).collect()
-    }
-
     /// A Pub/Sub message carrying `entry` (a message id of its own), as a log sink would publish.
     pub fn message_of(&self, entry: &Value) -> Value {
         let n = self.pushed.fetch_add(1, Ordering::SeqCst);
-        json!({
-            "data": base64::engine::general_purpose::STANDARD.encode(entry.to_string()),
-            "messageId": format!("test-{}-{n}", std::process::id()),
-            "attributes": {"logging.googleapis.com/timestamp": "2026-11-29T00:31:00Z"},
-        })
+        let mut m = audit_log_message(entry);
+        m["messageId"] = json!(format!("test-{}-{n}", std::process::id()));
+        m
     }
 
     /// Pushes `message` to `serve` as Pub/Sub push does (wrapped); the HTTP status, or `None` when
@@ -259,11 +195,8 @@ impl Fleet {
         let deadline = Instant::now() + wait;
         let mut out = Vec::new();
         loop {
-            for m in self.pull_raw(NOTIFY_SUB).await {
-                let data = base64::engine::general_purpose::STANDARD
-                    .decode(m["data"].as_str().unwrap_or_default())
-                    .expect("base64 data");
-                out.push(serde_json::from_slice(&data).expect("a notification is JSON"));
+            for m in self.pubsub.pull_once(OPS, NOTIFY_SUB).await {
+                out.push(decode(&m).0);
             }
             if Instant::now() > deadline {
                 return out;
@@ -315,16 +248,4 @@ pub fn outcomes(notes: &[Value]) -> Vec<String> {
         .iter()
         .map(|n| n["outcome"].as_str().unwrap_or("?").to_owned())
         .collect()
-}
-
-/// Polls `f` every 20 ms for at most `timeout`.
-pub async fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    f()
 }

@@ -25,6 +25,8 @@ use serde_json::Value;
 
 pub use pubsub::PubsubEmulator;
 
+use binary::Run;
+
 /// Reads a world shipped in `infra/worlds/`.
 pub fn world_file(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +49,16 @@ pub async fn start_sim_with(world_yaml: &str, options: SimOptions) -> SimHandle 
         .expect("simulator starts")
 }
 
-/// Polls `f` every 50 ms for at most `timeout` (and once more at the end); how long it took to
+/// The setIamPolicy calls on projects `sim` answered so far (anyone's).
+pub fn project_policy_writes(sim: &SimHandle) -> u64 {
+    sim.stats()
+        .by_endpoint
+        .get("cloudresourcemanager.projects.setIamPolicy")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Polls `f` every 20 ms for at most `timeout` (and once more at the end); how long it took to
 /// hold, or `None` if it never did.
 pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let start = Instant::now();
@@ -55,7 +66,7 @@ pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> Optio
         if f() {
             return Some(start.elapsed());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     f().then(|| start.elapsed())
 }
@@ -92,35 +103,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Output of one gcloud run.
-#[derive(Debug)]
-pub struct GcloudOutput {
-    /// Exit code (-1 if killed).
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl GcloudOutput {
-    /// Panics with both streams unless gcloud succeeded.
-    pub fn ok(self) -> GcloudOutput {
-        assert_eq!(
-            self.code, 0,
-            "gcloud failed:\nstdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    /// Stdout parsed as JSON.
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("gcloud stdout is not JSON ({e}): {}", self.stdout))
-    }
-}
-
 /// The gcloud environment pointing every API at a simulator (reference §7.1).
 pub struct Gcloud {
     config: TempDir,
@@ -149,6 +131,11 @@ impl Gcloud {
             base_url: base_url.to_owned(),
             project: project.to_owned(),
         }
+    }
+
+    /// The simulator's base URL (with trailing slash) this gcloud calls.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 
     /// The environment variables this gcloud runs with.
@@ -187,7 +174,7 @@ impl Gcloud {
     }
 
     /// Runs `gcloud ARGS...` and captures its output.
-    pub async fn run(&self, args: &[&str]) -> GcloudOutput {
+    pub async fn run(&self, args: &[&str]) -> Run {
         let mut cmd = tokio::process::Command::new("gcloud");
         cmd.args(args)
             .env_remove("CLOUDSDK_AUTH_ACCESS_TOKEN")
@@ -199,11 +186,7 @@ impl Gcloud {
             .await
             .expect("gcloud finished within 120 s")
             .expect("gcloud is installed and runs (it is required by these tests)");
-        GcloudOutput {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::from(out)
     }
 }
 
@@ -307,6 +290,27 @@ impl Api {
     /// POST with a JSON body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call("POST", path, Some(body)).await
+    }
+
+    /// Reads `project`'s IAM policy (version 3), lets `edit` change it, and writes it back with its
+    /// etag, both calls asserted to succeed; the policy written, as setIamPolicy answered it.
+    pub async fn edit_project_policy(&self, project: &str, edit: impl FnOnce(&mut Value)) -> Value {
+        let (status, mut policy) = self
+            .post(
+                &format!("v1/projects/{project}:getIamPolicy"),
+                serde_json::json!({"options": {"requestedPolicyVersion": 3}}),
+            )
+            .await;
+        assert_eq!(status, 200, "getIamPolicy {project}: {policy}");
+        edit(&mut policy);
+        let (status, written) = self
+            .post(
+                &format!("v1/projects/{project}:setIamPolicy"),
+                serde_json::json!({ "policy": policy }),
+            )
+            .await;
+        assert_eq!(status, 200, "setIamPolicy {project}: {written}");
+        written
     }
 
     /// PUT with a JSON body.

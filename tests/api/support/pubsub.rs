@@ -42,41 +42,34 @@ impl PubsubEmulator {
         }
     }
 
-    /// The emulator's REST base for `project`'s topics and subscriptions.
-    fn base(&self, project: &str) -> String {
-        format!("http://{}/v1/projects/{project}", self.host)
-    }
-
-    /// `PUT`s `body` at `path` under `project` (a topic or a subscription), asserting it succeeded.
-    async fn put(&self, project: &str, path: &str, body: Value) {
+    /// Sends `body` with `method` to `path` under `project` (a topic or a subscription, and an
+    /// action); the answer (`null` if empty), asserting it succeeded.
+    async fn call(&self, method: reqwest::Method, project: &str, path: &str, body: Value) -> Value {
+        let url = format!("http://{}/v1/projects/{project}/{path}", self.host);
         let r = self
             .http
-            .put(format!("{}/{path}", self.base(project)))
+            .request(method.clone(), url)
             .json(&body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
-        let status = r.status();
-        assert!(
-            status.is_success(),
-            "PUT {path}: {status} {}",
-            r.text().await.unwrap_or_default()
-        );
-    }
-
-    /// `POST`s `body` to `path` under `project`; the answer, asserting it succeeded.
-    async fn post(&self, project: &str, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/{path}", self.base(project)))
-            .json(&body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = r.status();
         let text = r.text().await.unwrap_or_default();
-        assert!(status.is_success(), "POST {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("POST {path}: not JSON: {text}"))
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        if text.trim().is_empty() {
+            return Value::Null;
+        }
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}"))
+    }
+
+    /// `PUT` (creates a topic or a subscription).
+    async fn put(&self, project: &str, path: &str, body: Value) {
+        self.call(reqwest::Method::PUT, project, path, body).await;
+    }
+
+    /// `POST` (an action on a topic or a subscription); the answer.
+    async fn post(&self, project: &str, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, project, path, body).await
     }
 
     /// Creates a topic.

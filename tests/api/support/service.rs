@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::binary::Serve;
 use super::pubsub::{decode, message};
-use super::{Gcloud, PubsubEmulator, TempFile, start_sim_with};
+use super::{Gcloud, PubsubEmulator, TempFile, project_policy_writes, start_sim_with};
 
 /// The project hosting the remediator's topics in these tests.
 pub const OPS: &str = "ops-project";
@@ -74,6 +74,14 @@ pub fn removal_entry(insert_id: &str, role: &str, member: &str, project: &str) -
     })
 }
 
+/// A Pub/Sub message carrying `entry`, as a log sink publishes it.
+pub fn audit_log_message(entry: &Value) -> Value {
+    message(
+        entry,
+        json!({"logging.googleapis.com/timestamp": "2026-11-29T00:31:00Z"}),
+    )
+}
+
 /// The environment of `serve` (or `job`) calling the simulator `sim` as [`SELF`].
 pub fn self_env(sim: &SimHandle) -> Vec<(&'static str, String)> {
     vec![
@@ -116,7 +124,8 @@ pub fn has(sim: &SimHandle, role: &str, member: &str) -> bool {
     p.grants_unconditionally(role, member)
 }
 
-/// Removes the GKE service agent's binding on `acme-prod` with the real gcloud, as a person would.
+/// Removes the GKE service agent's binding on `acme-prod` with the real gcloud, as a person would
+/// (a failure shows the simulator's journal).
 pub async fn remove_agent_binding(gcloud: &Gcloud) {
     let args = [
         "projects",
@@ -128,7 +137,18 @@ pub async fn remove_agent_binding(gcloud: &Gcloud) {
         "roles/container.serviceAgent",
     ];
     let out = gcloud.run(&args).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    if out.code != 0 {
+        let journal = reqwest::get(format!("{}_sim/journal", gcloud.base_url()))
+            .await
+            .expect("the simulator answers")
+            .text()
+            .await
+            .unwrap_or_default();
+        panic!(
+            "gcloud failed ({}): {}\nsimulator journal: {journal}",
+            out.code, out.stderr
+        );
+    }
 }
 
 /// The push subscription delivering audit-log entries to `serve`.
@@ -200,9 +220,8 @@ impl Loop {
 
     /// Publishes `entry` on the events topic, as a log sink would.
     pub async fn publish_event(&self, entry: &Value) {
-        let attributes = json!({"logging.googleapis.com/timestamp": "2026-11-29T00:31:00Z"});
         self.emulator
-            .publish(OPS, EVENTS_TOPIC, vec![message(entry, attributes)])
+            .publish(OPS, EVENTS_TOPIC, vec![audit_log_message(entry)])
             .await;
     }
 
@@ -226,12 +245,7 @@ impl Loop {
 
     /// The setIamPolicy calls the simulator answered so far (anyone's).
     pub fn writes(&self) -> u64 {
-        self.sim
-            .stats()
-            .by_endpoint
-            .get("cloudresourcemanager.projects.setIamPolicy")
-            .copied()
-            .unwrap_or(0)
+        project_policy_writes(&self.sim)
     }
 
     /// Kills `serve` and stops the simulator.
