@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use gcp_sim::SimHandle;
 use serde_json::Value;
 
-use crate::support::binary::{Run, remediator};
+use crate::support::binary::{Run, remediator, scan_in_process};
 use crate::support::{TempFile, start_sim, world_file};
 
 /// A world with one project, a folder and an organization, exercising every classification.
@@ -98,14 +98,12 @@ const ENFORCE: &str = "mode: enforce\n";
 async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_node_accounts() {
     let sim = start_sim(WORLD).await;
 
-    let run = remediator(
-        &["scan", "--project", "acme-prod", "--format", "json"],
-        &sim,
-    )
-    .await;
+    // In-process: the scan command itself, its output captured.
+    let (code, out) =
+        scan_in_process(&["--project", "acme-prod", "--format", "json"], &sim).await;
 
-    assert_eq!(run.code, 1, "{}", run.stderr);
-    let doc = run.json();
+    assert_eq!(code, 1, "{out}");
+    let doc: Value = serde_json::from_str(&out).expect("one JSON document");
     let missing = principals_with(&doc, "node-sa-permissions", "missing");
     assert_eq!(
         missing,

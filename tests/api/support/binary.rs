@@ -249,3 +249,21 @@ impl Serve {
         self.child.id().expect("serve is running")
     }
 }
+
+/// `scan ARGS` run in-process (`gke_iam_remediator::scan::run_to`) against `sim` as the scanner,
+/// its output captured: the command as the binary runs it, without a process.
+pub async fn scan_in_process(args: &[&str], sim: &SimHandle) -> (i32, String) {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        scan: gke_iam_remediator::scan::ScanArgs,
+    }
+    let token = format!("sim:{SCANNER}");
+    let base = sim.base_url();
+    let mut argv = vec!["scan", "--api-endpoint", &base, "--access-token", &token];
+    argv.extend_from_slice(args);
+    let cli = <Cli as clap::Parser>::try_parse_from(&argv).expect("scan arguments parse");
+    let mut out = Vec::new();
+    let code = gke_iam_remediator::scan::run_to(&cli.scan, &mut out, false).await;
+    (code, String::from_utf8(out).expect("scan writes UTF-8"))
+}
