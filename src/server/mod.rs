@@ -327,6 +327,8 @@ async fn push(state: Arc<AppState>, request: Request<Incoming>) -> Response<Body
         subscription = message.subscription.as_deref().unwrap_or(""),
         trace_id = trace.as_deref().unwrap_or(""),
     );
+    // The moment a delivery is in hand: where the loop's latency splits between Pub/Sub and us.
+    tracing::debug!(parent: &span, bytes = body.len(), "push received");
     // The handling runs in a task of its own and is never cancelled: past the deadline the push is
     // answered 503 and the handling goes on. Its project runs already do (the engine spawns them),
     // but cancelling the rest at an await point could stop a run's conclusion between its ledger
