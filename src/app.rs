@@ -32,8 +32,8 @@ pub struct EngineArgs {
     /// `organizations/N`.
     #[arg(long, env = "REMEDIATOR_SWEEP_SCOPE", value_delimiter = ',')]
     pub sweep_scope: Vec<String>,
-    /// Milliseconds the first event for an idle project may wait for others before it is checked (0:
-    /// at once; events arriving during a check always join the next one).
+    /// Milliseconds the first event for an idle project waits for others before it is checked, the
+    /// whole window every time (0: at once; events arriving during a check always join the next one).
     #[arg(long, env = "REMEDIATOR_COALESCE_MS", default_value_t = 0)]
     pub coalesce_ms: u64,
     /// Also publish `healthy` outcomes.

@@ -3,7 +3,7 @@
 //!
 //! Leading edge: a hint for an idle project starts a run at once (after its grace delay, for a
 //! removal); hints arriving while a run is under way join the next run, which starts as soon as the
-//! current one ends. A non-zero coalescing window makes an idle project's first hint wait up to that
+//! current one ends. A non-zero coalescing window makes an idle project's first hint wait that
 //! long for others. A removal's grace delay is counted from the first removal of the batch, so a
 //! stream of removals cannot postpone the run forever. What a run does is the caller's ([`Run`]).
 

@@ -586,11 +586,8 @@ impl Engine {
 
     /// Joins (or starts) the next run for the project and waits for its report.
     ///
-    /// Leading edge: a hint for an idle project starts a run at once (after its grace delay, for a
-    /// removal); hints arriving while a run is under way join the next run, which starts as soon as
-    /// the current one ends. A non-zero coalescing window makes an idle project's first hint wait up to
-    /// that long for others. A removal's grace delay is counted from the first removal of the batch,
-    /// so a stream of removals cannot postpone the run forever.
+    /// Scheduled by the [`coalesce::Coalescer`]: at most one run of a project at a time, hints
+    /// arriving during a run join the next.
     pub async fn run_coalesced(self: &Arc<Self>, info: ProjectInfo, delay: Duration) -> RunResult {
         self.run_coalesced_in(info, delay, None).await
     }
