@@ -36,20 +36,11 @@ enum Command {
     Job(app::JobArgs),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_) | Command::Job(_)) {
-        init_logging();
+        gke_iam_remediator::telemetry::init_command();
     }
     let code = match cli.command {
         Command::Scan(args) => scan::run(args).await,

@@ -251,6 +251,24 @@ fn filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
+/// Installs the global subscriber of a one-shot command (`scan`, `explain`, `check-plan`, `demo`,
+/// `sim`): text on stderr, warnings and errors unless `RUST_LOG` says otherwise, colour only on a
+/// terminal without `NO_COLOR` (stdout carries the command's output).
+pub fn init_command() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let ansi = colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    );
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
+}
+
 /// Installs the global subscriber. Both formats go to stderr (Cloud Run collects it); text carries
 /// colour only on a terminal without `NO_COLOR`.
 pub fn init(format: LogFormat, project: Option<String>) {

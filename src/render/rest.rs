@@ -1,5 +1,5 @@
 //! The projects the table does not show as blocks (nothing in them to act on), told in one line per
-//! category: `1,640 project(s) ok`, `3 project(s) ok* (deny policies partly unread: ...)`,
+//! category: `1,640 project(s) ok`, `3 project(s) ok* (deny policies not read: folders/1; why: ...)`,
 //! `12 project(s) not using GKE`, with the first few names where a person may want to look.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,8 +65,10 @@ pub struct Rest {
     counts: BTreeMap<Category, usize>,
     /// The first few project ids of the categories whose line names them.
     names: BTreeMap<Category, Vec<String>>,
-    /// Why deny policies went unread (`the deny policies of folders/1 (...)`), distinct.
+    /// Attachment points whose deny policies went unread (`folders/1`), distinct.
     unread: BTreeSet<String>,
+    /// Why, in a few words each (`Google's IAM v2 read quota`), distinct.
+    why: BTreeSet<String>,
 }
 
 impl Rest {
@@ -84,7 +86,11 @@ impl Rest {
                 .iter()
                 .filter_map(|f| f.finding.deny_check.as_ref())
             {
-                self.unread.extend(check.unread.iter().cloned());
+                for entry in &check.unread {
+                    let (point, why) = unread_point(entry);
+                    self.unread.insert(point.to_owned());
+                    self.why.insert(why.to_owned());
+                }
             }
         }
     }
@@ -118,8 +124,9 @@ impl Rest {
                     ),
                     Category::OkStar => (
                         format!(
-                            "{n} project(s) ok* (deny policies partly unread: {})",
-                            listed(self.unread.iter().map(String::as_str), self.unread.len())
+                            "{n} project(s) ok* (deny policies not read: {}; why: {})",
+                            listed(self.unread.iter().map(String::as_str), self.unread.len()),
+                            self.why.iter().cloned().collect::<Vec<_>>().join("; ")
                         ),
                         Tone::Good,
                     ),
@@ -130,6 +137,21 @@ impl Rest {
             })
             .collect()
     }
+}
+
+/// An unread entry (`the deny policies of folders/1 (iam policies.listPolicies: IAM v2 read quota:
+/// ...)`) as its attachment point and why in a few words.
+fn unread_point(entry: &str) -> (&str, &str) {
+    let rest = entry.strip_prefix("the deny policies of ").unwrap_or(entry);
+    let (point, detail) = rest.split_once(" (").unwrap_or((rest, ""));
+    let why = if detail.contains("IAM v2 read quota") || detail.contains("429") {
+        "Google's IAM v2 read quota (5 reads a minute)"
+    } else if detail.contains("denypolicies") || detail.contains("403") {
+        "no permission to read them (iam.denypolicies.list)"
+    } else {
+        "they could not be read"
+    };
+    (point, why)
 }
 
 fn named(names: &[String], total: usize) -> String {

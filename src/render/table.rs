@@ -574,7 +574,7 @@ mod tests {
             rest,
             [
                 "1 project(s) need review (a grant under a condition, through a group, or unreadable): review-me",
-                "1 project(s) ok* (deny policies partly unread: the deny policies of folders/1 (IAM v2 read quota))",
+                "1 project(s) ok* (deny policies not read: folders/1; why: Google's IAM v2 read quota (5 reads a minute))",
                 "2 project(s) ok",
                 "1 project(s) not using GKE",
             ],

@@ -382,6 +382,10 @@ async fn without_permission_to_read_deny_policies_verdicts_are_ok_star_and_said_
         1,
         "said once: {stderr}"
     );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in logs that go to a pipe: {stderr:?}"
+    );
     sim.shutdown().await;
 }
 

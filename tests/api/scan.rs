@@ -99,8 +99,7 @@ async fn scan_json_classifies_missing_split_conditional_inherited_and_healthy_no
     let sim = start_sim(WORLD).await;
 
     // In-process: the scan command itself, its output captured.
-    let (code, out) =
-        scan_in_process(&["--project", "acme-prod", "--format", "json"], &sim).await;
+    let (code, out) = scan_in_process(&["--project", "acme-prod", "--format", "json"], &sim).await;
 
     assert_eq!(code, 1, "{out}");
     let doc: Value = serde_json::from_str(&out).expect("one JSON document");
