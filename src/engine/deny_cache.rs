@@ -69,6 +69,9 @@ pub struct DenyPolicyCache {
     store: Option<Arc<dyn StateStore>>,
     /// The wall clock read times are recorded and compared in (the engine's).
     clock: crate::clock::Clock,
+    /// Held (written) by a sweep's plan of reads while it reads; every other deny read waits for it
+    /// first, so the plan takes the IAM v2 budget before any run can ([`super::deny_plan`]).
+    planning: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for DenyPolicyCache {
@@ -87,7 +90,19 @@ impl DenyPolicyCache {
             entries: std::sync::Mutex::default(),
             store: Some(store),
             clock: crate::clock::Clock::default(),
+            planning: Arc::default(),
         }
+    }
+
+    /// Held by a sweep's plan while it makes its reads: deny reads of runs wait for it to end
+    /// ([`Self::after_plan`]).
+    pub async fn plan_lock(&self) -> tokio::sync::OwnedRwLockWriteGuard<()> {
+        self.planning.clone().write_owned().await
+    }
+
+    /// Returns once no plan of reads is under way (at once when none is).
+    pub async fn after_plan(&self) {
+        drop(self.planning.read().await);
     }
 
     /// The same cache, its read times taken from `clock`.

@@ -59,6 +59,8 @@ impl Verifier<'_> {
         chain: &[ResourceRef],
         own_deny: Option<OwnDenyRead>,
     ) -> Result<(AccessFacts, bool), ApiError> {
+        // A sweep's plan of reads goes first ([`Self::plan_deny_reads`]).
+        self.options.context.deny_cache.after_plan().await;
         let mut facts = AccessFacts::default();
         let points: Vec<String> = std::iter::once(format!("projects/{}", info.project_number))
             .chain(chain.iter().map(ResourceRef::to_string))
@@ -318,6 +320,9 @@ impl<'a> Verifier<'a> {
         self,
         projects: &[PlanProject],
     ) -> impl std::future::Future<Output = PlanOutcome> + use<'a> {
+        // Until its reads are made, no run of this process reads deny policies: the plan's reads
+        // take the IAM v2 budget first, whatever the runs beside it do.
+        let planning = self.options.context.deny_cache.plan_lock().await;
         let max_age = self.deny_max_age();
         // A project's own deny policies read ahead while it was looked up are its run's to use.
         let read_ahead: std::collections::HashSet<&str> = {
@@ -353,25 +358,41 @@ impl<'a> Verifier<'a> {
         let all = points.len();
         let planned = deny_plan::order(points);
         let fresh = all - planned.len();
-        let take = self
-            .options
-            .settings
-            .deny_read_budget
-            .map_or(planned.len(), |b| (b as usize).min(planned.len()));
+        // With a budget (one-shot runs), one point after another in the plan's order: a point's read
+        // is its list and then a get per policy, all within the budget, so a point is read whole or
+        // not at all, and the first read the quota refuses ends the plan (nothing later could be
+        // read either; a refusal of another kind, no permission there, does not). Without one (the
+        // service, whose window refuses at once), all at once.
+        let one_by_one = self.options.settings.deny_read_budget.is_some();
         async move {
-            let reads = futures::future::join_all(
-                planned[..take]
-                    .iter()
-                    .map(|p| self.cached_deny_policies(&p.name)),
-            )
-            .await;
-            let read = reads.iter().filter(|r| r.is_ok()).count();
-            let left: Vec<String> = planned
-                .iter()
-                .zip(reads.iter().map(Some).chain(std::iter::repeat(None)))
-                .filter(|(_, r)| !matches!(r, Some(Ok(_))))
-                .map(|(p, _)| p.name.clone())
-                .collect();
+            let (mut read, mut left) = (0, Vec::new());
+            if one_by_one {
+                let mut spent = false;
+                for p in &planned {
+                    if spent {
+                        left.push(p.name.clone());
+                        continue;
+                    }
+                    match self.cached_deny_policies(&p.name).await {
+                        Ok(_) => read += 1,
+                        Err(e) => {
+                            spent = e.quota;
+                            left.push(p.name.clone());
+                        }
+                    }
+                }
+            } else {
+                let reads = futures::future::join_all(
+                    planned.iter().map(|p| self.cached_deny_policies(&p.name)),
+                )
+                .await;
+                for (p, r) in planned.iter().zip(reads) {
+                    match r {
+                        Ok(_) => read += 1,
+                        Err(_) => left.push(p.name.clone()),
+                    }
+                }
+            }
             let outcome = PlanOutcome {
                 points: all,
                 fresh,
@@ -388,6 +409,7 @@ impl<'a> Verifier<'a> {
                     "deny-policy reads planned"
                 );
             }
+            drop(planning);
             outcome
         }
     }
