@@ -283,12 +283,7 @@ impl DenyPolicyCache {
     /// used as it is, read once and since grown old or marked stale (when), or never read.
     pub async fn known(&self, point: &str, max_age: Duration) -> crate::engine::deny_plan::Known {
         use crate::engine::deny_plan::Known;
-        let slot = self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(point)
-            .cloned();
+        let slot = self.existing(point);
         let mut ours = None;
         if let Some(slot) = slot
             && let Some(fresh) = slot.lock().await.as_ref()
@@ -318,12 +313,7 @@ impl DenyPolicyCache {
     /// reads them again, and its last known rules still apply until a read succeeds. A read under
     /// way finishes first, and is marked too; so is the store's entry.
     pub async fn forget(&self, point: &str) {
-        let slot = self
-            .entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(point)
-            .cloned();
+        let slot = self.existing(point);
         if let Some(slot) = slot
             && let Some(fresh) = slot.lock().await.as_mut()
         {
@@ -334,6 +324,15 @@ impl DenyPolicyCache {
                 .map(|o| StoredRead { stale: true, ..o })
         })
         .await;
+    }
+
+    /// The slot of `point`, if it has one (never creates it).
+    fn existing(&self, point: &str) -> Option<Slot> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(point)
+            .cloned()
     }
 
     /// Attachment points with an entry (fresh or not).
