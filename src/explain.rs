@@ -6,7 +6,7 @@
 //! the trace itself is the pure [`crate::domain::explain::explain`]. Never writes.
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -165,8 +165,7 @@ async fn run_inner(args: &ExplainArgs) -> Result<i32, SetupError> {
         }
         Format::Table => {
             let style = Style {
-                color: std::io::stdout().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                color: crate::render::stdout_colour(),
                 ..Style::default()
             };
             for e in &explanations {

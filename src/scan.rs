@@ -4,7 +4,7 @@
 //! Exit codes: 0 every finding ok (or restored, or expiring), 1 findings remain, 2 error. Output is
 //! streamed through one buffered writer: each report is written as it completes, then dropped.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,13 +62,12 @@ pub struct ScanArgs {
 /// Runs `scan` on stdout (coloured on a terminal unless `NO_COLOR` is set) and returns the process
 /// exit code.
 pub async fn run(args: ScanArgs) -> i32 {
-    let stdout = std::io::stdout();
-    let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let color = crate::render::stdout_colour();
     // One buffered writer for everything on stdout: a report is written (and dropped) as soon as it
     // and every report before it are done, so memory stays flat in the number of projects.
     run_to(
         &args,
-        std::io::BufWriter::with_capacity(64 * 1024, stdout),
+        std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
         color,
     )
     .await

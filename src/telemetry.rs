@@ -47,6 +47,15 @@ pub fn colour(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// [`colour`] for this process's stderr (the logs).
+fn stderr_colour() -> bool {
+    use std::io::IsTerminal;
+    colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    )
+}
+
 /// A sink that collects lines in memory (tests).
 pub fn memory_sink() -> (Sink, Arc<Mutex<Vec<u8>>>) {
     let buf = Arc::new(Mutex::new(Vec::new()));
@@ -255,17 +264,12 @@ fn filter() -> tracing_subscriber::EnvFilter {
 /// `sim`): text on stderr, warnings and errors unless `RUST_LOG` says otherwise, colour only on a
 /// terminal without `NO_COLOR` (stdout carries the command's output).
 pub fn init_command() {
-    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let ansi = colour(
-        std::env::var_os("NO_COLOR").as_deref(),
-        std::io::stderr().is_terminal(),
-    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+        .with_ansi(stderr_colour())
         .try_init();
 }
 
@@ -280,15 +284,10 @@ pub fn init(format: LogFormat, project: Option<String>) {
                 .try_init();
         }
         LogFormat::Text => {
-            use std::io::IsTerminal;
-            let ansi = colour(
-                std::env::var_os("NO_COLOR").as_deref(),
-                std::io::stderr().is_terminal(),
-            );
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter())
                 .with_writer(std::io::stderr)
-                .with_ansi(ansi)
+                .with_ansi(stderr_colour())
                 .try_init();
         }
     }

@@ -21,7 +21,7 @@ pub mod terraform;
 pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -165,8 +165,7 @@ async fn run_inner(args: &CheckPlanArgs) -> Result<i32, SetupError> {
         }
         Format::Table => {
             let style = Style {
-                color: std::io::stdout().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+                color: crate::render::stdout_colour(),
                 ..Style::default()
             };
             out.write_all(render::table(&doc, style).as_bytes())?;

@@ -16,7 +16,7 @@ pub mod table;
 
 pub use fix::{describe_action, gcloud_fix};
 pub use json::{JsonStream, SCAN_SCHEMA, ScanDocument};
-pub use style::{Style, Tone, paint};
+pub use style::{Style, Tone, paint, stdout_colour};
 pub use summary::exit_code;
 pub use table::{Block, TableStream, render_project, render_table};
 

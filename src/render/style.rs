@@ -70,3 +70,13 @@ pub fn outcome_label(outcome: Outcome) -> &'static str {
         other => other.as_str(),
     }
 }
+
+/// Whether a command's output on stdout may carry colour: the logs' rule
+/// ([`crate::telemetry::colour`]), for stdout.
+pub fn stdout_colour() -> bool {
+    use std::io::IsTerminal;
+    crate::telemetry::colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    )
+}

@@ -28,7 +28,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("server", &["engine", "intake", "notify", "ports", "domain"]),
     // Connection settings and rendering: shared by the commands, so no command imports another.
     ("connect", &["gcp", "policy", "ports", "state"]),
-    ("render", &["domain", "engine", "gcp"]),
+    ("render", &["domain", "engine", "gcp", "telemetry"]),
     (
         "scan",
         &["connect", "domain", "engine", "policy", "ports", "render"],
