@@ -202,15 +202,8 @@ async fn discover(
     off: bool,
 ) -> Result<(Vec<SweepProject>, Vec<ProjectReport>, Discovery), SetupError> {
     let found = snapshot::discover(remediator, projects, roots, !off).await?;
-    let mut out: Vec<SweepProject> = found.live.into_iter().map(SweepProject::Live).collect();
-    out.extend(
-        found
-            .reports
-            .into_iter()
-            .map(|r| SweepProject::FromSnapshot(Box::new(r))),
-    );
-    out.sort_by(|a, b| a.id().cmp(b.id()));
-    Ok((out, found.failures, found.discovery))
+    let projects = SweepProject::discovered(found.live, found.reports);
+    Ok((projects, found.failures, found.discovery))
 }
 
 /// Where `scan` writes: the JSON document or the table, one project at a time.

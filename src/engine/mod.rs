@@ -665,14 +665,7 @@ impl Engine {
         let budget = Some(WriteBudget::new(
             self.config.policy.limits.max_writes_per_run,
         ));
-        let mut projects: Vec<sweep::SweepProject> =
-            infos.into_iter().map(sweep::SweepProject::Live).collect();
-        projects.extend(
-            from_snapshot
-                .into_iter()
-                .map(|r| sweep::SweepProject::FromSnapshot(Box::new(r))),
-        );
-        projects.sort_by(|a, b| a.id().cmp(b.id()));
+        let projects = sweep::SweepProject::discovered(infos, from_snapshot);
         let mut planner_options = self.resolver_options();
         // Every project at once: the client's rate limits pace the calls.
         planner_options.settings.concurrency = projects.len().max(1);

@@ -33,6 +33,19 @@ pub enum SweepProject {
 }
 
 impl SweepProject {
+    /// A sweep's projects as discovery found them: those to check live and those reported from a
+    /// snapshot, by project id (the order the sweep takes them in).
+    pub fn discovered(live: Vec<ProjectInfo>, from_snapshot: Vec<ProjectReport>) -> Vec<Self> {
+        let mut all: Vec<Self> = live.into_iter().map(Self::Live).collect();
+        all.extend(
+            from_snapshot
+                .into_iter()
+                .map(|r| Self::FromSnapshot(Box::new(r))),
+        );
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
+    }
+
     /// The project id.
     pub fn id(&self) -> &str {
         match self {
