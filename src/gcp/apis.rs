@@ -562,32 +562,26 @@ impl Gcp {
         &self,
         email: &str,
     ) -> Result<Option<ServiceAccount>, ApiError> {
-        let call = get(
-            Api::Iam,
-            "serviceAccounts.get",
-            "iam.serviceAccounts.get",
-            format!("v1/projects/-/serviceAccounts/{email}"),
-        );
-        match self.client.send(call).await {
+        let read = |project: &str| {
+            self.client.send::<(), ServiceAccount>(get(
+                Api::Iam,
+                "serviceAccounts.get",
+                "iam.serviceAccounts.get",
+                format!("v1/projects/{project}/serviceAccounts/{email}"),
+            ))
+        };
+        match read("-").await {
             Ok(sa) => Ok(Some(sa)),
             Err(e) if e.is_not_found() => Ok(None),
             // Through `projects/-` Google answers 403 for an account that does not exist (it
             // cannot check a permission on it): ask again in the account's own project, where
             // absence is 404 and a 403 is a real refusal.
             Err(e) if e.code() == Some(403) => match project_of_account(email) {
-                Some(project) => {
-                    let call = get(
-                        Api::Iam,
-                        "serviceAccounts.get",
-                        "iam.serviceAccounts.get",
-                        format!("v1/projects/{project}/serviceAccounts/{email}"),
-                    );
-                    match self.client.send(call).await {
-                        Ok(sa) => Ok(Some(sa)),
-                        Err(e) if e.is_not_found() => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                }
+                Some(project) => match read(&project).await {
+                    Ok(sa) => Ok(Some(sa)),
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(e),
+                },
                 None => Err(e),
             },
             Err(e) => Err(e),
